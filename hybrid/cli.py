@@ -1,0 +1,102 @@
+"""Command line: ``hybrid <command>`` (also ``python -m hybrid``). The only place that parses
+arguments and configures logging. Under ``mpirun`` only rank 0 prints.
+
+Errors in the input (configuration, files) print one ``hybrid: error: ...`` line on rank 0 and
+exit with status 2 on every rank; an unexpected failure on one rank aborts all ranks so none hangs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+DESCRIPTION = """\
+hybrid: imaging-guided modelling of nanomedicine delivery in solid tumours.
+
+commands:
+  demo      built-in phantom: 2-D tumour in host tissue -> IFP fields, summary.json, figure
+  forward   forward FEM simulation from a TOML configuration (run it under mpirun -n N)
+
+Units are SI (m, Pa, s) in configurations and outputs unless a key says otherwise.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hybrid", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"hybrid {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the built-in phantom end to end",
+                               description="Mesh a 2-D tumour (4 mm) in a 2 mm host shell, solve the "
+                                           "interstitial fluid pressure, and write ifp.xdmf, summary.json "
+                                           "and ifp_demo.png (pressure map and radial profile against "
+                                           "the closed form).")
+    demo.add_argument("--output", type=Path, default=Path("results/demo"), help="output directory")
+
+    forward = commands.add_parser("forward", help="forward simulation from a TOML configuration",
+                                  description="Solve the steady Darcy-Starling interstitial fluid pressure "
+                                              "(Baxter & Jain 1989). Writes <output>/ifp.xdmf (+.h5) with "
+                                              "P1 point data 'pressure' [Pa] and 'velocity' [m/s], and "
+                                              "<output>/summary.json. See hybrid/config.py for the keys.")
+    forward.add_argument("config", type=Path, help="TOML configuration file")
+    forward.add_argument("--output", type=Path, help="override [output] directory")
+    return parser
+
+
+def _version() -> str:
+    from hybrid import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hybrid`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        if comm.rank == 0:
+            print(f"[hybrid {time.perf_counter() - started:7.1f} s] {message}", flush=True)
+
+    from hybrid.config import ConfigError
+
+    try:
+        if args.command == "demo":
+            from hybrid.pipeline import run_demo
+
+            run_demo(args.output, comm, log)
+            log(f"done: outputs in {args.output}")
+        elif args.command == "forward":
+            from dataclasses import replace
+
+            from hybrid.config import load_forward_config
+            from hybrid.pipeline import run_forward
+
+            config = load_forward_config(args.config)
+            if args.output is not None:
+                config = replace(config, output_directory=args.output)
+            run_forward(config, comm, log)
+            log(f"done: outputs in {config.output_directory}")
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        # Raised identically on every rank (inputs are read and checked on all of them).
+        if comm.rank == 0:
+            print(f"hybrid: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except Exception as exc:  # noqa: BLE001  (an unexpected failure: never leave ranks hanging)
+        print(f"hybrid: rank {comm.rank}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        if comm.size > 1:
+            comm.Abort(1)
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

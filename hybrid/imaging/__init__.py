@@ -1,0 +1,1 @@
+"""Quantitative MRI: DCE-MRI kinetic maps, CEST pH maps. Pure numpy/scipy."""

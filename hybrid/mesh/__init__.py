@@ -1,0 +1,10 @@
+"""gmsh meshes at tumour scale (mm) and perivascular scale (um), distributed as DOLFINx meshes.
+
+Tags of cells and facets: :mod:`hybrid.mesh.tags`.
+"""
+
+import hybrid._fem_stack  # noqa: F401  (before dolfinx)
+from hybrid.mesh import tags
+from hybrid.mesh.builders import TumourMesh, krogh_mesh, place_vessels, tumour_mesh, vessel_patch_mesh
+
+__all__ = ["tags", "TumourMesh", "tumour_mesh", "krogh_mesh", "vessel_patch_mesh", "place_vessels"]

@@ -1,0 +1,1 @@
+"""Figures and tables (matplotlib imported lazily, off-screen)."""

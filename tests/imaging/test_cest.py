@@ -1,0 +1,237 @@
+"""CEST-MRI pH: Bloch–McConnell solver checks (closed form, BMCTool), ratiometric pH recovered
+from noisy synthetic spectra with MT and B0 offsets, an independent non-Lorentzian spectrum
+generator, the measured acidoCEST calibration table (tests/data/acidocest), validity masks
+and bad input. Run with ``-s`` to see the reported numbers."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hybrid.imaging import bloch_mcconnell as bm
+from hybrid.imaging import cest
+
+CAL_CSV = Path(__file__).resolve().parents[1] / "data" / "acidocest" / "cal_curve.csv"
+OFFSETS = np.round(np.arange(-10.0, 10.001, 0.1), 3)   # ppm, 201 offsets
+B0 = 9.4            # T: at 7 T the 5.5 ppm line merges with water near pH 7.4 (imaging.md §3.2)
+NOISE = 0.005       # noise SD as a fraction of S0 (SNR 200), complex Gaussian -> magnitude
+MT = bm.MTPool(fraction=0.05)
+
+
+def _measured_table():
+    with open(CAL_CSV, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {k: np.array([float(r[k]) for r in rows]) for k in ("pH", "Peak_4p2", "Peak_5p6", "RATIO")}
+
+
+def test_single_pool_matches_closed_form():
+    """Water alone: Mz_ss/M0 = R1 (R2^2 + dw^2) / (R1 (R2^2 + dw^2) + w1^2 R2), exactly."""
+    water = bm.WaterPool(t1=2.5, t2=0.5)
+    w0 = bm.GAMMA_H * B0 * 1e-6
+    dw, w1 = OFFSETS * w0, bm.GAMMA_H * 3e-6
+    r1, r2 = 1 / water.t1, 1 / water.t2
+    exact = r1 * (r2 ** 2 + dw ** 2) / (r1 * (r2 ** 2 + dw ** 2) + w1 ** 2 * r2)
+    assert np.max(np.abs(bm.z_spectrum(OFFSETS, water, b0=B0, t_sat=None) - exact)) < 1e-12
+    assert np.max(np.abs(bm.z_spectrum(OFFSETS, water, b0=B0, t_sat=60.0) - exact)) < 1e-12
+
+
+def test_eigen_expm_equals_scipy_expm():
+    """The fast eigendecomposition propagator equals scipy.linalg.expm (Pade, exact reference)."""
+    from scipy.linalg import expm
+    w0 = bm.GAMMA_H * B0 * 1e-6
+    pools = bm.iopamidol_pools(6.2)
+    a, c, m0, iz = bm._system(OFFSETS * w0, bm.GAMMA_H * 3e-6, w0, bm.WaterPool(), pools, MT)
+    m_ss = np.linalg.solve(a, np.broadcast_to(-c, (OFFSETS.size, c.size))[..., None])[..., 0]
+    ref = (m_ss + np.einsum("nij,nj->ni", expm(a * 6.0), m0 - m_ss))[:, iz]
+    z = bm.z_spectrum(OFFSETS, bm.WaterPool(), pools, MT, b0=B0, b1=3e-6, t_sat=6.0)
+    assert np.max(np.abs(z - ref)) < 1e-12
+
+
+@pytest.mark.parametrize("ph", [6.2, 7.2])
+def test_matches_bmctool(ph):
+    """Same pools (water, two iopamidol amides, Lorentzian MT), 6 s CW block pulse at 3 uT."""
+    pytest.importorskip("bmctool", reason="bmctool (PyPI) is not installed: pip install bmctool")
+    pp = pytest.importorskip("pypulseq", reason="pypulseq (a bmctool dependency) is not installed")
+    from bmctool.parameters import CESTPool, MTPool, Options, Parameters, System, WaterPool
+    from bmctool.simulation import BMCSim
+
+    water, pools, b1, t_sat = bm.WaterPool(), bm.iopamidol_pools(ph), 3e-6, 6.0
+    params = Parameters(
+        water_pool=WaterPool(f=1.0, t1=water.t1, t2=water.t2),
+        cest_pools=[CESTPool(k=p.k_ex, f=p.fraction, dw=p.shift_ppm, t1=p.t1, t2=p.t2) for p in pools],
+        mt_pool=MTPool(k=MT.k_ex, f=MT.fraction, dw=MT.shift_ppm, lineshape="lorentzian", t1=MT.t1, t2=MT.t2),
+        system=System(b0=B0, gamma=bm.GAMMA_H * 1e-6, b0_inhom=0.0, rel_b1=1.0),
+        options=Options(verbose=False, reset_init_mag=True, scale=1.0, max_pulse_samples=1))
+    system = pp.Opts(rf_ringdown_time=0, rf_dead_time=0, rf_raster_time=1e-6, block_duration_raster=1e-5)
+    seq = pp.Sequence(system)
+    hz_per_t = bm.GAMMA_H / (2 * np.pi)
+    offsets = OFFSETS[::4]
+    for off in offsets:
+        seq.add_block(pp.make_block_pulse(flip_angle=2 * np.pi * hz_per_t * b1 * t_sat, duration=t_sat,
+                                          freq_offset=off * hz_per_t * B0 * 1e-6, system=system))
+        seq.add_block(pp.make_adc(num_samples=1, duration=1e-3, system=system))
+    seq.set_definition("offsets_ppm", offsets)
+    sim = BMCSim(params, seq, verbose=False)
+    sim.run()
+    _, z_ref = sim.get_zspec()
+    dz = np.max(np.abs(bm.z_spectrum(offsets, water, pools, MT, b0=B0, b1=b1, t_sat=t_sat) - z_ref))
+    print(f"\nBMCTool agreement, pH {ph}: max |dZ| = {dz:.2e}")
+    assert dz < 1e-5   # BMCTool integrates with a 6th-order Pade expm: ~2e-6 at pH 6.2
+
+
+def test_simulated_ratio_monotone_and_like_measured():
+    """log10 ratio of fitted amplitudes vs pH, noiseless BM spectra without MT: strictly
+    increasing over 6.0-7.4, and its rise over 6.0-6.9 within a factor 2 of the measured table's."""
+    ph = np.round(np.arange(6.0, 7.41, 0.1), 2)
+    ratio = cest.ph_ratio(OFFSETS, bm.simulate_iopamidol(OFFSETS, ph, b0=B0), mt=False)
+    table = _measured_table()
+    print("\npH    :", ph, "\nratio :", np.round(ratio, 3))
+    assert np.all(np.isfinite(ratio)) and np.all(np.diff(ratio) > 0)
+    rise_sim = np.interp(6.9, ph, ratio) - ratio[0]
+    rise_meas = table["RATIO"][-1] - table["RATIO"][0]
+    assert 0.5 < rise_sim / rise_meas < 2.0
+
+
+@pytest.fixture(scope="module")
+def phantom_calibration():
+    """Phantom vials pH 6.2-7.2 (16 voxels each, MT present, noisy, S0 image noisy too):
+    calibration from the vial-mean ratios, as a user would do."""
+    rng = np.random.default_rng(20261126)
+    ph = np.round(np.arange(6.2, 7.21, 0.1), 2)
+    z = bm.simulate_iopamidol(OFFSETS, np.repeat(ph[:, None], 16, 1), mt=MT, b0=B0, noise_sd=NOISE, rng=rng)
+    s0 = 1.0 + NOISE * rng.standard_normal(z.shape[:-1])
+    ratio = cest.ph_ratio(OFFSETS, z, s0=s0)
+    assert np.isfinite(ratio).mean() > 0.95
+    return cest.PhCalibration.fit(np.nanmean(ratio, axis=1), ph)
+
+
+def test_ph_recovered_from_noisy_spectra_with_b0_offsets(phantom_calibration):
+    """New noisy spectra (other seed), B0 offsets uniform in +-0.3 ppm, MT: 3x3-voxel ROI pH
+    within 0.1 of truth; voxel-wise RMS error within 0.1."""
+    rng = np.random.default_rng(7)
+    ph = np.round(np.arange(6.25, 7.16, 0.1), 2)
+    shift = rng.uniform(-0.3, 0.3, (ph.size, 9))
+    z = bm.simulate_iopamidol(OFFSETS, np.repeat(ph[:, None], 9, 1), mt=MT, b0=B0, b0_shift_ppm=shift,
+                              noise_sd=NOISE, rng=rng)
+    s0 = 1.0 + NOISE * rng.standard_normal(z.shape[:-1])
+    ph_vox, valid = cest.ph_map(OFFSETS, z, phantom_calibration, s0=s0)
+    ratio = cest.ph_ratio(OFFSETS, z, s0=s0)
+    ph_roi = phantom_calibration.ph(np.nanmean(ratio, axis=1))
+    err_vox = ph_vox - ph[:, None]
+    err_roi = ph_roi - ph
+    fit = cest.fit_zspectrum(OFFSETS, z, s0=s0)
+    b0_err = fit.b0_shift_ppm - shift
+    print(f"\nnoise SD {NOISE} of S0, B0 offsets +-0.3 ppm, MT f={MT.fraction}")
+    print("pH              :", ph)
+    print("ROI(9) error    :", np.round(err_roi, 3))
+    print("voxel RMS error :", np.round(np.sqrt(np.nanmean(err_vox ** 2, axis=1)), 3))
+    print(f"voxels valid {valid.mean():.2f}; voxel max |err| {np.nanmax(np.abs(err_vox)):.3f}, "
+          f"RMS {np.sqrt(np.nanmean(err_vox ** 2)):.3f}; ROI max |err| {np.max(np.abs(err_roi)):.3f}; "
+          f"B0 max |err| {np.nanmax(np.abs(b0_err)):.3f} ppm")
+    assert np.all(np.abs(err_roi) <= 0.1)
+    assert np.sqrt(np.nanmean(err_vox ** 2)) <= 0.1
+    assert valid.mean() >= 0.8
+    assert np.nanmax(np.abs(b0_err)) <= 0.05
+
+
+def test_independent_generator_not_tuned_to_simulator():
+    """Spectra built without Bloch–McConnell: a water line averaged over a B1 spread (widths
+    0.7-1.3 x 1.6 ppm, so not one Lorentzian), a Gaussian MT hump, Lorentzian amides of known
+    amplitudes, B0 drift, noise SD 0.005 and raw signal with an S0 reference at -300 ppm.
+    ROI means (16 voxels) of the fitted log ratio must match log10(A1/A2) to 0.06 (0.05 pH at
+    the measured table's slope of about 1.2 per pH unit) and every voxel's B0 to 0.05 ppm."""
+    rng = np.random.default_rng(3)
+    offsets = np.concatenate([[-300.0], OFFSETS])
+    a1 = np.array([0.03, 0.06, 0.10, 0.15, 0.08, 0.12])[:, None]
+    a2 = np.array([0.10, 0.09, 0.08, 0.05, 0.03, 0.10])[:, None]
+    shift = rng.uniform(-0.3, 0.3, (a1.size, 16))
+    x = OFFSETS - shift[..., None]
+    water = np.mean([1 / (1 + 4 * (x / (1.6 * s)) ** 2) for s in np.linspace(0.7, 1.3, 7)], axis=0)
+    z = (1.0 - 0.9 * water - 0.12 * np.exp(-4 * np.log(2) * ((x + 2.0) / 30.0) ** 2)
+         - a1[..., None] / (1 + 4 * ((x - 4.2) / 1.8) ** 2)
+         - a2[..., None] / (1 + 4 * ((x - 5.5) / 1.2) ** 2))
+    raw = 1500.0 * np.concatenate([np.ones(shift.shape + (1,)), z], axis=-1)
+    raw += 1500.0 * NOISE * rng.standard_normal(raw.shape)
+    ratio = cest.ph_ratio(offsets, raw)
+    fit = cest.fit_zspectrum(offsets, raw)
+    err = np.nanmean(ratio, axis=1) - np.log10(a1 / a2)[:, 0]
+    print("\nROI ratio error:", np.round(err, 3), f"voxel ratio SD {np.nanstd(ratio, axis=1).max():.3f}",
+          f"B0 max |err| {np.nanmax(np.abs(fit.b0_shift_ppm - shift)):.3f} ppm")
+    assert np.isfinite(ratio).mean() >= 0.9
+    assert np.all(np.abs(err) <= 0.06)
+    assert np.nanmax(np.abs(fit.b0_shift_ppm - shift)) <= 0.05
+
+
+def test_measured_calibration_table():
+    """acidoCEST_ML cal_curve: RATIO == log10(Peak_4p2/Peak_5p6); pH(ratio) calibration
+    residuals within 0.05 pH (cubic, the default)."""
+    t = _measured_table()
+    assert np.max(np.abs(np.log10(t["Peak_4p2"] / t["Peak_5p6"]) - t["RATIO"])) < 1e-12
+    cal = cest.PhCalibration.fit(t["RATIO"], t["pH"])
+    lin = cest.PhCalibration.fit(t["RATIO"], t["pH"], degree=1)
+    print("\nmeasured pH      :", t["pH"], "\ncubic residual   :", np.round(cal.residual_ph, 3),
+          f"\nmax |dpH| cubic {np.max(np.abs(cal.residual_ph)):.3f}, linear "
+          f"{np.max(np.abs(lin.residual_ph)):.3f}")
+    assert np.max(np.abs(cal.residual_ph)) <= 0.05
+    np.testing.assert_allclose(cal.ph(t["RATIO"]), t["pH"] + cal.residual_ph, atol=1e-12)
+
+
+def test_validity_mask():
+    t = _measured_table()
+    cal = cest.PhCalibration.fit(t["RATIO"], t["pH"])
+    lo, hi = cal.ratio_range
+    out = cal.ph(np.array([lo - 0.01, hi + 0.01, np.nan, 0.5 * (lo + hi)]))
+    assert np.isnan(out[:3]).all() and np.isfinite(out[3])
+    rng = np.random.default_rng(0)
+    good = bm.simulate_iopamidol(OFFSETS, 6.6, b0=B0)
+    junk = 0.5 + 0.3 * rng.standard_normal(OFFSETS.size)          # no water line: fit fails
+    holed = good.copy()
+    holed[10] = np.nan                                             # missing sample: fit fails
+    z = np.stack([good, junk, holed])
+    fit = cest.fit_zspectrum(OFFSETS, z)
+    assert fit.success.tolist() == [True, False, False]
+    assert np.isnan(fit.amplitude[1:]).all()
+    ratio = cest.ph_ratio(OFFSETS, z)
+    assert np.isfinite(ratio[0]) and np.isnan(ratio[1:]).all()
+    ph, valid = cest.ph_map(OFFSETS, z, cal)
+    assert valid.tolist() == [np.isfinite(cal.ph(ratio[0])), False, False]
+
+
+def test_b0_tools():
+    """B0 from a low-power WASSR-like spectrum (parabola and water-only fit); shift_correct and
+    MTRasym undo the shift."""
+    shift = 0.23
+    water = bm.WaterPool()
+    wassr = bm.z_spectrum(OFFSETS, water, b0=B0, b1=0.3e-6, t_sat=None, b0_shift_ppm=shift)
+    assert abs(cest.water_shift(OFFSETS, wassr) - shift) < 0.05          # coarse parabola
+    wassr_fit = cest.fit_zspectrum(OFFSETS, wassr, cest.iopamidol_fit_pools()[:1])
+    assert abs(wassr_fit.b0_shift_ppm - shift) < 1e-3                    # water-only Lorentzian
+    z = bm.z_spectrum(OFFSETS, water, bm.iopamidol_pools(6.8), b0=B0, b0_shift_ppm=shift)
+    z_ref = bm.z_spectrum(OFFSETS, water, bm.iopamidol_pools(6.8), b0=B0)
+    inner = np.abs(OFFSETS) <= 9.0
+    assert np.max(np.abs(cest.shift_correct(OFFSETS, z, shift) - z_ref)[inner]) < 5e-3
+    asym = cest.mtr_asym(OFFSETS, z, [4.2, 5.5], b0_shift_ppm=shift)
+    asym_ref = cest.mtr_asym(OFFSETS, z_ref, [4.2, 5.5])
+    assert np.max(np.abs(asym - asym_ref)) < 5e-3 and np.all(asym_ref > 0.01)
+    assert np.max(np.abs(cest.mtr_asym(OFFSETS, bm.z_spectrum(OFFSETS, water, b0=B0), [2.0, 4.2]))) < 1e-12
+
+
+def test_bad_input():
+    z = np.ones((3, OFFSETS.size))
+    with pytest.raises(ValueError, match="last axis"):
+        cest.ph_ratio(OFFSETS[:-1], z)
+    bad = OFFSETS.copy()
+    bad[5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        cest.ph_ratio(bad, z)
+    with pytest.raises(ValueError, match="voxel shape"):
+        cest.fit_zspectrum(OFFSETS, z, s0=np.ones(4))
+    with pytest.raises(ValueError, match="one pH per ratio"):
+        cest.PhCalibration.fit([0.1, 0.2, 0.3], [6.0, 6.5])
+    with pytest.raises(ValueError, match="NaN"):
+        cest.PhCalibration.fit([0.1, np.nan, 0.3, 0.4, 0.5, 0.6], [6.0, 6.2, 6.4, 6.6, 6.8, 7.0])
+    with pytest.raises(ValueError, match="rng"):
+        bm.simulate_iopamidol(OFFSETS, 6.5, noise_sd=0.01)
+    with pytest.raises(ValueError, match="finite"):
+        bm.z_spectrum([0.0, np.inf], bm.WaterPool())

@@ -1,0 +1,309 @@
+"""DCE-MRI: OSIPI reference data (tests/data/osipi, OSIPI pass rule |x - ref| <= atol +
+rtol |ref|), synthetic closed loops with known truth, and input-validation edge cases."""
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hybrid.imaging import dce
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "osipi"
+
+
+def _rows(name):
+    with open(DATA / name, encoding="utf-8-sig", newline="") as fh:  # SI2Conc has a BOM
+        return list(csv.DictReader(fh))
+
+
+def _arr(cell):
+    return np.array(cell.split(), dtype=float)
+
+
+def _close(measured, ref, atol, rtol):
+    return np.all(np.abs(np.asarray(measured) - ref) <= atol + rtol * np.abs(ref))
+
+
+# ---------------------------------------------------------------- OSIPI: kinetic models
+
+TOFTS = _rows("dce_DRO_data_tofts.csv")
+PATLAK = _rows("patlak_sd_0.02_delay_0.csv")
+TCXM = _rows("2cxm_sd_0.001_delay_0.csv")
+OSIPI_SHIFT = 5  # OSIPI's loader delays C by 5 samples (2.5 s here) and zero-fills
+
+
+def _fit_grouped_by_aif(rows, c_key, a_key, model, shift=0, **kw):
+    """Fit all cases, one fit call per distinct AIF (the Tofts DRO has one per SNR)."""
+    t = _arr(rows[0]["t"])
+    groups = defaultdict(list)
+    for i, r in enumerate(rows):
+        groups[r[a_key]].append(i)
+    out = {}
+    for aif, idx in groups.items():
+        ct = np.stack([_arr(rows[i][c_key]) for i in idx])
+        if shift:
+            ct = np.concatenate([np.zeros((len(idx), shift)), ct[:, :-shift]], axis=1)
+        res = dce.fit(t, ct, _arr(aif), model, **kw)
+        for j, i in enumerate(idx):
+            out[i] = {k: float(v[j]) for k, v in res.items()}
+    return t, out
+
+
+@pytest.fixture(scope="module")
+def tofts_fits():
+    return _fit_grouped_by_aif(TOFTS, "C", "ca", "tofts")[1]
+
+
+@pytest.fixture(scope="module")
+def tofts_delayed_fits():
+    t, fits = _fit_grouped_by_aif(TOFTS, "C", "ca", "tofts", shift=OSIPI_SHIFT,
+                                  fit_delay=True)
+    return t[OSIPI_SHIFT] - t[0], fits
+
+
+@pytest.mark.parametrize("i", range(len(TOFTS)), ids=[r["label"] for r in TOFTS])
+def test_osipi_tofts(tofts_fits, i):
+    ref, got = TOFTS[i], tofts_fits[i]
+    assert _close(got["Ktrans"], float(ref["Ktrans"]), 0.005, 0.1), got
+    assert _close(got["ve"], float(ref["ve"]), 0.05, 0.0), got
+
+
+@pytest.mark.parametrize("i", range(len(TOFTS)), ids=[r["label"] for r in TOFTS])
+def test_osipi_tofts_delayed(tofts_delayed_fits, i):
+    true_delay, fits = tofts_delayed_fits
+    ref, got = TOFTS[i], fits[i]
+    assert _close(got["Ktrans"], float(ref["Ktrans"]), 0.005, 0.1), got
+    assert _close(got["ve"], float(ref["ve"]), 0.05, 0.0), got
+    assert _close(got["delay_s"], float(ref["arterialdelay"]) + true_delay, 1.0, 0.0), got
+
+
+@pytest.fixture(scope="module")
+def patlak_fits():
+    return _fit_grouped_by_aif(PATLAK, "C_t", "cp_aif", "patlak")[1]
+
+
+@pytest.mark.parametrize("i", range(len(PATLAK)), ids=[r["label"] for r in PATLAK])
+def test_osipi_patlak(patlak_fits, i):
+    ref, got = PATLAK[i], patlak_fits[i]
+    assert _close(got["vp"], float(ref["vp"]), 0.025, 0.0), got
+    assert _close(got["PS"], float(ref["ps"]), 0.005, 0.1), got
+
+
+@pytest.fixture(scope="module")
+def tcxm_fits():
+    return _fit_grouped_by_aif(TCXM, "C_t", "cp_aif", "2cxm")[1]
+
+
+@pytest.mark.parametrize("i", range(len(TCXM)), ids=[r["label"] for r in TCXM])
+def test_osipi_2cxm(tcxm_fits, i):
+    ref, got = TCXM[i], tcxm_fits[i]
+    assert _close(got["vp"], float(ref["vp"]), 0.025, 0.0), got
+    assert _close(got["ve"], float(ref["ve"]), 0.05, 0.0), got
+    assert _close(got["Fp"], float(ref["fp"]), 5.0, 0.1), got
+    assert _close(got["PS"], float(ref["ps"]), 0.005, 0.1), got
+
+
+# ---------------------------------------------------------------- OSIPI: AIF, signal, T1
+
+def _aif_cases(name):
+    groups = defaultdict(list)
+    for r in _rows(name):
+        groups[r["label"]].append(r)
+    return list(groups.items())
+
+
+@pytest.mark.parametrize("name, atol, rtol", [("ParkerAIF_ref.csv", 0.01, 1e-4),
+                                              ("ParkerAIF_ref_with_delay.csv", 0.1, 0.1)])
+def test_osipi_parker_aif(name, atol, rtol):
+    cases = _aif_cases(name)
+    for label, rows in cases:
+        t_min = np.array([float(r["time"]) for r in rows])
+        ref = np.array([float(r["Cb"]) for r in rows])
+        got = dce.parker_aif(t_min * 60.0, delay_s=float(rows[0]["delay"]))
+        assert _close(got, ref, atol, rtol), label
+    assert len(cases) == (11 if "delay" not in name else 9)
+
+
+SI2C = _rows("SI2Conc_data.csv")
+
+
+@pytest.mark.parametrize("r", SI2C, ids=[r["label"] for r in SI2C])
+def test_osipi_signal_to_concentration(r):
+    conc = dce.signal_to_concentration(
+        _arr(r["s"]), t10_s=float(r["T1base"]), r1_per_mM_s=float(r["r1"]),
+        tr_s=float(r["TR"]), flip_angle_deg=float(r["FA"]), n_baseline=int(r["numbaselinepts"]))
+    assert _close(conc[1:], _arr(r["conc"])[1:], 1e-5, 1e-5)  # sample 0 not assessed
+
+
+@pytest.mark.parametrize("method", ["linear", "nonlinear"])
+def test_osipi_t1_vfa_qiba(method):
+    rows = _rows("t1_quiba_data.csv")
+    fa = _arr(rows[0]["FA"])
+    tr = _arr(rows[0]["TR"])
+    assert all(np.allclose(_arr(r["FA"]), fa) and np.allclose(_arr(r["TR"]), tr) for r in rows)
+    t1, m0 = dce.fit_t1_vfa(np.stack([_arr(r["s"]) for r in rows]), fa, tr[0], method=method)
+    r1_ref = np.array([float(r["R1"]) for r in rows]) * 1000.0  # file R1 is in 1/ms
+    passed = np.abs(1.0 / t1 - r1_ref) <= 0.05 + 0.05 * r1_ref
+    assert passed.sum() == len(rows) == 45, np.flatnonzero(~passed)
+
+
+# ---------------------------------------------------------------- synthetic closed loops
+
+T_SYN = np.arange(150) * 2.0            # 5 min at 2 s
+CP_SYN = dce.plasma_aif(dce.parker_aif(T_SYN, delay_s=20.0))
+
+
+def _etofts_truth(n, seed):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.05, 0.5, n), rng.uniform(0.1, 0.6, n), rng.uniform(0.01, 0.1, n), rng
+
+
+def test_extended_tofts_synthetic_within_osipi_tolerance():
+    kt, ve, vp, rng = _etofts_truth(200, seed=1)
+    ct = dce.extended_tofts(T_SYN, CP_SYN, kt, ve, vp) + rng.normal(0, 0.01, (200, T_SYN.size))
+    got = dce.fit(T_SYN, ct.reshape(10, 20, -1), CP_SYN, "extended_tofts")
+    assert got["Ktrans"].shape == (10, 20)
+    assert _close(got["Ktrans"].ravel(), kt, 0.005, 0.1)
+    assert _close(got["ve"].ravel(), ve, 0.05, 0.0)
+    assert _close(got["vp"].ravel(), vp, 0.025, 0.0)
+    assert np.all(got["rss"] < 3 * 0.01 ** 2 * T_SYN.size)
+
+
+def test_delay_fit_synthetic():
+    kt, ve, vp, rng = _etofts_truth(20, seed=2)
+    delay = 6.0
+    ct = dce.extended_tofts(T_SYN, CP_SYN, kt, ve, vp, delay_s=delay)
+    ct += rng.normal(0, 0.005, ct.shape)
+    got = dce.fit(T_SYN, ct, CP_SYN, "extended_tofts", fit_delay=True,
+                  delay_range_s=(0.0, 12.0), delay_step_s=1.0)
+    assert _close(got["delay_s"], delay, 1.0, 0.0)
+    assert _close(got["Ktrans"], kt, 0.005, 0.1)
+    assert _close(got["ve"], ve, 0.05, 0.0)
+    assert _close(got["vp"], vp, 0.025, 0.0)
+
+
+def test_patlak_and_2cxm_synthetic_noise_free():
+    ct = dce.patlak(T_SYN, CP_SYN, [0.02, 0.1], [0.05, 0.2])
+    got = dce.fit(T_SYN, ct, CP_SYN, "patlak")
+    np.testing.assert_allclose(got["PS"], [0.02, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(got["vp"], [0.05, 0.2], rtol=1e-6)
+    ct = dce.two_cxm(T_SYN, CP_SYN, Fp=[30.0, 80.0], PS=[0.1, 0.05], ve=[0.3, 0.2],
+                     vp=[0.05, 0.08])
+    got = dce.fit(T_SYN, ct, CP_SYN, "2cxm")
+    np.testing.assert_allclose(got["Fp"], [30.0, 80.0], rtol=1e-3)
+    np.testing.assert_allclose(got["PS"], [0.1, 0.05], rtol=1e-3)
+
+
+def test_forward_model_limits():
+    # Tofts = extended Tofts at vp = 0; 2CXM -> extended Tofts (Ktrans = PS) at high flow
+    np.testing.assert_allclose(dce.tofts(T_SYN, CP_SYN, 0.2, 0.3),
+                               dce.extended_tofts(T_SYN, CP_SYN, 0.2, 0.3, 0.0), atol=1e-12)
+    np.testing.assert_allclose(dce.two_cxm(T_SYN, CP_SYN, 1e6, 0.2, 0.3, 0.05),
+                               dce.extended_tofts(T_SYN, CP_SYN, 0.2, 0.3, 0.05), atol=1e-4)
+    # Patlak = extended Tofts with kep -> 0 (ve -> infinity is approached by ve = 1e6)
+    np.testing.assert_allclose(dce.patlak(T_SYN, CP_SYN, 0.1, 0.05),
+                               dce.extended_tofts(T_SYN, CP_SYN, 0.1, 1e6, 0.05), rtol=1e-6,
+                               atol=1e-12)
+
+
+def test_exp_convolve_exact_for_piecewise_linear_input():
+    t = np.concatenate([[0.0], np.cumsum(np.random.default_rng(3).uniform(0.5, 3.0, 40))])
+    x = np.sin(t / 7.0) ** 2
+    k = np.array([0.0, 0.02, 0.5])
+    fine = np.linspace(0.0, t[-1], 400001)
+    xf = np.interp(fine, t, x)
+    for j, kj in enumerate(k):
+        ref = np.trapezoid(xf * np.exp(-kj * (t[-1] - fine)), fine)
+        assert dce.exp_convolve(t, x, k)[j, -1] == pytest.approx(ref, rel=1e-6)
+    # the FFT path (long uniform series) equals the recursion (non-uniform series)
+    tu = np.arange(400) * 0.5
+    xu = dce.parker_aif(tu, 5.0)
+    jitter = tu + np.r_[0.0, np.full(398, 1e-7), 0.0]
+    np.testing.assert_allclose(dce.exp_convolve(tu, xu, k), dce.exp_convolve(jitter, xu, k),
+                               atol=1e-5)
+
+
+def test_aifs():
+    t = np.arange(0.0, 600.0, 0.5)
+    pre = dce.preclinical_aif(t, delay_s=10.0)
+    assert np.all(pre[t < 10.0] == 0.0)
+    assert pre[t == 17.0][0] == pytest.approx(3.4 + 1.81)
+    assert pre[t == 117.0][0] == pytest.approx(3.4 * np.exp(-4.5) + 1.81 * np.exp(-0.15))
+    cb = dce.parker_aif(t)
+    np.testing.assert_allclose(dce.plasma_aif(cb), cb / 0.58)
+    conc = np.zeros((4, 5, t.size))
+    conc[1, 2] = cb
+    conc[3, 4] = 3 * cb
+    conc[0, 0] = np.nan
+    mask = np.zeros((4, 5), bool)
+    mask[1, 2] = mask[3, 4] = mask[0, 0] = True
+    np.testing.assert_allclose(dce.measured_aif(conc, mask), 2 * cb)
+    with pytest.raises(ValueError, match="haematocrit"):
+        dce.plasma_aif(cb, hct=1.0)
+    with pytest.raises(ValueError, match="mask"):
+        dce.measured_aif(conc, mask[:3])
+
+
+def test_vfa_nonlinear_synthetic_and_signal_roundtrip():
+    rng = np.random.default_rng(4)
+    t1 = rng.uniform(0.3, 3.0, (6, 7))
+    fa = np.array([2.0, 5.0, 10.0, 15.0, 25.0])
+    s = dce.spgr_signal(1000.0, 1.0 / t1[..., None], 0.005, fa)
+    for method in ("linear", "nonlinear"):
+        got, m0 = dce.fit_t1_vfa(s, fa, 0.005, method=method)
+        np.testing.assert_allclose(got, t1, rtol=1e-6)
+        np.testing.assert_allclose(m0, 1000.0, rtol=1e-6)
+    conc = dce.extended_tofts(T_SYN, CP_SYN, 0.2, 0.3, 0.05)
+    sig = dce.spgr_signal(500.0, 1.0 / 1.2 + 4.5 * conc, 0.004, 15.0)
+    back = dce.signal_to_concentration(sig, t10_s=1.2, r1_per_mM_s=4.5, tr_s=0.004,
+                                       flip_angle_deg=15.0, n_baseline=5)
+    np.testing.assert_allclose(back, conc, atol=1e-9)
+
+
+# ---------------------------------------------------------------- edge cases
+
+def test_nan_voxels_and_mask():
+    kt, ve, vp, _ = _etofts_truth(6, seed=5)
+    ct = dce.extended_tofts(T_SYN, CP_SYN, kt, ve, vp).reshape(2, 3, -1)
+    ct[0, 1, 7] = np.nan
+    ct[1, 0, 3] = np.inf
+    mask = np.ones((2, 3), bool)
+    mask[1, 2] = False
+    got = dce.fit(T_SYN, ct, CP_SYN, "extended_tofts", mask=mask)
+    bad = ~mask
+    bad[0, 1] = bad[1, 0] = True
+    for key in ("Ktrans", "ve", "vp", "rss", "delay_s"):
+        assert np.all(np.isnan(got[key][bad])) and np.all(np.isfinite(got[key][~bad])), key
+    assert set(got) == {"Ktrans", "ve", "vp", "delay_s", "rss"}
+    np.testing.assert_allclose(got["Ktrans"][~bad], kt.reshape(2, 3)[~bad], rtol=1e-4)
+    assert np.all(np.isnan(dce.fit(T_SYN, np.full((3, T_SYN.size), np.nan), CP_SYN,
+                                   "tofts")["Ktrans"]))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(model="kety"), "unknown model"),
+    (dict(ct_mM=np.zeros((4, 10))), "time last"),
+    (dict(cp_mM=np.zeros(10)), "plasma AIF"),
+    (dict(t_s=T_SYN[::-1]), "strictly increasing"),
+    (dict(mask=np.ones(3, bool)), "mask shape"),
+])
+def test_fit_bad_inputs(kwargs, match):
+    args = dict(t_s=T_SYN, ct_mM=np.zeros((4, T_SYN.size)), cp_mM=CP_SYN, model="tofts")
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        dce.fit(**args)
+
+
+def test_signal_and_vfa_bad_inputs():
+    with pytest.raises(ValueError, match="n_baseline"):
+        dce.signal_to_concentration(np.ones(10), t10_s=1.0, r1_per_mM_s=4.5, tr_s=0.005,
+                                    flip_angle_deg=20, n_baseline=1)
+    with pytest.raises(ValueError, match="flip angles"):
+        dce.fit_t1_vfa(np.ones((3, 4)), [2.0, 10.0, 20.0], 0.005)
+    with pytest.raises(ValueError, match="method"):
+        dce.fit_t1_vfa(np.ones((3, 3)), [2.0, 10.0, 20.0], 0.005, method="spline")
+    t1, _ = dce.fit_t1_vfa(np.array([[np.nan, 1.0, 2.0], [0.0, 0.0, 0.0]]), [2.0, 10.0, 20.0],
+                           0.005)
+    assert np.all(np.isnan(t1))
