@@ -1,0 +1,173 @@
+"""IFP solver against closed forms (Baxter & Jain; physics.md §1.2, §7 V1-V5) and manufactured
+solutions with observed convergence rates. Collective: also run under ``mpirun -n 2``."""
+
+import numpy as np
+import pytest
+import ufl
+from mpi4py import MPI
+
+import hybrid.forward  # noqa: F401  (imports DOLFINx the supported way)
+import dolfinx.fem
+import dolfinx.mesh
+from scipy import special
+
+from hybrid.forward import solve_ifp
+from hybrid.mesh import TumourMesh, krogh_mesh, tags, tumour_mesh, vessel_patch_mesh
+from hybrid.problems.exact import RadialRegion, baxter_jain_pressure, radial_pressure, screening
+from hybrid.problems.ifp import OuterBoundary, TissueProperties
+
+pytestmark = pytest.mark.mpi
+COMM = MPI.COMM_WORLD
+TUMOUR = TissueProperties.defaults("tumour")   # BJ89: delta = 272 um, p_e = 1530 Pa
+HOST = TissueProperties.defaults("host")
+
+
+def owned_dof_values(function):
+    space = function.function_space
+    owned = space.dofmap.index_map.size_local
+    return space.tabulate_dof_coordinates()[:owned], function.x.array[:owned]
+
+
+def max_nodal_error(function, exact, dim) -> float:
+    x, values = owned_dof_values(function)
+    error = np.abs(values - exact(np.linalg.norm(x[:, :dim], axis=1)))
+    return COMM.allreduce(float(error.max(initial=0.0)), op=MPI.MAX)
+
+
+def surface_refined(shape, R, host_thickness, mesh_size):
+    delta = TUMOUR.rim_thickness
+    return tumour_mesh(COMM, shape, R, host_thickness, mesh_size, surface_mesh_size=min(mesh_size, delta / 4),
+                       refinement_width=2 * delta)
+
+
+@pytest.mark.parametrize("shape, dim, R, mesh_size", [
+    ("slab", 1, 4e-3, 1.5e-4),
+    ("disc", 2, 4e-3, 2.5e-4),
+    ("sphere", 3, 1.2e-3, 2.0e-4),
+])
+def test_isolated_tumour_matches_baxter_jain(shape, dim, R, mesh_size):
+    """V1/V2: p = p_e (1 - shape(alpha r/R)), max error below 1 % of p_e with the rim refinement."""
+    domain = surface_refined(shape, R, 0.0, mesh_size)
+    solution = solve_ifp(domain, TUMOUR, OuterBoundary("dirichlet", 0.0))
+    alpha = R / TUMOUR.rim_thickness
+    pe = TUMOUR.effective_pressure
+    error = max_nodal_error(solution.pressure, lambda r: baxter_jain_pressure(dim, r, R, alpha, pe), dim)
+    assert error < 0.01 * pe
+    assert solution.iterations < 30
+
+
+@pytest.mark.parametrize("shape, dim, mesh_size", [("disc", 2, 2.5e-4), ("sphere", 3, 2.5e-4)])
+def test_tumour_in_host_with_lymphatics_two_region(shape, dim, mesh_size):
+    """V3 + V4: discontinuous K and sources, lymphatic drainage in the host, flux continuity."""
+    R, H = 1.2e-3 if dim == 3 else 3e-3, 1.0e-3
+    host = TissueProperties(**{**HOST.__dict__, "lymphatic_filtration": 2.0e-8, "lymphatic_pressure": -100.0})
+    domain = surface_refined(shape, R, H, mesh_size)
+    solution = solve_ifp(domain, TUMOUR, OuterBoundary("dirichlet", 50.0), host)
+    regions = []
+    for props, outer in ((TUMOUR, R), (host, R + H)):
+        lam, p_inf = screening(props.hydraulic_conductivity, props.vascular_exchange, props.effective_pressure,
+                               props.lymphatic_filtration, props.lymphatic_pressure)
+        regions.append(RadialRegion(outer, props.hydraulic_conductivity, lam, p_inf))
+    exact = radial_pressure(dim, regions, 50.0)
+    assert max_nodal_error(solution.pressure, exact.pressure, dim) < 0.01 * TUMOUR.effective_pressure
+
+
+def test_disc_outflow_through_tumour_surface():
+    """Outflow 2 pi R u(R) of the closed form, from fluid balance and from the P1 velocity.
+
+    The balance ``int Lp S/V (p_e - p) dx`` is the discretely conservative outflow. The L2-projected
+    P1 velocity smooths the gradient across the 272 um rim; with h = delta/4 there its surface flux
+    was measured 5.6 % low, so it is held to 10 % here and the conservative flux to 1 %.
+    """
+    R = 3e-3
+    domain = surface_refined("disc", R, 0.0, 2.5e-4)
+    solution = solve_ifp(domain, TUMOUR, OuterBoundary("dirichlet", 0.0))
+    n = ufl.FacetNormal(domain.mesh)
+    ds = ufl.Measure("ds", domain=domain.mesh, subdomain_data=domain.facet_tags)
+    total = lambda form: COMM.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(form)), op=MPI.SUM)
+    projected = total(ufl.dot(solution.velocity, n) * ds(tags.TUMOUR_SURFACE))
+    balance = total(TUMOUR.vascular_exchange * (TUMOUR.effective_pressure - solution.pressure) * ufl.dx)
+    exact = radial_pressure(2, [RadialRegion(R, TUMOUR.hydraulic_conductivity, 1 / TUMOUR.rim_thickness,
+                                             TUMOUR.effective_pressure)], 0.0)
+    expected = 2 * np.pi * R * exact.velocity(np.array([R]))[0]
+    assert balance == pytest.approx(expected, rel=0.01)
+    assert projected == pytest.approx(expected, rel=0.10)
+
+
+def test_krogh_robin_vessel_wall_with_lymphatic_sink():
+    """V5-like: Starling flux through the wall, lymphatic sink, no flux at r_t (Bessel I0/K0 form)."""
+    rv, rt = 10e-6, 120e-6
+    tissue = TissueProperties(hydraulic_conductivity=3.1e-14, filtration_coefficient=2.1e-11,
+                              vessel_surface_density=0.0, vascular_pressure=2080.0,
+                              plasma_oncotic_pressure=2670.0, interstitial_oncotic_pressure=2000.0,
+                              reflection_coefficient=0.82, lymphatic_filtration=1.0e-5, lymphatic_pressure=0.0)
+    domain = krogh_mesh(COMM, rv, rt, mesh_size=4e-6, wall_mesh_size=1e-6)
+    solution = solve_ifp(domain, tissue, OuterBoundary("no_flux"), degree=2)
+    K, Lp, pe = tissue.hydraulic_conductivity, tissue.filtration_coefficient, tissue.effective_pressure
+    lam = np.sqrt(tissue.lymphatic_filtration / K)
+    # p = A I0(lam r) + B K0(lam r);  p'(rt) = 0;  K p'(rv) = -Lp (pe - p(rv))
+    i0, k0 = special.i0(lam * rv), special.k0(lam * rv)
+    di0, dk0 = lam * special.i1(lam * rv), -lam * special.k1(lam * rv)
+    matrix = np.array([[lam * special.i1(lam * rt), -lam * special.k1(lam * rt)],
+                       [K * di0 - Lp * i0, K * dk0 - Lp * k0]])
+    A, B = np.linalg.solve(matrix, [0.0, -Lp * pe])
+    exact = lambda r: A * special.i0(lam * r) + B * special.k0(lam * r)
+    scale = COMM.allreduce(float(np.abs(owned_dof_values(solution.pressure)[1]).max(initial=0)), op=MPI.MAX)
+    assert max_nodal_error(solution.pressure, exact, 2) < 0.005 * scale
+
+
+def test_vessel_patch_conserves_fluid():
+    """Fluid entering through every vessel wall leaves through lymphatics (no-flux patch edges)."""
+    tissue = TissueProperties(**{**TUMOUR.__dict__, "lymphatic_filtration": 1e-6})
+    domain = vessel_patch_mesh(COMM, 300e-6, 8e-6, 4, 60e-6, mesh_size=12e-6, seed=1, wall_mesh_size=3e-6)
+    solution = solve_ifp(domain, tissue, OuterBoundary("no_flux"))
+    p = solution.pressure
+    ds = ufl.Measure("ds", domain=domain.mesh, subdomain_data=domain.facet_tags)
+    inflow = sum(tissue.filtration_coefficient * (tissue.effective_pressure - p) * ds(t)
+                 for t in domain.vessel_wall_tags())
+    drained = tissue.lymphatic_filtration * (p - tissue.lymphatic_pressure) * ufl.dx
+    total_in = COMM.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(inflow)), op=MPI.SUM)
+    total_out = COMM.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(drained)), op=MPI.SUM)
+    assert total_in > 0
+    assert total_out == pytest.approx(total_in, rel=1e-8)
+
+
+def _unit_square_domain(n: int, side: float) -> TumourMesh:
+    mesh = dolfinx.mesh.create_unit_square(COMM, n, n, dolfinx.mesh.CellType.triangle)
+    mesh.geometry.x[:, :2] *= side
+    tdim = mesh.topology.dim
+    cells = np.arange(mesh.topology.index_map(tdim).size_local, dtype=np.int32)
+    cell_tags = dolfinx.mesh.meshtags(mesh, tdim, cells, np.full(cells.size, tags.TUMOUR, dtype=np.int32))
+    mesh.topology.create_connectivity(tdim - 1, tdim)
+    facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
+    facet_tags = dolfinx.mesh.meshtags(mesh, tdim - 1, facets,
+                                       np.full(facets.size, tags.TUMOUR_SURFACE, dtype=np.int32))
+    return TumourMesh(mesh, cell_tags, facet_tags, "square", {"host_thickness": 0.0})
+
+
+def _manufactured_errors(n: int, degree: int) -> tuple[float, float, float]:
+    """(h, L2 error, H1-seminorm error) for p = P sin(pi x/L) sin(2 pi y/L) on a 1 mm square."""
+    side = 1e-3
+    domain = _unit_square_domain(n, side)
+    x = ufl.SpatialCoordinate(domain.mesh)
+    exact = 1000.0 * ufl.sin(ufl.pi * x[0] / side) * ufl.sin(2 * ufl.pi * x[1] / side)
+    K, exchange = TUMOUR.hydraulic_conductivity, TUMOUR.vascular_exchange
+    source = -ufl.div(K * ufl.grad(exact)) + exchange * (exact - TUMOUR.effective_pressure)
+    solution = solve_ifp(domain, TUMOUR, OuterBoundary("dirichlet", 0.0), degree=degree, source=source)
+    e = solution.pressure - exact
+    metadata = {"quadrature_degree": 2 * degree + 4}
+    l2 = dolfinx.fem.form(e**2 * ufl.dx(metadata=metadata))
+    h1 = dolfinx.fem.form(ufl.inner(ufl.grad(e), ufl.grad(e)) * ufl.dx(metadata=metadata))
+    total = lambda form: np.sqrt(COMM.allreduce(dolfinx.fem.assemble_scalar(form), op=MPI.SUM))
+    return side / n, total(l2), total(h1)
+
+
+@pytest.mark.parametrize("degree", [1, 2])
+def test_manufactured_convergence_rates(degree):
+    """Observed L2 and H1 rates within 0.1 of theory (degree + 1 and degree)."""
+    results = np.array([_manufactured_errors(n, degree) for n in (16, 32, 64)])
+    h, l2, h1 = results.T
+    l2_rate = np.log(l2[-2] / l2[-1]) / np.log(h[-2] / h[-1])
+    h1_rate = np.log(h1[-2] / h1[-1]) / np.log(h[-2] / h[-1])
+    assert abs(l2_rate - (degree + 1)) < 0.1, (l2, l2_rate)
+    assert abs(h1_rate - degree) < 0.1, (h1, h1_rate)
