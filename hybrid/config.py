@@ -55,7 +55,12 @@ class GeometryConfig:
     seed: int = 0
 
     def resolved(self, rim_thickness: float) -> "GeometryConfig":
-        """Fill the surface refinement from the IFP rim thickness ``sqrt(K/(Lp S/V))`` [m]."""
+        """Fill the surface refinement from the IFP rim thickness ``sqrt(K/(Lp S/V))`` [m].
+
+        Perivascular shapes keep ``None``: their builders resolve vessel walls by vessel radius.
+        """
+        if self.shape in ("krogh", "vessels"):
+            return self
         surface = self.surface_mesh_size
         if surface is None:
             surface = min(self.mesh_size, rim_thickness / 4) if math.isfinite(rim_thickness) else self.mesh_size

@@ -1,1 +1,1 @@
-"""Every file format hybrid reads or writes: XDMF fields, JSON summaries (NIfTI in imaging I/O)."""
+"""Every file format hybrid reads or writes: XDMF fields, JSON summaries, NIfTI images (+ JSON sidecars)."""

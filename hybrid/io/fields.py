@@ -32,3 +32,34 @@ def write_fields(path: Path, mesh, functions: list[dolfinx.fem.Function], time: 
         xdmf.write_mesh(mesh)
         for function in functions:
             xdmf.write_function(as_point_data(function), time)
+
+
+def read_point_data(path: Path) -> tuple:
+    """Read a DOLFINx XDMF file serially: (points [m], cells, {name: values}) of the last time step.
+
+    meshio's XDMF reader takes one grid per file and DOLFINx writes one temporal collection per
+    field, so this reads the XML and the HDF5 datasets it points at directly (h5py).
+    """
+    import xml.etree.ElementTree as ElementTree
+
+    import h5py
+    import numpy as np
+
+    path = Path(path)
+    root = ElementTree.parse(path).getroot()
+
+    def dataset(item):
+        file_name, _, key = item.text.strip().partition(":")
+        with h5py.File(path.parent / file_name, "r") as h5:
+            return np.asarray(h5[key])
+
+    domain = root.find("Domain")
+    mesh_grid = next(g for g in domain.findall("Grid") if g.get("GridType") == "Uniform")
+    points = dataset(mesh_grid.find("Geometry/DataItem"))
+    cells = dataset(mesh_grid.find("Topology/DataItem"))
+    fields = {}
+    for collection in domain.findall("Grid[@GridType='Collection']"):
+        attribute = collection.findall("Grid")[-1].find("Attribute")
+        values = dataset(attribute.find("DataItem"))
+        fields[attribute.get("Name")] = values[:, 0] if values.shape[1] == 1 else values
+    return points, cells, fields

@@ -203,12 +203,13 @@ def krogh_mesh(comm: MPI.Comm, vessel_radius: float, tissue_radius: float,
                mesh_size: float, wall_mesh_size: float | None = None) -> TumourMesh:
     """2-D Krogh annulus ``vessel_radius < r < tissue_radius`` (the lumen is not meshed).
 
-    Cells are tagged tumour; the vessel wall and the outer tissue circle are tagged.
+    Cells are tagged tumour; the vessel wall and the outer tissue circle are tagged. The wall is
+    resolved with ``wall_mesh_size`` (default ``min(mesh_size, vessel_radius / 4)``).
     """
     _check_positive(vessel_radius=vessel_radius, tissue_radius=tissue_radius, mesh_size=mesh_size)
     if tissue_radius <= vessel_radius:
         raise ValueError(f"tissue_radius ({tissue_radius}) must exceed vessel_radius ({vessel_radius})")
-    wall_mesh_size = wall_mesh_size or mesh_size
+    wall_mesh_size = wall_mesh_size or min(mesh_size, vessel_radius / 4)
     geometry = {"vessel_radius": vessel_radius, "tissue_radius": tissue_radius, "centres": [(0.0, 0.0)]}
 
     def build(model):
@@ -260,11 +261,12 @@ def vessel_patch_mesh(comm: MPI.Comm, patch_size: float, vessel_radius: float, n
     """2-D square tissue patch ``[0, patch_size]^2`` with circular vessels cut out.
 
     Vessel ``i``'s wall is tagged ``tags.patch_vessel_wall(i)``; the square's edges are the outer
-    boundary; tissue cells are tagged tumour.
+    boundary; tissue cells are tagged tumour. Walls are resolved with ``wall_mesh_size``
+    (default ``min(mesh_size, vessel_radius / 4)``).
     """
     _check_positive(patch_size=patch_size, vessel_radius=vessel_radius, mesh_size=mesh_size)
     centres = place_vessels(n_vessels, patch_size, vessel_radius, min_spacing, seed)
-    wall_mesh_size = wall_mesh_size or mesh_size
+    wall_mesh_size = wall_mesh_size or min(mesh_size, vessel_radius / 4)
     geometry = {"patch_size": patch_size, "vessel_radius": vessel_radius,
                 "centres": [tuple(map(float, c)) for c in centres], "seed": seed}
 

@@ -1,0 +1,88 @@
+"""gmsh builders: physical groups, distribution over ranks, seeded vessel placement."""
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+import hybrid.mesh  # noqa: F401
+import dolfinx.fem
+import ufl
+
+from hybrid.mesh import krogh_mesh, place_vessels, tags, tumour_mesh, vessel_patch_mesh
+
+pytestmark = pytest.mark.mpi
+COMM = MPI.COMM_WORLD
+
+
+def global_tags(meshtags) -> set[int]:
+    return set().union(*COMM.allgather(set(np.unique(meshtags.values).tolist())))
+
+
+def measure(domain, form) -> float:
+    return COMM.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(form)), op=MPI.SUM)
+
+
+@pytest.mark.parametrize("shape, host, cells, facets", [
+    ("slab", 0.0, {tags.TUMOUR}, {tags.TUMOUR_SURFACE}),
+    ("slab", 1e-3, {tags.TUMOUR, tags.HOST}, {tags.TUMOUR_SURFACE, tags.OUTER_BOUNDARY}),
+    ("disc", 0.0, {tags.TUMOUR}, {tags.TUMOUR_SURFACE}),
+    ("disc", 1e-3, {tags.TUMOUR, tags.HOST}, {tags.TUMOUR_SURFACE, tags.OUTER_BOUNDARY}),
+    ("sphere", 1e-3, {tags.TUMOUR, tags.HOST}, {tags.TUMOUR_SURFACE, tags.OUTER_BOUNDARY}),
+])
+def test_tumour_mesh_groups_and_measures(shape, host, cells, facets):
+    R = 2e-3
+    domain = tumour_mesh(COMM, shape, R, host, mesh_size=4e-4)
+    assert global_tags(domain.cell_tags) == cells
+    assert global_tags(domain.facet_tags) == facets
+    dx = ufl.Measure("dx", domain=domain.mesh, subdomain_data=domain.cell_tags)
+    one = dolfinx.fem.Constant(domain.mesh, 1.0)
+    exact = {"slab": 2 * R, "disc": np.pi * R**2, "sphere": 4 / 3 * np.pi * R**3}[shape]
+    assert measure(domain, one * dx(tags.TUMOUR)) == pytest.approx(exact, rel=0.03)
+
+
+def test_surface_refinement_makes_small_cells_near_the_surface():
+    domain = tumour_mesh(COMM, "disc", 2e-3, 0.0, 4e-4, surface_mesh_size=5e-5, refinement_width=2e-4)
+    mesh = domain.mesh
+    n = mesh.topology.index_map(2).size_local
+    h = mesh.h(2, np.arange(n, dtype=np.int32))
+    midpoints = dolfinx.mesh.compute_midpoints(mesh, 2, np.arange(n, dtype=np.int32))
+    rim = np.linalg.norm(midpoints[:, :2], axis=1) > 2e-3 - 1.5e-4
+    assert COMM.allreduce(float(h[rim].max(initial=0)), op=MPI.MAX) < 1.5e-4
+    assert COMM.allreduce(float(h[~rim].max(initial=0)), op=MPI.MAX) > 3e-4
+
+
+def test_krogh_wall_and_outer_circle_lengths():
+    domain = krogh_mesh(COMM, 10e-6, 120e-6, mesh_size=10e-6, wall_mesh_size=2e-6)
+    ds = ufl.Measure("ds", domain=domain.mesh, subdomain_data=domain.facet_tags)
+    one = dolfinx.fem.Constant(domain.mesh, 1.0)
+    assert measure(domain, one * ds(tags.VESSEL_WALL)) == pytest.approx(2 * np.pi * 10e-6, rel=0.01)
+    assert measure(domain, one * ds(tags.OUTER_BOUNDARY)) == pytest.approx(2 * np.pi * 120e-6, rel=0.01)
+
+
+def test_vessel_patch_tags_each_wall():
+    domain = vessel_patch_mesh(COMM, 300e-6, 8e-6, 4, 60e-6, mesh_size=15e-6, seed=2)
+    expected = {tags.TUMOUR}
+    assert global_tags(domain.cell_tags) == expected
+    assert global_tags(domain.facet_tags) == {tags.OUTER_BOUNDARY} | {tags.patch_vessel_wall(i) for i in range(4)}
+    ds = ufl.Measure("ds", domain=domain.mesh, subdomain_data=domain.facet_tags)
+    one = dolfinx.fem.Constant(domain.mesh, 1.0)
+    for i in range(4):
+        assert measure(domain, one * ds(tags.patch_vessel_wall(i))) == pytest.approx(2 * np.pi * 8e-6, rel=0.02)
+
+
+def test_vessel_placement_is_seeded_and_spaced():
+    a = place_vessels(8, 500e-6, 10e-6, 80e-6, seed=7)
+    b = place_vessels(8, 500e-6, 10e-6, 80e-6, seed=7)
+    np.testing.assert_array_equal(a, b)
+    distances = np.hypot(*(a[:, None, :] - a[None, :, :]).transpose(2, 0, 1))
+    assert distances[np.triu_indices(8, 1)].min() >= 80e-6
+    assert not np.array_equal(a, place_vessels(8, 500e-6, 10e-6, 80e-6, seed=8))
+
+
+def test_impossible_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="could place only"):
+        place_vessels(50, 200e-6, 10e-6, 80e-6, seed=0)
+    with pytest.raises(ValueError, match="tumour_radius must be a positive"):
+        tumour_mesh(COMM, "disc", 0.0, 0.0, 1e-4)
+    with pytest.raises(ValueError, match="must exceed vessel_radius"):
+        krogh_mesh(COMM, 20e-6, 10e-6, 5e-6)

@@ -1,0 +1,101 @@
+"""The command line as a user runs it: `hybrid --help`, `hybrid demo`, `mpirun -n 2 hybrid forward`."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+MPIRUN = shutil.which("mpirun", path=str(BIN)) or shutil.which("mpirun")
+
+DISC_CONFIG = """\
+[geometry]
+shape = "disc"
+tumour_radius = 2.0e-3
+host_thickness = 0.0
+mesh_size = 2.0e-4
+[tumour]
+hydraulic_conductivity = 3.1e-14
+filtration_coefficient = 2.1e-11
+vessel_surface_density = 2.0e4
+vascular_pressure = 2080.0
+plasma_oncotic_pressure = 2670.0
+interstitial_oncotic_pressure = 2000.0
+reflection_coefficient = 0.82
+[boundary]
+far_field_pressure = 0.0
+[output]
+directory = "{out}"
+"""
+
+
+def run(args, timeout=300, **kwargs):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
+
+
+def hybrid(*args):
+    return [sys.executable, "-m", "hybrid", *args]
+
+
+def test_help_lists_commands():
+    result = run(hybrid("--help"))
+    assert result.returncode == 0
+    for command in ("demo", "forward"):
+        assert command in result.stdout
+
+
+def test_forward_under_mpirun_two_ranks(tmp_path):
+    out = tmp_path / "ifp"
+    config = tmp_path / "disc.toml"
+    config.write_text(DISC_CONFIG.format(out=out))
+    result = run([MPIRUN, "-n", "2", *hybrid("forward", str(config))])
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mpi_ranks"] == 2
+    for key in ("dofs", "iterations", "solve_time_s", "p_max_Pa", "p_mean_tumour_Pa", "versions",
+                "configuration", "wall_time_s"):
+        assert key in summary
+    assert summary["configuration"]["geometry"]["shape"] == "disc"
+    assert summary["closed_form"]["max_error_over_tumour_pe"] < 0.01
+    assert (out / "ifp.xdmf").exists() and (out / "ifp.h5").exists()
+    from hybrid.io.fields import read_point_data
+
+    points, cells, fields = read_point_data(out / "ifp.xdmf")
+    assert set(fields) == {"pressure", "velocity"}
+    assert fields["pressure"].shape == (points.shape[0],) and fields["velocity"].shape == (points.shape[0], 3)  # XDMF pads 2-D vectors
+    assert fields["pressure"].max() == pytest.approx(summary["p_max_Pa"], rel=1e-9)
+
+
+@pytest.mark.parametrize("change, message", [
+    ('mesh_size = 2.0e-4', "unknown key"),                       # replaced by an unknown key below
+    ('hydraulic_conductivity = 3.1e-14', "hydraulic_conductivity"),
+    ('tumour_radius = 2.0e-3', "tumour_radius"),
+    ('shape = "disc"', "missing required key 'shape'"),
+])
+def test_bad_config_one_error_line_nonzero_exit_no_hang(tmp_path, change, message):
+    replacement = {
+        'mesh_size = 2.0e-4': 'mesh_size = 2.0e-4\nmesh_sise = 1.0',
+        'hydraulic_conductivity = 3.1e-14': 'hydraulic_conductivity = -3.1e-14',
+        'tumour_radius = 2.0e-3': 'tumour_radius = 0.0',
+        'shape = "disc"': '',
+    }[change]
+    config = tmp_path / "bad.toml"
+    config.write_text(DISC_CONFIG.format(out=tmp_path / "o").replace(change, replacement))
+    result = run([MPIRUN, "-n", "2", *hybrid("forward", str(config))], timeout=120)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("hybrid: error:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_demo_writes_fields_summary_and_figure(tmp_path):
+    result = run(hybrid("demo", "--output", str(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["closed_form"]["max_error_over_tumour_pe"] < 0.01
+    assert (tmp_path / "ifp_demo.png").stat().st_size > 10_000
+    assert (tmp_path / "ifp.xdmf").exists()
