@@ -8,11 +8,11 @@ from mpi4py import MPI
 
 import hybrid.forward  # noqa: F401  (imports DOLFINx the supported way)
 import dolfinx.fem
-import dolfinx.mesh
 from scipy import special
 
 from hybrid.forward import solve_ifp
-from hybrid.mesh import TumourMesh, krogh_mesh, tags, tumour_mesh, vessel_patch_mesh
+from hybrid.forward.verification import convergence_study
+from hybrid.mesh import krogh_mesh, tags, tumour_mesh, vessel_patch_mesh
 from hybrid.problems.exact import RadialRegion, baxter_jain_pressure, radial_pressure, screening
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 
@@ -132,42 +132,9 @@ def test_vessel_patch_conserves_fluid():
     assert total_out == pytest.approx(total_in, rel=1e-8)
 
 
-def _unit_square_domain(n: int, side: float) -> TumourMesh:
-    mesh = dolfinx.mesh.create_unit_square(COMM, n, n, dolfinx.mesh.CellType.triangle)
-    mesh.geometry.x[:, :2] *= side
-    tdim = mesh.topology.dim
-    cells = np.arange(mesh.topology.index_map(tdim).size_local, dtype=np.int32)
-    cell_tags = dolfinx.mesh.meshtags(mesh, tdim, cells, np.full(cells.size, tags.TUMOUR, dtype=np.int32))
-    mesh.topology.create_connectivity(tdim - 1, tdim)
-    facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
-    facet_tags = dolfinx.mesh.meshtags(mesh, tdim - 1, facets,
-                                       np.full(facets.size, tags.TUMOUR_SURFACE, dtype=np.int32))
-    return TumourMesh(mesh, cell_tags, facet_tags, "square", {"host_thickness": 0.0})
-
-
-def _manufactured_errors(n: int, degree: int) -> tuple[float, float, float]:
-    """(h, L2 error, H1-seminorm error) for p = P sin(pi x/L) sin(2 pi y/L) on a 1 mm square."""
-    side = 1e-3
-    domain = _unit_square_domain(n, side)
-    x = ufl.SpatialCoordinate(domain.mesh)
-    exact = 1000.0 * ufl.sin(ufl.pi * x[0] / side) * ufl.sin(2 * ufl.pi * x[1] / side)
-    K, exchange = TUMOUR.hydraulic_conductivity, TUMOUR.vascular_exchange
-    source = -ufl.div(K * ufl.grad(exact)) + exchange * (exact - TUMOUR.effective_pressure)
-    solution = solve_ifp(domain, TUMOUR, OuterBoundary("dirichlet", 0.0), degree=degree, source=source)
-    e = solution.pressure - exact
-    metadata = {"quadrature_degree": 2 * degree + 4}
-    l2 = dolfinx.fem.form(e**2 * ufl.dx(metadata=metadata))
-    h1 = dolfinx.fem.form(ufl.inner(ufl.grad(e), ufl.grad(e)) * ufl.dx(metadata=metadata))
-    total = lambda form: np.sqrt(COMM.allreduce(dolfinx.fem.assemble_scalar(form), op=MPI.SUM))
-    return side / n, total(l2), total(h1)
-
-
 @pytest.mark.parametrize("degree", [1, 2])
 def test_manufactured_convergence_rates(degree):
-    """Observed L2 and H1 rates within 0.1 of theory (degree + 1 and degree)."""
-    results = np.array([_manufactured_errors(n, degree) for n in (16, 32, 64)])
-    h, l2, h1 = results.T
-    l2_rate = np.log(l2[-2] / l2[-1]) / np.log(h[-2] / h[-1])
-    h1_rate = np.log(h1[-2] / h1[-1]) / np.log(h[-2] / h[-1])
-    assert abs(l2_rate - (degree + 1)) < 0.1, (l2, l2_rate)
-    assert abs(h1_rate - degree) < 0.1, (h1, h1_rate)
+    """Observed L2 and H1 rates between the two finest meshes within 0.1 of theory."""
+    study = convergence_study(COMM, degree, sizes=(16, 32, 64))
+    assert abs(study["l2_rate"][-1] - (degree + 1)) < 0.1, study
+    assert abs(study["h1_rate"][-1] - degree) < 0.1, study

@@ -1,0 +1,61 @@
+"""Smoke tests of the scripts in benchmarks/: they run, write their JSON, and the IFP peer
+(scikit-fem + pyamg) solves the same discretisation as hybrid."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(script, *args, timeout=300):
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def test_ifp_scaling_smoke(tmp_path):
+    pytest.importorskip("skfem")
+    pytest.importorskip("pyamg")
+    out = tmp_path / "x.json"
+    _run("ifp_scaling.py", "--smoke", "--output", out)
+    report = json.loads(out.read_text())
+    for key in ("machine", "versions", "table", "scaling", "timestamp", "problem", "solvers"):
+        assert key in report
+    assert report["machine"]["cpu_count"] >= 1 and len(report["machine"]["load_average_before"]) == 3
+    assert report["versions"]["petsc"] and report["versions"]["dolfinx"]
+    assert report["scaling"]["serial_solve_slope"]["slope"] > 0
+    assert len(report["table"]) >= 3
+    for row in report["table"]:
+        serial, peer, mpi = row["serial"], row["peer"], row["mpi2"]
+        assert serial["iterations"] > 0 and serial["solve_s"] > 0 and serial["dofs_per_s"] > 0
+        # The closed form is met to discretisation accuracy (coarse smoke meshes).
+        assert serial["max_rel_error_vs_closed_form"] < 0.5
+        # The peer solves the same linear system: identical size, and the two FEM solutions
+        # agree to about the solver tolerance (a different form or mesh gives >= 1e-3).
+        assert peer["dofs"] == serial["dofs"]
+        assert peer["max_rel_diff_vs_hybrid"] < 1e-6
+        assert row["ratio_hybrid_over_peer"]["setup_plus_solve"] > 0
+        # The two-rank run solved the same mesh to the same accuracy.
+        assert mpi["dofs"] == serial["dofs"]
+        assert mpi["max_rel_error_vs_closed_form"] == pytest.approx(
+            serial["max_rel_error_vs_closed_form"], rel=1e-3, abs=1e-8)
+        assert row["speedup_mpi2"]["solve"] > 0
+    disc = [r["serial"] for r in report["table"] if r["shape"] == "disc"]
+    errors = [r["max_rel_error_vs_closed_form"] for r in disc]
+    assert errors == sorted(errors, reverse=True)   # refining the mesh reduces the error
+
+
+def test_dce_fit_speed_smoke(tmp_path):
+    out = tmp_path / "dce.json"
+    _run("dce_fit_speed.py", "--smoke", "--out", out, timeout=600)
+    report = json.loads(out.read_text())
+    assert report["shape"] == [8, 8, 2]
+    hybrid = report["results"]["hybrid"]
+    assert hybrid["status"] == "ok" and hybrid["voxels_per_s"] > 0
+    for peer in ("osipy", "dcmri"):
+        assert report["results"][peer]["status"] in ("ok", "skipped")

@@ -1,0 +1,64 @@
+"""Forward configuration: defaults from the parameter table, derived refinement, clear errors."""
+
+import pytest
+
+from hybrid.config import ConfigError, forward_config_from_dict, load_forward_config
+from hybrid.problems.ifp import TissueProperties
+
+BASE = {"geometry": {"shape": "sphere", "mesh_size": 1.5e-4}, "output": {"directory": "out"}}
+
+
+def with_(section, **values):
+    document = {k: dict(v) for k, v in BASE.items()}
+    document.setdefault(section, {}).update(values)
+    return document
+
+
+def test_defaults_come_from_the_parameter_table():
+    config = forward_config_from_dict(BASE)
+    assert config.tumour == TissueProperties.defaults("tumour")
+    assert config.host is None
+    assert config.geometry.tumour_radius == 4e-3
+    assert config.boundary.kind == "dirichlet" and config.boundary.pressure == 0.0
+
+
+def test_surface_refinement_derived_from_rim_thickness():
+    config = forward_config_from_dict(BASE)
+    rim = config.tumour.rim_thickness
+    assert config.geometry.surface_mesh_size == pytest.approx(rim / 4)
+    assert config.geometry.refinement_width == pytest.approx(2 * rim)
+    explicit = forward_config_from_dict(with_("geometry", surface_mesh_size=1e-4, refinement_width=1e-3))
+    assert explicit.geometry.surface_mesh_size == 1e-4 and explicit.geometry.refinement_width == 1e-3
+
+
+def test_host_defaults_when_shell_present():
+    config = forward_config_from_dict(with_("geometry", host_thickness=2e-3))
+    assert config.host == TissueProperties.defaults("host")
+
+
+@pytest.mark.parametrize("document, message", [
+    (with_("geometry", colour="red"), r"\[geometry\] unknown key\(s\) colour"),
+    (with_("tumour", hydraulic_conductivity=-1.0), "hydraulic_conductivity"),
+    (with_("tumour", reflection_coefficient=1.5), "reflection_coefficient"),
+    (with_("geometry", tumour_radius=0.0), "tumour_radius must be > 0"),
+    (with_("geometry", shape="cube"), "shape must be one of"),
+    (with_("geometry", mesh_size=1e-2), "mesh_size .* must be smaller than tumour_radius"),
+    (with_("host", hydraulic_conductivity=1e-14), "host_thickness = 0"),
+    (with_("boundary", type="robin"), "robin_coefficient > 0"),
+    (with_("solver", degree=4), "degree must be 1, 2 or 3"),
+    ({"geometry": {"shape": "disc"}, "output": {"directory": "x"}}, "missing required key 'mesh_size'"),
+    ({"geometry": {"shape": "disc", "mesh_size": 1e-4}}, "missing required key 'output'"),
+    (with_("geometry", mesh_size="fine"), "must be a finite number"),
+])
+def test_bad_configuration_names_section_and_key(document, message):
+    with pytest.raises(ConfigError, match=message):
+        forward_config_from_dict(document)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_forward_config(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[geometry\nshape = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_forward_config(broken)
