@@ -20,6 +20,9 @@ hybrid: imaging-guided modelling of nanomedicine delivery in solid tumours.
 commands:
   demo      built-in phantom: 2-D tumour in host tissue -> IFP fields, summary.json, figure
   forward   forward FEM simulation from a TOML configuration (run it under mpirun -n N)
+  phantom   write a digital tumour phantom (DCE, VFA, CEST NIfTI + sidecars) and its maps.toml
+  maps      quantitative MRI maps (Ktrans, ve, vp, T1, pH) from NIfTI series and a TOML file
+            e.g. hybrid phantom results/phantom && hybrid maps results/phantom/maps.toml
 
 Units are SI (m, Pa, s) in configurations and outputs unless a key says otherwise.
 """
@@ -45,6 +48,25 @@ def _parser() -> argparse.ArgumentParser:
                                               "<output>/summary.json. See hybrid/config.py for the keys.")
     forward.add_argument("config", type=Path, help="TOML configuration file")
     forward.add_argument("--output", type=Path, help="override [output] directory")
+
+    phantom = commands.add_parser("phantom", help="write the digital MRI phantom and a maps configuration",
+                                  description="Digital tumour phantom (host, enhancing rim, core, necrosis) "
+                                              "with known Ktrans, ve, vp, T10 and pH_e: writes dce/vfa/cest "
+                                              ".nii.gz with .json sidecars, mask.nii.gz, labels.nii.gz, "
+                                              "truth/*.nii.gz and maps.toml into OUTPUT_DIR.")
+    phantom.add_argument("output", type=Path, metavar="OUTPUT_DIR", help="output directory")
+    phantom.add_argument("--shape", type=int, nargs=3, default=(64, 64, 2), metavar=("NX", "NY", "NZ"),
+                         help="grid size in voxels (0.25 x 0.25 x 1 mm each; default 64 64 2)")
+    phantom.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+
+    maps = commands.add_parser("maps", help="DCE/CEST NIfTI series -> parameter maps",
+                               description="Fit DCE (Parker AIF, Tofts family or 2CXM), VFA T1 and CEST pH "
+                                           "(iopamidol ratiometric) voxel-wise. Writes <output>/<map>.nii.gz "
+                                           "(source affine; Ktrans [1/min], ve, vp, rss [mM^2], T1 [s], pH, "
+                                           "ph_valid), maps.png and summary.json. Keys and units: "
+                                           "hybrid/config.py MapsConfig. Runs serially (rank 0 under mpirun).")
+    maps.add_argument("config", type=Path, help="TOML configuration file")
+    maps.add_argument("--output", type=Path, help="override [output] directory")
     return parser
 
 
@@ -52,6 +74,20 @@ def _version() -> str:
     from hybrid import __version__
 
     return __version__
+
+
+def _on_rank0(comm, work):
+    """Run serial ``work()`` on rank 0 only; an input error there is raised on every rank."""
+    result = error = None
+    if comm.rank == 0:
+        try:
+            result = work()
+        except (ValueError, FileNotFoundError) as exc:
+            error = exc
+    error = comm.bcast(error, root=0)
+    if error is not None:
+        raise error
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +120,23 @@ def main(argv: list[str] | None = None) -> int:
             if args.output is not None:
                 config = replace(config, output_directory=args.output)
             run_forward(config, comm, log)
+            log(f"done: outputs in {config.output_directory}")
+        elif args.command == "phantom":
+            from hybrid.pipeline import run_phantom
+
+            maps_toml = _on_rank0(comm, lambda: run_phantom(args.output, log, shape=tuple(args.shape),
+                                                             seed=args.seed))
+            log(f"done: next run `hybrid maps {maps_toml}`")
+        elif args.command == "maps":
+            from dataclasses import replace
+
+            from hybrid.config import load_maps_config
+            from hybrid.pipeline import run_maps
+
+            config = load_maps_config(args.config)
+            if args.output is not None:
+                config = replace(config, output_directory=args.output)
+            _on_rank0(comm, lambda: run_maps(config, log))
             log(f"done: outputs in {config.output_directory}")
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         # Raised identically on every rank (inputs are read and checked on all of them).

@@ -14,6 +14,8 @@ Units are SI throughout (lengths in m, pressures in Pa). Example (``hybrid forwa
     far_field_pressure = 0.0     # Pa
     [output]
     directory = "results/ifp"
+
+``hybrid maps`` (quantitative MRI): keys and units in :class:`MapsConfig`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from hybrid.problems.ifp import OuterBoundary, TissueProperties
 from hybrid.problems.parameters import PARAMETERS
 
 __all__ = ["ConfigError", "GeometryConfig", "SolverConfig", "ForwardConfig", "load_forward_config",
-           "forward_config_from_dict"]
+           "forward_config_from_dict", "DceMapsConfig", "CestMapsConfig", "MapsConfig", "load_maps_config",
+           "maps_config_from_dict"]
 
 REQUIRED = object()
 SHAPES = ("sphere", "disc", "slab", "krogh", "vessels")
@@ -192,3 +195,181 @@ def load_forward_config(path: str | Path) -> ForwardConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     return forward_config_from_dict(data, str(path))
+
+
+# ---- hybrid maps -------------------------------------------------------------------------------
+
+DCE_MODELS = ("tofts", "extended_tofts", "patlak", "2cxm")
+
+
+@dataclass(frozen=True)
+class DceMapsConfig:
+    """``[dce]`` of a maps configuration (see :class:`MapsConfig`)."""
+
+    series: Path
+    r1_per_mM_s: float
+    n_baseline: int
+    model: str = "extended_tofts"
+    tr_s: float | None = None
+    flip_angle_deg: float | None = None
+    t10_s: float | None = None
+    hematocrit: float = 0.42
+    aif_delay_s: float = 0.0
+    fit_delay: bool = False
+
+
+@dataclass(frozen=True)
+class CestMapsConfig:
+    """``[cest]`` of a maps configuration (see :class:`MapsConfig`)."""
+
+    series: Path
+    calibration_ph: tuple[float, ...]
+    calibration_ratio: tuple[float, ...]
+    calibration_degree: int = 3
+    shifts_ppm: tuple[float, float] = (4.2, 5.5)
+    mt: bool = True
+
+
+@dataclass(frozen=True)
+class MapsConfig:
+    """Everything ``hybrid maps`` needs. Relative paths are relative to the configuration file.
+
+    Keys (units)::
+
+        [dce]                          # optional; needs [vfa] or t10_s
+        series = "dce.nii.gz"          # 4-D SPGR series, time last; frame times from the sidecar
+                                       # dce.json (FrameTimes_s | VolumeTiming | FrameInterval_s, s)
+        model = "extended_tofts"       # tofts | extended_tofts | patlak | 2cxm
+        r1_per_mM_s = 4.0              # contrast-agent relaxivity [1/(mM s)]
+        n_baseline = 12                # pre-contrast frames, frame 0 included (it is discarded)
+        tr_s = 5e-3                    # excitation TR [s]; default: sidecar RepetitionTimeExcitation
+        flip_angle_deg = 20.0          # [deg]; default: sidecar FlipAngle
+        t10_s = 1.5                    # pre-contrast T1 [s] for every voxel, when there is no [vfa]
+        hematocrit = 0.42              # Parker population AIF (blood) -> plasma
+        aif_delay_s = 30.0             # bolus arrival of the Parker AIF [s]
+        fit_delay = false              # also fit a per-voxel delay (grid -10..10 s)
+        [vfa]                          # optional: T1 map from variable flip angles
+        series = "vfa.nii.gz"          # 4-D, flip angles from sidecar FlipAngles_deg [deg]
+        tr_s = 5e-3                    # [s]; default: sidecar RepetitionTimeExcitation
+        [cest]                         # optional: pH_e from iopamidol CEST
+        series = "cest.nii.gz"         # 4-D, one volume per offset (sidecar offsets_ppm, ppm);
+                                       # offsets |x| >= 20 ppm are the S0 reference
+        calibration_ph = [6.2, ...]    # calibration vials: pH ...
+        calibration_ratio = [-0.45, ...]  # ... and their log10(A 4.2 ppm / A 5.5 ppm)
+        calibration_degree = 3
+        shifts_ppm = [4.2, 5.5]        # amide lines [ppm]
+        mt = true                      # fit a broad MT line too
+        [mask]
+        path = "mask.nii.gz"           # optional: fit voxels where mask > 0 (default: all)
+        [output]
+        directory = "maps"             # NIfTI maps, maps.png, summary.json
+
+    At least one of [dce] and [cest] is required. All images must share the grid (shape, affine).
+    """
+
+    dce: DceMapsConfig | None
+    vfa_series: Path | None
+    vfa_tr_s: float | None
+    cest: CestMapsConfig | None
+    mask: Path | None
+    output_directory: Path
+    source: dict
+
+
+def _path(base: Path, section: str, name: str, value) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"[{section}] {name} must be a path string, got {value!r}")
+    return base / value
+
+
+def _optional_number(section: str, name: str, value, **kw) -> float | None:
+    return None if value is None else _number(section, name, value, **kw)
+
+
+def _integer(section: str, name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"[{section}] {name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _numbers(section: str, name: str, value) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"[{section}] {name} must be a non-empty list of numbers")
+    return tuple(_number(section, name, v) for v in value)
+
+
+def _dce_maps(table: dict, base: Path) -> DceMapsConfig:
+    spec = {f.name: REQUIRED if f.default is MISSING else f.default for f in fields(DceMapsConfig)}
+    v = _take(table, "dce", spec)
+    if v["model"] not in DCE_MODELS:
+        raise ConfigError(f"[dce] model must be one of {', '.join(DCE_MODELS)}, got {v['model']!r}")
+    if not 0.0 <= _number("dce", "hematocrit", v["hematocrit"]) < 1.0:
+        raise ConfigError(f"[dce] hematocrit must be in [0, 1), got {v['hematocrit']!r}")
+    if not isinstance(v["fit_delay"], bool):
+        raise ConfigError(f"[dce] fit_delay must be true or false, got {v['fit_delay']!r}")
+    return DceMapsConfig(
+        series=_path(base, "dce", "series", v["series"]),
+        r1_per_mM_s=_number("dce", "r1_per_mM_s", v["r1_per_mM_s"], positive=True),
+        n_baseline=_integer("dce", "n_baseline", v["n_baseline"], 2),
+        model=v["model"],
+        tr_s=_optional_number("dce", "tr_s", v["tr_s"], positive=True),
+        flip_angle_deg=_optional_number("dce", "flip_angle_deg", v["flip_angle_deg"], positive=True),
+        t10_s=_optional_number("dce", "t10_s", v["t10_s"], positive=True),
+        hematocrit=float(v["hematocrit"]),
+        aif_delay_s=_number("dce", "aif_delay_s", v["aif_delay_s"]),
+        fit_delay=v["fit_delay"])
+
+
+def _cest_maps(table: dict, base: Path) -> CestMapsConfig:
+    spec = {f.name: REQUIRED if f.default is MISSING else f.default for f in fields(CestMapsConfig)}
+    v = _take(table, "cest", spec)
+    ph = _numbers("cest", "calibration_ph", v["calibration_ph"])
+    ratio = _numbers("cest", "calibration_ratio", v["calibration_ratio"])
+    if len(ph) != len(ratio):
+        raise ConfigError(f"[cest] calibration_ph has {len(ph)} values but calibration_ratio has "
+                          f"{len(ratio)}; give one ratio per calibration pH")
+    shifts = _numbers("cest", "shifts_ppm", list(v["shifts_ppm"]))
+    if len(shifts) != 2:
+        raise ConfigError(f"[cest] shifts_ppm must be two offsets [ppm], got {list(shifts)}")
+    if not isinstance(v["mt"], bool):
+        raise ConfigError(f"[cest] mt must be true or false, got {v['mt']!r}")
+    return CestMapsConfig(_path(base, "cest", "series", v["series"]), ph, ratio,
+                          _integer("cest", "calibration_degree", v["calibration_degree"], 1), shifts, v["mt"])
+
+
+def maps_config_from_dict(data: dict, base: Path = Path("."), origin: str = "<config>") -> MapsConfig:
+    """Validate a parsed maps TOML document; relative paths are taken relative to ``base``."""
+    try:
+        top = _take(data, "top level", {"dce": None, "vfa": None, "cest": None, "mask": None,
+                                        "output": REQUIRED})
+        if top["dce"] is None and top["cest"] is None:
+            raise ConfigError("give at least one of [dce] and [cest]")
+        dce = None if top["dce"] is None else _dce_maps(top["dce"], base)
+        vfa_series = vfa_tr = None
+        if top["vfa"] is not None:
+            vfa = _take(top["vfa"], "vfa", {"series": REQUIRED, "tr_s": None})
+            vfa_series = _path(base, "vfa", "series", vfa["series"])
+            vfa_tr = _optional_number("vfa", "tr_s", vfa["tr_s"], positive=True)
+        if dce is not None and vfa_series is None and dce.t10_s is None:
+            raise ConfigError("[dce] needs a pre-contrast T1: give t10_s [s] or a [vfa] series")
+        mask = None
+        if top["mask"] is not None:
+            mask = _path(base, "mask", "path", _take(top["mask"], "mask", {"path": REQUIRED})["path"])
+        out = _take(top["output"], "output", {"directory": REQUIRED})
+        return MapsConfig(dce, vfa_series, vfa_tr,
+                          None if top["cest"] is None else _cest_maps(top["cest"], base), mask,
+                          _path(base, "output", "directory", out["directory"]), data)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+
+
+def load_maps_config(path: str | Path) -> MapsConfig:
+    """Read and validate a ``hybrid maps`` TOML file (keys: :class:`MapsConfig`)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return maps_config_from_dict(data, path.parent, str(path))

@@ -1,6 +1,7 @@
-"""Compose the stages into runs: ``hybrid forward`` (mesh -> IFP -> files) and ``hybrid demo``.
+"""Compose the stages into runs: ``hybrid forward`` (mesh -> IFP -> files), ``hybrid demo``,
+``hybrid phantom`` and ``hybrid maps`` (quantitative MRI; serial numpy, no DOLFINx).
 
-Every function here is collective over ``comm``; files are written by :mod:`hybrid.io`.
+The FEM functions are collective over ``comm``; files are written by :mod:`hybrid.io`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from mpi4py import MPI
 from hybrid.config import ForwardConfig, GeometryConfig, forward_config_from_dict
 from hybrid.problems.exact import RadialRegion, RadialSolution, radial_pressure, screening
 
-__all__ = ["build_mesh", "closed_form_pressure", "ForwardRun", "run_forward", "run_demo", "DEMO_CONFIG"]
+__all__ = ["build_mesh", "closed_form_pressure", "ForwardRun", "run_forward", "run_demo", "DEMO_CONFIG",
+           "run_phantom", "run_maps", "MAP_UNITS"]
 
 DIMENSION = {"slab": 1, "disc": 2, "sphere": 3}
 
@@ -167,3 +169,202 @@ def run_demo(output_directory: Path, comm: MPI.Comm = MPI.COMM_WORLD, log=None) 
         plot_radial_pressure(xy, p, run.exact, config.geometry.tumour_radius, figure)
         log(f"wrote {figure}")
     return run
+
+
+# ---- quantitative MRI: hybrid phantom, hybrid maps (serial numpy; no DOLFINx) -------------------
+
+MAP_UNITS = {"Ktrans": "1/min", "ve": "fraction", "vp": "fraction", "PS": "1/min", "Fp": "mL/100mL/min",
+             "delay_s": "s", "rss": "mM^2", "T1": "s", "pH": "pH", "ph_valid": "0/1"}
+DCE_CHUNK = 4096   # voxels per DCE fit call (one progress line each)
+CEST_CHUNK = 512   # voxels per CEST fit call
+
+
+def _chunked(label: str, n: int, size: int, fit_chunk, log) -> dict[str, np.ndarray]:
+    """``fit_chunk(slice)`` -> dict of (m,) arrays over ``n`` voxels in chunks, logging progress."""
+    parts: list[dict] = []
+    start = time.perf_counter()
+    for first in range(0, n, size):
+        parts.append(fit_chunk(slice(first, min(n, first + size))))
+        done = min(n, first + size)
+        log(f"{label}: {done}/{n} voxels ({100 * done // n} %), {time.perf_counter() - start:.1f} s")
+    if not parts:
+        raise ValueError(f"{label}: the mask selects no voxel")
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def _setting(config_value, sidecar: dict, key: str, what: str, series: Path) -> float:
+    """A config value, else the sidecar's ``key``, else a ValueError naming both."""
+    if config_value is not None:
+        return float(config_value)
+    if key in sidecar:
+        return float(sidecar[key])
+    raise ValueError(f"{what} unknown: set it in the configuration or add {key} to the sidecar of {series}")
+
+
+def run_maps(config, log=None) -> dict:
+    """``hybrid maps``: DCE/VFA/CEST NIfTI series -> parameter maps (NIfTI, source affine),
+    ``maps.png`` and ``summary.json`` in ``config.output_directory``; returns the summary.
+
+    Maps (float32, NaN outside the mask or where a fit failed): the DCE model's parameters
+    (Ktrans [1/min], ve, vp, PS [1/min], Fp [mL/100 mL/min]), rss [mM^2], delay_s [s] with
+    fit_delay, T1 [s] with [vfa], pH and ph_valid (uint8) with [cest]."""
+    from hybrid.imaging import cest, dce
+    from hybrid.io import nifti
+    from hybrid.io.summary import software_versions, write_summary
+    from hybrid.report.figures import plot_maps_overview
+
+    log = log or (lambda message: None)
+    start = time.perf_counter()
+    stages: dict[str, float] = {}
+    grid: tuple[str, tuple, np.ndarray] | None = None
+
+    def on_grid(name: str, data: np.ndarray, affine: np.ndarray) -> None:
+        nonlocal grid
+        if grid is None:
+            grid = (name, data.shape[:3], affine)
+        else:
+            nifti.check_same_grid(grid[0], grid[1], grid[2], name, data.shape, affine)
+
+    dce_series = cest_series = vfa_series = None
+    if config.dce is not None:
+        dce_series = nifti.read_dce_series(config.dce.series)
+        on_grid(str(config.dce.series), dce_series.data, dce_series.affine_mm)
+    if config.vfa_series is not None:
+        vfa_series = nifti.read_vfa_series(config.vfa_series)
+        on_grid(str(config.vfa_series), vfa_series.data, vfa_series.affine_mm)
+    if config.cest is not None:
+        cest_series = nifti.read_cest_series(config.cest.series)
+        on_grid(str(config.cest.series), cest_series.data, cest_series.affine_mm)
+    shape, affine = grid[1], grid[2]
+    if config.mask is not None:
+        mask_data, mask_affine = nifti.read_volume(config.mask)
+        on_grid(str(config.mask), mask_data, mask_affine)
+        mask = mask_data > 0
+    else:
+        mask = np.ones(shape, dtype=bool)
+    n = int(mask.sum())
+    log(f"{n} voxels in the mask of a {shape} grid")
+    maps: dict[str, np.ndarray] = {}
+
+    def put(values: dict[str, np.ndarray]) -> None:
+        for key, flat in values.items():
+            image = np.full(shape, np.nan)
+            image[mask] = flat
+            maps[key] = image
+
+    t10 = None
+    if vfa_series is not None:
+        t0 = time.perf_counter()
+        tr = _setting(config.vfa_tr_s, vfa_series.metadata, "RepetitionTimeExcitation", "VFA TR [s]",
+                      config.vfa_series)
+        t1, _ = dce.fit_t1_vfa(vfa_series.data[mask], vfa_series.axis, tr)
+        put({"T1": t1})
+        t10 = t1
+        stages["vfa_s"] = time.perf_counter() - t0
+        log(f"T1 from {vfa_series.axis.size} flip angles: median {np.nanmedian(t1):.3g} s")
+    if dce_series is not None:
+        t0 = time.perf_counter()
+        settings = config.dce
+        tr = _setting(settings.tr_s, dce_series.metadata, "RepetitionTimeExcitation", "DCE TR [s]", settings.series)
+        fa = _setting(settings.flip_angle_deg, dce_series.metadata, "FlipAngle", "DCE flip angle [deg]",
+                      settings.series)
+        conc = dce.signal_to_concentration(dce_series.data[mask], t10_s=settings.t10_s if t10 is None else t10,
+                                           r1_per_mM_s=settings.r1_per_mM_s, tr_s=tr, flip_angle_deg=fa,
+                                           n_baseline=settings.n_baseline)
+        times = dce_series.axis
+        cp = dce.plasma_aif(dce.parker_aif(times, settings.aif_delay_s), settings.hematocrit)
+        fitted = _chunked(f"DCE {settings.model}", n, DCE_CHUNK,
+                          lambda part: dce.fit(times, conc[part], cp, settings.model, settings.fit_delay), log)
+        if not settings.fit_delay:
+            fitted.pop("delay_s")
+        put(fitted)
+        stages["dce_s"] = time.perf_counter() - t0
+    if cest_series is not None:
+        t0 = time.perf_counter()
+        settings = config.cest
+        calibration = cest.PhCalibration.fit(settings.calibration_ratio, settings.calibration_ph,
+                                             settings.calibration_degree)
+        z = cest_series.data[mask]
+
+        def fit_ph(part):
+            ph, valid = cest.ph_map(cest_series.axis, z[part], calibration, shifts_ppm=settings.shifts_ppm,
+                                    mt=settings.mt)
+            return {"pH": ph, "ph_valid": valid}
+
+        put(_chunked("CEST pH", n, CEST_CHUNK, fit_ph, log))
+        maps["ph_valid"] = np.nan_to_num(maps["ph_valid"]).astype(np.uint8)
+        stages["cest_s"] = time.perf_counter() - t0
+
+    out = Path(config.output_directory)
+    outputs = {}
+    for key, image in maps.items():
+        unit = MAP_UNITS.get(key, "")
+        dtype = np.uint8 if key == "ph_valid" else np.float32
+        outputs[key] = str(nifti.write_volume(out / f"{key}.nii.gz", image, affine, dtype=dtype,
+                                              description=f"hybrid maps: {key} [{unit}]",
+                                              intent_name=f"{key} [{unit}]"))
+    figure = out / "maps.png"
+    plot_maps_overview({key: (image, MAP_UNITS.get(key, "")) for key, image in maps.items()}, figure)
+    outputs["figure"] = str(figure)
+    stages["total_s"] = time.perf_counter() - start
+    summary = {
+        "command": "maps",
+        "configuration": config.source,
+        "versions": software_versions(),
+        "grid_shape": list(shape),
+        "affine_mm": affine,
+        "voxels_fitted": n,
+        "wall_time_s": stages,
+        "median_in_mask": {key: float(np.nanmedian(image[mask])) if np.isfinite(image[mask]).any() else None
+                           for key, image in maps.items() if key != "ph_valid"},
+        "ph_valid_fraction": float(maps["ph_valid"][mask].mean()) if "ph_valid" in maps else None,
+        "units": MAP_UNITS,
+        "outputs": outputs,
+    }
+    write_summary(out / "summary.json", summary, MPI.COMM_SELF)
+    log(f"wrote {len(maps)} maps, {figure.name} and summary.json to {out}")
+    return summary
+
+
+def run_phantom(output_directory: Path, log=None, *, shape=(64, 64, 2), seed: int = 0) -> Path:
+    """``hybrid phantom``: write the digital phantom's DCE, VFA and CEST series (NIfTI + JSON
+    sidecars), mask.nii.gz, labels.nii.gz, the true maps under truth/, and a ready ``maps.toml``
+    (paths relative to it); returns the path of maps.toml."""
+    from hybrid.imaging import phantom
+    from hybrid.io import nifti
+    from hybrid.io.toml import write_toml
+
+    log = log or (lambda message: None)
+    out = Path(output_directory)
+    t0 = time.perf_counter()
+    p = phantom.make_phantom(shape, seed=seed)
+    log(f"phantom {p.labels.shape} built in {time.perf_counter() - t0:.1f} s (seed {seed})")
+    s, c = phantom.DCE_SETTINGS, phantom.CEST_SETTINGS
+    nifti.write_series(out / "dce.nii.gz", p.dce, p.affine_mm, description="hybrid phantom DCE SPGR signal",
+                       sidecar={"FrameTimes_s": p.frame_times_s.tolist(), "RepetitionTimeExcitation": s["tr_s"],
+                                "FlipAngle": s["flip_angle_deg"], "ContrastAgentRelaxivity_per_mM_s": s["r1_per_mM_s"]})
+    nifti.write_series(out / "vfa.nii.gz", p.vfa, p.affine_mm, description="hybrid phantom VFA SPGR signal",
+                       sidecar={"FlipAngles_deg": list(s["vfa_deg"]), "RepetitionTimeExcitation": s["tr_s"]})
+    nifti.write_series(out / "cest.nii.gz", p.cest, p.affine_mm, description="hybrid phantom iopamidol CEST",
+                       sidecar={"offsets_ppm": p.offsets_ppm.tolist(), "MagneticFieldStrength": c["b0_T"],
+                                "SaturationB1_T": c["b1_T"], "SaturationTime_s": c["t_sat_s"]})
+    nifti.write_volume(out / "mask.nii.gz", p.labels > 0, p.affine_mm, dtype=np.uint8,
+                       description="hybrid phantom tissue mask", intent_name="mask")
+    nifti.write_volume(out / "labels.nii.gz", p.labels, p.affine_mm, dtype=np.uint8,
+                       description="0 air 1 host 2 rim 3 core 4 necrotic", intent_name="labels")
+    for key, image in p.truth.items():
+        nifti.write_volume(out / "truth" / f"{key}.nii.gz", image, p.affine_mm,
+                           description=f"hybrid phantom true {key}", intent_name=key)
+    config = {
+        "dce": {"series": "dce.nii.gz", "model": "extended_tofts", "r1_per_mM_s": s["r1_per_mM_s"],
+                "n_baseline": p.n_baseline, "hematocrit": s["hematocrit"], "aif_delay_s": s["aif_delay_s"]},
+        "vfa": {"series": "vfa.nii.gz"},
+        "cest": {"series": "cest.nii.gz", "calibration_ph": p.calibration_ph.tolist(),
+                 "calibration_ratio": p.calibration_ratio.tolist()},
+        "mask": {"path": "mask.nii.gz"},
+        "output": {"directory": "maps"},
+    }
+    path = write_toml(out / "maps.toml", config, header="hybrid maps configuration for the digital phantom "
+                      "(keys and units: hybrid/config.py MapsConfig).\nPaths are relative to this file.")
+    log(f"wrote dce/vfa/cest series, mask, labels, truth/ and {path}")
+    return path

@@ -74,7 +74,7 @@ def _coefficients(domain: TumourMesh, tumour: TissueProperties, host: TissueProp
     regions = {tags.TUMOUR: tumour}
     if host is not None and tags.HOST in domain.cell_tags.values:
         regions[tags.HOST] = host
-    explicit_vessels = bool(domain.vessel_wall_tags())
+    explicit_vessels = bool(domain.vessel_wall_tags)
     if explicit_vessels:  # vessels are resolved: no volume-averaged Starling source
         regions = {tag: replace(props, vessel_surface_density=0.0) for tag, props in regions.items()}
     per_region = {
@@ -122,11 +122,11 @@ def solve_ifp(domain: TumourMesh, tumour: TissueProperties, boundary: OuterBound
     L = scale * (exchange * c["effective_pressure"] + c["lymphatic_filtration"] * c["lymphatic_pressure"]) * q * ufl.dx
     if source is not None:
         L += scale * source * q * ufl.dx
-    for wall in domain.vessel_wall_tags():  # Starling flux through resolved vessel walls
+    for wall in domain.vessel_wall_tags:  # Starling flux through resolved vessel walls
         a += scale * tumour.filtration_coefficient * p * q * ds(wall)
         L += scale * tumour.filtration_coefficient * tumour.effective_pressure * q * ds(wall)
     bcs = []
-    outer = domain.outer_facet_tags()
+    outer = domain.outer_tags
     if boundary.kind == "dirichlet":
         facets = np.concatenate([domain.facet_tags.find(t) for t in outer])
         dofs = dolfinx.fem.locate_dofs_topological(V, mesh.topology.dim - 1, facets)

@@ -34,7 +34,7 @@ def unit_square_domain(comm: MPI.Comm, n: int, side: float = SIDE) -> TumourMesh
     facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
     facet_tags = dolfinx.mesh.meshtags(mesh, tdim - 1, facets,
                                        np.full(facets.size, tags.TUMOUR_SURFACE, dtype=np.int32))
-    return TumourMesh(mesh, cell_tags, facet_tags, "square", {"host_thickness": 0.0})
+    return TumourMesh(mesh, cell_tags, facet_tags, "square", (tags.TUMOUR_SURFACE,))
 
 
 def manufactured_errors(comm: MPI.Comm, n: int, degree: int) -> tuple[float, float, float]:

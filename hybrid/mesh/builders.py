@@ -37,25 +37,13 @@ class TumourMesh:
     cell_tags: dolfinx.mesh.MeshTags
     facet_tags: dolfinx.mesh.MeshTags
     shape: str
+    outer_tags: tuple[int, ...]                    # facets where the outer boundary condition applies
+    vessel_wall_tags: tuple[int, ...] = ()         # resolved vessel walls (perivascular meshes)
     geometry: dict = field(default_factory=dict)   # radii, centres... in metres
 
     @property
     def dim(self) -> int:
         return self.mesh.topology.dim
-
-    def outer_facet_tags(self) -> tuple[int, ...]:
-        """Facet tags where the outer boundary condition applies."""
-        if self.shape in ("krogh", "vessels") or self.geometry.get("host_thickness", 0.0) > 0:
-            return (tags.OUTER_BOUNDARY,)
-        return (tags.TUMOUR_SURFACE,)
-
-    def vessel_wall_tags(self) -> tuple[int, ...]:
-        """Facet tags of explicit vessel walls (empty for tumour-scale meshes)."""
-        if self.shape == "krogh":
-            return (tags.VESSEL_WALL,)
-        if self.shape == "vessels":
-            return tuple(tags.patch_vessel_wall(i) for i in range(len(self.geometry["centres"])))
-        return ()
 
 
 @contextlib.contextmanager
@@ -72,7 +60,8 @@ def _gmsh_session(name: str):
         gmsh.finalize()
 
 
-def _distribute(comm: MPI.Comm, build, gdim: int, shape: str, geometry: dict) -> TumourMesh:
+def _distribute(comm: MPI.Comm, build, gdim: int, shape: str, geometry: dict, outer_tags: tuple[int, ...],
+                vessel_wall_tags: tuple[int, ...] = ()) -> TumourMesh:
     """Build the gmsh model on rank 0 with ``build(model)`` and distribute it over ``comm``."""
     error = None
     if comm.rank == 0:
@@ -92,7 +81,7 @@ def _distribute(comm: MPI.Comm, build, gdim: int, shape: str, geometry: dict) ->
     if error is not None:
         raise RuntimeError(f"gmsh could not build the {shape} mesh: {error}") from error
     data.mesh.name = shape
-    return TumourMesh(data.mesh, data.cell_tags, data.facet_tags, shape, geometry)
+    return TumourMesh(data.mesh, data.cell_tags, data.facet_tags, shape, outer_tags, vessel_wall_tags, geometry)
 
 
 def _refine_near_radius(model, radius: float, mesh_size: float, surface_mesh_size: float,
@@ -196,7 +185,8 @@ def tumour_mesh(comm: MPI.Comm, shape: str, tumour_radius: float, host_thickness
         model.addPhysicalGroup(dim - 1, sorted(tumour_boundary), tags.TUMOUR_SURFACE, "tumour_surface")
         _refine_near_radius(model, R, mesh_size, surface_mesh_size, refinement_width)
 
-    return _distribute(comm, build, dim, shape, geometry)
+    outer = (tags.OUTER_BOUNDARY,) if H > 0 else (tags.TUMOUR_SURFACE,)
+    return _distribute(comm, build, dim, shape, geometry, outer)
 
 
 def krogh_mesh(comm: MPI.Comm, vessel_radius: float, tissue_radius: float,
@@ -226,7 +216,7 @@ def krogh_mesh(comm: MPI.Comm, vessel_radius: float, tissue_radius: float,
         model.addPhysicalGroup(1, outer, tags.OUTER_BOUNDARY, "outer_boundary")
         _refine_near_curves(model, wall, mesh_size, wall_mesh_size, 2 * vessel_radius)
 
-    return _distribute(comm, build, 2, "krogh", geometry)
+    return _distribute(comm, build, 2, "krogh", geometry, (tags.OUTER_BOUNDARY,), (tags.VESSEL_WALL,))
 
 
 def place_vessels(n_vessels: int, patch_size: float, vessel_radius: float,
@@ -294,4 +284,5 @@ def vessel_patch_mesh(comm: MPI.Comm, patch_size: float, vessel_radius: float, n
         wall_curves = [c for curves in walls.values() for c in curves]
         _refine_near_curves(model, wall_curves, mesh_size, wall_mesh_size, 2 * vessel_radius)
 
-    return _distribute(comm, build, 2, "vessels", geometry)
+    walls = tuple(tags.patch_vessel_wall(i) for i in range(len(centres)))
+    return _distribute(comm, build, 2, "vessels", geometry, (tags.OUTER_BOUNDARY,), walls)

@@ -44,3 +44,31 @@ def plot_radial_pressure(xy: np.ndarray, pressure: np.ndarray, exact, tumour_rad
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
     plt.close(fig)
+
+
+def plot_maps_overview(maps: dict[str, tuple[np.ndarray, str]], path: Path, slice_index: int | None = None) -> None:
+    """One panel per 3-D map ``{name: (volume, unit)}``: slice ``slice_index`` (default: the middle),
+    i along the horizontal axis, colour range the 1st-99th percentile of the finite values."""
+    plt = _pyplot()
+    names = list(maps)
+    columns = min(4, len(names))
+    rows = -(-len(names) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), constrained_layout=True,
+                             squeeze=False)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    for ax, name in zip(axes.ravel(), names):
+        volume, unit = maps[name]
+        k = volume.shape[2] // 2 if slice_index is None else slice_index
+        image = np.asarray(volume[:, :, k], dtype=float).T
+        finite = image[np.isfinite(image)]
+        low, high = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
+        shown = ax.imshow(image, origin="lower", cmap="viridis", vmin=low, vmax=high if high > low else low + 1)
+        ax.set_title(f"{name} [{unit}]" if unit else name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(shown, ax=ax, shrink=0.8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -124,7 +124,7 @@ def test_vessel_patch_conserves_fluid():
     p = solution.pressure
     ds = ufl.Measure("ds", domain=domain.mesh, subdomain_data=domain.facet_tags)
     inflow = sum(tissue.filtration_coefficient * (tissue.effective_pressure - p) * ds(t)
-                 for t in domain.vessel_wall_tags())
+                 for t in domain.vessel_wall_tags)
     drained = tissue.lymphatic_filtration * (p - tissue.lymphatic_pressure) * ufl.dx
     total_in = COMM.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(inflow)), op=MPI.SUM)
     total_out = COMM.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(drained)), op=MPI.SUM)

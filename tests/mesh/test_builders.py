@@ -86,3 +86,37 @@ def test_impossible_inputs_raise_clear_errors():
         tumour_mesh(COMM, "disc", 0.0, 0.0, 1e-4)
     with pytest.raises(ValueError, match="must exceed vessel_radius"):
         krogh_mesh(COMM, 20e-6, 10e-6, 5e-6)
+
+
+def ellipse_mask(n=64, voxel_mm=0.25, semi_axes_mm=(5.0, 3.5)):
+    """A binary ellipse on an n x n x 1 grid centred at the origin, with its NIfTI affine (mm)."""
+    affine = np.diag([voxel_mm, voxel_mm, 1.0, 1.0])
+    affine[:3, 3] = [-n * voxel_mm / 2, -n * voxel_mm / 2, 0.0]
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    x, y = i * voxel_mm + affine[0, 3], j * voxel_mm + affine[1, 3]
+    return ((x / semi_axes_mm[0]) ** 2 + (y / semi_axes_mm[1]) ** 2 <= 1)[:, :, None], affine
+
+
+def test_mask_mesh_tumour_area_and_field_of_view():
+    from hybrid.mesh import mask_mesh
+
+    mask, affine = ellipse_mask()
+    domain = mask_mesh(COMM, mask, affine, 5e-4, surface_mesh_size=1e-4, refinement_width=3e-4)
+    assert global_tags(domain.cell_tags) == {tags.TUMOUR, tags.HOST}
+    assert global_tags(domain.facet_tags) == {tags.TUMOUR_SURFACE, tags.OUTER_BOUNDARY}
+    dx = ufl.Measure("dx", domain=domain.mesh, subdomain_data=domain.cell_tags)
+    one = dolfinx.fem.Constant(domain.mesh, 1.0)
+    assert measure(domain, one * dx(tags.TUMOUR)) == pytest.approx(np.pi * 5e-3 * 3.5e-3, rel=0.02)
+    assert measure(domain, one * dx) == pytest.approx((64 * 0.25e-3) ** 2, rel=1e-9)
+
+
+def test_mask_outline_follows_affine_and_rejects_empty_masks():
+    from hybrid.mesh import mask_outline
+
+    mask, affine = ellipse_mask()
+    shifted = affine.copy()
+    shifted[:3, 3] += [10.0, -4.0, 0.0]   # mm
+    a, b = mask_outline(mask, affine), mask_outline(mask, shifted)
+    np.testing.assert_allclose(b - a, np.tile([10e-3, -4e-3], (len(a), 1)), atol=1e-12)
+    with pytest.raises(ValueError, match="fewer than 4 tumour voxels"):
+        mask_outline(np.zeros((8, 8, 1), bool), affine)
