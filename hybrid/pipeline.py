@@ -100,8 +100,11 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
     log = log or (lambda message: None)
     stages: dict[str, float] = {}
     start = time.perf_counter()
-    log(f"meshing {config.geometry.shape} (mesh_size {config.geometry.mesh_size:g} m, "
-        f"surface {config.geometry.surface_mesh_size:g} m) on rank 0")
+    geometry = config.geometry
+    sizes = f"mesh_size {geometry.mesh_size:g} m"
+    if geometry.surface_mesh_size is not None:
+        sizes += f", surface {geometry.surface_mesh_size:g} m"
+    log(f"meshing {geometry.shape} ({sizes}) on rank 0")
     domain = build_mesh(config.geometry, comm)
     stages["mesh_s"] = time.perf_counter() - start
     log(f"solving IFP with degree {config.solver.degree} on {comm.size} rank(s)")
