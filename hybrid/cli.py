@@ -56,7 +56,9 @@ def _parser() -> argparse.ArgumentParser:
                                               "truth/*.nii.gz and maps.toml into OUTPUT_DIR.")
     phantom.add_argument("output", type=Path, metavar="OUTPUT_DIR", help="output directory")
     phantom.add_argument("--shape", type=int, nargs=3, default=(64, 64, 2), metavar=("NX", "NY", "NZ"),
-                         help="grid size in voxels (0.25 x 0.25 x 1 mm each; default 64 64 2)")
+                         help="grid size in voxels (default 64 64 2)")
+    phantom.add_argument("--voxel-mm", type=float, nargs=3, default=(0.25, 0.25, 1.0), metavar=("DX", "DY", "DZ"),
+                         help="voxel size [mm] (default 0.25 0.25 1); the body disc is 14 mm across")
     phantom.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
 
     maps = commands.add_parser("maps", help="DCE/CEST NIfTI series -> parameter maps",
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             from hybrid.pipeline import run_phantom
 
             maps_toml = _on_rank0(comm, lambda: run_phantom(args.output, log, shape=tuple(args.shape),
-                                                             seed=args.seed))
+                                                             voxel_mm=tuple(args.voxel_mm), seed=args.seed))
             log(f"done: next run `hybrid maps {maps_toml}`")
         elif args.command == "maps":
             from dataclasses import replace

@@ -329,7 +329,8 @@ def run_maps(config, log=None) -> dict:
     return summary
 
 
-def run_phantom(output_directory: Path, log=None, *, shape=(64, 64, 2), seed: int = 0) -> Path:
+def run_phantom(output_directory: Path, log=None, *, shape=(64, 64, 2), voxel_mm=(0.25, 0.25, 1.0),
+                seed: int = 0) -> Path:
     """``hybrid phantom``: write the digital phantom's DCE, VFA and CEST series (NIfTI + JSON
     sidecars), mask.nii.gz, labels.nii.gz, the true maps under truth/, and a ready ``maps.toml``
     (paths relative to it); returns the path of maps.toml."""
@@ -340,7 +341,7 @@ def run_phantom(output_directory: Path, log=None, *, shape=(64, 64, 2), seed: in
     log = log or (lambda message: None)
     out = Path(output_directory)
     t0 = time.perf_counter()
-    p = phantom.make_phantom(shape, seed=seed)
+    p = phantom.make_phantom(shape, voxel_mm, seed=seed)
     log(f"phantom {p.labels.shape} built in {time.perf_counter() - t0:.1f} s (seed {seed})")
     s, c = phantom.DCE_SETTINGS, phantom.CEST_SETTINGS
     nifti.write_series(out / "dce.nii.gz", p.dce, p.affine_mm, description="hybrid phantom DCE SPGR signal",

@@ -1,1 +1,1 @@
-"""Quantitative MRI: DCE-MRI kinetic maps, CEST pH maps. Pure numpy/scipy."""
+"""Quantitative MRI: DCE-MRI kinetic maps, CEST pH maps, voxel grids, the digital phantom. Pure numpy/scipy."""

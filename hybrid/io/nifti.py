@@ -170,7 +170,7 @@ def check_same_grid(name_a: str, shape_a, affine_a, name_b: str, shape_b, affine
 
 def _image(data: np.ndarray, affine_mm: np.ndarray, description: str, intent_name: str):
     img = nib.Nifti1Image(data, np.asarray(affine_mm, dtype=float))
-    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_xyzt_units("mm")   # time unit left unknown: timing lives in the sidecar
     img.header["descrip"] = description.encode()[:79]
     if intent_name:
         img.header.set_intent("none", name=intent_name[:15])
