@@ -18,7 +18,8 @@ DESCRIPTION = """\
 hybrid: imaging-guided modelling of nanomedicine delivery in solid tumours.
 
 commands:
-  demo      built-in phantom: 2-D tumour in host tissue -> IFP fields, summary.json, figure
+  demo      built-in phantoms end to end: IFP verified against the closed form, then MRI phantom
+            -> DCE/CEST maps -> tumour mesh from the mask -> IFP driven by the Ktrans map
   forward   forward FEM simulation from a TOML configuration (run it under mpirun -n N)
   phantom   write a digital tumour phantom (DCE, VFA, CEST NIfTI + sidecars) and its maps.toml
   maps      quantitative MRI maps (Ktrans, ve, vp, T1, pH) from NIfTI series and a TOML file
@@ -34,11 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hybrid {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="command", required=True)
 
-    demo = commands.add_parser("demo", help="run the built-in phantom end to end",
-                               description="Mesh a 2-D tumour (4 mm) in a 2 mm host shell, solve the "
-                                           "interstitial fluid pressure, and write ifp.xdmf, summary.json "
-                                           "and ifp_demo.png (pressure map and radial profile against "
-                                           "the closed form).")
+    demo = commands.add_parser("demo", help="run the built-in phantoms end to end",
+                               description="Part 1 (<output>/verification): mesh a 2-D tumour (4 mm) in a "
+                                           "2 mm host shell, solve the interstitial fluid pressure and "
+                                           "compare with the closed form (ifp.xdmf, summary.json, "
+                                           "ifp_demo.png). Part 2 (<output>/phantom, <output>/imaging): "
+                                           "write the digital MRI phantom, fit DCE/CEST maps, mesh the "
+                                           "tumour traced from its mask and solve IFP with Lp S/V scaled "
+                                           "by the fitted Ktrans map.")
     demo.add_argument("--output", type=Path, default=Path("results/demo"), help="output directory")
 
     forward = commands.add_parser("forward", help="forward simulation from a TOML configuration",

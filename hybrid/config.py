@@ -15,6 +15,17 @@ Units are SI throughout (lengths in m, pressures in Pa). Example (``hybrid forwa
     [output]
     directory = "results/ifp"
 
+Imaging-guided geometry and coefficients (paths relative to the TOML file)::
+
+    [geometry]
+    shape = "mask"               # 2-D tumour outline traced from a NIfTI mask (hybrid.mesh.from_mask)
+    mask = "tumour_mask.nii.gz"  # nonzero voxels = tumour; affine in mm
+    slice_index = 0
+    field_of_view_host = false   # true: the rest of the image is host tissue
+    mesh_size = 1.5e-4
+    [images]
+    ktrans = "maps/Ktrans.nii.gz"  # [1/min]; vessel surface density taken proportional to Ktrans
+
 ``hybrid maps`` (quantitative MRI): keys and units in :class:`MapsConfig`.
 """
 
@@ -33,7 +44,7 @@ __all__ = ["ConfigError", "GeometryConfig", "SolverConfig", "ForwardConfig", "lo
            "maps_config_from_dict"]
 
 REQUIRED = object()
-SHAPES = ("sphere", "disc", "slab", "krogh", "vessels")
+SHAPES = ("sphere", "disc", "slab", "krogh", "vessels", "mask")
 
 
 class ConfigError(ValueError):
@@ -56,6 +67,9 @@ class GeometryConfig:
     n_vessels: int = 5
     min_spacing: float = 80e-6
     seed: int = 0
+    mask: Path | None = None                 # shape "mask": NIfTI tumour mask (nonzero = tumour)
+    slice_index: int = 0                     # shape "mask": the slice meshed (2-D)
+    field_of_view_host: bool = False         # shape "mask": mesh the rest of the image as host
 
     def resolved(self, rim_thickness: float) -> "GeometryConfig":
         """Fill the surface refinement from the IFP rim thickness ``sqrt(K/(Lp S/V))`` [m].
@@ -92,6 +106,7 @@ class ForwardConfig:
     solver: SolverConfig
     output_directory: Path
     source: dict                  # the TOML as read, echoed into summary.json
+    ktrans_map: Path | None = None  # [images] ktrans: Lp S/V scaled by Ktrans (see hybrid.forward.image_sampling)
 
 
 def _take(table: dict, section: str, spec: dict[str, object]) -> dict:
@@ -122,9 +137,40 @@ def _number(section: str, name: str, value, *, positive=False, non_negative=Fals
     return float(value)
 
 
-def _geometry(table: dict) -> GeometryConfig:
+def _path(base: Path, section: str, name: str, value) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"[{section}] {name} must be a path string, got {value!r}")
+    return base / value
+
+
+def _optional_number(section: str, name: str, value, **kw) -> float | None:
+    return None if value is None else _number(section, name, value, **kw)
+
+
+def _integer(section: str, name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"[{section}] {name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _numbers(section: str, name: str, value) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"[{section}] {name} must be a non-empty list of numbers")
+    return tuple(_number(section, name, v) for v in value)
+
+
+def _geometry(table: dict, base: Path) -> GeometryConfig:
     spec = {f.name: REQUIRED if f.default is MISSING else f.default for f in fields(GeometryConfig)}
     values = _take(table, "geometry", spec)
+    if values["shape"] == "mask":
+        if values["mask"] is None:
+            raise ConfigError('[geometry] shape = "mask" needs mask = "path/to/tumour_mask.nii.gz"')
+        values["mask"] = _path(base, "geometry", "mask", values["mask"])
+        values["slice_index"] = _integer("geometry", "slice_index", values["slice_index"], 0)
+        if not isinstance(values["field_of_view_host"], bool):
+            raise ConfigError("[geometry] field_of_view_host must be true or false")
+    elif values["mask"] is not None:
+        raise ConfigError('[geometry] mask is only used with shape = "mask"')
     if values["shape"] not in SHAPES:
         raise ConfigError(f"[geometry] shape must be one of {', '.join(SHAPES)}, got {values['shape']!r}")
     for name in ("mesh_size", "tumour_radius", "vessel_radius", "tissue_radius", "patch_size",
@@ -153,18 +199,22 @@ def _tissue(table: dict, region: str) -> TissueProperties:
         raise ConfigError(str(exc)) from None
 
 
-def forward_config_from_dict(data: dict, origin: str = "<config>") -> ForwardConfig:
-    """Validate a parsed TOML document (see the module docstring for the layout)."""
+def forward_config_from_dict(data: dict, origin: str = "<config>", base: Path = Path(".")) -> ForwardConfig:
+    """Validate a parsed TOML document (see the module docstring for the layout); image paths
+    are relative to ``base``, the output directory to the working directory."""
     try:
-        top = _take(data, "top level", {"geometry": REQUIRED, "tumour": {}, "host": None,
+        top = _take(data, "top level", {"geometry": REQUIRED, "tumour": {}, "host": None, "images": {},
                                         "boundary": {}, "solver": {}, "output": REQUIRED})
-        geometry = _geometry(top["geometry"])
+        geometry = _geometry(top["geometry"], base)
         tumour = _tissue(top["tumour"], "tumour")
         host = None
-        if geometry.host_thickness > 0:
+        if geometry.host_thickness > 0 or geometry.field_of_view_host:
             host = _tissue(top["host"] or {}, "host")
         elif top["host"] is not None:
-            raise ConfigError("[host] is given but [geometry] host_thickness = 0 (no host shell)")
+            raise ConfigError("[host] is given but the geometry has no host tissue "
+                              "(host_thickness = 0, field_of_view_host = false)")
+        images = _take(top["images"], "images", {"ktrans": None})
+        ktrans = None if images["ktrans"] is None else _path(base, "images", "ktrans", images["ktrans"])
         bnd = _take(top["boundary"], "boundary", {"type": "dirichlet", "far_field_pressure": 0.0,
                                                  "robin_coefficient": 0.0})
         boundary = OuterBoundary(bnd["type"], _number("boundary", "far_field_pressure", bnd["far_field_pressure"]),
@@ -178,23 +228,27 @@ def forward_config_from_dict(data: dict, origin: str = "<config>") -> ForwardCon
         rim = tumour.rim_thickness
         return ForwardConfig(geometry.resolved(rim), tumour, host, boundary,
                              SolverConfig(sol["degree"], dict(sol["petsc_options"])),
-                             Path(out["directory"]), data)
+                             Path(out["directory"]), data, ktrans)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     except ValueError as exc:  # from the physics dataclasses
         raise ConfigError(f"{origin}: {exc}") from None
 
 
-def load_forward_config(path: str | Path) -> ForwardConfig:
-    """Read and validate a ``hybrid forward`` TOML file."""
-    path = Path(path)
+def _read_toml(path: Path) -> dict:
+    """The parsed TOML document at ``path`` (ConfigError if missing or malformed)."""
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such configuration file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return forward_config_from_dict(data, str(path))
+
+
+def load_forward_config(path: str | Path) -> ForwardConfig:
+    """Read and validate a ``hybrid forward`` TOML file (image paths relative to it)."""
+    path = Path(path)
+    return forward_config_from_dict(_read_toml(path), str(path), path.parent)
 
 
 # ---- hybrid maps -------------------------------------------------------------------------------
@@ -276,28 +330,6 @@ class MapsConfig:
     source: dict
 
 
-def _path(base: Path, section: str, name: str, value) -> Path:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"[{section}] {name} must be a path string, got {value!r}")
-    return base / value
-
-
-def _optional_number(section: str, name: str, value, **kw) -> float | None:
-    return None if value is None else _number(section, name, value, **kw)
-
-
-def _integer(section: str, name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"[{section}] {name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _numbers(section: str, name: str, value) -> tuple[float, ...]:
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"[{section}] {name} must be a non-empty list of numbers")
-    return tuple(_number(section, name, v) for v in value)
-
-
 def _dce_maps(table: dict, base: Path) -> DceMapsConfig:
     spec = {f.name: REQUIRED if f.default is MISSING else f.default for f in fields(DceMapsConfig)}
     v = _take(table, "dce", spec)
@@ -366,10 +398,4 @@ def maps_config_from_dict(data: dict, base: Path = Path("."), origin: str = "<co
 def load_maps_config(path: str | Path) -> MapsConfig:
     """Read and validate a ``hybrid maps`` TOML file (keys: :class:`MapsConfig`)."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such configuration file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return maps_config_from_dict(data, path.parent, str(path))
+    return maps_config_from_dict(_read_toml(path), path.parent, str(path))

@@ -39,6 +39,13 @@ def build_mesh(geometry: GeometryConfig, comm: MPI.Comm):
     if geometry.shape == "krogh":
         return mesh.krogh_mesh(comm, geometry.vessel_radius, geometry.tissue_radius, geometry.mesh_size,
                                geometry.surface_mesh_size)
+    if geometry.shape == "mask":
+        from hybrid.io.nifti import read_volume
+
+        mask, affine_mm = read_volume(geometry.mask)
+        return mesh.mask_mesh(comm, mask > 0, affine_mm, geometry.mesh_size, slice_index=geometry.slice_index,
+                              host=geometry.field_of_view_host, surface_mesh_size=geometry.surface_mesh_size,
+                              refinement_width=geometry.refinement_width)
     return mesh.vessel_patch_mesh(comm, geometry.patch_size, geometry.vessel_radius, geometry.n_vessels,
                                   geometry.min_spacing, geometry.mesh_size, geometry.seed,
                                   geometry.surface_mesh_size)
@@ -107,9 +114,20 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
     log(f"meshing {geometry.shape} ({sizes}) on rank 0")
     domain = build_mesh(config.geometry, comm)
     stages["mesh_s"] = time.perf_counter() - start
+    fields, image_stats = {}, None
+    if config.ktrans_map is not None:
+        from hybrid.forward.image_sampling import vascular_exchange_from_ktrans
+        from hybrid.io.nifti import read_volume
+
+        ktrans, affine_mm = read_volume(config.ktrans_map)
+        slice_index = geometry.slice_index if domain.dim == 2 and ktrans.shape[2] > 1 else None
+        fields["vascular_exchange"], image_stats = vascular_exchange_from_ktrans(
+            domain, ktrans, affine_mm, config.tumour, config.host, slice_index=slice_index)
+        log(f"Lp S/V scaled by Ktrans from {config.ktrans_map} (tumour mean "
+            f"{image_stats['mean_tumour_ktrans_per_min']:.3g} /min)")
     log(f"solving IFP with degree {config.solver.degree} on {comm.size} rank(s)")
     solution = solve_ifp(domain, config.tumour, config.boundary, config.host, degree=config.solver.degree,
-                         petsc_options=config.solver.petsc_options)
+                         petsc_options=config.solver.petsc_options, fields=fields)
     stages["assemble_s"] = solution.assemble_time_s
     stages["solve_s"] = solution.solve_time_s
     log(f"{solution.dofs} dofs, {solution.iterations} CG iterations, {solution.solve_time_s:.2f} s")
@@ -139,6 +157,8 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
         "units": {"pressure": "Pa", "velocity": "m/s", "lengths": "m"},
         "outputs": {"fields": str(out / "ifp.xdmf")},
     }
+    if image_stats is not None:
+        summary["images"] = {"ktrans": str(config.ktrans_map), **image_stats}
     exact = closed_form_pressure(config)
     if exact is not None:
         dim = DIMENSION[config.geometry.shape]
@@ -156,22 +176,61 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
     return ForwardRun(summary, domain, solution, exact)
 
 
-def run_demo(output_directory: Path, comm: MPI.Comm = MPI.COMM_WORLD, log=None) -> ForwardRun:
-    """The built-in phantom: 2-D tumour in host tissue -> IFP fields, summary and a figure."""
+def _plot_pressure(run: ForwardRun, comm: MPI.Comm, path: Path, tumour_radius: float | None, log) -> None:
+    """Gather the nodal pressure on rank 0 and draw the map and radial profile to ``path``."""
     from hybrid.report.figures import plot_radial_pressure
 
-    document = {**DEMO_CONFIG, "output": {"directory": str(output_directory)}}
-    config = forward_config_from_dict(document, "built-in demo")
-    run = run_forward(config, comm, log)
-    coords, values = nodal_samples(run.solution.pressure, comm)
-    gathered = comm.gather((coords, values), root=0)
+    gathered = comm.gather(nodal_samples(run.solution.pressure, comm), root=0)
     if comm.rank == 0:
         xy = np.concatenate([c for c, _ in gathered])[:, :2]
         p = np.concatenate([v for _, v in gathered])
-        figure = Path(output_directory) / "ifp_demo.png"
-        plot_radial_pressure(xy, p, run.exact, config.geometry.tumour_radius, figure)
-        log(f"wrote {figure}")
-    return run
+        plot_radial_pressure(xy, p, run.exact, tumour_radius, path)
+        log(f"wrote {path}")
+
+
+def run_demo(output_directory: Path, comm: MPI.Comm = MPI.COMM_WORLD, log=None) -> dict[str, ForwardRun]:
+    """``hybrid demo``, two parts, each with its own ifp.xdmf, summary.json and figure:
+
+    1. ``verification/``: 2-D tumour (Baxter-Jain values) in host tissue, IFP against the closed form;
+    2. ``imaging/``: the digital MRI phantom -> DCE/CEST maps (``hybrid maps``) -> tumour mesh traced
+       from the phantom's tumour mask -> IFP with Lp S/V scaled by the fitted Ktrans map.
+    """
+    from hybrid.io.nifti import read_volume, write_volume
+    from hybrid.config import load_maps_config
+
+    log = log or (lambda message: None)
+    out = Path(output_directory)
+    document = {**DEMO_CONFIG, "output": {"directory": str(out / "verification")}}
+    config = forward_config_from_dict(document, "built-in demo")
+    log("part 1/2: IFP in a 2-D tumour in host tissue, against the closed form")
+    runs = {"verification": run_forward(config, comm, log)}
+    _plot_pressure(runs["verification"], comm, out / "verification" / "ifp_demo.png",
+                   config.geometry.tumour_radius, log)
+
+    log("part 2/2: digital MRI phantom -> maps -> mask mesh -> IFP with Ktrans-scaled exchange")
+    phantom_dir = out / "phantom"
+    failure = None
+    if comm.rank == 0:  # imaging stages are serial numpy
+        try:
+            maps_config = load_maps_config(run_phantom(phantom_dir, log))
+            run_maps(maps_config, log)
+            labels, affine_mm = read_volume(phantom_dir / "labels.nii.gz")
+            write_volume(phantom_dir / "tumour_mask.nii.gz", labels >= 2, affine_mm, dtype=np.uint8,
+                         description="hybrid phantom tumour (rim, core, necrotic)", intent_name="mask")
+        except Exception as exc:  # handed to every rank so none waits for the others
+            failure = exc
+    failure = comm.bcast(failure, root=0)
+    if failure is not None:
+        raise failure
+    imaging = {
+        "geometry": {"shape": "mask", "mask": "phantom/tumour_mask.nii.gz", "mesh_size": 1.5e-4},
+        "images": {"ktrans": "phantom/maps/Ktrans.nii.gz"},
+        "output": {"directory": str(out / "imaging")},
+    }
+    config = forward_config_from_dict(imaging, "built-in demo (imaging)", base=out)
+    runs["imaging"] = run_forward(config, comm, log)
+    _plot_pressure(runs["imaging"], comm, out / "imaging" / "ifp_imaging.png", None, log)
+    return runs
 
 
 # ---- quantitative MRI: hybrid phantom, hybrid maps (serial numpy; no DOLFINx) -------------------

@@ -92,10 +92,16 @@ def test_bad_config_one_error_line_nonzero_exit_no_hang(tmp_path, change, messag
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
-def test_demo_writes_fields_summary_and_figure(tmp_path):
-    result = run(hybrid("demo", "--output", str(tmp_path)))
+def test_demo_writes_both_parts(tmp_path):
+    result = run(hybrid("demo", "--output", str(tmp_path)), timeout=600)
     assert result.returncode == 0, result.stderr
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["closed_form"]["max_error_over_tumour_pe"] < 0.01
-    assert (tmp_path / "ifp_demo.png").stat().st_size > 10_000
-    assert (tmp_path / "ifp.xdmf").exists()
+    verification = json.loads((tmp_path / "verification" / "summary.json").read_text())
+    assert verification["closed_form"]["max_error_over_tumour_pe"] < 0.01
+    assert (tmp_path / "verification" / "ifp_demo.png").stat().st_size > 10_000
+    imaging = json.loads((tmp_path / "imaging" / "summary.json").read_text())
+    # the phantom's tumour: 1 mm rim at Ktrans 0.6, core 0.2, necrotic centre 0.02 /min (area mean 0.349)
+    assert imaging["images"]["mean_tumour_ktrans_per_min"] == pytest.approx(0.349, rel=0.05)
+    assert imaging["p_max_Pa"] == pytest.approx(imaging["tumour_effective_pressure_Pa"], rel=0.01)
+    for path in ("phantom/maps/Ktrans.nii.gz", "phantom/maps/pH.nii.gz", "phantom/maps/maps.png",
+                 "imaging/ifp.xdmf", "imaging/ifp_imaging.png"):
+        assert (tmp_path / path).exists(), path

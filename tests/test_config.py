@@ -62,3 +62,22 @@ def test_file_errors(tmp_path):
     broken.write_text("[geometry\nshape = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_forward_config(broken)
+
+
+def test_mask_geometry_and_images_paths_are_relative_to_the_file(tmp_path):
+    (tmp_path / "run.toml").write_text('[geometry]\nshape = "mask"\nmask = "m.nii.gz"\nmesh_size = 1e-4\n'
+                                       '[images]\nktrans = "maps/Ktrans.nii.gz"\n[output]\ndirectory = "o"\n')
+    config = load_forward_config(tmp_path / "run.toml")
+    assert config.geometry.mask == tmp_path / "m.nii.gz"
+    assert config.ktrans_map == tmp_path / "maps" / "Ktrans.nii.gz"
+    assert config.host is None
+
+
+@pytest.mark.parametrize("geometry, message", [
+    ({"shape": "mask", "mesh_size": 1e-4}, 'needs mask = "path'),
+    ({"shape": "disc", "mesh_size": 1e-4, "mask": "m.nii.gz"}, 'only used with shape = "mask"'),
+    ({"shape": "mask", "mesh_size": 1e-4, "mask": "m.nii.gz", "slice_index": -1}, "slice_index"),
+])
+def test_mask_geometry_errors(geometry, message):
+    with pytest.raises(ConfigError, match=message):
+        forward_config_from_dict({"geometry": geometry, "output": {"directory": "o"}})

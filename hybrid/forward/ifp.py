@@ -29,7 +29,7 @@ import dolfinx.fem.petsc
 from hybrid.mesh import TumourMesh, tags
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 
-__all__ = ["OuterBoundary", "IFPSolution", "solve_ifp", "DEFAULT_PETSC_OPTIONS"]
+__all__ = ["OuterBoundary", "IFPSolution", "solve_ifp", "darcy_velocity", "region_coefficient", "DEFAULT_PETSC_OPTIONS"]
 
 DEFAULT_PETSC_OPTIONS = {
     "ksp_type": "cg",
@@ -53,7 +53,7 @@ class IFPSolution:
     assemble_time_s: float
 
 
-def _region_coefficient(domain: TumourMesh, values: dict[int, float], name: str) -> dolfinx.fem.Function:
+def region_coefficient(domain: TumourMesh, values: dict[int, float], name: str) -> dolfinx.fem.Function:
     """A DG0 function equal to ``values[tag]`` on the cells of each region tag."""
     space = dolfinx.fem.functionspace(domain.mesh, ("DG", 0))
     coefficient = dolfinx.fem.Function(space, name=name)
@@ -70,7 +70,7 @@ def _region_coefficient(domain: TumourMesh, values: dict[int, float], name: str)
 
 def _coefficients(domain: TumourMesh, tumour: TissueProperties, host: TissueProperties | None,
                   fields: dict[str, dolfinx.fem.Function]) -> dict[str, object]:
-    """UFL coefficients K, Lp S/V, Lp S/V p_e, LpL, LpL p_L, each piecewise or a given field."""
+    """UFL coefficients K, Lp S/V, p_e, LpL SL/V, p_L: each piecewise per region or a given field."""
     regions = {tags.TUMOUR: tumour}
     if host is not None and tags.HOST in domain.cell_tags.values:
         regions[tags.HOST] = host
@@ -89,7 +89,7 @@ def _coefficients(domain: TumourMesh, tumour: TissueProperties, host: TissueProp
         raise ValueError(f"unknown coefficient fields {sorted(unknown)}; allowed: {sorted(per_region)}")
     return {
         name: fields[name] if name in fields
-        else _region_coefficient(domain, {t: get(p) for t, p in regions.items()}, name)
+        else region_coefficient(domain, {t: get(p) for t, p in regions.items()}, name)
         for name, get in per_region.items()
     }
 
@@ -103,7 +103,8 @@ def solve_ifp(domain: TumourMesh, tumour: TissueProperties, boundary: OuterBound
 
     ``fields`` may replace any of the region coefficients ``hydraulic_conductivity`` [m^2/(Pa s)],
     ``vascular_exchange`` (Lp S/V) [1/(Pa s)], ``effective_pressure`` [Pa],
-    ``lymphatic_filtration`` [1/(Pa s)], ``lymphatic_pressure`` [Pa] by a DOLFINx Function.
+    ``lymphatic_filtration`` [1/(Pa s)], ``lymphatic_pressure`` [Pa] by a DOLFINx Function or UFL
+    expression.
     ``source`` is an optional extra volume source [1/s] (UFL), used by manufactured-solution
     tests. ``petsc_options`` update :data:`DEFAULT_PETSC_OPTIONS`.
     """

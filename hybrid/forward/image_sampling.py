@@ -25,6 +25,7 @@ import dolfinx.geometry
 from hybrid.imaging.grid import interpolate, voxel_to_world_m, world_m_to_voxel
 
 __all__ = ["sample_image", "observe_on_grid", "ktrans_to_ps_per_s", "permeability_surface_field",
+           "vascular_exchange_from_ktrans",
            "ph_field", "mask_field", "SPACES"]
 
 SPACES = {"P1": ("Lagrange", 1), "DG0": ("DG", 0)}
@@ -177,3 +178,48 @@ def observe_on_grid(function: dolfinx.fem.Function, shape, affine_mm, *, points_
     comm.Allreduce(MPI.IN_PLACE, hits, op=MPI.SUM)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(hits > 0, sums / hits, np.nan).reshape(shape)
+
+
+def vascular_exchange_from_ktrans(domain, ktrans_per_min, affine_mm, tumour, host=None, *,
+                                  slice_index: int | None = None) -> tuple[dolfinx.fem.Function, dict]:
+    """Lp S/V [1/(Pa s)] per cell, scaled by a Ktrans map, and statistics of the scaling.
+
+    Assumption (documented, not measured): the vessel surface density is proportional to Ktrans,
+    i.e. a uniform wall permeability, so ``Lp S/V(x) = (Lp S/V)_region * Ktrans(x) / mean``, where
+    ``mean`` is the volume-weighted mean Ktrans over the tumour: the tumour's average keeps the
+    table value. Voxels without a value (NaN: failed fit, outside the maps' mask) first take the
+    value of the nearest voxel that has one; negative Ktrans counts as 0. Ktrans is then taken at
+    cell midpoints (nearest voxel).
+    """
+    import ufl
+    from scipy import ndimage
+
+    from hybrid.forward.ifp import region_coefficient
+    from hybrid.mesh import tags
+
+    volume = np.asarray(ktrans_per_min, dtype=float)
+    known = np.isfinite(volume)
+    if not known.any():
+        raise ValueError("the Ktrans map has no finite value")
+    if not known.all():
+        nearest = ndimage.distance_transform_edt(~known, return_distances=False, return_indices=True)
+        volume = volume[tuple(nearest)]
+    sampled = sample_image(domain, np.maximum(volume, 0.0), affine_mm, space="DG0", method="nearest",
+                           outside="nearest", slice_index=slice_index, name="Ktrans")
+    comm = domain.mesh.comm
+    dx = ufl.Measure("dx", domain=domain.mesh, subdomain_data=domain.cell_tags)
+    integral = lambda f: comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(f * dx(tags.TUMOUR))),
+                                        op=MPI.SUM)
+    mean = integral(sampled) / integral(dolfinx.fem.Constant(domain.mesh, 1.0))
+    if not mean > 0:
+        raise ValueError("the Ktrans map is zero over the tumour; check the map, its affine and slice_index")
+    regions = {tags.TUMOUR: tumour.vascular_exchange}
+    if host is not None:
+        regions[tags.HOST] = host.vascular_exchange
+    exchange = region_coefficient(domain, regions, "vascular_exchange")
+    exchange.x.array[:] *= sampled.x.array / mean
+    stats = {"mean_tumour_ktrans_per_min": mean,
+             "voxels_filled_from_nearest": int((~known).sum()),
+             "assumption": "vessel surface density proportional to Ktrans (uniform wall permeability); "
+                           "the tumour's volume-weighted mean keeps the table Lp S/V"}
+    return exchange, stats

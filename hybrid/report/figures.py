@@ -16,15 +16,18 @@ def _pyplot():
     return plt
 
 
-def plot_radial_pressure(xy: np.ndarray, pressure: np.ndarray, exact, tumour_radius: float, path: Path) -> None:
-    """Pressure map (mmHg, mm) and radial profile against the closed form ``exact`` (or None)."""
+def plot_radial_pressure(xy: np.ndarray, pressure: np.ndarray, exact, tumour_radius: float | None,
+                         path: Path) -> None:
+    """Pressure map (mmHg, mm) and radial profile against the closed form ``exact`` (or None);
+    ``tumour_radius`` [m] draws the tumour surface (None: not drawn)."""
     from hybrid.problems.parameters import MMHG_TO_PA
 
     plt = _pyplot()
     fig, (ax_map, ax_profile) = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
     mm = 1e3 * xy
     image = ax_map.tricontourf(mm[:, 0], mm[:, 1], pressure / MMHG_TO_PA, levels=30, cmap="viridis")
-    ax_map.add_patch(plt.Circle((0, 0), 1e3 * tumour_radius, fill=False, color="w", lw=1, ls="--"))
+    if tumour_radius is not None:
+        ax_map.add_patch(plt.Circle((0, 0), 1e3 * tumour_radius, fill=False, color="w", lw=1, ls="--"))
     ax_map.set_aspect("equal")
     ax_map.set_xlabel("x [mm]")
     ax_map.set_ylabel("y [mm]")
@@ -35,10 +38,11 @@ def plot_radial_pressure(xy: np.ndarray, pressure: np.ndarray, exact, tumour_rad
     if exact is not None:
         rr = np.linspace(0, r.max(), 600)
         ax_profile.plot(1e3 * rr, exact.pressure(rr) / MMHG_TO_PA, "k-", lw=1.2, label="closed form")
-    ax_profile.axvline(1e3 * tumour_radius, color="grey", ls="--", lw=0.8)
+    if tumour_radius is not None:
+        ax_profile.axvline(1e3 * tumour_radius, color="grey", ls="--", lw=0.8)
     ax_profile.set_xlabel("r [mm]")
     ax_profile.set_ylabel("p [mmHg]")
-    ax_profile.set_title("radial profile (dashed: tumour surface)")
+    ax_profile.set_title("radial profile" + (" (dashed: tumour surface)" if tumour_radius else ""))
     ax_profile.legend()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,3 +26,28 @@ def test_run_forward_each_shape(tmp_path, geometry, boundary, has_closed_form):
     if has_closed_form:
         assert summary["closed_form"]["max_error_over_tumour_pe"] < 0.01
     assert (tmp_path / "ifp.xdmf").exists()
+
+
+def test_run_forward_mask_geometry_with_ktrans_map(tmp_path):
+    """`shape = "mask"` + `[images] ktrans`: paths relative to the TOML file, as a user writes them."""
+    import numpy as np
+
+    from hybrid.config import load_forward_config
+    from hybrid.io.nifti import write_volume
+
+    n, voxel_mm = 40, 0.25
+    affine = np.diag([voxel_mm, voxel_mm, 1.0, 1.0])
+    affine[:3, 3] = [-(n - 1) * voxel_mm / 2, -(n - 1) * voxel_mm / 2, 0.0]
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    r = np.hypot(i * voxel_mm + affine[0, 3], j * voxel_mm + affine[1, 3])
+    write_volume(tmp_path / "mask.nii.gz", (r <= 3.5)[:, :, None], affine, dtype=np.uint8)
+    write_volume(tmp_path / "ktrans.nii.gz", np.where(r > 2.5, 0.6, 0.2)[:, :, None], affine)
+    (tmp_path / "run.toml").write_text(
+        '[geometry]\nshape = "mask"\nmask = "mask.nii.gz"\nmesh_size = 2.5e-4\nfield_of_view_host = true\n'
+        '[images]\nktrans = "ktrans.nii.gz"\n[output]\ndirectory = "%s"\n' % (tmp_path / "out"))
+    run = run_forward(load_forward_config(tmp_path / "run.toml"))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["images"]["voxels_filled_from_nearest"] == 0
+    assert summary["images"]["mean_tumour_ktrans_per_min"] > 0.2
+    assert run.domain.geometry["host"] is True
+    assert 0 < summary["p_mean_tumour_Pa"] < summary["tumour_effective_pressure_Pa"]

@@ -1,0 +1,66 @@
+"""Imaging-guided coefficients: Lp S/V scaled by a Ktrans map on a mesh traced from a mask."""
+
+import numpy as np
+import pytest
+import ufl
+from mpi4py import MPI
+
+import hybrid.forward  # noqa: F401
+import dolfinx.fem
+
+from hybrid.forward import solve_ifp
+from hybrid.forward.image_sampling import vascular_exchange_from_ktrans
+from hybrid.mesh import mask_mesh, tags
+from hybrid.problems.ifp import OuterBoundary, TissueProperties
+
+pytestmark = pytest.mark.mpi
+COMM = MPI.COMM_WORLD
+TUMOUR = TissueProperties.defaults("tumour")
+
+
+def disc_images(n=48, voxel_mm=0.25, radius_mm=4.0, rim_mm=1.0):
+    """Tumour mask and a Ktrans map [1/min]: 0.6 in a rim of ``rim_mm``, 0.2 inside, NaN outside."""
+    affine = np.diag([voxel_mm, voxel_mm, 1.0, 1.0])
+    affine[:3, 3] = [-(n - 1) * voxel_mm / 2, -(n - 1) * voxel_mm / 2, 0.0]
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    r = np.hypot(i * voxel_mm + affine[0, 3], j * voxel_mm + affine[1, 3])
+    mask = r <= radius_mm
+    ktrans = np.where(r > radius_mm - rim_mm, 0.6, 0.2)
+    ktrans[~mask] = np.nan
+    return mask[:, :, None], ktrans[:, :, None], affine
+
+
+def tumour_integral(domain, f) -> float:
+    dx = ufl.Measure("dx", domain=domain.mesh, subdomain_data=domain.cell_tags)
+    return COMM.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(f * dx(tags.TUMOUR))), op=MPI.SUM)
+
+
+def test_ktrans_scaling_keeps_the_tumour_mean_and_the_rim_core_contrast():
+    mask, ktrans, affine = disc_images()
+    domain = mask_mesh(COMM, mask, affine, 4e-4, host=False)
+    exchange, stats = vascular_exchange_from_ktrans(domain, ktrans, affine, TUMOUR)
+    volume = tumour_integral(domain, dolfinx.fem.Constant(domain.mesh, 1.0))
+    assert tumour_integral(domain, exchange) / volume == pytest.approx(TUMOUR.vascular_exchange, rel=1e-10)
+    assert stats["voxels_filled_from_nearest"] == int(np.isnan(ktrans).sum())
+    values = exchange.x.array
+    contrast = COMM.allreduce(float(values.max()), op=MPI.MAX) / COMM.allreduce(float(values.min()), op=MPI.MIN)
+    assert contrast == pytest.approx(3.0, rel=1e-12)
+
+
+def test_uniform_ktrans_reproduces_the_region_solve():
+    mask, ktrans, affine = disc_images()
+    ktrans[np.isfinite(ktrans)] = 0.35
+    domain = mask_mesh(COMM, mask, affine, 4e-4, host=False)
+    exchange, _ = vascular_exchange_from_ktrans(domain, ktrans, affine, TUMOUR)
+    with_map = solve_ifp(domain, TUMOUR, OuterBoundary(), fields={"vascular_exchange": exchange})
+    plain = solve_ifp(domain, TUMOUR, OuterBoundary())
+    np.testing.assert_allclose(with_map.pressure.x.array, plain.pressure.x.array, rtol=1e-8, atol=1e-6)
+
+
+def test_map_without_tumour_values_is_rejected():
+    mask, ktrans, affine = disc_images()
+    domain = mask_mesh(COMM, mask, affine, 4e-4, host=False)
+    with pytest.raises(ValueError, match="no finite value"):
+        vascular_exchange_from_ktrans(domain, np.full_like(ktrans, np.nan), affine, TUMOUR)
+    with pytest.raises(ValueError, match="zero over the tumour"):
+        vascular_exchange_from_ktrans(domain, np.zeros_like(ktrans), affine, TUMOUR)
