@@ -124,31 +124,26 @@ def read_dce_series(path: str | Path, frame_times_s=None) -> Series:
     return Series(data, affine, _axis(times, n, "frame times", where, increasing=True), meta)
 
 
-def read_cest_series(path: str | Path, offsets_ppm=None) -> Series:
-    """4-D CEST series (one volume per saturation offset) with offsets [ppm from water]."""
+def _series_with_sidecar_axis(path: str | Path, values, key: str, what: str) -> Series:
+    """4-D series whose last axis is given by ``values`` or, if None, by the sidecar's ``key``."""
     _, data, affine, _ = _load(path, 4)
     meta = _sidecar(path)
     where = str(path)
-    if offsets_ppm is None:
-        if "offsets_ppm" not in meta:
-            raise ValueError(f"{path}: no saturation offsets; add offsets_ppm to {sidecar_path(path)} "
-                             "or pass offsets_ppm")
-        offsets_ppm, where = meta["offsets_ppm"], f"{sidecar_path(path)} offsets_ppm"
-    return Series(data, affine, _axis(offsets_ppm, data.shape[-1], "offsets", where, increasing=False), meta)
+    if values is None:
+        if key not in meta:
+            raise ValueError(f"{path}: no {what}; add {key} to {sidecar_path(path)} or pass {key}")
+        values, where = meta[key], f"{sidecar_path(path)} {key}"
+    return Series(data, affine, _axis(values, data.shape[-1], what, where, increasing=False), meta)
+
+
+def read_cest_series(path: str | Path, offsets_ppm=None) -> Series:
+    """4-D CEST series (one volume per saturation offset) with offsets [ppm from water]."""
+    return _series_with_sidecar_axis(path, offsets_ppm, "offsets_ppm", "offsets")
 
 
 def read_vfa_series(path: str | Path, flip_angles_deg=None) -> Series:
     """4-D variable-flip-angle series with flip angles [deg] (sidecar ``FlipAngles_deg``)."""
-    _, data, affine, _ = _load(path, 4)
-    meta = _sidecar(path)
-    where = str(path)
-    if flip_angles_deg is None:
-        if "FlipAngles_deg" not in meta:
-            raise ValueError(f"{path}: no flip angles; add FlipAngles_deg to {sidecar_path(path)} "
-                             "or pass flip_angles_deg")
-        flip_angles_deg, where = meta["FlipAngles_deg"], f"{sidecar_path(path)} FlipAngles_deg"
-    return Series(data, affine, _axis(flip_angles_deg, data.shape[-1], "flip angles", where, increasing=False),
-                  meta)
+    return _series_with_sidecar_axis(path, flip_angles_deg, "FlipAngles_deg", "flip angles")
 
 
 def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
