@@ -120,3 +120,9 @@ def test_mask_outline_follows_affine_and_rejects_empty_masks():
     np.testing.assert_allclose(b - a, np.tile([10e-3, -4e-3], (len(a), 1)), atol=1e-12)
     with pytest.raises(ValueError, match="fewer than 4 tumour voxels"):
         mask_outline(np.zeros((8, 8, 1), bool), affine)
+
+
+def test_meshes_are_reproducible_run_to_run():
+    counts = [COMM.allreduce(tumour_mesh(COMM, "sphere", 1e-3, 0.0, 2e-4, 1e-4, 2e-4).mesh.topology.index_map(0)
+                             .size_local, op=MPI.SUM) for _ in range(2)]
+    assert counts[0] == counts[1]
