@@ -52,9 +52,10 @@ def build_mesh(geometry: GeometryConfig, comm: MPI.Comm):
 
 
 def closed_form_pressure(config: ForwardConfig) -> RadialSolution | None:
-    """Baxter-Jain closed form for this run, or None where none exists (perivascular, non-Dirichlet)."""
+    """Baxter-Jain closed form for this run (Dirichlet or Robin outer boundary, constant region
+    coefficients), or None where none exists (perivascular or mask geometry, no-flux, image fields)."""
     geometry = config.geometry
-    if geometry.shape not in DIMENSION or config.boundary.kind != "dirichlet":
+    if geometry.shape not in DIMENSION or config.boundary.kind == "no_flux" or config.ktrans_map:
         return None
     regions = []
     radius = geometry.tumour_radius
@@ -64,7 +65,8 @@ def closed_form_pressure(config: ForwardConfig) -> RadialSolution | None:
         lam, p_inf = screening(props.hydraulic_conductivity, props.vascular_exchange, props.effective_pressure,
                                props.lymphatic_filtration, props.lymphatic_pressure)
         regions.append(RadialRegion(outer, props.hydraulic_conductivity, lam, p_inf))
-    return radial_pressure(DIMENSION[geometry.shape], regions, config.boundary.pressure)
+    robin = config.boundary.robin_coefficient if config.boundary.kind == "robin" else None
+    return radial_pressure(DIMENSION[geometry.shape], regions, config.boundary.pressure, robin)
 
 
 def _region_mean(function, domain, tag: int) -> float:

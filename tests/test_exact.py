@@ -49,3 +49,18 @@ def test_rim_thickness_from_table_defaults():
 def test_radii_must_increase():
     with pytest.raises(ValueError, match="increase"):
         radial_pressure(2, [RadialRegion(2e-3, 1e-14, 1e3, 0), RadialRegion(1e-3, 1e-14, 1e3, 0)], 0.0)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_robin_outer_boundary(dim):
+    """-K p'(R) = h (p(R) - p_b); h -> infinity recovers the Dirichlet solution."""
+    R, K, lam, pe, pb = 2e-3, 3.1e-14, 1 / 272e-6, 1530.0, 100.0
+    region = [RadialRegion(R, K, lam, pe)]
+    h = 1e-10
+    robin = radial_pressure(dim, region, pb, robin_coefficient=h)
+    edge = np.array([R])
+    assert robin.velocity(edge)[0] == pytest.approx(h * (robin.pressure(edge)[0] - pb), rel=1e-10)
+    stiff = radial_pressure(dim, region, pb, robin_coefficient=1e3)
+    dirichlet = radial_pressure(dim, region, pb)
+    r = np.linspace(0, R, 50)
+    np.testing.assert_allclose(stiff.pressure(r), dirichlet.pressure(r), atol=1e-6)

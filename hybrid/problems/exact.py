@@ -123,10 +123,13 @@ class RadialSolution:
         return self._evaluate(r, derivative=True)
 
 
-def radial_pressure(dim: int, regions: list[RadialRegion], boundary_pressure: float) -> RadialSolution:
-    """Solve for the radial pressure in concentric regions, ``p = boundary_pressure`` outside.
+def radial_pressure(dim: int, regions: list[RadialRegion], boundary_pressure: float,
+                    robin_coefficient: float | None = None) -> RadialSolution:
+    """Solve for the radial pressure in concentric regions.
 
-    ``regions`` run from the centre outwards; the outermost radius carries the Dirichlet value.
+    ``regions`` run from the centre outwards. At the outermost radius ``p = boundary_pressure``
+    (Dirichlet), or, with ``robin_coefficient`` h [m/(Pa s)], the outflow
+    ``-K dp/dr = h (p - boundary_pressure)`` (Robin).
     """
     if not regions:
         raise ValueError("need at least one region")
@@ -142,9 +145,14 @@ def radial_pressure(dim: int, regions: list[RadialRegion], boundary_pressure: fl
         b = np.array([region.outer_radius])
         here = _basis(dim, region.lam, b, inner, region.outer_radius, index == 0)
         cols = slice(offsets[index], offsets[index + 1])
-        if index == len(regions) - 1:  # Dirichlet at the outer boundary
-            matrix[row, cols] = [f[0][0] for f in here]
-            rhs[row] = boundary_pressure - region.p_inf
+        if index == len(regions) - 1:  # outer boundary: p = p_b, or K p' + h p = h p_b
+            if robin_coefficient is None:
+                matrix[row, cols] = [f[0][0] for f in here]
+                rhs[row] = boundary_pressure - region.p_inf
+            else:
+                h = robin_coefficient
+                matrix[row, cols] = [region.conductivity * f[1][0] + h * f[0][0] for f in here]
+                rhs[row] = h * (boundary_pressure - region.p_inf)
             row += 1
             break
         nxt = regions[index + 1]

@@ -72,6 +72,17 @@ def test_tumour_in_host_with_lymphatics_two_region(shape, dim, mesh_size):
     assert max_nodal_error(solution.pressure, exact.pressure, dim) < 0.01 * TUMOUR.effective_pressure
 
 
+@pytest.mark.parametrize("shape, dim", [("slab", 1), ("disc", 2)])
+def test_robin_outer_boundary_matches_closed_form(shape, dim):
+    """-K dp/dn = h (p - p_far) on the surface, h ~ K / delta so both terms matter."""
+    R, h, p_far = 3e-3, 1e-10, 200.0
+    domain = surface_refined(shape, R, 0.0, 2.5e-4)
+    solution = solve_ifp(domain, TUMOUR, OuterBoundary("robin", p_far, h))
+    exact = radial_pressure(dim, [RadialRegion(R, TUMOUR.hydraulic_conductivity, 1 / TUMOUR.rim_thickness,
+                                               TUMOUR.effective_pressure)], p_far, robin_coefficient=h)
+    assert max_nodal_error(solution.pressure, exact.pressure, dim) < 0.01 * TUMOUR.effective_pressure
+
+
 def test_disc_outflow_through_tumour_surface():
     """Outflow 2 pi R u(R) of the closed form, from fluid balance and from the P1 velocity.
 

@@ -14,6 +14,8 @@ from hybrid.pipeline import run_forward
     ({"shape": "krogh", "mesh_size": 8e-6}, {"type": "no_flux"}, False),
     ({"shape": "vessels", "mesh_size": 15e-6, "n_vessels": 3, "seed": 1}, {"type": "robin", "robin_coefficient": 1e-9},
      False),
+    ({"shape": "disc", "tumour_radius": 2e-3, "mesh_size": 2.5e-4}, {"type": "robin", "robin_coefficient": 1e-10},
+     True),
 ])
 def test_run_forward_each_shape(tmp_path, geometry, boundary, has_closed_form):
     document = {"geometry": geometry, "tumour": {"lymphatic_filtration": 1e-6}, "boundary": boundary,
