@@ -192,3 +192,15 @@ def test_unknown_field_name_is_rejected():
     domain = unit_square_domain(COMM, 4)
     with pytest.raises(ValueError, match="unknown coefficient fields"):
         solve_ifp(domain, TUMOUR, OuterBoundary(), fields={"permeability": None})
+
+
+def test_petsc_options_override_the_default_solver():
+    """A direct solve (MUMPS LU) through petsc_options gives the CG+GAMG answer in one iteration."""
+    from hybrid.forward.verification import unit_square_domain
+
+    domain = unit_square_domain(COMM, 16)
+    default = solve_ifp(domain, TUMOUR, OuterBoundary())
+    direct = solve_ifp(domain, TUMOUR, OuterBoundary(),
+                       petsc_options={"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"})
+    assert default.iterations > 1 and direct.iterations == 1
+    np.testing.assert_allclose(direct.pressure.x.array, default.pressure.x.array, rtol=1e-7, atol=1e-6)
