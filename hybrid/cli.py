@@ -82,20 +82,6 @@ def _version() -> str:
     return __version__
 
 
-def _on_rank0(comm, work):
-    """Run serial ``work()`` on rank 0 only; an input error there is raised on every rank."""
-    result = error = None
-    if comm.rank == 0:
-        try:
-            result = work()
-        except (ValueError, FileNotFoundError) as exc:
-            error = exc
-    error = comm.bcast(error, root=0)
-    if error is not None:
-        raise error
-    return result
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hybrid`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -128,21 +114,21 @@ def main(argv: list[str] | None = None) -> int:
             run_forward(config, comm, log)
             log(f"done: outputs in {config.output_directory}")
         elif args.command == "phantom":
-            from hybrid.pipeline import run_phantom
+            from hybrid.pipeline import on_rank0, run_phantom
 
-            maps_toml = _on_rank0(comm, lambda: run_phantom(args.output, log, shape=tuple(args.shape),
+            maps_toml = on_rank0(comm, lambda: run_phantom(args.output, log, shape=tuple(args.shape),
                                                              voxel_mm=tuple(args.voxel_mm), seed=args.seed))
             log(f"done: next run `hybrid maps {maps_toml}`")
         elif args.command == "maps":
             from dataclasses import replace
 
             from hybrid.config import load_maps_config
-            from hybrid.pipeline import run_maps
+            from hybrid.pipeline import on_rank0, run_maps
 
             config = load_maps_config(args.config)
             if args.output is not None:
                 config = replace(config, output_directory=args.output)
-            _on_rank0(comm, lambda: run_maps(config, log))
+            on_rank0(comm, lambda: run_maps(config, log))
             log(f"done: outputs in {config.output_directory}")
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         # Raised identically on every rank (inputs are read and checked on all of them).

@@ -16,7 +16,7 @@ from mpi4py import MPI
 from hybrid.config import ForwardConfig, GeometryConfig, forward_config_from_dict
 from hybrid.problems.exact import RadialRegion, RadialSolution, radial_pressure, screening
 
-__all__ = ["build_mesh", "closed_form_pressure", "ForwardRun", "run_forward", "run_demo", "DEMO_CONFIG",
+__all__ = ["build_mesh", "closed_form_pressure", "ForwardRun", "run_forward", "run_demo", "DEMO_CONFIG", "on_rank0",
            "run_phantom", "run_maps", "MAP_UNITS"]
 
 DIMENSION = {"slab": 1, "disc": 2, "sphere": 3}
@@ -178,6 +178,21 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
     return ForwardRun(summary, domain, solution, exact)
 
 
+def on_rank0(comm: MPI.Comm, work):
+    """Run serial ``work()`` on rank 0 only and return its result there (None elsewhere); an input
+    error (ValueError, FileNotFoundError) raised there is raised on every rank, so none waits."""
+    result = error = None
+    if comm.rank == 0:
+        try:
+            result = work()
+        except (ValueError, FileNotFoundError) as exc:
+            error = exc
+    error = comm.bcast(error, root=0)
+    if error is not None:
+        raise error
+    return result
+
+
 def _plot_pressure(run: ForwardRun, comm: MPI.Comm, path: Path, tumour_radius: float | None, log) -> None:
     """Gather the nodal pressure on rank 0 and draw the map and radial profile to ``path``."""
     from hybrid.report.figures import plot_radial_pressure
@@ -211,19 +226,15 @@ def run_demo(output_directory: Path, comm: MPI.Comm = MPI.COMM_WORLD, log=None) 
 
     log("part 2/2: digital MRI phantom -> maps -> mask mesh -> IFP with Ktrans-scaled exchange")
     phantom_dir = out / "phantom"
-    failure = None
-    if comm.rank == 0:  # imaging stages are serial numpy
-        try:
-            maps_config = load_maps_config(run_phantom(phantom_dir, log))
-            run_maps(maps_config, log)
-            labels, affine_mm = read_volume(phantom_dir / "labels.nii.gz")
-            write_volume(phantom_dir / "tumour_mask.nii.gz", labels >= 2, affine_mm, dtype=np.uint8,
-                         description="hybrid phantom tumour (rim, core, necrotic)", intent_name="mask")
-        except Exception as exc:  # handed to every rank so none waits for the others
-            failure = exc
-    failure = comm.bcast(failure, root=0)
-    if failure is not None:
-        raise failure
+
+    def imaging_stages() -> None:  # serial numpy
+        maps_config = load_maps_config(run_phantom(phantom_dir, log))
+        run_maps(maps_config, log)
+        labels, affine_mm = read_volume(phantom_dir / "labels.nii.gz")
+        write_volume(phantom_dir / "tumour_mask.nii.gz", labels >= 2, affine_mm, dtype=np.uint8,
+                     description="hybrid phantom tumour (rim, core, necrotic)", intent_name="mask")
+
+    on_rank0(comm, imaging_stages)
     imaging = {
         "geometry": {"shape": "mask", "mask": "phantom/tumour_mask.nii.gz", "mesh_size": 1.5e-4},
         "images": {"ktrans": "phantom/maps/Ktrans.nii.gz"},
