@@ -92,13 +92,16 @@ def test_bad_config_one_error_line_nonzero_exit_no_hang(tmp_path, change, messag
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
-def test_demo_writes_both_parts(tmp_path):
-    result = run(hybrid("demo", "--output", str(tmp_path)), timeout=600)
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_demo_writes_both_parts(tmp_path, ranks):
+    launcher = [MPIRUN, "-n", str(ranks)] if ranks > 1 else []
+    result = run([*launcher, *hybrid("demo", "--output", str(tmp_path))], timeout=600)
     assert result.returncode == 0, result.stderr
     verification = json.loads((tmp_path / "verification" / "summary.json").read_text())
     assert verification["closed_form"]["max_error_over_tumour_pe"] < 0.01
     assert (tmp_path / "verification" / "ifp_demo.png").stat().st_size > 10_000
     imaging = json.loads((tmp_path / "imaging" / "summary.json").read_text())
+    assert imaging["mpi_ranks"] == ranks
     # the phantom's tumour: 1 mm rim at Ktrans 0.6, core 0.2, necrotic centre 0.02 /min (area mean 0.349)
     assert imaging["images"]["mean_tumour_ktrans_per_min"] == pytest.approx(0.349, rel=0.05)
     assert imaging["p_max_Pa"] == pytest.approx(imaging["tumour_effective_pressure_Pa"], rel=0.01)
