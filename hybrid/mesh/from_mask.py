@@ -21,6 +21,12 @@ from hybrid.mesh.builders import TumourMesh, _check_positive, _distribute, _refi
 __all__ = ["mask_outline", "mask_mesh"]
 
 
+def _signed_area(polygon: np.ndarray) -> float:
+    """Shoelace area of a closed polygon (n, 2), positive when counter-clockwise."""
+    x, y = polygon[:, 0], polygon[:, 1]
+    return 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
+
+
 def mask_outline(mask, affine_mm, slice_index: int = 0, smoothing_voxels: float = 1.0) -> np.ndarray:
     """Closed tumour outline (n, 2) [m, world x-y], counter-clockwise, without repeated end point."""
     import contourpy
@@ -42,11 +48,10 @@ def mask_outline(mask, affine_mm, slice_index: int = 0, smoothing_voxels: float 
     closed = [line[:-1] for line in lines if len(line) > 4 and np.allclose(line[0], line[-1])]
     if not closed:
         raise ValueError("no closed tumour outline found in the mask")
-    area = lambda p: 0.5 * np.sum(p[:, 0] * np.roll(p[:, 1], -1) - np.roll(p[:, 0], -1) * p[:, 1])
-    ij = max(closed, key=lambda p: abs(area(p)))
+    ij = max(closed, key=lambda p: abs(_signed_area(p)))
     ijk = np.column_stack([ij, np.full(len(ij), float(slice_index))])
     xy = voxel_to_world_m(affine_mm, ijk)[:, :2]
-    return xy if area(xy) > 0 else xy[::-1]
+    return xy if _signed_area(xy) > 0 else xy[::-1]
 
 
 def mask_mesh(comm: MPI.Comm, mask, affine_mm, mesh_size: float, *, slice_index: int = 0,
@@ -61,8 +66,7 @@ def mask_mesh(comm: MPI.Comm, mask, affine_mm, mesh_size: float, *, slice_index:
                             [-0.5, shape[1] - 0.5]])
     corners = voxel_to_world_m(affine_mm, np.column_stack([corners_ijk, np.full(4, float(slice_index))]))[:, :2]
     surface_mesh_size = surface_mesh_size or mesh_size
-    area = 0.5 * abs(np.sum(outline[:, 0] * np.roll(outline[:, 1], -1) - np.roll(outline[:, 0], -1) * outline[:, 1]))
-    geometry = {"source": "mask", "slice_index": slice_index, "tumour_area_m2": float(area),
+    geometry = {"source": "mask", "slice_index": slice_index, "tumour_area_m2": float(_signed_area(outline)),
                 "outline_points": len(outline), "host": host}
 
     def polygon(occ, points):
