@@ -1,23 +1,34 @@
 """Batched, bound-constrained Levenberg-Marquardt: one small least-squares problem per row.
 
 All problems advance together with numpy array operations (no Python loop over voxels).
-Bounds are enforced by projecting (clipping) each trial point onto the box.
+Bounds are enforced by projecting (clipping) each trial point onto the box, then onto an
+optional extra convex set (``project``).
 """
 
 import numpy as np
 
 
-def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8):
+def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8, *, project=None,
+               return_jac=False):
     """Minimise sum_t (f(p)_t - data_t)^2 independently for each row.
 
     ``model(p, jac=True)`` maps parameters (n, n_p) to predictions (n, n_t) and
-    Jacobian (n, n_t, n_p); ``data`` is (n, n_t); ``lower``/``upper`` are (n_p,) box bounds.
+    Jacobian (n, n_t, n_p); ``data`` is (n, n_t); ``lower``/``upper`` are box bounds of
+    shape (n_p,) or (n, n_p) (one box per row). ``project(p)``, if given, maps clipped
+    parameters (m, n_p) onto a further feasible set (e.g. ve + vp <= 1).
     Stops a row when an accepted step lowers its cost by less than ``rtol`` (relative)
-    or its damping grows past 1e10. Returns (p, rss) with rss (n,).
+    or its damping grows past 1e10. Returns (p, rss) with rss (n,), and the Jacobian at
+    p (n, n_t, n_p) as a third item with ``return_jac``.
     """
-    lower = np.asarray(lower, dtype=float)
-    upper = np.asarray(upper, dtype=float)
-    p = np.clip(np.asarray(p0, dtype=float), lower, upper)
+    p = np.array(p0, dtype=float)
+    lower = np.broadcast_to(np.asarray(lower, dtype=float), p.shape)
+    upper = np.broadcast_to(np.asarray(upper, dtype=float), p.shape)
+
+    def feasible(q, rows):
+        q = np.clip(q, lower[rows], upper[rows])
+        return q if project is None else project(q)
+
+    p = feasible(p, slice(None))
     f, jac = model(p, jac=True)
     jac = np.array(jac)  # writable copy (models may return broadcast views)
     r = f - data
@@ -37,7 +48,7 @@ def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8):
         d = d + 1e-12 * d.max(axis=1, keepdims=True) + 1e-300
         a = h + lam[idx, None, None] * d[:, :, None] * eye
         step = np.linalg.solve(a, -g[..., None])[..., 0]
-        p_try = np.clip(p[idx] + step, lower, upper)
+        p_try = feasible(p[idx] + step, idx)
         f_try, j_try = model(p_try, jac=True)
         r_try = f_try - data[idx]
         c_try = np.einsum("nt,nt->n", r_try, r_try)
@@ -50,4 +61,25 @@ def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8):
         lam[rej] *= 4.0
         active[acc[small]] = False
         active[rej[lam[rej] > 1e10]] = False
-    return p, cost
+    return (p, cost, jac) if return_jac else (p, cost)
+
+
+def standard_errors(jac, rss, rel_floor=1e-13):
+    """Asymptotic standard errors sqrt(diag((J^T J)^-1) * rss / (n_t - n_p)) per row.
+
+    ``jac`` (n, n_t, n_p) is the Jacobian at the optimum and ``rss`` (n,) the residual sum
+    of squares. Columns are scaled to unit norm before the inversion, whose eigenvalues are
+    floored at ``rel_floor`` times the largest: a parameter the data cannot determine gets
+    a huge standard error (inf where its Jacobian column is zero).
+    """
+    n_t, n_p = jac.shape[1], jac.shape[2]
+    if n_t <= n_p:
+        raise ValueError(f"{n_t} samples cannot give standard errors for {n_p} parameters")
+    jtj = np.einsum("ntp,ntq->npq", jac, jac)
+    scale = np.sqrt(np.einsum("npp->np", jtj))
+    safe = np.where(scale > 0, scale, 1.0)
+    w, v = np.linalg.eigh(jtj / (safe[:, :, None] * safe[:, None, :]))
+    w = np.maximum(w, rel_floor * np.abs(w).max(axis=1, keepdims=True) + 1e-300)
+    var = np.einsum("npk,nk->np", v * v, 1.0 / w) / safe ** 2
+    se = np.sqrt(var * (rss / (n_t - n_p))[:, None])
+    return np.where(scale > 0, se, np.inf)

@@ -5,18 +5,23 @@ voxels; everything is vectorised over voxels. Conventions (reference imaging.md 
 
 - Normalisation (``normalize``): by ``s0`` (an unsaturated image, shape ``z.shape[:-1]``) when
   given, else by the mean of the reference offsets ``|offset| >= ref_ppm`` (default 20 ppm;
-  they are never fitted), else by each spectrum's maximum. The same rule serves raw signal and
-  already-normalised Z.
+  they are never fitted), else (no reference acquired, e.g. offsets only within +-15 ppm) by
+  the outermost samples, and the fitted amplitudes are then taken relative to the fitted
+  off-resonance baseline. The same rule serves raw signal and already-normalised Z.
 - B0 correction: the water centre is a free parameter of the Lorentzian fit (every pool centre
-  is relative to it), so spectra are B0-corrected from themselves; ``water_shift`` estimates the
-  shift from the water dip (also for a separate WASSR spectrum) and ``shift_correct``
-  resamples spectra onto the water frame.
+  is relative to it), searched within +-2.5 ppm (measured phantom series drift by up to 2 ppm),
+  so spectra are B0-corrected from themselves; ``water_shift`` estimates the shift from the
+  water dip (also for a separate WASSR spectrum) and ``shift_correct`` resamples spectra onto
+  the water frame.
 - Multi-pool fit: Z(w) = c - sum_i A_i G_i^2 / (G_i^2 + 4 (w - w_i)^2) (amplitude A, FWHM G
-  in ppm); the CEST effect of a pool is its fitted amplitude A, as for the ``Peak_4p2`` and
-  ``Peak_5p6`` columns of the acidoCEST calibration (JCardenasRdz/acidoCEST_ML).
-- Ratiometric pH: ratio = log10(A(4.2 ppm) / A(5.5 ppm)); the amplitudes scale together with
-  the normalisation, so the ratio does not depend on it. ``PhCalibration`` fits pH(ratio) to
-  phantoms of known pH and returns NaN outside their ratio range (no
+  in ppm) with water, the iopamidol amides (4.2 and 5.6 ppm), its hydroxyl line near 1 ppm,
+  a broad MT line and, for in-vivo spectra, optional APT / amine / NOE lines.
+- Ratiometric pH: ratio = log10(E(4.2 ppm) / E(5.6 ppm)) of the two amide effects E: the
+  fitted amplitudes (as the ``Peak_4p2`` and ``Peak_5p6`` columns of the acidoCEST calibration,
+  JCardenasRdz/acidoCEST_ML), the fitted ST at the two offsets, or MTRasym there
+  (``RATIO_METHODS``); the effects scale together with the normalisation, so the ratio does not
+  depend on it. ``PhCalibration`` fits pH(ratio) to phantoms of known pH (degree chosen by
+  leave-one-out error, which it reports) and returns NaN outside their ratio range (no
   extrapolation); like any acidoCEST calibration it holds only for the B0, B1, saturation,
   temperature and agent it was measured with.
 """
@@ -44,12 +49,34 @@ class LorentzPool:
     width_ppm: tuple[float, float, float]
 
 
-def iopamidol_fit_pools(shifts_ppm: tuple[float, float] = (4.2, 5.5), mt: bool = True,
-                        b0_range_ppm: float = 1.0) -> tuple[LorentzPool, ...]:
-    """Default pools: water, the two iopamidol amides at ``shifts_ppm`` (centres +-0.1 ppm around
-    nominal, relative to water) and a broad MT line near -2.5 ppm (FWHM 15-100 ppm)."""
+#: Iopamidol lines as measured (Lorentzian fits of the 25 mM, 37 C, 3 uT, 6 s phantom spectra in
+#: tests/data/acidocest, free centres and widths): amides at 4.2-4.3 and 5.5-5.65 ppm from water
+#: with FWHM 1.0-1.8 ppm, and a hydroxyl line near 1 ppm (FWHM about 2 ppm; the Pagel lab fits
+#: lines at 0.8 and 1.8 ppm for it) that the amide-only model misses.
+AMIDE_TOL_PPM = 0.2
+AMIDE_WIDTH_PPM = (1.5, 0.5, 3.0)
+HYDROXYL = LorentzPool("hydroxyl", 0.9, 0.5, (0.05, 0.0, 1.0), (2.0, 0.5, 4.0))
+#: Endogenous in-vivo lines: amide proton transfer (APT, 3.5 ppm), amines (2.0 ppm) and relayed NOE
+#: (-3.5 ppm) (standard in-vivo CEST pools, e.g. Zaiss & Bachert, Phys Med Biol 2013;58:R221 [recall]).
+ENDOGENOUS = (LorentzPool("apt", 3.5, 0.2, (0.02, 0.0, 0.5), (1.5, 0.5, 4.0)),
+              LorentzPool("amine", 2.0, 0.3, (0.02, 0.0, 0.5), (1.5, 0.5, 4.0)),
+              LorentzPool("noe", -3.5, 0.3, (0.05, 0.0, 0.5), (3.0, 1.0, 8.0)))
+
+
+def iopamidol_fit_pools(shifts_ppm: tuple[float, float] = (4.2, 5.6), mt: bool = True, *,
+                        hydroxyl: bool = True, endogenous: bool = False,
+                        b0_range_ppm: float = 2.5) -> tuple[LorentzPool, ...]:
+    """Pools of the fit: water (centre within +-``b0_range_ppm``), the two iopamidol amides at
+    ``shifts_ppm`` (+-0.2 ppm, FWHM 0.5-3 ppm), optionally the iopamidol hydroxyl line near
+    1 ppm, the endogenous APT / amine / NOE lines (in-vivo spectra) and a broad MT line near
+    -2.5 ppm (FWHM 15-100 ppm). The amides are always pools 1 and 2."""
     pools = [LorentzPool("water", 0.0, b0_range_ppm, (0.8, 0.0, 1.2), (2.0, 0.05, 20.0))]
-    pools += [LorentzPool(f"amide_{s:g}", s, 0.1, (0.05, 0.0, 1.0), (1.0, 0.2, 6.0)) for s in shifts_ppm]
+    pools += [LorentzPool(f"amide_{s:g}", s, AMIDE_TOL_PPM, (0.05, 0.0, 1.0), AMIDE_WIDTH_PPM)
+              for s in shifts_ppm]
+    if hydroxyl:
+        pools.append(HYDROXYL)
+    if endogenous:
+        pools += ENDOGENOUS
     if mt:
         pools.append(LorentzPool("mt", -2.5, 1.0, (0.1, 0.0, 0.5), (40.0, 15.0, 100.0)))
     return tuple(pools)
@@ -60,7 +87,9 @@ class ZFit:
     """Multi-pool fit result; arrays have the voxel shape ``z.shape[:-1]`` (+ pool axis).
 
     ``centre_ppm`` is absolute (water centre = B0 shift). Where ``success`` is False all
-    parameters are NaN. ``rms`` is the residual RMS in units of the normalised signal."""
+    parameters are NaN. ``baseline`` is the fitted off-resonance level c of the normalised
+    signal; ``amplitude`` and ``rms`` (residual RMS) are fractions of the reference signal, or
+    of c where the spectra had no reference (see ``fit_zspectrum``)."""
 
     names: tuple[str, ...]
     baseline: np.ndarray
@@ -99,12 +128,15 @@ def _check(offsets_ppm, z):
 
 def normalize(offsets_ppm, z, s0=None, ref_ppm: float = 20.0):
     """Z-spectra normalised by ``s0`` (voxel shape), else by the mean of the reference offsets
-    |offset| >= ref_ppm, else by each spectrum's maximum. Reference offsets are never part of
-    the returned spectrum. Returns (offsets_ppm, z_normalised), sorted by offset."""
+    |offset| >= ref_ppm, else (no reference acquired) by the mean of the two lowest and two
+    highest offsets, the least saturated samples. Reference offsets are never part of the
+    returned spectrum. Returns (offsets_ppm, z_normalised), sorted by offset."""
     off, z = _check(offsets_ppm, z)
     ref = np.abs(off) >= ref_ppm
     if (~ref).sum() < 2:
         raise ValueError(f"fewer than 2 offsets inside |offset| < ref_ppm={ref_ppm}; raise ref_ppm")
+    order = np.argsort(off[~ref])
+    inner = z[..., ~ref][..., order]
     if s0 is not None:
         scale = np.asarray(s0, dtype=float)
         if scale.shape != z.shape[:-1]:
@@ -112,11 +144,10 @@ def normalize(offsets_ppm, z, s0=None, ref_ppm: float = 20.0):
     elif ref.any():
         scale = z[..., ref].mean(axis=-1)
     else:
-        scale = z.max(axis=-1)
-    order = np.argsort(off[~ref])
+        scale = inner[..., np.r_[0:2, -2:0]].mean(axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        zn = z[..., ~ref] / np.where(scale > 0, scale, np.nan)[..., None]
-    return off[~ref][order], zn[..., order]
+        zn = inner / np.where(scale > 0, scale, np.nan)[..., None]
+    return off[~ref][order], zn
 
 
 def water_shift(offsets_ppm, z, search_ppm: float = 1.0, window_ppm: float = 0.5):
@@ -175,6 +206,11 @@ def mtr_asym(offsets_ppm, z, at_ppm, b0_shift_ppm=0.0):
     return _interp(off[order], z[..., order], shift - at) - _interp(off[order], z[..., order], shift + at)
 
 
+def _lorentz(x, amplitude, width, centre):
+    """Lorentzian line A G^2 / (G^2 + 4 (x - centre)^2) (amplitude A, FWHM G, all in ppm)."""
+    return amplitude * width ** 2 / (width ** 2 + 4 * (x - centre) ** 2)
+
+
 def _lorentz_model(x):
     """Model and Jacobian of Z = c - sum_i A_i L_i for parameters [c, (A, G, d)_i], where pool
     centres are d_0 (water) and d_0 + d_i (i >= 1)."""
@@ -200,13 +236,30 @@ def _lorentz_model(x):
     return model
 
 
+def _has_reference(offsets_ppm, s0, ref_ppm):
+    """Whether the spectra come with an unsaturated reference (``s0`` or offsets >= ref_ppm)."""
+    return s0 is not None or bool(np.any(np.abs(np.asarray(offsets_ppm, dtype=float)) >= ref_ppm))
+
+
+def _coarse_b0(off, z, search_ppm):
+    """Water dip of each spectrum for the start and bounds of the fit: ``water_shift`` (parabola
+    vertex) where it is found, else the lowest sample within +-search_ppm."""
+    near = np.abs(off) <= search_ppm
+    w0 = water_shift(off, z, search_ppm=search_ppm)
+    lowest = off[near][np.argmin(z[:, near], axis=-1)]
+    return np.where(np.isfinite(w0), w0, lowest)
+
+
 def fit_zspectrum(offsets_ppm, z, pools: tuple[LorentzPool, ...] | None = None, *, s0=None,
-                  ref_ppm: float = 20.0, max_rms: float = 0.03, max_iter: int = 300) -> ZFit:
+                  ref_ppm: float = 20.0, max_rms: float = 0.03, max_iter: int = 300,
+                  water_tol_ppm: float = 0.5) -> ZFit:
     """Multi-pool Lorentzian fit of every spectrum in ``z`` (..., n_offsets), raw or normalised
     (see ``normalize``), by batched Levenberg-Marquardt within the pools' bounds (baseline c in
-    [0, 2]). The first pool must be water (shift 0). A fit succeeds when its parameters are
-    finite and the residual RMS <= ``max_rms`` (normalised units); spectra with any NaN sample
-    fail."""
+    [0, 2]). The first pool must be water (shift 0): its centre (the B0 shift) is searched within
+    the water pool's +-shift_tol_ppm and then fitted within +-``water_tol_ppm`` of the water dip
+    found there. Without ``s0`` or reference offsets the amplitudes (and ``rms``) are fractions
+    of the fitted off-resonance baseline c. A fit succeeds when its parameters are finite and the
+    residual RMS <= ``max_rms`` (normalised units); spectra with any NaN sample fail."""
     pools = iopamidol_fit_pools() if pools is None else tuple(pools)
     if not pools or pools[0].shift_ppm != 0.0:
         raise ValueError("the first pool must be water with shift_ppm = 0 (its centre is the B0 shift)")
@@ -215,23 +268,29 @@ def fit_zspectrum(offsets_ppm, z, pools: tuple[LorentzPool, ...] | None = None, 
     if off.size <= n_par:
         raise ValueError(f"{off.size} offsets cannot fit {n_par} parameters; acquire more offsets "
                          "or use fewer pools")
+    if np.sum(np.abs(off) <= pools[0].shift_tol_ppm) < 3:
+        raise ValueError(f"need >= 3 offsets within +-{pools[0].shift_tol_ppm} ppm to locate the water line")
     shape = zn.shape[:-1]
     data = zn.reshape(-1, off.size)
     finite = np.all(np.isfinite(data), axis=-1)
+
     def vector(i, c, sign):   # (initial, lower, upper) = (i=0, 1, 2); centre moved by sign * tol
         return [c] + [v for q in pools
                       for v in (q.amplitude[i], q.width_ppm[i], q.shift_ppm + sign * q.shift_tol_ppm)]
-    init, lower, upper = vector(0, 1.0, 0), vector(1, 0.0, -1), vector(2, 2.0, 1)
     d = data[finite]
-    p0 = np.tile(np.asarray(init, dtype=float), (d.shape[0], 1))
+    p0, lower, upper = (np.tile(np.asarray(vector(i, c, sign), dtype=float), (d.shape[0], 1))
+                        for i, c, sign in ((0, 1.0, 0), (1, 0.0, -1), (2, 2.0, 1)))
     if d.shape[0]:
         p0[:, 0] = d.max(axis=-1)
         p0[:, 1] = p0[:, 0] - d.min(axis=-1)
-        w0 = water_shift(off, d, search_ppm=pools[0].shift_tol_ppm)
-        p0[:, 3] = np.where(np.isfinite(w0), w0, 0.0)
+        p0[:, 3] = _coarse_b0(off, d, pools[0].shift_tol_ppm)
+        lower[:, 3], upper[:, 3] = p0[:, 3] - water_tol_ppm, p0[:, 3] + water_tol_ppm
     p = np.full((data.shape[0], n_par), np.nan)
     rss = np.full(data.shape[0], np.nan)
     p[finite], rss[finite] = batched_lm(_lorentz_model(off), d, p0, lower, upper, max_iter=max_iter)
+    if not _has_reference(offsets_ppm, s0, ref_ppm):   # amplitudes relative to the fitted baseline
+        p[:, 1::3] /= p[:, :1]
+        rss /= p[:, 0] ** 2
     rms = np.sqrt(rss / off.size)
     ok = np.all(np.isfinite(p), axis=-1) & (rms <= max_rms)
     p[~ok] = np.nan
@@ -243,36 +302,70 @@ def fit_zspectrum(offsets_ppm, z, pools: tuple[LorentzPool, ...] | None = None, 
                 centre_ppm=centre.reshape(shape + (k,)), rms=rms.reshape(shape), success=ok.reshape(shape))
 
 
-def ph_ratio(offsets_ppm, z, *, shifts_ppm: tuple[float, float] = (4.2, 5.5), s0=None,
-             ref_ppm: float = 20.0, mt: bool = True, min_amplitude: float = 0.005,
-             max_rms: float = 0.03):
-    """Ratiometric index log10(A1 / A2) of the CEST amplitudes at ``shifts_ppm`` (default 4.2
-    and 5.5 ppm; the acidoCEST table uses 5.6) from the multi-pool fit of ``z`` (..., n_offsets),
-    raw or normalised, B0-corrected from the spectrum itself. NaN where the fit failed or an
-    amplitude is below ``min_amplitude`` (fraction of the reference signal)."""
-    fit = fit_zspectrum(offsets_ppm, z, iopamidol_fit_pools(shifts_ppm, mt=mt), s0=s0, ref_ppm=ref_ppm,
-                        max_rms=max_rms)
-    a1 = fit.amplitude[..., 1]
-    a2 = fit.amplitude[..., 2]
-    valid = fit.success & (a1 >= min_amplitude) & (a2 >= min_amplitude)
+#: ratiometric indices offered by ``ph_ratio``
+RATIO_METHODS = ("amplitude", "st", "mtrasym")
+
+
+def saturation_transfer(fit: ZFit, at_ppm) -> np.ndarray:
+    """CEST effect of the two amide lines at ``at_ppm`` (ppm from the fitted water centre):
+    ST(w) = Z_background(w) - Z_fit(w), the sum of the two fitted amide Lorentzians there
+    (fraction of the reference signal). Unlike the amplitude of one line it stays positive
+    wherever either amide line is present. Returns (..., len(at_ppm))."""
+    at = np.atleast_1d(np.asarray(at_ppm, dtype=float))
+    x = fit.b0_shift_ppm[..., None] + at
+    return sum(_lorentz(x, fit.amplitude[..., k, None], fit.width_ppm[..., k, None],
+                        fit.centre_ppm[..., k, None]) for k in (1, 2))
+
+
+def ph_ratio(offsets_ppm, z, *, shifts_ppm: tuple[float, float] = (4.2, 5.6), method: str = "amplitude",
+             s0=None, ref_ppm: float = 20.0, mt: bool = True, hydroxyl: bool = True,
+             endogenous: bool = False, min_effect: float = 0.005, max_rms: float = 0.03):
+    """Ratiometric pH index log10(E1 / E2) of the two iopamidol amide effects at ``shifts_ppm``
+    (ppm from water) from the multi-pool fit of ``z`` (..., n_offsets), raw or normalised,
+    B0-corrected from the spectrum itself. ``method``: "amplitude" (E = fitted Lorentzian
+    amplitudes, as the acidoCEST ``Peak_4p2``/``Peak_5p6`` table), "st" (E = ST at the two
+    offsets from the fitted amide lines, see ``saturation_transfer``; finite wherever both
+    lines are present) or "mtrasym" (E = MTRasym of the measured spectrum at the two offsets,
+    model-free, B0 from the fitted water centre). NaN where the fit failed or an effect is below
+    ``min_effect`` (fraction of the reference signal)."""
+    if method not in RATIO_METHODS:
+        raise ValueError(f"method must be one of {', '.join(RATIO_METHODS)}, got {method!r}")
+    pools = iopamidol_fit_pools(shifts_ppm, mt=mt, hydroxyl=hydroxyl, endogenous=endogenous)
+    fit = fit_zspectrum(offsets_ppm, z, pools, s0=s0, ref_ppm=ref_ppm, max_rms=max_rms)
+    if method == "amplitude":
+        effect = fit.amplitude[..., 1:3]
+    elif method == "st":
+        effect = saturation_transfer(fit, shifts_ppm)
+    else:
+        off, zn = normalize(offsets_ppm, z, s0=s0, ref_ppm=ref_ppm)
+        if not _has_reference(offsets_ppm, s0, ref_ppm):
+            zn = zn / fit.baseline[..., None]
+        effect = mtr_asym(off, zn, shifts_ppm, b0_shift_ppm=fit.b0_shift_ppm)
+    valid = fit.success & np.all(effect >= min_effect, axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(valid, np.log10(a1 / a2), np.nan)
+        return np.where(valid, np.log10(effect[..., 0] / effect[..., 1]), np.nan)
 
 
 @dataclass(frozen=True)
 class PhCalibration:
     """pH = polyval(coef, ratio) fitted to phantoms of known pH; valid for ratios within
     ``ratio_range`` (min, max of the phantoms' ratios). ``residual_ph``: back-predicted minus
-    true pH of the calibration phantoms."""
+    true pH of the calibration phantoms; ``loo_rms_ph``: leave-one-out RMS error (pH) of the
+    chosen ``degree``, the error to expect on a new phantom; ``loo_rms_by_degree``: the same for
+    every degree tried (NaN where that polynomial is not monotone)."""
 
     coef: np.ndarray
     ratio_range: tuple[float, float]
     residual_ph: np.ndarray
+    degree: int
+    loo_rms_ph: float
+    loo_rms_by_degree: dict[int, float]
 
     @classmethod
-    def fit(cls, ratios, ph, degree: int = 3) -> PhCalibration:
-        """Least-squares polynomial pH(ratio) of ``degree`` from phantoms of known pH; it must be
-        monotone over the calibrated ratio range."""
+    def fit(cls, ratios, ph, degree: int | None = None, max_degree: int = 3) -> PhCalibration:
+        """Least-squares polynomial pH(ratio) from phantoms of known pH, monotone over the
+        calibrated ratio range. ``degree=None`` takes the degree in 1..``max_degree`` with the
+        smallest leave-one-out error among the monotone ones."""
         r = np.asarray(ratios, dtype=float).ravel()
         y = np.asarray(ph, dtype=float).ravel()
         if r.size != y.size:
@@ -280,17 +373,20 @@ class PhCalibration:
         if not (np.all(np.isfinite(r)) and np.all(np.isfinite(y))):
             raise ValueError("calibration ratios/pH contain NaN/inf (failed fits?); remove those "
                              "phantoms before calibrating")
-        if degree < 1 or np.unique(r).size < degree + 2:
-            raise ValueError(f"degree {degree} needs degree >= 1 and at least {degree + 2} distinct "
-                             f"ratios, got {np.unique(r).size}")
-        coef = np.polyfit(r, y, degree)
-        grid = np.linspace(r.min(), r.max(), 2001)
-        slope = np.polyval(np.polyder(coef), grid)
-        if not (np.all(slope > 0) or np.all(slope < 0)):
-            raise ValueError(f"the degree-{degree} calibration is not monotone over ratios "
-                             f"[{r.min():.3g}, {r.max():.3g}]; use a lower degree or more phantoms")
+        degrees = range(1, max_degree + 1) if degree is None else (degree,)
+        for d in degrees:
+            if d < 1 or np.unique(r).size < d + 2:
+                raise ValueError(f"degree {d} needs degree >= 1 and at least {d + 2} distinct "
+                                 f"ratios, got {np.unique(r).size}")
+        loo = {d: _loo_rms(r, y, d) if _monotone(np.polyfit(r, y, d), r) else np.nan for d in degrees}
+        if all(np.isnan(v) for v in loo.values()):
+            raise ValueError(f"no monotone calibration of degree {', '.join(map(str, degrees))} over "
+                             f"ratios [{r.min():.3g}, {r.max():.3g}]; use a lower degree or more phantoms")
+        best = min((d for d in degrees if np.isfinite(loo[d])), key=loo.get)
+        coef = np.polyfit(r, y, best)
         return cls(coef=coef, ratio_range=(float(r.min()), float(r.max())),
-                   residual_ph=np.polyval(coef, r) - y)
+                   residual_ph=np.polyval(coef, r) - y, degree=best, loo_rms_ph=float(loo[best]),
+                   loo_rms_by_degree={d: float(v) for d, v in loo.items()})
 
     def ph(self, ratios) -> np.ndarray:
         """pH for ``ratios`` (any shape); NaN for NaN ratios and outside ``ratio_range``."""
@@ -299,8 +395,22 @@ class PhCalibration:
         return np.where(inside, np.polyval(self.coef, np.where(inside, r, 0.0)), np.nan)
 
 
+def _monotone(coef, r) -> bool:
+    """Whether polyval(coef, .) is strictly monotone over [min r, max r]."""
+    slope = np.polyval(np.polyder(coef), np.linspace(r.min(), r.max(), 2001))
+    return bool(np.all(slope > 0) or np.all(slope < 0))
+
+
+def _loo_rms(r, y, degree) -> float:
+    """Leave-one-out RMS error of the degree-``degree`` polynomial y(r)."""
+    keep = ~np.eye(r.size, dtype=bool)
+    errors = [np.polyval(np.polyfit(r[k], y[k], degree), r[i]) - y[i] for i, k in enumerate(keep)]
+    return float(np.sqrt(np.mean(np.square(errors))))
+
+
 def ph_map(offsets_ppm, z, calibration: PhCalibration, **kwargs):
     """pH map and validity mask from Z-spectra (..., n_offsets): ``calibration.ph(ph_ratio(...))``;
-    ``kwargs`` go to ``ph_ratio``. Invalid voxels (failed fit, ratio outside the calibration) are NaN."""
+    ``kwargs`` go to ``ph_ratio`` (use the same ``method`` and pools as for the calibration).
+    Invalid voxels (failed fit, ratio outside the calibration) are NaN."""
     ph = calibration.ph(ph_ratio(offsets_ppm, z, **kwargs))
     return ph, np.isfinite(ph)

@@ -246,5 +246,5 @@ def test_voxel_shapes_preserved():
     assert np.shape(r1) == () and r_img.shape == (2, 3)
     np.testing.assert_allclose(r_img, r1, rtol=0, atol=1e-12)
     fit = cest.fit_zspectrum(OFFSETS, image)
-    assert fit.amplitude.shape == (2, 3, 4) and fit.success.shape == (2, 3)
+    assert fit.amplitude.shape == (2, 3, 5) and fit.success.shape == (2, 3)
     assert fit.pool("amide_4.2") == 1
