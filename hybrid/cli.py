@@ -1,15 +1,25 @@
 """Command line: ``hybrid <command>`` (also ``python -m hybrid``). The only place that parses
-arguments and configures logging. Under ``mpirun`` only rank 0 prints.
+arguments, handles signals and turns failures into exit statuses. Under ``mpirun`` only rank 0
+prints.
 
-Errors in the input (configuration, files) print one ``hybrid: error: ...`` line on rank 0 and
-exit with status 2 on every rank; an unexpected failure on one rank aborts all ranks so none hangs.
+One error path for every command: a failure that every rank knows about (input errors, and every
+stage that ends with :func:`hybrid.collective.everywhere` / ``on_rank0``) prints one
+``hybrid: error: ...`` line and exits with status 2 on every rank; a failure on one rank only
+prints its line there and aborts all ranks (status 2), so none hangs. SIGINT and SIGTERM stop
+every rank within about a second, print one line and exit 130 / 143. Outputs are written as one
+transaction (:mod:`hybrid.io.outputs`): complete, with ``summary.json`` last, or absent.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
+import threading
 import time
+import traceback
 from pathlib import Path
 
 __all__ = ["main"]
@@ -43,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
                                            "write the digital MRI phantom, fit DCE/CEST maps, mesh the "
                                            "tumour traced from its mask and solve IFP with Lp S/V scaled "
                                            "by the fitted Ktrans map.")
-    demo.add_argument("--output", type=Path, default=Path("results/demo"), help="output directory")
+    demo.add_argument("--output", type=_directory, default=Path("results/demo"), help="output directory")
 
     forward = commands.add_parser("forward", help="forward simulation from a TOML configuration",
                                   description="Solve the steady Darcy-Starling interstitial fluid pressure "
@@ -51,14 +61,14 @@ def _parser() -> argparse.ArgumentParser:
                                               "P1 point data 'pressure' [Pa] and 'velocity' [m/s], and "
                                               "<output>/summary.json. See hybrid/config.py for the keys.")
     forward.add_argument("config", type=Path, help="TOML configuration file")
-    forward.add_argument("--output", type=Path, help="override [output] directory")
+    forward.add_argument("--output", type=_directory, help="override [output] directory")
 
     phantom = commands.add_parser("phantom", help="write the digital MRI phantom and a maps configuration",
                                   description="Digital tumour phantom (host, enhancing rim, core, necrosis) "
                                               "with known Ktrans, ve, vp, T10 and pH_e: writes dce/vfa/cest "
                                               ".nii.gz with .json sidecars, mask.nii.gz, labels.nii.gz, "
                                               "truth/*.nii.gz and maps.toml into OUTPUT_DIR.")
-    phantom.add_argument("output", type=Path, metavar="OUTPUT_DIR", help="output directory")
+    phantom.add_argument("output", type=_directory, metavar="OUTPUT_DIR", help="output directory")
     phantom.add_argument("--shape", type=int, nargs=3, default=(64, 64, 2), metavar=("NX", "NY", "NZ"),
                          help="grid size in voxels (default 64 64 2)")
     phantom.add_argument("--voxel-mm", type=float, nargs=3, default=(0.25, 0.25, 1.0), metavar=("DX", "DY", "DZ"),
@@ -72,8 +82,19 @@ def _parser() -> argparse.ArgumentParser:
                                            "ph_valid), maps.png and summary.json. Keys and units: "
                                            "hybrid/config.py MapsConfig. Runs serially (rank 0 under mpirun).")
     maps.add_argument("config", type=Path, help="TOML configuration file")
-    maps.add_argument("--output", type=Path, help="override [output] directory")
+    maps.add_argument("--output", type=_directory, help="override [output] directory")
+    for command in (demo, forward, phantom, maps):
+        command.add_argument("--overwrite", action="store_true",
+                             help="replace the contents of a non-empty output directory (only once the run "
+                                  "has succeeded; without it a non-empty output directory is refused)")
     return parser
+
+
+def _directory(text: str) -> Path:
+    """argparse type of an output directory: a non-empty path."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the output directory must not be empty")
+    return Path(text)
 
 
 def _version() -> str:
@@ -82,64 +103,158 @@ def _version() -> str:
     return __version__
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived (a BaseException, so that no ``except Exception`` swallows it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+INTERRUPT_GRACE_S = 1.0
+"""After a signal, the main thread has this long to unwind (it cannot while a C call such as gmsh
+meshing or an MPI wait runs); then a watchdog thread ends the process."""
+
+
+def _exit_interrupted(rank: int, signum: int) -> None:
+    """Remove this run's partial outputs, print one line (rank 0) and end the process: 128 + signum."""
+    from hybrid.io.outputs import discard_active
+
+    discard_active()
+    if rank == 0:
+        print(f"hybrid: interrupted by {signal.Signals(signum).name}; partial outputs removed",
+              file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(128 + signum)  # no MPI_Finalize: other ranks may be inside a collective call
+
+
+def _handle_interrupts(rank: int) -> None:
+    """SIGINT/SIGTERM raise :class:`Interrupted` in the main thread; a watchdog thread, woken through
+    the signal wakeup fd, ends the process if the main thread has not done so within the grace time."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd)
+
+    def handler(signum, frame):
+        for name in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(name, signal.SIG_IGN)  # one interrupt is enough; the watchdog has woken
+        raise Interrupted(signum)
+
+    def watchdog():
+        signum = os.read(read_fd, 1)[0]
+        time.sleep(INTERRUPT_GRACE_S)
+        _exit_interrupted(rank, signum)
+
+    for name in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(name, handler)
+    threading.Thread(target=watchdog, name="hybrid-interrupt-watchdog", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _outputs(comm, directory: Path, overwrite: bool, inputs=()):
+    """Collective output transaction (:mod:`hybrid.io.outputs`): yields the staging folder to write
+    into; commits it on success, removes it on any failure."""
+    from hybrid.collective import on_rank0
+    from hybrid.io.outputs import OutputTransaction
+
+    transaction = OutputTransaction(directory, overwrite=overwrite, inputs=inputs)
+    staging = comm.bcast(on_rank0(comm, transaction.open), root=0)
+    try:
+        yield staging
+        on_rank0(comm, transaction.commit)
+    except BaseException:
+        if comm.rank == 0:
+            transaction.discard()
+        raise
+
+
+def _demo(args, comm, log) -> None:
+    from hybrid.pipeline import run_demo
+
+    with _outputs(comm, args.output, args.overwrite) as staging:
+        run_demo(staging, comm, log)
+    log(f"done: outputs in {args.output}")
+
+
+def _forward(args, comm, log) -> None:
+    from dataclasses import replace
+
+    from hybrid.collective import everywhere
+    from hybrid.config import load_forward_config
+    from hybrid.pipeline import check_mesh_size, run_forward
+
+    config = everywhere(comm, lambda: load_forward_config(args.config))
+    if args.output is not None:
+        config = replace(config, output_directory=args.output)
+    everywhere(comm, lambda: check_mesh_size(config.geometry))
+    inputs = (args.config, config.geometry.mask, config.ktrans_map)
+    with _outputs(comm, config.output_directory, args.overwrite, inputs) as staging:
+        run_forward(replace(config, output_directory=staging), comm, log)
+    log(f"done: outputs in {config.output_directory}")
+
+
+def _phantom(args, comm, log) -> None:
+    from hybrid.collective import on_rank0
+    from hybrid.pipeline import run_phantom
+
+    with _outputs(comm, args.output, args.overwrite) as staging:
+        on_rank0(comm, lambda: run_phantom(staging, log, shape=tuple(args.shape), voxel_mm=tuple(args.voxel_mm),
+                                           seed=args.seed))
+    log(f"done: next run `hybrid maps {args.output / 'maps.toml'}`")
+
+
+def _maps(args, comm, log) -> None:
+    from dataclasses import replace
+
+    from hybrid.collective import everywhere, on_rank0
+    from hybrid.config import load_maps_config
+    from hybrid.pipeline import run_maps
+
+    config = everywhere(comm, lambda: load_maps_config(args.config))
+    if args.output is not None:
+        config = replace(config, output_directory=args.output)
+    inputs = (args.config, config.dce and config.dce.series, config.vfa_series, config.cest and config.cest.series,
+              config.mask)
+    with _outputs(comm, config.output_directory, args.overwrite, inputs) as staging:
+        on_rank0(comm, lambda: run_maps(replace(config, output_directory=staging), log))
+    log(f"done: outputs in {config.output_directory}")
+
+
+COMMANDS = {"demo": _demo, "forward": _forward, "phantom": _phantom, "maps": _maps}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hybrid`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
     from mpi4py import MPI
 
+    from hybrid.collective import RunError, describe
+
     comm = MPI.COMM_WORLD
     started = time.perf_counter()
+    if threading.current_thread() is threading.main_thread():
+        _handle_interrupts(comm.rank)
 
     def log(message: str) -> None:
         if comm.rank == 0:
             print(f"[hybrid {time.perf_counter() - started:7.1f} s] {message}", flush=True)
 
-    from hybrid.config import ConfigError
-
     try:
-        if args.command == "demo":
-            from hybrid.pipeline import run_demo
-
-            run_demo(args.output, comm, log)
-            log(f"done: outputs in {args.output}")
-        elif args.command == "forward":
-            from dataclasses import replace
-
-            from hybrid.config import load_forward_config
-            from hybrid.pipeline import run_forward
-
-            config = load_forward_config(args.config)
-            if args.output is not None:
-                config = replace(config, output_directory=args.output)
-            run_forward(config, comm, log)
-            log(f"done: outputs in {config.output_directory}")
-        elif args.command == "phantom":
-            from hybrid.pipeline import on_rank0, run_phantom
-
-            maps_toml = on_rank0(comm, lambda: run_phantom(args.output, log, shape=tuple(args.shape),
-                                                             voxel_mm=tuple(args.voxel_mm), seed=args.seed))
-            log(f"done: next run `hybrid maps {maps_toml}`")
-        elif args.command == "maps":
-            from dataclasses import replace
-
-            from hybrid.config import load_maps_config
-            from hybrid.pipeline import on_rank0, run_maps
-
-            config = load_maps_config(args.config)
-            if args.output is not None:
-                config = replace(config, output_directory=args.output)
-            on_rank0(comm, lambda: run_maps(config, log))
-            log(f"done: outputs in {config.output_directory}")
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        # Raised identically on every rank (inputs are read and checked on all of them).
+        COMMANDS[args.command](args, comm, log)
+    except Interrupted as exc:
+        _exit_interrupted(comm.rank, exc.signum)
+    except RunError as exc:  # raised on every rank
         if comm.rank == 0:
             print(f"hybrid: error: {exc}", file=sys.stderr, flush=True)
         return 2
-    except Exception as exc:  # noqa: BLE001  (an unexpected failure: never leave ranks hanging)
-        print(f"hybrid: rank {comm.rank}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    except Exception as exc:  # noqa: BLE001  (on this rank only: print here, end every rank)
+        if os.environ.get("HYBRID_TRACEBACK"):
+            traceback.print_exc()
+        where = f" [rank {comm.rank} of {comm.size}]" if comm.size > 1 else ""
+        print(f"hybrid: error: {describe(exc)}{where}", file=sys.stderr, flush=True)
         if comm.size > 1:
-            comm.Abort(1)
-        raise
+            comm.Abort(2)
+        return 2
     return 0
 
 

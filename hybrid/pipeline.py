@@ -6,6 +6,9 @@ The FEM functions are collective over ``comm``; files are written by :mod:`hybri
 
 from __future__ import annotations
 
+import math
+import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,10 +16,11 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
+from hybrid.collective import everywhere, on_rank0
 from hybrid.config import ForwardConfig, GeometryConfig, forward_config_from_dict
 from hybrid.problems.exact import RadialRegion, RadialSolution, radial_pressure, screening
 
-__all__ = ["build_mesh", "closed_form_pressure", "ForwardRun", "run_forward", "run_demo", "DEMO_CONFIG", "on_rank0",
+__all__ = ["build_mesh", "check_mesh_size", "closed_form_pressure", "ForwardRun", "run_forward", "run_demo", "DEMO_CONFIG", "on_rank0",
            "run_phantom", "run_maps", "MAP_UNITS"]
 
 DIMENSION = {"slab": 1, "disc": 2, "sphere": 3}
@@ -42,13 +46,58 @@ def build_mesh(geometry: GeometryConfig, comm: MPI.Comm):
     if geometry.shape == "mask":
         from hybrid.io.nifti import read_volume
 
-        mask, affine_mm = read_volume(geometry.mask)
+        mask, affine_mm = everywhere(comm, lambda: read_volume(geometry.mask))
         return mesh.mask_mesh(comm, mask > 0, affine_mm, geometry.mesh_size, slice_index=geometry.slice_index,
                               host=geometry.field_of_view_host, surface_mesh_size=geometry.surface_mesh_size,
                               refinement_width=geometry.refinement_width)
     return mesh.vessel_patch_mesh(comm, geometry.patch_size, geometry.vessel_radius, geometry.n_vessels,
                                   geometry.min_spacing, geometry.mesh_size, geometry.seed,
                                   geometry.surface_mesh_size)
+
+
+BYTES_PER_CELL = 500
+"""Lower bound of the memory one cell costs on the meshing rank (gmsh model + DOLFINx mesh) [B]."""
+
+_CELL_MEASURE = {1: 1.0, 2: math.sqrt(3) / 4, 3: 1 / (6 * math.sqrt(2))}   # of a regular cell of edge 1
+
+
+def check_mesh_size(geometry: GeometryConfig, memory_bytes: float | None = None) -> float:
+    """Estimated number of cells of ``geometry``'s mesh (domain measure over the measure of a
+    regular cell of edge ``mesh_size``, plus the refined band at the surface size); ValueError when
+    at ``BYTES_PER_CELL`` they would not fit in ``memory_bytes`` (default: this machine's memory)."""
+    g = geometry
+    if g.shape in DIMENSION:
+        dim = DIMENSION[g.shape]
+        outer = g.tumour_radius + g.host_thickness
+        measure = {1: 2 * outer, 2: math.pi * outer ** 2, 3: 4 / 3 * math.pi * outer ** 3}[dim]
+        surface = {1: 2.0, 2: 2 * math.pi * g.tumour_radius, 3: 4 * math.pi * g.tumour_radius ** 2}[dim]
+    elif g.shape == "mask":
+        import nibabel
+
+        dim = 2
+        header = nibabel.load(str(g.mask)).header  # the header only: the grid's field of view
+        nx, ny = header.get_data_shape()[:2]
+        dx, dy = (1e-3 * z for z in header.get_zooms()[:2])
+        measure, surface = nx * dx * ny * dy, 2 * (nx * dx + ny * dy)
+    else:  # krogh, vessels: the vessel walls are refined to a quarter of the vessel radius
+        dim = 2
+        walls = 1 if g.shape == "krogh" else g.n_vessels
+        measure = math.pi * g.tissue_radius ** 2 if g.shape == "krogh" else g.patch_size ** 2
+        surface = walls * 2 * math.pi * g.vessel_radius
+    cells = measure / (_CELL_MEASURE[dim] * g.mesh_size ** dim)
+    if g.shape in ("krogh", "vessels"):
+        fine, width = min(g.mesh_size, g.vessel_radius / 4), 4 * g.vessel_radius
+    else:
+        fine, width = g.surface_mesh_size or g.mesh_size, 1.5 * (g.refinement_width or 0.0)
+    if fine < g.mesh_size:
+        cells += min(surface * width, measure) / (_CELL_MEASURE[dim] * fine ** dim)
+    if memory_bytes is None:
+        memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if cells * BYTES_PER_CELL > memory_bytes:
+        raise ValueError(f"[geometry] mesh_size = {g.mesh_size:g} m (surface {fine:g} m) would give about "
+                         f"{cells:.2g} cells, {cells * BYTES_PER_CELL / 1e9:.3g} GB at {BYTES_PER_CELL} B per "
+                         f"cell, beyond this machine's {memory_bytes / 1e9:.3g} GB; use larger mesh sizes")
+    return cells
 
 
 def closed_form_pressure(config: ForwardConfig) -> RadialSolution | None:
@@ -89,6 +138,27 @@ def nodal_samples(function, comm: MPI.Comm) -> tuple[np.ndarray, np.ndarray]:
     return space.tabulate_dof_coordinates()[:owned], function.x.array[:owned].copy()
 
 
+def petsc_failure(exc: Exception) -> str:
+    """One line from a PETSc error: its code and the messages of its stack, without file locations."""
+    lines = [re.sub(r"^\[\d+\]\s*", "", line).strip() for line in str(exc).replace(" [", "\n[").splitlines()]
+    messages = [line for line in lines if line and not re.search(r"\(\) at \S+:\d+$", line)]
+    return "; ".join(messages)
+
+
+def _solve(config: ForwardConfig, domain, fields: dict):
+    """solve_ifp for this run; a PETSc failure (bad option, no convergence) as one ValueError line."""
+    from petsc4py import PETSc
+
+    from hybrid.forward import solve_ifp
+
+    try:
+        return solve_ifp(domain, config.tumour, config.boundary, config.host, degree=config.solver.degree,
+                         petsc_options=config.solver.petsc_options, fields=fields)
+    except PETSc.Error as exc:
+        raise ValueError(f"the IFP linear solve failed (PETSc {petsc_failure(exc)}); check [solver] petsc_options "
+                         f"{config.solver.petsc_options or '(none set)'}") from None
+
+
 @dataclass
 class ForwardRun:
     """What a forward run produced: the summary.json content and the live FEM objects."""
@@ -101,7 +171,6 @@ class ForwardRun:
 
 def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None) -> ForwardRun:
     """Mesh, solve the IFP problem, write ``ifp.xdmf`` and ``summary.json``."""
-    from hybrid.forward import solve_ifp
     from hybrid.io.fields import write_fields
     from hybrid.io.summary import software_versions, write_summary
     from hybrid.mesh import tags
@@ -113,6 +182,7 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
     sizes = f"mesh_size {geometry.mesh_size:g} m"
     if geometry.surface_mesh_size is not None:
         sizes += f", surface {geometry.surface_mesh_size:g} m"
+    everywhere(comm, lambda: check_mesh_size(geometry))
     log(f"meshing {geometry.shape} ({sizes}) on rank 0")
     domain = build_mesh(config.geometry, comm)
     stages["mesh_s"] = time.perf_counter() - start
@@ -121,15 +191,15 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
         from hybrid.forward.image_sampling import vascular_exchange_from_ktrans
         from hybrid.io.nifti import read_volume
 
-        ktrans, affine_mm = read_volume(config.ktrans_map)
+        ktrans, affine_mm = everywhere(comm, lambda: read_volume(config.ktrans_map))
         slice_index = geometry.slice_index if domain.dim == 2 and ktrans.shape[2] > 1 else None
         fields["vascular_exchange"], image_stats = vascular_exchange_from_ktrans(
             domain, ktrans, affine_mm, config.tumour, config.host, slice_index=slice_index)
         log(f"Lp S/V scaled by Ktrans from {config.ktrans_map} (tumour mean "
             f"{image_stats['mean_tumour_ktrans_per_min']:.3g} /min)")
     log(f"solving IFP with degree {config.solver.degree} on {comm.size} rank(s)")
-    solution = solve_ifp(domain, config.tumour, config.boundary, config.host, degree=config.solver.degree,
-                         petsc_options=config.solver.petsc_options, fields=fields)
+    # PETSc errors and non-convergence arise on every rank alike, so agreeing on them cannot hang
+    solution = everywhere(comm, lambda: _solve(config, domain, fields))
     stages["assemble_s"] = solution.assemble_time_s
     stages["solve_s"] = solution.solve_time_s
     log(f"{solution.dofs} dofs, {solution.iterations} CG iterations, {solution.solve_time_s:.2f} s")
@@ -157,10 +227,12 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
         "tumour_effective_pressure_Pa": config.tumour.effective_pressure,
         "rim_thickness_m": config.tumour.rim_thickness,
         "units": {"pressure": "Pa", "velocity": "m/s", "lengths": "m"},
-        "outputs": {"fields": str(out / "ifp.xdmf")},
+        "mesh": domain.geometry,
+        "outputs": {"fields": "ifp.xdmf"},   # relative to the output directory
     }
     if image_stats is not None:
-        summary["images"] = {"ktrans": str(config.ktrans_map), **image_stats}
+        summary["images"] = {"ktrans": config.source.get("images", {}).get("ktrans", str(config.ktrans_map)),
+                             **image_stats}
     exact = closed_form_pressure(config)
     if exact is not None:
         dim = DIMENSION[config.geometry.shape]
@@ -174,23 +246,8 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
         log(f"max |p - p_exact| = {max_error:.3g} Pa = "
             f"{100 * max_error / config.tumour.effective_pressure:.3f} % of p_e")
     summary["wall_time_s"]["total_s"] = time.perf_counter() - start
-    write_summary(out / "summary.json", summary, comm)
+    on_rank0(comm, lambda: write_summary(out / "summary.json", summary, MPI.COMM_SELF))
     return ForwardRun(summary, domain, solution, exact)
-
-
-def on_rank0(comm: MPI.Comm, work):
-    """Run serial ``work()`` on rank 0 only and return its result there (None elsewhere); an input
-    error (ValueError, FileNotFoundError) raised there is raised on every rank, so none waits."""
-    result = error = None
-    if comm.rank == 0:
-        try:
-            result = work()
-        except (ValueError, FileNotFoundError) as exc:
-            error = exc
-    error = comm.bcast(error, root=0)
-    if error is not None:
-        raise error
-    return result
 
 
 def _plot_pressure(run: ForwardRun, comm: MPI.Comm, path: Path, tumour_radius: float | None, log) -> None:
@@ -198,11 +255,14 @@ def _plot_pressure(run: ForwardRun, comm: MPI.Comm, path: Path, tumour_radius: f
     from hybrid.report.figures import plot_radial_pressure
 
     gathered = comm.gather(nodal_samples(run.solution.pressure, comm), root=0)
-    if comm.rank == 0:
+
+    def plot() -> None:
         xy = np.concatenate([c for c, _ in gathered])[:, :2]
         p = np.concatenate([v for _, v in gathered])
         plot_radial_pressure(xy, p, run.exact, tumour_radius, path)
         log(f"wrote {path}")
+
+    on_rank0(comm, plot)
 
 
 def run_demo(output_directory: Path, comm: MPI.Comm = MPI.COMM_WORLD, log=None) -> dict[str, ForwardRun]:
