@@ -9,29 +9,36 @@ Models (Ca = plasma AIF, (x)k = convolution with exp(-k t)):
   extended_tofts  Ct = vp Ca + Ktrans (Ca (x) kep)
   patlak          Ct = vp Ca + PS int_0^t Ca
   2cxm            Ct = Fp [E (Ca (x) K+) + (1 - E) (Ca (x) K-)]  (Sourbron & Buckley 2011)
+  2cum            Ct = Fp [E int_0^t Ca + (1 - E) (Ca (x) 1/Tp)],  E = PS / (Fp + PS),
+                  Tp = vp / (Fp + PS)  (the 2CXM with ve -> infinity; Sourbron & Buckley 2013)
 
 Convolutions are exact for a piecewise-linear AIF (recursion over time vectorised over
-voxels, or FFT for long uniform series). Fitting: linear least squares (Murase 2004 for
-the Tofts family) for start values, then batched Levenberg-Marquardt with box bounds
-over all voxels at once; the 2CXM is multi-started (3 flows x 2 PS x 2 vp) around the
-extended Tofts solution and keeps the best. An arterial delay is fitted by a grid
-search over AIF shifts (lowest residual per voxel).
+voxels, or FFT for long uniform series). Fitting (``fit``): every model has an exact
+linear integral form (Murase 2004 for the Tofts family; Flouri et al., MRM 2016;76:998 for
+the 2CXM and 2CUM), solved by linear least squares for all voxels -- and, with
+``fit_delay``, for every AIF shift of the delay grid at once; the shift with the lowest
+linear residual (refined by a parabola) and the linear solution start one batched
+Levenberg-Marquardt fit over all voxels, with the delay as a free parameter. Box bounds
+and ve + vp <= 1 are enforced by projection. The 2CXM and 2CUM are also started at
+three flows and the best fit is kept. Standard errors come from the Jacobian at the
+optimum; parameters the data cannot determine are NaN with a reason code (``REASONS``).
 """
 
 import numpy as np
 from scipy import fft as sp_fft
 
-from hybrid.imaging._lsq import batched_lm
+from hybrid.imaging._lsq import batched_lm, standard_errors
 from hybrid.imaging.aif import measured_aif, parker_aif, plasma_aif, preclinical_aif, shift_aif
 from hybrid.imaging.signal import fit_t1_vfa, signal_to_concentration, spgr_signal
 
 __all__ = [
     "parker_aif", "preclinical_aif", "plasma_aif", "measured_aif", "shift_aif",
     "spgr_signal", "signal_to_concentration", "fit_t1_vfa",
-    "exp_convolve", "tofts", "extended_tofts", "patlak", "two_cxm", "MODELS", "fit",
+    "exp_convolve", "tofts", "extended_tofts", "patlak", "two_cxm", "two_cum", "MODELS",
+    "REASONS", "fit",
 ]
 
-MODELS = ("tofts", "extended_tofts", "patlak", "2cxm")
+MODELS = ("tofts", "extended_tofts", "patlak", "2cxm", "2cum")
 
 _PER_MIN = 1.0 / 60.0          # 1/min -> 1/s
 _FP_UNIT = 1.0 / 6000.0        # mL/100 mL/min -> 1/s
@@ -44,16 +51,18 @@ _PARAMS = {
     "extended_tofts": ("Ktrans", "ve", "vp"),
     "patlak": ("PS", "vp"),
     "2cxm": ("Fp", "PS", "ve", "vp"),
+    "2cum": ("Fp", "PS", "vp"),
 }
 _BOUNDS = {
     "tofts": ([0.0, 1e-4], [5 * _PER_MIN, 1.0]),
     "extended_tofts": ([0.0, 1e-4, 0.0], [5 * _PER_MIN, 1.0, 1.0]),
     "patlak": ([0.0, 0.0], [5 * _PER_MIN, 1.0]),
     "2cxm": ([0.0, 0.0, 1e-4, 1e-4], [200 * _FP_UNIT, 5 * _PER_MIN, 1.0, 1.0]),
+    "2cum": ([0.0, 0.0, 1e-4], [200 * _FP_UNIT, 5 * _PER_MIN, 1.0]),
 }
 _TO_PUBLIC = {"Ktrans": 60.0, "PS": 60.0, "Fp": 6000.0, "ve": 1.0, "vp": 1.0}
 
-_2CXM_START_FP = (5.0, 20.0, 80.0)   # multi-start flows [mL/100 mL/min]
+_START_FP = (5.0, 20.0, 80.0)   # extra 2CXM/2CUM start flows [mL/100 mL/min]
 _CHUNK = 8192              # at most this many voxels are fitted together ...
 _JAC_ELEMENTS = 2 ** 22    # ... and fewer when the Jacobian would exceed this size
 _FFT_MIN_STEPS = 128   # longer uniformly sampled series are convolved by FFT
@@ -102,7 +111,9 @@ def _conv_deriv(t, cp, k, g):
 
 
 def _cumtrapz(t, x):
-    return np.concatenate([[0.0], np.cumsum(0.5 * (x[1:] + x[:-1]) * np.diff(t))])
+    """Running trapezoidal integral of x (..., n_t) over t, starting at 0."""
+    steps = np.cumsum(0.5 * (x[..., 1:] + x[..., :-1]) * np.diff(t), axis=-1)
+    return np.concatenate([np.zeros(x.shape[:-1] + (1,)), steps], axis=-1)
 
 
 def _2cxm_rates(p):
@@ -119,7 +130,7 @@ def _2cxm_rates(p):
 
 def _model_fn(name, t, cp):
     """Return model(p, jac) -> Ct (n, n_t), and with ``jac`` also the Jacobian
-    (n, n_t, n_p); internal units."""
+    (n, n_t, n_p); internal units. ``cp`` is one AIF (n_t,) or one per row (n, n_t)."""
     if name == "patlak":
         icp = _cumtrapz(t, cp)
 
@@ -144,6 +155,28 @@ def _model_fn(name, t, cp):
             cols = [g + kep[:, None] * gk, -(kep ** 2)[:, None] * gk]
             if name == "extended_tofts":
                 cols.append(np.broadcast_to(cp, f.shape))
+            return f, np.stack(cols, axis=-1)
+        return model
+
+    if name == "2cum":
+        icp = _cumtrapz(t, cp)
+
+        def model(p, jac=False):
+            fp, ps, vp = p.T
+            flow = np.maximum(fp + ps, 1e-300)
+            k = flow / vp
+            g = exp_convolve(t, cp, k)
+            a = (fp * ps / flow)[:, None]
+            b = (fp * fp / flow)[:, None]
+            f = a * icp + b * g
+            if not jac:
+                return f
+            gk = _conv_deriv(t, cp, k, g) * b
+            d2 = (flow * flow)[:, None]
+            cols = [(ps * ps)[:, None] / d2 * icp + (fp * (fp + 2 * ps))[:, None] / d2 * g
+                    + gk / vp[:, None],
+                    (fp * fp)[:, None] / d2 * (icp - g) + gk / vp[:, None],
+                    -gk * (k / vp)[:, None]]
             return f, np.stack(cols, axis=-1)
         return model
 
@@ -204,56 +237,207 @@ def two_cxm(t_s, cp_mM, Fp, PS, ve, vp, delay_s=0.0):
     return _forward("2cxm", t_s, cp_mM, delay_s, (Fp, PS, ve, vp))
 
 
+def two_cum(t_s, cp_mM, Fp, PS, vp, delay_s=0.0):
+    """2CUM tissue concentration [mM]; Fp [mL/100 mL/min], PS [1/min], vp [-]."""
+    return _forward("2cum", t_s, cp_mM, delay_s, (Fp, PS, vp))
+
+
 # ---- fitting ----
 
-def _murase_init(name, t, cp, ct):
-    """Linear least-squares (Murase 2004) start values in internal units, clipped."""
+#: bit flags of the reason map returned by ``fit`` (0 = every parameter estimated)
+REASONS = {
+    1: "not fitted: outside the mask or a non-finite concentration sample",
+    2: "not identifiable: a parameter's standard error exceeds half its allowed range, or "
+       "ve where the exchange (Ktrans; PS in the 2CXM) is below 2 standard errors; it is NaN",
+    4: "at a bound: a parameter sits on an artificial limit (Ktrans or PS 5 /min, Fp 200 "
+       "mL/100 mL/min, ve or vp 1, or the ve/vp floor 1e-4); it is NaN",
+    8: "on the volume limit: ve + vp = 1 (values kept)",
+}
+_NOT_FITTED, _UNIDENTIFIABLE, _AT_BOUND, _VOLUME_LIMIT = 1, 2, 4, 8
+_HALF_RANGE = {name: 0.5 * (hi - lo) for model in _PARAMS
+               for name, lo, hi in zip(_PARAMS[model], *_BOUNDS[model])}
+_EXCHANGE = {"tofts": "Ktrans", "extended_tofts": "Ktrans", "2cxm": "PS"}
+
+
+def _lls_columns(name, t, cp, ct):
+    """Regressors of the exact linear integral form Ct = sum_j x_j R_j of each model.
+
+    Returns (aif (..., n_t, k_a), tissue (n, n_t, k_t)): AIF columns from Cp (one set per
+    AIF row of ``cp``) and tissue columns from the measured Ct (one set per voxel).
+    """
     icp = _cumtrapz(t, cp)
-    if name == "patlak":
-        x = np.stack([icp, cp], axis=1)
-        p = ct @ np.linalg.pinv(x).T
+    ict = _cumtrapz(t, ct)
+    if name == "patlak":                          # Ct = PS int Cp + vp Cp
+        return np.stack([icp, cp], -1), np.zeros(ct.shape + (0,))
+    if name == "tofts":                           # Ct = Ktrans int Cp - kep int Ct
+        return icp[..., None], ict[..., None]
+    if name == "extended_tofts":                  # + (Ktrans + kep vp) int Cp + vp Cp
+        return np.stack([icp, cp], -1), ict[..., None]
+    iicp = _cumtrapz(t, icp)                      # 2CUM: Ct = Fp int Cp + d iint Cp - a int Ct
+    if name == "2cum":
+        return np.stack([icp, iicp], -1), ict[..., None]
+    return np.stack([icp, iicp], -1), np.stack([ict, _cumtrapz(t, ict)], -1)   # 2CXM: - b iint Ct
+
+
+def _lls_solve(aif, tissue, ct):
+    """Least squares of ct (n, n_t) on [aif_d | tissue_n] for every AIF set d (D, n_t, k_a).
+
+    Returns coefficients (n, D, k_a + k_t) and the residual sum of squares (n, D). The
+    normal equations are assembled with matrix products over (voxels x AIF sets).
+    """
+    n, k_a, k_t, n_d = ct.shape[0], aif.shape[-1], tissue.shape[-1], aif.shape[0]
+    k = k_a + k_t
+    a = np.empty((n, n_d, k, k))
+    b = np.empty((n, n_d, k))
+    a[:, :, :k_a, :k_a] = np.einsum("dti,dtj->dij", aif, aif)[None]
+    b[:, :, :k_a] = np.tensordot(ct, aif, axes=([1], [1]))
+    for j in range(k_t):
+        a[:, :, :k_a, k_a + j] = np.tensordot(tissue[..., j], aif, axes=([1], [1]))
+        a[:, :, k_a + j, :k_a] = a[:, :, :k_a, k_a + j]
+        b[:, :, k_a + j] = np.einsum("nt,nt->n", tissue[..., j], ct)[:, None]
+        for i in range(k_t):
+            a[:, :, k_a + i, k_a + j] = np.einsum("nt,nt->n", tissue[..., i], tissue[..., j])[:, None]
+    diag = np.einsum("ndii->ndi", a)
+    a += (1e-12 * diag.max(axis=-1) + 1e-300)[..., None, None] * np.eye(k)
+    x = np.linalg.solve(a, b[..., None])[..., 0]
+    rss = np.einsum("nt,nt->n", ct, ct)[:, None] - np.einsum("ndi,ndi->nd", b, x)
+    return x, rss
+
+
+def _lls_params(name, x):
+    """Model parameters (internal units, clipped to the bounds) from linear coefficients."""
+    lo, hi = _BOUNDS[name]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if name == "patlak":
+            p = x[:, :2]
+        elif name in ("tofts", "extended_tofts"):
+            kep = np.maximum(-x[:, -1], 1e-3 * _PER_MIN)
+            vp = np.clip(x[:, 1], 0.0, 1.0) if name == "extended_tofts" else 0.0
+            kt = np.clip(x[:, 0] - kep * vp, 1e-4 * _PER_MIN, hi[0])
+            ve = np.clip(kt / kep, 0.01, 1.0)
+            p = np.stack([kt, ve, vp] if name == "extended_tofts" else [kt, ve], axis=1)
+        else:
+            fp, delta, alpha = x[:, 0], x[:, 1], -x[:, 2]
+            beta = -x[:, 3] if name == "2cxm" else 0.0
+            total = delta / fp                    # PS/vp + PS/ve
+            vp = fp / (alpha - total)
+            w = beta / (alpha - total)            # PS/ve
+            ps = (total - w) * vp
+            if name == "2cum":
+                p = np.stack([fp, ps, vp], axis=1)
+            else:
+                p = np.stack([fp, ps, np.clip(ps / w, 0.01, 1.0), vp], axis=1)
+    default = 0.5 * (np.asarray(lo) + np.minimum(hi, 1.0))
+    p = np.where(np.isfinite(p), p, default)
+    return np.clip(p, lo, hi)
+
+
+def _shift_rows(t, c, delays):
+    """c (n_t,) delayed by each of ``delays`` (n,) [s]: (n, n_t), linear interpolation."""
+    tq = t[None, :] - delays[:, None]
+    return np.interp(tq.ravel(), t, c).reshape(tq.shape)
+
+
+def _delayed_model_fn(name, t, cp, h):
+    """Model of parameters (model..., delay [s]) with a per-voxel delayed AIF; the delay
+    derivative is a forward difference of step ``h`` [s]."""
+    def model(p, jac=False):
+        base = _model_fn(name, t, _shift_rows(t, cp, p[:, -1]))
+        if not jac:
+            return base(p[:, :-1])
+        f, j = base(p[:, :-1], jac=True)
+        fh = _model_fn(name, t, _shift_rows(t, cp, p[:, -1] + h))(p[:, :-1])
+        return f, np.concatenate([j, ((fh - f) / h)[..., None]], axis=-1)
+    return model
+
+
+def _volume_projection(name):
+    """Projection onto ve + vp <= 1 (Euclidean, then re-clipped at the ve floor), or None."""
+    names = _PARAMS[name]
+    if "ve" not in names or "vp" not in names:
+        return None
+    i_e, i_p = names.index("ve"), names.index("vp")
+    ve_floor = _BOUNDS[name][0][i_e]
+
+    def project(p):
+        excess = np.maximum(p[:, i_e] + p[:, i_p] - 1.0, 0.0)
+        ve = np.maximum(p[:, i_e] - 0.5 * excess, ve_floor)
+        p[:, i_p] = np.minimum(p[:, i_p], 1.0 - ve)
+        p[:, i_e] = np.minimum(ve, 1.0 - p[:, i_p])
+        return p
+    return project
+
+
+def _best_delay(rss, delays):
+    """Grid delay of lowest residual per row, refined by a parabola through its neighbours."""
+    i = np.argmin(rss, axis=1)
+    best = delays[i]
+    inner = (i > 0) & (i < delays.size - 1)
+    rows = np.flatnonzero(inner)
+    r0, r1, r2 = rss[rows, i[rows] - 1], rss[rows, i[rows]], rss[rows, i[rows] + 1]
+    curv = r0 - 2 * r1 + r2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        off = np.where(curv > 0, 0.5 * (r0 - r2) / curv, 0.0)
+    best[rows] += np.clip(off, -0.5, 0.5) * (delays[1] - delays[0])
+    return best
+
+
+def _fit_block(name, t, cp, ct, delays, max_iter):
+    """Fit one block of voxels (n, n_t). ``delays`` is None (no delay) or the delay grid.
+
+    Returns (p (n, n_p [+1 delay]) internal units, rss (n,), jac at p)."""
+    aif_shifts = [cp] if delays is None else [shift_aif(t, cp, d) if d else cp for d in delays]
+    aif, tissue = _lls_columns(name, t, np.stack(aif_shifts), ct)
+    x, lls_rss = _lls_solve(aif, tissue, ct)
+    lo, hi = (np.asarray(b, dtype=float) for b in _BOUNDS[name])
+    if delays is None:
+        start = _lls_params(name, x[:, 0])
+        model = _model_fn(name, t, cp)
     else:
-        ict = np.concatenate([np.zeros((ct.shape[0], 1)),
-                              np.cumsum(0.5 * (ct[:, 1:] + ct[:, :-1]) * np.diff(t), axis=1)],
-                             axis=1)
-        cols = [np.broadcast_to(icp, ct.shape), -ict]
-        if name == "extended_tofts":
-            cols.append(np.broadcast_to(cp, ct.shape))
-        x = np.stack(cols, axis=-1)
-        xtx = np.einsum("ntp,ntq->npq", x, x) + 1e-12 * np.eye(len(cols))
-        sol = np.linalg.solve(xtx, np.einsum("ntp,nt->np", x, ct)[..., None])[..., 0]
-        kep = np.clip(sol[:, 1], 1e-3 * _PER_MIN, None)
-        vp = np.clip(sol[:, 2], 0.0, 1.0) if name == "extended_tofts" else 0.0
-        kt = np.clip(sol[:, 0] - kep * vp, 1e-4 * _PER_MIN, 5 * _PER_MIN)
-        ve = np.clip(kt / kep, 0.01, 1.0)
-        p = np.stack([kt, ve, vp] if name == "extended_tofts" else [kt, ve], axis=1)
-    lo, hi = _BOUNDS[name]
-    return np.clip(np.nan_to_num(p), lo, hi)
+        d0 = _best_delay(lls_rss, delays)
+        pick = np.argmin(np.abs(delays[None, :] - d0[:, None]), axis=1)
+        start = np.column_stack([_lls_params(name, x[np.arange(x.shape[0]), pick]), d0])
+        model = _delayed_model_fn(name, t, cp, 1e-3 * float(np.min(np.diff(t))))
+        lo, hi = np.append(lo, delays[0]), np.append(hi, delays[-1])
+    starts = [start]
+    if name in ("2cxm", "2cum"):
+        for fp in _START_FP:
+            extra = start.copy()
+            extra[:, 0] = fp * _FP_UNIT
+            starts.append(extra)
+    project = _volume_projection(name)
+    best = None
+    for p0 in starts:
+        p, rss, jac = batched_lm(model, ct, p0, lo, hi, max_iter, project=project, return_jac=True)
+        if best is None:
+            best = [p, rss, jac]
+        else:
+            better = rss < best[1]
+            for held, new in zip(best, (p, rss, jac)):
+                held[better] = new[better]
+    return best
 
 
-def _fit_block(name, t, cp, ct, max_iter):
-    """Fit one block of voxels (n, n_t) at a fixed AIF; returns (p internal, rss)."""
+def _judge(name, p, se, reason):
+    """NaN and reason bits for parameters that are not estimates (internal units, in place)."""
+    names = _PARAMS[name]
     lo, hi = _BOUNDS[name]
-    if name != "2cxm":
-        return batched_lm(_model_fn(name, t, cp), ct, _murase_init(name, t, cp, ct),
-                          lo, hi, max_iter)
-    kt, ve, vp = batched_lm(_model_fn("extended_tofts", t, cp), ct,
-                            _murase_init("extended_tofts", t, cp, ct),
-                            *_BOUNDS["extended_tofts"], max_iter)[0].T
-    kt = np.maximum(kt, 1e-3 * _PER_MIN)
-    model = _model_fn("2cxm", t, cp)
-    best_p, best_rss = None, None
-    for fp in _2CXM_START_FP:
-        for ps_scale in (1.0, 3.0):
-            for vp0 in (np.maximum(vp, 1e-2), np.full_like(vp, 0.1)):
-                start = np.stack([np.full_like(kt, fp * _FP_UNIT), ps_scale * kt, ve, vp0], 1)
-                p, rss = batched_lm(model, ct, start, lo, hi, max_iter)
-                if best_p is None:
-                    best_p, best_rss = p, rss
-                else:
-                    better = rss < best_rss
-                    best_p[better], best_rss[better] = p[better], rss[better]
-    return best_p, best_rss
+    for i, key in enumerate(names):
+        limit = (np.isclose(p[:, i], hi[i], rtol=1e-6, atol=0.0)
+                 | ((lo[i] > 0) & np.isclose(p[:, i], lo[i], rtol=1e-6, atol=0.0)))
+        vague = ~(se[:, i] <= _HALF_RANGE[key])
+        reason[limit] |= _AT_BOUND
+        reason[vague] |= _UNIDENTIFIABLE
+        p[limit | vague, i] = np.nan
+    if name in _EXCHANGE:
+        k = names.index(_EXCHANGE[name])
+        leak = ~(p[:, k] >= 2.0 * se[:, k])
+        i_e = names.index("ve")
+        reason[leak & np.isfinite(p[:, i_e])] |= _UNIDENTIFIABLE
+        p[leak, i_e] = np.nan
+    if "ve" in names and "vp" in names:
+        total = p[:, names.index("ve")] + p[:, names.index("vp")]
+        reason[np.isclose(total, 1.0, rtol=1e-9, atol=0.0)] |= _VOLUME_LIMIT
 
 
 def _check_inputs(t_s, ct_mM, cp_mM, model, mask):
@@ -276,6 +460,9 @@ def _check_inputs(t_s, ct_mM, cp_mM, model, mask):
         if mask.shape != ct.shape[:-1]:
             raise ValueError(f"mask shape {mask.shape} must equal the spatial shape "
                              f"{ct.shape[:-1]} of ct_mM")
+    n_p = len(_PARAMS[model])
+    if t.size <= n_p + 1:
+        raise ValueError(f"the {model} model needs more than {n_p + 1} time points, got {t.size}")
     return t, ct, cp, mask
 
 
@@ -284,14 +471,17 @@ def fit(t_s, ct_mM, cp_mM, model, fit_delay=False, *, mask=None,
     """Voxel-wise tracer-kinetic fit.
 
     t_s (n_t,) [s]; ct_mM (..., n_t) tissue concentration [mM]; cp_mM (n_t,) *plasma*
-    AIF [mM] (see ``plasma_aif``); model in ``MODELS``. With ``fit_delay`` the AIF is
-    delayed by each value of the grid ``delay_range_s`` (step ``delay_step_s``) [s] and
-    the lowest-residual fit per voxel is kept (positive delay = tissue lags the AIF).
-    Voxels outside ``mask`` or with non-finite samples get NaN.
+    AIF [mM] (see ``plasma_aif``); model in ``MODELS``. With ``fit_delay`` the arterial
+    delay (positive = tissue lags the AIF) is fitted within ``delay_range_s`` [s]: chosen
+    on the grid of step ``delay_step_s`` by the linear residual, then refined with the
+    other parameters. Voxels outside ``mask`` or with non-finite samples are not fitted.
 
     Returns a dict of arrays with the spatial shape of ct_mM: the model's parameters
-    among "Ktrans" [1/min], "ve", "vp", "PS" [1/min], "Fp" [mL/100 mL/min]; "delay_s"
-    [s] (0 unless fitted); "rss" [mM^2], the residual sum of squares.
+    among "Ktrans" [1/min], "ve", "vp", "PS" [1/min], "Fp" [mL/100 mL/min] and their
+    standard errors "<name>_se" (same unit); "delay_s" [s] (0 unless fitted, then with
+    "delay_s_se"); "rss" [mM^2], the residual sum of squares; "reason" (uint8 bit flags,
+    ``REASONS``). Parameters that are not estimates (not identifiable, at an artificial
+    bound) are NaN; ve + vp <= 1 always holds.
     """
     t, ct, cp, mask = _check_inputs(t_s, ct_mM, cp_mM, model, mask)
     spatial = ct.shape[:-1]
@@ -299,31 +489,38 @@ def fit(t_s, ct_mM, cp_mM, model, fit_delay=False, *, mask=None,
     valid = np.all(np.isfinite(flat), axis=1)
     if mask is not None:
         valid &= mask.ravel()
+    delays = None
     if fit_delay:
         lo_d, hi_d = delay_range_s
         if not (lo_d <= hi_d and delay_step_s > 0):
             raise ValueError("need delay_range_s[0] <= delay_range_s[1] and delay_step_s > 0")
         delays = np.arange(lo_d, hi_d + 0.5 * delay_step_s, delay_step_s)
-    else:
-        delays = np.zeros(1)
-    names = _PARAMS[model]
+    names = _PARAMS[model] + (("delay_s",) if fit_delay else ())
     n = flat.shape[0]
-    best_p = np.full((n, len(names)), np.nan)
-    best_rss = np.full(n, np.inf)
-    best_delay = np.full(n, np.nan)
+    p_all = np.full((n, len(names)), np.nan)
+    se_all = np.full((n, len(names)), np.nan)
+    rss_all = np.full(n, np.nan)
+    reason = np.full(n, _NOT_FITTED, dtype=np.uint8)
     idx = np.flatnonzero(valid)
     chunk = int(np.clip(_JAC_ELEMENTS // (t.size * len(names)), 64, _CHUNK))
-    for d in delays:
-        cp_d = shift_aif(t, cp, d) if d else cp
-        for s in range(0, idx.size, chunk):
-            sel = idx[s:s + chunk]
-            p, rss = _fit_block(model, t, cp_d, flat[sel], max_iter)
-            better = rss < best_rss[sel]
-            best_p[sel[better]] = p[better]
-            best_rss[sel[better]] = rss[better]
-            best_delay[sel[better]] = d
-    out = {name: (best_p[:, i] * _TO_PUBLIC[name]).reshape(spatial)
-           for i, name in enumerate(names)}
-    out["delay_s"] = best_delay.reshape(spatial)
-    out["rss"] = np.where(valid & np.isfinite(best_rss), best_rss, np.nan).reshape(spatial)
+    for s in range(0, idx.size, chunk):
+        sel = idx[s:s + chunk]
+        p, rss, jac = _fit_block(model, t, cp, flat[sel], delays, max_iter)
+        se = standard_errors(jac, rss)
+        code = np.zeros(sel.size, dtype=np.uint8)
+        failed = ~np.isfinite(rss)
+        code[failed] |= _NOT_FITTED
+        p[failed] = np.nan
+        _judge(model, p, se, code)
+        se[np.isnan(p)] = np.nan
+        p_all[sel], se_all[sel], rss_all[sel], reason[sel] = p, se, rss, code
+    out = {}
+    for i, name in enumerate(names):
+        unit = _TO_PUBLIC.get(name, 1.0)
+        out[name] = (p_all[:, i] * unit).reshape(spatial)
+        out[f"{name}_se"] = (se_all[:, i] * unit).reshape(spatial)
+    if not fit_delay:
+        out["delay_s"] = np.where(valid, 0.0, np.nan).reshape(spatial)
+    out["rss"] = rss_all.reshape(spatial)
+    out["reason"] = reason.reshape(spatial)
     return out

@@ -31,7 +31,9 @@ def signal_to_concentration(signal, *, t10_s, r1_per_mM_s, tr_s, flip_angle_deg,
     steady state: this is the OSIPI SI-to-concentration convention, so ``n_baseline``
     counts all pre-contrast frames including the discarded one. ``t10_s`` [s] is the
     pre-contrast T1 (scalar or spatial array); R1(t) = R10 + r1 C(t). Samples whose
-    signal cannot be inverted (S above the SPGR maximum, or non-finite) give NaN.
+    signal has no physical inverse give NaN: E1 = exp(-TR R1) outside (0, 1), i.e. the
+    signal at or above the SPGR maximum M0 sin(a) (E1 <= 0) or at or below zero, which
+    would need R1 <= 0 (E1 >= 1); also non-finite signals or baselines.
     """
     s = np.asarray(signal, dtype=float)
     if s.ndim < 1 or s.shape[-1] < 2:
@@ -50,7 +52,8 @@ def signal_to_concentration(signal, *, t10_s, r1_per_mM_s, tr_s, flip_angle_deg,
     x = s / (m0 * np.sin(a))
     with np.errstate(divide="ignore", invalid="ignore"):
         e1 = (1.0 - x) / (1.0 - x * np.cos(a))
-        r1 = np.where(e1 > 0, -np.log(np.where(e1 > 0, e1, 1.0)) / tr_s, np.nan)
+        physical = (e1 > 0) & (e1 < 1)
+        r1 = np.where(physical, -np.log(np.where(physical, e1, 0.5)) / tr_s, np.nan)
     return (r1 - r10) / r1_per_mM_s
 
 
