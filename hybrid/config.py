@@ -138,8 +138,8 @@ def _number(section: str, name: str, value, *, positive=False, non_negative=Fals
 
 
 def _path(base: Path, section: str, name: str, value) -> Path:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"[{section}] {name} must be a path string, got {value!r}")
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"[{section}] {name} must be a non-empty path string, got {value!r}")
     return base / value
 
 
@@ -182,6 +182,8 @@ def _geometry(table: dict, base: Path) -> GeometryConfig:
     for name in ("n_vessels", "seed"):
         if isinstance(values[name], bool) or not isinstance(values[name], int) or values[name] < 0:
             raise ConfigError(f"[geometry] {name} must be a non-negative integer, got {values[name]!r}")
+    if values["shape"] == "vessels" and values["n_vessels"] < 1:
+        raise ConfigError(f'[geometry] shape = "vessels" needs n_vessels >= 1, got {values["n_vessels"]}')
     geometry = GeometryConfig(**values)
     if geometry.shape in ("sphere", "disc", "slab") and geometry.mesh_size >= geometry.tumour_radius:
         raise ConfigError(f"[geometry] mesh_size ({geometry.mesh_size} m) must be smaller than "
@@ -220,27 +222,45 @@ def forward_config_from_dict(data: dict, origin: str = "<config>", base: Path = 
         boundary = OuterBoundary(bnd["type"], _number("boundary", "far_field_pressure", bnd["far_field_pressure"]),
                                  _number("boundary", "robin_coefficient", bnd["robin_coefficient"], non_negative=True))
         sol = _take(top["solver"], "solver", {"degree": 1, "petsc_options": {}})
-        if sol["degree"] not in (1, 2, 3):
-            raise ConfigError(f"[solver] degree must be 1, 2 or 3, got {sol['degree']!r}")
-        if not isinstance(sol["petsc_options"], dict):
-            raise ConfigError("[solver] petsc_options must be a table of PETSc option = value")
+        if isinstance(sol["degree"], bool) or not isinstance(sol["degree"], int) or sol["degree"] not in (1, 2, 3):
+            raise ConfigError(f"[solver] degree must be 1, 2 or 3 (an integer), got {sol['degree']!r}")
+        _petsc_options(sol["petsc_options"])
         out = _take(top["output"], "output", {"directory": REQUIRED})
+        directory = _path(Path("."), "output", "directory", out["directory"])
         rim = tumour.rim_thickness
         return ForwardConfig(geometry.resolved(rim), tumour, host, boundary,
                              SolverConfig(sol["degree"], dict(sol["petsc_options"])),
-                             Path(out["directory"]), data, ktrans)
+                             directory, data, ktrans)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     except ValueError as exc:  # from the physics dataclasses
         raise ConfigError(f"{origin}: {exc}") from None
 
 
+def _petsc_options(options) -> None:
+    """ConfigError unless ``options`` is a flat table of PETSc option = string, number or boolean."""
+    if not isinstance(options, dict):
+        raise ConfigError("[solver] petsc_options must be a table of PETSc option = value")
+    for key, value in options.items():
+        if isinstance(value, dict):
+            raise ConfigError(f"[solver] petsc_options.{key} is a table; write PETSc options flat, without "
+                              f"the leading dash, e.g. ksp_type = \"cg\"")
+        if not isinstance(value, (str, int, float, bool)):
+            raise ConfigError(f"[solver] petsc_options.{key} must be a string, number or boolean, got {value!r}")
+
+
 def _read_toml(path: Path) -> dict:
-    """The parsed TOML document at ``path`` (ConfigError if missing or malformed)."""
+    """The parsed TOML document at ``path`` (ConfigError if missing, unreadable or malformed)."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; give the configuration file (.toml)")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such configuration file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text (UTF-8) TOML file (byte {exc.start} cannot be decoded)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
@@ -360,9 +380,11 @@ def _cest_maps(table: dict, base: Path) -> CestMapsConfig:
     if len(ph) != len(ratio):
         raise ConfigError(f"[cest] calibration_ph has {len(ph)} values but calibration_ratio has "
                           f"{len(ratio)}; give one ratio per calibration pH")
-    shifts = _numbers("cest", "shifts_ppm", list(v["shifts_ppm"]))
-    if len(shifts) != 2:
-        raise ConfigError(f"[cest] shifts_ppm must be two offsets [ppm], got {list(shifts)}")
+    default = isinstance(v["shifts_ppm"], tuple)
+    shifts = _numbers("cest", "shifts_ppm", list(v["shifts_ppm"]) if default else v["shifts_ppm"])
+    if len(shifts) != 2 or shifts[0] == shifts[1]:
+        raise ConfigError(f"[cest] shifts_ppm must be two different offsets [ppm], e.g. [4.2, 5.5], "
+                          f"got {list(shifts)}")
     if not isinstance(v["mt"], bool):
         raise ConfigError(f"[cest] mt must be true or false, got {v['mt']!r}")
     return CestMapsConfig(_path(base, "cest", "series", v["series"]), ph, ratio,

@@ -81,3 +81,41 @@ def test_mask_geometry_and_images_paths_are_relative_to_the_file(tmp_path):
 def test_mask_geometry_errors(geometry, message):
     with pytest.raises(ConfigError, match=message):
         forward_config_from_dict({"geometry": geometry, "output": {"directory": "o"}})
+
+
+@pytest.mark.parametrize("document, message", [
+    (with_("solver", degree=True), r"degree must be 1, 2 or 3 \(an integer\), got True"),
+    (with_("solver", degree=2.0), r"degree must be 1, 2 or 3 \(an integer\), got 2.0"),
+    (with_("solver", petsc_options={"ksp": {"type": "cg"}}), r"petsc_options.ksp is a table; write PETSc options flat"),
+    (with_("solver", petsc_options={"ksp_type": ["cg"]}), r"petsc_options.ksp_type must be a string, number"),
+    (with_("output", directory=""), r"\[output\] directory must be a non-empty path string"),
+    (with_("output", directory=123), r"\[output\] directory must be a non-empty path string, got 123"),
+    (with_("geometry", shape="vessels", n_vessels=0, mesh_size=2e-5), r"needs n_vessels >= 1"),
+])
+def test_types_and_values_that_used_to_pass_are_refused(document, message):
+    """Issue 7 case 9: degree = true ran as degree 1, directory = "" wrote into the working
+    directory, a nested petsc_options table was ignored, n_vessels = 0 gave a traceback."""
+    with pytest.raises(ConfigError, match=message):
+        forward_config_from_dict(document)
+
+
+def test_unreadable_configuration_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=f"{tmp_path}: is a directory"):
+        load_forward_config(tmp_path)
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(ConfigError, match=r"binary.toml: not a text \(UTF-8\) TOML file"):
+        load_forward_config(binary)
+
+
+@pytest.mark.parametrize("shifts, message", [
+    (4.2, r"\[cest\] shifts_ppm must be a non-empty list of numbers"),
+    ([4.2, 4.2], r"\[cest\] shifts_ppm must be two different offsets"),
+])
+def test_cest_shifts_must_be_two_different_offsets(shifts, message):
+    from hybrid.config import maps_config_from_dict
+
+    document = {"cest": {"series": "c.nii.gz", "calibration_ph": [6.5, 7.0], "calibration_ratio": [0.1, 0.3],
+                         "shifts_ppm": shifts}, "output": {"directory": "o"}}
+    with pytest.raises(ConfigError, match=message):
+        maps_config_from_dict(document)
