@@ -356,3 +356,81 @@ def test_signal_and_vfa_bad_inputs():
     t1, _ = dce.fit_t1_vfa(np.array([[np.nan, 1.0, 2.0], [0.0, 0.0, 0.0]]), [2.0, 10.0, 20.0],
                            0.005)
     assert np.all(np.isnan(t1))
+
+
+# ---------------------------------------------------------------- physical limits, uncertainty
+
+def test_signal_to_concentration_nan_where_no_physical_inverse():
+    # S <= 0 needs E1 >= 1 (R1 <= 0); S >= M0 sin(a) needs E1 <= 0: neither has a concentration
+    m0, t10, tr, fa = 500.0, 1.2, 0.004, 15.0
+    pre = dce.spgr_signal(m0, 1.0 / t10, tr, fa)
+    s = np.array([pre] * 5 + [0.0, -3.0, 1.01 * m0 * np.sin(np.deg2rad(fa)), 1.5 * pre])
+    c = dce.signal_to_concentration(s, t10_s=t10, r1_per_mM_s=4.5, tr_s=tr, flip_angle_deg=fa,
+                                    n_baseline=5)
+    assert np.all(np.isnan(c[5:8])), c
+    assert np.all(np.abs(c[1:5]) < 1e-12) and c[8] > 0
+
+
+def test_volume_limit_enforced_and_flagged():
+    # data made with ve + vp = 1.2 (unphysical): the fit stays on ve + vp <= 1 and says so
+    ct = dce.extended_tofts(T_SYN, CP_SYN, 0.3, 0.9, 0.3)
+    got = dce.fit(T_SYN, ct[None], CP_SYN, "extended_tofts")
+    assert got["ve"][0] + got["vp"][0] <= 1.0 + 1e-12
+    assert got["reason"][0] & 8
+    ct = dce.two_cxm(T_SYN, CP_SYN, 40.0, 0.3, 0.9, 0.3)
+    got = dce.fit(T_SYN, ct[None], CP_SYN, "2cxm")
+    assert got["ve"][0] + got["vp"][0] <= 1.0 + 1e-12
+
+
+def test_ve_not_identifiable_without_leakage():
+    # Ktrans = 0: the curve is vp Cp alone and says nothing about ve -> NaN with reason 2,
+    # not a bound value; vp and Ktrans (~0, within its standard error) are still estimates
+    rng = np.random.default_rng(7)
+    ct = dce.extended_tofts(T_SYN, CP_SYN, 0.0, 0.3, 0.05) + rng.normal(0, 0.01, (40, T_SYN.size))
+    got = dce.fit(T_SYN, ct, CP_SYN, "extended_tofts")
+    nan_ve = np.isnan(got["ve"])
+    assert nan_ve.mean() >= 0.9, got["ve"]
+    assert np.all((got["reason"][nan_ve] & 2) == 2) and np.all(np.isnan(got["ve_se"][nan_ve]))
+    assert _close(got["vp"], 0.05, 0.025, 0.0)
+    assert np.all(np.abs(got["Ktrans"]) <= 2 * got["Ktrans_se"])   # consistent with 0
+    # a 2CUM flow at the artificial upper bound is no estimate either
+    got = dce.fit(T_SYN, dce.extended_tofts(T_SYN, CP_SYN, 0.1, 1e6, 0.05)[None], CP_SYN, "2cum")
+    assert np.isnan(got["Fp"][0]) and got["reason"][0] & 4
+
+
+@pytest.mark.parametrize("model, truth, delay", [
+    ("extended_tofts", dict(Ktrans=0.25, ve=0.35, vp=0.05), False),
+    ("2cum", dict(Fp=30.0, PS=0.1, vp=0.08), True),
+])
+def test_standard_errors_match_the_scatter_of_estimates(model, truth, delay):
+    rng = np.random.default_rng(8)
+    forward = {"extended_tofts": dce.extended_tofts, "2cum": dce.two_cum}[model]
+    clean = forward(T_SYN, CP_SYN, **truth, delay_s=3.0 if delay else 0.0)
+    got = dce.fit(T_SYN, clean + rng.normal(0, 0.02, (300, T_SYN.size)), CP_SYN, model,
+                  fit_delay=delay)
+    for key in list(truth) + (["delay_s"] if delay else []):
+        ratio = np.median(got[f"{key}_se"]) / np.std(got[key])
+        assert 0.8 < ratio < 1.25, (key, ratio)
+
+
+def test_delayed_fit_costs_few_undelayed_fits(monkeypatch):
+    """Work per voxel (exponential convolutions, which dominate the cost of the convolution
+    models) of a delayed fit against an undelayed one on 120 OSIPI curves: <= 3x for the
+    2CXM and 2CUM, <= 20x for the Tofts models (wall-clock: benchmarks/dce_fit_speed.py)."""
+    work = [0]
+    convolve = dce.exp_convolve
+
+    def counting(t, x, k):
+        work[0] += np.size(k)
+        return convolve(t, x, k)
+
+    monkeypatch.setattr(dce, "exp_convolve", counting)
+    t = _arr(TCXM[0]["t"])
+    ct = np.tile(np.stack([_arr(r["C_t"]) for r in TCXM]), (5, 1))
+    for model, limit in (("2cxm", 3), ("2cum", 3), ("tofts", 20), ("extended_tofts", 20)):
+        cost = []
+        for delay in (False, True):
+            work[0] = 0
+            dce.fit(t, ct, _arr(TCXM[0]["cp_aif"]), model, fit_delay=delay)
+            cost.append(work[0])
+        assert cost[1] <= limit * cost[0], (model, cost)
