@@ -327,13 +327,45 @@ def _chunked(label: str, n: int, size: int, fit_chunk, log) -> dict[str, np.ndar
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
-def _setting(config_value, sidecar: dict, key: str, what: str, series: Path) -> float:
-    """A config value, else the sidecar's ``key``, else a ValueError naming both."""
+def _setting(config_value, sidecar: dict, key: str, what: str, series: Path, upper: float = math.inf) -> float:
+    """A config value, else the sidecar's ``key`` (a number in (0, upper)), else a ValueError
+    naming both."""
+    from hybrid.io.nifti import sidecar_path
+
     if config_value is not None:
         return float(config_value)
     if key in sidecar:
-        return float(sidecar[key])
+        value = sidecar[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < upper:
+            raise ValueError(f"{sidecar_path(series)} {key}: {what} must be a number in (0, {upper:g}), "
+                             f"got {value!r}")
+        return float(value)
     raise ValueError(f"{what} unknown: set it in the configuration or add {key} to the sidecar of {series}")
+
+
+def _check_signal(series: Path, data: np.ndarray, warnings: list[str]) -> None:
+    """ValueError if the series has no usable signal in the mask (``data``: (voxels, volumes));
+    voxels whose series is all zero or not finite are counted in ``warnings``."""
+    usable = np.isfinite(data).all(axis=1) & (np.abs(data) > 0).any(axis=1)
+    if not usable.any():
+        raise ValueError(f"{series}: no voxel of the mask has a finite, non-zero signal; nothing to fit "
+                         "(check the image and the mask)")
+    if not usable.all():
+        warnings.append(f"{series}: {int((~usable).sum())} of {usable.size} voxels in the mask have an all-zero "
+                        "or non-finite series")
+
+
+def _check_maps(maps: dict[str, np.ndarray], mask: np.ndarray, warnings: list[str]) -> dict[str, int]:
+    """Voxels of the mask where each map is NaN (its fit failed); ValueError if a map failed
+    everywhere, a warning where it failed in some voxels."""
+    failed = {key: int(np.isnan(image[mask]).sum()) for key, image in maps.items() if key != "ph_valid"}
+    for key, count in failed.items():
+        if count == int(mask.sum()):
+            raise ValueError(f"{key}: the fit failed in every voxel of the mask (all NaN); check the series, "
+                             "their sidecars (TR, flip angle, timing) and the configuration")
+        if count:
+            warnings.append(f"{key}: NaN in {count} of {int(mask.sum())} voxels of the mask")
+    return failed
 
 
 def run_maps(config, log=None) -> dict:
@@ -379,6 +411,13 @@ def run_maps(config, log=None) -> dict:
         mask = np.ones(shape, dtype=bool)
     n = int(mask.sum())
     log(f"{n} voxels in the mask of a {shape} grid")
+    if n == 0:
+        raise ValueError(f"{config.mask}: the mask selects no voxel (no value > 0)")
+    warnings: list[str] = []
+    for path, series in ((config.dce and config.dce.series, dce_series), (config.vfa_series, vfa_series),
+                         (config.cest and config.cest.series, cest_series)):
+        if series is not None:
+            _check_signal(path, series.data[mask], warnings)
     maps: dict[str, np.ndarray] = {}
 
     def put(values: dict[str, np.ndarray]) -> None:
@@ -402,7 +441,7 @@ def run_maps(config, log=None) -> dict:
         settings = config.dce
         tr = _setting(settings.tr_s, dce_series.metadata, "RepetitionTimeExcitation", "DCE TR [s]", settings.series)
         fa = _setting(settings.flip_angle_deg, dce_series.metadata, "FlipAngle", "DCE flip angle [deg]",
-                      settings.series)
+                      settings.series, 180.0)
         conc = dce.signal_to_concentration(dce_series.data[mask], t10_s=settings.t10_s if t10 is None else t10,
                                            r1_per_mM_s=settings.r1_per_mM_s, tr_s=tr, flip_angle_deg=fa,
                                            n_baseline=settings.n_baseline)
@@ -430,17 +469,20 @@ def run_maps(config, log=None) -> dict:
         maps["ph_valid"] = np.nan_to_num(maps["ph_valid"]).astype(np.uint8)
         stages["cest_s"] = time.perf_counter() - t0
 
+    failed_voxels = _check_maps(maps, mask, warnings)
+    for warning in warnings:
+        log(f"warning: {warning}")
     out = Path(config.output_directory)
     outputs = {}
     for key, image in maps.items():
         unit = MAP_UNITS.get(key, "")
         dtype = np.uint8 if key == "ph_valid" else np.float32
-        outputs[key] = str(nifti.write_volume(out / f"{key}.nii.gz", image, affine, dtype=dtype,
-                                              description=f"hybrid maps: {key} [{unit}]",
-                                              intent_name=f"{key} [{unit}]"))
+        nifti.write_volume(out / f"{key}.nii.gz", image, affine, dtype=dtype, description=f"hybrid maps: {key} [{unit}]",
+                           intent_name=f"{key} [{unit}]")
+        outputs[key] = f"{key}.nii.gz"   # relative to the output directory
     figure = out / "maps.png"
     plot_maps_overview({key: (image, MAP_UNITS.get(key, "")) for key, image in maps.items()}, figure)
-    outputs["figure"] = str(figure)
+    outputs["figure"] = figure.name
     stages["total_s"] = time.perf_counter() - start
     summary = {
         "command": "maps",
@@ -453,6 +495,8 @@ def run_maps(config, log=None) -> dict:
         "median_in_mask": {key: float(np.nanmedian(image[mask])) if np.isfinite(image[mask]).any() else None
                            for key, image in maps.items() if key != "ph_valid"},
         "ph_valid_fraction": float(maps["ph_valid"][mask].mean()) if "ph_valid" in maps else None,
+        "failed_voxels": failed_voxels,
+        "warnings": warnings,
         "units": MAP_UNITS,
         "outputs": outputs,
     }

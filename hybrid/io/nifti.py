@@ -22,7 +22,9 @@ seconds. Keys read:
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,15 +58,30 @@ def sidecar_path(path: str | Path) -> Path:
     return path.with_name(stem + ".json")
 
 
+def _check_gzip(path: Path) -> None:
+    """Decompress a .gz file to its end, so that its CRC and length are checked (nibabel reads
+    gzip lazily and stops where the image data end, so damaged data would be read silently)."""
+    with path.open("rb") as raw:
+        if raw.read(2) != b"\x1f\x8b":
+            return
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 24):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path}: damaged or truncated gzip data ({exc}); copy or export the image again") from None
+
+
 def _load(path: str | Path, ndim: int):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such NIfTI file")
+    _check_gzip(path)
     try:
         img = nib.load(str(path))
+        data = np.asarray(img.dataobj, dtype=float)
     except Exception as exc:  # nibabel raises several types for unreadable files
-        raise ValueError(f"{path}: not a readable NIfTI image ({exc})") from None
-    data = np.asarray(img.dataobj, dtype=float)
+        raise ValueError(f"{path}: not a readable NIfTI image ({' '.join(str(exc).split())})") from None
     if data.ndim == 2 and ndim == 3:
         data = data[:, :, None]
     if data.ndim != ndim:
@@ -87,8 +104,15 @@ def _sidecar(path: str | Path) -> dict:
     return document
 
 
-def _axis(values, n: int, what: str, where: str, increasing: bool) -> np.ndarray:
-    axis = np.asarray(values, dtype=float)
+def _axis(values, n: int, what: str, where: str, increasing: bool, positive_below: float | None = None) -> np.ndarray:
+    """The last-axis values checked: one finite number per volume, strictly increasing or without
+    repeats, and, with ``positive_below``, inside (0, positive_below)."""
+    if isinstance(values, (str, bool)) or any(isinstance(v, (str, bool)) for v in np.atleast_1d(values)):
+        raise ValueError(f"{where}: {what} must be numbers, got {values!r}")
+    try:
+        axis = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {what} must be a list of numbers, got {values!r}") from None
     if axis.ndim != 1 or axis.size != n:
         raise ValueError(f"{where}: {axis.size} {what} for {n} volumes; give exactly one per volume")
     if not np.all(np.isfinite(axis)):
@@ -99,6 +123,8 @@ def _axis(values, n: int, what: str, where: str, increasing: bool) -> np.ndarray
                          f"frame {bad + 1}: {axis[bad]:g} then {axis[bad + 1]:g})")
     if not increasing and np.unique(axis).size != axis.size:
         raise ValueError(f"{where}: repeated {what}; average repeated volumes first")
+    if positive_below is not None and np.any((axis <= 0) | (axis >= positive_below)):
+        raise ValueError(f"{where}: {what} must lie in (0, {positive_below:g}), got {axis.tolist()}")
     return axis
 
 
@@ -114,8 +140,11 @@ def read_dce_series(path: str | Path, frame_times_s=None) -> Series:
         key = "FrameTimes_s" if "FrameTimes_s" in meta else "VolumeTiming"
         times, where = meta[key], f"{sidecar_path(path)} {key}"
     elif "FrameInterval_s" in meta:
-        times = meta.get("FrameStart_s", 0.0) + float(meta["FrameInterval_s"]) * np.arange(n)
         where = f"{sidecar_path(path)} FrameInterval_s"
+        interval, start = meta["FrameInterval_s"], meta.get("FrameStart_s", 0.0)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (interval, start)):
+            raise ValueError(f"{where} / FrameStart_s must be numbers [s], got {interval!r} / {start!r}")
+        times = start + interval * np.arange(n)
     elif time_unit in _TO_S and img.header.get_zooms()[3] > 0:
         times = _TO_S[time_unit] * float(img.header.get_zooms()[3]) * np.arange(n)
     else:
@@ -124,7 +153,8 @@ def read_dce_series(path: str | Path, frame_times_s=None) -> Series:
     return Series(data, affine, _axis(times, n, "frame times", where, increasing=True), meta)
 
 
-def _series_with_sidecar_axis(path: str | Path, values, key: str, what: str) -> Series:
+def _series_with_sidecar_axis(path: str | Path, values, key: str, what: str,
+                              positive_below: float | None = None) -> Series:
     """4-D series whose last axis is given by ``values`` or, if None, by the sidecar's ``key``."""
     _, data, affine, _ = _load(path, 4)
     meta = _sidecar(path)
@@ -133,7 +163,7 @@ def _series_with_sidecar_axis(path: str | Path, values, key: str, what: str) -> 
         if key not in meta:
             raise ValueError(f"{path}: no {what}; add {key} to {sidecar_path(path)} or pass {key}")
         values, where = meta[key], f"{sidecar_path(path)} {key}"
-    return Series(data, affine, _axis(values, data.shape[-1], what, where, increasing=False), meta)
+    return Series(data, affine, _axis(values, data.shape[-1], what, where, False, positive_below), meta)
 
 
 def read_cest_series(path: str | Path, offsets_ppm=None) -> Series:
@@ -143,7 +173,7 @@ def read_cest_series(path: str | Path, offsets_ppm=None) -> Series:
 
 def read_vfa_series(path: str | Path, flip_angles_deg=None) -> Series:
     """4-D variable-flip-angle series with flip angles [deg] (sidecar ``FlipAngles_deg``)."""
-    return _series_with_sidecar_axis(path, flip_angles_deg, "FlipAngles_deg", "flip angles")
+    return _series_with_sidecar_axis(path, flip_angles_deg, "FlipAngles_deg", "flip angles [deg]", 180.0)
 
 
 def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
