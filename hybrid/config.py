@@ -273,7 +273,8 @@ def load_forward_config(path: str | Path) -> ForwardConfig:
 
 # ---- hybrid maps -------------------------------------------------------------------------------
 
-DCE_MODELS = ("tofts", "extended_tofts", "patlak", "2cxm")
+DCE_MODELS = ("tofts", "extended_tofts", "patlak", "2cxm", "2cum")
+DCE_AIFS = ("parker", "preclinical", "measured")
 
 
 @dataclass(frozen=True)
@@ -290,6 +291,10 @@ class DceMapsConfig:
     hematocrit: float = 0.42
     aif_delay_s: float = 0.0
     fit_delay: bool = False
+    aif: str = "parker"
+    aif_mask: Path | None = None
+    blood_t10_s: float | None = None
+    blood_r1_per_mM_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -313,15 +318,20 @@ class MapsConfig:
         [dce]                          # optional; needs [vfa] or t10_s
         series = "dce.nii.gz"          # 4-D SPGR series, time last; frame times from the sidecar
                                        # dce.json (FrameTimes_s | VolumeTiming | FrameInterval_s, s)
-        model = "extended_tofts"       # tofts | extended_tofts | patlak | 2cxm
+        model = "extended_tofts"       # tofts | extended_tofts | patlak | 2cxm | 2cum
         r1_per_mM_s = 4.0              # contrast-agent relaxivity [1/(mM s)]
         n_baseline = 12                # pre-contrast frames, frame 0 included (it is discarded)
         tr_s = 5e-3                    # excitation TR [s]; default: sidecar RepetitionTimeExcitation
         flip_angle_deg = 20.0          # [deg]; default: sidecar FlipAngle
         t10_s = 1.5                    # pre-contrast T1 [s] for every voxel, when there is no [vfa]
-        hematocrit = 0.42              # Parker population AIF (blood) -> plasma
-        aif_delay_s = 30.0             # bolus arrival of the Parker AIF [s]
-        fit_delay = false              # also fit a per-voxel delay (grid -10..10 s)
+        aif = "parker"                 # parker (human, Parker 2006) | preclinical (rodent,
+                                       # McGrath 2009 model B) | measured (arterial ROI)
+        hematocrit = 0.42              # AIF blood -> plasma: Cp = Cb / (1 - hematocrit)
+        aif_delay_s = 30.0             # bolus arrival of a population AIF [s]
+        aif_mask = "aif_mask.nii.gz"   # measured: arterial ROI (> 0), on the DCE grid
+        blood_t10_s = 1.9              # measured: pre-contrast T1 of blood [s]
+        blood_r1_per_mM_s = 4.0        # measured: relaxivity in blood; default r1_per_mM_s
+        fit_delay = false              # also fit a per-voxel delay (-10..10 s)
         [vfa]                          # optional: T1 map from variable flip angles
         series = "vfa.nii.gz"          # 4-D, flip angles from sidecar FlipAngles_deg [deg]
         tr_s = 5e-3                    # [s]; default: sidecar RepetitionTimeExcitation
@@ -359,6 +369,19 @@ def _dce_maps(table: dict, base: Path) -> DceMapsConfig:
         raise ConfigError(f"[dce] hematocrit must be in [0, 1), got {v['hematocrit']!r}")
     if not isinstance(v["fit_delay"], bool):
         raise ConfigError(f"[dce] fit_delay must be true or false, got {v['fit_delay']!r}")
+    if v["aif"] not in DCE_AIFS:
+        raise ConfigError(f"[dce] aif must be one of {', '.join(DCE_AIFS)}, got {v['aif']!r}")
+    measured = ("aif_mask", "blood_t10_s", "blood_r1_per_mM_s")
+    if v["aif"] == "measured":
+        missing = [key for key in measured[:2] if v[key] is None]
+        if missing:
+            raise ConfigError(f"[dce] aif = \"measured\" needs {' and '.join(missing)} (the arterial "
+                              "ROI mask and the pre-contrast T1 of blood [s])")
+    else:
+        given = [key for key in measured if v[key] is not None]
+        if given:
+            raise ConfigError(f"[dce] {', '.join(given)} apply only to aif = \"measured\" "
+                              f"(aif is {v['aif']!r})")
     return DceMapsConfig(
         series=_path(base, "dce", "series", v["series"]),
         r1_per_mM_s=_number("dce", "r1_per_mM_s", v["r1_per_mM_s"], positive=True),
@@ -369,7 +392,12 @@ def _dce_maps(table: dict, base: Path) -> DceMapsConfig:
         t10_s=_optional_number("dce", "t10_s", v["t10_s"], positive=True),
         hematocrit=float(v["hematocrit"]),
         aif_delay_s=_number("dce", "aif_delay_s", v["aif_delay_s"]),
-        fit_delay=v["fit_delay"])
+        fit_delay=v["fit_delay"],
+        aif=v["aif"],
+        aif_mask=None if v["aif_mask"] is None else _path(base, "dce", "aif_mask", v["aif_mask"]),
+        blood_t10_s=_optional_number("dce", "blood_t10_s", v["blood_t10_s"], positive=True),
+        blood_r1_per_mM_s=_optional_number("dce", "blood_r1_per_mM_s", v["blood_r1_per_mM_s"],
+                                           positive=True))
 
 
 def _cest_maps(table: dict, base: Path) -> CestMapsConfig:

@@ -310,6 +310,8 @@ def run_demo(output_directory: Path, comm: MPI.Comm = MPI.COMM_WORLD, log=None) 
 
 MAP_UNITS = {"Ktrans": "1/min", "ve": "fraction", "vp": "fraction", "PS": "1/min", "Fp": "mL/100mL/min",
              "delay_s": "s", "rss": "mM^2", "T1": "s", "pH": "pH", "ph_valid": "0/1"}
+MAP_UNITS.update({f"{key}_se": MAP_UNITS[key] for key in ("Ktrans", "ve", "vp", "PS", "Fp", "delay_s")})
+MAP_UNITS["dce_reason"] = "bit flags (hybrid.imaging.dce.REASONS)"
 DCE_CHUNK = 4096   # voxels per DCE fit call (one progress line each)
 CEST_CHUNK = 512   # voxels per CEST fit call
 
@@ -426,7 +428,7 @@ def run_maps(config, log=None) -> dict:
             image[mask] = flat
             maps[key] = image
 
-    t10 = None
+    t10 = dce_report = None
     if vfa_series is not None:
         t0 = time.perf_counter()
         tr = _setting(config.vfa_tr_s, vfa_series.metadata, "RepetitionTimeExcitation", "VFA TR [s]",
@@ -446,12 +448,29 @@ def run_maps(config, log=None) -> dict:
                                            r1_per_mM_s=settings.r1_per_mM_s, tr_s=tr, flip_angle_deg=fa,
                                            n_baseline=settings.n_baseline)
         times = dce_series.axis
-        cp = dce.plasma_aif(dce.parker_aif(times, settings.aif_delay_s), settings.hematocrit)
+        if settings.aif == "measured":
+            aif_mask, aif_affine = nifti.read_volume(settings.aif_mask)
+            on_grid(str(settings.aif_mask), aif_mask, aif_affine)
+            cp = dce.plasma_aif_from_blood_signal(
+                dce_series.data, aif_mask > 0, t10_s=settings.blood_t10_s, tr_s=tr, flip_angle_deg=fa,
+                r1_per_mM_s=settings.blood_r1_per_mM_s or settings.r1_per_mM_s, n_baseline=settings.n_baseline,
+                hct=settings.hematocrit)
+        else:
+            cp = dce.population_plasma_aif(settings.aif, times, settings.aif_delay_s, settings.hematocrit)
+        log(f"DCE AIF: {settings.aif}, plasma peak {cp.max():.3g} mM")
         fitted = _chunked(f"DCE {settings.model}", n, DCE_CHUNK,
                           lambda part: dce.fit(times, conc[part], cp, settings.model, settings.fit_delay), log)
         if not settings.fit_delay:
             fitted.pop("delay_s")
+        reason = fitted.pop("reason")
         put(fitted)
+        maps["dce_reason"] = np.full(shape, 1, dtype=np.uint8)   # 1: not fitted (outside the mask)
+        maps["dce_reason"][mask] = reason
+        dce_report = {"aif": settings.aif, "plasma_aif_peak_mM": float(cp.max()),
+                      "unconvertible_voxels": int((~np.isfinite(conc)).any(axis=1).sum()),
+                      "unconvertible_samples": int((~np.isfinite(conc)).sum()),
+                      "reason_counts": {str(bit): int(((reason & bit) > 0).sum()) for bit in dce.REASONS},
+                      "reason_codes": {str(bit): text for bit, text in dce.REASONS.items()}}
         stages["dce_s"] = time.perf_counter() - t0
     if cest_series is not None:
         t0 = time.perf_counter()
@@ -476,7 +495,7 @@ def run_maps(config, log=None) -> dict:
     outputs = {}
     for key, image in maps.items():
         unit = MAP_UNITS.get(key, "")
-        dtype = np.uint8 if key == "ph_valid" else np.float32
+        dtype = np.uint8 if key in ("ph_valid", "dce_reason") else np.float32
         nifti.write_volume(out / f"{key}.nii.gz", image, affine, dtype=dtype, description=f"hybrid maps: {key} [{unit}]",
                            intent_name=f"{key} [{unit}]")
         outputs[key] = f"{key}.nii.gz"   # relative to the output directory
@@ -493,8 +512,9 @@ def run_maps(config, log=None) -> dict:
         "voxels_fitted": n,
         "wall_time_s": stages,
         "median_in_mask": {key: float(np.nanmedian(image[mask])) if np.isfinite(image[mask]).any() else None
-                           for key, image in maps.items() if key != "ph_valid"},
+                           for key, image in maps.items() if key not in ("ph_valid", "dce_reason")},
         "ph_valid_fraction": float(maps["ph_valid"][mask].mean()) if "ph_valid" in maps else None,
+        "dce": dce_report,
         "failed_voxels": failed_voxels,
         "warnings": warnings,
         "units": MAP_UNITS,
@@ -537,7 +557,8 @@ def run_phantom(output_directory: Path, log=None, *, shape=(64, 64, 2), voxel_mm
                            description=f"hybrid phantom true {key}", intent_name=key)
     config = {
         "dce": {"series": "dce.nii.gz", "model": "extended_tofts", "r1_per_mM_s": s["r1_per_mM_s"],
-                "n_baseline": p.n_baseline, "hematocrit": s["hematocrit"], "aif_delay_s": s["aif_delay_s"]},
+                "n_baseline": p.n_baseline, "aif": s["aif"], "hematocrit": s["hematocrit"],
+                "aif_delay_s": s["aif_delay_s"]},
         "vfa": {"series": "vfa.nii.gz"},
         "cest": {"series": "cest.nii.gz", "calibration_ph": p.calibration_ph.tolist(),
                  "calibration_ratio": p.calibration_ratio.tolist()},

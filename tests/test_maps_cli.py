@@ -53,6 +53,9 @@ def test_output_override(phantom_dir, tmp_path):
     (lambda t: t.replace('series = "cest.nii.gz"', 'series = "nope.nii.gz"'), "nope.nii.gz: no such NIfTI file"),
     (lambda t: t.replace('path = "mask.nii.gz"', 'path = "labels_small.nii.gz"'), "different affines"),
     (lambda t: t.replace("calibration_ph = [6.2, ", "calibration_ph = ["), "give one ratio per calibration pH"),
+    (lambda t: t.replace('aif = "preclinical"', 'aif = "measured"'), 'needs aif_mask and blood_t10_s'),
+    (lambda t: t.replace('aif = "preclinical"', 'aif = "human"'), "[dce] aif must be one of parker"),
+    (lambda t: t.replace("[dce]", "[dce]\nblood_t10_s = 2.0"), 'apply only to aif = "measured"'),
 ])
 def test_bad_config_exits_2_with_one_error_line(phantom_dir, tmp_path, edit, message):
     shifted = nib.load(str(phantom_dir / "mask.nii.gz"))
@@ -66,3 +69,111 @@ def test_bad_config_exits_2_with_one_error_line(phantom_dir, tmp_path, edit, mes
     errors = [line for line in run.stderr.splitlines() if line.startswith("hybrid: error:")]
     assert run.returncode == 2 and len(errors) == 1 and message in errors[0], run.stderr
     assert "Traceback" not in run.stderr
+
+
+# ---------------------------------------------------------------- DCE: AIF choice, uncertainty
+
+def _dce_run(phantom_dir, tmp_path, name, series=None, **dce):
+    """``hybrid maps`` on the phantom's DCE (+ VFA) only, with ``dce`` keys changed; returns
+    (output directory, summary)."""
+    import tomllib
+
+    from hybrid.io.toml import write_toml
+
+    doc = tomllib.loads((phantom_dir / "maps.toml").read_text())
+    doc.pop("cest")
+    doc["dce"].update(dce)
+    if series is not None:
+        doc["dce"]["series"] = series
+    write_toml(phantom_dir / f"{name}.toml", doc)
+    out = tmp_path / name
+    run = _hybrid("maps", str(phantom_dir / f"{name}.toml"), "--output", str(out), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    return out, json.loads((out / "summary.json").read_text())
+
+
+def _volume(path):
+    return np.asarray(nib.load(str(path)).dataobj)
+
+
+def _rim_ktrans_error(phantom_dir, out):
+    from hybrid.imaging.phantom import LABELS, REGIONS
+
+    rim = _volume(phantom_dir / "labels.nii.gz") == LABELS["rim"]
+    return abs(np.median(_volume(out / "Ktrans.nii.gz")[rim]) / REGIONS["rim"]["Ktrans"] - 1.0)
+
+
+def test_maps_writes_standard_errors_and_reasons(phantom_dir, tmp_path):
+    out, summary = _dce_run(phantom_dir, tmp_path, "uncertainty")
+    tissue = _volume(phantom_dir / "mask.nii.gz") > 0
+    for key in ("Ktrans", "ve", "vp"):
+        se = _volume(out / f"{key}_se.nii.gz")
+        assert nib.load(str(out / f"{key}_se.nii.gz")).get_data_dtype() == np.float32
+        assert np.all(np.isnan(se[~tissue])) and np.nanmedian(se[tissue]) > 0
+        assert summary["units"][f"{key}_se"] == summary["units"][key]
+    reason = nib.load(str(out / "dce_reason.nii.gz"))
+    assert reason.get_data_dtype() == np.uint8
+    assert np.all(_volume(out / "dce_reason.nii.gz")[~tissue] == 1)
+    assert np.mean(_volume(out / "dce_reason.nii.gz")[tissue] == 0) > 0.9
+    assert summary["dce"]["aif"] == "preclinical" and summary["dce"]["unconvertible_voxels"] == 0
+    assert set(summary["dce"]["reason_codes"]) == {"1", "2", "4", "8"}
+
+
+def test_maps_counts_signals_without_concentration(phantom_dir, tmp_path):
+    # zero signal in 3 tissue voxels at one frame: E1 >= 1 there, so no concentration (NaN),
+    # no fit (reason 1), and the summary counts them
+    img = nib.load(str(phantom_dir / "dce.nii.gz"))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    tissue = np.argwhere(_volume(phantom_dir / "mask.nii.gz") > 0)[:3]
+    data[tissue[:, 0], tissue[:, 1], tissue[:, 2], 60] = 0.0
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), str(phantom_dir / "dce_zero.nii.gz"))
+    (phantom_dir / "dce_zero.json").write_text((phantom_dir / "dce.json").read_text())
+    out, summary = _dce_run(phantom_dir, tmp_path, "zero", series="dce_zero.nii.gz")
+    assert summary["dce"]["unconvertible_voxels"] == 3 == summary["dce"]["unconvertible_samples"]
+    ktrans, reason = _volume(out / "Ktrans.nii.gz"), _volume(out / "dce_reason.nii.gz")
+    for i, j, k in tissue:
+        assert np.isnan(ktrans[i, j, k]) and reason[i, j, k] == 1
+
+
+def test_maps_aif_choices(phantom_dir, tmp_path):
+    """The phantom is made with the preclinical AIF: fitting with it (as its maps.toml says)
+    or with the same curve measured in an artery recovers Ktrans; parker is the human AIF."""
+    from hybrid.imaging import dce
+    from hybrid.imaging.phantom import DCE_SETTINGS as S
+
+    times = np.asarray(json.loads((phantom_dir / "dce.json").read_text())["FrameTimes_s"])
+    out, summary = _dce_run(phantom_dir, tmp_path, "preclinical")
+    expected = dce.population_plasma_aif("preclinical", times, S["aif_delay_s"], S["hematocrit"])
+    assert summary["dce"]["plasma_aif_peak_mM"] == pytest.approx(expected.max(), rel=1e-9)
+    assert _rim_ktrans_error(phantom_dir, out) < 0.1
+
+    out, summary = _dce_run(phantom_dir, tmp_path, "parker", aif="parker")
+    expected = dce.population_plasma_aif("parker", times, S["aif_delay_s"], S["hematocrit"])
+    assert summary["dce"]["aif"] == "parker"
+    assert summary["dce"]["plasma_aif_peak_mM"] == pytest.approx(expected.max(), rel=1e-9)
+
+    # measured: 4 air voxels become an artery whose blood (T10 2.2 s) carries the phantom's curve
+    img = nib.load(str(phantom_dir / "dce.nii.gz"))
+    data = np.asarray(img.dataobj, dtype=np.float64)
+    artery = np.zeros(data.shape[:3], dtype=np.uint8)
+    artery[:2, :2, :] = 1
+    blood = dce.preclinical_aif(times, S["aif_delay_s"])
+    data[artery > 0] = dce.spgr_signal(S["m0"], 1.0 / 2.2 + S["r1_per_mM_s"] * blood, S["tr_s"],
+                                       S["flip_angle_deg"])
+    nib.save(nib.Nifti1Image(data, img.affine), str(phantom_dir / "dce_artery.nii.gz"))
+    (phantom_dir / "dce_artery.json").write_text((phantom_dir / "dce.json").read_text())
+    nib.save(nib.Nifti1Image(artery, img.affine), str(phantom_dir / "artery.nii.gz"))
+    out, summary = _dce_run(phantom_dir, tmp_path, "measured", series="dce_artery.nii.gz",
+                            aif="measured", aif_mask="artery.nii.gz", blood_t10_s=2.2)
+    assert summary["dce"]["aif"] == "measured"
+    assert summary["dce"]["plasma_aif_peak_mM"] == pytest.approx(blood.max() / (1 - S["hematocrit"]),
+                                                                 rel=1e-6)
+    assert _rim_ktrans_error(phantom_dir, out) < 0.1
+
+
+def test_maps_2cum_with_delay(phantom_dir, tmp_path):
+    out, summary = _dce_run(phantom_dir, tmp_path, "tcum", model="2cum", fit_delay=True)
+    for key in ("Fp", "PS", "vp", "delay_s", "Fp_se", "PS_se", "vp_se", "delay_s_se", "dce_reason"):
+        assert (out / f"{key}.nii.gz").is_file(), key
+    assert not (out / "ve.nii.gz").exists()
+    assert summary["units"]["Fp"] == "mL/100mL/min"

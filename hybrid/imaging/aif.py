@@ -7,15 +7,22 @@ convert to plasma with :func:`plasma_aif` before kinetic fitting (vp and Ktrans 
 
 import numpy as np
 
-__all__ = ["parker_aif", "preclinical_aif", "plasma_aif", "measured_aif", "shift_aif"]
+from hybrid.imaging.signal import signal_to_concentration
+
+__all__ = ["parker_aif", "preclinical_aif", "plasma_aif", "measured_aif", "shift_aif",
+           "POPULATION_AIFS", "population_plasma_aif", "plasma_aif_from_blood_signal"]
 
 # Parker GJM et al., MRM 2006;56:993 (doi 10.1002/mrm.21066), Table 1: population-average
 # whole-blood AIF; amplitudes in mM*min, times in min, alpha in mM, beta and s in 1/min.
 _PARKER = dict(A1=0.809, A2=0.330, T1=0.17046, T2=0.365, sigma1=0.0563, sigma2=0.132,
                alpha=1.050, beta=0.1685, s=38.078, tau=0.483)
 
-# McGrath DM et al., MRM 2009;61:1173 (doi 10.1002/mrm.21959), Table 1 model B (rat),
-# as used for the OSIPI preclinical AIF reference: A in mM, k in 1/s, rise time t1 in s.
+# McGrath DM, Bradley DP, Tessier JL, Lacey T, Taylor CJ, Parker GJM, "Comparison of
+# model-based arterial input functions for dynamic contrast-enhanced MRI in tumor bearing
+# rats", MRM 2009;61:1173-1184 (doi 10.1002/mrm.21959), Table 1 model B (Eq. 5): A in mM,
+# k in 1/s, rise time t1 in s. These are the values of OSIPI's preclinical population AIF
+# (OSIPI/DCE-DSC-MRI_CodeCollection, src/original/ST_USydAUS preclinicalAIF) and of its
+# reference curves test/PopulationAIF_DCE/data/preclinicalAIF_ref.csv (column "Cb").
 _MCGRATH_B = dict(A1=3.4, A2=1.81, k1=0.045, k2=0.0015, t1=7.0)
 
 
@@ -47,13 +54,13 @@ def parker_aif(t_s, delay_s=0.0):
 
 
 def preclinical_aif(t_s, delay_s=0.0):
-    """Rat population AIF [mM] (McGrath 2009 model B, as in the OSIPI reference data).
+    """Rodent population AIF [mM] (McGrath 2009 model B, as in the OSIPI reference data).
 
     Linear rise from 0 to A1 + A2 = 5.21 mM over t1 = 7 s after arrival, then
     A1 exp(-k1 (t - t1)) + A2 exp(-k2 (t - t1)) with A1 = 3.4 mM, k1 = 0.045 1/s,
-    A2 = 1.81 mM, k2 = 0.0015 1/s. Zero before ``delay_s`` [s]. Whether the published
-    amplitudes are blood or plasma concentrations was not re-checked in the paper:
-    verify before using it with ``plasma_aif``.
+    A2 = 1.81 mM, k2 = 0.0015 1/s. Zero before ``delay_s`` [s]. Measured in rats (the
+    usual population choice for mouse tumours too); taken here as a whole-blood curve,
+    as OSIPI's reference labels it (Cb), so convert with ``plasma_aif``.
     """
     t = _as_time(t_s)
     p = _MCGRATH_B
@@ -87,6 +94,39 @@ def measured_aif(conc_mM, mask):
     if curves.shape[0] == 0:
         raise ValueError("AIF mask selects no voxel with finite data")
     return curves.mean(axis=0)
+
+
+#: population AIFs by configuration name: whole-blood curve [mM] of (t [s], arrival [s])
+POPULATION_AIFS = {"parker": parker_aif, "preclinical": preclinical_aif}
+
+
+def population_plasma_aif(name, t_s, delay_s, hct):
+    """Plasma AIF [mM] from the population AIF ``name`` (``POPULATION_AIFS``) arriving at
+    ``delay_s`` [s], with haematocrit ``hct``."""
+    if name not in POPULATION_AIFS:
+        raise ValueError(f"unknown population AIF {name!r}; choose one of {sorted(POPULATION_AIFS)}")
+    return plasma_aif(POPULATION_AIFS[name](t_s, delay_s), hct)
+
+
+def plasma_aif_from_blood_signal(signal, mask, *, t10_s, r1_per_mM_s, tr_s, flip_angle_deg,
+                                 n_baseline, hct):
+    """Measured plasma AIF [mM]: the SPGR signal (..., n_t) averaged over the arterial ROI
+    ``mask`` (spatial shape), converted to blood concentration with the blood T10 ``t10_s``
+    [s] and relaxivity ``r1_per_mM_s`` [1/(mM s)] (see ``signal_to_concentration``), then
+    to plasma with haematocrit ``hct``. Raises ValueError where the mean arterial signal
+    has no physical concentration (e.g. saturated, or a T10 or flip angle that is wrong).
+    """
+    mean = measured_aif(signal, mask)
+    cb = signal_to_concentration(mean, t10_s=t10_s, r1_per_mM_s=r1_per_mM_s, tr_s=tr_s,
+                                 flip_angle_deg=flip_angle_deg, n_baseline=n_baseline)
+    bad = np.flatnonzero(~np.isfinite(cb))
+    if bad.size:
+        raise ValueError(f"the mean arterial signal of the AIF mask cannot be converted to a "
+                         f"concentration at {bad.size} frame(s) (first: frame {bad[0]}): it "
+                         f"exceeds the SPGR maximum or is not positive; check the blood T10 "
+                         f"({t10_s} s), the flip angle and TR, or draw the ROI away from "
+                         f"inflow and partial-volume voxels")
+    return plasma_aif(cb, hct)
 
 
 def shift_aif(t_s, c_mM, delay_s):

@@ -28,11 +28,13 @@ import numpy as np
 from scipy import fft as sp_fft
 
 from hybrid.imaging._lsq import batched_lm, standard_errors
-from hybrid.imaging.aif import measured_aif, parker_aif, plasma_aif, preclinical_aif, shift_aif
+from hybrid.imaging.aif import (measured_aif, parker_aif, plasma_aif, plasma_aif_from_blood_signal,
+                                population_plasma_aif, preclinical_aif, shift_aif)
 from hybrid.imaging.signal import fit_t1_vfa, signal_to_concentration, spgr_signal
 
 __all__ = [
     "parker_aif", "preclinical_aif", "plasma_aif", "measured_aif", "shift_aif",
+    "population_plasma_aif", "plasma_aif_from_blood_signal",
     "spgr_signal", "signal_to_concentration", "fit_t1_vfa",
     "exp_convolve", "tofts", "extended_tofts", "patlak", "two_cxm", "two_cum", "MODELS",
     "REASONS", "fit",

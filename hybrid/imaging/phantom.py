@@ -7,7 +7,9 @@ Outside the body is air: noise only. Region values (``REGIONS``) are typical pre
 chosen for contrast, not fitted to data.
 
 DCE: extended Tofts tissue concentration (``hybrid.imaging.dce.extended_tofts``) driven by the
-Parker population AIF converted to plasma (haematocrit 0.42), arriving at ``AIF_DELAY_S``; SPGR
+rodent population AIF of McGrath et al. 2009 (``dce.preclinical_aif``, the one a 9.4 T mouse study
+would use; ``DCE_SETTINGS["aif"]``) converted to plasma (haematocrit 0.42), arriving at
+``DCE_SETTINGS["aif_delay_s"]``; SPGR
 signal (TR 5 ms, flip angle 20 deg, r1 4.0 /(mM s)) from R1 = 1/T10 + r1 C; Rician noise (complex
 Gaussian, magnitude) of SD = host pre-contrast signal / ``snr``. VFA series (2, 5, 10, 15, 20 deg,
 same TR and noise) for the T1 map.
@@ -38,7 +40,7 @@ REGIONS = {
     "necrotic": dict(Ktrans=0.02, ve=0.60, vp=0.005, T10=2.8, pH=6.5),
 }
 RADII_MM = {"body": 7.0, "tumour": 4.0, "core": 3.0, "necrotic": 1.5}
-DCE_SETTINGS = dict(tr_s=5e-3, flip_angle_deg=20.0, r1_per_mM_s=4.0, hematocrit=0.42,
+DCE_SETTINGS = dict(aif="preclinical", tr_s=5e-3, flip_angle_deg=20.0, r1_per_mM_s=4.0, hematocrit=0.42,
                     frame_interval_s=2.5, n_frames=120, aif_delay_s=30.0, vfa_deg=(2.0, 5.0, 10.0, 15.0, 20.0),
                     m0=1000.0)
 CEST_SETTINGS = dict(b0_T=9.4, b1_T=3.0e-6, t_sat_s=6.0, concentration_M=0.030, mt_fraction=0.05,
@@ -103,7 +105,7 @@ def make_phantom(shape=(64, 64, 2), voxel_mm=(0.25, 0.25, 1.0), *, snr: float = 
 
     s = DCE_SETTINGS
     times = s["frame_interval_s"] * np.arange(s["n_frames"])
-    cp = dce.plasma_aif(dce.parker_aif(times, s["aif_delay_s"]), s["hematocrit"])
+    cp = dce.population_plasma_aif(s["aif"], times, s["aif_delay_s"], s["hematocrit"])
     conc = np.zeros(shape + (times.size,))
     conc[tissue] = dce.extended_tofts(times, cp, truth["Ktrans"][tissue], truth["ve"][tissue], truth["vp"][tissue])
     r10 = np.where(tissue, 1.0 / np.where(tissue, truth["T10"], 1.0), 1.0)[..., None]
