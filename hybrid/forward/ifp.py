@@ -7,11 +7,20 @@ Strong form, per tissue region (SI units; ``shared/reference/physics.md`` §1.1)
     K grad p . n   = Lp (p_e - p)          on explicit vessel walls (Krogh / vessel patch)
     p = p_far  |  -K grad p . n = h (p - p_far)  |  no flux       on the outer boundary
 
-The Darcy velocity ``u = -K grad p`` [m/s] is L2-projected onto continuous P1 for output.
 Coefficients are piecewise constant over the tagged regions (tumour, host) unless a field
-(a DOLFINx ``Function``, e.g. sampled from an image) replaces one of them.
+(a DOLFINx ``Function``, e.g. sampled from an image) replaces one of them; a resolved vessel
+wall takes the Lp and p_e of the cells it bounds.
 Linear solver: CG preconditioned by GAMG (the PETSc in the PyPI wheel has no hypre);
 any PETSc option can be overridden.
+
+Darcy flux. The pressure is continuous Lagrange P_k, whose discrete fluid balance holds on
+vertex patches, not on cells. :func:`conservative_flux` reconstructs from it a flux ``u`` in
+Raviart-Thomas RT_k (continuous normal component; 1-D: continuous P_k) whose divergence equals
+the fluid source of the computed pressure, projected onto DG_{k-1}, in every cell:
+``u`` minimises ``||K^-1/2 (u + K grad p)||`` (plus the Robin-wall terms) under that
+constraint, a mixed saddle-point problem (:data:`FLUX_PETSC_OPTIONS`). ``u . n`` is zero on no-flux
+boundaries and close to ``h (p - p_far)`` (Robin) or ``Lp (p - p_e)`` (vessel walls).
+A P1 copy of ``u`` (L2 projection) is kept for output only: it is not conservative.
 """
 
 from __future__ import annotations
@@ -25,12 +34,13 @@ from mpi4py import MPI
 
 import dolfinx.fem
 import dolfinx.fem.petsc
+import dolfinx.mesh
 
 from hybrid.mesh import TumourMesh, tags
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 
-__all__ = ["OuterBoundary", "IFPSolution", "solve_ifp", "darcy_velocity", "region_coefficient", "solve_linear",
-           "LinearSolveStats", "DEFAULT_PETSC_OPTIONS"]
+__all__ = ["OuterBoundary", "IFPSolution", "solve_ifp", "conservative_flux", "project_p1", "region_coefficient",
+           "solve_linear", "LinearSolveStats", "DEFAULT_PETSC_OPTIONS", "FLUX_PETSC_OPTIONS"]
 
 DEFAULT_PETSC_OPTIONS = {
     "ksp_type": "cg",
@@ -40,20 +50,56 @@ DEFAULT_PETSC_OPTIONS = {
     "ksp_max_it": 1000,
     "ksp_error_if_not_converged": True,
 }
+FLUX_PETSC_OPTIONS = {
+    "direct": {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"},
+    "fieldsplit": {
+        "ksp_type": "gmres",
+        "ksp_pc_side": "right",   # the tolerance then bounds the true residual, hence the cell balance
+        "ksp_rtol": 1e-12,
+        "ksp_atol": 1e-30,
+        "ksp_max_it": 500,
+        "ksp_error_if_not_converged": True,
+        "pc_type": "fieldsplit",
+        "pc_fieldsplit_type": "schur",
+        "pc_fieldsplit_schur_fact_type": "full",
+        "pc_fieldsplit_schur_precondition": "selfp",
+        "fieldsplit_flux_ksp_type": "preonly",
+        "fieldsplit_flux_pc_type": "jacobi",
+        "fieldsplit_multiplier_ksp_type": "preonly",
+        "fieldsplit_multiplier_pc_type": "gamg",
+    },
+}
+"""Solvers of the flux reconstruction's saddle-point system: ``direct`` (MUMPS LU, used on 1-D and
+2-D meshes; cell balance to round-off, about 1e-12) and ``fieldsplit`` (GMRES with a Schur-complement
+preconditioner, Jacobi on the flux block and GAMG on the multiplier's Schur complement; used on
+3-D meshes, where it was measured 2.6x faster than MUMPS on 250k unknowns and needs far less
+memory; cell balance to the GMRES tolerance, about 1e-9 of the largest cell source)."""
 
 
 @dataclass
 class IFPSolution:
-    """Pressure [Pa] (degree of the solve), P1 Darcy velocity [m/s] and solver statistics:
+    """The steady IFP solution and solver statistics.
+
+    ``pressure`` [Pa]: Lagrange P_k (k = degree of the solve).
+    ``flux`` [m/s]: Darcy flux ``u = -K grad p`` in RT_k (1-D: P_k), locally conservative:
+    ``div u`` equals ``fluid_source`` projected onto DG_{k-1} in every cell (see
+    :func:`conservative_flux`). Advect with this one.
+    ``velocity`` [m/s]: continuous vector P1 copy of ``flux`` for output files only.
+    ``fluid_source`` [1/s]: UFL expression of the net fluid gain per tissue volume,
+    ``Lp S/V (p_e - p) - LpL SL/V (p - p_L)`` (+ the extra ``source``), at the computed pressure.
     ``assemble_time_s`` covers coefficients, form compilation and assembly with boundary
-    conditions; ``solve_time_s`` the preconditioner set-up and Krylov iterations."""
+    conditions; ``solve_time_s`` the preconditioner set-up and Krylov iterations of the pressure
+    solve; ``flux_time_s`` the flux reconstruction and its P1 copy."""
 
     pressure: dolfinx.fem.Function
+    flux: dolfinx.fem.Function
     velocity: dolfinx.fem.Function
+    fluid_source: object
     dofs: int
     iterations: int
     solve_time_s: float
     assemble_time_s: float
+    flux_time_s: float
 
 
 def region_coefficient(domain: TumourMesh, values: dict[int, float], name: str) -> dolfinx.fem.Function:
@@ -73,7 +119,8 @@ def region_coefficient(domain: TumourMesh, values: dict[int, float], name: str) 
 
 def _coefficients(domain: TumourMesh, tumour: TissueProperties, host: TissueProperties | None,
                   fields: dict[str, dolfinx.fem.Function]) -> dict[str, object]:
-    """UFL coefficients K, Lp S/V, p_e, LpL SL/V, p_L: each piecewise per region or a given field."""
+    """UFL coefficients K, Lp S/V, p_e, LpL SL/V, p_L and Lp (vessel walls): each piecewise per
+    region or a given field."""
     regions = {tags.TUMOUR: tumour}
     if host is not None and tags.HOST in domain.cell_tags.values:
         regions[tags.HOST] = host
@@ -86,6 +133,7 @@ def _coefficients(domain: TumourMesh, tumour: TissueProperties, host: TissueProp
         "effective_pressure": lambda p: p.effective_pressure,
         "lymphatic_filtration": lambda p: p.lymphatic_filtration,
         "lymphatic_pressure": lambda p: p.lymphatic_pressure,
+        "filtration_coefficient": lambda p: p.filtration_coefficient,
     }
     unknown = set(fields) - set(per_region)
     if unknown:
@@ -106,8 +154,9 @@ def solve_ifp(domain: TumourMesh, tumour: TissueProperties, boundary: OuterBound
 
     ``fields`` may replace any of the region coefficients ``hydraulic_conductivity`` [m^2/(Pa s)],
     ``vascular_exchange`` (Lp S/V) [1/(Pa s)], ``effective_pressure`` [Pa],
-    ``lymphatic_filtration`` [1/(Pa s)], ``lymphatic_pressure`` [Pa] by a DOLFINx Function or UFL
-    expression.
+    ``lymphatic_filtration`` [1/(Pa s)], ``lymphatic_pressure`` [Pa] and, on resolved vessel walls,
+    ``filtration_coefficient`` (Lp) [m/(Pa s)] by a DOLFINx Function or UFL expression. A vessel
+    wall uses the Lp and p_e of the cells it bounds (region values or these fields).
     ``source`` is an optional extra volume source [1/s] (UFL), used by manufactured-solution
     tests. ``petsc_options`` update :data:`DEFAULT_PETSC_OPTIONS`.
     """
@@ -117,18 +166,22 @@ def solve_ifp(domain: TumourMesh, tumour: TissueProperties, boundary: OuterBound
     mesh = domain.mesh
     c = _coefficients(domain, tumour, host, fields or {})
     K, exchange = c["hydraulic_conductivity"], c["vascular_exchange"]
+    wall_lp, pe = c["filtration_coefficient"], c["effective_pressure"]
+    if domain.vessel_wall_tags and isinstance(wall_lp, dolfinx.fem.Function):
+        if mesh.comm.allreduce(float(wall_lp.x.array.min(initial=np.inf)), op=MPI.MIN) <= 0:
+            raise ValueError("filtration_coefficient (Lp) must be > 0 m/(Pa s) where vessel walls are resolved")
     V = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))
     p, q = ufl.TrialFunction(V), ufl.TestFunction(V)
     ds = ufl.Measure("ds", domain=mesh, subdomain_data=domain.facet_tags)
     # Scale so stiffness entries are O(1), like the unit diagonal of Dirichlet rows.
     scale = 1.0 / (tumour.hydraulic_conductivity * _mesh_size(mesh) ** (mesh.topology.dim - 2))
     a = scale * (ufl.inner(K * ufl.grad(p), ufl.grad(q)) + (exchange + c["lymphatic_filtration"]) * p * q) * ufl.dx
-    L = scale * (exchange * c["effective_pressure"] + c["lymphatic_filtration"] * c["lymphatic_pressure"]) * q * ufl.dx
+    L = scale * (exchange * pe + c["lymphatic_filtration"] * c["lymphatic_pressure"]) * q * ufl.dx
     if source is not None:
         L += scale * source * q * ufl.dx
     for wall in domain.vessel_wall_tags:  # Starling flux through resolved vessel walls
-        a += scale * tumour.filtration_coefficient * p * q * ds(wall)
-        L += scale * tumour.filtration_coefficient * tumour.effective_pressure * q * ds(wall)
+        a += scale * wall_lp * p * q * ds(wall)
+        L += scale * wall_lp * pe * q * ds(wall)
     bcs = []
     outer = domain.outer_tags
     if boundary.kind == "dirichlet":
@@ -143,10 +196,18 @@ def solve_ifp(domain: TumourMesh, tumour: TissueProperties, boundary: OuterBound
     pressure = dolfinx.fem.Function(V, name="pressure")
     t1 = time.perf_counter()
     stats = solve_linear(a, L, bcs, pressure, DEFAULT_PETSC_OPTIONS | (petsc_options or {}), "hybrid_ifp_")
-    velocity = darcy_velocity(pressure, K)
+    t2 = time.perf_counter()
+    fluid_source = exchange * (pe - pressure) - c["lymphatic_filtration"] * (pressure - c["lymphatic_pressure"])
+    if source is not None:
+        fluid_source += source
+    robin = [(t, boundary.robin_coefficient, boundary.pressure) for t in outer] if boundary.kind == "robin" else []
+    robin += [(wall, wall_lp, pe) for wall in domain.vessel_wall_tags]
+    no_flux = outer if boundary.kind == "no_flux" else ()
+    flux = conservative_flux(domain, pressure, K, fluid_source, robin, no_flux)
+    velocity = project_p1(flux, "velocity")
     dofs = V.dofmap.index_map.size_global * V.dofmap.index_map_bs
-    return IFPSolution(pressure, velocity, dofs, stats.iterations, stats.solve_s,
-                       (t1 - t0) + stats.assemble_s)
+    return IFPSolution(pressure, flux, velocity, fluid_source, dofs, stats.iterations, stats.solve_s,
+                       (t1 - t0) + stats.assemble_s, time.perf_counter() - t2)
 
 
 @dataclass(frozen=True)
@@ -159,9 +220,11 @@ class LinearSolveStats:
     iterations: int
 
 
-def solve_linear(a, L, bcs, solution: dolfinx.fem.Function, options: dict, prefix: str) -> LinearSolveStats:
+def solve_linear(a, L, bcs, solution: dolfinx.fem.Function, options: dict, prefix: str,
+                 splits: dict | None = None) -> LinearSolveStats:
     """Assemble ``a u = L`` with Dirichlet ``bcs`` and solve it into ``solution`` with PETSc options
-    ``options`` (under ``prefix``, so a user's -prefix_ksp_* options also apply)."""
+    ``options`` (under ``prefix``, so a user's -prefix_ksp_* options also apply). ``splits``
+    (name -> PETSc IS of global rows) names the fields of a ``pc_type = fieldsplit``."""
     from petsc4py import PETSc
 
     t0 = time.perf_counter()
@@ -180,6 +243,9 @@ def solve_linear(a, L, bcs, solution: dolfinx.fem.Function, options: dict, prefi
         database[prefix + key] = value
     try:
         solver.setOperators(A)
+        if splits and options.get("pc_type") == "fieldsplit":
+            solver.getPC().setType("fieldsplit")
+            solver.getPC().setFieldSplitIS(*splits.items())
         solver.setFromOptions()
         solver.solve(b, solution.x.petsc_vec)
         solution.x.scatter_forward()
@@ -192,18 +258,102 @@ def solve_linear(a, L, bcs, solution: dolfinx.fem.Function, options: dict, prefi
     return LinearSolveStats(t1 - t0, time.perf_counter() - t1, iterations)
 
 
-def darcy_velocity(pressure: dolfinx.fem.Function, conductivity) -> dolfinx.fem.Function:
-    """L2 projection of ``u = -K grad p`` [m/s] onto continuous vector P1."""
+def conservative_flux(domain: TumourMesh, pressure: dolfinx.fem.Function, conductivity, fluid_source,
+                      robin: list[tuple[int, object, object]], no_flux: tuple[int, ...],
+                      petsc_options: dict | None = None) -> dolfinx.fem.Function:
+    """Locally conservative Darcy flux [m/s] of a Lagrange P_k ``pressure`` [Pa], in RT_k.
+
+    Finds ``u`` in RT_k (1-D: continuous P_k) and a multiplier ``lam`` in DG_{k-1} with
+
+        (K^-1 u, v) + sum_R <u.n / h, v.n>_R + (lam, div v) = -(grad p, v) + sum_R <p - p_R, v.n>_R
+        (div u, m) = (fluid_source, m)                         for all v, m,
+
+    i.e. the flux closest to ``-K grad p`` in the K^-1-weighted norm whose divergence is the
+    fluid source ``fluid_source`` [1/s] (UFL) projected onto DG_{k-1} in every cell. ``robin``
+    lists (facet tag, h [m/(Pa s)], p_R [Pa]) where the outflow is ``h (p - p_R)`` (Robin outer
+    boundary; vessel walls with h = Lp, p_R = p_e); ``u.n = 0`` on the ``no_flux`` facet tags;
+    elsewhere (Dirichlet) ``u.n`` is free. With no free boundary the fluid source must integrate
+    to zero, which the pressure solve meets to its tolerance only: the remaining mean is
+    subtracted from the source (spread evenly over the volume) and the multiplier is fixed in
+    one cell.
+    """
+    import basix.ufl
+
     mesh = pressure.function_space.mesh
+    tdim = mesh.topology.dim
+    degree = pressure.function_space.ufl_element().embedded_superdegree
+    cell = mesh.basix_cell()
+    flux_element = (basix.ufl.element("Lagrange", cell, degree, shape=(mesh.geometry.dim,)) if tdim == 1
+                    else basix.ufl.element("RT", cell, degree))
+    W = dolfinx.fem.functionspace(mesh, basix.ufl.mixed_element(
+        [flux_element, basix.ufl.element("DG", cell, degree - 1)]))
+    fdim = tdim - 1
+    free = [t for t in np.unique(domain.facet_tags.values) if t not in no_flux]
+    mesh.topology.create_connectivity(fdim, tdim)
+    boundary = set(dolfinx.mesh.exterior_facet_indices(mesh.topology).tolist())
+    has_free = mesh.comm.allreduce(any(boundary.intersection(domain.facet_tags.find(t).tolist()) for t in free),
+                                   op=MPI.LOR)
+    if not has_free:
+        fluid_source = fluid_source - _mean(fluid_source, mesh)
+    (u, lam), (v, m) = ufl.TrialFunctions(W), ufl.TestFunctions(W)
+    n = ufl.FacetNormal(mesh)
+    ds = ufl.Measure("ds", domain=mesh, subdomain_data=domain.facet_tags)
+    # Rows scaled by a reference conductivity so the blocks are of comparable size.
+    k_ref = _mean(conductivity, mesh)
+    a = (k_ref / conductivity * ufl.inner(u, v) + lam * ufl.div(v) + ufl.div(u) * m) * ufl.dx
+    L = (-k_ref * ufl.inner(ufl.grad(pressure), v) + fluid_source * m) * ufl.dx
+    for tag, h, p_r in robin:
+        a += k_ref / h * ufl.dot(u, n) * ufl.dot(v, n) * ds(tag)
+        L += k_ref * (pressure - p_r) * ufl.dot(v, n) * ds(tag)
+    bcs = []
+    if no_flux:
+        U, _ = W.sub(0).collapse()
+        facets = np.concatenate([domain.facet_tags.find(t) for t in no_flux])
+        dofs = dolfinx.fem.locate_dofs_topological((W.sub(0), U), fdim, facets)
+        bcs.append(dolfinx.fem.dirichletbc(dolfinx.fem.Function(U), dofs, W.sub(0)))
+    if not has_free:
+        pinned = np.arange(1 if mesh.comm.rank == 0 else 0, dtype=np.int32)
+        dofs = dolfinx.fem.locate_dofs_topological(W.sub(1), tdim, pinned)
+        bcs.append(dolfinx.fem.dirichletbc(dolfinx.default_scalar_type(0.0), dofs, W.sub(1)))
+    mixed = dolfinx.fem.Function(W)
+    defaults = FLUX_PETSC_OPTIONS["fieldsplit" if tdim == 3 else "direct"]
+    solve_linear(a, L, bcs, mixed, defaults | (petsc_options or {}), "hybrid_flux_",
+                 splits={"flux": _field_rows(W, 0), "multiplier": _field_rows(W, 1)})
+    flux = mixed.sub(0).collapse()
+    flux.name = "flux"
+    return flux
+
+
+def _field_rows(W, index: int):
+    """PETSc IS of the global rows of sub-space ``index`` of the mixed space ``W`` owned here."""
+    from petsc4py import PETSc
+
+    _, local = W.sub(index).collapse()
+    local = np.asarray(local, dtype=np.int64)
+    index_map, bs = W.dofmap.index_map, W.dofmap.index_map_bs
+    owned = local[local < index_map.size_local * bs]
+    return PETSc.IS().createGeneral((owned + index_map.local_range[0] * bs).astype(PETSc.IntType),
+                                    comm=W.mesh.comm)
+
+
+def project_p1(vector, name: str) -> dolfinx.fem.Function:
+    """L2 projection of a vector field onto continuous vector P1 (for output files)."""
+    mesh = vector.function_space.mesh
     W = dolfinx.fem.functionspace(mesh, ("Lagrange", 1, (mesh.geometry.dim,)))
     u, w = ufl.TrialFunction(W), ufl.TestFunction(W)
     mass_scale = 1.0 / _mesh_size(mesh) ** mesh.topology.dim
     a = mass_scale * ufl.inner(u, w) * ufl.dx
-    L = mass_scale * ufl.inner(-conductivity * ufl.grad(pressure), w) * ufl.dx
-    velocity = dolfinx.fem.Function(W, name="velocity")
-    solve_linear(a, L, [], velocity, {"ksp_type": "cg", "pc_type": "jacobi", "ksp_rtol": 1e-12,
-                                      "ksp_atol": 1e-40, "ksp_error_if_not_converged": True}, "hybrid_velocity_")
-    return velocity
+    L = mass_scale * ufl.inner(vector, w) * ufl.dx
+    projected = dolfinx.fem.Function(W, name=name)
+    solve_linear(a, L, [], projected, {"ksp_type": "cg", "pc_type": "jacobi", "ksp_rtol": 1e-12,
+                                       "ksp_atol": 1e-40, "ksp_error_if_not_converged": True}, "hybrid_velocity_")
+    return projected
+
+
+def _mean(coefficient, mesh) -> float:
+    """Volume average of a scalar UFL coefficient over the mesh."""
+    integral = lambda f: mesh.comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(f * ufl.dx)), op=MPI.SUM)
+    return integral(coefficient) / integral(dolfinx.fem.Constant(mesh, 1.0))
 
 
 def _mesh_size(mesh) -> float:

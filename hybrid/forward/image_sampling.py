@@ -184,42 +184,61 @@ def vascular_exchange_from_ktrans(domain, ktrans_per_min, affine_mm, tumour, hos
                                   slice_index: int | None = None) -> tuple[dolfinx.fem.Function, dict]:
     """Lp S/V [1/(Pa s)] per cell, scaled by a Ktrans map, and statistics of the scaling.
 
-    Assumption (documented, not measured): the vessel surface density is proportional to Ktrans,
-    i.e. a uniform wall permeability, so ``Lp S/V(x) = (Lp S/V)_region * Ktrans(x) / mean``, where
-    ``mean`` is the volume-weighted mean Ktrans over the tumour: the tumour's average keeps the
-    table value. Voxels without a value (NaN: failed fit, outside the maps' mask) first take the
-    value of the nearest voxel that has one; negative Ktrans counts as 0. Ktrans is then taken at
-    cell midpoints (nearest voxel).
+    Assumption (documented, not measured): within a region the vessel surface density is
+    proportional to Ktrans, i.e. a uniform wall permeability, so
+    ``Lp S/V(x) = (Lp S/V)_region * Ktrans(x) / mean_region``, where ``mean_region`` is the
+    volume-weighted mean Ktrans over the cells of that region (tumour or host) that have a value:
+    each region's average keeps its table value, and the tumour/host contrast stays the table's.
+    Ktrans is taken at cell midpoints (nearest voxel); negative Ktrans counts as 0. Cells without
+    a value (NaN voxel: outside the fitted mask or a failed fit; or outside the image) keep their
+    region's table value (scale 1). A region with no value anywhere keeps its table value.
     """
     import ufl
-    from scipy import ndimage
 
     from hybrid.forward.ifp import region_coefficient
     from hybrid.mesh import tags
 
     volume = np.asarray(ktrans_per_min, dtype=float)
-    known = np.isfinite(volume)
-    if not known.any():
+    if not np.isfinite(volume).any():
         raise ValueError("the Ktrans map has no finite value")
-    if not known.all():
-        nearest = ndimage.distance_transform_edt(~known, return_distances=False, return_indices=True)
-        volume = volume[tuple(nearest)]
     sampled = sample_image(domain, np.maximum(volume, 0.0), affine_mm, space="DG0", method="nearest",
-                           outside="nearest", slice_index=slice_index, name="Ktrans")
+                           outside="fill", fill_value=np.nan, slice_index=slice_index, name="Ktrans")
+    known = np.isfinite(sampled.x.array)
+    values = dolfinx.fem.Function(sampled.function_space)
+    values.x.array[:] = np.where(known, sampled.x.array, 0.0)
+    weight = dolfinx.fem.Function(sampled.function_space)
+    weight.x.array[:] = known
     comm = domain.mesh.comm
     dx = ufl.Measure("dx", domain=domain.mesh, subdomain_data=domain.cell_tags)
-    integral = lambda f: comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(f * dx(tags.TUMOUR))),
-                                        op=MPI.SUM)
-    mean = integral(sampled) / integral(dolfinx.fem.Constant(domain.mesh, 1.0))
-    if not mean > 0:
-        raise ValueError("the Ktrans map is zero over the tumour; check the map, its affine and slice_index")
-    regions = {tags.TUMOUR: tumour.vascular_exchange}
-    if host is not None:
-        regions[tags.HOST] = host.vascular_exchange
-    exchange = region_coefficient(domain, regions, "vascular_exchange")
-    exchange.x.array[:] *= sampled.x.array / mean
-    stats = {"mean_tumour_ktrans_per_min": mean,
-             "voxels_filled_from_nearest": int((~known).sum()),
-             "assumption": "vessel surface density proportional to Ktrans (uniform wall permeability); "
-                           "the tumour's volume-weighted mean keeps the table Lp S/V"}
+    integral = lambda f, tag: comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(f * dx(tag))), op=MPI.SUM)
+    regions = {tags.TUMOUR: ("tumour", tumour)}
+    if host is not None and tags.HOST in domain.cell_tags.values:
+        regions[tags.HOST] = ("host", host)
+    scale = region_coefficient(domain, {tag: 1.0 for tag in regions}, "ktrans_scale")
+    stats = {}
+    for tag, (name, _) in regions.items():
+        covered = integral(weight, tag)
+        region_volume = integral(dolfinx.fem.Constant(domain.mesh, 1.0), tag)
+        mean = integral(values, tag) / covered if covered > 0 else None
+        if mean is not None and not mean > 0:
+            raise ValueError(f"the Ktrans map is zero over the {name} cells it covers; "
+                             "check the map, its affine and slice_index")
+        if mean is not None:
+            cells = _region_dofs(domain, sampled.function_space, tag)
+            cells = cells[known[cells]]
+            scale.x.array[cells] = sampled.x.array[cells] / mean
+        stats[f"mean_{name}_ktrans_per_min"] = mean
+        stats[f"{name}_volume_fraction_with_ktrans"] = covered / region_volume
+    scale.x.scatter_forward()
+    exchange = region_coefficient(domain, {tag: props.vascular_exchange for tag, (_, props) in regions.items()},
+                                  "vascular_exchange")
+    exchange.x.array[:] *= scale.x.array
+    stats["assumption"] = ("vessel surface density proportional to Ktrans within each region (uniform wall "
+                           "permeability); each region's mean Ktrans keeps its table Lp S/V; cells without a "
+                           "Ktrans value keep the table Lp S/V")
     return exchange, stats
+
+
+def _region_dofs(domain, dg0_space, tag: int) -> np.ndarray:
+    """Local DG0 degrees of freedom of the cells tagged ``tag``."""
+    return dg0_space.dofmap.list[domain.cell_tags.find(tag)].ravel()

@@ -22,8 +22,9 @@ _SYMBOLS = {
     "plasma_oncotic_pressure": "piv",
     "interstitial_oncotic_pressure": "pii",
     "reflection_coefficient": "sigma",
+    "lymphatic_filtration": "LpSV_L",
 }
-_REGION_FREE = {"lymphatic_filtration": "LpSV_L", "lymphatic_pressure": "p_L"}
+_REGION_FREE = {"lymphatic_pressure": "p_L"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class TissueProperties:
     plasma_oncotic_pressure: float         # pi_v, Pa
     interstitial_oncotic_pressure: float   # pi_i, Pa
     reflection_coefficient: float          # sigma, 1
-    lymphatic_filtration: float = 0.0      # LpL SL/V, 1/(Pa s)
+    lymphatic_filtration: float = 0.0      # LpL SL/V, 1/(Pa s) (table default: host 7.5e-8, tumour 0)
     lymphatic_pressure: float = 0.0        # p_L, Pa
 
     @classmethod

@@ -40,6 +40,12 @@ class Parameter:
 
 
 _BJ89 = "Baxter & Jain 1989 Microvasc Res 37:77, via tumorcode calc-ifflow.cpp [S]"
+_TUMORCODE_LYMPH = (
+    "tumorcode IFP model (Welter & Rieger), thierry3000/tumorcode src/iff/calc-ifflow.cpp IffParams "
+    "defaults: lymph_permeability 2.0e-3 um/(kPa s) = 2.0e-12 m/(Pa s), lymph_surf_per_vol "
+    "6*2pi/1000 1/um = 3.77e4 1/m, lymph_press 0 [S]; the primary source, Baxter & Jain 1990 "
+    "Microvasc Res 40:246, was not retrieved, so its value is not checked here. "
+    "With the BJ89 normal values it drains host IFP to p_inf = 1.30 mmHg [D]")
 
 PARAMETERS: dict[str, Parameter] = {
     p.symbol: p
@@ -59,6 +65,8 @@ PARAMETERS: dict[str, Parameter] = {
                   15.0 * MMHG_TO_PA, 0.0, 1e5, _BJ89),
         Parameter("sigma_T", "osmotic reflection coefficient, tumour vessels", "1",
                   0.82, 0.0, 1.0, _BJ89),
+        Parameter("LpSV_L_T", "lymphatic filtration coefficient x surface density, tumour", "1/(Pa s)",
+                  0.0, 0.0, 1e-3, "0: tumours modelled as alymphatic (Baxter & Jain 1989, 1990) [S]"),
         # --- interstitial fluid pressure, host (normal) tissue -------------------------
         Parameter("K_N", "interstitial hydraulic conductivity, normal tissue", "m^2/(Pa s)",
                   6.40e-15, 1e-20, 1e-8, _BJ89 + " (10x larger in some PINN codes)"),
@@ -74,10 +82,10 @@ PARAMETERS: dict[str, Parameter] = {
                   10.0 * MMHG_TO_PA, 0.0, 1e5, _BJ89),
         Parameter("sigma_N", "osmotic reflection coefficient, normal vessels", "1",
                   0.91, 0.0, 1.0, _BJ89),
-        Parameter("LpSV_L", "lymphatic filtration coefficient x surface density L_pL S_L/V",
-                  "1/(Pa s)", 0.0, 0.0, 1e-3,
-                  "not retrieved (physics.md §1.1: do not guess); 0 = no lymphatic drainage"),
-        Parameter("p_L", "lymphatic pressure", "Pa", 0.0, -1e5, 1e5, "Baxter & Jain 1990 [R]"),
+        Parameter("LpSV_L_N", "lymphatic filtration coefficient x surface density L_pL S_L/V, normal tissue",
+                  "1/(Pa s)", 2.0e-12 * 3.77e4, 0.0, 1e-3, _TUMORCODE_LYMPH),
+        Parameter("p_L", "lymphatic pressure", "Pa", 0.0, -1e5, 1e5,
+                  "tumorcode lymph_press = 0 [S]; Baxter & Jain 1990 [R]"),
         # --- geometry -------------------------------------------------------------------
         Parameter("R", "tumour radius (slab: half-width)", "m",
                   4.0e-3, 1e-7, 1.0, "mouse xenograft 2.5-7.5 mm [R]"),

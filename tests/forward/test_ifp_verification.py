@@ -83,28 +83,6 @@ def test_robin_outer_boundary_matches_closed_form(shape, dim):
     assert max_nodal_error(solution.pressure, exact.pressure, dim) < 0.01 * TUMOUR.effective_pressure
 
 
-def test_disc_outflow_through_tumour_surface():
-    """Outflow 2 pi R u(R) of the closed form, from fluid balance and from the P1 velocity.
-
-    The balance ``int Lp S/V (p_e - p) dx`` is the discretely conservative outflow. The L2-projected
-    P1 velocity smooths the gradient across the 272 um rim; with h = delta/4 there its surface flux
-    was measured 5.6 % low, so it is held to 10 % here and the conservative flux to 1 %.
-    """
-    R = 3e-3
-    domain = surface_refined("disc", R, 0.0, 2.5e-4)
-    solution = solve_ifp(domain, TUMOUR, OuterBoundary("dirichlet", 0.0))
-    n = ufl.FacetNormal(domain.mesh)
-    ds = ufl.Measure("ds", domain=domain.mesh, subdomain_data=domain.facet_tags)
-    total = lambda form: COMM.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(form)), op=MPI.SUM)
-    projected = total(ufl.dot(solution.velocity, n) * ds(tags.TUMOUR_SURFACE))
-    balance = total(TUMOUR.vascular_exchange * (TUMOUR.effective_pressure - solution.pressure) * ufl.dx)
-    exact = radial_pressure(2, [RadialRegion(R, TUMOUR.hydraulic_conductivity, 1 / TUMOUR.rim_thickness,
-                                             TUMOUR.effective_pressure)], 0.0)
-    expected = 2 * np.pi * R * exact.velocity(np.array([R]))[0]
-    assert balance == pytest.approx(expected, rel=0.01)
-    assert projected == pytest.approx(expected, rel=0.10)
-
-
 def test_krogh_robin_vessel_wall_with_lymphatic_sink():
     """V5-like: Starling flux through the wall, lymphatic sink, no flux at r_t (Bessel I0/K0 form)."""
     rv, rt = 10e-6, 120e-6
