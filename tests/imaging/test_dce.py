@@ -287,10 +287,31 @@ def test_aifs():
     mask = np.zeros((4, 5), bool)
     mask[1, 2] = mask[3, 4] = mask[0, 0] = True
     np.testing.assert_allclose(dce.measured_aif(conc, mask), 2 * cb)
+    # OSIPI preclinicalAIF_ref.csv (acq_time_10min, 2.5 s frames, no delay) at 547.5 and 597.5 s
+    np.testing.assert_allclose(dce.preclinical_aif([547.5, 597.5]),
+                               [0.8045894315355525, 0.7464526041994471], rtol=1e-12)
     with pytest.raises(ValueError, match="haematocrit"):
         dce.plasma_aif(cb, hct=1.0)
     with pytest.raises(ValueError, match="mask"):
         dce.measured_aif(conc, mask[:3])
+
+
+def test_plasma_aif_from_blood_signal():
+    t = np.arange(0.0, 300.0, 2.0)
+    blood = dce.preclinical_aif(t, delay_s=20.0)
+    kw = dict(t10_s=2.2, r1_per_mM_s=4.0, tr_s=0.005, flip_angle_deg=20.0, n_baseline=8, hct=0.42)
+    signal = np.zeros((3, 4, t.size))
+    signal[1:, 2] = dce.spgr_signal(1000.0, 1 / 2.2 + 4.0 * blood, 0.005, 20.0)
+    roi = np.zeros((3, 4), bool)
+    roi[1:, 2] = True
+    np.testing.assert_allclose(dce.plasma_aif_from_blood_signal(signal, roi, **kw), blood / 0.58,
+                               atol=1e-9)
+    signal[1:, 2, 40] = 0.0   # no concentration for a zero signal: an actionable error
+    with pytest.raises(ValueError, match="frame 40"):
+        dce.plasma_aif_from_blood_signal(signal, roi, **kw)
+    np.testing.assert_allclose(dce.population_plasma_aif("preclinical", t, 20.0, 0.42), blood / 0.58)
+    with pytest.raises(ValueError, match="population AIF"):
+        dce.population_plasma_aif("georgiou", t, 20.0, 0.42)
 
 
 def test_vfa_nonlinear_synthetic_and_signal_roundtrip():
