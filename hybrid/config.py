@@ -274,6 +274,7 @@ def load_forward_config(path: str | Path) -> ForwardConfig:
 # ---- hybrid maps -------------------------------------------------------------------------------
 
 DCE_MODELS = ("tofts", "extended_tofts", "patlak", "2cxm", "2cum")
+CEST_RATIOS = ("amplitude", "st", "mtrasym")        # hybrid.imaging.cest.RATIO_METHODS
 DCE_AIFS = ("parker", "preclinical", "measured")
 
 
@@ -304,9 +305,12 @@ class CestMapsConfig:
     series: Path
     calibration_ph: tuple[float, ...]
     calibration_ratio: tuple[float, ...]
-    calibration_degree: int = 3
-    shifts_ppm: tuple[float, float] = (4.2, 5.5)
+    calibration_degree: int | None = None      # None: chosen by leave-one-out error ("auto")
+    shifts_ppm: tuple[float, float] = (4.2, 5.6)
     mt: bool = True
+    ratio: str = "amplitude"
+    hydroxyl: bool = True
+    endogenous: bool = False
 
 
 @dataclass(frozen=True)
@@ -339,10 +343,14 @@ class MapsConfig:
         series = "cest.nii.gz"         # 4-D, one volume per offset (sidecar offsets_ppm, ppm);
                                        # offsets |x| >= 20 ppm are the S0 reference
         calibration_ph = [6.2, ...]    # calibration vials: pH ...
-        calibration_ratio = [-0.45, ...]  # ... and their log10(A 4.2 ppm / A 5.5 ppm)
-        calibration_degree = 3
-        shifts_ppm = [4.2, 5.5]        # amide lines [ppm]
+        calibration_ratio = [-0.45, ...]  # ... and their ratio (same `ratio` method and pools)
+        calibration_degree = "auto"    # polynomial degree of pH(ratio), or "auto": 1-3 by
+                                       # leave-one-out error (reported in summary.json)
+        ratio = "amplitude"            # amplitude | st | mtrasym: log10 of the 4.2/5.6 ppm effects
+        shifts_ppm = [4.2, 5.6]        # amide lines [ppm from water]
         mt = true                      # fit a broad MT line too
+        hydroxyl = true                # fit the iopamidol hydroxyl line near 1 ppm
+        endogenous = false             # fit APT (3.5), amine (2.0) and NOE (-3.5 ppm) lines (in vivo)
         [mask]
         path = "mask.nii.gz"           # optional: fit voxels where mask > 0 (default: all)
         [output]
@@ -411,12 +419,17 @@ def _cest_maps(table: dict, base: Path) -> CestMapsConfig:
     default = isinstance(v["shifts_ppm"], tuple)
     shifts = _numbers("cest", "shifts_ppm", list(v["shifts_ppm"]) if default else v["shifts_ppm"])
     if len(shifts) != 2 or shifts[0] == shifts[1]:
-        raise ConfigError(f"[cest] shifts_ppm must be two different offsets [ppm], e.g. [4.2, 5.5], "
+        raise ConfigError(f"[cest] shifts_ppm must be two different offsets [ppm], e.g. [4.2, 5.6], "
                           f"got {list(shifts)}")
-    if not isinstance(v["mt"], bool):
-        raise ConfigError(f"[cest] mt must be true or false, got {v['mt']!r}")
-    return CestMapsConfig(_path(base, "cest", "series", v["series"]), ph, ratio,
-                          _integer("cest", "calibration_degree", v["calibration_degree"], 1), shifts, v["mt"])
+    for key in ("mt", "hydroxyl", "endogenous"):
+        if not isinstance(v[key], bool):
+            raise ConfigError(f"[cest] {key} must be true or false, got {v[key]!r}")
+    if v["ratio"] not in CEST_RATIOS:
+        raise ConfigError(f"[cest] ratio must be one of {', '.join(CEST_RATIOS)}, got {v['ratio']!r}")
+    degree = v["calibration_degree"]
+    degree = None if degree in (None, "auto") else _integer("cest", "calibration_degree", degree, 1)
+    return CestMapsConfig(_path(base, "cest", "series", v["series"]), ph, ratio, degree, shifts, v["mt"],
+                          v["ratio"], v["hydroxyl"], v["endogenous"])
 
 
 def maps_config_from_dict(data: dict, base: Path = Path("."), origin: str = "<config>") -> MapsConfig:

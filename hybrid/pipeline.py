@@ -472,16 +472,23 @@ def run_maps(config, log=None) -> dict:
                       "reason_counts": {str(bit): int(((reason & bit) > 0).sum()) for bit in dce.REASONS},
                       "reason_codes": {str(bit): text for bit, text in dce.REASONS.items()}}
         stages["dce_s"] = time.perf_counter() - t0
+    cest_report = None
     if cest_series is not None:
         t0 = time.perf_counter()
         settings = config.cest
         calibration = cest.PhCalibration.fit(settings.calibration_ratio, settings.calibration_ph,
                                              settings.calibration_degree)
+        cest_report = {"ratio": settings.ratio, "calibration_degree": calibration.degree,
+                       "calibration_loo_rms_ph": calibration.loo_rms_ph,
+                       "calibration_loo_rms_by_degree": {str(d): v if np.isfinite(v) else None   # NaN: not monotone
+                                                         for d, v in calibration.loo_rms_by_degree.items()}}
+        log(f"pH calibration: degree {calibration.degree}, leave-one-out error {calibration.loo_rms_ph:.3f} pH")
         z = cest_series.data[mask]
 
         def fit_ph(part):
             ph, valid = cest.ph_map(cest_series.axis, z[part], calibration, shifts_ppm=settings.shifts_ppm,
-                                    mt=settings.mt)
+                                    method=settings.ratio, mt=settings.mt, hydroxyl=settings.hydroxyl,
+                                    endogenous=settings.endogenous)
             return {"pH": ph, "ph_valid": valid}
 
         put(_chunked("CEST pH", n, CEST_CHUNK, fit_ph, log))
@@ -515,6 +522,7 @@ def run_maps(config, log=None) -> dict:
                            for key, image in maps.items() if key not in ("ph_valid", "dce_reason")},
         "ph_valid_fraction": float(maps["ph_valid"][mask].mean()) if "ph_valid" in maps else None,
         "dce": dce_report,
+        "cest": cest_report,
         "failed_voxels": failed_voxels,
         "warnings": warnings,
         "units": MAP_UNITS,
@@ -560,7 +568,7 @@ def run_phantom(output_directory: Path, log=None, *, shape=(64, 64, 2), voxel_mm
                 "n_baseline": p.n_baseline, "aif": s["aif"], "hematocrit": s["hematocrit"],
                 "aif_delay_s": s["aif_delay_s"]},
         "vfa": {"series": "vfa.nii.gz"},
-        "cest": {"series": "cest.nii.gz", "calibration_ph": p.calibration_ph.tolist(),
+        "cest": {"series": "cest.nii.gz", "ratio": c["ratio"], "calibration_ph": p.calibration_ph.tolist(),
                  "calibration_ratio": p.calibration_ratio.tolist()},
         "mask": {"path": "mask.nii.gz"},
         "output": {"directory": "maps"},

@@ -14,10 +14,13 @@ signal (TR 5 ms, flip angle 20 deg, r1 4.0 /(mM s)) from R1 = 1/T10 + r1 C; Rici
 Gaussian, magnitude) of SD = host pre-contrast signal / ``snr``. VFA series (2, 5, 10, 15, 20 deg,
 same TR and noise) for the T1 map.
 
-CEST: iopamidol (30 mM) Z-spectra from the Bloch-McConnell solver at 9.4 T, 3 uT, 6 s with an MT
-pool, simulated once per distinct pH and copied into the voxels, S0 from a -300 ppm reference
-volume, Rician noise of SD ``cest_noise`` x S0. The pH calibration (``calibration``) is the
-noiseless log10 amplitude ratio of vials at pH 6.2-7.3 simulated with the same settings.
+CEST: iopamidol Z-spectra from the Bloch-McConnell solver at 9.4 T, 3 uT, 6 s with an MT pool,
+simulated once per region (its pH and iopamidol uptake, 20-40 mM; tissue water T1 2.0 s, T2 0.2 s)
+and copied into the voxels, S0 from a -300 ppm reference volume, Rician noise of SD
+``cest_noise`` x S0. The pH calibration (``calibration_ph``/``calibration_ratio``) is the noiseless
+log10 amplitude ratio of vials at pH 6.2-7.3 simulated as calibration phantoms are measured: 30 mM
+in water (T1 2.5 s, T2 0.5 s), so the tissue differs from the vials in agent concentration and
+water relaxation (no inverse crime).
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ DCE_SETTINGS = dict(aif="preclinical", tr_s=5e-3, flip_angle_deg=20.0, r1_per_mM
                     frame_interval_s=2.5, n_frames=120, aif_delay_s=30.0, vfa_deg=(2.0, 5.0, 10.0, 15.0, 20.0),
                     m0=1000.0)
 CEST_SETTINGS = dict(b0_T=9.4, b1_T=3.0e-6, t_sat_s=6.0, concentration_M=0.030, mt_fraction=0.05,
-                     calibration_ph=tuple(np.round(np.arange(6.2, 7.31, 0.1), 2)))
+                     calibration_ph=tuple(np.round(np.arange(6.2, 7.31, 0.1), 2)),
+                     ratio="amplitude", vial_water_t1_t2_s=(2.5, 0.5), tissue_water_t1_t2_s=(2.0, 0.2),
+                     tissue_concentration_M={"host": 0.020, "rim": 0.040, "core": 0.030, "necrotic": 0.020})
 CEST_OFFSETS_PPM = np.concatenate([[-300.0], np.round(np.arange(-10.0, 10.001, 0.25), 3)])
 
 
@@ -115,16 +120,18 @@ def make_phantom(shape=(64, 64, 2), voxel_mm=(0.25, 0.25, 1.0), *, snr: float = 
     vfa = _rician(dce.spgr_signal(m0, r10, s["tr_s"], np.asarray(s["vfa_deg"])), sd, rng)
 
     c = CEST_SETTINGS
-    kwargs = dict(concentration=c["concentration_M"], mt=bm.MTPool(fraction=c["mt_fraction"]), b0=c["b0_T"],
-                  b1=c["b1_T"], t_sat=c["t_sat_s"])
-    distinct = np.array([v["pH"] for v in REGIONS.values()])
-    spectra = bm.simulate_iopamidol(CEST_OFFSETS_PPM, distinct, **kwargs)
+    kwargs = dict(mt=bm.MTPool(fraction=c["mt_fraction"]), b0=c["b0_T"], b1=c["b1_T"], t_sat=c["t_sat_s"])
+    tissue_water = bm.WaterPool(*c["tissue_water_t1_t2_s"])
     z = np.zeros(shape + (CEST_OFFSETS_PPM.size,))
-    for value, spectrum in zip(distinct, spectra):
-        z[truth["pH"] == value] = spectrum
+    for region, values in REGIONS.items():
+        z[labels == LABELS[region]] = bm.simulate_iopamidol(
+            CEST_OFFSETS_PPM, values["pH"], concentration=c["tissue_concentration_M"][region], water=tissue_water,
+            **kwargs)
     z[..., CEST_OFFSETS_PPM == -300.0] = tissue[..., None]    # the reference volume is S0 itself
     cest_signal = _rician(s["m0"] * z, cest_noise * s["m0"], rng)
     cal_ph = np.asarray(c["calibration_ph"])
-    cal_ratio = cest.ph_ratio(CEST_OFFSETS_PPM, bm.simulate_iopamidol(CEST_OFFSETS_PPM, cal_ph, **kwargs))
+    vials = bm.simulate_iopamidol(CEST_OFFSETS_PPM, cal_ph, concentration=c["concentration_M"],
+                                  water=bm.WaterPool(*c["vial_water_t1_t2_s"]), **kwargs)
+    cal_ratio = cest.ph_ratio(CEST_OFFSETS_PPM, vials, method=c["ratio"])
     return Phantom(affine, labels, truth, signal, times, vfa, cest_signal, CEST_OFFSETS_PPM.copy(), cal_ph,
                    cal_ratio, int(np.sum(times < s["aif_delay_s"])))

@@ -378,3 +378,21 @@ def test_phantom_ph_without_inverse_crime():
     assert np.max(np.abs(bias.pop("same settings"))) <= 0.03
     for name, b in bias.items():
         assert np.all(np.isfinite(b)) and np.max(np.abs(b)) <= 0.15, name
+
+
+def test_cest_config_keys():
+    """[cest] ratio / calibration_degree = "auto" / hydroxyl / endogenous reach CestMapsConfig;
+    an unknown ratio method is one actionable error."""
+    from hybrid.config import ConfigError, maps_config_from_dict
+    base = {"series": "c.nii.gz", "calibration_ph": [6.5, 7.0, 7.2], "calibration_ratio": [0.1, 0.3, 0.5]}
+    def cest_config(cest_table):
+        return maps_config_from_dict({"cest": cest_table, "output": {"directory": "maps"}}).cest
+    default = cest_config(base)
+    assert (default.ratio, default.calibration_degree, default.hydroxyl, default.endogenous) == \
+        ("amplitude", None, True, False)
+    assert default.shifts_ppm == (4.2, 5.6)
+    chosen = cest_config({**base, "ratio": "st", "calibration_degree": 2, "endogenous": True})
+    assert (chosen.ratio, chosen.calibration_degree, chosen.endogenous) == ("st", 2, True)
+    assert cest_config({**base, "calibration_degree": "auto"}).calibration_degree is None
+    with pytest.raises(ConfigError, match=r"\[cest\] ratio must be one of amplitude, st, mtrasym"):
+        cest_config({**base, "ratio": "asym"})
