@@ -124,6 +124,8 @@ def _exit_interrupted(rank: int, signum: int) -> None:
     if rank == 0:
         print(f"hybrid: interrupted by {signal.Signals(signum).name}; partial outputs removed",
               file=sys.stderr, flush=True)
+    else:  # mpirun kills the other ranks when one ends: give rank 0 the time to clean up and print
+        time.sleep(2 * INTERRUPT_GRACE_S)
     sys.stdout.flush()
     os._exit(128 + signum)  # no MPI_Finalize: other ranks may be inside a collective call
 
@@ -226,6 +228,8 @@ COMMANDS = {"demo": _demo, "forward": _forward, "phantom": _phantom, "maps": _ma
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hybrid`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    # PETSc would otherwise catch SIGTERM itself and MPI_Abort (status 59) before our handler runs
+    os.environ["PETSC_OPTIONS"] = f"{os.environ.get('PETSC_OPTIONS', '')} -no_signal_handler".strip()
     from mpi4py import MPI
 
     from hybrid.collective import RunError, describe
