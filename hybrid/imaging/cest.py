@@ -364,8 +364,9 @@ class PhCalibration:
     @classmethod
     def fit(cls, ratios, ph, degree: int | None = None, max_degree: int = 3) -> PhCalibration:
         """Least-squares polynomial pH(ratio) from phantoms of known pH, monotone over the
-        calibrated ratio range. ``degree=None`` takes the degree in 1..``max_degree`` with the
-        smallest leave-one-out error among the monotone ones."""
+        calibrated ratio range. ``degree=None`` takes the degree in 1..``max_degree`` (up to
+        the number of phantoms less 2) with the smallest leave-one-out error among the monotone
+        ones."""
         r = np.asarray(ratios, dtype=float).ravel()
         y = np.asarray(ph, dtype=float).ravel()
         if r.size != y.size:
@@ -373,11 +374,15 @@ class PhCalibration:
         if not (np.all(np.isfinite(r)) and np.all(np.isfinite(y))):
             raise ValueError("calibration ratios/pH contain NaN/inf (failed fits?); remove those "
                              "phantoms before calibrating")
-        degrees = range(1, max_degree + 1) if degree is None else (degree,)
+        distinct = np.unique(r).size
+        if degree is None:      # every degree that leaves a point over after the one left out
+            degrees = [d for d in range(1, max_degree + 1) if distinct >= d + 2] or [1]
+        else:
+            degrees = [degree]
         for d in degrees:
-            if d < 1 or np.unique(r).size < d + 2:
+            if d < 1 or distinct < d + 2:
                 raise ValueError(f"degree {d} needs degree >= 1 and at least {d + 2} distinct "
-                                 f"ratios, got {np.unique(r).size}")
+                                 f"ratios, got {distinct}")
         loo = {d: _loo_rms(r, y, d) if _monotone(np.polyfit(r, y, d), r) else np.nan for d in degrees}
         if all(np.isnan(v) for v in loo.values()):
             raise ValueError(f"no monotone calibration of degree {', '.join(map(str, degrees))} over "

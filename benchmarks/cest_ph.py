@@ -1,0 +1,153 @@
+"""Accuracy of iopamidol CEST pH: measured spectra (issue 6 item 10) and the simulated-phantom bias
+when the calibration was made under other conditions (item 11).
+
+1. Measured: the 28 raw Z-spectra of 25 mM iopamidol phantoms in tests/data/acidocest
+   (37 C, 3 uT, 6 s, pH 6.22-7.32, four water-T1 series), fitted with and without the 100 ppm
+   reference: fit success, residual RMS, water centre, finite ratios for every ratio method, and
+   pH calibrations (degree by leave-one-out): per T1 series over the full range, pooled over the
+   three series with T1 <= 1.4 s (full range and the pH-sensitive range pH >= 6.8), and a
+   transfer test (calibrate on the T1 = 1.4 s series, read the two other series).
+2. Simulated: calibrate on noiseless Bloch-McConnell vials (9.4 T, 3 uT, 6 s, 30 mM, water
+   T1 2.5 s / T2 0.5 s, MT 5 %), then read noiseless spectra simulated with one setting changed
+   (water T2, concentration, B0, B1): bias = recovered - true pH at pH 6.3-7.2.
+
+Writes benchmarks/results/cest_ph.json and prints the tables. Takes about a minute on two cores.
+"""
+
+import argparse
+import csv
+import json
+import os
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from hybrid.imaging import bloch_mcconnell as bm
+from hybrid.imaging import cest
+
+ROOT = Path(__file__).resolve().parents[1]
+MEASURED_CSV = ROOT / "tests" / "data" / "acidocest" / "Box4_37C_SatP3SatT6002.csv"
+OFFSETS = np.round(np.arange(-10.0, 10.001, 0.1), 3)
+CALIBRATION = dict(concentration=0.030, water=bm.WaterPool(t1=2.5, t2=0.5), mt=bm.MTPool(fraction=0.05),
+                   b0=9.4, b1=3.0e-6, t_sat=6.0)
+CHANGES = {"water T2": ("water", {0.2: bm.WaterPool(2.5, 0.2), 0.1: bm.WaterPool(2.5, 0.1),
+                                  0.05: bm.WaterPool(2.5, 0.05)}, "s"),
+           "concentration": ("concentration", {15: 0.015, 60: 0.060}, "mM"),
+           "B0": ("b0", {7.0: 7.0, 11.7: 11.7}, "T"),
+           "B1": ("b1", {2.5: 2.5e-6, 3.5: 3.5e-6}, "uT")}
+
+
+def measured(reference: bool):
+    with open(MEASURED_CSV, newline="") as fh:
+        rows = list(csv.reader(fh))
+    data = np.array(rows[1:], dtype=float)
+    offsets = np.array(rows[0][6:], dtype=float)
+    keep = np.ones(offsets.size, bool) if reference else np.abs(offsets) < 15.0
+    return offsets[keep], data[:, 0], data[:, 2], data[:, 6:][:, keep]
+
+
+def calibration_entry(ratio, ph):
+    if not np.all(np.isfinite(ratio)):
+        return {"n": int(ratio.size), "error": "non-finite ratios"}
+    cal = cest.PhCalibration.fit(ratio, ph)
+    return {"n": int(ratio.size), "degree": cal.degree, "loo_rms_ph": cal.loo_rms_ph,
+            "loo_rms_by_degree": {str(d): (v if np.isfinite(v) else None) for d, v in cal.loo_rms_by_degree.items()}}
+
+
+def measured_report():
+    out = {}
+    for reference in (True, False):
+        offsets, ph, t1, signal = measured(reference)
+        fit = cest.fit_zspectrum(offsets, signal)
+        entry = {"fits_succeeded": int(fit.success.sum()), "spectra": int(ph.size),
+                 "rms_min": float(np.nanmin(fit.rms)), "rms_max": float(np.nanmax(fit.rms)),
+                 "water_centre_ppm_min": float(np.nanmin(fit.b0_shift_ppm)),
+                 "water_centre_ppm_max": float(np.nanmax(fit.b0_shift_ppm)), "methods": {}}
+        for method in cest.RATIO_METHODS:
+            ratio = cest.ph_ratio(offsets, signal, method=method)
+            series = {f"T1 {t:g} s": calibration_entry(ratio[t1 == t], ph[t1 == t]) for t in np.unique(t1)}
+            pooled = t1 <= 1.4
+            sensitive = pooled & (ph >= 6.8)
+            train = (t1 == 1.4) & (ph >= 6.8)
+            test = (t1 < 1.4) & (ph >= 6.8)
+            transfer = cest.PhCalibration.fit(ratio[train], ph[train]).ph(ratio[test]) - ph[test]
+            entry["methods"][method] = {
+                "finite_ratios": int(np.isfinite(ratio).sum()),
+                "ratio": [float(r) for r in ratio], "pH": ph.tolist(), "T1_s": t1.tolist(),
+                "per_series_full_range": series,
+                "pooled_T1_le_1.4_full_range": calibration_entry(ratio[pooled], ph[pooled]),
+                "pooled_T1_le_1.4_pH_ge_6.8": calibration_entry(ratio[sensitive], ph[sensitive]),
+                "transfer_T1_1.4_to_others_pH_ge_6.8": {
+                    "rms_ph": float(np.sqrt(np.nanmean(transfer ** 2))), "max_abs_ph": float(np.nanmax(np.abs(transfer))),
+                    "inside_calibration": int(np.isfinite(transfer).sum()), "n": int(transfer.size)}}
+        out["with_100ppm_reference" if reference else "without_reference"] = entry
+    return out
+
+
+def bias_report():
+    cal_ph = np.round(np.arange(6.2, 7.31, 0.1), 2)
+    ph = np.round(np.arange(6.3, 7.21, 0.15), 2)
+    out = {"pH": ph.tolist(), "calibration": {"pH": cal_ph.tolist(), "concentration_M": 0.030, "water_T1_s": 2.5,
+                                               "water_T2_s": 0.5, "b0_T": 9.4, "b1_T": 3.0e-6, "t_sat_s": 6.0,
+                                               "mt_fraction": 0.05}, "methods": {}}
+    for method in ("amplitude", "st"):
+        vials = bm.simulate_iopamidol(OFFSETS, cal_ph, **CALIBRATION)
+        cal = cest.PhCalibration.fit(cest.ph_ratio(OFFSETS, vials, method=method), cal_ph)
+        rows = {}
+        conditions = [("same settings", None, None, None)] + [
+            (f"{name} {value:g} {unit}", key, value, setting)
+            for name, (key, values, unit) in CHANGES.items() for value, setting in values.items()]
+        for label, key, _, setting in conditions:
+            settings = dict(CALIBRATION) if key is None else {**CALIBRATION, key: setting}
+            est = cal.ph(cest.ph_ratio(OFFSETS, bm.simulate_iopamidol(OFFSETS, ph, **settings), method=method))
+            bias = est - ph
+            rows[label] = {"bias_ph": [None if np.isnan(b) else float(b) for b in bias],
+                           "max_abs_bias_ph": float(np.nanmax(np.abs(bias))),
+                           "outside_calibration": int(np.isnan(bias).sum())}
+        out["methods"][method] = {"calibration_degree": cal.degree, "calibration_loo_rms_ph": cal.loo_rms_ph,
+                                  "conditions": rows}
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "cest_ph.json")
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    report = {"benchmark": "cest_ph",
+              "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                          "python": platform.python_version(), "load_average": os.getloadavg()},
+              "versions": {d: metadata.version(d) for d in ("hybrid", "numpy", "scipy")},
+              "measured": measured_report(), "simulated_bias": bias_report()}
+    report["wall_time_s"] = time.perf_counter() - t0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+    for key, entry in report["measured"].items():
+        print(f"measured, {key}: {entry['fits_succeeded']}/{entry['spectra']} fits, residual RMS "
+              f"{entry['rms_min']:.4f}-{entry['rms_max']:.4f}, water centre {entry['water_centre_ppm_min']:+.2f}"
+              f" to {entry['water_centre_ppm_max']:+.2f} ppm")
+        for method, m in entry["methods"].items():
+            full, sens = m["pooled_T1_le_1.4_full_range"], m["pooled_T1_le_1.4_pH_ge_6.8"]
+            tr = m["transfer_T1_1.4_to_others_pH_ge_6.8"]
+            print(f"  {method:9s} finite {m['finite_ratios']}/{entry['spectra']}; leave-one-out pH 6.2-7.3: "
+                  f"{full.get('loo_rms_ph', float('nan')):.3f} (deg {full.get('degree')}), pH >= 6.8: "
+                  f"{sens.get('loo_rms_ph', float('nan')):.3f} (deg {sens.get('degree')}); transfer RMS "
+                  f"{tr['rms_ph']:.3f}, per series " + ", ".join(
+                      f"{s}: {v.get('loo_rms_ph', float('nan')):.3f}" for s, v in m["per_series_full_range"].items()))
+    bias = report["simulated_bias"]
+    print(f"simulated bias [pH] at pH {bias['pH']}")
+    for method, m in bias["methods"].items():
+        print(f"  {method} (calibration degree {m['calibration_degree']}, leave-one-out "
+              f"{m['calibration_loo_rms_ph']:.3f})")
+        for label, row in m["conditions"].items():
+            values = " ".join("  nan " if b is None else f"{b:+.3f}" for b in row["bias_ph"])
+            print(f"    {label:22s} {values}   max |bias| {row['max_abs_bias_ph']:.3f}")
+    print(f"wrote {args.out} ({report['wall_time_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
