@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hybrid: error: {describe(exc)}{where}", file=sys.stderr, flush=True)
         if comm.size > 1:
             comm.Abort(2)
-        return 2
+        sys.stdout.flush()
+        os._exit(2)  # skip destructors of half-written files (HDF5 aborts closing them twice)
     return 0
 
 

@@ -22,7 +22,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         where = f"{exc.filename}: " if exc.filename is not None else ""
         text = f"{where}{exc.strerror}"
-    elif isinstance(exc, (ValueError, RunError, FileNotFoundError)) and str(exc):
+    elif isinstance(exc, (ValueError, RunError, OSError)) and str(exc):
         text = str(exc)
     else:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
