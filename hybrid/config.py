@@ -7,7 +7,9 @@ Units are SI throughout (lengths in m, pressures in Pa). Example (``hybrid forwa
     shape = "sphere"             # sphere (3-D) | disc (2-D) | slab (1-D) | krogh | vessels
     tumour_radius = 4.0e-3       # m
     host_thickness = 0.0         # m; 0 = tumour only, outer boundary = tumour surface
-    mesh_size = 1.5e-4           # m
+    mesh_size = 1.5e-4           # m (of the gmsh mesh, made on rank 0)
+    refinements = 0              # then refined uniformly in parallel N times: h = mesh_size / 2^N
+    partitioner = "scotch"       # scotch | kahip (| parmetis where DOLFINx has it)
     [tumour]
     hydraulic_conductivity = 3.1e-14   # ... any TissueProperties field
     [boundary]
@@ -45,6 +47,7 @@ __all__ = ["ConfigError", "GeometryConfig", "SolverConfig", "ForwardConfig", "lo
 
 REQUIRED = object()
 SHAPES = ("sphere", "disc", "slab", "krogh", "vessels", "mask")
+PARTITIONERS = ("scotch", "kahip", "parmetis")   # the PyPI DOLFINx has scotch and kahip
 
 
 class ConfigError(ValueError):
@@ -70,6 +73,8 @@ class GeometryConfig:
     mask: Path | None = None                 # shape "mask": NIfTI tumour mask (nonzero = tumour)
     slice_index: int = 0                     # shape "mask": the slice meshed (2-D)
     field_of_view_host: bool = False         # shape "mask": mesh the rest of the image as host
+    refinements: int = 0                     # uniform parallel refinements of the gmsh mesh (each: h / 2)
+    partitioner: str = "scotch"              # graph partitioner of the gmsh mesh: scotch | kahip | parmetis
 
     def resolved(self, rim_thickness: float) -> "GeometryConfig":
         """Fill the surface refinement from the IFP rim thickness ``sqrt(K/(Lp S/V))`` [m].
@@ -182,6 +187,13 @@ def _geometry(table: dict, base: Path) -> GeometryConfig:
     for name in ("n_vessels", "seed"):
         if isinstance(values[name], bool) or not isinstance(values[name], int) or values[name] < 0:
             raise ConfigError(f"[geometry] {name} must be a non-negative integer, got {values[name]!r}")
+    if isinstance(values["refinements"], bool) or not isinstance(values["refinements"], int) \
+            or not 0 <= values["refinements"] <= 6:
+        raise ConfigError(f"[geometry] refinements must be an integer from 0 to 6 (each multiplies the "
+                          f"cells by 4 in 2-D, 8 in 3-D), got {values['refinements']!r}")
+    if values["partitioner"] not in PARTITIONERS:
+        raise ConfigError(f"[geometry] partitioner must be one of {', '.join(PARTITIONERS)}, "
+                          f"got {values['partitioner']!r}")
     if values["shape"] == "vessels" and values["n_vessels"] < 1:
         raise ConfigError(f'[geometry] shape = "vessels" needs n_vessels >= 1, got {values["n_vessels"]}')
     geometry = GeometryConfig(**values)

@@ -34,25 +34,36 @@ DEMO_CONFIG = {
 
 
 def build_mesh(geometry: GeometryConfig, comm: MPI.Comm):
-    """The mesh that ``geometry`` describes, distributed over ``comm``."""
+    """The mesh that ``geometry`` describes, distributed over ``comm``: gmsh on rank 0 at
+    ``mesh_size``, then ``refinements`` uniform refinements in parallel (hybrid.mesh.refine)."""
     from hybrid import mesh
 
     if geometry.shape in DIMENSION:
-        return mesh.tumour_mesh(comm, geometry.shape, geometry.tumour_radius, geometry.host_thickness,
-                                geometry.mesh_size, geometry.surface_mesh_size, geometry.refinement_width)
-    if geometry.shape == "krogh":
-        return mesh.krogh_mesh(comm, geometry.vessel_radius, geometry.tissue_radius, geometry.mesh_size,
-                               geometry.surface_mesh_size)
-    if geometry.shape == "mask":
+        coarse = mesh.tumour_mesh(comm, geometry.shape, geometry.tumour_radius, geometry.host_thickness,
+                                  geometry.mesh_size, geometry.surface_mesh_size, geometry.refinement_width,
+                                  partitioner=geometry.partitioner)
+    elif geometry.shape == "krogh":
+        coarse = mesh.krogh_mesh(comm, geometry.vessel_radius, geometry.tissue_radius, geometry.mesh_size,
+                                 geometry.surface_mesh_size, partitioner=geometry.partitioner)
+    elif geometry.shape == "mask":  # partitioned by the default partitioner
         from hybrid.io.nifti import read_volume
 
         mask, affine_mm = everywhere(comm, lambda: read_volume(geometry.mask))
-        return mesh.mask_mesh(comm, mask > 0, affine_mm, geometry.mesh_size, slice_index=geometry.slice_index,
-                              host=geometry.field_of_view_host, surface_mesh_size=geometry.surface_mesh_size,
-                              refinement_width=geometry.refinement_width)
-    return mesh.vessel_patch_mesh(comm, geometry.patch_size, geometry.vessel_radius, geometry.n_vessels,
-                                  geometry.min_spacing, geometry.mesh_size, geometry.seed,
-                                  geometry.surface_mesh_size)
+        coarse = mesh.mask_mesh(comm, mask > 0, affine_mm, geometry.mesh_size, slice_index=geometry.slice_index,
+                                host=geometry.field_of_view_host, surface_mesh_size=geometry.surface_mesh_size,
+                                refinement_width=geometry.refinement_width)
+    else:
+        coarse = mesh.vessel_patch_mesh(comm, geometry.patch_size, geometry.vessel_radius, geometry.n_vessels,
+                                        geometry.min_spacing, geometry.mesh_size, geometry.seed,
+                                        geometry.surface_mesh_size, partitioner=geometry.partitioner)
+    return mesh.refine_uniformly(coarse, geometry.refinements)
+
+
+def peak_memory_mib(comm: MPI.Comm) -> list[float]:
+    """Peak resident memory [MiB] of each rank of ``comm`` so far (getrusage), on every rank."""
+    import resource
+
+    return comm.allgather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
 
 
 BYTES_PER_CELL = 500
@@ -183,9 +194,12 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
     if geometry.surface_mesh_size is not None:
         sizes += f", surface {geometry.surface_mesh_size:g} m"
     everywhere(comm, lambda: check_mesh_size(geometry))
-    log(f"meshing {geometry.shape} ({sizes}) on rank 0")
+    refined = f", then {geometry.refinements} parallel refinement(s)" if geometry.refinements else ""
+    log(f"meshing {geometry.shape} ({sizes}) on rank 0{refined}")
     domain = build_mesh(config.geometry, comm)
     stages["mesh_s"] = time.perf_counter() - start
+    stages.update(domain.timings)   # meshing_s (gmsh, rank 0), distribution_s, refinement_s
+    memory = {"after_mesh": peak_memory_mib(comm)}
     fields, image_stats = {}, None
     if config.ktrans_map is not None:
         from hybrid.forward.image_sampling import vascular_exchange_from_ktrans
@@ -202,12 +216,18 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
     solution = everywhere(comm, lambda: _solve(config, domain, fields))
     stages["assemble_s"] = solution.assemble_time_s
     stages["solve_s"] = solution.solve_time_s
+    memory["after_solve"] = peak_memory_mib(comm)
     log(f"{solution.dofs} dofs, {solution.iterations} CG iterations, {solution.solve_time_s:.2f} s")
 
     t0 = time.perf_counter()
     out = Path(config.output_directory)
-    write_fields(out / "ifp.xdmf", domain.mesh, [solution.pressure, solution.velocity])
+    try:
+        fields_bytes = write_fields(out / "ifp.xdmf", domain.mesh, [solution.pressure, solution.velocity])
+    except RuntimeError as exc:  # HDF5 reports a full disk or quota only as a failed write or close
+        raise OSError(f"could not write {out / 'ifp.xdmf'} ({exc}); check the free space and quota of "
+                      "the output directory") from exc
     stages["write_s"] = time.perf_counter() - t0
+    memory["after_write"] = peak_memory_mib(comm)
 
     coords, values = nodal_samples(solution.pressure, comm)
     p_max = comm.allreduce(float(values.max(initial=-np.inf)), op=MPI.MAX)
@@ -227,8 +247,12 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
         "tumour_effective_pressure_Pa": config.tumour.effective_pressure,
         "rim_thickness_m": config.tumour.rim_thickness,
         "units": {"pressure": "Pa", "velocity": "m/s", "lengths": "m"},
-        "mesh": domain.geometry,
-        "outputs": {"fields": "ifp.xdmf"},   # relative to the output directory
+        "mesh": {**domain.geometry, "cells": domain.mesh.topology.index_map(domain.dim).size_global,
+                 "partitioner": geometry.partitioner},
+        "peak_memory_MiB": {"per_rank": memory["after_write"],
+                            **{f"max_{stage}": max(ranks) for stage, ranks in memory.items()}},
+        "outputs": {"fields": "ifp.xdmf", "fields_bytes": fields_bytes,   # relative to the output directory
+                    "fields_write_s": stages["write_s"]},
     }
     if image_stats is not None:
         summary["images"] = {"ktrans": config.source.get("images", {}).get("ktrans", str(config.ktrans_map)),

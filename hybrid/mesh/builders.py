@@ -1,8 +1,10 @@
 """gmsh builders for tumour-scale and perivascular meshes, distributed as DOLFINx meshes.
 
 Every builder makes the gmsh model on rank 0 only, hands it to
-``dolfinx.io.gmsh.model_to_mesh`` (which partitions it over the communicator) and returns a
-:class:`TumourMesh`. Lengths are in metres. Physical groups follow :mod:`hybrid.mesh.tags`.
+``dolfinx.io.gmsh.model_to_mesh`` (which partitions it over the communicator with the chosen
+graph partitioner) and returns a :class:`TumourMesh`. Lengths are in metres. Physical groups
+follow :mod:`hybrid.mesh.tags`. Large meshes: build a coarse one here and refine it in parallel
+(:mod:`hybrid.mesh.refine`), so rank 0 never holds the fine mesh.
 
 Boundary layers: the interstitial fluid pressure drops to the boundary value over a rim of
 thickness ``sqrt(K / (Lp S/V))`` (~270 um with the Baxter-Jain tumour values). The
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import time
 import threading
 from dataclasses import dataclass, field
 
@@ -42,6 +45,7 @@ class TumourMesh:
     outer_tags: tuple[int, ...]                    # facets where the outer boundary condition applies
     vessel_wall_tags: tuple[int, ...] = ()         # resolved vessel walls (perivascular meshes)
     geometry: dict = field(default_factory=dict)   # radii, centres... in metres
+    timings: dict = field(default_factory=dict)    # wall time [s] per stage: meshing_s, distribution_s, ...
 
     @property
     def dim(self) -> int:
@@ -69,10 +73,25 @@ def _gmsh_session(name: str):
         gmsh.finalize()
 
 
+def cell_partitioner(name: str):
+    """DOLFINx cell partitioner (no ghost cells) using the graph partitioner ``name``:
+    ``scotch`` (default) or ``kahip``, or ``parmetis`` where this DOLFINx build has it."""
+    import dolfinx.graph
+
+    graph = getattr(dolfinx.graph, f"partitioner_{name}", None)
+    if graph is None:
+        available = [n.removeprefix("partitioner_") for n in dir(dolfinx.graph) if n.startswith("partitioner_")]
+        raise ValueError(f"partitioner {name!r} is not in this DOLFINx build; use one of {', '.join(available)}")
+    return dolfinx.mesh.create_cell_partitioner(graph(), dolfinx.mesh.GhostMode.none, 2)
+
+
 def _distribute(comm: MPI.Comm, build, gdim: int, shape: str, geometry: dict, outer_tags: tuple[int, ...],
-                vessel_wall_tags: tuple[int, ...] = ()) -> TumourMesh:
-    """Build the gmsh model on rank 0 with ``build(model)`` and distribute it over ``comm``."""
+                vessel_wall_tags: tuple[int, ...] = (), partitioner: str = "scotch") -> TumourMesh:
+    """Build the gmsh model on rank 0 with ``build(model)`` and distribute it over ``comm``,
+    partitioned by ``partitioner`` (see :func:`cell_partitioner`); times the two stages."""
     error = None
+    partition = cell_partitioner(partitioner)
+    start = time.perf_counter()
     if comm.rank == 0:
         with _gmsh_session(shape) as model:
             try:
@@ -81,16 +100,20 @@ def _distribute(comm: MPI.Comm, build, gdim: int, shape: str, geometry: dict, ou
             except Exception as exc:  # re-raised on every rank below, so no rank hangs
                 error = exc
             error = comm.bcast(error, root=0)
+            meshed = time.perf_counter()
             if error is None:
-                data = dolfinx.io.gmsh.model_to_mesh(model, comm, 0, gdim=gdim)
+                data = dolfinx.io.gmsh.model_to_mesh(model, comm, 0, gdim=gdim, partitioner=partition)
     else:
         error = comm.bcast(None, root=0)
+        meshed = time.perf_counter()
         if error is None:
-            data = dolfinx.io.gmsh.model_to_mesh(None, comm, 0, gdim=gdim)
+            data = dolfinx.io.gmsh.model_to_mesh(None, comm, 0, gdim=gdim, partitioner=partition)
     if error is not None:
         raise RuntimeError(f"gmsh could not build the {shape} mesh: {error}") from error
     data.mesh.name = shape
-    return TumourMesh(data.mesh, data.cell_tags, data.facet_tags, shape, outer_tags, vessel_wall_tags, geometry)
+    timings = {"meshing_s": meshed - start, "distribution_s": time.perf_counter() - meshed}
+    return TumourMesh(data.mesh, data.cell_tags, data.facet_tags, shape, outer_tags, vessel_wall_tags, geometry,
+                      timings)
 
 
 def _refine_near_radius(model, radius: float, mesh_size: float, surface_mesh_size: float,
@@ -143,7 +166,7 @@ def _check_positive(**values: float) -> None:
 
 def tumour_mesh(comm: MPI.Comm, shape: str, tumour_radius: float, host_thickness: float,
                 mesh_size: float, surface_mesh_size: float | None = None,
-                refinement_width: float = 0.0) -> TumourMesh:
+                refinement_width: float = 0.0, partitioner: str = "scotch") -> TumourMesh:
     """Sphere (3-D), disc (2-D) or slab (1-D, ``-R < x < R``) tumour, optionally in a host shell.
 
     ``host_thickness = 0`` makes the tumour surface the outer boundary. The centre is the origin.
@@ -195,11 +218,11 @@ def tumour_mesh(comm: MPI.Comm, shape: str, tumour_radius: float, host_thickness
         _refine_near_radius(model, R, mesh_size, surface_mesh_size, refinement_width)
 
     outer = (tags.OUTER_BOUNDARY,) if H > 0 else (tags.TUMOUR_SURFACE,)
-    return _distribute(comm, build, dim, shape, geometry, outer)
+    return _distribute(comm, build, dim, shape, geometry, outer, partitioner=partitioner)
 
 
 def krogh_mesh(comm: MPI.Comm, vessel_radius: float, tissue_radius: float,
-               mesh_size: float, wall_mesh_size: float | None = None) -> TumourMesh:
+               mesh_size: float, wall_mesh_size: float | None = None, partitioner: str = "scotch") -> TumourMesh:
     """2-D Krogh annulus ``vessel_radius < r < tissue_radius`` (the lumen is not meshed).
 
     Cells are tagged tumour; the vessel wall and the outer tissue circle are tagged. The wall is
@@ -225,7 +248,8 @@ def krogh_mesh(comm: MPI.Comm, vessel_radius: float, tissue_radius: float,
         model.addPhysicalGroup(1, outer, tags.OUTER_BOUNDARY, "outer_boundary")
         _refine_near_curves(model, wall, mesh_size, wall_mesh_size, 2 * vessel_radius)
 
-    return _distribute(comm, build, 2, "krogh", geometry, (tags.OUTER_BOUNDARY,), (tags.VESSEL_WALL,))
+    return _distribute(comm, build, 2, "krogh", geometry, (tags.OUTER_BOUNDARY,), (tags.VESSEL_WALL,),
+                       partitioner)
 
 
 def place_vessels(n_vessels: int, patch_size: float, vessel_radius: float,
@@ -256,7 +280,7 @@ def place_vessels(n_vessels: int, patch_size: float, vessel_radius: float,
 
 def vessel_patch_mesh(comm: MPI.Comm, patch_size: float, vessel_radius: float, n_vessels: int,
                       min_spacing: float, mesh_size: float, seed: int = 0,
-                      wall_mesh_size: float | None = None) -> TumourMesh:
+                      wall_mesh_size: float | None = None, partitioner: str = "scotch") -> TumourMesh:
     """2-D square tissue patch ``[0, patch_size]^2`` with circular vessels cut out.
 
     Vessel ``i``'s wall is tagged ``tags.patch_vessel_wall(i)``; the square's edges are the outer
@@ -294,4 +318,4 @@ def vessel_patch_mesh(comm: MPI.Comm, patch_size: float, vessel_radius: float, n
         _refine_near_curves(model, wall_curves, mesh_size, wall_mesh_size, 2 * vessel_radius)
 
     walls = tuple(tags.patch_vessel_wall(i) for i in range(len(centres)))
-    return _distribute(comm, build, 2, "vessels", geometry, (tags.OUTER_BOUNDARY,), walls)
+    return _distribute(comm, build, 2, "vessels", geometry, (tags.OUTER_BOUNDARY,), walls, partitioner)
