@@ -26,7 +26,9 @@ A P1 copy of ``u`` (L2 projection) is kept for output only: it is not conservati
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Callable
 
 import numpy as np
 import ufl
@@ -81,25 +83,37 @@ class IFPSolution:
     """The steady IFP solution and solver statistics.
 
     ``pressure`` [Pa]: Lagrange P_k (k = degree of the solve).
+    ``fluid_source`` [1/s]: UFL expression of the net fluid gain per tissue volume,
+    ``Lp S/V (p_e - p) - LpL SL/V (p - p_L)`` (+ the extra ``source``), at the computed pressure.
     ``flux`` [m/s]: Darcy flux ``u = -K grad p`` in RT_k (1-D: P_k), locally conservative:
     ``div u`` equals ``fluid_source`` projected onto DG_{k-1} in every cell (see
     :func:`conservative_flux`). Advect with this one.
     ``velocity`` [m/s]: continuous vector P1 copy of ``flux`` for output files only.
-    ``fluid_source`` [1/s]: UFL expression of the net fluid gain per tissue volume,
-    ``Lp S/V (p_e - p) - LpL SL/V (p - p_L)`` (+ the extra ``source``), at the computed pressure.
+    ``flux`` and ``velocity`` are computed on first access (collective: every rank must ask);
+    ``flux_time_s`` is then the time of the reconstruction.
     ``assemble_time_s`` covers coefficients, form compilation and assembly with boundary
-    conditions; ``solve_time_s`` the preconditioner set-up and Krylov iterations of the pressure
-    solve; ``flux_time_s`` the flux reconstruction and its P1 copy."""
+    conditions; ``solve_time_s`` the preconditioner set-up and Krylov iterations of the pressure solve.
+    """
 
     pressure: dolfinx.fem.Function
-    flux: dolfinx.fem.Function
-    velocity: dolfinx.fem.Function
     fluid_source: object
     dofs: int
     iterations: int
     solve_time_s: float
     assemble_time_s: float
-    flux_time_s: float
+    reconstruct_flux: Callable[[], dolfinx.fem.Function] = field(repr=False)
+    flux_time_s: float | None = None
+
+    @cached_property
+    def flux(self) -> dolfinx.fem.Function:
+        start = time.perf_counter()
+        flux = self.reconstruct_flux()
+        self.flux_time_s = time.perf_counter() - start
+        return flux
+
+    @cached_property
+    def velocity(self) -> dolfinx.fem.Function:
+        return project_p1(self.flux, "velocity")
 
 
 def region_coefficient(domain: TumourMesh, values: dict[int, float], name: str) -> dolfinx.fem.Function:
@@ -196,18 +210,15 @@ def solve_ifp(domain: TumourMesh, tumour: TissueProperties, boundary: OuterBound
     pressure = dolfinx.fem.Function(V, name="pressure")
     t1 = time.perf_counter()
     stats = solve_linear(a, L, bcs, pressure, DEFAULT_PETSC_OPTIONS | (petsc_options or {}), "hybrid_ifp_")
-    t2 = time.perf_counter()
     fluid_source = exchange * (pe - pressure) - c["lymphatic_filtration"] * (pressure - c["lymphatic_pressure"])
     if source is not None:
         fluid_source += source
     robin = [(t, boundary.robin_coefficient, boundary.pressure) for t in outer] if boundary.kind == "robin" else []
     robin += [(wall, wall_lp, pe) for wall in domain.vessel_wall_tags]
     no_flux = outer if boundary.kind == "no_flux" else ()
-    flux = conservative_flux(domain, pressure, K, fluid_source, robin, no_flux)
-    velocity = project_p1(flux, "velocity")
     dofs = V.dofmap.index_map.size_global * V.dofmap.index_map_bs
-    return IFPSolution(pressure, flux, velocity, fluid_source, dofs, stats.iterations, stats.solve_s,
-                       (t1 - t0) + stats.assemble_s, time.perf_counter() - t2)
+    return IFPSolution(pressure, fluid_source, dofs, stats.iterations, stats.solve_s, (t1 - t0) + stats.assemble_s,
+                       lambda: conservative_flux(domain, pressure, K, fluid_source, robin, no_flux))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from hybrid.forward.ifp import solve_ifp
 from hybrid.mesh import TumourMesh, tags
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 
-__all__ = ["unit_square_domain", "manufactured_errors", "convergence_study"]
+__all__ = ["unit_square_domain", "manufactured_errors", "convergence_study", "lymphatic_sensitivity"]
 
 SIDE = 1e-3  # m
 
@@ -63,3 +63,48 @@ def convergence_study(comm: MPI.Comm, degree: int, sizes=(8, 16, 32, 64)) -> dic
     return {"degree": degree, "n": list(sizes), "h_m": h.tolist(), "l2_error": l2.tolist(),
             "h1_error": h1.tolist(), "l2_rate": rate(l2), "h1_rate": rate(h1),
             "theory": {"l2": degree + 1, "h1": degree}}
+
+
+def lymphatic_sensitivity(comm: MPI.Comm, lymphatic_values, *, radius: float = 4e-3, host_thickness: float = 2e-3,
+                          mesh_size: float = 1.5e-4) -> list[dict]:
+    """Margin pressure and margin outflow of a disc tumour in host tissue against the host's
+    lymphatic coefficient LpL SL/V [1/(Pa s)], FEM and closed form, for a Dirichlet (p = 0) and a
+    no-flux outer boundary; default table values otherwise (the ``hybrid demo`` geometry).
+
+    Margin pressure [Pa]: mean of p over the tumour/host interface. Margin outflow velocity [m/s]:
+    outflow through the interface (FEM: integral of div u of the conservative flux over the tumour)
+    over its length. Closed form: :func:`hybrid.problems.exact.radial_pressure` (no flux = Robin with
+    h = 0)."""
+    from dataclasses import replace
+
+    from hybrid.mesh import tumour_mesh
+    from hybrid.problems.exact import RadialRegion, radial_pressure, screening
+
+    tumour, default_host = TissueProperties.defaults("tumour"), TissueProperties.defaults("host")
+    delta = tumour.rim_thickness
+    domain = tumour_mesh(comm, "disc", radius, host_thickness, mesh_size, surface_mesh_size=delta / 4,
+                         refinement_width=2 * delta)
+    dx = ufl.Measure("dx", domain=domain.mesh, subdomain_data=domain.cell_tags)
+    dS = ufl.Measure("dS", domain=domain.mesh, subdomain_data=domain.facet_tags)
+    total = lambda form: comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(form)), op=MPI.SUM)
+    length = total(dolfinx.fem.Constant(domain.mesh, 1.0) * dS(tags.TUMOUR_SURFACE))
+    rows = []
+    for value in lymphatic_values:
+        host = replace(default_host, lymphatic_filtration=float(value))
+        regions = []
+        for props, outer in ((tumour, radius), (host, radius + host_thickness)):
+            lam, p_inf = screening(props.hydraulic_conductivity, props.vascular_exchange, props.effective_pressure,
+                                   props.lymphatic_filtration, props.lymphatic_pressure)
+            regions.append(RadialRegion(outer, props.hydraulic_conductivity, lam, p_inf))
+        for kind in ("dirichlet", "no_flux"):
+            solution = solve_ifp(domain, tumour, OuterBoundary(kind, 0.0), host)
+            exact = radial_pressure(2, regions, 0.0, None if kind == "dirichlet" else 0.0)
+            rows.append({
+                "lymphatic_filtration_per_Pa_s": float(value), "outer_boundary": kind,
+                "margin_pressure_Pa": total(solution.pressure("+") * dS(tags.TUMOUR_SURFACE)) / length,
+                "margin_pressure_exact_Pa": float(exact.pressure(np.array([radius]))[0]),
+                "margin_velocity_m_s": total(ufl.div(solution.flux) * dx(tags.TUMOUR)) / length,
+                "margin_velocity_exact_m_s": float(exact.velocity(np.array([radius]))[0]),
+                "outer_pressure_exact_Pa": float(exact.pressure(np.array([radius + host_thickness]))[0]),
+            })
+    return rows
