@@ -1,0 +1,57 @@
+"""Run the ``hybrid`` command line as a user does (a subprocess, serially or under ``mpirun -n 2``)
+and check its error contract: exit status, one ``hybrid: error:`` line, no traceback."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+MPIRUN = shutil.which("mpirun", path=str(BIN)) or shutil.which("mpirun")
+
+DISC_CONFIG = """\
+[geometry]
+shape = "disc"
+tumour_radius = 2.0e-3
+host_thickness = 0.0
+mesh_size = 4.0e-4
+{geometry}
+[solver]
+{solver}
+[output]
+directory = "{out}"
+"""
+"""A tiny 2-D forward run (a few hundred cells); ``geometry``/``solver`` add keys."""
+
+
+def hybrid_command(*args, ranks: int = 1) -> list[str]:
+    launcher = [MPIRUN, "-n", str(ranks)] if ranks > 1 else []
+    return [*launcher, sys.executable, "-m", "hybrid", *map(str, args)]
+
+
+def run_hybrid(*args, ranks: int = 1, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    """``hybrid *args`` on ``ranks`` ranks; a hang fails the test through ``timeout`` [s]."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(hybrid_command(*args, ranks=ranks), capture_output=True, text=True, timeout=timeout,
+                          env=env, **kwargs)
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("hybrid:")]
+
+
+def assert_one_error(result, message: str, status: int = 2) -> str:
+    """Exit ``status``, exactly one ``hybrid: error:`` line containing ``message``, no traceback."""
+    lines = error_lines(result)
+    assert result.returncode == status, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("hybrid: error:") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def disc_config(directory: Path, out: Path | str, geometry: str = "", solver: str = "") -> Path:
+    """Write the tiny disc configuration into ``directory``/disc.toml, output ``out``."""
+    path = Path(directory) / "disc.toml"
+    path.write_text(DISC_CONFIG.format(geometry=geometry, solver=solver, out=out))
+    return path
