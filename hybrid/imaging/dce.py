@@ -19,9 +19,10 @@ the 2CXM and 2CUM), solved by linear least squares for all voxels -- and, with
 ``fit_delay``, for every AIF shift of the delay grid at once; the shift with the lowest
 linear residual (refined by a parabola) and the linear solution start one batched
 Levenberg-Marquardt fit over all voxels, with the delay as a free parameter. Box bounds
-and ve + vp <= 1 are enforced by projection. The 2CXM and 2CUM are also started at
-three flows and the best fit is kept. Standard errors come from the Jacobian at the
-optimum; parameters the data cannot determine are NaN with a reason code (``REASONS``).
+and ve + vp <= 1 are enforced by projection. Where the linear solution is no admissible
+start or the fit ends on a bound, the 2CXM and 2CUM are refitted from three flows and the
+lowest residual is kept. Standard errors come from the Jacobian at the optimum; parameters
+the data cannot determine are NaN with a reason code (``REASONS``).
 """
 
 import numpy as np
@@ -165,7 +166,7 @@ def _model_fn(name, t, cp):
 
         def model(p, jac=False):
             fp, ps, vp = p.T
-            flow = np.maximum(fp + ps, 1e-300)
+            flow = np.maximum(fp + ps, 1e-12)
             k = flow / vp
             g = exp_convolve(t, cp, k)
             a = (fp * ps / flow)[:, None]
@@ -307,7 +308,8 @@ def _lls_solve(aif, tissue, ct):
 
 
 def _lls_params(name, x):
-    """Model parameters (internal units, clipped to the bounds) from linear coefficients."""
+    """Model parameters (internal units) from linear coefficients, clipped to the bounds,
+    and whether each row was admissible (finite and inside the bounds) before clipping."""
     lo, hi = _BOUNDS[name]
     with np.errstate(divide="ignore", invalid="ignore"):
         if name == "patlak":
@@ -330,8 +332,9 @@ def _lls_params(name, x):
             else:
                 p = np.stack([fp, ps, np.clip(ps / w, 0.01, 1.0), vp], axis=1)
     default = 0.5 * (np.asarray(lo) + np.minimum(hi, 1.0))
+    admissible = np.all(np.isfinite(p) & (p >= lo) & (p <= hi), axis=1)
     p = np.where(np.isfinite(p), p, default)
-    return np.clip(p, lo, hi)
+    return np.clip(p, lo, hi), admissible
 
 
 def _shift_rows(t, c, delays):
@@ -393,40 +396,49 @@ def _fit_block(name, t, cp, ct, delays, max_iter):
     x, lls_rss = _lls_solve(aif, tissue, ct)
     lo, hi = (np.asarray(b, dtype=float) for b in _BOUNDS[name])
     if delays is None:
-        start = _lls_params(name, x[:, 0])
+        start, admissible = _lls_params(name, x[:, 0])
         model = _model_fn(name, t, cp)
     else:
         d0 = _best_delay(lls_rss, delays)
         pick = np.argmin(np.abs(delays[None, :] - d0[:, None]), axis=1)
-        start = np.column_stack([_lls_params(name, x[np.arange(x.shape[0]), pick]), d0])
+        start, admissible = _lls_params(name, x[np.arange(x.shape[0]), pick])
+        start = np.column_stack([start, d0])
         model = _delayed_model_fn(name, t, cp, 1e-3 * float(np.min(np.diff(t))))
         lo, hi = np.append(lo, delays[0]), np.append(hi, delays[-1])
-    starts = [start]
-    if name in ("2cxm", "2cum"):
-        for fp in _START_FP:
-            extra = start.copy()
-            extra[:, 0] = fp * _FP_UNIT
-            starts.append(extra)
     project = _volume_projection(name)
-    best = None
-    for p0 in starts:
-        p, rss, jac = batched_lm(model, ct, p0, lo, hi, max_iter, project=project, return_jac=True)
-        if best is None:
-            best = [p, rss, jac]
-        else:
-            better = rss < best[1]
-            for held, new in zip(best, (p, rss, jac)):
-                held[better] = new[better]
+    lm = dict(project=project, active_set=True, return_jac=True)
+    best = batched_lm(model, ct, start, lo, hi, max_iter, **lm)
+    if name in ("2cxm", "2cum"):
+        # where the linear solution was no admissible start, or the fit ended on a bound,
+        # also start from other flows and keep the lowest residual
+        on_limit = np.any(_at_limit(name, best[0]), axis=1)
+        rows = np.flatnonzero(~admissible | on_limit)
+        for fp in _START_FP if rows.size else ():
+            extra = start[rows].copy()
+            extra[:, 0] = fp * _FP_UNIT
+            trial = batched_lm(model, ct[rows], extra, lo, hi, max_iter, **lm)
+            better = rows[trial[1] < best[1][rows]]
+            keep = trial[1] < best[1][rows]
+            for held, new in zip(best, trial):
+                held[better] = new[keep]
     return best
+
+
+def _at_limit(name, p):
+    """(n, n_params) True where a model parameter sits on an artificial limit: an upper
+    bound or a positive floor (a rate or volume of 0 is a physical value, not a limit)."""
+    lo, hi = (np.asarray(b) for b in _BOUNDS[name])
+    q = p[:, :lo.size]
+    return (np.isclose(q, hi, rtol=1e-6, atol=0.0)
+            | ((lo > 0) & np.isclose(q, lo, rtol=1e-6, atol=0.0)))
 
 
 def _judge(name, p, se, reason):
     """NaN and reason bits for parameters that are not estimates (internal units, in place)."""
     names = _PARAMS[name]
-    lo, hi = _BOUNDS[name]
+    at_limit = _at_limit(name, p)
     for i, key in enumerate(names):
-        limit = (np.isclose(p[:, i], hi[i], rtol=1e-6, atol=0.0)
-                 | ((lo[i] > 0) & np.isclose(p[:, i], lo[i], rtol=1e-6, atol=0.0)))
+        limit = at_limit[:, i]
         vague = ~(se[:, i] <= _HALF_RANGE[key])
         reason[limit] |= _AT_BOUND
         reason[vague] |= _UNIDENTIFIABLE
