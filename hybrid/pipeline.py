@@ -18,7 +18,7 @@ from mpi4py import MPI
 
 from hybrid.collective import everywhere, on_rank0
 from hybrid.config import ForwardConfig, GeometryConfig, forward_config_from_dict
-from hybrid.problems.exact import RadialRegion, RadialSolution, radial_pressure, screening
+from hybrid.problems.exact import RadialSolution, radial_pressure
 
 __all__ = ["build_mesh", "check_mesh_size", "closed_form_pressure", "ForwardRun", "run_forward", "run_demo", "DEMO_CONFIG", "on_rank0",
            "run_phantom", "run_maps", "MAP_UNITS"]
@@ -112,20 +112,16 @@ def check_mesh_size(geometry: GeometryConfig, memory_bytes: float | None = None)
 
 
 def closed_form_pressure(config: ForwardConfig) -> RadialSolution | None:
-    """Baxter-Jain closed form for this run (Dirichlet or Robin outer boundary, constant region
-    coefficients), or None where none exists (perivascular or mask geometry, no-flux, image fields)."""
+    """Baxter-Jain closed form for this run (Dirichlet, Robin or no-flux outer boundary, constant
+    region coefficients), or None where none exists (perivascular or mask geometry, image fields)."""
     geometry = config.geometry
-    if geometry.shape not in DIMENSION or config.boundary.kind == "no_flux" or config.ktrans_map:
+    if geometry.shape not in DIMENSION or config.ktrans_map:
         return None
-    regions = []
     radius = geometry.tumour_radius
-    for props, outer in ((config.tumour, radius), (config.host, radius + geometry.host_thickness)):
-        if props is None:
-            break
-        lam, p_inf = screening(props.hydraulic_conductivity, props.vascular_exchange, props.effective_pressure,
-                               props.lymphatic_filtration, props.lymphatic_pressure)
-        regions.append(RadialRegion(outer, props.hydraulic_conductivity, lam, p_inf))
-    robin = config.boundary.robin_coefficient if config.boundary.kind == "robin" else None
+    regions = [config.tumour.radial_region(radius)]
+    if config.host is not None:
+        regions.append(config.host.radial_region(radius + geometry.host_thickness))
+    robin = {"dirichlet": None, "robin": config.boundary.robin_coefficient, "no_flux": 0.0}[config.boundary.kind]
     return radial_pressure(DIMENSION[geometry.shape], regions, config.boundary.pressure, robin)
 
 

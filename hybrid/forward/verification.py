@@ -78,7 +78,7 @@ def lymphatic_sensitivity(comm: MPI.Comm, lymphatic_values, *, radius: float = 4
     from dataclasses import replace
 
     from hybrid.mesh import tumour_mesh
-    from hybrid.problems.exact import RadialRegion, radial_pressure, screening
+    from hybrid.problems.exact import radial_pressure
 
     tumour, default_host = TissueProperties.defaults("tumour"), TissueProperties.defaults("host")
     delta = tumour.rim_thickness
@@ -91,11 +91,7 @@ def lymphatic_sensitivity(comm: MPI.Comm, lymphatic_values, *, radius: float = 4
     rows = []
     for value in lymphatic_values:
         host = replace(default_host, lymphatic_filtration=float(value))
-        regions = []
-        for props, outer in ((tumour, radius), (host, radius + host_thickness)):
-            lam, p_inf = screening(props.hydraulic_conductivity, props.vascular_exchange, props.effective_pressure,
-                                   props.lymphatic_filtration, props.lymphatic_pressure)
-            regions.append(RadialRegion(outer, props.hydraulic_conductivity, lam, p_inf))
+        regions = [tumour.radial_region(radius), host.radial_region(radius + host_thickness)]
         for kind in ("dirichlet", "no_flux"):
             solution = solve_ifp(domain, tumour, OuterBoundary(kind, 0.0), host)
             exact = radial_pressure(2, regions, 0.0, None if kind == "dirichlet" else 0.0)

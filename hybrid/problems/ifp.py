@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-from hybrid.problems.exact import effective_pressure
+from hybrid.problems.exact import RadialRegion, effective_pressure, screening
 from hybrid.problems.parameters import PARAMETERS
 
 # dataclass field name -> parameter-table symbol without the region suffix
@@ -69,6 +69,12 @@ class TissueProperties:
         """p_e = p_v - sigma (pi_v - pi_i) [Pa]: the pressure the vessels drive towards."""
         return effective_pressure(self.vascular_pressure, self.reflection_coefficient,
                                   self.plasma_oncotic_pressure, self.interstitial_oncotic_pressure)
+
+    def radial_region(self, outer_radius: float) -> RadialRegion:
+        """This tissue as a closed-form shell up to ``outer_radius`` [m] (screening constant, p_inf)."""
+        lam, p_inf = screening(self.hydraulic_conductivity, self.vascular_exchange, self.effective_pressure,
+                               self.lymphatic_filtration, self.lymphatic_pressure)
+        return RadialRegion(outer_radius, self.hydraulic_conductivity, lam, p_inf)
 
     @property
     def rim_thickness(self) -> float:

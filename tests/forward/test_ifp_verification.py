@@ -13,7 +13,7 @@ from scipy import special
 from hybrid.forward import solve_ifp
 from hybrid.forward.verification import convergence_study
 from hybrid.mesh import krogh_mesh, tags, tumour_mesh, vessel_patch_mesh
-from hybrid.problems.exact import RadialRegion, baxter_jain_pressure, radial_pressure, screening
+from hybrid.problems.exact import RadialRegion, baxter_jain_pressure, radial_pressure
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 
 pytestmark = pytest.mark.mpi
@@ -63,12 +63,7 @@ def test_tumour_in_host_with_lymphatics_two_region(shape, dim, mesh_size):
     host = TissueProperties(**{**HOST.__dict__, "lymphatic_filtration": 2.0e-8, "lymphatic_pressure": -100.0})
     domain = surface_refined(shape, R, H, mesh_size)
     solution = solve_ifp(domain, TUMOUR, OuterBoundary("dirichlet", 50.0), host)
-    regions = []
-    for props, outer in ((TUMOUR, R), (host, R + H)):
-        lam, p_inf = screening(props.hydraulic_conductivity, props.vascular_exchange, props.effective_pressure,
-                               props.lymphatic_filtration, props.lymphatic_pressure)
-        regions.append(RadialRegion(outer, props.hydraulic_conductivity, lam, p_inf))
-    exact = radial_pressure(dim, regions, 50.0)
+    exact = radial_pressure(dim, [TUMOUR.radial_region(R), host.radial_region(R + H)], 50.0)
     assert max_nodal_error(solution.pressure, exact.pressure, dim) < 0.01 * TUMOUR.effective_pressure
 
 

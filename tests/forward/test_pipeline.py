@@ -16,6 +16,8 @@ from hybrid.pipeline import run_forward
      False),
     ({"shape": "disc", "tumour_radius": 2e-3, "mesh_size": 2.5e-4}, {"type": "robin", "robin_coefficient": 1e-10},
      True),
+    ({"shape": "disc", "tumour_radius": 2e-3, "host_thickness": 1e-3, "mesh_size": 2.5e-4}, {"type": "no_flux"},
+     True),
 ])
 def test_run_forward_each_shape(tmp_path, geometry, boundary, has_closed_form):
     document = {"geometry": geometry, "tumour": {"lymphatic_filtration": 1e-6}, "boundary": boundary,
