@@ -5,8 +5,9 @@ when the calibration was made under other conditions (item 11).
    (37 C, 3 uT, 6 s, pH 6.22-7.32, four water-T1 series), fitted with and without the 100 ppm
    reference: fit success, residual RMS, water centre, finite ratios for every ratio method, and
    pH calibrations (degree by leave-one-out): per T1 series over the full range, pooled over the
-   three series with T1 <= 1.4 s (full range and the pH-sensitive range pH >= 6.8), and a
-   transfer test (calibrate on the T1 = 1.4 s series, read the two other series).
+   three series with T1 <= 1.4 s (full range and the pH-sensitive range pH >= 6.8), over the
+   long-T1 (3.4 s) series pH 6.23-7.28 (with the Box3 vials), and a transfer test (calibrate on
+   the T1 = 1.4 s series, read the two other series).
 2. Simulated: calibrate on noiseless Bloch-McConnell vials (9.4 T, 3 uT, 6 s, 30 mM, water
    T1 2.5 s / T2 0.5 s, MT 5 %), then read noiseless spectra simulated with one setting changed
    (water T2, concentration, B0, B1): bias = recovered - true pH at pH 6.3-7.2.
@@ -30,6 +31,7 @@ from hybrid.imaging import cest
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURED_CSV = ROOT / "tests" / "data" / "acidocest" / "Box4_37C_SatP3SatT6002.csv"
+LOW_PH_CSV = MEASURED_CSV.with_name("Box3_37C_SatP3SatT6002_25mM_T1_3.4s.csv")   # T1 3.4 s, pH 6.23-6.67
 OFFSETS = np.round(np.arange(-10.0, 10.001, 0.1), 3)
 CALIBRATION = dict(concentration=0.030, water=bm.WaterPool(t1=2.5, t2=0.5), mt=bm.MTPool(fraction=0.05),
                    b0=9.4, b1=3.0e-6, t_sat=6.0)
@@ -40,8 +42,8 @@ CHANGES = {"water T2": ("water", {0.2: bm.WaterPool(2.5, 0.2), 0.1: bm.WaterPool
            "B1": ("b1", {2.5: 2.5e-6, 3.5: 3.5e-6}, "uT")}
 
 
-def measured(reference: bool):
-    with open(MEASURED_CSV, newline="") as fh:
+def measured(reference: bool, path=MEASURED_CSV):
+    with open(path, newline="") as fh:
         rows = list(csv.reader(fh))
     data = np.array(rows[1:], dtype=float)
     offsets = np.array(rows[0][6:], dtype=float)
@@ -74,12 +76,15 @@ def measured_report():
             train = (t1 == 1.4) & (ph >= 6.8)
             test = (t1 < 1.4) & (ph >= 6.8)
             transfer = cest.PhCalibration.fit(ratio[train], ph[train]).ph(ratio[test]) - ph[test]
+            low = measured(reference, LOW_PH_CSV)
+            long_t1 = np.concatenate([cest.ph_ratio(offsets, low[3], method=method), ratio[t1 == 3.4]])
             entry["methods"][method] = {
                 "finite_ratios": int(np.isfinite(ratio).sum()),
                 "ratio": [float(r) for r in ratio], "pH": ph.tolist(), "T1_s": t1.tolist(),
                 "per_series_full_range": series,
                 "pooled_T1_le_1.4_full_range": calibration_entry(ratio[pooled], ph[pooled]),
                 "pooled_T1_le_1.4_pH_ge_6.8": calibration_entry(ratio[sensitive], ph[sensitive]),
+                "T1_3.4_series_pH_6.23_7.28": calibration_entry(long_t1, np.concatenate([low[1], ph[t1 == 3.4]])),
                 "transfer_T1_1.4_to_others_pH_ge_6.8": {
                     "rms_ph": float(np.sqrt(np.nanmean(transfer ** 2))), "max_abs_ph": float(np.nanmax(np.abs(transfer))),
                     "inside_calibration": int(np.isfinite(transfer).sum()), "n": int(transfer.size)}}
@@ -133,10 +138,12 @@ def main():
         for method, m in entry["methods"].items():
             full, sens = m["pooled_T1_le_1.4_full_range"], m["pooled_T1_le_1.4_pH_ge_6.8"]
             tr = m["transfer_T1_1.4_to_others_pH_ge_6.8"]
+            long_t1 = m["T1_3.4_series_pH_6.23_7.28"]
             print(f"  {method:9s} finite {m['finite_ratios']}/{entry['spectra']}; leave-one-out pH 6.2-7.3: "
                   f"{full.get('loo_rms_ph', float('nan')):.3f} (deg {full.get('degree')}), pH >= 6.8: "
                   f"{sens.get('loo_rms_ph', float('nan')):.3f} (deg {sens.get('degree')}); transfer RMS "
-                  f"{tr['rms_ph']:.3f}, per series " + ", ".join(
+                  f"{tr['rms_ph']:.3f}; T1 3.4 s series pH 6.23-7.28: {long_t1.get('loo_rms_ph', float('nan')):.3f}"
+                  f"; per series " + ", ".join(
                       f"{s}: {v.get('loo_rms_ph', float('nan')):.3f}" for s, v in m["per_series_full_range"].items()))
     bias = report["simulated_bias"]
     print(f"simulated bias [pH] at pH {bias['pH']}")
