@@ -29,8 +29,9 @@ def main() -> None:
         print("| LpL SL/V [1/(Pa s)] | outer boundary | margin p FEM / exact [mmHg] | "
               "margin u FEM / exact [um/s] |")
         for row in rows:
+            p_fem, p_exact = row["margin_pressure_Pa"] / MMHG_TO_PA, row["margin_pressure_exact_Pa"] / MMHG_TO_PA
             print(f"| {row['lymphatic_filtration_per_Pa_s']:.3g} | {row['outer_boundary']} | "
-                  f"{row['margin_pressure_Pa'] / MMHG_TO_PA:.2f} / {row['margin_pressure_exact_Pa'] / MMHG_TO_PA:.2f} | "
+                  f"{p_fem:.2f} / {p_exact:.2f} | "
                   f"{row['margin_velocity_m_s'] * 1e6:.4f} / {row['margin_velocity_exact_m_s'] * 1e6:.4f} |")
 
 
