@@ -251,7 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         if comm.rank == 0:
             print(f"hybrid: error: {exc}", file=sys.stderr, flush=True)
         return 2
-    except Exception as exc:  # noqa: BLE001  (on this rank only: print here, end every rank)
+    except Exception as exc:  # noqa: BLE001  (not agreed on: print here, end every rank)
+        from hybrid.io.outputs import discard_active
+
+        discard_active()
+        if comm.rank > 0:  # if rank 0 failed too, it prints and aborts first: one line, not one per rank
+            time.sleep(INTERRUPT_GRACE_S)
         if os.environ.get("HYBRID_TRACEBACK"):
             traceback.print_exc()
         where = f" [rank {comm.rank} of {comm.size}]" if comm.size > 1 else ""
