@@ -218,11 +218,7 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
     t0 = time.perf_counter()
     out = Path(config.output_directory)
     try:
-        try:
         fields_bytes = write_fields(out / "ifp.xdmf", domain.mesh, [solution.pressure, solution.velocity])
-    except RuntimeError as exc:  # HDF5 reports a full disk or quota only as a failed write or close
-        raise OSError(f"could not write {out / 'ifp.xdmf'} ({exc}); check the free space and quota of "
-                      "the output directory") from exc
     except RuntimeError as exc:  # HDF5 reports a full disk or quota only as a failed write or close
         raise OSError(f"could not write {out / 'ifp.xdmf'} ({exc}); check the free space and quota of "
                       "the output directory") from exc
