@@ -1,0 +1,72 @@
+"""Issue 7: SIGINT (Ctrl-C) and SIGTERM (a batch system) stop every rank within seconds, print
+one line, exit 130 / 143 and leave no partial output, also while gmsh meshes on rank 0 and the
+other ranks wait in MPI.
+
+Before the fix: one Ctrl-C to mpirun during meshing did not stop the job (gmsh reset SIGTERM and
+PETSc caught it with MPI_Abort 59), SIGINT during ``maps`` printed a traceback, and an
+interrupted run exited 2."""
+
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from cli_helpers import hybrid_command
+
+SLOW_DISC = """\
+[geometry]
+shape = "disc"
+tumour_radius = 4e-3
+mesh_size = 1.5e-5
+surface_mesh_size = 1.5e-5
+[output]
+directory = "{out}"
+"""
+"""About a million triangles: gmsh is still meshing when the signal comes."""
+
+
+def interrupt(args, signum, wait_for: str, ranks: int = 1, timeout: float = 60):
+    """Start ``hybrid *args``, send ``signum`` once ``wait_for`` is printed; (status, stdout, stderr)."""
+    process = subprocess.Popen(hybrid_command(*args, ranks=ranks), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while not any(wait_for in line for line in lines):
+        assert process.poll() is None and time.monotonic() < deadline, f"no {wait_for!r} line: {lines}"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signum)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"still running 30 s after {signal.Signals(signum).name}")
+    reader.join(5)
+    return process.returncode, "".join(lines), process.stderr.read()
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_during_meshing_stops_every_rank(tmp_path, ranks, signum):
+    config = tmp_path / "slow.toml"
+    config.write_text(SLOW_DISC.format(out=tmp_path / "out"))
+    status, _, stderr = interrupt(["forward", config], signum, "meshing", ranks=ranks)
+    assert status == 128 + signum, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("hybrid:")]
+    assert lines == [f"hybrid: interrupted by {signal.Signals(signum).name}; partial outputs removed"], stderr
+    assert "Traceback" not in stderr and "PETSC ERROR" not in stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_interrupt_during_maps_fit(tmp_path):
+    from hybrid.pipeline import run_phantom
+
+    toml = run_phantom(tmp_path / "ph", shape=(24, 24, 1), voxel_mm=(0.625, 0.625, 1.0))
+    status, _, stderr = interrupt(["maps", toml], signal.SIGINT, "voxels (")
+    assert status == 130, stderr
+    assert stderr.strip() == "hybrid: interrupted by SIGINT; partial outputs removed"
+    assert not (tmp_path / "ph" / "maps").exists()
