@@ -9,7 +9,7 @@ MPI_RANKS ?= 2
 .PHONY: demo test test-serial test-mpi venv clean
 
 demo: $(STAMP)
-	$(VENV)/bin/hybrid demo
+	$(VENV)/bin/hybrid demo --overwrite
 
 test: test-serial test-mpi
 
