@@ -259,6 +259,9 @@ def _petsc_options(options) -> None:
                               f"the leading dash, e.g. ksp_type = \"cg\"")
         if not isinstance(value, (str, int, float, bool)):
             raise ConfigError(f"[solver] petsc_options.{key} must be a string, number or boolean, got {value!r}")
+        if key.endswith("ksp_error_if_not_converged") and str(value).lower() in ("false", "0", "no"):
+            raise ConfigError(f"[solver] petsc_options.{key} = {value!r} would let a solve that did not "
+                              "converge pass silently; remove it (raise ksp_max_it or change the solver instead)")
 
 
 def _read_toml(path: Path) -> dict:

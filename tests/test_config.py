@@ -88,6 +88,7 @@ def test_mask_geometry_errors(geometry, message):
     (with_("solver", degree=2.0), r"degree must be 1, 2 or 3 \(an integer\), got 2.0"),
     (with_("solver", petsc_options={"ksp": {"type": "cg"}}), r"petsc_options.ksp is a table; write PETSc options flat"),
     (with_("solver", petsc_options={"ksp_type": ["cg"]}), r"petsc_options.ksp_type must be a string, number"),
+    (with_("solver", petsc_options={"ksp_error_if_not_converged": False}), r"would let a solve that did not converge"),
     (with_("output", directory=""), r"\[output\] directory must be a non-empty path string"),
     (with_("output", directory=123), r"\[output\] directory must be a non-empty path string, got 123"),
     (with_("geometry", shape="vessels", n_vessels=0, mesh_size=2e-5), r"needs n_vessels >= 1"),
