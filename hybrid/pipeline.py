@@ -377,12 +377,17 @@ def _check_signal(series: Path, data: np.ndarray, warnings: list[str]) -> None:
                         "or non-finite series")
 
 
+REQUIRED_MAPS = ("Ktrans", "T1")
+"""Maps that cannot be NaN in every voxel of the mask: a DCE or VFA fit that failed everywhere."""
+
+
 def _check_maps(maps: dict[str, np.ndarray], mask: np.ndarray, warnings: list[str]) -> dict[str, int]:
-    """Voxels of the mask where each map is NaN (its fit failed); ValueError if a map failed
-    everywhere, a warning where it failed in some voxels."""
-    failed = {key: int(np.isnan(image[mask]).sum()) for key, image in maps.items() if key != "ph_valid"}
+    """Voxels of the mask where each map is NaN (its fit failed); ValueError if a map of
+    ``REQUIRED_MAPS`` failed everywhere, a warning for any map that failed somewhere."""
+    failed = {key: int(np.isnan(image[mask]).sum()) for key, image in maps.items()
+              if np.issubdtype(image.dtype, np.floating)}
     for key, count in failed.items():
-        if count == int(mask.sum()):
+        if key in REQUIRED_MAPS and count == int(mask.sum()):
             raise ValueError(f"{key}: the fit failed in every voxel of the mask (all NaN); check the series, "
                              "their sidecars (TR, flip angle, timing) and the configuration")
         if count:

@@ -128,3 +128,16 @@ def test_partly_failed_fits_are_counted_in_the_summary(copy):
     assert any("3 of" in warning and "dce.nii.gz" in warning for warning in summary["warnings"])
     assert summary["failed_voxels"]["Ktrans"] >= 3
     assert summary["outputs"]["Ktrans"] == "Ktrans.nii.gz"
+
+
+def test_a_dce_or_vfa_fit_that_failed_everywhere_is_refused():
+    from hybrid.pipeline import _check_maps
+
+    mask = np.ones((4, 4, 1), bool)
+    nan = np.full(mask.shape, np.nan)
+    with pytest.raises(ValueError, match="Ktrans: the fit failed in every voxel of the mask"):
+        _check_maps({"Ktrans": nan, "ve": np.zeros(mask.shape)}, mask, [])
+    warnings: list[str] = []
+    partly = np.where(np.arange(16).reshape(mask.shape) < 5, np.nan, 1.0)
+    assert _check_maps({"T1": partly, "pH": nan}, mask, warnings) == {"T1": 5, "pH": 16}
+    assert warnings == ["T1: NaN in 5 of 16 voxels of the mask", "pH: NaN in 16 of 16 voxels of the mask"]
