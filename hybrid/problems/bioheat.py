@@ -1,0 +1,63 @@
+"""Source terms of the Pennes (1948) bioheat equation (SI units, temperatures in kelvin; physics.md §6).
+
+    rho c dT/dt = div(k grad T) + omega_b rho_b c_b (T_a - T) + Q_m + Q_ext        [W/m^3]
+
+Perfusion by blood at arterial temperature T_a is a linear sink towards T_a with rate
+omega_b rho_b c_b [W/(m^3 K)]; Q_m is metabolic heat and Q_ext the applied heating power.
+The steady operator is the same screened Poisson operator as the IFP problem, with
+penetration constant m = sqrt(omega_b rho_b c_b / k) [1/m]. Defaults (tumour) come from the
+parameter table.
+"""
+
+from __future__ import annotations
+
+import math
+
+from hybrid.problems.parameters import default
+
+__all__ = ["perfusion_coefficient", "pennes_source", "heating_power_for", "penetration_constant",
+           "volumetric_heat_capacity"]
+
+
+def perfusion_coefficient(perfusion=None, blood_density=None, blood_heat_capacity=None) -> float:
+    """omega_b rho_b c_b [W/(m^3 K)] from ``perfusion`` omega_b [1/s], ``blood_density`` rho_b
+    [kg/m^3] and ``blood_heat_capacity`` c_b [J/(kg K)] (table omega_b, rho_b, c_b if None)."""
+    omega = default("omega_b") if perfusion is None else perfusion
+    rho = default("rho_b") if blood_density is None else blood_density
+    c = default("c_b") if blood_heat_capacity is None else blood_heat_capacity
+    return omega * rho * c
+
+
+def pennes_source(temperature, *, perfusion_coeff=None, arterial_temperature=None,
+                  metabolic_heat=None, external_heat=0.0):
+    """Right-hand side without conduction, w (T_a - T) + Q_m + Q_ext [W/m^3].
+
+    ``temperature`` [K] (number, array, tensor or UFL), ``perfusion_coeff`` w [W/(m^3 K)]
+    (:func:`perfusion_coefficient` if None), ``arterial_temperature`` T_a [K], heats
+    ``metabolic_heat`` Q_m and ``external_heat`` Q_ext [W/m^3] (table T_a, Q_m if None).
+    """
+    w = perfusion_coefficient() if perfusion_coeff is None else perfusion_coeff
+    t_a = default("T_a") if arterial_temperature is None else arterial_temperature
+    q_m = default("Q_m") if metabolic_heat is None else metabolic_heat
+    return w * (t_a - temperature) + q_m + external_heat
+
+
+def heating_power_for(temperature_rise: float, perfusion_coeff: float | None = None) -> float:
+    """Perfusion-dominated estimate of the heating power [W/m^3] that holds tissue
+    ``temperature_rise`` [K] above T_a at steady state: Q = dT omega_b rho_b c_b (conduction neglected)."""
+    w = perfusion_coefficient() if perfusion_coeff is None else perfusion_coeff
+    return temperature_rise * w
+
+
+def penetration_constant(perfusion_coeff: float | None = None, conductivity: float | None = None) -> float:
+    """m = sqrt(omega_b rho_b c_b / k) [1/m]; 1/m is the thermal screening length."""
+    w = perfusion_coefficient() if perfusion_coeff is None else perfusion_coeff
+    k = default("k_th") if conductivity is None else conductivity
+    return math.sqrt(w / k)
+
+
+def volumetric_heat_capacity(density: float | None = None, specific_heat: float | None = None) -> float:
+    """rho c [J/(m^3 K)] of tissue (table rho_tissue, c_tissue if None): the coefficient of dT/dt."""
+    rho = default("rho_tissue") if density is None else density
+    c = default("c_tissue") if specific_heat is None else specific_heat
+    return rho * c

@@ -1,0 +1,54 @@
+"""Release rate of doxorubicin from liposomes, k_rel [1/s] (physics.md §3).
+
+The release term is ``-k_rel C_L`` in the liposome equation and ``+k_rel C_L`` in the free-drug
+equation (for thermosensitive liposomes also inside heated vessels). Three rate laws:
+
+- non-triggered (baseline leakage): a constant, table symbol ``k_rel_L``;
+- pH-sensitive: ``k(pH) = k_b + (k_max - k_b) / (1 + 10^{n (pH - pH_50)})`` (Hill / Henderson-
+  Hasselbalch sigmoid; k(pH_50) is halfway between k_b and k_max);
+- thermosensitive: ``k(T) = k_b + (k_max - k_b) / (1 + exp(-(T - T_m)/dT))``, T in kelvin.
+
+Both sigmoids are written with tanh (:func:`~hybrid.problems.namespace.logistic`), so no
+backend overflows far from the switch. Defaults are order-of-magnitude values [R] from the
+parameter table; treat them as inverse-problem unknowns.
+"""
+
+from __future__ import annotations
+
+from hybrid.problems.namespace import LN10, Namespace, logistic, namespace_of
+from hybrid.problems.parameters import default
+
+__all__ = ["ph_release_rate", "thermal_release_rate"]
+
+
+def ph_release_rate(ph, *, base_rate=None, max_rate=None, ph_50=None, steepness=None,
+                    xp: Namespace | None = None):
+    """Release rate [1/s] of pH-sensitive liposomes at extracellular ``ph`` [1].
+
+    ``base_rate`` k_b at neutral pH and ``max_rate`` k_max at acidic pH [1/s], midpoint
+    ``ph_50`` and Hill ``steepness`` n [1]; table defaults ``k_rel_L``, ``k_max_pH``,
+    ``pH_50``, ``n_pH`` where None.
+    """
+    xp = xp or namespace_of(ph, base_rate, max_rate, ph_50, steepness)
+    k_b = default("k_rel_L") if base_rate is None else base_rate
+    k_max = default("k_max_pH") if max_rate is None else max_rate
+    ph_50 = default("pH_50") if ph_50 is None else ph_50
+    n = default("n_pH") if steepness is None else steepness
+    # 1 / (1 + 10^{n (pH - pH_50)}) = logistic(-n ln10 (pH - pH_50))
+    return k_b + (k_max - k_b) * logistic(-n * LN10 * (ph - ph_50), xp)
+
+
+def thermal_release_rate(temperature, *, base_rate=None, max_rate=None, transition=None, width=None,
+                         xp: Namespace | None = None):
+    """Release rate [1/s] of thermosensitive liposomes at ``temperature`` [K].
+
+    ``base_rate`` k_b (leakage far below T_m, ~ the rate at 37 C) and ``max_rate`` k_max [1/s],
+    switch midpoint ``transition`` T_m and ``width`` dT [K]; table defaults ``k_37_T``, ``k_max_T``,
+    ``T_m``, ``dT_m`` where None.
+    """
+    xp = xp or namespace_of(temperature, base_rate, max_rate, transition, width)
+    k_b = default("k_37_T") if base_rate is None else base_rate
+    k_max = default("k_max_T") if max_rate is None else max_rate
+    t_m = default("T_m") if transition is None else transition
+    d_t = default("dT_m") if width is None else width
+    return k_b + (k_max - k_b) * logistic((temperature - t_m) / d_t, xp)
