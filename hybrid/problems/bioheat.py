@@ -7,16 +7,24 @@ omega_b rho_b c_b [W/(m^3 K)]; Q_m is metabolic heat and Q_ext the applied heati
 The steady operator is the same screened Poisson operator as the IFP problem, with
 penetration constant m = sqrt(omega_b rho_b c_b / k) [1/m]. Defaults (tumour) come from the
 parameter table.
+
+Thermal dose: CEM43 = integral of R^(43 C - T) dt, with R = 0.5 at and above 43 C and 0.25
+below (Sapareto & Dewey 1984, Int J Radiat Oncol Biol Phys 10:787); 60 min at 42 C is 15 min.
 """
 
 from __future__ import annotations
 
 import math
 
+from hybrid.problems.namespace import Namespace, namespace_of
 from hybrid.problems.parameters import default
 
 __all__ = ["perfusion_coefficient", "pennes_source", "heating_power_for", "penetration_constant",
-           "volumetric_heat_capacity"]
+           "volumetric_heat_capacity", "cem43_rate", "CEM43_REFERENCE_K"]
+
+CEM43_REFERENCE_K = 273.15 + 43.0
+"""Reference temperature of the CEM43 thermal dose [K] (43 C)."""
+_LN_R_ABOVE, _LN_R_BELOW = math.log(0.5), math.log(0.25)
 
 
 def perfusion_coefficient(perfusion=None, blood_density=None, blood_heat_capacity=None) -> float:
@@ -61,3 +69,13 @@ def volumetric_heat_capacity(density: float | None = None, specific_heat: float 
     rho = default("rho_tissue") if density is None else density
     c = default("c_tissue") if specific_heat is None else specific_heat
     return rho * c
+
+
+def cem43_rate(temperature, xp: Namespace | None = None):
+    """Thermal-dose rate R^(43 C - T) [equivalent time at 43 C per time] at ``temperature`` [K].
+
+    Integrate over time for CEM43 (seconds in, seconds out; divide by 60 for minutes).
+    """
+    xp = xp or namespace_of(temperature)
+    ln_r = xp.where(temperature >= CEM43_REFERENCE_K, _LN_R_ABOVE, _LN_R_BELOW)
+    return xp.exp(ln_r * (CEM43_REFERENCE_K - temperature))

@@ -1,4 +1,4 @@
-"""Cellular uptake of free doxorubicin, cell kill and thermal dose (physics.md §2.2-§2.4, §3.2).
+"""Cellular uptake of free doxorubicin and cell kill (physics.md §2.2-§2.4).
 
 Units (SI, per tissue volume). ``c_free`` is free extracellular drug and ``c_cell`` intracellular
 drug, both in mol per m^3 of **tissue**. El-Kareh & Secomb (2000, Neoplasia 2:325) write the
@@ -18,24 +18,16 @@ At low concentration the sink is ``rho_c V_max/(phi K_E) ~ 0.53 1/s`` and cells 
 ``rho_c K_I/(phi K_E) ~ 156`` times the free tissue concentration (physics.md §2.3).
 
 Kill: survival fraction SF = exp(-omega n_max) on the peak per-cell amount n_max; lethal where
-n_max >= the threshold (3.5 ng/1e5 cells). Thermal dose: CEM43 = integral of R^(43 C - T) dt with
-R = 0.5 at and above 43 C and 0.25 below (Sapareto & Dewey 1984).
+n_max >= the threshold (3.5 ng/1e5 cells). The thermal dose (CEM43) is in :mod:`hybrid.problems.bioheat`.
 """
 
 from __future__ import annotations
-
-import math
 
 from hybrid.problems.namespace import Namespace, namespace_of
 from hybrid.problems.parameters import default
 
 __all__ = ["linear_uptake", "el_kareh_secomb_uptake", "survival_fraction", "lethal_indicator",
-           "ng_per_1e5_cells", "cem43_rate", "CEM43_REFERENCE_K"]
-
-CEM43_REFERENCE_K = 273.15 + 43.0
-"""Reference temperature of the CEM43 thermal dose [K] (43 C, Sapareto & Dewey 1984)."""
-_LN_R_ABOVE, _LN_R_BELOW = math.log(0.5), math.log(0.25)
-
+           "ng_per_1e5_cells"]
 
 def linear_uptake(c_free, rate=None):
     """First-order uptake ``k c_free`` [mol/(m^3 s)]; ``rate`` k [1/s] (table ``k_up`` if None)."""
@@ -82,13 +74,3 @@ def ng_per_1e5_cells(c_cell, cell_density=None):
     """Intracellular concentration [mol/m^3 of tissue] in the El-Kareh reporting unit ng/1e5 cells."""
     rho = default("rho_c") if cell_density is None else cell_density
     return c_cell / rho * default("MW_DOX") * 1e12 * 1e5   # mol/cell -> kg -> ng, per 1e5 cells
-
-
-def cem43_rate(temperature, xp: Namespace | None = None):
-    """Thermal-dose rate R^(43 C - T) [equivalent time at 43 C per time] at ``temperature`` [K].
-
-    Integrate over time for CEM43 (seconds in, seconds out; divide by 60 for minutes).
-    """
-    xp = xp or namespace_of(temperature)
-    ln_r = xp.where(temperature >= CEM43_REFERENCE_K, _LN_R_ABOVE, _LN_R_BELOW)
-    return xp.exp(ln_r * (CEM43_REFERENCE_K - temperature))
