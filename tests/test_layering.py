@@ -49,3 +49,30 @@ def test_imaging_import_loads_no_fem_stack_or_torch():
 def test_forward_import_loads_no_torch():
     code = "import sys, hybrid.forward, hybrid.pipeline; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_problems_import_torch_and_ufl_only_lazily_in_the_namespace_adapter():
+    """hybrid/problems is shared by FEM and PINN: only namespace.py may name torch or ufl, and only
+    inside functions; no problems module imports the FEM stack."""
+    heavy = {"torch", "ufl", "dolfinx", "petsc4py", "dolfinx_solver", "basix"}
+    offending = {}
+    for path in (PACKAGE / "problems").rglob("*.py"):
+        body = ast.parse(path.read_text()).body
+        module_level = {alias.name.split(".")[0] for node in body if isinstance(node, ast.Import)
+                        for alias in node.names}
+        module_level |= {node.module.split(".")[0] for node in body
+                         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+        anywhere = imported_modules(path)
+        bad = module_level & heavy if path.name == "namespace.py" else anywhere & heavy
+        if bad:
+            offending[str(path.relative_to(PACKAGE))] = sorted(bad)
+    assert not offending
+
+
+def test_problems_import_loads_no_torch_and_no_fem_stack():
+    code = ("import sys, pkgutil, importlib, hybrid.problems as p; "
+            "[importlib.import_module('hybrid.problems.' + m.name) for m in pkgutil.iter_modules(p.__path__)]; "
+            "bad = [m for m in ('torch', 'ufl', 'dolfinx', 'petsc4py') if m in sys.modules]; print(bad); "
+            "sys.exit(bool(bad))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
