@@ -16,6 +16,7 @@ Units are SI throughout (lengths in m, pressures in Pa). Example (``hybrid forwa
     far_field_pressure = 0.0     # Pa
     [output]
     directory = "results/ifp"
+    velocity = true              # false: pressure only (the conservative flux costs ~10x the pressure solve)
 
 Imaging-guided geometry and coefficients (paths relative to the TOML file)::
 
@@ -112,6 +113,7 @@ class ForwardConfig:
     output_directory: Path
     source: dict                  # the TOML as read, echoed into summary.json
     ktrans_map: Path | None = None  # [images] ktrans: Lp S/V scaled by Ktrans (see hybrid.forward.image_sampling)
+    write_velocity: bool = True     # [output] velocity: false skips the Darcy flux (a mixed RT solve) at scale
 
 
 def _take(table: dict, section: str, spec: dict[str, object]) -> dict:
@@ -237,12 +239,14 @@ def forward_config_from_dict(data: dict, origin: str = "<config>", base: Path = 
         if isinstance(sol["degree"], bool) or not isinstance(sol["degree"], int) or sol["degree"] not in (1, 2, 3):
             raise ConfigError(f"[solver] degree must be 1, 2 or 3 (an integer), got {sol['degree']!r}")
         _petsc_options(sol["petsc_options"])
-        out = _take(top["output"], "output", {"directory": REQUIRED})
+        out = _take(top["output"], "output", {"directory": REQUIRED, "velocity": True})
         directory = _path(Path("."), "output", "directory", out["directory"])
+        if not isinstance(out["velocity"], bool):
+            raise ConfigError(f"[output] velocity must be true or false, got {out['velocity']!r}")
         rim = tumour.rim_thickness
         return ForwardConfig(geometry.resolved(rim), tumour, host, boundary,
                              SolverConfig(sol["degree"], dict(sol["petsc_options"])),
-                             directory, data, ktrans)
+                             directory, data, ktrans, out["velocity"])
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     except ValueError as exc:  # from the physics dataclasses
