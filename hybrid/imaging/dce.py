@@ -68,15 +68,16 @@ _TO_PUBLIC = {"Ktrans": 60.0, "PS": 60.0, "Fp": 6000.0, "ve": 1.0, "vp": 1.0}
 _START_FP = (5.0, 20.0, 80.0)   # extra 2CXM/2CUM start flows [mL/100 mL/min]
 _CHUNK = 8192              # at most this many voxels are fitted together ...
 _JAC_ELEMENTS = 2 ** 22    # ... and fewer when the Jacobian would exceed this size
-_FFT_MIN_STEPS = 128   # longer uniformly sampled series are convolved by FFT
+_FFT_MIN_STEPS = 128   # longer uniformly sampled series of ...
+_FFT_MAX_ROWS = 32     # ... fewer rows are convolved by FFT (the recursion vectorises better)
 
 
 def exp_convolve(t_s, x, k_per_s):
     """int_0^t x(tau) exp(-k (t - tau)) dtau for piecewise-linear x, one k per row.
 
     ``x`` is (n_t,) or (n, n_t), ``k_per_s`` (n,) >= 0 [1/s]; returns (n, n_t) in units
-    of x times seconds. Exact recursion y[i+1] = e y[i] + A x[i] + B x[i+1], evaluated
-    by FFT for long uniformly sampled series.
+    of x times seconds. Exact recursion y[i+1] = e y[i] + A x[i] + B x[i+1] (vectorised
+    over rows), evaluated by FFT for a few rows of a long uniformly sampled series.
     """
     t = np.asarray(t_s, dtype=float)
     k = np.atleast_1d(np.asarray(k_per_s, dtype=float))
@@ -92,18 +93,20 @@ def exp_convolve(t_s, x, k_per_s):
     fb = np.where(small, 0.5 - u / 6 + u * u / 24, (1.0 - q) / us)
     src = (x[..., :-1] * fa + x[..., 1:] * fb) * dt   # (n, n_t - 1)
     n = t.size - 1
-    if uniform and n >= _FFT_MIN_STEPS:
+    if uniform and n >= _FFT_MIN_STEPS and k.size < _FFT_MAX_ROWS:
         # y[1:] = src (*) e^m, a causal convolution done by FFT
         nfft = sp_fft.next_fast_len(2 * n, real=True)
         kern = e ** np.arange(n)
         y = np.zeros((k.size, t.size))
         y[:, 1:] = sp_fft.irfft(sp_fft.rfft(src, nfft) * sp_fft.rfft(kern, nfft), nfft)[:, :n]
         return y
-    src_t = np.ascontiguousarray(src.T)               # time-major for contiguous rows
-    e_t = np.broadcast_to(e, src.shape).T
-    y = np.zeros((t.size, k.size))
+    y = np.zeros((t.size, k.size))                    # time-major: contiguous rows
+    y[1:] = src.T
+    e_t = np.ascontiguousarray(e.T if uniform else np.broadcast_to(e, src.shape).T)
+    carry = np.empty(k.size)
     for i in range(n):
-        y[i + 1] = e_t[i] * y[i] + src_t[i]
+        np.multiply(y[i], e_t[0 if uniform else i], out=carry)
+        y[i + 1] += carry
     return y.T
 
 
@@ -194,18 +197,18 @@ def _model_fn(name, t, cp):
         if not jac:
             return f
         # chain rule through (K+, K-, E), whose derivatives are cheap finite differences
-        d_rates = np.stack([fp * e[:, None] * _conv_deriv(t, cp, kp, gp),
-                            fp * (1.0 - e[:, None]) * _conv_deriv(t, cp, km, gm),
-                            fp * (gp - gm)], axis=-1)                      # (n, n_t, 3)
+        d_rates = (fp * e[:, None] * _conv_deriv(t, cp, kp, gp),
+                   fp * (1.0 - e[:, None]) * _conv_deriv(t, cp, km, gm),
+                   fp * (gp - gm))                                         # 3 x (n, n_t)
         h = 1e-7 * np.maximum(np.abs(p), 1e-8)
         drdp = np.empty((p.shape[0], 3, 4))
         for i in range(4):
             ph = p.copy()
             ph[:, i] += h[:, i]
             drdp[:, :, i] = (_2cxm_rates(ph) - rates) / h[:, i:i + 1]
-        j = d_rates @ drdp
-        j[:, :, 0] += shape
-        return f, j
+        cols = [sum(d * drdp[:, r, i, None] for r, d in enumerate(d_rates)) for i in range(4)]
+        cols[0] += shape
+        return f, np.stack(cols, axis=-1)
     return model
 
 
@@ -343,16 +346,20 @@ def _shift_rows(t, c, delays):
     return np.interp(tq.ravel(), t, c).reshape(tq.shape)
 
 
-def _delayed_model_fn(name, t, cp, h):
-    """Model of parameters (model..., delay [s]) with a per-voxel delayed AIF; the delay
-    derivative is a forward difference of step ``h`` [s]."""
+def _delayed_model_fn(name, t, cp):
+    """Model of parameters (model..., delay [s]) with a per-voxel delayed AIF. The models
+    are linear in the AIF, so d Ct / d delay is the model applied to d AIF / d delay, the
+    negated slope of the interpolated AIF (a difference quotient over a small shift)."""
+    h = 1e-3 * float(np.min(np.diff(t)))
+
     def model(p, jac=False):
-        base = _model_fn(name, t, _shift_rows(t, cp, p[:, -1]))
+        cp_d = _shift_rows(t, cp, p[:, -1])
+        base = _model_fn(name, t, cp_d)
         if not jac:
             return base(p[:, :-1])
         f, j = base(p[:, :-1], jac=True)
-        fh = _model_fn(name, t, _shift_rows(t, cp, p[:, -1] + h))(p[:, :-1])
-        return f, np.concatenate([j, ((fh - f) / h)[..., None]], axis=-1)
+        slope = (_shift_rows(t, cp, p[:, -1] + h) - cp_d) / h
+        return f, np.concatenate([j, _model_fn(name, t, slope)(p[:, :-1])[..., None]], axis=-1)
     return model
 
 
@@ -403,10 +410,10 @@ def _fit_block(name, t, cp, ct, delays, max_iter):
         pick = np.argmin(np.abs(delays[None, :] - d0[:, None]), axis=1)
         start, admissible = _lls_params(name, x[np.arange(x.shape[0]), pick])
         start = np.column_stack([start, d0])
-        model = _delayed_model_fn(name, t, cp, 1e-3 * float(np.min(np.diff(t))))
+        model = _delayed_model_fn(name, t, cp)
         lo, hi = np.append(lo, delays[0]), np.append(hi, delays[-1])
     project = _volume_projection(name)
-    lm = dict(project=project, active_set=True, return_jac=True)
+    lm = dict(rtol=1e-6, project=project, active_set=True, return_jac=True)
     best = batched_lm(model, ct, start, lo, hi, max_iter, **lm)
     if name in ("2cxm", "2cum"):
         # where the linear solution was no admissible start, or the fit ended on a bound,
