@@ -48,13 +48,14 @@ def truncate(path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+@pytest.mark.parametrize("ranks", [1, 2])
 @pytest.mark.parametrize("damage, message", [(zero_bytes, "damaged or truncated gzip data (CRC check failed"),
                                              (truncate, "damaged or truncated gzip data (Compressed file ended")])
-def test_damaged_gzip_is_refused_with_the_file_name(copy, damage, message):
+def test_damaged_gzip_is_refused_with_the_file_name(copy, damage, message, ranks):
     damage(copy / "dce.nii.gz")
     with pytest.raises(ValueError, match=r"dce.nii.gz: damaged or truncated gzip data"):
         nifti.read_dce_series(copy / "dce.nii.gz")
-    result = run_hybrid("maps", copy / "maps.toml")
+    result = run_hybrid("maps", copy / "maps.toml", ranks=ranks, timeout=90)
     line = assert_one_error(result, message)
     assert str(copy / "dce.nii.gz") in line
     assert not (copy / "maps").exists()
