@@ -1,0 +1,60 @@
+"""Release kinetics: k(pH) and k(T) against their textbook sigmoid forms, midpoints at half
+maximum, slopes at the midpoint, asymptotes, and no overflow far from the switch."""
+
+import math
+
+import numpy as np
+import pytest
+
+from hybrid.problems.parameters import default
+from hybrid.problems.release import ph_release_rate, thermal_release_rate
+
+K_B, K_MAX = 1.0e-6, 2.0e-4
+
+
+@pytest.mark.parametrize("ph", [5.0, 6.2, 6.8, 7.0, 7.4, 8.0])
+def test_ph_rate_matches_hill_form(ph):
+    expected = K_B + (K_MAX - K_B) / (1.0 + 10.0 ** (2.5 * (ph - 6.7)))
+    got = ph_release_rate(ph, base_rate=K_B, max_rate=K_MAX, ph_50=6.7, steepness=2.5)
+    assert float(got) == pytest.approx(expected, rel=1e-13)
+
+
+def test_ph_rate_is_half_maximal_at_ph50_with_the_hill_slope():
+    half = ph_release_rate(6.7, base_rate=K_B, max_rate=K_MAX, ph_50=6.7, steepness=2.5)
+    assert float(half) == pytest.approx((K_B + K_MAX) / 2, rel=1e-15)
+    h = 1e-5
+    slope = (ph_release_rate(6.7 + h, base_rate=K_B, max_rate=K_MAX, ph_50=6.7, steepness=2.5)
+             - ph_release_rate(6.7 - h, base_rate=K_B, max_rate=K_MAX, ph_50=6.7, steepness=2.5)) / (2 * h)
+    assert float(slope) == pytest.approx(-(K_MAX - K_B) * 2.5 * math.log(10) / 4, rel=1e-8)
+
+
+def test_ph_rate_asymptotes_and_table_defaults():
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        rates = ph_release_rate(np.array([0.0, 14.0]), base_rate=K_B, max_rate=K_MAX, ph_50=6.7, steepness=4.0)
+    np.testing.assert_allclose(rates, [K_MAX, K_B], rtol=1e-14)
+    assert float(ph_release_rate(default("pH_50"))) == pytest.approx(
+        (default("k_rel_L") + default("k_max_pH")) / 2, rel=1e-15)
+    # acidic tumour pH_e 6.5 releases more than normal tissue 7.4
+    assert ph_release_rate(6.5) > 10 * ph_release_rate(7.4)
+
+
+@pytest.mark.parametrize("celsius", [30.0, 37.0, 40.0, 41.3, 42.0, 45.0])
+def test_thermal_rate_matches_logistic_form(celsius):
+    T = 273.15 + celsius
+    expected = 3e-4 + (0.05 - 3e-4) / (1.0 + math.exp(-(T - 314.45) / 0.75))
+    got = thermal_release_rate(T, base_rate=3e-4, max_rate=0.05, transition=314.45, width=0.75)
+    assert float(got) == pytest.approx(expected, rel=1e-13)
+
+
+def test_thermal_rate_midpoint_slope_asymptotes():
+    t_m, width = default("T_m"), default("dT_m")
+    k_b, k_max = default("k_37_T"), default("k_max_T")
+    assert float(thermal_release_rate(t_m)) == pytest.approx((k_b + k_max) / 2, rel=1e-15)
+    h = 1e-5
+    slope = (thermal_release_rate(t_m + h) - thermal_release_rate(t_m - h)) / (2 * h)
+    assert float(slope) == pytest.approx((k_max - k_b) / (4 * width), rel=1e-8)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        far = thermal_release_rate(np.array([0.0, 273.15 + 37 - 30, 1e4]))
+    np.testing.assert_allclose(far, [k_b, k_b, k_max], rtol=1e-14)
+    # the switch: at 42 C release is > 50x faster than at 37 C (physics.md §3.2: seconds vs hours)
+    assert thermal_release_rate(273.15 + 42) > 50 * thermal_release_rate(273.15 + 37)
