@@ -89,7 +89,7 @@ class PersistentSolver:
     """
 
     def __init__(self, residual, unknown: dolfinx.fem.Function, bcs: list, options: dict, prefix: str,
-                 *, linear: bool, rtol: float = 1e-10, atol: float = 1e-14, max_iterations: int = 25):
+                 *, linear: bool, rtol: float = 1e-10, atol: float = 0.0, max_iterations: int = 25):
         from petsc4py import PETSc
 
         self.unknown, self.bcs, self.linear = unknown, bcs, linear
@@ -143,7 +143,7 @@ class PersistentSolver:
         for iteration in range(1, self.max_iterations + 1):
             norm = self._assemble_residual()
             first = norm if first is None else first
-            if not self.linear and iteration > 1 and (norm <= self.atol or norm <= self.rtol * first):
+            if not self.linear and (norm <= self.atol or (iteration > 1 and norm <= self.rtol * first)):
                 return iteration - 1
             if not self.linear or matrix_changed or not self._matrix_ready:
                 self._assemble_matrix()

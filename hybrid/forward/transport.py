@@ -1,0 +1,317 @@
+"""Time-dependent transport of liposomal, free and intracellular doxorubicin with DOLFINx, under MPI.
+
+State per tissue volume [mol/m^3]: ``C_L`` (drug encapsulated in liposomes), ``C_F`` (free
+extracellular drug) and ``C_I`` (drug inside cells). Conservative form (``physics.md`` §2.2)::
+
+    dC_L/dt + div(f_L u C_L / phi) = div(D_L grad C_L) + J_L - k_rel C_L - k_L C_L
+    dC_F/dt + div(u C_F / phi)     = div(D_F grad C_F) + J_F + k_rel C_L - U(C_F, C_I)
+    dC_I/dt                        = U(C_F, C_I)
+
+``u`` is the conservative Darcy flux [m/s] of :mod:`hybrid.forward.ifp` (``IFPSolution.flux``),
+``phi`` the interstitial fraction, ``U`` the cellular uptake [mol/(m^3 s)] (linear, or
+El-Kareh & Secomb), ``k_rel`` the release rate [1/s] (a number or a field, e.g. k(T) of a
+temperature). Transvascular exchange ``J`` is the Kedem-Katchalsky flux with the Patlak Peclet
+correction (:func:`hybrid.problems.exchange.kedem_katchalsky_flux`) with the plasma
+concentration of the species and ``C/phi``:
+
+- perivascular meshes (resolved vessel walls): a flux condition on each wall,
+  ``-(D grad C - w C) . n = J`` per wall area, with P [m/s] and the fluid leaving the vessel
+  ``-u . n`` [m/s];
+- tumour-scale meshes: a volume source with ``P S/V`` [1/s] and the vascular fluid source
+  ``phi_V`` [1/s]; lymphatic drainage removes ``phi_Lymph C/phi``.
+
+Outer boundary: no diffusive flux; drug leaves with the fluid where ``u . n > 0``.
+
+Discretisation: continuous P1 for the three species (one blocked space), mass and reaction
+terms lumped at the vertices (keeps concentrations non-negative on the usual meshes), backward
+Euler (order 1, default) or BDF2 (order 2), SUPG on the advected species whose cell Peclet
+number ``|w| h / (2 D)`` exceeds 1 (``stabilise="auto"``). One Newton solve per step with the
+persistent solver of :mod:`hybrid.forward.stepping` (linear uptake: one linear solve, the
+matrix factorised once per step size). Default linear solver: MUMPS LU on 1-D/2-D meshes (reused
+factorisation), GMRES + block-Jacobi ILU on 3-D meshes.
+
+Global mass balance: with the test function 1 every transfer between species cancels, so per
+step ``d/dt(content) = entered through vessels - left through the boundary - cleared`` holds to
+the solver tolerance; :meth:`TransportSolver.step` records it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import ufl
+from mpi4py import MPI
+
+import dolfinx.fem
+
+from hybrid.forward.stepping import BDFScheme, PersistentSolver
+from hybrid.mesh import TumourMesh
+from hybrid.problems.exchange import kedem_katchalsky_flux
+from hybrid.problems.namespace import UFL
+
+__all__ = ["Carrier", "CellUptake", "Flow", "TransportModel", "TransportSolver", "TransportStep",
+           "SPECIES", "DEFAULT_TRANSPORT_PETSC_OPTIONS"]
+
+SPECIES = ("liposomal_drug", "free_drug", "cell_drug")
+"""Output names of the three state variables (all mol per m^3 of tissue)."""
+
+DEFAULT_TRANSPORT_PETSC_OPTIONS = {
+    "direct": {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"},
+    "iterative": {"ksp_type": "gmres", "ksp_rtol": 1e-12, "ksp_atol": 1e-30, "ksp_max_it": 1000,
+                  "ksp_pc_side": "right", "pc_type": "bjacobi", "sub_pc_type": "ilu",
+                  "ksp_error_if_not_converged": True},
+}
+
+
+@dataclass(frozen=True)
+class Carrier:
+    """Transport coefficients of one drug form (free drug or liposomes), SI units."""
+
+    diffusivity: float                 # D, m^2/s (effective, per tissue)
+    vessel_permeability: float         # P, m/s
+    reflection: float = 0.0            # sigma_s, solute reflection coefficient [1]
+    hindrance: float = 1.0             # f, convective hindrance [1] (liposomes)
+    clearance: float = 0.0             # k_L, loss of extravasated carrier [1/s]
+
+
+@dataclass(frozen=True)
+class CellUptake:
+    """Net uptake into cells ``rate(c_free, c_cell, xp)`` [mol/(m^3 s)] (a rate law of
+    :mod:`hybrid.problems.uptake`); ``linear``: affine in the concentrations."""
+
+    rate: Callable
+    linear: bool
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Interstitial flow: Darcy ``flux`` u [m/s] (UFL vector, e.g. ``IFPSolution.flux``; None: no
+    advection) and on tumour-scale meshes the ``vascular_fluid_source`` phi_V and
+    ``lymphatic_fluid_sink`` [1/s]."""
+
+    flux: object
+    vascular_fluid_source: object = None
+    lymphatic_fluid_sink: object = None
+
+
+@dataclass
+class TransportModel:
+    """Everything the transport equations need besides the mesh.
+
+    ``plasma_free`` / ``plasma_liposomal``: plasma concentration [mol/m^3 of plasma] against time
+    [s] (e.g. :class:`hybrid.problems.pharmacokinetics.PlasmaCurve`); ``liposomal`` None solves
+    free drug only (C_L stays 0). ``surface_to_volume`` S/V [1/m] (number or field): volume
+    exchange (tumour-scale meshes); None on perivascular meshes, where the walls exchange.
+    ``release_rate`` k_rel [1/s]: number or UFL expression of fields the caller updates.
+    """
+
+    free: Carrier
+    uptake: CellUptake
+    plasma_free: Callable[[float], float]
+    interstitial_fraction: float = 1.0
+    liposomal: Carrier | None = None
+    plasma_liposomal: Callable[[float], float] | None = None
+    release_rate: object = 0.0
+    surface_to_volume: object = None
+    extra_sources: tuple | None = field(default=None, repr=False)   # t -> (s_L, s_F, s_I), tests only
+
+
+@dataclass(frozen=True)
+class TransportStep:
+    """Record of one step: new time [s], amounts [mol per metre of depth in 2-D, mol in 3-D],
+    cumulative exchanges since t = 0, the step's mass-balance residual and the smallest nodal
+    value of each species [mol/m^3]."""
+
+    time: float
+    in_tissue: float                  # liposomal + free drug
+    in_cells: float
+    entered_through_vessels: float    # cumulative, net
+    left_through_boundary: float      # cumulative
+    cleared: float                    # cumulative (liposome clearance, lymphatics)
+    balance_residual: float           # scheme's content change - dt x net gain, this step
+    newton_iterations: int
+    minimum: tuple[float, float, float]
+
+
+def _lumped(measure, mesh, subdomain_data=None):
+    """Vertex quadrature (mass lumping for P1)."""
+    return ufl.Measure(measure, domain=mesh, subdomain_data=subdomain_data,
+                       metadata={"quadrature_rule": "vertex", "quadrature_degree": 1})
+
+
+class TransportSolver:
+    """Persistent solver of the three-species transport on ``domain`` (module docstring).
+
+    ``flow`` None: no interstitial flow. ``order`` 1 (backward Euler) or 2 (BDF2).
+    ``stabilise``: ``"auto"`` (SUPG where the cell Peclet number exceeds 1), ``True`` or ``False``.
+    ``concentrations`` (vector P1, components in :data:`SPECIES` order) holds the state (zero at
+    first; set or interpolate it for other initial values); :meth:`species` gives named scalar
+    copies for output.
+    """
+
+    def __init__(self, domain: TumourMesh, model: TransportModel, *, flow: Flow | None = None, order: int = 1,
+                 stabilise="auto", petsc_options: dict | None = None):
+        mesh = domain.mesh
+        self.domain, self.model = domain, model
+        self.time = 0.0
+        self.scheme = BDFScheme(mesh, order)
+        V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1, (3,)))
+        self.concentrations = dolfinx.fem.Function(V, name="concentrations")
+        self._history = [dolfinx.fem.Function(V), dolfinx.fem.Function(V)]
+        self._t = dolfinx.fem.Constant(mesh, 0.0)
+        self._plasma = {"free": dolfinx.fem.Constant(mesh, 0.0), "liposomal": dolfinx.fem.Constant(mesh, 0.0)}
+        c, test = self.concentrations, ufl.TestFunction(V)
+        phi = dolfinx.fem.Constant(mesh, float(model.interstitial_fraction))
+        dxl = _lumped("dx", mesh)
+        dsl = _lumped("ds", mesh, domain.facet_tags)
+        n = ufl.FacetNormal(mesh)
+        h = ufl.CellDiameter(mesh)
+        flux = flow.flux if flow is not None else None
+        lipo = model.liposomal
+        carriers = [(lipo or model.free), model.free]
+        plasma = [self._plasma["liposomal"], self._plasma["free"]]
+        active = [lipo is not None, True]
+
+        # volumetric rates [mol/(m^3 s)] of each species (exchange, release, uptake, clearance)
+        release = model.release_rate if lipo is not None else 0.0
+        uptake = model.uptake.rate(c[1], c[2], UFL)
+        exchange, cleared = [0.0, 0.0], [0.0, 0.0]
+        if model.surface_to_volume is not None:
+            fluid = (flow.vascular_fluid_source if flow is not None and flow.vascular_fluid_source is not None
+                     else dolfinx.fem.Constant(mesh, 0.0))
+            for s in range(2):
+                if active[s]:
+                    ps = carriers[s].vessel_permeability * model.surface_to_volume
+                    exchange[s] = kedem_katchalsky_flux(plasma[s], c[s] / phi, fluid, carriers[s].reflection, ps, UFL)
+        if flow is not None and flow.lymphatic_fluid_sink is not None:
+            cleared = [flow.lymphatic_fluid_sink * c[s] / phi for s in range(2)]
+        if lipo is not None:
+            cleared[0] = cleared[0] + lipo.clearance * c[0]
+        sources = [exchange[0] - release * c[0] - cleared[0],
+                   exchange[1] + release * c[0] - uptake - cleared[1],
+                   uptake]
+        if model.extra_sources is not None:
+            sources = [s + e for s, e in zip(sources, model.extra_sources(self._t))]
+        walls = [[], []]   # per species: (wall tag, J [mol/(m^2 s)] into the tissue)
+        wall_influx = -ufl.dot(flux, n) if flux is not None else dolfinx.fem.Constant(mesh, 0.0)
+        for wall in domain.vessel_wall_tags:
+            for s in range(2):
+                if active[s]:
+                    walls[s].append((wall, kedem_katchalsky_flux(plasma[s], c[s] / phi, wall_influx,
+                                                                 carriers[s].reflection,
+                                                                 carriers[s].vessel_permeability, UFL)))
+
+        dc = self.scheme.derivative(c, *self._history)
+        residual = sum((dc[s] - sources[s]) * test[s] * dxl for s in range(3))
+        self.peclet = [0.0, 0.0]
+        outflow = [0.0, 0.0]
+        for s in range(2):
+            D = carriers[s].diffusivity
+            residual += D * ufl.inner(ufl.grad(c[s]), ufl.grad(test[s])) * ufl.dx
+            for wall, J in walls[s]:
+                residual -= J * test[s] * dsl(wall)
+            if flux is None:
+                continue
+            w = carriers[s].hindrance * flux / phi
+            residual -= c[s] * ufl.inner(w, ufl.grad(test[s])) * ufl.dx
+            for tag in domain.outer_tags:
+                outflow[s] = outflow[s] + ufl.max_value(ufl.dot(w, n), 0.0) * c[s] * dsl(tag)
+                residual += ufl.max_value(ufl.dot(w, n), 0.0) * c[s] * test[s] * dsl(tag)
+            self.peclet[s] = _max_cell_peclet(mesh, w, D)
+            if stabilise is True or (stabilise == "auto" and self.peclet[s] > 1.0):
+                speed = ufl.sqrt(ufl.inner(w, w))
+                tau = 1.0 / ufl.sqrt((2.0 / self.scheme.dt) ** 2 + (2.0 * speed / h) ** 2 + 9 * (4 * D / h**2) ** 2)
+                strong = dc[s] + ufl.div(w * c[s]) - sources[s]
+                residual += tau * ufl.inner(w, ufl.grad(test[s])) * strong * ufl.dx
+        self.stabilised = [stabilise is True or (stabilise == "auto" and p > 1.0) for p in self.peclet]
+
+        kind = "iterative" if mesh.topology.dim == 3 else "direct"
+        options = DEFAULT_TRANSPORT_PETSC_OPTIONS[kind] | (petsc_options or {})
+        self.solver = PersistentSolver(residual, c, [], options, "hybrid_transport_", linear=model.uptake.linear)
+
+        # mass-balance integrals
+        total = lambda expr: self._compile(expr)
+        self._content_tissue = total((c[0] + c[1]) * dxl)
+        self._content_cells = total(c[2] * dxl)
+        entered = [J * dsl(wall) for s in range(2) for wall, J in walls[s]]
+        if model.surface_to_volume is not None:
+            entered.append((exchange[0] + exchange[1]) * dxl)
+        if model.extra_sources is not None:
+            entered.append(sum(model.extra_sources(self._t)) * dxl)
+        self._entered = total(sum(entered[1:], entered[0])) if entered else None
+        self._left = total(outflow[0] + outflow[1]) if flux is not None else None
+        self._cleared = total((cleared[0] + cleared[1]) * dxl) if any(not isinstance(x, float) for x in cleared) else None
+        self._previous_content = None   # content at the previous time level (BDF2 balance)
+        self._cumulative = {"entered": 0.0, "left": 0.0, "cleared": 0.0}
+
+    def _compile(self, expr):
+        return None if expr is None or isinstance(expr, (int, float)) else dolfinx.fem.form(expr)
+
+    def _integral(self, form) -> float:
+        if form is None:
+            return 0.0
+        return self.domain.mesh.comm.allreduce(dolfinx.fem.assemble_scalar(form), op=MPI.SUM)
+
+    def content(self) -> float:
+        """Drug in the tissue (all three species) [mol, or mol/m in 2-D]."""
+        return self._integral(self._content_tissue) + self._integral(self._content_cells)
+
+    def species(self) -> list[dolfinx.fem.Function]:
+        """Scalar P1 copies of C_L, C_F, C_I named as in :data:`SPECIES` [mol/m^3 of tissue]."""
+        out = []
+        for index, name in enumerate(SPECIES):
+            part = self.concentrations.sub(index).collapse()
+            part.name = name
+            out.append(part)
+        return out
+
+    def step(self, dt: float, coefficients_changed: bool = False) -> TransportStep:
+        """Advance by ``dt`` [s]. ``coefficients_changed``: a field in the matrix (release rate,
+        flow) was updated since the last step."""
+        matrix_changed = self.scheme.prepare(dt) or coefficients_changed
+        new_time = self.time + dt
+        self._t.value = new_time
+        self._plasma["free"].value = float(self.model.plasma_free(new_time))
+        if self.model.plasma_liposomal is not None:
+            self._plasma["liposomal"].value = float(self.model.plasma_liposomal(new_time))
+        self._history[1].x.array[:] = self._history[0].x.array
+        self._history[0].x.array[:] = self.concentrations.x.array
+        old = self.content()   # the state may have been set from outside since the last step
+        older = old if self._previous_content is None else self._previous_content
+        iterations = self.solver.solve(matrix_changed)
+        self.scheme.steps_taken += 1
+        self.time = new_time
+        rates = {"entered": self._integral(self._entered), "left": self._integral(self._left),
+                 "cleared": self._integral(self._cleared)}
+        for key, rate in rates.items():
+            self._cumulative[key] += dt * rate
+        in_tissue, in_cells = self._integral(self._content_tissue), self._integral(self._content_cells)
+        change = self.scheme.content_change(in_tissue + in_cells, old, older)
+        self._previous_content = old
+        residual = change - dt * (rates["entered"] - rates["left"] - rates["cleared"])
+        values = self.concentrations.x.array.reshape(-1, 3)[:self.concentrations.function_space.dofmap.index_map.size_local]
+        minimum = tuple(self.domain.mesh.comm.allreduce(float(values[:, s].min(initial=np.inf)), op=MPI.MIN)
+                        for s in range(3))
+        return TransportStep(new_time, in_tissue, in_cells, self._cumulative["entered"], self._cumulative["left"],
+                             self._cumulative["cleared"], residual, iterations, minimum)
+
+    def close(self) -> None:
+        """Free the PETSc objects."""
+        self.solver.close()
+
+
+def _max_cell_peclet(mesh, velocity, diffusivity: float) -> float:
+    """Largest cell Peclet number |w| h / (2 D) over the mesh (w evaluated at cell midpoints)."""
+    tdim = mesh.topology.dim
+    midpoint = mesh.basix_cell()
+    import basix
+
+    point = basix.geometry(midpoint).mean(axis=0, keepdims=True)[:, :tdim]
+    speed = dolfinx.fem.Expression(ufl.sqrt(ufl.inner(velocity, velocity)), point)
+    cells = np.arange(mesh.topology.index_map(tdim).size_local, dtype=np.int32)
+    values = speed.eval(mesh, cells).ravel()
+    h = mesh.h(tdim, cells)
+    local = float((values * h / (2 * diffusivity)).max(initial=0.0))
+    return mesh.comm.allreduce(local, op=MPI.MAX)
