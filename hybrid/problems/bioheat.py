@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 from hybrid.problems.namespace import Namespace, namespace_of
-from hybrid.problems.parameters import default
+from hybrid.problems.parameters import value_or_default
 
 __all__ = ["perfusion_coefficient", "pennes_source", "heating_power_for", "penetration_constant",
            "volumetric_heat_capacity", "cem43_rate", "CEM43_REFERENCE_K"]
@@ -30,9 +30,9 @@ _LN_R_ABOVE, _LN_R_BELOW = math.log(0.5), math.log(0.25)
 def perfusion_coefficient(perfusion=None, blood_density=None, blood_heat_capacity=None) -> float:
     """omega_b rho_b c_b [W/(m^3 K)] from ``perfusion`` omega_b [1/s], ``blood_density`` rho_b
     [kg/m^3] and ``blood_heat_capacity`` c_b [J/(kg K)] (table omega_b, rho_b, c_b if None)."""
-    omega = default("omega_b") if perfusion is None else perfusion
-    rho = default("rho_b") if blood_density is None else blood_density
-    c = default("c_b") if blood_heat_capacity is None else blood_heat_capacity
+    omega = value_or_default(perfusion, "omega_b")
+    rho = value_or_default(blood_density, "rho_b")
+    c = value_or_default(blood_heat_capacity, "c_b")
     return omega * rho * c
 
 
@@ -45,8 +45,8 @@ def pennes_source(temperature, *, perfusion_coeff=None, arterial_temperature=Non
     ``metabolic_heat`` Q_m and ``external_heat`` Q_ext [W/m^3] (table T_a, Q_m if None).
     """
     w = perfusion_coefficient() if perfusion_coeff is None else perfusion_coeff
-    t_a = default("T_a") if arterial_temperature is None else arterial_temperature
-    q_m = default("Q_m") if metabolic_heat is None else metabolic_heat
+    t_a = value_or_default(arterial_temperature, "T_a")
+    q_m = value_or_default(metabolic_heat, "Q_m")
     return w * (t_a - temperature) + q_m + external_heat
 
 
@@ -60,14 +60,14 @@ def heating_power_for(temperature_rise: float, perfusion_coeff: float | None = N
 def penetration_constant(perfusion_coeff: float | None = None, conductivity: float | None = None) -> float:
     """m = sqrt(omega_b rho_b c_b / k) [1/m]; 1/m is the thermal screening length."""
     w = perfusion_coefficient() if perfusion_coeff is None else perfusion_coeff
-    k = default("k_th") if conductivity is None else conductivity
+    k = value_or_default(conductivity, "k_th")
     return math.sqrt(w / k)
 
 
 def volumetric_heat_capacity(density: float | None = None, specific_heat: float | None = None) -> float:
     """rho c [J/(m^3 K)] of tissue (table rho_tissue, c_tissue if None): the coefficient of dT/dt."""
-    rho = default("rho_tissue") if density is None else density
-    c = default("c_tissue") if specific_heat is None else specific_heat
+    rho = value_or_default(density, "rho_tissue")
+    c = value_or_default(specific_heat, "c_tissue")
     return rho * c
 
 

@@ -22,13 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
+from hybrid.problems.exchange import effective_pressure  # the one definition; re-exported here
+
 __all__ = ["RadialRegion", "RadialSolution", "radial_pressure", "baxter_jain_pressure",
            "screening", "effective_pressure"]
-
-
-def effective_pressure(pv: float, sigma: float, piv: float, pii: float) -> float:
-    """Starling effective pressure ``p_e = p_v - sigma (pi_v - pi_i)`` [Pa]."""
-    return pv - sigma * (piv - pii)
 
 
 def screening(K: float, LpSV: float, pe: float, LpSV_L: float = 0.0,

@@ -214,3 +214,8 @@ def default(symbol: str) -> float:
         return PARAMETERS[symbol].default
     except KeyError:
         raise KeyError(f"unknown parameter {symbol!r}; known: {sorted(PARAMETERS)}") from None
+
+
+def value_or_default(value, symbol: str):
+    """``value`` where given (number, array, tensor or UFL expression), else the table default of ``symbol``."""
+    return default(symbol) if value is None else value

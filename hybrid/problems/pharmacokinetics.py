@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 
 from hybrid.problems.namespace import LN2, Namespace, namespace_of
-from hybrid.problems.parameters import default
+from hybrid.problems.parameters import default, value_or_default
 
 __all__ = ["PlasmaCurve", "dose_amount"]
 
@@ -39,9 +39,9 @@ def dose_amount(dose: float, unit: str, *, body_mass: float | None = None,
     if not (math.isfinite(dose) and dose >= 0.0):
         raise ValueError(f"dose must be a finite number >= 0 {unit}, got {dose!r}")
     if unit == "mg/kg":
-        scale = default("body_mass") if body_mass is None else body_mass
+        scale = value_or_default(body_mass, "body_mass")
     else:
-        scale = default("body_surface") if body_surface is None else body_surface
+        scale = value_or_default(body_surface, "body_surface")
     if not scale > 0.0:
         raise ValueError(f"a dose in {unit} needs a body {'mass' if unit == 'mg/kg' else 'surface'} > 0")
     return dose * scale * 1e-6 / default("MW_DOX")   # mg -> kg, then kg / (kg/mol)
@@ -89,8 +89,8 @@ class PlasmaCurve:
                   body_mass: float | None = None) -> "PlasmaCurve":
         """Mono-exponential liposome-encapsulated drug: ``amount`` [mol] over the volume of
         distribution V_d = Vd_L_per_mass x body_mass [m^3], decaying with ``half_life`` [s]."""
-        half_life = default("t_half_L") if half_life is None else half_life
-        body_mass = default("body_mass") if body_mass is None else body_mass
+        half_life = value_or_default(half_life, "t_half_L")
+        body_mass = value_or_default(body_mass, "body_mass")
         if not (half_life > 0.0 and body_mass > 0.0):
             raise ValueError("liposome half_life [s] and body_mass [kg] must be > 0")
         volume = default("Vd_L_per_mass") * body_mass

@@ -16,7 +16,7 @@ parameter table; treat them as inverse-problem unknowns.
 from __future__ import annotations
 
 from hybrid.problems.namespace import LN10, Namespace, logistic, namespace_of
-from hybrid.problems.parameters import default
+from hybrid.problems.parameters import value_or_default
 
 __all__ = ["ph_release_rate", "thermal_release_rate"]
 
@@ -30,10 +30,10 @@ def ph_release_rate(ph, *, base_rate=None, max_rate=None, ph_50=None, steepness=
     ``pH_50``, ``n_pH`` where None.
     """
     xp = xp or namespace_of(ph, base_rate, max_rate, ph_50, steepness)
-    k_b = default("k_rel_L") if base_rate is None else base_rate
-    k_max = default("k_max_pH") if max_rate is None else max_rate
-    ph_50 = default("pH_50") if ph_50 is None else ph_50
-    n = default("n_pH") if steepness is None else steepness
+    k_b = value_or_default(base_rate, "k_rel_L")
+    k_max = value_or_default(max_rate, "k_max_pH")
+    ph_50 = value_or_default(ph_50, "pH_50")
+    n = value_or_default(steepness, "n_pH")
     # 1 / (1 + 10^{n (pH - pH_50)}) = logistic(-n ln10 (pH - pH_50))
     return k_b + (k_max - k_b) * logistic(-n * LN10 * (ph - ph_50), xp)
 
@@ -47,8 +47,8 @@ def thermal_release_rate(temperature, *, base_rate=None, max_rate=None, transiti
     ``T_m``, ``dT_m`` where None.
     """
     xp = xp or namespace_of(temperature, base_rate, max_rate, transition, width)
-    k_b = default("k_37_T") if base_rate is None else base_rate
-    k_max = default("k_max_T") if max_rate is None else max_rate
-    t_m = default("T_m") if transition is None else transition
-    d_t = default("dT_m") if width is None else width
+    k_b = value_or_default(base_rate, "k_37_T")
+    k_max = value_or_default(max_rate, "k_max_T")
+    t_m = value_or_default(transition, "T_m")
+    d_t = value_or_default(width, "dT_m")
     return k_b + (k_max - k_b) * logistic((temperature - t_m) / d_t, xp)

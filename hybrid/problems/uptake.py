@@ -24,14 +24,14 @@ n_max >= the threshold (3.5 ng/1e5 cells). The thermal dose (CEM43) is in :mod:`
 from __future__ import annotations
 
 from hybrid.problems.namespace import Namespace, namespace_of
-from hybrid.problems.parameters import default
+from hybrid.problems.parameters import default, value_or_default
 
 __all__ = ["linear_uptake", "el_kareh_secomb_uptake", "survival_fraction", "lethal_indicator",
            "ng_per_1e5_cells"]
 
 def linear_uptake(c_free, rate=None):
     """First-order uptake ``k c_free`` [mol/(m^3 s)]; ``rate`` k [1/s] (table ``k_up`` if None)."""
-    return (default("k_up") if rate is None else rate) * c_free
+    return (value_or_default(rate, "k_up")) * c_free
 
 
 def el_kareh_secomb_uptake(c_free, c_cell, *, interstitial_fraction=None, cell_density=None,
@@ -44,11 +44,11 @@ def el_kareh_secomb_uptake(c_free, c_cell, *, interstitial_fraction=None, cell_d
     defaults (phi_T, rho_c, V_max, K_E, K_I) where None. Negative R means efflux. A rational
     function: it needs no math namespace and works on numbers, arrays, tensors and UFL alike.
     """
-    phi = default("phi_T") if interstitial_fraction is None else interstitial_fraction
-    rho = default("rho_c") if cell_density is None else cell_density
-    v_max = default("V_max") if max_rate is None else max_rate
-    k_e = default("K_E") if extracellular_constant is None else extracellular_constant
-    k_i = default("K_I") if intracellular_constant is None else intracellular_constant
+    phi = value_or_default(interstitial_fraction, "phi_T")
+    rho = value_or_default(cell_density, "rho_c")
+    v_max = value_or_default(max_rate, "V_max")
+    k_e = value_or_default(extracellular_constant, "K_E")
+    k_i = value_or_default(intracellular_constant, "K_I")
     return rho * v_max * (c_free / (c_free + phi * k_e) - c_cell / (c_cell + rho * k_i))
 
 
@@ -56,8 +56,8 @@ def survival_fraction(peak_c_cell, *, cell_density=None, omega=None, xp: Namespa
     """SF = exp(-omega n_max) [1] from the peak intracellular concentration [mol/m^3 of tissue];
     n_max = peak_c_cell / rho_c [mol/cell], ``omega`` [1/mol] (table ``omega`` if None)."""
     xp = xp or namespace_of(peak_c_cell, cell_density, omega)
-    rho = default("rho_c") if cell_density is None else cell_density
-    w = default("omega") if omega is None else omega
+    rho = value_or_default(cell_density, "rho_c")
+    w = value_or_default(omega, "omega")
     return xp.exp(-w * peak_c_cell / rho)
 
 
@@ -65,12 +65,12 @@ def lethal_indicator(peak_c_cell, *, cell_density=None, threshold=None, xp: Name
     """1 where the peak per-cell amount reaches the lethal ``threshold`` [mol/cell] (table
     ``C_I_lethal``, 3.5 ng/1e5 cells, if None), else 0; ``peak_c_cell`` [mol/m^3 of tissue]."""
     xp = xp or namespace_of(peak_c_cell, cell_density, threshold)
-    rho = default("rho_c") if cell_density is None else cell_density
-    limit = default("C_I_lethal") if threshold is None else threshold
+    rho = value_or_default(cell_density, "rho_c")
+    limit = value_or_default(threshold, "C_I_lethal")
     return xp.where(peak_c_cell >= limit * rho, 1.0, 0.0)
 
 
 def ng_per_1e5_cells(c_cell, cell_density=None):
     """Intracellular concentration [mol/m^3 of tissue] in the El-Kareh reporting unit ng/1e5 cells."""
-    rho = default("rho_c") if cell_density is None else cell_density
+    rho = value_or_default(cell_density, "rho_c")
     return c_cell / rho * default("MW_DOX") * 1e12 * 1e5   # mol/cell -> kg -> ng, per 1e5 cells
