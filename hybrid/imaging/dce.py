@@ -72,19 +72,21 @@ _FFT_MIN_STEPS = 128   # longer uniformly sampled series of ...
 _FFT_MAX_ROWS = 32     # ... fewer rows are convolved by FFT (the recursion vectorises better)
 
 
-def exp_convolve(t_s, x, k_per_s):
+def exp_convolve(t_s, x, k_per_s, deriv=False):
     """int_0^t x(tau) exp(-k (t - tau)) dtau for piecewise-linear x, one k per row.
 
     ``x`` is (n_t,) or (n, n_t), ``k_per_s`` (n,) >= 0 [1/s]; returns (n, n_t) in units
-    of x times seconds. Exact recursion y[i+1] = e y[i] + A x[i] + B x[i+1] (vectorised
-    over rows), evaluated by FFT for a few rows of a long uniformly sampled series.
+    of x times seconds, and with ``deriv`` also its derivative with respect to k (same
+    recursion, differentiated). Exact recursion y[i+1] = e y[i] + A x[i] + B x[i+1]
+    (vectorised over rows), evaluated by FFT for a few rows of a long uniform series.
     """
     t = np.asarray(t_s, dtype=float)
     k = np.atleast_1d(np.asarray(k_per_s, dtype=float))
     x = np.asarray(x, dtype=float)
     dt = np.diff(t)
     uniform = np.allclose(dt, dt[0], rtol=1e-9, atol=0.0)
-    u = k[:, None] * (dt[:1] if uniform else dt)      # (n, 1) or (n, n_t - 1)
+    step = dt[:1] if uniform else dt
+    u = k[:, None] * step                             # (n, 1) or (n, n_t - 1)
     e = np.exp(-u)
     small = u < 1e-3
     us = np.where(small, 1.0, u)
@@ -92,28 +94,44 @@ def exp_convolve(t_s, x, k_per_s):
     fa = np.where(small, 0.5 - u / 3 + u * u / 8, (q - e) / us)
     fb = np.where(small, 0.5 - u / 6 + u * u / 24, (1.0 - q) / us)
     src = (x[..., :-1] * fa + x[..., 1:] * fb) * dt   # (n, n_t - 1)
+    if deriv:                                         # d/dk = dt d/du
+        dfa = np.where(small, -1 / 3 + u / 4 - u * u / 10, (2 * e - 2 * q + e * us) / us ** 2)
+        dfb = np.where(small, -1 / 6 + u / 12 - u * u / 40, (2 * q - e - 1) / us ** 2)
+        dsrc = (x[..., :-1] * dfa + x[..., 1:] * dfb) * dt * dt
+        de = -step * e
     n = t.size - 1
     if uniform and n >= _FFT_MIN_STEPS and k.size < _FFT_MAX_ROWS:
         # y[1:] = src (*) e^m, a causal convolution done by FFT
         nfft = sp_fft.next_fast_len(2 * n, real=True)
-        kern = e ** np.arange(n)
+        m = np.arange(n)
+        kern = sp_fft.rfft(e ** m, nfft)
+        spec = sp_fft.rfft(src, nfft)
         y = np.zeros((k.size, t.size))
-        y[:, 1:] = sp_fft.irfft(sp_fft.rfft(src, nfft) * sp_fft.rfft(kern, nfft), nfft)[:, :n]
-        return y
+        y[:, 1:] = sp_fft.irfft(spec * kern, nfft)[:, :n]
+        if not deriv:
+            return y
+        dkern = sp_fft.rfft(-m * dt[0] * e ** m, nfft)
+        dy = np.zeros_like(y)
+        dy[:, 1:] = sp_fft.irfft(sp_fft.rfft(dsrc, nfft) * kern + spec * dkern, nfft)[:, :n]
+        return y, dy
     y = np.zeros((t.size, k.size))                    # time-major: contiguous rows
     y[1:] = src.T
     e_t = np.ascontiguousarray(e.T if uniform else np.broadcast_to(e, src.shape).T)
     carry = np.empty(k.size)
+    if deriv:
+        dy = np.zeros_like(y)
+        dy[1:] = dsrc.T
+        de_t = np.ascontiguousarray(de.T if uniform else np.broadcast_to(de, src.shape).T)
     for i in range(n):
-        np.multiply(y[i], e_t[0 if uniform else i], out=carry)
+        j = 0 if uniform else i
+        if deriv:
+            np.multiply(dy[i], e_t[j], out=carry)
+            dy[i + 1] += carry
+            np.multiply(y[i], de_t[j], out=carry)
+            dy[i + 1] += carry
+        np.multiply(y[i], e_t[j], out=carry)
         y[i + 1] += carry
-    return y.T
-
-
-def _conv_deriv(t, cp, k, g):
-    """Forward-difference derivative of g = exp_convolve(t, cp, k) with respect to k."""
-    h = 1e-6 * k + 1e-10
-    return (exp_convolve(t, cp, k + h) - g) / h[:, None]
+    return (y.T, dy.T) if deriv else y.T
 
 
 def _cumtrapz(t, x):
@@ -151,13 +169,13 @@ def _model_fn(name, t, cp):
         def model(p, jac=False):
             kt, ve = p[:, 0], p[:, 1]
             kep = kt / ve
-            g = exp_convolve(t, cp, kep)
+            g = exp_convolve(t, cp, kep, deriv=jac)
+            g, gk = g if jac else (g, None)
             f = kt[:, None] * g
             if name == "extended_tofts":
                 f = f + p[:, 2:3] * cp
             if not jac:
                 return f
-            gk = _conv_deriv(t, cp, kep, g)
             cols = [g + kep[:, None] * gk, -(kep ** 2)[:, None] * gk]
             if name == "extended_tofts":
                 cols.append(np.broadcast_to(cp, f.shape))
@@ -171,13 +189,14 @@ def _model_fn(name, t, cp):
             fp, ps, vp = p.T
             flow = np.maximum(fp + ps, 1e-12)
             k = flow / vp
-            g = exp_convolve(t, cp, k)
+            g = exp_convolve(t, cp, k, deriv=jac)
+            g, gk = g if jac else (g, None)
             a = (fp * ps / flow)[:, None]
             b = (fp * fp / flow)[:, None]
             f = a * icp + b * g
             if not jac:
                 return f
-            gk = _conv_deriv(t, cp, k, g) * b
+            gk = gk * b
             d2 = (flow * flow)[:, None]
             cols = [(ps * ps)[:, None] / d2 * icp + (fp * (fp + 2 * ps))[:, None] / d2 * g
                     + gk / vp[:, None],
@@ -189,16 +208,15 @@ def _model_fn(name, t, cp):
     def model(p, jac=False):
         rates = _2cxm_rates(p)
         kp, km, e = rates.T
-        gp = exp_convolve(t, cp, kp)
-        gm = exp_convolve(t, cp, km)
+        gp, gm = exp_convolve(t, cp, kp, deriv=jac), exp_convolve(t, cp, km, deriv=jac)
+        (gp, gpk), (gm, gmk) = (gp, gm) if jac else ((gp, None), (gm, None))
         fp = p[:, :1]
         shape = e[:, None] * gp + (1.0 - e[:, None]) * gm
         f = fp * shape
         if not jac:
             return f
-        # chain rule through (K+, K-, E), whose derivatives are cheap finite differences
-        d_rates = (fp * e[:, None] * _conv_deriv(t, cp, kp, gp),
-                   fp * (1.0 - e[:, None]) * _conv_deriv(t, cp, km, gm),
+        # chain rule through (K+, K-, E); their derivatives are cheap finite differences
+        d_rates = (fp * e[:, None] * gpk, fp * (1.0 - e[:, None]) * gmk,
                    fp * (gp - gm))                                         # 3 x (n, n_t)
         h = 1e-7 * np.maximum(np.abs(p), 1e-8)
         drdp = np.empty((p.shape[0], 3, 4))

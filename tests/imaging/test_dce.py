@@ -266,6 +266,18 @@ def test_exp_convolve_exact_for_piecewise_linear_input():
                                atol=1e-5)
 
 
+@pytest.mark.parametrize("n_rows", [3, 40])        # FFT path (few rows) and recursion
+def test_exp_convolve_derivative_in_k(n_rows):
+    t = np.arange(300) * 1.0
+    x = dce.parker_aif(t, 20.0)
+    k = np.geomspace(1e-6, 0.5, n_rows)              # includes the small-u series branch
+    y, dy = dce.exp_convolve(t, x, k, deriv=True)
+    np.testing.assert_allclose(y, dce.exp_convolve(t, x, k), rtol=1e-12, atol=1e-12)
+    h = 1e-4 * k + 1e-9
+    fd = (dce.exp_convolve(t, x, k + h) - dce.exp_convolve(t, x, k - h)) / (2 * h[:, None])
+    assert np.all(np.abs(dy - fd).max(axis=1) <= 1e-7 * np.abs(fd).max(axis=1))
+
+
 def test_aifs():
     t = np.arange(0.0, 600.0, 0.5)
     pre = dce.preclinical_aif(t, delay_s=10.0)
@@ -435,9 +447,9 @@ def test_delayed_fit_costs_few_undelayed_fits(monkeypatch):
     work = [0]
     convolve = dce.exp_convolve
 
-    def counting(t, x, k):
-        work[0] += np.size(k)
-        return convolve(t, x, k)
+    def counting(t, x, k, deriv=False):
+        work[0] += np.size(k) * (2 if deriv else 1)   # the derivative doubles the recursion
+        return convolve(t, x, k, deriv)
 
     monkeypatch.setattr(dce, "exp_convolve", counting)
     t = _arr(TCXM[0]["t"])
