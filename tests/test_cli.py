@@ -1,16 +1,10 @@
 """The command line as a user runs it: `hybrid --help`, `hybrid demo`, `mpirun -n 2 hybrid forward`."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-BIN = Path(sys.executable).parent
-MPIRUN = shutil.which("mpirun", path=str(BIN)) or shutil.which("mpirun")
+from cli_helpers import assert_one_error, run_hybrid
 
 DISC_CONFIG = """\
 [geometry]
@@ -33,17 +27,8 @@ directory = "{out}"
 """
 
 
-def run(args, timeout=300, **kwargs):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
-
-
-def hybrid(*args):
-    return [sys.executable, "-m", "hybrid", *args]
-
-
 def test_help_lists_commands():
-    result = run(hybrid("--help"))
+    result = run_hybrid("--help")
     assert result.returncode == 0
     for command in ("demo", "forward"):
         assert command in result.stdout
@@ -53,7 +38,7 @@ def test_forward_under_mpirun_two_ranks(tmp_path):
     out = tmp_path / "ifp"
     config = tmp_path / "disc.toml"
     config.write_text(DISC_CONFIG.format(out=out))
-    result = run([MPIRUN, "-n", "2", *hybrid("forward", str(config))])
+    result = run_hybrid("forward", config, ranks=2, timeout=300)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mpi_ranks"] == 2
@@ -86,16 +71,13 @@ def test_bad_config_one_error_line_nonzero_exit_no_hang(tmp_path, change, messag
     }[change]
     config = tmp_path / "bad.toml"
     config.write_text(DISC_CONFIG.format(out=tmp_path / "o").replace(change, replacement))
-    result = run([MPIRUN, "-n", "2", *hybrid("forward", str(config))], timeout=120)
-    assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if line.startswith("hybrid: error:")]
-    assert len(lines) == 1 and message in lines[0], result.stderr
+    result = run_hybrid("forward", config, ranks=2)
+    assert_one_error(result, message)
 
 
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_demo_writes_both_parts(tmp_path, ranks):
-    launcher = [MPIRUN, "-n", str(ranks)] if ranks > 1 else []
-    result = run([*launcher, *hybrid("demo", "--output", str(tmp_path))], timeout=600)
+    result = run_hybrid("demo", "--output", tmp_path, ranks=ranks, timeout=600)
     assert result.returncode == 0, result.stderr
     verification = json.loads((tmp_path / "verification" / "summary.json").read_text())
     assert verification["closed_form"]["max_error_over_tumour_pe"] < 0.01
@@ -108,3 +90,5 @@ def test_demo_writes_both_parts(tmp_path, ranks):
     for path in ("phantom/maps/Ktrans.nii.gz", "phantom/maps/pH.nii.gz", "phantom/maps/maps.png",
                  "imaging/ifp.xdmf", "imaging/ifp_imaging.png"):
         assert (tmp_path / path).exists(), path
+    again = run_hybrid("demo", "--output", tmp_path, ranks=ranks, timeout=120)
+    assert_one_error(again, "is not empty (3 entries: imaging, phantom, verification)")
