@@ -109,9 +109,9 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("t_half_F2", "free doxorubicin plasma half-life, elimination phase", "s",
                   8.7 * 3600.0, 1.0, 1e7,
                   "8.7 h at 25 mg/m^2: Drummond et al. 1999 Table 4 [V] (Rossi 1987 triexponential: 37.6 h)"),
-        Parameter("A_F1", "free doxorubicin plasma concentration per dosed amount, fast phase", "1/m^3",
+        Parameter("A_F1", "free doxorubicin plasma concentration per dosed amount, fast phase (70 kg patient)", "1/m^3",
                   74.6, 0.0, 1e4, "0.0746 1/L: FlexPDE tumour-cord script (t1/2 4.3 min) [S]"),
-        Parameter("A_F2", "free doxorubicin plasma concentration per dosed amount, slow phase", "1/m^3",
+        Parameter("A_F2", "free doxorubicin plasma concentration per dosed amount, slow phase (70 kg patient)", "1/m^3",
                   # AUC = 1.0 mg h/L at 25 mg/m^2 (Drummond 1999 Table 4 [V]) for 1.73 m^2, minus the fast phase
                   (1.0 / (25.0 * 1.73) - 0.0746 * 0.07 / math.log(2.0)) * math.log(2.0) / 8.7 * 1e3, 0.0, 1e4,
                   "[D]: from the AUC 1.0 mg h/L at 25 mg/m^2 (Drummond 1999 Table 4 [V]), 1.73 m^2 and A_F1"),

@@ -77,10 +77,20 @@ class PlasmaCurve:
         return cls((float(concentration),), (0.0,))
 
     @classmethod
-    def free_doxorubicin(cls, amount: float, infusion_duration: float = 0.0) -> "PlasmaCurve":
+    def free_doxorubicin(cls, amount: float, infusion_duration: float = 0.0,
+                         body_mass: float | None = None) -> "PlasmaCurve":
         """Bi-exponential free-drug curve for ``amount`` [mol] (see :func:`dose_amount`), as a
-        bolus or an infusion of ``infusion_duration`` [s]; human parameters of the table."""
-        amplitudes = (amount * default("A_F1"), amount * default("A_F2"))
+        bolus or an infusion of ``infusion_duration`` [s].
+
+        The table amplitudes belong to the 70 kg reference patient; for another ``body_mass``
+        [kg] they scale with 1/body mass (volumes of distribution proportional to mass [R]),
+        so equal mg/kg doses give equal concentrations. Half-lives are the human ones.
+        """
+        body_mass = value_or_default(body_mass, "body_mass")
+        if not body_mass > 0.0:
+            raise ValueError("body_mass must be > 0 kg")
+        scale = amount * default("body_mass") / body_mass          # the table patient's mass over this one's
+        amplitudes = (scale * default("A_F1"), scale * default("A_F2"))
         rates = (LN2 / default("t_half_F1"), LN2 / default("t_half_F2"))
         return cls(amplitudes, rates, infusion_duration)
 

@@ -62,6 +62,14 @@ def test_infusion_keeps_the_dose_auc_and_lowers_the_peak():
     assert infusion(times).max() < 0.2 * bolus(times).max()
 
 
+def test_equal_mg_per_kg_doses_give_equal_free_drug_concentrations():
+    human = PlasmaCurve.free_doxorubicin(dose_amount(5.0, "mg/kg"))
+    mouse = PlasmaCurve.free_doxorubicin(dose_amount(5.0, "mg/kg", body_mass=0.02), body_mass=0.02)
+    assert mouse.amplitudes == pytest.approx(human.amplitudes, rel=1e-14)
+    # the human table patient: 5 mg/kg x 70 kg = 350 mg, c(0) = 350 mg x (A_F1 + A_F2)
+    assert human(0.0) == pytest.approx(0.35 / 543.5 * (74.6 + default("A_F2")), rel=1e-14)   # 0.35 g
+
+
 def test_liposomes_start_at_dose_over_volume_and_halve_per_half_life():
     amount = dose_amount(50.0, "mg/m^2")             # 86.5 mg
     curve = PlasmaCurve.liposomal(amount)
