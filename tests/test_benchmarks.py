@@ -55,7 +55,13 @@ def test_dce_fit_speed_smoke(tmp_path):
     _run("dce_fit_speed.py", "--smoke", "--out", out, timeout=600)
     report = json.loads(out.read_text())
     assert report["shape"] == [8, 8, 2]
-    hybrid = report["results"]["hybrid"]
-    assert hybrid["status"] == "ok" and hybrid["voxels_per_s"] > 0
-    for peer in ("osipy", "dcmri"):
-        assert report["results"][peer]["status"] in ("ok", "skipped")
+    assert set(report["results"]) == {"tofts", "extended_tofts", "patlak", "2cxm", "2cum"}
+    for model, cases in report["results"].items():
+        assert cases["delay_cost_ratio_hybrid"] > 0
+        for key in ("no_delay", "delay"):
+            hybrid = cases[key]["hybrid"]
+            assert hybrid["status"] == "ok" and hybrid["voxels_per_s"] > 0
+            assert set(hybrid["accuracy"]) >= set(report["truth_ranges"][model])
+            assert ("delay_s" in hybrid["accuracy"]) == (key == "delay")
+            for peer in ("osipy", "dcmri"):
+                assert cases[key][peer]["status"] in ("ok", "skipped", "unsupported")
