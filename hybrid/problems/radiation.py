@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from hybrid.problems.exchange import effective_pressure
 from hybrid.problems.namespace import Namespace, namespace_of
-from hybrid.problems.parameters import default
+from hybrid.problems.parameters import default, value_or_default
 
 __all__ = ["RadiationResponse", "vascular_pressure_factor", "dose_response"]
 
@@ -60,10 +60,12 @@ class RadiationResponse:
     cell_density: float
 
     @classmethod
-    def defaults(cls) -> "RadiationResponse":
-        """Table defaults; the p_v factor reproduces the 31 % IFP fall with the tumour Starling values."""
-        pv_factor = vascular_pressure_factor(default("ifp_drop_RT"), default("pv_T"), default("sigma_T"),
-                                             default("piv_T"), default("pii_T"))
+    def defaults(cls, pv=None, sigma=None, piv=None, pii=None) -> "RadiationResponse":
+        """Table defaults; the p_v factor reproduces the 31 % IFP fall for the tumour's Starling
+        values ``pv``, ``sigma``, ``piv``, ``pii`` [Pa, 1] (table tumour values where None)."""
+        pv_factor = vascular_pressure_factor(default("ifp_drop_RT"), value_or_default(pv, "pv_T"),
+                                             value_or_default(sigma, "sigma_T"), value_or_default(piv, "piv_T"),
+                                             value_or_default(pii, "pii_T"))
         return cls(default("D_RT_ref"), default("m_K_RT"), default("m_Lp_RT"), pv_factor,
                    default("m_P_RT"), default("m_rho_RT"))
 

@@ -42,6 +42,17 @@ def test_default_reproduces_the_measured_ifp_fall_in_the_baxter_jain_sphere():
     assert all(float(v) == 1.0 for v in response.factors(0.0).values())
 
 
+def test_calibration_follows_the_configured_vascular_pressure():
+    """With p_v = 25 mmHg (the other common value, physics.md §9) p_e still falls by 31 %."""
+    pv = 25.0 * 133.322
+    tumour = TissueProperties.defaults("tumour")
+    factor = RadiationResponse.defaults(pv=pv).vascular_pressure
+    oncotic = (tumour.reflection_coefficient, tumour.plasma_oncotic_pressure, tumour.interstitial_oncotic_pressure)
+    assert effective_pressure(pv * factor, *oncotic) == pytest.approx(0.69 * effective_pressure(pv, *oncotic),
+                                                                      rel=1e-12)
+    assert factor != pytest.approx(RadiationResponse.defaults().vascular_pressure, rel=1e-3)
+
+
 def test_vascular_pressure_factor_by_hand_and_refusal():
     # p_v = 2080 Pa, sigma (pi_v - pi_i) = 0.82 x 666.6 Pa: p_e = 1533.4 Pa
     pv, sigma, piv, pii = 2080.0, 0.82, 2666.44, 1999.83
