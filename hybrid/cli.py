@@ -34,6 +34,7 @@ commands:
   phantom   write a digital tumour phantom (DCE, VFA, CEST NIfTI + sidecars) and its maps.toml
   maps      quantitative MRI maps (Ktrans, ve, vp, T1, pH) from NIfTI series and a TOML file
             e.g. hybrid phantom results/phantom && hybrid maps results/phantom/maps.toml
+  transport drug transport (liposomal, free, intracellular doxorubicin) from a TOML configuration
 
 Units are SI (m, Pa, s) in configurations and outputs unless a key says otherwise.
 """
@@ -83,7 +84,14 @@ def _parser() -> argparse.ArgumentParser:
                                            "hybrid/config.py MapsConfig. Runs serially (rank 0 under mpirun).")
     maps.add_argument("config", type=Path, help="TOML configuration file")
     maps.add_argument("--output", type=_directory, help="override [output] directory")
-    for command in (demo, forward, phantom, maps):
+    transport = commands.add_parser("transport", help="drug transport (liposomal, free, intracellular doxorubicin)",
+                                    description="Time-dependent drug transport from a TOML configuration "
+                                                "(keys: hybrid/config_transport.py). Writes <output>/transport.xdmf "
+                                                "(liposomal_drug, free_drug, cell_drug [mol/m^3 of tissue]) and "
+                                                "<output>/summary.json with the mass balance.")
+    transport.add_argument("config", type=Path, help="TOML configuration file")
+    transport.add_argument("--output", type=_directory, help="override [output] directory")
+    for command in (demo, forward, phantom, maps, transport):
         command.add_argument("--overwrite", action="store_true",
                              help="replace the contents of a non-empty output directory (only once the run "
                                   "has succeeded; without it a non-empty output directory is refused)")
@@ -222,7 +230,22 @@ def _maps(args, comm, log) -> None:
     log(f"done: outputs in {config.output_directory}")
 
 
-COMMANDS = {"demo": _demo, "forward": _forward, "phantom": _phantom, "maps": _maps}
+def _transport(args, comm, log) -> None:
+    from dataclasses import replace
+
+    from hybrid.collective import everywhere
+    from hybrid.commands.transport import run_transport
+    from hybrid.config_transport import load_transport_config
+
+    config = everywhere(comm, lambda: load_transport_config(args.config))
+    if args.output is not None:
+        config = replace(config, output_directory=args.output)
+    with _outputs(comm, config.output_directory, args.overwrite, (args.config,)) as staging:
+        run_transport(replace(config, output_directory=staging), comm, log)
+    log(f"done: outputs in {config.output_directory}")
+
+
+COMMANDS = {"demo": _demo, "forward": _forward, "phantom": _phantom, "maps": _maps, "transport": _transport}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -159,6 +159,9 @@ class TransportSolver:
         self.scheme = BDFScheme(mesh, order)
         V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1, (3,)))
         self.concentrations = dolfinx.fem.Function(V, name="concentrations")
+        collapsed = [V.sub(i).collapse() for i in range(3)]
+        self._species = [dolfinx.fem.Function(space, name=name) for (space, _), name in zip(collapsed, SPECIES)]
+        self._species_dofs = [np.asarray(dofs) for _, dofs in collapsed]
         self._history = [dolfinx.fem.Function(V), dolfinx.fem.Function(V)]
         self._t = dolfinx.fem.Constant(mesh, 0.0)
         self._plasma = {"free": dolfinx.fem.Constant(mesh, 0.0), "liposomal": dolfinx.fem.Constant(mesh, 0.0)}
@@ -259,13 +262,11 @@ class TransportSolver:
         return self._integral(self._content_tissue) + self._integral(self._content_cells)
 
     def species(self) -> list[dolfinx.fem.Function]:
-        """Scalar P1 copies of C_L, C_F, C_I named as in :data:`SPECIES` [mol/m^3 of tissue]."""
-        out = []
-        for index, name in enumerate(SPECIES):
-            part = self.concentrations.sub(index).collapse()
-            part.name = name
-            out.append(part)
-        return out
+        """Scalar P1 copies of C_L, C_F, C_I named as in :data:`SPECIES` [mol/m^3 of tissue],
+        updated to the current state (the same Function objects every call: keep them for output)."""
+        for part, dofs in zip(self._species, self._species_dofs):
+            part.x.array[:] = self.concentrations.x.array[dofs]
+        return self._species
 
     def step(self, dt: float, coefficients_changed: bool = False) -> TransportStep:
         """Advance by ``dt`` [s]. ``coefficients_changed``: a field in the matrix (release rate,

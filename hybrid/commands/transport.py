@@ -1,0 +1,210 @@
+"""``hybrid transport CONFIG.toml``: mesh -> (IFP and Darcy flux) -> drug transport in time -> outputs.
+
+Composition only: the physics lives in :mod:`hybrid.problems`, the solvers in
+:mod:`hybrid.forward`. Writes into ``directory``:
+
+- ``transport.xdmf`` (+ ``.h5``): one file kept open for the run, P1 point data
+  ``liposomal_drug``, ``free_drug``, ``cell_drug`` [mol/m^3 of tissue] at every output time
+  (and the final time);
+- ``summary.json``: configuration echo, versions, ranks, dofs, wall time per stage, solver
+  counts, the mass-balance record of every step, the smallest concentrations and, for the
+  Krogh verification case (free drug, linear uptake, constant plasma, no flow), the maximum
+  error of ``free_drug`` against the steady closed form (physics.md §4.2).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from mpi4py import MPI
+
+import hybrid._fem_stack  # noqa: F401  (before dolfinx)
+import dolfinx.io
+
+from hybrid.config_transport import PERIVASCULAR, TransportConfig
+from hybrid.forward.transport import SPECIES, Carrier, CellUptake, Flow, TransportModel, TransportSolver
+from hybrid.problems import release, uptake
+from hybrid.problems.exchange import starling_fluid_flux
+from hybrid.problems.krogh import krogh_concentration
+from hybrid.problems.parameters import default
+from hybrid.problems.pharmacokinetics import PlasmaCurve, dose_amount
+
+__all__ = ["run_transport", "FIELD_UNITS"]
+
+FIELD_UNITS = {name: "mol/m^3 of tissue" for name in SPECIES}
+
+
+def _plasma(config: TransportConfig) -> tuple[PlasmaCurve, PlasmaCurve | None]:
+    """Plasma curves of free and (for liposomal formulations) encapsulated drug [mol/m^3]."""
+    plasma, liposomal = config.plasma, config.formulation != "free"
+    if plasma["model"] == "constant":
+        return (PlasmaCurve.constant(plasma["free_concentration"]),
+                PlasmaCurve.constant(plasma["liposomal_concentration"]) if liposomal else None)
+    amount = dose_amount(plasma["dose"], plasma["dose_unit"])
+    if not liposomal:
+        return PlasmaCurve.free_doxorubicin(amount, plasma["infusion_duration"]), None
+    # encapsulated dose; free drug leaking in the circulation is neglected (physics.md §3.1)
+    return PlasmaCurve.constant(0.0), PlasmaCurve.liposomal(amount, plasma["liposome_half_life"])
+
+
+def _release_rate(config: TransportConfig) -> float:
+    """Uniform release rate k_rel [1/s] of the formulation (0 for free drug)."""
+    return {"free": lambda: 0.0,
+            "liposomal": lambda: default("k_rel_L"),
+            "ph_sensitive": lambda: float(release.ph_release_rate(config.release["ph"])),
+            "thermosensitive": lambda: float(release.thermal_release_rate(config.release["temperature"])),
+            }[config.formulation]()
+
+
+def _model(config: TransportConfig, perivascular: bool) -> TransportModel:
+    free, phi = config.free_drug, config.tissue["interstitial_fraction"]
+    if free["uptake"] == "linear":
+        rate = lambda c_free, c_cell, xp: uptake.linear_uptake(c_free, free["uptake_rate"])
+    else:
+        rate = lambda c_free, c_cell, xp: uptake.el_kareh_secomb_uptake(c_free, c_cell, interstitial_fraction=phi)
+    plasma_free, plasma_liposomal = _plasma(config)
+    lipo = config.liposome
+    return TransportModel(
+        free=Carrier(free["diffusivity"], free["vessel_permeability"], free["reflection"]),
+        uptake=CellUptake(rate, linear=free["uptake"] == "linear"),
+        plasma_free=plasma_free, interstitial_fraction=phi,
+        liposomal=None if lipo is None else Carrier(lipo["diffusivity"], lipo["vessel_permeability"],
+                                                    lipo["reflection"], lipo["hindrance"], lipo["clearance"]),
+        plasma_liposomal=plasma_liposomal, release_rate=_release_rate(config),
+        surface_to_volume=None if perivascular else config.tissue["surface_to_volume"])
+
+
+def _flow(config: TransportConfig, domain, perivascular: bool, stages: dict, log) -> Flow | None:
+    """The conservative Darcy flux of the steady IFP (and on tumour-scale meshes the vascular
+    fluid source and lymphatic sink at that pressure), or None for ``[flow] model = "none"``."""
+    if config.flow["model"] == "none":
+        return None
+    from hybrid.forward import solve_ifp
+    from hybrid.problems.ifp import OuterBoundary
+
+    start = time.perf_counter()
+    tumour = config.tumour
+    ifp = solve_ifp(domain, tumour, OuterBoundary(config.flow["boundary"], config.flow["far_field_pressure"]))
+    flux = ifp.flux
+    stages["ifp_s"] = time.perf_counter() - start
+    log(f"IFP solved ({ifp.dofs} dofs) and conservative Darcy flux reconstructed in {stages['ifp_s']:.1f} s")
+    if perivascular:
+        return Flow(flux)
+    p = ifp.pressure
+    return Flow(flux, vascular_fluid_source=starling_fluid_flux(p, tumour.vascular_exchange, tumour.effective_pressure),
+                lymphatic_fluid_sink=tumour.lymphatic_filtration * (p - tumour.lymphatic_pressure))
+
+
+def _krogh_error(config: TransportConfig, solver: TransportSolver, comm) -> dict | None:
+    """Max nodal error of free_drug against the steady Krogh closed form, where it applies."""
+    free, geometry = config.free_drug, config.geometry
+    applies = (geometry.shape == "krogh" and config.formulation == "free" and free["uptake"] == "linear"
+               and config.plasma["model"] == "constant" and config.flow["model"] == "none"
+               and free["uptake_rate"] > 0)
+    if not applies:
+        return None
+    phi = config.tissue["interstitial_fraction"]
+    # C = phi c with c the interstitial-fluid concentration: D lap(c) = k c, -D phi c' = P (c_p - c)
+    exact = lambda r: phi * krogh_concentration(
+        r, diffusivity=free["diffusivity"] * phi, sink_rate=free["uptake_rate"] * phi,
+        r_vessel=geometry.vessel_radius, r_tissue=geometry.tissue_radius,
+        vessel_concentration=config.plasma["free_concentration"], permeability=free["vessel_permeability"])
+    _, c_free, _ = solver.species()
+    space = c_free.function_space
+    owned = space.dofmap.index_map.size_local
+    r = np.linalg.norm(space.tabulate_dof_coordinates()[:owned, :2], axis=1)
+    error = comm.allreduce(float(np.abs(c_free.x.array[:owned] - exact(r)).max(initial=0.0)), op=MPI.MAX)
+    wall = float(exact(np.array([geometry.vessel_radius]))[0])
+    return {"case": "steady Krogh annulus, linear uptake, Robin vessel wall (physics.md §4.2)",
+            "free_drug_max_abs_error_mol_m3": error, "free_drug_at_wall_exact_mol_m3": wall,
+            "relative_to_wall_value": error / wall}
+
+
+def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
+    """Run the configured transport problem and write the outputs into ``config.output_directory``
+    (collective). Returns the summary."""
+    from hybrid.io.summary import software_versions, write_summary
+    from hybrid.pipeline import build_mesh
+
+    stages: dict[str, float] = {}
+    out = Path(config.output_directory)
+    start = time.perf_counter()
+    log(f"meshing {config.geometry.shape} (mesh_size {config.geometry.mesh_size:g} m)")
+    domain = build_mesh(config.geometry, comm)
+    stages["mesh_s"] = time.perf_counter() - start
+    perivascular = config.geometry.shape in PERIVASCULAR
+    flow = _flow(config, domain, perivascular, stages, log)
+    start = time.perf_counter()
+    solver = TransportSolver(domain, _model(config, perivascular), flow=flow, order=config.time["order"],
+                             petsc_options=config.petsc_options)
+    stages["setup_s"] = time.perf_counter() - start
+    steps = int(round(config.time["end"] / config.time["step"]))
+    dt = config.time["end"] / steps
+    every = max(1, int(round(config.time["output_interval"] / dt)))
+    log(f"{steps} steps of {dt:g} s, {'backward Euler' if config.time['order'] == 1 else 'BDF2'}, "
+        f"{solver.concentrations.function_space.dofmap.index_map.size_global} nodes x 3 species")
+    records, output_s = [], 0.0
+    if comm.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    comm.barrier()
+    stepping = time.perf_counter()
+    try:
+        with dolfinx.io.XDMFFile(comm, str(out / "transport.xdmf"), "w") as xdmf:
+            xdmf.write_mesh(domain.mesh)
+            for index in range(1, steps + 1):
+                records.append(solver.step(dt))
+                if index % every == 0 or index == steps:
+                    write = time.perf_counter()
+                    for function in solver.species():
+                        xdmf.write_function(function, records[-1].time)
+                    output_s += time.perf_counter() - write
+        stages["time_stepping_s"] = time.perf_counter() - stepping - output_s
+        stages["output_s"] = output_s
+        closed_form = _krogh_error(config, solver, comm)
+    finally:
+        timings = solver.solver.timings
+        solver.close()
+    last = records[-1]
+    entered = max(abs(last.entered_through_vessels), 1e-300)
+    balance = {
+        "definition": "per step: (scheme content change) - dt (entered through vessels - left through the "
+                      "outer boundary - cleared); amounts in mol (3-D) or mol per metre of depth (2-D)",
+        "entered_through_vessels": last.entered_through_vessels,
+        "in_tissue": last.in_tissue, "in_cells": last.in_cells,
+        "left_through_boundary": last.left_through_boundary, "cleared": last.cleared,
+        "final_balance_error": (last.entered_through_vessels - last.in_tissue - last.in_cells
+                                - last.left_through_boundary - last.cleared),
+        "final_balance_error_relative": (last.entered_through_vessels - last.in_tissue - last.in_cells
+                                         - last.left_through_boundary - last.cleared) / entered,
+        "max_step_residual_relative": max(abs(r.balance_residual) for r in records) / entered,
+        "steps": {key: [getattr(r, key) for r in records] for key in
+                  ("time", "in_tissue", "in_cells", "entered_through_vessels", "left_through_boundary",
+                   "cleared", "balance_residual")},
+    }
+    summary = {
+        "command": "transport", "config": config.source, "versions": software_versions(), "mpi_ranks": comm.size,
+        "formulation": config.formulation, "flow": config.flow["model"],
+        "nodes": solver.concentrations.function_space.dofmap.index_map.size_global,
+        "dofs": 3 * solver.concentrations.function_space.dofmap.index_map.size_global,
+        "time_steps": steps, "time_step_s": dt, "scheme": "backward Euler (order 1)" if config.time["order"] == 1
+        else "BDF2 (order 2)",
+        "stabilised_supg": {"liposomal_drug": solver.stabilised[0], "free_drug": solver.stabilised[1]},
+        "max_cell_peclet": {"liposomal_drug": solver.peclet[0], "free_drug": solver.peclet[1]},
+        "fields": FIELD_UNITS,
+        "stages_s": stages,
+        "solver": {"matrix_assemblies": timings.matrix_assemblies, "linear_solves": timings.solves,
+                   "assemble_matrix_s": timings.assemble_matrix_s, "assemble_vector_s": timings.assemble_vector_s,
+                   "solve_s": timings.solve_s},
+        "minimum_concentration_mol_m3": dict(zip(SPECIES, np.min([r.minimum for r in records], axis=0))),
+        "final_amounts": {"in_tissue": last.in_tissue, "in_cells": last.in_cells},
+        "mass_balance": balance,
+    }
+    if closed_form is not None:
+        summary["closed_form"] = closed_form
+    write_summary(out / "summary.json", summary, comm)
+    log(f"mass balance: entered {last.entered_through_vessels:.4g}, error {balance['final_balance_error_relative']:.2e} "
+        "of it" + (f"; Krogh closed form max error {closed_form['free_drug_max_abs_error_mol_m3']:.3g} mol/m^3"
+                   if closed_form else ""))
+    return summary

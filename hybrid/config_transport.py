@@ -1,0 +1,169 @@
+"""Configuration of ``hybrid transport``: TOML -> a frozen :class:`TransportConfig` (SI units).
+
+TOML key = field name; unknown keys, missing required keys and impossible values raise
+:class:`hybrid.config.ConfigError` naming the section and key. Paths are relative to the TOML
+file except ``[output] directory`` (relative to the working directory, as for ``hybrid forward``).
+Example (the Krogh verification case of issue 8)::
+
+    [geometry]                     # as for hybrid forward (krogh | vessels | disc | sphere | slab | mask)
+    shape = "krogh"
+    vessel_radius = 10.0e-6        # m
+    tissue_radius = 120.0e-6       # m
+    mesh_size = 2.0e-6             # m
+    [flow]
+    model = "none"                 # none | darcy (solve the IFP first and advect with its conservative flux)
+    [drug]
+    formulation = "free"           # free | liposomal | ph_sensitive | thermosensitive
+    [free_drug]
+    diffusivity = 1.2e-10          # m^2/s (required: not in the parameter table)
+    vessel_permeability = 2.7e-6   # m/s (default: table P_F)
+    uptake = "linear"              # linear | el_kareh_secomb
+    uptake_rate = 0.02             # 1/s (linear; default: table k_up)
+    [tissue]
+    interstitial_fraction = 1.0    # default: table phi_T
+    [plasma]
+    model = "constant"             # constant | dose
+    free_concentration = 1.0e-3    # mol/m^3
+    [time]
+    end = 3600.0                   # s
+    step = 10.0                    # s
+    [output]
+    directory = "results/krogh"
+
+Other keys: ``[free_drug] reflection``; ``[liposome] diffusivity`` (required with liposomes),
+``vessel_permeability``, ``reflection``, ``hindrance``, ``clearance``; ``[release] ph``
+(uniform extracellular pH, ph_sensitive) and ``temperature`` (uniform tissue temperature [K],
+thermosensitive); ``[tissue] surface_to_volume`` (S/V [1/m]: volume exchange on tumour-scale
+meshes; default table SV_T); ``[plasma] liposomal_concentration`` (constant) or ``dose``,
+``dose_unit`` (mg/kg | mg/m^2), ``infusion_duration`` [s], ``liposome_half_life`` [s] (dose);
+``[time] order`` (1 backward Euler | 2 BDF2), ``output_interval`` [s] (default: end / 10);
+``[tumour]`` IFP tissue coefficients (flow = darcy, as for hybrid forward); ``[flow] boundary``
+(dirichlet | no_flux, tumour-scale meshes) and ``far_field_pressure`` [Pa];
+``[solver] petsc_options``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hybrid.config import (REQUIRED, ConfigError, GeometryConfig, _geometry, _number, _path, _petsc_options,
+                           _read_toml, _take, _tissue)
+from hybrid.problems.ifp import TissueProperties
+from hybrid.problems.parameters import PARAMETERS, default
+
+__all__ = ["TransportConfig", "load_transport_config", "transport_config_from_dict", "FORMULATIONS"]
+
+FORMULATIONS = ("free", "liposomal", "ph_sensitive", "thermosensitive")
+PERIVASCULAR = ("krogh", "vessels")
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """Everything ``hybrid transport`` needs, validated (SI units; see the module docstring)."""
+
+    geometry: GeometryConfig
+    flow: dict                   # model, boundary, far_field_pressure
+    tumour: TissueProperties     # IFP coefficients (flow = darcy)
+    formulation: str
+    free_drug: dict              # diffusivity, vessel_permeability, reflection, uptake, uptake_rate
+    liposome: dict | None        # diffusivity, vessel_permeability, reflection, hindrance, clearance
+    release: dict                # ph, temperature
+    tissue: dict                 # interstitial_fraction, surface_to_volume
+    plasma: dict
+    time: dict                   # end, step, order, output_interval
+    petsc_options: dict
+    output_directory: Path
+    source: dict = field(repr=False)   # the TOML as read, echoed into summary.json
+
+
+def _checked(section: str, values: dict, symbols: dict[str, str] | None = None, **kinds) -> dict:
+    """Numbers in ``values`` checked as ``kinds`` (name -> "positive" | "non_negative"), and
+    against the parameter-table bounds of ``symbols`` (name -> table symbol)."""
+    out = dict(values)
+    for name, kind in kinds.items():
+        out[name] = _number(section, name, values[name], **{kind: True})
+        if symbols and name in symbols:
+            try:
+                PARAMETERS[symbols[name]].check(out[name], f"[{section}] {name}")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+    return out
+
+
+def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path = Path(".")) -> TransportConfig:
+    """Validate a parsed TOML document (module docstring)."""
+    try:
+        top = _take(data, "top level", {"geometry": REQUIRED, "flow": {}, "tumour": {}, "drug": {},
+                                        "free_drug": REQUIRED, "liposome": None, "release": {}, "tissue": {},
+                                        "plasma": REQUIRED, "time": REQUIRED, "solver": {}, "output": REQUIRED})
+        tumour = _tissue(top["tumour"], "tumour")
+        geometry = _geometry(top["geometry"], base).resolved(tumour.rim_thickness)
+        flow = _take(top["flow"], "flow", {"model": "none", "boundary": "dirichlet", "far_field_pressure": 0.0})
+        if flow["model"] not in ("none", "darcy"):
+            raise ConfigError(f"[flow] model must be none or darcy, got {flow['model']!r}")
+        if flow["boundary"] not in ("dirichlet", "no_flux"):
+            raise ConfigError(f"[flow] boundary must be dirichlet or no_flux, got {flow['boundary']!r}")
+        flow["far_field_pressure"] = _number("flow", "far_field_pressure", flow["far_field_pressure"])
+        drug = _take(top["drug"], "drug", {"formulation": "free"})
+        formulation = drug["formulation"]
+        if formulation not in FORMULATIONS:
+            raise ConfigError(f"[drug] formulation must be one of {', '.join(FORMULATIONS)}, got {formulation!r}")
+        free = _take(top["free_drug"], "free_drug", {
+            "diffusivity": REQUIRED, "vessel_permeability": default("P_F"), "reflection": default("sigma_F"),
+            "uptake": "linear", "uptake_rate": default("k_up")})
+        if free["uptake"] not in ("linear", "el_kareh_secomb"):
+            raise ConfigError(f"[free_drug] uptake must be linear or el_kareh_secomb, got {free['uptake']!r}")
+        free = _checked("free_drug", free, {"vessel_permeability": "P_F", "reflection": "sigma_F", "uptake_rate": "k_up"},
+                        diffusivity="positive", vessel_permeability="non_negative", reflection="non_negative",
+                        uptake_rate="non_negative")
+        liposome = None
+        if formulation != "free":
+            liposome = _take(top["liposome"] or {}, "liposome", {
+                "diffusivity": REQUIRED, "vessel_permeability": default("P_L"), "reflection": default("sigma_L"),
+                "hindrance": 1.0, "clearance": default("k_L")})
+            liposome = _checked("liposome", liposome, {"vessel_permeability": "P_L", "reflection": "sigma_L",
+                                                       "clearance": "k_L"},
+                                diffusivity="positive", vessel_permeability="non_negative",
+                                reflection="non_negative", hindrance="non_negative", clearance="non_negative")
+        elif top["liposome"] is not None:
+            raise ConfigError('[liposome] is given but [drug] formulation = "free"')
+        release = _take(top["release"], "release", {"ph": 7.4, "temperature": default("T_a")})
+        release = _checked("release", release, ph="positive", temperature="positive")
+        tissue = _take(top["tissue"], "tissue", {"interstitial_fraction": default("phi_T"),
+                                                 "surface_to_volume": default("SV_T")})
+        tissue = _checked("tissue", tissue, {"interstitial_fraction": "phi_T", "surface_to_volume": "SV_T"},
+                          interstitial_fraction="positive", surface_to_volume="non_negative")
+        plasma = _take(top["plasma"], "plasma", {
+            "model": REQUIRED, "free_concentration": 0.0, "liposomal_concentration": 0.0, "dose": 0.0,
+            "dose_unit": "mg/kg", "infusion_duration": 0.0, "liposome_half_life": default("t_half_L")})
+        if plasma["model"] not in ("constant", "dose"):
+            raise ConfigError(f"[plasma] model must be constant or dose, got {plasma['model']!r}")
+        if plasma["dose_unit"] not in ("mg/kg", "mg/m^2"):
+            raise ConfigError(f"[plasma] dose_unit must be mg/kg or mg/m^2, got {plasma['dose_unit']!r}")
+        plasma = _checked("plasma", plasma, free_concentration="non_negative", liposomal_concentration="non_negative",
+                          dose="non_negative", infusion_duration="non_negative", liposome_half_life="positive")
+        time = _take(top["time"], "time", {"end": REQUIRED, "step": REQUIRED, "order": 1, "output_interval": None})
+        time = _checked("time", time, end="positive", step="positive")
+        if time["order"] not in (1, 2) or isinstance(time["order"], bool):
+            raise ConfigError(f"[time] order must be 1 (backward Euler) or 2 (BDF2), got {time['order']!r}")
+        if time["step"] > time["end"]:
+            raise ConfigError(f"[time] step ({time['step']} s) must not exceed end ({time['end']} s)")
+        interval = time["end"] / 10 if time["output_interval"] is None else time["output_interval"]
+        time["output_interval"] = _number("time", "output_interval", interval, positive=True)
+        solver = _take(top["solver"], "solver", {"petsc_options": {}})
+        _petsc_options(solver["petsc_options"])
+        out = _take(top["output"], "output", {"directory": REQUIRED})
+        directory = _path(Path("."), "output", "directory", out["directory"])
+        return TransportConfig(geometry, flow, tumour, formulation, free, liposome, release, tissue, plasma, time,
+                               dict(solver["petsc_options"]), directory, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+
+
+def load_transport_config(path: str | Path) -> TransportConfig:
+    """Read and validate a ``hybrid transport`` TOML file (paths relative to it)."""
+    path = Path(path)
+    return transport_config_from_dict(_read_toml(path), str(path), path.parent)

@@ -1,0 +1,34 @@
+"""``hybrid transport`` on the Krogh verification configuration of issue 8 (coarser mesh, shorter
+time): transport.xdmf holds the named species at the final time, summary.json the mass balance
+and the closed-form comparison. Serially and under ``mpirun -n 2`` (subprocesses)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import run_hybrid
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "transport_krogh.toml"
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_transport_krogh_config_writes_fields_and_mass_balance(tmp_path, ranks):
+    text = EXAMPLE.read_text().replace("mesh_size = 2.0e-6", "mesh_size = 6.0e-6") \
+        .replace("end = 3600.0", "end = 1200.0").replace("step = 10.0", "step = 30.0")
+    config = tmp_path / "krogh.toml"
+    config.write_text(text)
+    out = tmp_path / "out"
+    result = run_hybrid("transport", config, "--output", out, ranks=ranks, timeout=300)
+    assert result.returncode == 0, result.stderr
+    from hybrid.io.fields import read_point_data
+
+    _, _, fields = read_point_data(out / "transport.xdmf")
+    assert set(fields) == {"liposomal_drug", "free_drug", "cell_drug"}
+    assert fields["free_drug"].min() >= 0 and fields["free_drug"].max() > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["fields"]["free_drug"] == "mol/m^3 of tissue"
+    assert abs(summary["mass_balance"]["final_balance_error_relative"]) < 1e-10
+    assert summary["mass_balance"]["max_step_residual_relative"] < 1e-10
+    assert summary["closed_form"]["relative_to_wall_value"] < 0.01
+    assert summary["time_steps"] == 40 and summary["mpi_ranks"] == ranks
