@@ -29,9 +29,10 @@ from hybrid.problems.parameters import default, value_or_default
 __all__ = ["linear_uptake", "el_kareh_secomb_uptake", "survival_fraction", "lethal_indicator",
            "ng_per_1e5_cells"]
 
+
 def linear_uptake(c_free, rate=None):
     """First-order uptake ``k c_free`` [mol/(m^3 s)]; ``rate`` k [1/s] (table ``k_up`` if None)."""
-    return (value_or_default(rate, "k_up")) * c_free
+    return value_or_default(rate, "k_up") * c_free
 
 
 def el_kareh_secomb_uptake(c_free, c_cell, *, interstitial_fraction=None, cell_density=None,
