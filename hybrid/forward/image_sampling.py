@@ -23,8 +23,9 @@ import dolfinx.fem
 import dolfinx.geometry
 
 from hybrid.imaging.grid import interpolate, voxel_to_world_m, world_m_to_voxel
+from hybrid.problems.exchange import ktrans_to_permeability_surface
 
-__all__ = ["sample_image", "observe_on_grid", "ktrans_to_ps_per_s", "permeability_surface_field",
+__all__ = ["sample_image", "observe_on_grid", "permeability_surface_field",
            "vascular_exchange_from_ktrans",
            "ph_field", "mask_field", "SPACES"]
 
@@ -81,22 +82,13 @@ def _finite(function: dolfinx.fem.Function, what: str) -> dolfinx.fem.Function:
     return function
 
 
-def ktrans_to_ps_per_s(ktrans_per_min):
-    """Transvascular permeability-surface product per tissue volume PS/V [1/s] from Ktrans [1/min].
-
-    Ktrans = E Fp with extraction E = 1 - exp(-PS/Fp) (Renkin-Crone); in the permeability-limited
-    regime (PS << Fp) E ~ PS/Fp, so Ktrans ~ PS per unit tissue volume: PS/V = Ktrans / 60. This
-    assumption fails in the flow-limited regime (PS >> Fp, Ktrans ~ Fp), where it underestimates PS.
-    The contrast agent (Gd-DTPA, ~0.5 kDa) is also far smaller than a liposome: scale PS for the
-    carrier separately."""
-    return np.asarray(ktrans_per_min, dtype=float) / 60.0
-
-
 def permeability_surface_field(domain_or_mesh, ktrans_per_min, affine_mm, **kwargs) -> dolfinx.fem.Function:
-    """PS/V [1/s] on the mesh from a Ktrans map [1/min] (``ktrans_to_ps_per_s``); ``kwargs`` as for
+    """PS/V [1/s] on the mesh from a Ktrans map [1/min]
+    (``hybrid.problems.exchange.ktrans_to_permeability_surface``); ``kwargs`` as for
     ``sample_image``. Raises ValueError where the sampled map is not finite."""
-    return _finite(sample_image(domain_or_mesh, ktrans_to_ps_per_s(ktrans_per_min), affine_mm,
-                                name="permeability_surface", **kwargs), "Ktrans")
+    ps_per_s = ktrans_to_permeability_surface(np.asarray(ktrans_per_min, dtype=float))
+    return _finite(sample_image(domain_or_mesh, ps_per_s, affine_mm, name="permeability_surface", **kwargs),
+                   "Ktrans")
 
 
 def ph_field(domain_or_mesh, ph_map, affine_mm, **kwargs) -> dolfinx.fem.Function:

@@ -11,8 +11,9 @@ import dolfinx.fem
 import dolfinx.mesh
 
 from hybrid.forward.image_sampling import (
-    ktrans_to_ps_per_s, mask_field, observe_on_grid, permeability_surface_field, ph_field, sample_image)
+    mask_field, observe_on_grid, permeability_surface_field, ph_field, sample_image)
 from hybrid.imaging.grid import voxel_to_world_m
+from hybrid.problems.exchange import ktrans_to_permeability_surface
 
 pytestmark = pytest.mark.mpi
 
@@ -102,7 +103,7 @@ def test_converters_and_mask(cube):
     affine = np.diag([0.5, 0.5, 0.5, 1.0])
     affine[:3, 3] = -5.0
     shape = (21, 21, 21)
-    assert ktrans_to_ps_per_s(0.6) == pytest.approx(0.01)
+    assert ktrans_to_permeability_surface(0.6) == pytest.approx(0.01)
     ps = permeability_surface_field(cube, np.full(shape, 0.6), affine)
     assert ps.name == "permeability_surface" and np.allclose(ps.x.array, 0.01)
     assert np.allclose(ph_field(cube, np.full(shape, 6.8), affine).x.array, 6.8)
