@@ -286,7 +286,7 @@ def _plot_pressure(run: ForwardRun, comm: MPI.Comm, path: Path, tumour_radius: f
         xy = np.concatenate([c for c, _ in gathered])[:, :2]
         p = np.concatenate([v for _, v in gathered])
         plot_radial_pressure(xy, p, run.exact, tumour_radius, path)
-        log(f"wrote {path}")
+        log(f"wrote {path.name}")   # path is in the staging folder until the run commits
 
     on_rank0(comm, plot)
 
@@ -560,7 +560,7 @@ def run_maps(config, log=None) -> dict:
         "outputs": outputs,
     }
     write_summary(out / "summary.json", summary, MPI.COMM_SELF)
-    log(f"wrote {len(maps)} maps, {figure.name} and summary.json to {out}")
+    log(f"wrote {len(maps)} maps, {figure.name} and summary.json")
     return summary
 
 
@@ -606,5 +606,5 @@ def run_phantom(output_directory: Path, log=None, *, shape=(64, 64, 2), voxel_mm
     }
     path = write_toml(out / "maps.toml", config, header="hybrid maps configuration for the digital phantom "
                       "(keys and units: hybrid/config.py MapsConfig).\nPaths are relative to this file.")
-    log(f"wrote dce/vfa/cest series, mask, labels, truth/ and {path}")
+    log(f"wrote dce/vfa/cest series, mask, labels, truth/ and {path.name}")
     return path
