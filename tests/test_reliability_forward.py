@@ -54,8 +54,11 @@ def test_unmeshable_masks_end_every_rank(tmp_path, case, ranks):
 
 
 @pytest.mark.parametrize("ranks", RANKS)
-def test_output_directory_that_cannot_be_created(tmp_path, ranks):
-    result = run_hybrid("forward", disc_config(tmp_path, "/proc/hybrid-cannot-exist"), ranks=ranks, timeout=90)
+@pytest.mark.parametrize("command", ["forward", "demo"])
+def test_output_directory_that_cannot_be_created(tmp_path, ranks, command):
+    args = (disc_config(tmp_path, "/proc/hybrid-cannot-exist"),) if command == "forward" else (
+        "--output", "/proc/hybrid-cannot-exist")
+    result = run_hybrid(command, *args, ranks=ranks, timeout=90)
     assert_one_error(result, "cannot create output directory /proc/hybrid-cannot-exist")
 
 
