@@ -82,7 +82,7 @@ def standard_errors(jac, rss, rel_floor=1e-13):
     n_t, n_p = jac.shape[1], jac.shape[2]
     if n_t <= n_p:
         raise ValueError(f"{n_t} samples cannot give standard errors for {n_p} parameters")
-    jtj = np.einsum("ntp,ntq->npq", jac, jac)
+    jtj = jac.transpose(0, 2, 1) @ jac
     scale = np.sqrt(np.einsum("npp->np", jtj))
     safe = np.where(scale > 0, scale, 1.0)
     w, v = np.linalg.eigh(jtj / (safe[:, :, None] * safe[:, None, :]))

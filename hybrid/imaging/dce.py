@@ -441,7 +441,7 @@ def _fit_block(name, t, cp, ct, delays, max_iter):
         for fp in _START_FP if rows.size else ():
             extra = start[rows].copy()
             extra[:, 0] = fp * _FP_UNIT
-            trial = batched_lm(model, ct[rows], extra, lo, hi, max_iter, **lm)
+            trial = batched_lm(model, ct[rows], extra, lo, hi, max_iter // 3, **lm)
             better = rows[trial[1] < best[1][rows]]
             keep = trial[1] < best[1][rows]
             for held, new in zip(best, trial):
