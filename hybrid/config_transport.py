@@ -40,6 +40,16 @@ meshes; default table SV_T); ``[plasma] liposomal_concentration`` (constant) or 
 ``[tumour]`` IFP tissue coefficients (flow = darcy, as for hybrid forward); ``[flow] boundary``
 (dirichlet | no_flux, tumour-scale meshes) and ``far_field_pressure`` [Pa];
 ``[solver] petsc_options``.
+
+Hyperthermia (Pennes bioheat on the same mesh and steps, table tissue values; with
+``formulation = "thermosensitive"`` the release rate is then k(T) of the computed temperature)::
+
+    [heating]
+    target_temperature = 315.15    # K (42 C): mean over the heated cells, held by the controller
+    start = 0.0                    # s
+    end = 1800.0                   # s
+    max_power = 1.0e6              # W/m^3
+    boundary = "no_flux"           # no_flux | dirichlet (T = T_a on the outer boundary)
 """
 
 from __future__ import annotations
@@ -72,6 +82,7 @@ class TransportConfig:
     tissue: dict                 # interstitial_fraction, surface_to_volume
     plasma: dict
     time: dict                   # end, step, order, output_interval
+    heating: dict | None         # target_temperature, start, end, max_power, boundary
     petsc_options: dict
     output_directory: Path
     source: dict = field(repr=False)   # the TOML as read, echoed into summary.json
@@ -96,7 +107,8 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
     try:
         top = _take(data, "top level", {"geometry": REQUIRED, "flow": {}, "tumour": {}, "drug": {},
                                         "free_drug": REQUIRED, "liposome": None, "release": {}, "tissue": {},
-                                        "plasma": REQUIRED, "time": REQUIRED, "solver": {}, "output": REQUIRED})
+                                        "plasma": REQUIRED, "time": REQUIRED, "heating": None, "solver": {},
+                                        "output": REQUIRED})
         tumour = _tissue(top["tumour"], "tumour")
         geometry = _geometry(top["geometry"], base).resolved(tumour.rim_thickness)
         flow = _take(top["flow"], "flow", {"model": "none", "boundary": "dirichlet", "far_field_pressure": 0.0})
@@ -151,12 +163,23 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
             raise ConfigError(f"[time] step ({time['step']} s) must not exceed end ({time['end']} s)")
         interval = time["end"] / 10 if time["output_interval"] is None else time["output_interval"]
         time["output_interval"] = _number("time", "output_interval", interval, positive=True)
+        heating = None
+        if top["heating"] is not None:
+            heating = _take(top["heating"], "heating", {"target_temperature": REQUIRED, "start": 0.0,
+                                                        "end": REQUIRED, "max_power": REQUIRED,
+                                                        "boundary": "no_flux"})
+            heating = _checked("heating", heating, target_temperature="positive", start="non_negative",
+                               end="positive", max_power="positive")
+            if heating["boundary"] not in ("no_flux", "dirichlet"):
+                raise ConfigError(f"[heating] boundary must be no_flux or dirichlet, got {heating['boundary']!r}")
+            if heating["end"] <= heating["start"]:
+                raise ConfigError(f"[heating] end ({heating['end']} s) must be after start ({heating['start']} s)")
         solver = _take(top["solver"], "solver", {"petsc_options": {}})
         _petsc_options(solver["petsc_options"])
         out = _take(top["output"], "output", {"directory": REQUIRED})
         directory = _path(Path("."), "output", "directory", out["directory"])
         return TransportConfig(geometry, flow, tumour, formulation, free, liposome, release, tissue, plasma, time,
-                               dict(solver["petsc_options"]), directory, data)
+                               heating, dict(solver["petsc_options"]), directory, data)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     except ValueError as exc:

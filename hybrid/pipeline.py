@@ -410,6 +410,7 @@ def run_maps(config, log=None) -> dict:
     fit_delay, T1 [s] with [vfa], pH and ph_valid (uint8) with [cest]."""
     from hybrid.imaging import cest, dce
     from hybrid.io import nifti
+    from hybrid.io.outputs import naming
     from hybrid.io.summary import software_versions, write_summary
     from hybrid.report.figures import plot_maps_overview
 
@@ -538,7 +539,8 @@ def run_maps(config, log=None) -> dict:
                            intent_name=f"{key} [{unit}]")
         outputs[key] = f"{key}.nii.gz"   # relative to the output directory
     figure = out / "maps.png"
-    plot_maps_overview({key: (image, MAP_UNITS.get(key, "")) for key, image in maps.items()}, figure)
+    with naming(figure):
+        plot_maps_overview({key: (image, MAP_UNITS.get(key, "")) for key, image in maps.items()}, figure)
     outputs["figure"] = figure.name
     stages["total_s"] = time.perf_counter() - start
     summary = {

@@ -32,3 +32,29 @@ def test_transport_krogh_config_writes_fields_and_mass_balance(tmp_path, ranks):
     assert summary["mass_balance"]["max_step_residual_relative"] < 1e-10
     assert summary["closed_form"]["relative_to_wall_value"] < 0.01
     assert summary["time_steps"] == 40 and summary["mpi_ranks"] == ranks
+
+
+def test_transport_thermosensitive_with_heating(tmp_path):
+    """[heating] holds 42 C for 10 min on the Krogh patch: thermosensitive liposomes release into
+    free drug, temperature and CEM43 are written, CEM43 = 10 min x 0.25 (+ the ramp step)."""
+    text = EXAMPLE.read_text().replace("mesh_size = 2.0e-6", "mesh_size = 8.0e-6") \
+        .replace("end = 3600.0", "end = 900.0").replace("step = 10.0", "step = 30.0") \
+        .replace('formulation = "free"', 'formulation = "thermosensitive"') \
+        .replace("[tissue]", "[liposome]\ndiffusivity = 2e-12\nvessel_permeability = 1e-7\n"
+                             "[heating]\ntarget_temperature = 315.15\nstart = 300.0\nend = 900.0\n"
+                             "max_power = 1e6\n[tissue]") \
+        .replace("free_concentration = 1.0e-3", "liposomal_concentration = 1.0e-2")
+    config = tmp_path / "tsl.toml"
+    config.write_text(text)
+    out = tmp_path / "out"
+    result = run_hybrid("transport", config, "--output", out, timeout=300)
+    assert result.returncode == 0, result.stderr
+    from hybrid.io.fields import read_point_data
+
+    _, _, fields = read_point_data(out / "transport.xdmf")
+    assert {"temperature", "thermal_dose"} <= set(fields)
+    assert fields["temperature"].min() == pytest.approx(315.15, abs=1e-6)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["heating"]["cem43_max_min"] == pytest.approx(600 / 60 * 0.25, rel=0.05)
+    assert summary["final_amounts"]["in_cells"] > 0 and fields["free_drug"].max() > 0
+    assert summary["mass_balance"]["max_step_residual_relative"] < 1e-10

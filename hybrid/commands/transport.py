@@ -33,7 +33,8 @@ from hybrid.problems.pharmacokinetics import PlasmaCurve, dose_amount
 
 __all__ = ["run_transport", "FIELD_UNITS"]
 
-FIELD_UNITS = {name: "mol/m^3 of tissue" for name in SPECIES}
+FIELD_UNITS = {name: "mol/m^3 of tissue" for name in SPECIES} | {"temperature": "K (with [heating])",
+                                                                 "thermal_dose": "CEM43 min (with [heating])"}
 
 
 def _plasma(config: TransportConfig) -> tuple[PlasmaCurve, PlasmaCurve | None]:
@@ -49,8 +50,13 @@ def _plasma(config: TransportConfig) -> tuple[PlasmaCurve, PlasmaCurve | None]:
     return PlasmaCurve.constant(0.0), PlasmaCurve.liposomal(amount, plasma["liposome_half_life"])
 
 
-def _release_rate(config: TransportConfig) -> float:
-    """Uniform release rate k_rel [1/s] of the formulation (0 for free drug)."""
+def _release_rate(config: TransportConfig, temperature=None):
+    """Release rate k_rel [1/s] of the formulation (0 for free drug): a number, or for
+    thermosensitive liposomes under ``[heating]`` k(T) of the ``temperature`` field (UFL)."""
+    if config.formulation == "thermosensitive" and temperature is not None:
+        from hybrid.problems.namespace import UFL
+
+        return release.thermal_release_rate(temperature, xp=UFL)
     return {"free": lambda: 0.0,
             "liposomal": lambda: default("k_rel_L"),
             "ph_sensitive": lambda: float(release.ph_release_rate(config.release["ph"])),
@@ -58,7 +64,7 @@ def _release_rate(config: TransportConfig) -> float:
             }[config.formulation]()
 
 
-def _model(config: TransportConfig, perivascular: bool) -> TransportModel:
+def _model(config: TransportConfig, perivascular: bool, temperature=None) -> TransportModel:
     free, phi = config.free_drug, config.tissue["interstitial_fraction"]
     if free["uptake"] == "linear":
         rate = lambda c_free, c_cell, xp: uptake.linear_uptake(c_free, free["uptake_rate"])
@@ -72,7 +78,7 @@ def _model(config: TransportConfig, perivascular: bool) -> TransportModel:
         plasma_free=plasma_free, interstitial_fraction=phi,
         liposomal=None if lipo is None else Carrier(lipo["diffusivity"], lipo["vessel_permeability"],
                                                     lipo["reflection"], lipo["hindrance"], lipo["clearance"]),
-        plasma_liposomal=plasma_liposomal, release_rate=_release_rate(config),
+        plasma_liposomal=plasma_liposomal, release_rate=_release_rate(config, temperature),
         surface_to_volume=None if perivascular else config.tissue["surface_to_volume"])
 
 
@@ -95,6 +101,21 @@ def _flow(config: TransportConfig, domain, perivascular: bool, stages: dict, log
     p = ifp.pressure
     return Flow(flux, vascular_fluid_source=starling_fluid_flux(p, tumour.vascular_exchange, tumour.effective_pressure),
                 lymphatic_fluid_sink=tumour.lymphatic_filtration * (p - tumour.lymphatic_pressure))
+
+
+def _heat(config: TransportConfig, domain):
+    """The Pennes solver of ``[heating]`` (table tissue values, every cell heated), or None."""
+    if config.heating is None:
+        return None
+    from hybrid.forward.heat import BioheatProperties, BioheatSolver, TargetTemperature
+
+    heating = config.heating
+    present = set(np.unique(domain.cell_tags.values).tolist())
+    regions = sorted(set().union(*domain.mesh.comm.allgather(present)))   # tags on any rank
+    properties = {tag: BioheatProperties.defaults() for tag in regions}
+    controller = TargetTemperature(heating["target_temperature"], heating["start"], heating["end"], heating["max_power"])
+    return BioheatSolver(domain, properties, boundary=heating["boundary"], heating=controller,
+                         order=config.time["order"])
 
 
 def _krogh_error(config: TransportConfig, solver: TransportSolver, comm) -> dict | None:
@@ -122,6 +143,16 @@ def _krogh_error(config: TransportConfig, solver: TransportSolver, comm) -> dict
             "relative_to_wall_value": error / wall}
 
 
+def _heating_summary(heat, records, comm) -> dict:
+    """Temperature, power and CEM43 numbers of the heating run."""
+    dose = heat.thermal_dose.x.array[:heat.thermal_dose.function_space.dofmap.index_map.size_local]
+    return {"final_mean_temperature_K": records[-1].region_mean_temperature,
+            "max_mean_temperature_K": max(r.region_mean_temperature for r in records),
+            "max_power_W_m3": max(r.power for r in records),
+            "cem43_max_min": comm.allreduce(float(dose.max(initial=0.0)), op=MPI.MAX),
+            "cem43_min_min": comm.allreduce(float(dose.min(initial=np.inf)), op=MPI.MIN)}
+
+
 def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
     """Run the configured transport problem and write the outputs into ``config.output_directory``
     (collective). Returns the summary."""
@@ -137,15 +168,16 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
     perivascular = config.geometry.shape in PERIVASCULAR
     flow = _flow(config, domain, perivascular, stages, log)
     start = time.perf_counter()
-    solver = TransportSolver(domain, _model(config, perivascular), flow=flow, order=config.time["order"],
-                             petsc_options=config.petsc_options)
+    heat = _heat(config, domain)
+    solver = TransportSolver(domain, _model(config, perivascular, heat and heat.temperature), flow=flow,
+                             order=config.time["order"], petsc_options=config.petsc_options)
     stages["setup_s"] = time.perf_counter() - start
     steps = int(round(config.time["end"] / config.time["step"]))
     dt = config.time["end"] / steps
     every = max(1, int(round(config.time["output_interval"] / dt)))
     log(f"{steps} steps of {dt:g} s, {'backward Euler' if config.time['order'] == 1 else 'BDF2'}, "
         f"{solver.concentrations.function_space.dofmap.index_map.size_global} nodes x 3 species")
-    records, output_s = [], 0.0
+    records, heat_records, output_s = [], [], 0.0
     if comm.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     comm.barrier()
@@ -154,18 +186,24 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
         with dolfinx.io.XDMFFile(comm, str(out / "transport.xdmf"), "w") as xdmf:
             xdmf.write_mesh(domain.mesh)
             for index in range(1, steps + 1):
-                records.append(solver.step(dt))
+                if heat is not None:
+                    heat_records.append(heat.step(dt))
+                records.append(solver.step(dt, coefficients_changed=heat is not None))
                 if index % every == 0 or index == steps:
                     write = time.perf_counter()
-                    for function in solver.species():
+                    extra = [heat.temperature, heat.thermal_dose] if heat is not None else []
+                    for function in solver.species() + extra:
                         xdmf.write_function(function, records[-1].time)
                     output_s += time.perf_counter() - write
         stages["time_stepping_s"] = time.perf_counter() - stepping - output_s
         stages["output_s"] = output_s
         closed_form = _krogh_error(config, solver, comm)
+        heating = _heating_summary(heat, heat_records, comm) if heat is not None else None
     finally:
         timings = solver.solver.timings
         solver.close()
+        if heat is not None:
+            heat.close()
     last = records[-1]
     entered = max(abs(last.entered_through_vessels), 1e-300)
     balance = {
@@ -203,6 +241,8 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
     }
     if closed_form is not None:
         summary["closed_form"] = closed_form
+    if heating is not None:
+        summary["heating"] = heating
     write_summary(out / "summary.json", summary, comm)
     log(f"mass balance: entered {last.entered_through_vessels:.4g}, error {balance['final_balance_error_relative']:.2e} "
         "of it" + (f"; Krogh closed form max error {closed_form['free_drug_max_abs_error_mol_m3']:.3g} mol/m^3"

@@ -239,3 +239,37 @@ def test_advection_dominated_front_switches_supg_on_and_conserves_mass():
     _, _, galerkin_records = advected_front(False)
     galerkin = -min(r.minimum[0] for r in galerkin_records)
     assert supg < 0.6 * galerkin and supg < 0.1 * 1e-3
+
+
+def test_thermosensitive_release_follows_the_bioheat_temperature():
+    """Coupling: the release rate is k(T) (hybrid.problems.release) of the Pennes solver's
+    temperature field, updated every step. Insulated square held at 42 C from t = 0 (backward
+    Euler heat, uniform), liposomes at rest: backward Euler gives C_L^{n+1} = C_L^n / (1 + dt k(T^{n+1}))
+    exactly, and the released drug appears as free drug (C_L + C_F constant)."""
+    from hybrid.forward.heat import BioheatProperties, BioheatSolver, TargetTemperature
+    from hybrid.mesh import tags
+    from hybrid.problems.namespace import NUMPY, UFL
+    from hybrid.problems.release import thermal_release_rate
+
+    domain = unit_square_domain(COMM, 6, 1e-3)
+    target = default("T_a") + 5.0
+    heat = BioheatSolver(domain, {tags.TUMOUR: BioheatProperties.defaults()}, boundary="no_flux", order=1,
+                         heating=TargetTemperature(target, 0.0, 600.0, 1e8))
+    model = TransportModel(free=Carrier(1.2e-10, 0.0), uptake=CellUptake(lambda c_free, c_cell, xp: 0.0 * c_free, True),
+                           plasma_free=PlasmaCurve.constant(0.0), liposomal=Carrier(2e-12, 0.0),
+                           plasma_liposomal=PlasmaCurve.constant(0.0),
+                           release_rate=thermal_release_rate(heat.temperature, xp=UFL))
+    transport = TransportSolver(domain, model)
+    c0 = 1e-3
+    transport.concentrations.interpolate(lambda x: np.vstack([np.full(x.shape[1], c0), 0 * x[0], 0 * x[0]]))
+    dt, expected = 30.0, c0
+    for _ in range(20):
+        heat.step(dt)
+        record = transport.step(dt, coefficients_changed=True)
+        expected /= 1 + dt * float(thermal_release_rate(np.array(heat.region_mean_temperature()), xp=NUMPY))
+    _, values = owned(transport)
+    assert np.allclose(values[:, 0], expected, rtol=1e-9)
+    assert np.allclose(values[:, 0] + values[:, 1], c0, rtol=1e-12)
+    assert expected < 0.9 * c0 and abs(record.balance_residual) < 1e-12 * c0 * 1e-6
+    heat.close()
+    transport.close()
