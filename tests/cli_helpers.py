@@ -55,3 +55,24 @@ def disc_config(directory: Path, out: Path | str, geometry: str = "", solver: st
     path = Path(directory) / "disc.toml"
     path.write_text(DISC_CONFIG.format(geometry=geometry, solver=solver, out=out))
     return path
+
+
+def run_hybrid_with_file_size_limit(*args, limit_bytes: int, ranks: int = 1, timeout: float = 90):
+    """``hybrid *args`` with RLIMIT_FSIZE set once MPI has started (MPI's own shared-memory files
+    need more): a write beyond ``limit_bytes`` fails with EFBIG, as on a full disk."""
+    code = ("from mpi4py import MPI; import resource, sys; "
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit_bytes}, {limit_bytes})); "
+            "from hybrid.cli import main; sys.exit(main(sys.argv[1:]))")
+    launcher = [MPIRUN, "-n", str(ranks)] if ranks > 1 else []
+    return subprocess.run([*launcher, sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def small_phantom(directory: Path) -> Path:
+    """A 16x16x1 digital phantom in ``directory``; its maps.toml (returned) fits DCE and VFA only."""
+    from hybrid.pipeline import run_phantom
+
+    toml = run_phantom(directory, shape=(16, 16, 1), voxel_mm=(0.875, 0.875, 1.0))
+    text = toml.read_text()
+    toml.write_text(text[:text.index("[cest]")] + text[text.index("[mask]"):])
+    return toml

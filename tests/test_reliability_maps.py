@@ -13,20 +13,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cli_helpers import assert_one_error, run_hybrid
+from cli_helpers import assert_one_error, run_hybrid, small_phantom
 from hybrid.io import nifti
-from hybrid.pipeline import run_phantom
 
 
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory):
-    """A 16x16x1 digital phantom; its maps.toml fits DCE and VFA only (the failures come first)."""
-    root = tmp_path_factory.mktemp("phantom")
-    toml = run_phantom(root, shape=(16, 16, 1), voxel_mm=(0.875, 0.875, 1.0))
-    text = toml.read_text()
-    start = text.index("[cest]")
-    toml.write_text(text[:start] + text[text.index("[mask]"):])
-    return root
+    """A small digital phantom fitted with DCE and VFA only (the failures come first)."""
+    return small_phantom(tmp_path_factory.mktemp("phantom")).parent
 
 
 @pytest.fixture

@@ -8,12 +8,12 @@ by an extended-Tofts run left the stale ``PS.nii.gz``, and a full disk left fiel
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-from cli_helpers import MPIRUN, assert_one_error, disc_config, error_lines, run_hybrid
+from cli_helpers import (assert_one_error, disc_config, error_lines, run_hybrid, run_hybrid_with_file_size_limit,
+                         small_phantom)
 from hybrid.io.outputs import STAGING_PREFIX, OutputTransaction
 
 RANKS = [1, 2]
@@ -127,19 +127,23 @@ def test_overwrite_replaces_the_whole_previous_set(tmp_path, previous):
 
 @pytest.mark.parametrize("ranks", RANKS)
 def test_disk_full_while_writing_fields_keeps_the_previous_set(tmp_path, previous, ranks):
-    """A file-size limit (RLIMIT_FSIZE, set after MPI has started) makes the HDF5 write fail as on
-    a full disk."""
-    import subprocess
-
+    """A file-size limit makes the HDF5 write fail as on a full disk."""
     before = snapshot(previous)
-    code = ("from mpi4py import MPI; import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (50000, 50000)); "
-            "from hybrid.cli import main; sys.exit(main(sys.argv[1:]))")
-    launcher = [MPIRUN, "-n", str(ranks)] if ranks > 1 else []
-    result = subprocess.run([*launcher, sys.executable, "-c", code, "forward", str(disc_config(tmp_path, previous)),
-                             "--overwrite"], capture_output=True, text=True, timeout=90)
+    result = run_hybrid_with_file_size_limit("forward", disc_config(tmp_path, previous), "--overwrite",
+                                             limit_bytes=50_000, ranks=ranks)
     assert result.returncode == 2, result.stderr
     lines = error_lines(result)
     # the HDF5 write is collective: each rank that sees it fail says so (one line each)
     assert 1 <= len(lines) <= ranks and all("could not write" in line and "free space" in line for line in lines)
     assert "Traceback" not in result.stderr
     assert snapshot(previous) == before
+
+
+@pytest.mark.parametrize("ranks", RANKS)
+def test_disk_full_while_writing_maps_names_the_file_and_leaves_nothing(tmp_path, ranks):
+    """Before: disk full left valid-looking maps with an empty summary.json."""
+    toml = small_phantom(tmp_path / "ph")
+    result = run_hybrid_with_file_size_limit("maps", toml, limit_bytes=20_000, ranks=ranks)
+    line = assert_one_error(result, "maps.png: File too large")
+    assert str(tmp_path / "ph" / "maps") in line
+    assert not (tmp_path / "ph" / "maps").exists()

@@ -31,6 +31,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from hybrid.io.outputs import naming
+
 __all__ = ["Series", "read_dce_series", "read_cest_series", "read_vfa_series", "read_volume",
            "write_volume", "write_series", "sidecar_path", "check_same_grid"]
 
@@ -202,6 +204,12 @@ def _image(data: np.ndarray, affine_mm: np.ndarray, description: str, intent_nam
     return img
 
 
+def _save(image, path: Path) -> None:
+    """nib.save, with the file named in an error (gzip's write errors, e.g. a full disk, name none)."""
+    with naming(path):
+        nib.save(image, str(path))
+
+
 def write_volume(path: str | Path, volume: np.ndarray, affine_mm: np.ndarray, *,
                  description: str = "", intent_name: str = "", dtype=np.float32) -> Path:
     """Write a 3-D map (float32 by default; NaN kept) with ``affine_mm``. ``description`` (<= 79
@@ -211,7 +219,7 @@ def write_volume(path: str | Path, volume: np.ndarray, affine_mm: np.ndarray, *,
         raise ValueError(f"write_volume expects a 3-D array, got shape {volume.shape}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(_image(volume.astype(dtype), affine_mm, description, intent_name), str(path))
+    _save(_image(volume.astype(dtype), affine_mm, description, intent_name), path)
     return path
 
 
@@ -223,6 +231,6 @@ def write_series(path: str | Path, data: np.ndarray, affine_mm: np.ndarray, side
         raise ValueError(f"write_series expects a 4-D array (x, y, z, n), got shape {data.shape}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(_image(data.astype(np.float32), affine_mm, description, ""), str(path))
+    _save(_image(data.astype(np.float32), affine_mm, description, ""), path)
     sidecar_path(path).write_text(json.dumps(sidecar, indent=2) + "\n")
     return path

@@ -16,11 +16,12 @@ These functions touch the file system and are meant for one process (rank 0 unde
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
 
-__all__ = ["OutputTransaction", "STAGING_PREFIX", "discard_active"]
+__all__ = ["OutputTransaction", "STAGING_PREFIX", "discard_active", "naming"]
 
 STAGING_PREFIX = ".hybrid-partial-"
 SUMMARY = "summary.json"
@@ -101,6 +102,17 @@ class OutputTransaction:
                 pass
         if self in _active:
             _active.remove(self)
+
+
+@contextlib.contextmanager
+def naming(path: str | Path):
+    """Re-raise an OSError that names no file (gzip or PIL writing to a full disk) with ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
 
 def _remove(path: Path) -> None:
