@@ -241,7 +241,11 @@ class TransportSolver:
 
         kind = "iterative" if mesh.topology.dim == 3 else "direct"
         options = DEFAULT_TRANSPORT_PETSC_OPTIONS[kind] | (petsc_options or {})
-        self.solver = PersistentSolver(residual, c, [], options, "hybrid_transport_", linear=model.uptake.linear)
+        # rows divided by the mean cell measure: entries O(1/dt) instead of O(h^dim / dt), which
+        # ILU would take for zero pivots on um-to-mm cells
+        scale = dolfinx.fem.Constant(mesh, 1.0 / _mean_cell_measure(mesh))
+        self.solver = PersistentSolver(scale * residual, c, [], options, "hybrid_transport_",
+                                       linear=model.uptake.linear)
 
         # mass-balance integrals
         total = lambda expr: self._compile(expr)
@@ -310,6 +314,15 @@ class TransportSolver:
     def close(self) -> None:
         """Free the PETSc objects."""
         self.solver.close()
+
+
+def _mean_cell_measure(mesh) -> float:
+    """Mean cell length/area/volume [m^dim] over all ranks."""
+    tdim = mesh.topology.dim
+    cells = mesh.topology.index_map(tdim).size_local
+    one = dolfinx.fem.Constant(mesh, 1.0)
+    measure = mesh.comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(one * ufl.dx)), op=MPI.SUM)
+    return measure / mesh.comm.allreduce(cells, op=MPI.SUM)
 
 
 def _max_cell_peclet(mesh, velocity, diffusivity: float) -> float:
