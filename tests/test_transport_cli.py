@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import run_hybrid
+from cli_helpers import assert_one_error, run_hybrid
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "transport_krogh.toml"
 
@@ -58,3 +58,20 @@ def test_transport_thermosensitive_with_heating(tmp_path):
     assert summary["heating"]["cem43_max_min"] == pytest.approx(600 / 60 * 0.25, rel=0.05)
     assert summary["final_amounts"]["in_cells"] > 0 and fields["free_drug"].max() > 0
     assert summary["mass_balance"]["max_step_residual_relative"] < 1e-10
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("diffusivity = 1.2e-10          # m^2/s\n", "", "[free_drug] missing required key 'diffusivity'"),
+    ('formulation = "free"', 'formulation = "magic"', "[drug] formulation must be one of"),
+    ("uptake_rate = 0.02", "uptake_rate = -0.02", "[free_drug] uptake_rate must be >= 0"),
+    ("step = 10.0", "step = 7200.0", "[time] step (7200.0 s) must not exceed end"),
+    ('model = "none"', 'model = "stokes"', "[flow] model must be none or darcy"),
+])
+def test_transport_config_errors_are_one_line(tmp_path, old, new, message):
+    text = EXAMPLE.read_text()
+    assert old in text
+    config = tmp_path / "bad.toml"
+    config.write_text(text.replace(old, new))
+    result = run_hybrid("transport", config, "--output", tmp_path / "out", timeout=120)
+    assert_one_error(result, message)
+    assert not (tmp_path / "out").exists()
