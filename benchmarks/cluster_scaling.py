@@ -266,7 +266,8 @@ def print_table(report: dict) -> None:
           f"{'ratio':>5s} {'mesh->files':>11s} {'refine':>6s} {'gmsh':>6s} {'write':>6s} {'MiB/rank':>8s} {'B/DOF':>6s}")
     for r in report["points"]:
         if "hybrid" not in r:
-            print(f"{r['study']:10s} {r['ranks']:5d} {'':>10s} {r.get('skipped') or r.get('failed', '')[:60]}")
+            reason = r.get("skipped") or (r.get("failed", "").strip().splitlines() or [""])[-1]
+            print(f"{r['study']:10s} {r['ranks']:5d} {'':>10s} {reason[:100]}")
             continue
         h, b, st = r["hybrid"], r["bare"], r["hybrid"]["stages_s_rank0"]
         print(f"{r['study']:10s} {r['ranks']:5d} {h['dofs']:10d} {r['dofs_per_rank']:9.0f} {h['iterations']:4d} "
