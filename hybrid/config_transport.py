@@ -36,7 +36,9 @@ Other keys: ``[free_drug] reflection``; ``[liposome] diffusivity`` (required wit
 thermosensitive); ``[tissue] surface_to_volume`` (S/V [1/m]: volume exchange on tumour-scale
 meshes; default table SV_T); ``[plasma] liposomal_concentration`` (constant) or ``dose``,
 ``dose_unit`` (mg/kg | mg/m^2), ``infusion_duration`` [s], ``liposome_half_life`` [s] (dose);
-``[time] order`` (1 backward Euler | 2 BDF2), ``output_interval`` [s] (default: end / 10);
+``[time] order`` (1 backward Euler | 2 BDF2), ``output_interval`` [s] (default: end / 10),
+``adaptive`` (true: backward Euler with steps from a local error estimate, starting at ``step``, at
+most ``output_interval``) and ``tolerance`` (relative local error per step, default 1e-3);
 ``[tumour]`` IFP tissue coefficients (flow = darcy, as for hybrid forward); ``[flow] boundary``
 (dirichlet | no_flux, tumour-scale meshes) and ``far_field_pressure`` [Pa];
 ``[solver] petsc_options``.
@@ -81,7 +83,7 @@ class TransportConfig:
     release: dict                # ph, temperature
     tissue: dict                 # interstitial_fraction, surface_to_volume
     plasma: dict
-    time: dict                   # end, step, order, output_interval
+    time: dict                   # end, step, order, output_interval, adaptive, tolerance
     heating: dict | None         # target_temperature, start, end, max_power, boundary
     petsc_options: dict
     output_directory: Path
@@ -155,8 +157,13 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
             raise ConfigError(f"[plasma] dose_unit must be mg/kg or mg/m^2, got {plasma['dose_unit']!r}")
         plasma = _checked("plasma", plasma, free_concentration="non_negative", liposomal_concentration="non_negative",
                           dose="non_negative", infusion_duration="non_negative", liposome_half_life="positive")
-        time = _take(top["time"], "time", {"end": REQUIRED, "step": REQUIRED, "order": 1, "output_interval": None})
-        time = _checked("time", time, end="positive", step="positive")
+        time = _take(top["time"], "time", {"end": REQUIRED, "step": REQUIRED, "order": 1, "output_interval": None,
+                                           "adaptive": False, "tolerance": 1e-3})
+        time = _checked("time", time, end="positive", step="positive", tolerance="positive")
+        if not isinstance(time["adaptive"], bool):
+            raise ConfigError(f"[time] adaptive must be true or false, got {time['adaptive']!r}")
+        if time["adaptive"] and time["order"] != 1:
+            raise ConfigError("[time] adaptive = true needs order = 1 (backward Euler; BDF2 steps are equal)")
         if time["order"] not in (1, 2) or isinstance(time["order"], bool):
             raise ConfigError(f"[time] order must be 1 (backward Euler) or 2 (BDF2), got {time['order']!r}")
         if time["step"] > time["end"]:
@@ -174,6 +181,9 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
                 raise ConfigError(f"[heating] boundary must be no_flux or dirichlet, got {heating['boundary']!r}")
             if heating["end"] <= heating["start"]:
                 raise ConfigError(f"[heating] end ({heating['end']} s) must be after start ({heating['start']} s)")
+        if heating is not None and time["adaptive"]:
+            raise ConfigError("[time] adaptive = true cannot be combined with [heating] yet (the bioheat solver "
+                              "steps with the fixed step); set adaptive = false")
         solver = _take(top["solver"], "solver", {"petsc_options": {}})
         _petsc_options(solver["petsc_options"])
         out = _take(top["output"], "output", {"directory": REQUIRED})

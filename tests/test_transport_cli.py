@@ -34,6 +34,25 @@ def test_transport_krogh_config_writes_fields_and_mass_balance(tmp_path, ranks):
     assert summary["time_steps"] == 40 and summary["mpi_ranks"] == ranks
 
 
+def test_transport_adaptive_steps(tmp_path):
+    """[time] adaptive = true: steps grow from 5 s as the Krogh problem settles, the output times
+    are hit exactly, the balance and the steady closed form hold."""
+    text = EXAMPLE.read_text().replace("mesh_size = 2.0e-6", "mesh_size = 6.0e-6") \
+        .replace("end = 3600.0", "end = 1200.0").replace("step = 10.0", "step = 5.0\nadaptive = true\n"
+                                                                      "output_interval = 300.0")
+    config = tmp_path / "krogh.toml"
+    config.write_text(text)
+    out = tmp_path / "out"
+    result = run_hybrid("transport", config, "--output", out, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["adaptive"] and summary["time_steps"] < 120   # 240 steps at the initial 5 s (measured 80)
+    assert summary["time_step_s"]["max"] >= 8 * summary["time_step_s"]["min"]
+    assert summary["mass_balance"]["steps"]["time"][-1] == pytest.approx(1200.0, rel=1e-12)
+    assert summary["mass_balance"]["max_step_residual_relative"] < 1e-10
+    assert summary["closed_form"]["relative_to_wall_value"] < 0.01
+
+
 def test_transport_thermosensitive_with_heating(tmp_path):
     """[heating] holds 42 C for 10 min on the Krogh patch: thermosensitive liposomes release into
     free drug, temperature and CEM43 are written, CEM43 = 10 min x 0.25 (+ the ramp step)."""

@@ -172,10 +172,19 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
     solver = TransportSolver(domain, _model(config, perivascular, heat and heat.temperature), flow=flow,
                              order=config.time["order"], petsc_options=config.petsc_options)
     stages["setup_s"] = time.perf_counter() - start
-    steps = int(round(config.time["end"] / config.time["step"]))
-    dt = config.time["end"] / steps
-    every = max(1, int(round(config.time["output_interval"] / dt)))
-    log(f"{steps} steps of {dt:g} s, {'backward Euler' if config.time['order'] == 1 else 'BDF2'}, "
+    adaptive = config.time["adaptive"]
+    interval = config.time["output_interval"]
+    if adaptive:   # outputs every output_interval; steps chosen by the error estimate in between
+        stops = list(np.arange(1, int(np.ceil(config.time["end"] / interval - 1e-9)) + 1) * interval)
+        stops[-1] = config.time["end"]
+        dt, every = config.time["step"], 1
+    else:
+        steps = int(round(config.time["end"] / config.time["step"]))
+        dt = config.time["end"] / steps
+        stops = [dt * index for index in range(1, steps + 1)]
+        every = max(1, int(round(interval / dt)))
+    log(f"{'adaptive steps from' if adaptive else f'{len(stops)} steps of'} {dt:g} s, "
+        f"{'backward Euler' if config.time['order'] == 1 else 'BDF2'}, "
         f"{solver.concentrations.function_space.dofmap.index_map.size_global} nodes x 3 species")
     records, heat_records, output_s = [], [], 0.0
     if comm.rank == 0:
@@ -185,11 +194,15 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
     try:
         with dolfinx.io.XDMFFile(comm, str(out / "transport.xdmf"), "w") as xdmf:
             xdmf.write_mesh(domain.mesh)
-            for index in range(1, steps + 1):
-                if heat is not None:
-                    heat_records.append(heat.step(dt))
-                records.append(solver.step(dt, coefficients_changed=heat is not None))
-                if index % every == 0 or index == steps:
+            for index, stop in enumerate(stops, start=1):
+                if adaptive:
+                    accepted, dt = solver.advance_to(stop, dt, config.time["tolerance"], interval)
+                    records.extend(accepted)
+                else:
+                    if heat is not None:
+                        heat_records.append(heat.step(dt))
+                    records.append(solver.step(dt, coefficients_changed=heat is not None))
+                if index % every == 0 or index == len(stops):
                     write = time.perf_counter()
                     extra = [heat.temperature, heat.thermal_dose] if heat is not None else []
                     for function in solver.species() + extra:
@@ -226,8 +239,10 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
         "formulation": config.formulation, "flow": config.flow["model"],
         "nodes": solver.concentrations.function_space.dofmap.index_map.size_global,
         "dofs": 3 * solver.concentrations.function_space.dofmap.index_map.size_global,
-        "time_steps": steps, "time_step_s": dt, "scheme": "backward Euler (order 1)" if config.time["order"] == 1
-        else "BDF2 (order 2)",
+        "time_steps": len(records), "adaptive": adaptive,
+        "time_step_s": {"min": float(np.min(np.diff([0.0] + [r.time for r in records]))),
+                        "max": float(np.max(np.diff([0.0] + [r.time for r in records])))},
+        "scheme": "backward Euler (order 1)" if config.time["order"] == 1 else "BDF2 (order 2)",
         "stabilised_supg": {"liposomal_drug": solver.stabilised[0], "free_drug": solver.stabilised[1]},
         "max_cell_peclet": {"liposomal_drug": solver.peclet[0], "free_drug": solver.peclet[1]},
         "fields": FIELD_UNITS,

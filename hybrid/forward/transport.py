@@ -260,6 +260,7 @@ class TransportSolver:
         self._left = total(outflow[0] + outflow[1]) if flux is not None else None
         self._cleared = total((cleared[0] + cleared[1]) * dxl) if any(not isinstance(x, float) for x in cleared) else None
         self._previous_content = None   # content at the previous time level (BDF2 balance)
+        self._last_dt = None            # size of the last step [s] (adaptive error estimate)
         self._cumulative = {"entered": 0.0, "left": 0.0, "cleared": 0.0}
 
     def _compile(self, expr):
@@ -296,7 +297,7 @@ class TransportSolver:
         older = old if self._previous_content is None else self._previous_content
         iterations = self.solver.solve(matrix_changed)
         self.scheme.steps_taken += 1
-        self.time = new_time
+        self.time, self._last_dt = new_time, dt
         rates = {"entered": self._integral(self._entered), "left": self._integral(self._left),
                  "cleared": self._integral(self._cleared)}
         for key, rate in rates.items():
@@ -310,6 +311,62 @@ class TransportSolver:
                         for s in range(3))
         return TransportStep(new_time, in_tissue, in_cells, self._cumulative["entered"], self._cumulative["left"],
                              self._cumulative["cleared"], residual, iterations, minimum)
+
+    def advance_to(self, stop: float, dt: float, tolerance: float, max_step: float) -> tuple[list, float]:
+        """Backward Euler steps from the current time to ``stop`` [s] with adaptive step sizes.
+
+        Local error estimate of backward Euler (half the second difference)
+        ``dt/(dt + dt_prev) |u^{n+1} - u^n - dt/dt_prev (u^n - u^{n-1})|``, per species relative to
+        that species' largest value, against ``tolerance``; a step above it is rejected and
+        retried with half the step, a step below a quarter of it lets the next one double (up to
+        ``max_step``), so the step only changes by factors of 2 and the matrix is rebuilt rarely.
+        The last step is shortened to land on ``stop``. Starts with ``dt``; returns the accepted
+        step records and the step size to continue with.
+        """
+        if self.scheme.order != 1:
+            raise ValueError("adaptive steps need backward Euler (order 1): the BDF2 coefficients assume equal steps")
+        records = []
+        while self.time < stop * (1 - 1e-12):
+            size = min(dt, stop - self.time)
+            saved = self._save()
+            record = self.step(size)
+            ratio = self._error_ratio(saved, size, tolerance)
+            if ratio > 1.0 and size > max_step * 2.0**-20:
+                self._restore(saved)
+                dt = 0.5 * size
+                continue
+            records.append(record)
+            if ratio < 0.25 and size == dt:
+                dt = min(2 * dt, max_step)
+        return records, dt
+
+    def _save(self) -> dict:
+        return {"arrays": [f.x.array.copy() for f in (self.concentrations, *self._history)], "time": self.time,
+                "steps": self.scheme.steps_taken, "previous_content": self._previous_content,
+                "cumulative": dict(self._cumulative), "last_dt": self._last_dt}
+
+    def _restore(self, saved: dict) -> None:
+        for function, values in zip((self.concentrations, *self._history), saved["arrays"]):
+            function.x.array[:] = values
+        self.time, self.scheme.steps_taken = saved["time"], saved["steps"]
+        self._previous_content, self._cumulative = saved["previous_content"], saved["cumulative"]
+        self._last_dt = saved["last_dt"]
+
+    def _error_ratio(self, saved: dict, dt: float, tolerance: float) -> float:
+        """Largest estimated local error over ``tolerance`` x the species' largest value (0 on the
+        first step, which has no previous step to compare with)."""
+        previous_dt = saved["last_dt"]
+        if previous_dt is None:
+            return 0.0
+        n = self.concentrations.function_space.dofmap.index_map.size_local
+        new, old, older = (a.reshape(-1, 3)[:n] for a in
+                           (self.concentrations.x.array, saved["arrays"][0], saved["arrays"][1]))
+        estimate = dt / (dt + previous_dt) * np.abs(new - old - dt / previous_dt * (old - older))
+        comm = self.domain.mesh.comm
+        worst, scale = np.empty(3), np.empty(3)
+        comm.Allreduce(estimate.max(axis=0, initial=0.0), worst, op=MPI.MAX)
+        comm.Allreduce(np.abs(new).max(axis=0, initial=0.0), scale, op=MPI.MAX)
+        return float(np.max(worst / (tolerance * np.maximum(scale, 1e-300))))
 
     def close(self) -> None:
         """Free the PETSc objects."""

@@ -273,3 +273,36 @@ def test_thermosensitive_release_follows_the_bioheat_temperature():
     assert expected < 0.9 * c0 and abs(record.balance_residual) < 1e-12 * c0 * 1e-6
     heat.close()
     transport.close()
+
+
+def test_adaptive_steps_control_the_error_and_keep_the_balance():
+    """Krogh annulus fed by a decaying plasma bolus (t1/2 = 300 s): backward Euler with adaptive
+    steps lands on the stop time, grows its step by factors of 2 as the solution settles, keeps the
+    per-step balance, and a 10x smaller tolerance gives a clearly smaller error against a
+    0.5 s fixed-step reference."""
+    domain = krogh_mesh(COMM, 10e-6, 120e-6, 8e-6, wall_mesh_size=2e-6)
+
+    def solver():
+        model = TransportModel(free=Carrier(1.2e-10, 2.7e-6),
+                               uptake=CellUptake(lambda c_free, c_cell, xp: linear_uptake(c_free, 0.02), True),
+                               plasma_free=PlasmaCurve((1e-3,), (np.log(2) / 300.0,)))
+        return TransportSolver(domain, model)
+
+    reference = solver()
+    for _ in range(1200):
+        reference.step(0.5)
+    _, exact = owned(reference)
+    reference.close()
+    errors = []
+    for tolerance in (1e-2, 1e-3):
+        adaptive = solver()
+        records, _ = adaptive.advance_to(600.0, 5.0, tolerance, max_step=120.0)
+        assert records[-1].time == pytest.approx(600.0, rel=1e-12)
+        steps = np.diff([0.0] + [r.time for r in records])
+        assert steps[-2] > 8 * steps.min()
+        assert all(abs(r.balance_residual) < 1e-10 * r.entered_through_vessels for r in records)
+        _, values = owned(adaptive)
+        errors.append(COMM.allreduce(float(np.abs(values - exact).max()), op=MPI.MAX)
+                      / COMM.allreduce(float(np.abs(exact).max()), op=MPI.MAX))
+        adaptive.close()
+    assert errors[1] < 0.4 * errors[0], errors
