@@ -402,6 +402,8 @@ def _best_delay(rss, delays):
     """Grid delay of lowest residual per row, refined by a parabola through its neighbours."""
     i = np.argmin(rss, axis=1)
     best = delays[i]
+    if delays.size < 3:
+        return best
     inner = (i > 0) & (i < delays.size - 1)
     rows = np.flatnonzero(inner)
     r0, r1, r2 = rss[rows, i[rows] - 1], rss[rows, i[rows]], rss[rows, i[rows] + 1]

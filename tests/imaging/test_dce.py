@@ -225,6 +225,13 @@ def test_delay_fit_synthetic():
     assert _close(got["vp"], vp, 0.025, 0.0)
 
 
+def test_delay_grid_of_one_value_fits_that_delay():
+    ct = dce.extended_tofts(T_SYN, CP_SYN, [0.2, 0.1], [0.3, 0.4], [0.05, 0.02], delay_s=4.0)
+    got = dce.fit(T_SYN, ct, CP_SYN, "extended_tofts", fit_delay=True, delay_range_s=(4.0, 4.0))
+    np.testing.assert_allclose(got["delay_s"], 4.0)
+    np.testing.assert_allclose(got["Ktrans"], [0.2, 0.1], rtol=1e-4)
+
+
 def test_patlak_and_2cxm_synthetic_noise_free():
     ct = dce.patlak(T_SYN, CP_SYN, [0.02, 0.1], [0.05, 0.2])
     got = dce.fit(T_SYN, ct, CP_SYN, "patlak")
