@@ -247,8 +247,8 @@ class TransportSolver:
         self.solver = PersistentSolver(scale * residual, c, [], options, "hybrid_transport_",
                                        linear=model.uptake.linear)
 
-        # mass-balance integrals
-        total = lambda expr: self._compile(expr)
+        # mass-balance integrals (the same measures as the residual, so they balance exactly)
+        total = self._compile
         self._content_tissue = total((c[0] + c[1]) * dxl)
         self._content_cells = total(c[2] * dxl)
         entered = [J * dsl(wall) for s in range(2) for wall, J in walls[s]]
@@ -263,7 +263,9 @@ class TransportSolver:
         self._last_dt = None            # size of the last step [s] (adaptive error estimate)
         self._cumulative = {"entered": 0.0, "left": 0.0, "cleared": 0.0}
 
-    def _compile(self, expr):
+    @staticmethod
+    def _compile(expr):
+        """The compiled form of a UFL integral (None for a plain number: nothing to integrate)."""
         return None if expr is None or isinstance(expr, (int, float)) else dolfinx.fem.form(expr)
 
     def _integral(self, form) -> float:
