@@ -90,6 +90,7 @@ def square_space_errors(n: int) -> float:
                                                           .element.interpolation_points))
     for _ in range(2):
         solver.step(tau / 2)
+    assert solver.solver.timings.matrix_assemblies == 2   # backward Euler start, then BDF2
     error = l2_error(solver.temperature, exact(tau))
     solver.close()
     return error
@@ -119,6 +120,7 @@ def interval_time_error(steps: int, order: int) -> float:
     solver.temperature.interpolate(dolfinx.fem.Expression(T_A + shape * g(0.0), space.element.interpolation_points))
     for _ in range(steps):
         solver.step(t_end / steps)
+    assert solver.solver.timings.matrix_assemblies == order   # one matrix per distinct time term
     error = l2_error(solver.temperature, T_A + shape * g(t_end))
     solver.close()
     return error
