@@ -76,3 +76,30 @@ def test_problems_import_loads_no_torch_and_no_fem_stack():
             "sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_torch_is_imported_only_by_the_inverse_package():
+    """Outside hybrid/inverse no module names torch (hybrid/problems/namespace.py imports it lazily,
+    checked above), so the FEM, imaging, records and CLI paths never need it."""
+    offending = sorted(str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
+                       if "torch" in imported_modules(path)
+                       and path.parent.name != "inverse" and path != PACKAGE / "problems" / "namespace.py")
+    assert not offending
+
+
+def test_inverse_import_loads_no_fem_stack():
+    code = ("import sys, pkgutil, importlib, hybrid.inverse as p; "
+            "[importlib.import_module('hybrid.inverse.' + m.name) for m in pkgutil.iter_modules(p.__path__)]; "
+            "import hybrid.records; "
+            "bad = [m for m in ('dolfinx', 'ufl', 'petsc4py', 'dolfinx_solver', 'basix') if m in sys.modules]; "
+            "print(bad); sys.exit(bool(bad))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_records_import_loads_no_torch_and_no_fem_stack():
+    code = ("import sys, hybrid.records; "
+            "bad = [m for m in ('torch', 'dolfinx', 'ufl', 'petsc4py') if m in sys.modules]; print(bad); "
+            "sys.exit(bool(bad))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

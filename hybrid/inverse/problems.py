@@ -1,0 +1,229 @@
+"""Inverse problems as torch modules: state networks, unknowns, loss terms and estimates.
+
+A coefficient of a problem is one of:
+
+- a number (known, SI units);
+- a :class:`~hybrid.inverse.unknowns.BoundedScalar` or :class:`~hybrid.inverse.unknowns.BoundedField`
+  (an unknown to recover);
+- a callable ``f(x~, values)`` of the nondimensional points and the current unknown values (dict
+  name -> tensor): e.g. a pH-triggered release ``lambda x, v: ph_release_rate(ph(x), ph_50=v["ph_50"])``
+  with a known pH map.
+
+Every problem exposes ``loss_terms(points)`` (dict of nondimensional mean-square terms),
+``pointwise_residual(points)`` (for residual-adaptive collocation), ``sample_collocation``,
+``estimates()`` (current value and unit of every recovered scalar, and derived quantities).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from hybrid.inverse.networks import FourierFeatureMLP
+from hybrid.inverse.observation import VoxelAverage
+from hybrid.inverse.residuals import DrugExchange, darcy_starling_residual, transport_residuals
+from hybrid.inverse.scales import Scales
+from hybrid.inverse.unknowns import BoundedField, BoundedScalar
+from hybrid.problems.uptake import linear_uptake
+from hybrid.records import Observations
+
+__all__ = ["InverseProblem", "IFPProblem", "TransportProblem"]
+
+
+class InverseProblem(nn.Module):
+    """Common machinery: the coefficient table, unknowns and estimates."""
+
+    time_dependent = False
+
+    def __init__(self, coefficients: dict):
+        super().__init__()
+        unknown = {name: value for name, value in coefficients.items()
+                   if isinstance(value, (BoundedScalar, BoundedField))}
+        self.unknowns = nn.ModuleDict(unknown)
+        self._known = {name: value for name, value in coefficients.items() if name not in unknown}
+
+    def coefficient(self, name: str, x: torch.Tensor):
+        """Value of coefficient ``name`` at the nondimensional points ``x`` (number or tensor)."""
+        if name in self.unknowns:
+            unknown = self.unknowns[name]
+            return unknown(x).reshape(-1) if isinstance(unknown, BoundedField) else unknown()
+        value = self._known[name]
+        if callable(value):
+            return value(x, {n: u() for n, u in self.unknowns.items() if isinstance(u, BoundedScalar)})
+        return value
+
+    def estimates(self) -> dict[str, tuple[float, str]]:
+        """Current value and unit of every scalar unknown (plus derived quantities of subclasses)."""
+        return {name: (float(u().detach()), u.unit) for name, u in self.unknowns.items()
+                if isinstance(u, BoundedScalar)}
+
+    def sample_collocation(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def pointwise_residual(self, points: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class IFPProblem(InverseProblem):
+    """Steady Darcy-Starling pressure on ``geometry`` with ``p = far_pressure`` [Pa] on its boundary
+    (exact: p = p_far + P b(x~) N(x~)); ``observations`` of quantity "ifp" [Pa] (or None: forward).
+
+    Coefficients (SI): ``conductivity`` K, ``vascular_exchange`` Lp S/V, ``effective_pressure`` p_e,
+    ``lymphatic_filtration`` (default 0), ``lymphatic_pressure`` (default 0).
+    """
+
+    def __init__(self, geometry, coefficients: dict, *, observations: Observations | None = None,
+                 far_pressure: float = 0.0, pressure_scale: float = 1000.0, width: int = 32, depth: int = 3,
+                 features: int = 16, sigma: float = 1.0, generator: torch.Generator | None = None):
+        coefficients = {"lymphatic_filtration": 0.0, "lymphatic_pressure": 0.0} | dict(coefficients)
+        missing = {"conductivity", "vascular_exchange", "effective_pressure"} - set(coefficients)
+        if missing:
+            raise ValueError(f"IFPProblem needs the coefficients {sorted(missing)}")
+        super().__init__(coefficients)
+        self.geometry = geometry
+        self.scales = Scales(length=geometry.length, pressure=pressure_scale)
+        self.far_pressure = float(far_pressure)
+        self.network = FourierFeatureMLP(geometry.dim, 1, width=width, depth=depth, features=features, sigma=sigma,
+                                         generator=generator)
+        self.data = None
+        if observations is not None:
+            if observations.quantity != "ifp":
+                raise ValueError(f"IFPProblem fits quantity 'ifp' [Pa], got {observations.quantity!r}")
+            self.data = VoxelAverage(observations, geometry.contains, length=geometry.length,
+                                     value_scale=pressure_scale)
+
+    def pressure(self, x: torch.Tensor) -> torch.Tensor:
+        """Pressure [Pa] (n, 1) at nondimensional points ``x`` (n, dim)."""
+        return self.far_pressure + self.scales.pressure * self.geometry.boundary_factor(x) * self.network(x)
+
+    def sample_collocation(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return self.geometry.sample(n, generator)
+
+    def pointwise_residual(self, points: torch.Tensor) -> torch.Tensor:
+        """Fluid balance / (K P / L^2): nondimensional, O(1) for an O(1) error of p~."""
+        x = points.requires_grad_(True) if not points.requires_grad else points
+        K = self.coefficient("conductivity", x)
+        residual = darcy_starling_residual(
+            self.pressure(x), x, self.scales.length, conductivity=K,
+            vascular_exchange=self.coefficient("vascular_exchange", x),
+            effective_pressure=self.coefficient("effective_pressure", x),
+            lymphatic_filtration=self.coefficient("lymphatic_filtration", x),
+            lymphatic_pressure=self.coefficient("lymphatic_pressure", x))
+        return residual * self.scales.length**2 / (K * self.scales.pressure)
+
+    def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = {"pde": (self.pointwise_residual(points) ** 2).mean()}
+        if self.data is not None:
+            terms["data"] = self.data.misfit(lambda x: self.pressure(x) / self.scales.pressure, with_time=False)
+        return terms
+
+    def estimates(self) -> dict[str, tuple[float, str]]:
+        """Scalar unknowns plus the rim thickness sqrt(K / (Lp S/V + LpL SL/V)) [m] when all
+        three coefficients are scalars."""
+        out = super().estimates()
+        names = ("conductivity", "vascular_exchange", "lymphatic_filtration")
+        if not any(isinstance(self.unknowns[n] if n in self.unknowns else None, BoundedField)
+                   or callable(self._known.get(n)) for n in names):
+            K, exchange, lymph = (float(torch.as_tensor(self.coefficient(n, None)).detach()) for n in names)
+            out["rim_thickness"] = (math.sqrt(K / (exchange + lymph)), "m")
+        return out
+
+
+class TransportProblem(InverseProblem):
+    """Liposomal and free drug C_L, C_F [mol/m^3] on ``geometry`` x [0, end_time] s.
+
+    Exact initial condition: C = C0(x) + C b(x~) (t/T) N(x~, t~) with ``initial_lipo`` /
+    ``initial_free`` callables of x~ returning mol/m^3 (None: 0); ``boundary="dirichlet"`` makes
+    b vanish on the boundary (C = C0 there, so C0 must meet the boundary value), ``"free"`` sets
+    b = 1 (no boundary condition: for domains whose boundary data come from the images).
+
+    Coefficients (SI): ``diffusivity_lipo``, ``diffusivity_free`` [m^2/s], ``release_rate`` k_rel,
+    ``uptake_rate`` (linear uptake, :func:`hybrid.problems.uptake.linear_uptake`), ``clearance``
+    k_L [1/s]; optional vascular exchange ``exchange_lipo`` / ``exchange_free``
+    (:class:`~hybrid.inverse.residuals.DrugExchange`). Observations: quantities
+    "liposomal_drug", "free_drug" or "total_drug" [mol/m^3].
+    """
+
+    time_dependent = True
+    QUANTITIES = ("liposomal_drug", "free_drug", "total_drug")
+
+    def __init__(self, geometry, coefficients: dict, *, end_time: float, concentration_scale: float,
+                 observations: tuple[Observations, ...] = (), initial_lipo: Callable | None = None,
+                 initial_free: Callable | None = None, boundary: str = "dirichlet",
+                 exchange_lipo: DrugExchange | None = None, exchange_free: DrugExchange | None = None,
+                 interstitial_fraction: float = 1.0, width: int = 64, depth: int = 4, features: int = 32,
+                 sigma: float = 1.0, generator: torch.Generator | None = None):
+        coefficients = {"clearance": 0.0, "uptake_rate": 0.0} | dict(coefficients)
+        missing = {"diffusivity_lipo", "diffusivity_free", "release_rate"} - set(coefficients)
+        if missing:
+            raise ValueError(f"TransportProblem needs the coefficients {sorted(missing)}")
+        if boundary not in ("dirichlet", "free"):
+            raise ValueError(f"boundary must be 'dirichlet' or 'free', got {boundary!r}")
+        super().__init__(coefficients)
+        self.geometry, self.boundary = geometry, boundary
+        self.scales = Scales(length=geometry.length, time=end_time, concentration=concentration_scale)
+        self.initial = (initial_lipo, initial_free)
+        self.exchange = (exchange_lipo, exchange_free)
+        self.interstitial_fraction = interstitial_fraction
+        self.network = FourierFeatureMLP(geometry.dim + 1, 2, width=width, depth=depth, features=features,
+                                         sigma=sigma, generator=generator)
+        self.data = nn.ModuleList()
+        for record in observations:
+            if record.quantity not in self.QUANTITIES:
+                raise ValueError(f"TransportProblem observes {self.QUANTITIES}, got {record.quantity!r}")
+            self.data.append(VoxelAverage(record, geometry.contains, length=geometry.length, time=end_time,
+                                          value_scale=concentration_scale))
+
+    def concentrations(self, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(C_L, C_F) [mol/m^3], each (n, 1), at nondimensional (x~, t~) points (n, dim + 1)."""
+        x, t = xt[:, :-1], xt[:, -1:]
+        factor = t * (self.geometry.boundary_factor(x) if self.boundary == "dirichlet" else 1.0)
+        out = self.scales.concentration * factor * self.network(xt)
+        states = []
+        for i, initial in enumerate(self.initial):
+            c = out[:, i:i + 1]
+            states.append(c if initial is None else c + initial(x).reshape(-1, 1))
+        return states[0], states[1]
+
+    def observed(self, quantity: str, xt: torch.Tensor) -> torch.Tensor:
+        """The observed ``quantity`` [mol/m^3] at (x~, t~)."""
+        c_lipo, c_free = self.concentrations(xt)
+        return {"liposomal_drug": c_lipo, "free_drug": c_free, "total_drug": c_lipo + c_free}[quantity]
+
+    def sample_collocation(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        x = self.geometry.sample(n, generator)
+        t = torch.rand(n, 1, generator=generator, dtype=x.dtype)
+        return torch.cat([x, t], dim=1)
+
+    def _residuals(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xt = points.requires_grad_(True) if not points.requires_grad else points
+        c_lipo, c_free = self.concentrations(xt)
+        x = xt[:, :-1]
+        uptake = self.coefficient("uptake_rate", x)
+        r_lipo, r_free = transport_residuals(
+            c_lipo, c_free, xt, self.scales.length, self.scales.time,
+            diffusivity_lipo=self.coefficient("diffusivity_lipo", x),
+            diffusivity_free=self.coefficient("diffusivity_free", x),
+            release_rate=self.coefficient("release_rate", x), uptake=lambda c: linear_uptake(c, uptake),
+            clearance=self.coefficient("clearance", x), interstitial_fraction=self.interstitial_fraction,
+            exchange_lipo=self.exchange[0], exchange_free=self.exchange[1])
+        scale = self.scales.concentration / self.scales.time
+        return r_lipo / scale, r_free / scale
+
+    def pointwise_residual(self, points: torch.Tensor) -> torch.Tensor:
+        r_lipo, r_free = self._residuals(points)
+        return torch.sqrt(r_lipo**2 + r_free**2)
+
+    def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
+        r_lipo, r_free = self._residuals(points)
+        terms = {"pde_lipo": (r_lipo**2).mean(), "pde_free": (r_free**2).mean()}
+        for data in self.data:
+            terms[f"data_{data.quantity}"] = data.misfit(
+                lambda xt, q=data.quantity: self.observed(q, xt) / self.scales.concentration, with_time=True)
+        return terms

@@ -1,0 +1,116 @@
+"""Strong-form PDE residuals evaluated on network outputs with torch autograd (SI units).
+
+The rate laws are the ones the FEM uses, called with torch tensors through the namespace adapter
+(:data:`hybrid.problems.namespace.TORCH`): Starling fluid exchange
+(:func:`~hybrid.problems.exchange.starling_fluid_flux`) and Kedem-Katchalsky solute exchange
+(:func:`~hybrid.problems.exchange.kedem_katchalsky_flux`); release and uptake rates come in as
+values of :mod:`hybrid.problems.release` / :mod:`hybrid.problems.uptake` functions.
+
+Networks see nondimensional coordinates x~ = x / L (and t~ = t / T); derivatives are taken with
+respect to those and converted: d/dx = (1/L) d/dx~, d/dt = (1/T) d/dt~.
+
+Darcy-Starling (steady IFP, the FEM's :mod:`hybrid.forward.ifp`)::
+
+    div(K grad p) + Lp S/V (p_e - p) + LpL SL/V (p_L - p) = 0                       [1/s]
+
+Liposomal (L) and free (F) drug per tissue volume (the FEM's :mod:`hybrid.forward.transport`,
+linear uptake)::
+
+    dC_L/dt - D_L lap C_L + div(f_L u C_L / phi) - J_L + (k_rel + k_L) C_L = 0        [mol/(m^3 s)]
+    dC_F/dt - D_F lap C_F + div(u C_F / phi)     - J_F - k_rel C_L + U(C_F) = 0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from hybrid.problems.exchange import kedem_katchalsky_flux, starling_fluid_flux
+from hybrid.problems.namespace import TORCH
+
+__all__ = ["gradient", "laplacian", "darcy_starling_residual", "DrugExchange", "transport_residuals"]
+
+
+def gradient(u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """du/dx (n, d) of a per-point scalar ``u`` (n, 1) or (n,), keeping the graph for higher derivatives."""
+    g = torch.autograd.grad(u.sum(), x, create_graph=True, allow_unused=True)[0]
+    return torch.zeros_like(x) if g is None else g
+
+
+def laplacian(u: torch.Tensor, x: torch.Tensor, dims: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(laplacian over the first ``dims`` coordinates (n,), gradient (n, d)) of ``u`` w.r.t. ``x``."""
+    g = gradient(u, x)
+    lap = sum(gradient(g[:, i], x)[:, i] for i in range(dims))
+    return lap, g
+
+
+def darcy_starling_residual(pressure: torch.Tensor, x: torch.Tensor, length: float, *, conductivity,
+                            vascular_exchange, effective_pressure, lymphatic_filtration=0.0,
+                            lymphatic_pressure=0.0) -> torch.Tensor:
+    """Fluid balance ``div(K grad p) + phi_V - phi_L`` [1/s] per point (n,).
+
+    ``pressure`` p [Pa] (n, 1) as a function of ``x`` = x / ``length`` (n, d) (requires grad);
+    coefficients are numbers or tensors broadcastable to (n,): ``conductivity`` K [m^2/(Pa s)]
+    (may depend on ``x``: its gradient enters), ``vascular_exchange`` Lp S/V [1/(Pa s)],
+    ``effective_pressure`` p_e [Pa], ``lymphatic_filtration`` [1/(Pa s)], ``lymphatic_pressure`` [Pa].
+    """
+    p = pressure.reshape(-1)
+    dims = x.shape[1]
+    lap, grad_p = laplacian(p, x, dims)
+    K = conductivity.reshape(-1) if isinstance(conductivity, torch.Tensor) and conductivity.dim() else conductivity
+    divergence = K * lap
+    if isinstance(K, torch.Tensor) and K.dim() and K.requires_grad:   # K(x): + grad K . grad p
+        divergence = divergence + (gradient(K, x) * grad_p).sum(dim=1)
+    divergence = divergence / length**2
+    vascular = starling_fluid_flux(p, vascular_exchange, effective_pressure)
+    lymphatic = starling_fluid_flux(p, lymphatic_filtration, lymphatic_pressure)   # LpL SL/V (p_L - p)
+    return divergence + vascular + lymphatic
+
+
+@dataclass(frozen=True)
+class DrugExchange:
+    """Transvascular exchange of one carrier: plasma concentration ``plasma(t)`` [mol/m^3 of
+    plasma] (e.g. a :class:`~hybrid.problems.pharmacokinetics.PlasmaCurve`), permeability-surface
+    product ``permeability_surface`` P S/V [1/s] (number or per-point tensor) and solute reflection
+    ``reflection`` sigma_s [1]."""
+
+    plasma: Callable
+    permeability_surface: object
+    reflection: float = 0.0
+
+
+def transport_residuals(c_lipo: torch.Tensor, c_free: torch.Tensor, xt: torch.Tensor, length: float, time: float, *,
+                        diffusivity_lipo: float, diffusivity_free: float, release_rate, uptake: Callable,
+                        clearance: float = 0.0, interstitial_fraction: float = 1.0,
+                        exchange_lipo: DrugExchange | None = None, exchange_free: DrugExchange | None = None,
+                        fluid_source=0.0, darcy_flux: torch.Tensor | None = None,
+                        flux_divergence=0.0, hindrance: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residuals (r_L, r_F) [mol/(m^3 s)] per point (n,) of the two drug equations (module doc).
+
+    ``c_lipo``, ``c_free`` [mol/m^3] (n, 1) as functions of ``xt`` = (x / length, t / time) (n, d+1);
+    ``release_rate`` k_rel [1/s] (number or per-point tensor); ``uptake`` U(c_free) [mol/(m^3 s)]
+    (e.g. ``hybrid.problems.uptake.linear_uptake``); ``clearance`` k_L [1/s]; ``exchange_*`` the
+    vascular exchange (None: no vessels); ``fluid_source`` phi_V [1/s] (drives the solvent drag);
+    ``darcy_flux`` u [m/s] (n, d) with ``flux_divergence`` div u [1/s] (None: no advection).
+    """
+    dims = xt.shape[1] - 1
+    t_phys = xt[:, -1] * time
+    phi = interstitial_fraction
+    residuals = []
+    for c, diffusivity, exchange, hinder in ((c_lipo.reshape(-1), diffusivity_lipo, exchange_lipo, hindrance),
+                                            (c_free.reshape(-1), diffusivity_free, exchange_free, 1.0)):
+        lap, grad_c = laplacian(c, xt, dims)
+        r = grad_c[:, -1] / time - diffusivity * lap / length**2
+        if darcy_flux is not None:   # div(f u C / phi) = f (u . grad C + C div u) / phi
+            r = r + hinder * ((darcy_flux * grad_c[:, :dims]).sum(dim=1) / length + c * flux_divergence) / phi
+        if exchange is not None:
+            r = r - kedem_katchalsky_flux(exchange.plasma(t_phys, TORCH), c / phi, fluid_source, exchange.reflection,
+                                          exchange.permeability_surface, TORCH)
+        residuals.append(r)
+    r_lipo, r_free = residuals
+    released = release_rate * c_lipo.reshape(-1)
+    r_lipo = r_lipo + released + clearance * c_lipo.reshape(-1)
+    r_free = r_free - released + uptake(c_free.reshape(-1))
+    return r_lipo, r_free

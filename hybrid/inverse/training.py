@@ -1,0 +1,298 @@
+"""Training of an inverse problem: Adam then L-BFGS, gradient-norm loss balancing,
+residual-adaptive collocation, checkpoints and resume, a progress line, seeds and ensembles.
+
+- **Loss balancing** (Wang, Sankaran, Wang & Perdikaris 2023, "expert's guide"): every
+  ``balance_every`` Adam steps, weight_i <- m weight_i + (1 - m) sum_j |grad L_j| / |grad L_i|
+  (gradients over all trainable parameters), so every term pulls equally hard.
+- **Residual-adaptive distribution** (RAD; Wu, Zhu, Tan, Kartha & Lu, CMAME 2023): every
+  ``resample_every`` Adam steps the collocation points are redrawn from ``rad_candidates`` x as
+  many uniform candidates with probability ~ |r|^k / mean(|r|^k) + c.
+- **Optimisers**: Adam (``adam_steps``; scalar unknowns get ``unknown_learning_rate``), then
+  L-BFGS with strong-Wolfe line search (``lbfgs_steps`` iterations) on the last points and weights.
+- **Precision and device**: ``dtype`` "float32" or "float64", ``device`` "cpu" or "cuda"; on CUDA
+  with ``cuda_graph`` the whole Adam step (losses, double backward, update) is captured once in a
+  CUDA graph and replayed (static collocation tensor refilled in place on resampling).
+- **Checkpoints**: every ``checkpoint_every`` steps (and at the end) the full state (parameters,
+  optimiser, weights, collocation points, random generator, history) goes to ``checkpoint``;
+  :meth:`Trainer.resume` continues from it and reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from hybrid.inverse.problems import InverseProblem
+from hybrid.inverse.unknowns import BoundedScalar
+
+__all__ = ["TrainingConfig", "TrainingResult", "Trainer", "ensemble"]
+
+_LBFGS_CHUNK = 25        # L-BFGS iterations between records and checkpoints
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    adam_steps: int = 2000
+    lbfgs_steps: int = 0
+    learning_rate: float = 1e-3            # networks
+    unknown_learning_rate: float = 1e-2    # raw (log-space) parameters of scalar unknowns
+    collocation_points: int = 1024
+    resample_every: int = 500              # 0: never
+    rad_k: float = 1.0
+    rad_c: float = 1.0
+    rad_candidates: int = 4
+    balance_every: int = 100               # 0: fixed unit weights
+    balance_momentum: float = 0.9
+    dtype: str = "float32"
+    device: str = "cpu"
+    cuda_graph: bool = True                # CUDA only
+    seed: int = 0
+    checkpoint: str | None = None
+    checkpoint_every: int = 500
+    progress_every: int = 100              # 0: silent
+
+    def __post_init__(self):
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.adam_steps < 0 or self.lbfgs_steps < 0 or self.collocation_points < 1:
+            raise ValueError("adam_steps and lbfgs_steps must be >= 0 and collocation_points >= 1")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} requested but torch sees no CUDA device; use device='cpu'")
+
+
+@dataclass
+class TrainingResult:
+    """Estimates name -> (value, unit), loss history (one dict per recorded step), wall time [s]."""
+
+    estimates: dict[str, tuple[float, str]]
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    device: str = "cpu"
+    dtype: str = "float32"
+    steps: int = 0
+
+
+class Trainer:
+    """Trains ``problem`` (built by the caller, seeded) with ``config``; ``progress(line)`` receives
+    the progress lines (None: silent)."""
+
+    def __init__(self, problem: InverseProblem, config: TrainingConfig, progress: Callable[[str], None] | None = None):
+        self.config = config
+        self.device = torch.device(config.device)
+        self.dtype = _DTYPES[config.dtype]
+        self.problem = problem.to(device=self.device, dtype=self.dtype)
+        self.progress = progress
+        self.generator = torch.Generator().manual_seed(config.seed)
+        scalars = [p for u in problem.unknowns.values() if isinstance(u, BoundedScalar) for p in u.parameters()]
+        scalar_ids = {id(p) for p in scalars}
+        others = [p for p in problem.parameters() if id(p) not in scalar_ids]
+        groups = [{"params": others, "lr": config.learning_rate}]
+        if scalars:
+            groups.append({"params": scalars, "lr": config.unknown_learning_rate})
+        cuda = self.device.type == "cuda"
+        self.adam = torch.optim.Adam(groups, capturable=cuda and config.cuda_graph)
+        self.lbfgs = None
+        self.step = 0
+        self.history: list[dict] = []
+        self.seconds = 0.0
+        self.points = self._sample(config.collocation_points)
+        names = list(problem.loss_terms(self.points.clone()).keys())
+        self.weights = {name: torch.ones((), dtype=self.dtype, device=self.device) for name in names}
+        self._graph = None
+
+    # -- pieces ---------------------------------------------------------------------------------
+    def _sample(self, n: int) -> torch.Tensor:
+        return self.problem.sample_collocation(n, self.generator).to(device=self.device, dtype=self.dtype)
+
+    def _weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(self.weights[name] * value for name, value in terms.items())
+
+    def _resample(self) -> None:
+        """RAD: redraw the collocation points with density ~ |r|^k / mean |r|^k + c."""
+        c = self.config
+        candidates = self._sample(c.rad_candidates * c.collocation_points)
+        residual = self.problem.pointwise_residual(candidates).detach().abs() ** c.rad_k
+        density = residual / residual.mean() + c.rad_c
+        index = torch.multinomial(density.double().cpu(), c.collocation_points, replacement=False,
+                                  generator=self.generator)
+        self.points.copy_(candidates[index.to(self.device)].detach())
+
+    def _balance(self) -> None:
+        """Gradient-norm balancing of the loss weights (module doc)."""
+        params = [p for p in self.problem.parameters() if p.requires_grad]
+        terms = self.problem.loss_terms(self.points.clone())
+        norms = {}
+        for name, value in terms.items():
+            grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+            norms[name] = torch.sqrt(sum((g * g).sum() for g in grads if g is not None))
+        total = sum(norms.values())
+        m = self.config.balance_momentum
+        for name, norm in norms.items():
+            target = total / torch.clamp(norm, min=torch.finfo(self.dtype).tiny)
+            self.weights[name].copy_(m * self.weights[name] + (1.0 - m) * target.detach())
+
+    def _adam_step(self) -> dict[str, torch.Tensor]:
+        self.adam.zero_grad(set_to_none=False)
+        terms = self.problem.loss_terms(self.points.clone())
+        self._weighted(terms).backward()
+        self.adam.step()
+        return terms
+
+    def _lbfgs_iterations(self) -> int:
+        state = self.lbfgs.state[self.lbfgs.param_groups[0]["params"][0]]
+        return int(state.get("n_iter", 0))
+
+    def _closure(self) -> torch.Tensor:
+        self.problem.zero_grad()
+        loss = self._weighted(self.problem.loss_terms(self.points.clone()))
+        loss.backward()
+        return loss
+
+    def _captured_adam_step(self) -> dict[str, torch.Tensor]:
+        """The Adam step replayed from a CUDA graph (captured on first use after warm-up)."""
+        if self._graph is None:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(3):   # warm-up on a side stream, as torch.cuda.graph requires
+                    self._adam_step()
+            torch.cuda.current_stream().wait_stream(stream)
+            self._graph = torch.cuda.CUDAGraph()
+            self.adam.zero_grad(set_to_none=False)
+            with torch.cuda.graph(self._graph):
+                self._static_terms = self._adam_step()
+        self._graph.replay()
+        return self._static_terms
+
+    # -- public ---------------------------------------------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        return self.config.adam_steps + self.config.lbfgs_steps
+
+    def run(self) -> TrainingResult:
+        """Train until ``adam_steps + lbfgs_steps`` (continuing from ``self.step`` after a resume)."""
+        c = self.config
+        use_graph = self.device.type == "cuda" and c.cuda_graph
+        start = time.perf_counter()
+        while self.step < c.adam_steps:
+            if c.resample_every and self.step and self.step % c.resample_every == 0:
+                self._resample()
+            if c.balance_every and self.step % c.balance_every == 0:
+                self._balance()
+            terms = self._captured_adam_step() if use_graph else self._adam_step()
+            self.step += 1
+            self._after_step(terms, "adam", start)
+        while self.step < self.total_steps:
+            chunk = min(_LBFGS_CHUNK, self.total_steps - self.step)
+            self.lbfgs = self.lbfgs or _lbfgs(self.problem)
+            before = self._lbfgs_iterations()
+            for group in self.lbfgs.param_groups:
+                group["max_iter"], group["max_eval"] = chunk, 2 * chunk + 25
+            self.lbfgs.step(self._closure)
+            done = self._lbfgs_iterations() - before
+            self.step = self.total_steps if done < chunk else self.step + chunk   # < chunk: converged
+            self._after_step(None, "lbfgs", start)
+        self.seconds += time.perf_counter() - start
+        if c.checkpoint:
+            self.save(c.checkpoint)
+        return TrainingResult(self.problem.estimates(), self.history, self.seconds, str(self.device), c.dtype,
+                              self.step)
+
+    def _after_step(self, terms: dict[str, torch.Tensor] | None, phase: str, start: float) -> None:
+        """Record, report and checkpoint; ``terms`` None: evaluate them at the current parameters."""
+        c = self.config
+        last = self.step == self.total_steps
+        if (c.progress_every and (self.step % c.progress_every == 0 or phase == "lbfgs")) or last:
+            if terms is None:
+                terms = self.problem.loss_terms(self.points.clone())
+            record = {"step": self.step, "phase": phase,
+                      "loss": float(self._weighted(terms).detach()),
+                      "terms": {k: float(v.detach()) for k, v in terms.items()},
+                      "weights": {k: float(v) for k, v in self.weights.items()},
+                      "estimates": {k: v for k, (v, _) in self.problem.estimates().items()},
+                      "seconds": self.seconds + time.perf_counter() - start}
+            if not all(math.isfinite(v) for v in record["terms"].values()):
+                raise FloatingPointError(f"loss became non-finite at step {self.step} ({record['terms']}); "
+                                         "lower the learning rates or use dtype='float64'")
+            self.history.append(record)
+            if self.progress is not None:
+                self.progress(_progress_line(record, self.total_steps, self.problem.estimates()))
+        if c.checkpoint and c.checkpoint_every and not last and (self.step % c.checkpoint_every == 0 or phase == "lbfgs"):
+            self.save(c.checkpoint)
+
+    def save(self, path) -> None:
+        """Write the full training state to ``path`` (torch.save; written atomically)."""
+        state = {"config": asdict(self.config), "step": self.step, "seconds": self.seconds,
+                 "problem": self.problem.state_dict(), "adam": self.adam.state_dict(),
+                 "lbfgs": self.lbfgs.state_dict() if self.lbfgs is not None else None,
+                 "weights": {k: v.cpu() for k, v in self.weights.items()}, "points": self.points.cpu(),
+                 "generator": self.generator.get_state(), "history": self.history}
+        path = Path(path)
+        partial = path.with_name(path.name + ".partial")
+        torch.save(state, partial)
+        partial.replace(path)
+
+    def resume(self, path) -> "Trainer":
+        """Load a checkpoint written by :meth:`save` for the same problem and config; returns self."""
+        state = torch.load(Path(path), map_location=self.device, weights_only=False)
+        saved = {k: v for k, v in state["config"].items() if k not in ("adam_steps", "lbfgs_steps", "checkpoint",
+                                                                        "checkpoint_every", "progress_every")}
+        now = {k: v for k, v in asdict(self.config).items() if k in saved}
+        if saved != now:
+            changed = sorted(k for k in saved if saved[k] != now[k])
+            raise ValueError(f"checkpoint {path} was written with a different training config ({changed}); "
+                             "resume with the same settings or start afresh")
+        self.problem.load_state_dict(state["problem"])
+        self.adam.load_state_dict(state["adam"])
+        if state["lbfgs"] is not None:
+            self.lbfgs = _lbfgs(self.problem)
+            self.lbfgs.load_state_dict(state["lbfgs"])
+        for name, value in state["weights"].items():
+            self.weights[name].copy_(value)
+        self.points.copy_(state["points"])
+        self.generator.set_state(state["generator"])
+        self.step, self.seconds, self.history = state["step"], state["seconds"], state["history"]
+        return self
+
+
+def _lbfgs(problem) -> torch.optim.LBFGS:
+    return torch.optim.LBFGS(problem.parameters(), lr=1.0, history_size=50, line_search_fn="strong_wolfe",
+                             tolerance_grad=0.0, tolerance_change=0.0)
+
+
+def _progress_line(record: dict, total: int, estimates: dict[str, tuple[float, str]]) -> str:
+    terms = " ".join(f"{k} {v:.2e}" for k, v in record["terms"].items())
+    values = " ".join(f"{k}={v:.4g} {u}" for k, (v, u) in estimates.items())
+    return (f"step {record['step']}/{total} [{record['phase']}] loss {record['loss']:.3e} | {terms} | "
+            f"{values} | {record['seconds']:.1f} s")
+
+
+def ensemble(build: Callable[[int], InverseProblem], seeds, config: TrainingConfig,
+             progress: Callable[[str], None] | None = None) -> dict:
+    """Train one member per seed (``build(seed)`` makes the seeded problem; the config's seed is
+    replaced) and return, for every estimate, ``estimate`` (mean), ``spread`` (sample standard
+    deviation over members), ``unit`` and ``members``; plus ``results`` (one TrainingResult each)."""
+    seeds = list(seeds)
+    if len(seeds) < 2:
+        raise ValueError("an ensemble needs at least two seeds to give a spread")
+    results = []
+    for seed in seeds:
+        member = Trainer(build(seed), _with_seed(config, seed), progress)
+        results.append(member.run())
+    summary = {}
+    for name, (_, unit) in results[0].estimates.items():
+        values = np.array([r.estimates[name][0] for r in results])
+        summary[name] = {"estimate": float(values.mean()), "spread": float(values.std(ddof=1)), "unit": unit,
+                         "members": values.tolist()}
+    return {"estimates": summary, "results": results}
+
+
+def _with_seed(config: TrainingConfig, seed: int) -> TrainingConfig:
+    return TrainingConfig(**(asdict(config) | {"seed": int(seed)}))
