@@ -51,7 +51,7 @@ def plan(ranks: list[int], smoke: bool) -> list[dict]:
     """The points, most important first."""
     scale = 1 / 40 if smoke else 1.0
     top = max(ranks)
-    points = [{"study": "big", "ranks": top, "dofs": max(10.5e6 * scale * top / 16, 1e5 if smoke else 1e7),
+    points = [{"study": "big", "ranks": top, "dofs": max(12e6 * scale * top / 16, 1e5 if smoke else 1.2e7),
                "refinements": 3}]
     points += [{"study": "strong_1M", "ranks": r, "dofs": 1e6 * scale, "refinements": 2} for r in ranks]
     points += [{"study": "weak_250k", "ranks": r, "dofs": 2.5e5 * scale * r, "refinements": 2} for r in ranks]

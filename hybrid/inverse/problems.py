@@ -106,16 +106,17 @@ class IFPProblem(InverseProblem):
         return self.geometry.sample(n, generator)
 
     def pointwise_residual(self, points: torch.Tensor) -> torch.Tensor:
-        """Fluid balance / (K P / L^2): nondimensional, O(1) for an O(1) error of p~."""
+        """Fluid balance / ((K / L^2 + Lp S/V + LpL SL/V) P): nondimensional, O(1) for an O(1)
+        error of p~ whichever of diffusion and exchange dominates."""
         x = points.requires_grad_(True) if not points.requires_grad else points
         K = self.coefficient("conductivity", x)
+        exchange = self.coefficient("vascular_exchange", x)
+        lymphatic = self.coefficient("lymphatic_filtration", x)
         residual = darcy_starling_residual(
-            self.pressure(x), x, self.scales.length, conductivity=K,
-            vascular_exchange=self.coefficient("vascular_exchange", x),
-            effective_pressure=self.coefficient("effective_pressure", x),
-            lymphatic_filtration=self.coefficient("lymphatic_filtration", x),
+            self.pressure(x), x, self.scales.length, conductivity=K, vascular_exchange=exchange,
+            effective_pressure=self.coefficient("effective_pressure", x), lymphatic_filtration=lymphatic,
             lymphatic_pressure=self.coefficient("lymphatic_pressure", x))
-        return residual * self.scales.length**2 / (K * self.scales.pressure)
+        return residual / ((K / self.scales.length**2 + exchange + lymphatic) * self.scales.pressure)
 
     def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
         terms = {"pde": (self.pointwise_residual(points) ** 2).mean()}

@@ -2,8 +2,11 @@
 residual-adaptive collocation, checkpoints and resume, a progress line, seeds and ensembles.
 
 - **Loss balancing** (Wang, Sankaran, Wang & Perdikaris 2023, "expert's guide"): every
-  ``balance_every`` Adam steps, weight_i <- m weight_i + (1 - m) sum_j |grad L_j| / |grad L_i|
-  (gradients over all trainable parameters), so every term pulls equally hard.
+  ``balance_every`` Adam steps, weight_i <- m weight_i + (1 - m) mean_j |grad L_j| / |grad L_i|
+  (gradients over all trainable parameters), so every balanced term pulls equally hard. By default
+  (``balance="residuals"``) only the PDE terms are balanced and the data terms keep weight 1:
+  balancing data against physics lets the networks fit the noise and leaves the PDE residual large
+  (1-D release twin, 5 % noise: release-rate error 14 % with ``"all"`` against 3 % with unit weights).
 - **Residual-adaptive distribution** (RAD; Wu, Zhu, Tan, Kartha & Lu, CMAME 2023): every
   ``resample_every`` Adam steps the collocation points are redrawn from ``rad_candidates`` x as
   many uniform candidates with probability ~ |r|^k / mean(|r|^k) + c.
@@ -48,7 +51,8 @@ class TrainingConfig:
     rad_k: float = 1.0
     rad_c: float = 1.0
     rad_candidates: int = 4
-    balance_every: int = 100               # 0: fixed unit weights
+    balance: str = "residuals"             # grad-norm balancing of: "residuals" (PDE terms), "all", "none"
+    balance_every: int = 100
     balance_momentum: float = 0.9
     dtype: str = "float32"
     device: str = "cpu"
@@ -59,6 +63,8 @@ class TrainingConfig:
     progress_every: int = 100              # 0: silent
 
     def __post_init__(self):
+        if self.balance not in ("residuals", "all", "none"):
+            raise ValueError(f"balance must be 'residuals', 'all' or 'none', got {self.balance!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         if self.adam_steps < 0 or self.lbfgs_steps < 0 or self.collocation_points < 1:
@@ -125,17 +131,20 @@ class Trainer:
         self.points.copy_(candidates[index.to(self.device)].detach())
 
     def _balance(self) -> None:
-        """Gradient-norm balancing of the loss weights (module doc)."""
+        """Gradient-norm balancing of the loss weights (module doc); data terms (names starting with
+        "data") keep weight 1 unless ``balance="all"``."""
         params = [p for p in self.problem.parameters() if p.requires_grad]
         terms = self.problem.loss_terms(self.points.clone())
         norms = {}
         for name, value in terms.items():
+            if self.config.balance == "residuals" and name.startswith("data"):
+                continue
             grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
             norms[name] = torch.sqrt(sum((g * g).sum() for g in grads if g is not None))
-        total = sum(norms.values())
+        mean = sum(norms.values()) / len(norms)
         m = self.config.balance_momentum
         for name, norm in norms.items():
-            target = total / torch.clamp(norm, min=torch.finfo(self.dtype).tiny)
+            target = mean / torch.clamp(norm, min=torch.finfo(self.dtype).tiny)
             self.weights[name].copy_(m * self.weights[name] + (1.0 - m) * target.detach())
 
     def _adam_step(self) -> dict[str, torch.Tensor]:
@@ -184,7 +193,7 @@ class Trainer:
         while self.step < c.adam_steps:
             if c.resample_every and self.step and self.step % c.resample_every == 0:
                 self._resample()
-            if c.balance_every and self.step % c.balance_every == 0:
+            if c.balance != "none" and c.balance_every and self.step % c.balance_every == 0:
                 self._balance()
             terms = self._captured_adam_step() if use_graph else self._adam_step()
             self.step += 1
