@@ -13,6 +13,7 @@ import dolfinx.mesh
 import ufl
 
 from hybrid.config import forward_config_from_dict
+from hybrid.io.fields import read_point_data
 from hybrid.mesh import krogh_mesh, refine_uniformly, tags, tumour_mesh, vessel_patch_mesh
 from hybrid.mesh.refine import curved_surfaces
 from hybrid.pipeline import run_forward
@@ -119,10 +120,11 @@ def test_refined_mesh_ifp_error_not_worse_than_a_gmsh_mesh_of_the_same_size(tmp_
     gmsh mesh of size 2h refined once in parallel (about the same DOFs)."""
     summaries = {}
     tmp_path = Path(COMM.bcast(str(tmp_path), root=0))   # one output directory for all ranks
-    for label, geometry in (("gmsh", {"mesh_size": 1e-4}), ("refined", {"mesh_size": 2e-4, "refinements": 1})):
+    for label, geometry, velocity in (("gmsh", {"mesh_size": 1e-4}, True),
+                                      ("refined", {"mesh_size": 2e-4, "refinements": 1}, False)):
         document = {"geometry": {"shape": "disc", "tumour_radius": R, "host_thickness": H,
                                  "surface_mesh_size": geometry["mesh_size"], **geometry},
-                    "output": {"directory": str(tmp_path / label)}}
+                    "output": {"directory": str(tmp_path / label), "velocity": velocity}}
         summaries[label] = run_forward(forward_config_from_dict(document), COMM).summary
     gmsh, refined = summaries["gmsh"], summaries["refined"]
     assert refined["dofs"] == pytest.approx(gmsh["dofs"], rel=0.15)
@@ -131,6 +133,11 @@ def test_refined_mesh_ifp_error_not_worse_than_a_gmsh_mesh_of_the_same_size(tmp_
     assert {"meshing_s", "distribution_s", "refinement_s"} <= set(refined["wall_time_s"])
     assert len(refined["peak_memory_MiB"]["per_rank"]) == COMM.size
     assert refined["outputs"]["fields_bytes"] > 0
+    # [output] velocity = false: pressure only, no flux stage; the default writes both
+    assert "flux_s" in gmsh["wall_time_s"] and "flux_s" not in refined["wall_time_s"]
+    if COMM.rank == 0:
+        assert set(read_point_data(tmp_path / "refined" / "ifp.xdmf")[2]) == {"pressure"}
+        assert set(read_point_data(tmp_path / "gmsh" / "ifp.xdmf")[2]) == {"pressure", "velocity"}
 
 
 @pytest.mark.parametrize("partitioner", ["scotch", "kahip"])
