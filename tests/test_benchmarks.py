@@ -65,3 +65,38 @@ def test_dce_fit_speed_smoke(tmp_path):
             assert ("delay_s" in hybrid["accuracy"]) == (key == "delay")
             for peer in ("osipy", "dcmri"):
                 assert cases[key][peer]["status"] in ("ok", "skipped", "unsupported")
+
+
+def test_transport_literature_smoke(tmp_path):
+    out = tmp_path / "literature.json"
+    _run("transport_literature.py", "--smoke", "--output", out)
+    report = json.loads(out.read_text())
+    assert out.with_suffix(".png").stat().st_size > 0
+    for run in report["perivascular"]:
+        assert run["min_concentration"][1] >= -1e-12 * max(run["snapshots"][-1]["free_profile_ug_g"])
+        for snap in run["snapshots"]:
+            free = snap["free_profile_ug_g"]
+            # free drug falls away from the wall, so its half-distance is a distance inside the annulus
+            assert free[0] > free[-1] > 0
+            assert 0 < snap["free_half_distance_um"] < 110
+    tsl = report["thermosensitive"]["end_of_heating"]
+    # interstitial release can only free drug that has extravasated as liposomes; the intravascular
+    # bound adds the encapsulated plasma drug to the free plasma curve, so it delivers more
+    assert tsl["tsl_intravascular_bound"]["total_ug_g"] > tsl["tsl_interstitial_release"]["total_ug_g"] > 0
+    lipo = report["non_triggered"]
+    for key in ("bioavailable_fraction_of_tumour_drug", "released_fraction_of_extravasated",
+                "cleared_fraction_of_extravasated"):
+        assert 0 < lipo[key] < 1
+    assert lipo["auc_ratio_liposomal_vs_free"] > 1
+
+
+def test_transport_performance_smoke(tmp_path):
+    out = tmp_path / "performance.json"
+    _run("transport_performance.py", "--smoke", "--output", out)
+    report = json.loads(out.read_text())
+    full = report["full"]
+    assert full["steps"] == 2 and full["matrix_assemblies"] == 1   # the second step reuses the matrix
+    assert full["first_over_later"] > 1
+    assert sum(full["share_of_total"].values()) == pytest.approx(1.0)
+    assert all(share >= 0 for key, share in full["share_of_total"].items() if key != "other")
+    assert report["slope_log_time_per_step_vs_log_nodes"] is not None
