@@ -15,7 +15,7 @@ Example (the Krogh verification case of issue 8)::
     [drug]
     formulation = "free"           # free | liposomal | ph_sensitive | thermosensitive
     [free_drug]
-    diffusivity = 1.2e-10          # m^2/s (required: not in the parameter table)
+    diffusivity = 1.2e-10          # m^2/s (default: table D_F)
     vessel_permeability = 2.7e-6   # m/s (default: table P_F)
     uptake = "linear"              # linear | el_kareh_secomb
     uptake_rate = 0.02             # 1/s (linear; default: table k_up)
@@ -30,12 +30,17 @@ Example (the Krogh verification case of issue 8)::
     [output]
     directory = "results/krogh"
 
-Other keys: ``[free_drug] reflection``; ``[liposome] diffusivity`` (required with liposomes),
-``vessel_permeability``, ``reflection``, ``hindrance``, ``clearance``; ``[release] ph``
+Other keys: ``[free_drug] reflection``; ``[liposome] diffusivity`` (table D_L),
+``vessel_permeability`` (P_L), ``reflection`` (sigma_L), ``hindrance`` (f_L), ``clearance`` (k_L); ``[release] ph``
 (uniform extracellular pH, ph_sensitive) and ``temperature`` (uniform tissue temperature [K],
 thermosensitive); ``[tissue] surface_to_volume`` (S/V [1/m]: volume exchange on tumour-scale
-meshes; default table SV_T); ``[plasma] liposomal_concentration`` (constant) or ``dose``,
-``dose_unit`` (mg/kg | mg/m^2), ``infusion_duration`` [s], ``liposome_half_life`` [s] (dose);
+meshes; default table SV_T), ``cell_density`` [1/m^3] (El-Kareh uptake and cell kill; table rho_c);
+``[exposure] lethal_amount_per_cell`` [mol/cell] (lethal peak intracellular amount; table
+C_I_lethal, 3.5 ng/1e5 cells), ``kill_coefficient`` [1/mol] (SF = exp(-omega n_max); table omega),
+``profile_bin_width`` [m] (distance bins of the perivascular profiles; default the mesh size); ``[plasma] liposomal_concentration`` (constant) or ``dose``,
+``dose_unit`` (mg/kg | mg/m^2), ``infusion_duration`` [s], ``liposome_half_life`` [s] (dose),
+``albumin_bound_fraction`` (dose: the free-drug plasma curve is total drug, the vessel wall sees the
+unbound part (1 - fraction) of it; table delta_alb; a constant ``free_concentration`` is unbound);
 ``[time] order`` (1 backward Euler | 2 BDF2), ``output_interval`` [s] (default: end / 10),
 ``adaptive`` (true: backward Euler with steps from a local error estimate, starting at ``step``, at
 most ``output_interval``) and ``tolerance`` (relative local error per step, default 1e-3);
@@ -81,10 +86,11 @@ class TransportConfig:
     free_drug: dict              # diffusivity, vessel_permeability, reflection, uptake, uptake_rate
     liposome: dict | None        # diffusivity, vessel_permeability, reflection, hindrance, clearance
     release: dict                # ph, temperature
-    tissue: dict                 # interstitial_fraction, surface_to_volume
+    tissue: dict                 # interstitial_fraction, surface_to_volume, cell_density
     plasma: dict
     time: dict                   # end, step, order, output_interval, adaptive, tolerance
     heating: dict | None         # target_temperature, start, end, max_power, boundary
+    exposure: dict               # lethal_amount_per_cell [mol/cell], kill_coefficient [1/mol], profile_bin_width [m]
     petsc_options: dict
     output_directory: Path
     source: dict = field(repr=False)   # the TOML as read, echoed into summary.json
@@ -109,7 +115,7 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
     try:
         top = _take(data, "top level", {"geometry": REQUIRED, "flow": {}, "tumour": {}, "drug": {},
                                         "free_drug": REQUIRED, "liposome": None, "release": {}, "tissue": {},
-                                        "plasma": REQUIRED, "time": REQUIRED, "heating": None, "solver": {},
+                                        "plasma": REQUIRED, "time": REQUIRED, "heating": None, "exposure": {}, "solver": {},
                                         "output": REQUIRED})
         tumour = _tissue(top["tumour"], "tumour")
         geometry = _geometry(top["geometry"], base).resolved(tumour.rim_thickness)
@@ -124,19 +130,20 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
         if formulation not in FORMULATIONS:
             raise ConfigError(f"[drug] formulation must be one of {', '.join(FORMULATIONS)}, got {formulation!r}")
         free = _take(top["free_drug"], "free_drug", {
-            "diffusivity": REQUIRED, "vessel_permeability": default("P_F"), "reflection": default("sigma_F"),
+            "diffusivity": default("D_F"), "vessel_permeability": default("P_F"), "reflection": default("sigma_F"),
             "uptake": "linear", "uptake_rate": default("k_up")})
         if free["uptake"] not in ("linear", "el_kareh_secomb"):
             raise ConfigError(f"[free_drug] uptake must be linear or el_kareh_secomb, got {free['uptake']!r}")
-        free = _checked("free_drug", free, {"vessel_permeability": "P_F", "reflection": "sigma_F", "uptake_rate": "k_up"},
+        free = _checked("free_drug", free, {"diffusivity": "D_F", "vessel_permeability": "P_F", "reflection": "sigma_F", "uptake_rate": "k_up"},
                         diffusivity="positive", vessel_permeability="non_negative", reflection="non_negative",
                         uptake_rate="non_negative")
         liposome = None
         if formulation != "free":
             liposome = _take(top["liposome"] or {}, "liposome", {
-                "diffusivity": REQUIRED, "vessel_permeability": default("P_L"), "reflection": default("sigma_L"),
-                "hindrance": 1.0, "clearance": default("k_L")})
-            liposome = _checked("liposome", liposome, {"vessel_permeability": "P_L", "reflection": "sigma_L",
+                "diffusivity": default("D_L"), "vessel_permeability": default("P_L"), "reflection": default("sigma_L"),
+                "hindrance": default("f_L"), "clearance": default("k_L")})
+            liposome = _checked("liposome", liposome, {"diffusivity": "D_L", "vessel_permeability": "P_L",
+                                                       "reflection": "sigma_L", "hindrance": "f_L",
                                                        "clearance": "k_L"},
                                 diffusivity="positive", vessel_permeability="non_negative",
                                 reflection="non_negative", hindrance="non_negative", clearance="non_negative")
@@ -145,18 +152,28 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
         release = _take(top["release"], "release", {"ph": 7.4, "temperature": default("T_a")})
         release = _checked("release", release, ph="positive", temperature="positive")
         tissue = _take(top["tissue"], "tissue", {"interstitial_fraction": default("phi_T"),
-                                                 "surface_to_volume": default("SV_T")})
-        tissue = _checked("tissue", tissue, {"interstitial_fraction": "phi_T", "surface_to_volume": "SV_T"},
-                          interstitial_fraction="positive", surface_to_volume="non_negative")
+                                                 "surface_to_volume": default("SV_T"), "cell_density": default("rho_c")})
+        tissue = _checked("tissue", tissue, {"interstitial_fraction": "phi_T", "surface_to_volume": "SV_T",
+                                             "cell_density": "rho_c"},
+                          interstitial_fraction="positive", surface_to_volume="non_negative", cell_density="positive")
+        exposure = _take(top["exposure"], "exposure", {"lethal_amount_per_cell": default("C_I_lethal"),
+                                                       "kill_coefficient": default("omega"),
+                                                       "profile_bin_width": geometry.mesh_size})
+        exposure = _checked("exposure", exposure, {"lethal_amount_per_cell": "C_I_lethal", "kill_coefficient": "omega"},
+                            lethal_amount_per_cell="positive", kill_coefficient="non_negative",
+                            profile_bin_width="positive")
         plasma = _take(top["plasma"], "plasma", {
             "model": REQUIRED, "free_concentration": 0.0, "liposomal_concentration": 0.0, "dose": 0.0,
-            "dose_unit": "mg/kg", "infusion_duration": 0.0, "liposome_half_life": default("t_half_L")})
+            "dose_unit": "mg/kg", "infusion_duration": 0.0, "liposome_half_life": default("t_half_L"),
+            "albumin_bound_fraction": default("delta_alb")})
         if plasma["model"] not in ("constant", "dose"):
             raise ConfigError(f"[plasma] model must be constant or dose, got {plasma['model']!r}")
         if plasma["dose_unit"] not in ("mg/kg", "mg/m^2"):
             raise ConfigError(f"[plasma] dose_unit must be mg/kg or mg/m^2, got {plasma['dose_unit']!r}")
-        plasma = _checked("plasma", plasma, free_concentration="non_negative", liposomal_concentration="non_negative",
-                          dose="non_negative", infusion_duration="non_negative", liposome_half_life="positive")
+        plasma = _checked("plasma", plasma, {"albumin_bound_fraction": "delta_alb"},
+                          free_concentration="non_negative", liposomal_concentration="non_negative",
+                          dose="non_negative", infusion_duration="non_negative", liposome_half_life="positive",
+                          albumin_bound_fraction="non_negative")
         time = _take(top["time"], "time", {"end": REQUIRED, "step": REQUIRED, "order": 1, "output_interval": None,
                                            "adaptive": False, "tolerance": 1e-3})
         time = _checked("time", time, end="positive", step="positive", tolerance="positive")
@@ -189,7 +206,7 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
         out = _take(top["output"], "output", {"directory": REQUIRED})
         directory = _path(Path("."), "output", "directory", out["directory"])
         return TransportConfig(geometry, flow, tumour, formulation, free, liposome, release, tissue, plasma, time,
-                               heating, dict(solver["petsc_options"]), directory, data)
+                               heating, exposure, dict(solver["petsc_options"]), directory, data)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     except ValueError as exc:

@@ -5,9 +5,13 @@ and the closed-form comparison. Serially and under ``mpirun -n 2`` (subprocesses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cli_helpers import assert_one_error, run_hybrid
+from hybrid.config_transport import transport_config_from_dict
+from hybrid.problems.krogh import half_distance, krogh_concentration
+from hybrid.problems.parameters import default
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "transport_krogh.toml"
 
@@ -24,10 +28,22 @@ def test_transport_krogh_config_writes_fields_and_mass_balance(tmp_path, ranks):
     from hybrid.io.fields import read_point_data
 
     _, _, fields = read_point_data(out / "transport.xdmf")
-    assert set(fields) == {"liposomal_drug", "free_drug", "cell_drug"}
+    assert set(fields) == {"liposomal_drug", "free_drug", "cell_drug", "auc_free_drug", "auc_cell_drug",
+                           "peak_cell_drug", "survival_fraction", "lethal"}
     assert fields["free_drug"].min() >= 0 and fields["free_drug"].max() > 0
+    assert np.all(fields["peak_cell_drug"] >= fields["cell_drug"]) and fields["auc_free_drug"].max() > 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["fields"]["free_drug"] == "mol/m^3 of tissue"
+    assert summary["fields"]["auc_free_drug"] == "mol s/m^3 of tissue"
+    exposure = summary["exposure"]
+    assert exposure["exposure_time_s"] == pytest.approx(1200.0, rel=1e-12)
+    assert exposure["lethal_fraction"] == 0.0 and 0.0 < exposure["mean_survival_fraction"] < 1.0
+    # steady free drug: half-distance of the Bessel closed form (27.63 um; measured 27.75 at 6 um cells)
+    radii = np.linspace(10e-6, 120e-6, 20001)
+    exact = half_distance(radii, krogh_concentration(radii, diffusivity=1.2e-10, sink_rate=0.02, r_vessel=10e-6,
+                                                     r_tissue=120e-6, vessel_concentration=1e-3,
+                                                     permeability=2.7e-6))
+    assert exposure["profiles"]["free_drug"]["half_distance_m"] == pytest.approx(exact, rel=0.01)
     assert abs(summary["mass_balance"]["final_balance_error_relative"]) < 1e-10
     assert summary["mass_balance"]["max_step_residual_relative"] < 1e-10
     assert summary["closed_form"]["relative_to_wall_value"] < 0.01
@@ -80,7 +96,8 @@ def test_transport_thermosensitive_with_heating(tmp_path):
 
 
 @pytest.mark.parametrize("old, new, message", [
-    ("diffusivity = 1.2e-10          # m^2/s\n", "", "[free_drug] missing required key 'diffusivity'"),
+    ('model = "constant"', "", "[plasma] missing required key 'model'"),
+    ("[output]", "[exposure]\nlethal_amount_per_cell = -1.0\n[output]", "[exposure] lethal_amount_per_cell must be > 0"),
     ('formulation = "free"', 'formulation = "magic"', "[drug] formulation must be one of"),
     ("uptake_rate = 0.02", "uptake_rate = -0.02", "[free_drug] uptake_rate must be >= 0"),
     ("step = 10.0", "step = 7200.0", "[time] step (7200.0 s) must not exceed end"),
@@ -94,3 +111,37 @@ def test_transport_config_errors_are_one_line(tmp_path, old, new, message):
     result = run_hybrid("transport", config, "--output", tmp_path / "out", timeout=120)
     assert_one_error(result, message)
     assert not (tmp_path / "out").exists()
+
+
+def test_transport_config_defaults_come_from_the_parameter_table():
+    """Diffusivities, liposome hindrance, albumin binding, cell density and the lethal line default
+    to the parameter table (issue 8: one table)."""
+    import tomllib
+
+    data = tomllib.loads(EXAMPLE.read_text())
+    del data["free_drug"]["diffusivity"]
+    data["drug"]["formulation"] = "liposomal"
+    config = transport_config_from_dict(data)
+    assert config.free_drug["diffusivity"] == default("D_F") == pytest.approx(1.17e-10, rel=1e-3)
+    assert config.liposome["diffusivity"] == default("D_L") and config.liposome["hindrance"] == default("f_L") == 0.5
+    assert config.liposome["reflection"] == default("sigma_L")
+    assert config.plasma["albumin_bound_fraction"] == default("delta_alb")
+    assert config.tissue["cell_density"] == default("rho_c")
+    assert config.exposure["lethal_amount_per_cell"] == default("C_I_lethal")
+    assert config.exposure["profile_bin_width"] == config.geometry.mesh_size
+
+
+def test_dose_plasma_curve_is_the_unbound_fraction():
+    """[plasma] model = "dose": the vessel wall sees (1 - albumin_bound_fraction) of the total
+    free-doxorubicin plasma curve (physics.md §2.1); a constant free_concentration is unbound."""
+    import tomllib
+
+    from hybrid.commands.transport import _plasma
+    from hybrid.problems.pharmacokinetics import PlasmaCurve, dose_amount
+
+    data = tomllib.loads(EXAMPLE.read_text())
+    data["plasma"] = {"model": "dose", "dose": 50.0, "dose_unit": "mg/m^2", "albumin_bound_fraction": 0.6}
+    free, liposomal = _plasma(transport_config_from_dict(data))
+    total = PlasmaCurve.free_doxorubicin(dose_amount(50.0, "mg/m^2"))
+    times = np.array([0.0, 60.0, 3600.0, 86400.0])
+    assert liposomal is None and np.allclose(free(times), 0.4 * total(times), rtol=1e-14)

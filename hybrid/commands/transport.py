@@ -24,17 +24,18 @@ import hybrid._fem_stack  # noqa: F401  (before dolfinx)
 import dolfinx.io
 
 from hybrid.config_transport import PERIVASCULAR, TransportConfig
+from hybrid.forward.exposure import EXPOSURE_UNITS, Exposure, distance_profile
 from hybrid.forward.transport import SPECIES, Carrier, CellUptake, Flow, TransportModel, TransportSolver
 from hybrid.problems import release, uptake
 from hybrid.problems.exchange import starling_fluid_flux
-from hybrid.problems.krogh import krogh_concentration
+from hybrid.problems.krogh import half_distance, krogh_concentration
 from hybrid.problems.parameters import default
 from hybrid.problems.pharmacokinetics import PlasmaCurve, dose_amount
 
 __all__ = ["run_transport", "FIELD_UNITS"]
 
-FIELD_UNITS = {name: "mol/m^3 of tissue" for name in SPECIES} | {"temperature": "K (with [heating])",
-                                                                 "thermal_dose": "CEM43 min (with [heating])"}
+FIELD_UNITS = ({name: "mol/m^3 of tissue" for name in SPECIES} | EXPOSURE_UNITS
+               | {"temperature": "K (with [heating])", "thermal_dose": "CEM43 min (with [heating])"})
 
 
 def _plasma(config: TransportConfig) -> tuple[PlasmaCurve, PlasmaCurve | None]:
@@ -44,8 +45,10 @@ def _plasma(config: TransportConfig) -> tuple[PlasmaCurve, PlasmaCurve | None]:
         return (PlasmaCurve.constant(plasma["free_concentration"]),
                 PlasmaCurve.constant(plasma["liposomal_concentration"]) if liposomal else None)
     amount = dose_amount(plasma["dose"], plasma["dose_unit"])
-    if not liposomal:
-        return PlasmaCurve.free_doxorubicin(amount, plasma["infusion_duration"]), None
+    if not liposomal:   # the vessel wall sees the unbound fraction of the total plasma drug
+        unbound = 1.0 - plasma["albumin_bound_fraction"]
+        total = PlasmaCurve.free_doxorubicin(amount, plasma["infusion_duration"])
+        return PlasmaCurve(tuple(unbound * c for c in total.amplitudes), total.rates, total.infusion_duration), None
     # encapsulated dose; free drug leaking in the circulation is neglected (physics.md §3.1)
     return PlasmaCurve.constant(0.0), PlasmaCurve.liposomal(amount, plasma["liposome_half_life"])
 
@@ -69,7 +72,9 @@ def _model(config: TransportConfig, perivascular: bool, temperature=None) -> Tra
     if free["uptake"] == "linear":
         rate = lambda c_free, c_cell, xp: uptake.linear_uptake(c_free, free["uptake_rate"])
     else:
-        rate = lambda c_free, c_cell, xp: uptake.el_kareh_secomb_uptake(c_free, c_cell, interstitial_fraction=phi)
+        rho = config.tissue["cell_density"]
+        rate = lambda c_free, c_cell, xp: uptake.el_kareh_secomb_uptake(c_free, c_cell, interstitial_fraction=phi,
+                                                                        cell_density=rho)
     plasma_free, plasma_liposomal = _plasma(config)
     lipo = config.liposome
     return TransportModel(
@@ -143,6 +148,22 @@ def _krogh_error(config: TransportConfig, solver: TransportSolver, comm) -> dict
             "relative_to_wall_value": error / wall}
 
 
+def _exposure_summary(config: TransportConfig, domain, exposure: Exposure, perivascular: bool) -> dict:
+    """Tumour exposure numbers and, on perivascular meshes, the profiles of the exposure fields
+    and the final free drug against distance to the nearest vessel wall with their half-distances."""
+    numbers = exposure.summary()
+    if perivascular:
+        fields = {"free_drug": exposure.free} | {name: exposure.fields[name]
+                                                   for name in ("auc_free_drug", "auc_cell_drug", "peak_cell_drug")}
+        numbers["profiles"] = {}
+        for name, function in fields.items():
+            distance, value = distance_profile(domain, function, config.exposure["profile_bin_width"])
+            half = half_distance(distance, value)
+            numbers["profiles"][name] = {"distance_m": distance.tolist(), "mean": value.tolist(),
+                                         "half_distance_m": None if np.isnan(half) else half}
+    return numbers
+
+
 def _heating_summary(heat, records, comm) -> dict:
     """Temperature, power and CEM43 numbers of the heating run."""
     dose = heat.thermal_dose.x.array[:heat.thermal_dose.function_space.dofmap.index_map.size_local]
@@ -171,6 +192,13 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
     heat = _heat(config, domain)
     solver = TransportSolver(domain, _model(config, perivascular, heat and heat.temperature), flow=flow,
                              order=config.time["order"], petsc_options=config.petsc_options)
+    exposure = Exposure(domain, *solver.species()[1:], cell_density=config.tissue["cell_density"],
+                        lethal_amount=config.exposure["lethal_amount_per_cell"],
+                        kill_coefficient=config.exposure["kill_coefficient"])
+
+    def accumulate(dt: float) -> None:
+        solver.species()   # refresh the scalar copies the exposure reads
+        exposure.accumulate(dt)
     stages["setup_s"] = time.perf_counter() - start
     adaptive = config.time["adaptive"]
     interval = config.time["output_interval"]
@@ -196,21 +224,23 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
             xdmf.write_mesh(domain.mesh)
             for index, stop in enumerate(stops, start=1):
                 if adaptive:
-                    accepted, dt = solver.advance_to(stop, dt, config.time["tolerance"], interval)
+                    accepted, dt = solver.advance_to(stop, dt, config.time["tolerance"], interval, accumulate)
                     records.extend(accepted)
                 else:
                     if heat is not None:
                         heat_records.append(heat.step(dt))
                     records.append(solver.step(dt, coefficients_changed=heat is not None))
+                    accumulate(dt)
                 if index % every == 0 or index == len(stops):
                     write = time.perf_counter()
                     extra = [heat.temperature, heat.thermal_dose] if heat is not None else []
-                    for function in solver.species() + extra:
+                    for function in solver.species() + list(exposure.fields.values()) + extra:
                         xdmf.write_function(function, records[-1].time)
                     output_s += time.perf_counter() - write
         stages["time_stepping_s"] = time.perf_counter() - stepping - output_s
         stages["output_s"] = output_s
         closed_form = _krogh_error(config, solver, comm)
+        exposure_numbers = _exposure_summary(config, domain, exposure, perivascular)
         heating = _heating_summary(heat, heat_records, comm) if heat is not None else None
     finally:
         timings = solver.solver.timings
@@ -254,6 +284,7 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
         "final_amounts": {"in_tissue": last.in_tissue, "in_cells": last.in_cells},
         "mass_balance": balance,
     }
+    summary["exposure"] = exposure_numbers
     if closed_form is not None:
         summary["closed_form"] = closed_form
     if heating is not None:

@@ -314,7 +314,8 @@ class TransportSolver:
         return TransportStep(new_time, in_tissue, in_cells, self._cumulative["entered"], self._cumulative["left"],
                              self._cumulative["cleared"], residual, iterations, minimum)
 
-    def advance_to(self, stop: float, dt: float, tolerance: float, max_step: float) -> tuple[list, float]:
+    def advance_to(self, stop: float, dt: float, tolerance: float, max_step: float,
+                   on_accept: Callable[[float], None] | None = None) -> tuple[list, float]:
         """Backward Euler steps from the current time to ``stop`` [s] with adaptive step sizes.
 
         Local error estimate of backward Euler (half the second difference)
@@ -323,7 +324,8 @@ class TransportSolver:
         retried with half the step, a step below a quarter of it lets the next one double (up to
         ``max_step``), so the step only changes by factors of 2 and the matrix is rebuilt rarely.
         The last step is shortened to land on ``stop``. Starts with ``dt``; returns the accepted
-        step records and the step size to continue with.
+        step records and the step size to continue with. ``on_accept(dt)``, if given, is called
+        after each accepted step with its size [s] (e.g. to accumulate exposure).
         """
         if self.scheme.order != 1:
             raise ValueError("adaptive steps need backward Euler (order 1): the BDF2 coefficients assume equal steps")
@@ -338,6 +340,8 @@ class TransportSolver:
                 dt = 0.5 * size
                 continue
             records.append(record)
+            if on_accept is not None:
+                on_accept(size)
             if ratio < 0.25 and size == dt:
                 dt = min(2 * dt, max_step)
         return records, dt

@@ -124,6 +124,19 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("delta_alb", "fraction of plasma free doxorubicin bound to albumin", "1",
                   0.75, 0.0, 1.0, "FlexPDE cord script k_a/(k_a + k_d) = 50/67 [S]"),
         # transvascular exchange (hybrid/problems/exchange.py)
+        # interstitial diffusion and convection (hybrid/forward/transport.py)
+        Parameter("D_F", "effective diffusivity of free doxorubicin in tumour tissue", "m^2/s",
+                  7000e-12 / 60.0, 1e-14, 1e-8,
+                  "7000 um^2/min: FlexPDE tumour-cord script (El-Kareh/Eikenberry lineage) [S]; "
+                  "tumorcode: 180 um^2/s free, 16 um^2/s with binding [S]"),
+        Parameter("D_Fb", "diffusivity of albumin-bound doxorubicin in tumour tissue", "m^2/s",
+                  530e-12 / 60.0, 1e-16, 1e-8, "530 um^2/min: FlexPDE tumour-cord script [S]"),
+        Parameter("D_L", "hindered diffusivity of ~100 nm liposomes in tumour interstitium", "m^2/s",
+                  6.6e-12 / 20.0, 1e-16, 1e-10,
+                  "[D]: Stokes-Einstein 6.6e-12 m^2/s (100 nm, 37 C) hindered 20x; physics.md range "
+                  "1e-13 to 1e-12 (5-50x hindrance) [R]; Pluen et al. 2001 PNAS [V qualitative]"),
+        Parameter("f_L", "convective hindrance (retardation) of liposomes, tumour", "1",
+                  0.5, 0.0, 1.0, "public PINN script (Stapleton/Meaney-type model) [S]; normal tissue 1.0"),
         Parameter("P_F", "vessel-wall permeability, free doxorubicin", "m/s",
                   2.67e-6, 0.0, 1e-3, "160 um/min: FlexPDE cord script [S] (another code: 1.0e-6)"),
         Parameter("sigma_F", "solute reflection coefficient of tumour vessels, free doxorubicin", "1",
