@@ -100,3 +100,24 @@ def test_transport_performance_smoke(tmp_path):
     assert sum(full["share_of_total"].values()) == pytest.approx(1.0)
     assert all(share >= 0 for key, share in full["share_of_total"].items() if key != "other")
     assert report["slope_log_time_per_step_vs_log_nodes"] is not None
+
+
+def test_cluster_scaling_smoke(tmp_path):
+    """One- and two-rank points of the cluster study: both solvers on the same mesh, the strong
+    series on one mesh, the weak series growing with the ranks, JSON and figure written."""
+    out = tmp_path / "cluster.json"
+    _run("cluster_scaling.py", "--smoke", "--ranks", "1,2", "--studies", "strong_1M,weak_250k",
+         "--output", out, "--scratch", tmp_path, timeout=600)
+    report = json.loads(out.read_text())
+    points = {(p["study"], p["ranks"]): p for p in report["points"]}
+    assert set(points) == {("strong_1M", 1), ("strong_1M", 2), ("weak_250k", 1), ("weak_250k", 2)}
+    for (study, ranks), p in points.items():
+        hybrid, bare = p["hybrid"], p["bare"]
+        assert hybrid["dofs"] == bare["dofs"] and bare["converged_reason"] > 0
+        assert hybrid["iterations"] > 0 and hybrid["solve_s"] > 0 and p["solve_ratio_hybrid_over_bare"] > 0
+        assert len(hybrid["peak_memory_MiB"]["per_rank"]) == ranks and p["memory_per_dof_B"] > 0
+        assert hybrid["stages_s_rank0"]["refinement_s"] > 0 and hybrid["fields_bytes"] > 0
+        assert hybrid["closed_form_max_error_over_pe"] < 0.5
+    assert points[("strong_1M", 1)]["hybrid"]["dofs"] == points[("strong_1M", 2)]["hybrid"]["dofs"]
+    assert points[("weak_250k", 2)]["hybrid"]["dofs"] > points[("weak_250k", 1)]["hybrid"]["dofs"]
+    assert out.with_suffix(".png").stat().st_size > 0
