@@ -37,7 +37,13 @@ thermosensitive); ``[tissue] surface_to_volume`` (S/V [1/m]: volume exchange on 
 meshes; default table SV_T), ``cell_density`` [1/m^3] (El-Kareh uptake and cell kill; table rho_c);
 ``[exposure] lethal_amount_per_cell`` [mol/cell] (lethal peak intracellular amount; table
 C_I_lethal, 3.5 ng/1e5 cells), ``kill_coefficient`` [1/mol] (SF = exp(-omega n_max); table omega),
-``profile_bin_width`` [m] (distance bins of the perivascular profiles; default the mesh size); ``[plasma] liposomal_concentration`` (constant) or ``dose``,
+``profile_bin_width`` [m] (distance bins of the perivascular profiles; default the mesh size);
+``[radiation] dose_Gy`` [Gy] (fractionated dose delivered before the drug: hydraulic conductivity,
+filtration coefficient, microvascular pressure, vessel permeabilities and cell density are
+multiplied by m^(dose/reference_dose), :mod:`hybrid.problems.radiation`) with the factors at the
+reference dose ``reference_dose``, ``hydraulic_conductivity``, ``filtration_coefficient``,
+``vascular_pressure`` (default: the table's 31 % IFP fall at 28.8 Gy), ``vessel_permeability``,
+``cell_density`` (table defaults, 1 where no dose-response is known); ``[plasma] liposomal_concentration`` (constant) or ``dose``,
 ``dose_unit`` (mg/kg | mg/m^2), ``infusion_duration`` [s], ``liposome_half_life`` [s] (dose),
 ``albumin_bound_fraction`` (dose: the free-drug plasma curve is total drug, the vessel wall sees the
 unbound part (1 - fraction) of it; table delta_alb; a constant ``free_concentration`` is unbound);
@@ -61,13 +67,14 @@ Hyperthermia (Pennes bioheat on the same mesh and steps, table tissue values; wi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from hybrid.config import (REQUIRED, ConfigError, GeometryConfig, _geometry, _number, _path, _petsc_options,
                            _read_toml, _take, _tissue)
 from hybrid.problems.ifp import TissueProperties
 from hybrid.problems.parameters import PARAMETERS, default
+from hybrid.problems.radiation import RadiationResponse
 
 __all__ = ["TransportConfig", "load_transport_config", "transport_config_from_dict", "FORMULATIONS"]
 
@@ -94,6 +101,7 @@ class TransportConfig:
     petsc_options: dict
     output_directory: Path
     source: dict = field(repr=False)   # the TOML as read, echoed into summary.json
+    radiation: dict | None = None      # dose_Gy [Gy], response (RadiationResponse); None: no [radiation]
 
 
 def _checked(section: str, values: dict, symbols: dict[str, str] | None = None, **kinds) -> dict:
@@ -110,12 +118,28 @@ def _checked(section: str, values: dict, symbols: dict[str, str] | None = None, 
     return out
 
 
+def _radiation(section: dict, tumour: TissueProperties) -> dict:
+    """``[radiation]``: the delivered dose [Gy] and the factors at the reference dose (table
+    defaults; the p_v factor reproduces the table IFP fall for the configured tumour)."""
+    base = RadiationResponse.defaults(tumour.vascular_pressure, tumour.reflection_coefficient,
+                                      tumour.plasma_oncotic_pressure, tumour.interstitial_oncotic_pressure)
+    values = _take(section, "radiation", {"dose_Gy": REQUIRED} | {f.name: getattr(base, f.name)
+                                                                  for f in fields(RadiationResponse)})
+    symbols = {"reference_dose": "D_RT_ref", "hydraulic_conductivity": "m_K_RT", "filtration_coefficient": "m_Lp_RT",
+               "vessel_permeability": "m_P_RT", "cell_density": "m_rho_RT"}
+    values = _checked("radiation", values, symbols, dose_Gy="non_negative", reference_dose="positive",
+                      **{name: "positive" for name in values if name not in ("dose_Gy", "reference_dose")})
+    dose = values.pop("dose_Gy")
+    return {"dose_Gy": dose, "response": RadiationResponse(**values)}
+
+
 def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path = Path(".")) -> TransportConfig:
     """Validate a parsed TOML document (module docstring)."""
     try:
         top = _take(data, "top level", {"geometry": REQUIRED, "flow": {}, "tumour": {}, "drug": {},
                                         "free_drug": REQUIRED, "liposome": None, "release": {}, "tissue": {},
-                                        "plasma": REQUIRED, "time": REQUIRED, "heating": None, "exposure": {}, "solver": {},
+                                        "plasma": REQUIRED, "time": REQUIRED, "heating": None, "exposure": {}, "radiation": None,
+                                        "solver": {},
                                         "output": REQUIRED})
         tumour = _tissue(top["tumour"], "tumour")
         geometry = _geometry(top["geometry"], base).resolved(tumour.rim_thickness)
@@ -201,12 +225,13 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
         if heating is not None and time["adaptive"]:
             raise ConfigError("[time] adaptive = true cannot be combined with [heating] yet (the bioheat solver "
                               "steps with the fixed step); set adaptive = false")
+        radiation = None if top["radiation"] is None else _radiation(top["radiation"], tumour)
         solver = _take(top["solver"], "solver", {"petsc_options": {}})
         _petsc_options(solver["petsc_options"])
         out = _take(top["output"], "output", {"directory": REQUIRED})
         directory = _path(Path("."), "output", "directory", out["directory"])
         return TransportConfig(geometry, flow, tumour, formulation, free, liposome, release, tissue, plasma, time,
-                               heating, exposure, dict(solver["petsc_options"]), directory, data)
+                               heating, exposure, dict(solver["petsc_options"]), directory, data, radiation)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     except ValueError as exc:

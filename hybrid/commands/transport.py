@@ -15,13 +15,16 @@ Composition only: the physics lives in :mod:`hybrid.problems`, the solvers in
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
 
 import hybrid._fem_stack  # noqa: F401  (before dolfinx)
+import dolfinx.fem
 import dolfinx.io
+import ufl
 
 from hybrid.config_transport import PERIVASCULAR, TransportConfig
 from hybrid.forward.exposure import EXPOSURE_UNITS, Exposure, distance_profile
@@ -32,7 +35,7 @@ from hybrid.problems.krogh import half_distance, krogh_concentration
 from hybrid.problems.parameters import default
 from hybrid.problems.pharmacokinetics import PlasmaCurve, dose_amount
 
-__all__ = ["run_transport", "FIELD_UNITS"]
+__all__ = ["run_transport", "irradiated", "FIELD_UNITS"]
 
 FIELD_UNITS = ({name: "mol/m^3 of tissue" for name in SPECIES} | EXPOSURE_UNITS
                | {"temperature": "K (with [heating])", "thermal_dose": "CEM43 min (with [heating])"})
@@ -87,11 +90,29 @@ def _model(config: TransportConfig, perivascular: bool, temperature=None) -> Tra
         surface_to_volume=None if perivascular else config.tissue["surface_to_volume"])
 
 
-def _flow(config: TransportConfig, domain, perivascular: bool, stages: dict, log) -> Flow | None:
+def irradiated(config: TransportConfig) -> TransportConfig:
+    """``config`` with the ``[radiation]`` factors m(dose) (:mod:`hybrid.problems.radiation`) applied
+    to the tumour's K, Lp and p_v, the vessel permeabilities and the cell density (unchanged
+    without ``[radiation]``)."""
+    if config.radiation is None:
+        return config
+    m = config.radiation["response"].factors(config.radiation["dose_Gy"])
+    tumour = config.tumour
+    tumour = replace(tumour, hydraulic_conductivity=tumour.hydraulic_conductivity * m["hydraulic_conductivity"],
+                     filtration_coefficient=tumour.filtration_coefficient * m["filtration_coefficient"],
+                     vascular_pressure=tumour.vascular_pressure * m["vascular_pressure"])
+    permeable = lambda carrier: carrier and carrier | {
+        "vessel_permeability": carrier["vessel_permeability"] * m["vessel_permeability"]}
+    return replace(config, tumour=tumour, free_drug=permeable(config.free_drug), liposome=permeable(config.liposome),
+                   tissue=config.tissue | {"cell_density": config.tissue["cell_density"] * m["cell_density"]})
+
+
+def _flow(config: TransportConfig, domain, perivascular: bool, stages: dict, log) -> tuple[Flow | None, dict | None]:
     """The conservative Darcy flux of the steady IFP (and on tumour-scale meshes the vascular
-    fluid source and lymphatic sink at that pressure), or None for ``[flow] model = "none"``."""
+    fluid source and lymphatic sink at that pressure) with the IFP numbers (largest and mean
+    pressure [Pa]), or (None, None) for ``[flow] model = "none"``."""
     if config.flow["model"] == "none":
-        return None
+        return None, None
     from hybrid.forward import solve_ifp
     from hybrid.problems.ifp import OuterBoundary
 
@@ -101,11 +122,15 @@ def _flow(config: TransportConfig, domain, perivascular: bool, stages: dict, log
     flux = ifp.flux
     stages["ifp_s"] = time.perf_counter() - start
     log(f"IFP solved ({ifp.dofs} dofs) and conservative Darcy flux reconstructed in {stages['ifp_s']:.1f} s")
-    if perivascular:
-        return Flow(flux)
     p = ifp.pressure
+    comm, owned = domain.mesh.comm, p.function_space.dofmap.index_map.size_local
+    area = comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(1.0 * ufl.dx(domain=domain.mesh))), op=MPI.SUM)
+    numbers = {"max_Pa": comm.allreduce(float(p.x.array[:owned].max(initial=-np.inf)), op=MPI.MAX),
+               "mean_Pa": comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(p * ufl.dx)), op=MPI.SUM) / area}
+    if perivascular:
+        return Flow(flux), numbers
     return Flow(flux, vascular_fluid_source=starling_fluid_flux(p, tumour.vascular_exchange, tumour.effective_pressure),
-                lymphatic_fluid_sink=tumour.lymphatic_filtration * (p - tumour.lymphatic_pressure))
+                lymphatic_fluid_sink=tumour.lymphatic_filtration * (p - tumour.lymphatic_pressure)), numbers
 
 
 def _heat(config: TransportConfig, domain):
@@ -181,13 +206,14 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
     from hybrid.pipeline import build_mesh
 
     stages: dict[str, float] = {}
+    config = irradiated(config)
     out = Path(config.output_directory)
     start = time.perf_counter()
     log(f"meshing {config.geometry.shape} (mesh_size {config.geometry.mesh_size:g} m)")
     domain = build_mesh(config.geometry, comm)
     stages["mesh_s"] = time.perf_counter() - start
     perivascular = config.geometry.shape in PERIVASCULAR
-    flow = _flow(config, domain, perivascular, stages, log)
+    flow, ifp_numbers = _flow(config, domain, perivascular, stages, log)
     start = time.perf_counter()
     heat = _heat(config, domain)
     solver = TransportSolver(domain, _model(config, perivascular, heat and heat.temperature), flow=flow,
@@ -285,6 +311,12 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
         "mass_balance": balance,
     }
     summary["exposure"] = exposure_numbers
+    if ifp_numbers is not None:
+        summary["ifp"] = ifp_numbers
+    if config.radiation is not None:
+        summary["radiation"] = {"dose_Gy": config.radiation["dose_Gy"],
+                                "factors": {name: float(m) for name, m in
+                                            config.radiation["response"].factors(config.radiation["dose_Gy"]).items()}}
     if closed_form is not None:
         summary["closed_form"] = closed_form
     if heating is not None:
