@@ -150,3 +150,17 @@ def test_partitioners_give_the_same_mesh(partitioner):
 def test_unknown_partitioner_is_refused_with_the_available_ones():
     with pytest.raises(ValueError, match="not in this DOLFINx build; use one of .*scotch"):
         tumour_mesh(COMM, "disc", R, H, mesh_size=4e-4, partitioner="chaco")
+
+
+@pytest.mark.parametrize("geometry, message", [
+    ({"refinements": -1}, "refinements must be an integer from 0 to 6"),
+    ({"refinements": 1.0}, "refinements must be an integer"),
+    ({"refinements": True}, "refinements must be an integer"),
+    ({"partitioner": "metis"}, "partitioner must be one of scotch, kahip, parmetis"),
+])
+def test_bad_refinement_settings_are_refused(geometry, message):
+    from hybrid.config import ConfigError
+
+    document = {"geometry": {"shape": "disc", "mesh_size": 1e-4, **geometry}, "output": {"directory": "x"}}
+    with pytest.raises(ConfigError, match=message):
+        forward_config_from_dict(document)
