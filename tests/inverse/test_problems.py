@@ -1,0 +1,59 @@
+"""Problem plumbing: field unknowns, bounds, configuration errors, and the CUDA path (where a GPU is)."""
+
+import math
+
+import pytest
+import torch
+
+import twins
+from hybrid.inverse import BoundedField, BoundedScalar, Box, IFPProblem, Trainer, TrainingConfig
+
+
+def test_bounded_scalar_stays_in_bounds_and_starts_where_asked():
+    k = BoundedScalar("k", "1/s", 1e-6, 1e-2, initial=3e-4)
+    assert k().item() == pytest.approx(3e-4, rel=1e-12)
+    with torch.no_grad():
+        k.raw.fill_(1e3)
+    assert k().item() == pytest.approx(1e-2, rel=1e-12)
+    with pytest.raises(ValueError, match="lower bound must be > 0"):
+        BoundedScalar("k", "1/s", 0.0, 1.0)
+    with pytest.raises(ValueError, match="strictly inside"):
+        BoundedScalar("k", "1/s", 1e-6, 1e-2, initial=1.0)
+
+
+def test_conductivity_field_unknown_gets_gradients_and_no_rim_thickness():
+    field = BoundedField("conductivity", "m^2/(Pa s)", 1e-14, 1e-11, dim=1,
+                         generator=torch.Generator().manual_seed(0))
+    problem = IFPProblem(Box(1, twins.R), {"conductivity": field, "vascular_exchange": twins.LPSV,
+                                           "effective_pressure": twins.PE},
+                         observations=twins.ifp_observations(voxels=16), generator=torch.Generator().manual_seed(0))
+    x = torch.linspace(-0.9, 0.9, 20, dtype=torch.float64).reshape(-1, 1)
+    values = field.double()(x)
+    assert ((values > 1e-14) & (values < 1e-11)).all()
+    assert values.detach().mean().item() == pytest.approx(math.sqrt(1e-14 * 1e-11), rel=0.5)   # starts mid-range
+    problem.double()
+    terms = problem.loss_terms(problem.sample_collocation(32, torch.Generator().manual_seed(1)).double())
+    terms["pde"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in field.parameters())
+    assert "rim_thickness" not in problem.estimates()
+
+
+def test_config_errors_are_actionable():
+    with pytest.raises(ValueError, match="dtype"):
+        TrainingConfig(dtype="float16")
+    with pytest.raises(ValueError, match="balance"):
+        TrainingConfig(balance="some")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            TrainingConfig(device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_step_matches_the_eager_step():
+    observations = twins.ifp_observations(voxels=16)
+    common = dict(adam_steps=30, collocation_points=64, dtype="float64", device="cuda", progress_every=0,
+                  resample_every=10, balance_every=10)
+    eager = Trainer(twins.ifp_problem(observations), TrainingConfig(cuda_graph=False, **common)).run()
+    graph = Trainer(twins.ifp_problem(observations), TrainingConfig(cuda_graph=True, **common)).run()
+    for name, (value, _) in eager.estimates.items():
+        assert graph.estimates[name][0] == pytest.approx(value, rel=1e-9), name
