@@ -24,9 +24,10 @@ from torch import nn
 
 from hybrid.inverse.networks import FourierFeatureMLP
 from hybrid.inverse.observation import VoxelAverage
-from hybrid.inverse.residuals import DrugExchange, darcy_starling_residual, transport_residuals
+from hybrid.inverse.residuals import DrugExchange, darcy_starling_residual, gradient, transport_residuals
 from hybrid.inverse.scales import Scales
 from hybrid.inverse.unknowns import BoundedField, BoundedScalar
+from hybrid.problems.exchange import starling_fluid_flux
 from hybrid.problems.uptake import linear_uptake
 from hybrid.records import Observations
 
@@ -59,6 +60,10 @@ class InverseProblem(nn.Module):
         """Current value and unit of every scalar unknown (plus derived quantities of subclasses)."""
         return {name: (float(u().detach()), u.unit) for name, u in self.unknowns.items()
                 if isinstance(u, BoundedScalar)}
+
+    def scalar_unknowns(self) -> list[BoundedScalar]:
+        """Every scalar unknown of this problem and of the problems it contains."""
+        return [module for module in self.modules() if isinstance(module, BoundedScalar)]
 
     def sample_collocation(self, n: int, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
@@ -149,6 +154,12 @@ class TransportProblem(InverseProblem):
     k_L [1/s]; optional vascular exchange ``exchange_lipo`` / ``exchange_free``
     (:class:`~hybrid.inverse.residuals.DrugExchange`). Observations: quantities
     "liposomal_drug", "free_drug" or "total_drug" [mol/m^3].
+
+    ``flow``: an :class:`IFPProblem` on the same geometry, trained jointly (its terms are added as
+    ``pde_ifp`` / ``data_ifp``, its unknowns reported too). Its pressure gives the Darcy flux
+    u = -K grad p (liposomes advected with ``hindrance`` f_L), div u = phi_V - phi_L, the solvent
+    drag of the vascular exchange (phi_V) and the lymphatic clearance (phi_L), so drug images also
+    inform the pressure and its unknowns.
     """
 
     time_dependent = True
@@ -158,6 +169,7 @@ class TransportProblem(InverseProblem):
                  observations: tuple[Observations, ...] = (), initial_lipo: Callable | None = None,
                  initial_free: Callable | None = None, boundary: str = "dirichlet",
                  exchange_lipo: DrugExchange | None = None, exchange_free: DrugExchange | None = None,
+                 flow: IFPProblem | None = None, hindrance: float = 1.0,
                  interstitial_fraction: float = 1.0, width: int = 64, depth: int = 4, features: int = 32,
                  sigma: float = 1.0, generator: torch.Generator | None = None):
         coefficients = {"clearance": 0.0, "uptake_rate": 0.0} | dict(coefficients)
@@ -171,7 +183,10 @@ class TransportProblem(InverseProblem):
         self.scales = Scales(length=geometry.length, time=end_time, concentration=concentration_scale)
         self.initial = (initial_lipo, initial_free)
         self.exchange = (exchange_lipo, exchange_free)
-        self.interstitial_fraction = interstitial_fraction
+        self.interstitial_fraction, self.hindrance = interstitial_fraction, hindrance
+        if flow is not None and (flow.geometry != geometry):
+            raise ValueError(f"the flow problem's geometry {flow.geometry} differs from the transport's {geometry}")
+        self.flow = flow
         self.network = FourierFeatureMLP(geometry.dim + 1, 2, width=width, depth=depth, features=features,
                                          sigma=sigma, generator=generator)
         self.data = nn.ModuleList()
@@ -207,24 +222,51 @@ class TransportProblem(InverseProblem):
         c_lipo, c_free = self.concentrations(xt)
         x = xt[:, :-1]
         uptake = self.coefficient("uptake_rate", x)
+        flow = self._flow_terms(xt) if self.flow is not None else {}
         r_lipo, r_free = transport_residuals(
             c_lipo, c_free, xt, self.scales.length, self.scales.time,
             diffusivity_lipo=self.coefficient("diffusivity_lipo", x),
             diffusivity_free=self.coefficient("diffusivity_free", x),
             release_rate=self.coefficient("release_rate", x), uptake=lambda c: linear_uptake(c, uptake),
             clearance=self.coefficient("clearance", x), interstitial_fraction=self.interstitial_fraction,
-            exchange_lipo=self.exchange[0], exchange_free=self.exchange[1])
+            exchange_lipo=self.exchange[0], exchange_free=self.exchange[1], hindrance=self.hindrance, **flow)
         scale = self.scales.concentration / self.scales.time
         return r_lipo / scale, r_free / scale
 
+    def _flow_terms(self, xt: torch.Tensor) -> dict:
+        """Darcy flux u = -K grad p [m/s], div u, phi_V and phi_L [1/s] of the flow's pressure at x."""
+        flow, dims = self.flow, self.geometry.dim
+        x = xt[:, :-1]
+        p = flow.pressure(x).reshape(-1)
+        grad_p = gradient(p, xt)[:, :dims] / self.scales.length
+        conductivity = flow.coefficient("conductivity", x)
+        conductivity = conductivity.reshape(-1, 1) if isinstance(conductivity, torch.Tensor) and conductivity.dim() \
+            else conductivity
+        vascular = starling_fluid_flux(p, flow.coefficient("vascular_exchange", x),
+                                       flow.coefficient("effective_pressure", x))
+        lymphatic = -starling_fluid_flux(p, flow.coefficient("lymphatic_filtration", x),
+                                         flow.coefficient("lymphatic_pressure", x))
+        return {"darcy_flux": -conductivity * grad_p, "flux_divergence": vascular - lymphatic,
+                "fluid_source": vascular, "lymphatic_sink": lymphatic}
+
     def pointwise_residual(self, points: torch.Tensor) -> torch.Tensor:
         r_lipo, r_free = self._residuals(points)
-        return torch.sqrt(r_lipo**2 + r_free**2)
+        squares = r_lipo**2 + r_free**2
+        if self.flow is not None:
+            squares = squares + self.flow.pointwise_residual(points[:, :-1].detach().clone()) ** 2
+        return torch.sqrt(squares)
 
     def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
         r_lipo, r_free = self._residuals(points)
         terms = {"pde_lipo": (r_lipo**2).mean(), "pde_free": (r_free**2).mean()}
+        if self.flow is not None:
+            for name, value in self.flow.loss_terms(points[:, :-1].detach().clone()).items():
+                terms[f"{name}_ifp"] = value
         for data in self.data:
             terms[f"data_{data.quantity}"] = data.misfit(
                 lambda xt, q=data.quantity: self.observed(q, xt) / self.scales.concentration, with_time=True)
         return terms
+
+    def estimates(self) -> dict[str, tuple[float, str]]:
+        """The transport's scalar unknowns and, with a flow, the flow's estimates."""
+        return super().estimates() | (self.flow.estimates() if self.flow is not None else {})

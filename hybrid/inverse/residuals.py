@@ -16,8 +16,10 @@ Darcy-Starling (steady IFP, the FEM's :mod:`hybrid.forward.ifp`)::
 Liposomal (L) and free (F) drug per tissue volume (the FEM's :mod:`hybrid.forward.transport`,
 linear uptake)::
 
-    dC_L/dt - D_L lap C_L + div(f_L u C_L / phi) - J_L + (k_rel + k_L) C_L = 0        [mol/(m^3 s)]
-    dC_F/dt - D_F lap C_F + div(u C_F / phi)     - J_F - k_rel C_L + U(C_F) = 0
+    dC_L/dt - D_L lap C_L + div(f_L u C_L / phi) - J_L + (k_rel + k_L) C_L + phi_L C_L / phi = 0
+    dC_F/dt - D_F lap C_F + div(u C_F / phi)     - J_F - k_rel C_L + U(C_F) + phi_L C_F / phi = 0
+
+(units mol/(m^3 s); phi_L = LpL SL/V (p - p_L) the lymphatic fluid sink [1/s]).
 """
 
 from __future__ import annotations
@@ -86,14 +88,16 @@ def transport_residuals(c_lipo: torch.Tensor, c_free: torch.Tensor, xt: torch.Te
                         clearance: float = 0.0, interstitial_fraction: float = 1.0,
                         exchange_lipo: DrugExchange | None = None, exchange_free: DrugExchange | None = None,
                         fluid_source=0.0, darcy_flux: torch.Tensor | None = None,
-                        flux_divergence=0.0, hindrance: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                        flux_divergence=0.0, lymphatic_sink=0.0,
+                        hindrance: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Residuals (r_L, r_F) [mol/(m^3 s)] per point (n,) of the two drug equations (module doc).
 
     ``c_lipo``, ``c_free`` [mol/m^3] (n, 1) as functions of ``xt`` = (x / length, t / time) (n, d+1);
     ``release_rate`` k_rel [1/s] (number or per-point tensor); ``uptake`` U(c_free) [mol/(m^3 s)]
     (e.g. ``hybrid.problems.uptake.linear_uptake``); ``clearance`` k_L [1/s]; ``exchange_*`` the
     vascular exchange (None: no vessels); ``fluid_source`` phi_V [1/s] (drives the solvent drag);
-    ``darcy_flux`` u [m/s] (n, d) with ``flux_divergence`` div u [1/s] (None: no advection).
+    ``darcy_flux`` u [m/s] (n, d) with ``flux_divergence`` div u [1/s] (None: no advection),
+    ``hindrance`` f_L [1] of the liposomes; ``lymphatic_sink`` phi_L [1/s] clears phi_L C / phi.
     """
     dims = xt.shape[1] - 1
     t_phys = xt[:, -1] * time
@@ -108,7 +112,7 @@ def transport_residuals(c_lipo: torch.Tensor, c_free: torch.Tensor, xt: torch.Te
         if exchange is not None:
             r = r - kedem_katchalsky_flux(exchange.plasma(t_phys, TORCH), c / phi, fluid_source, exchange.reflection,
                                           exchange.permeability_surface, TORCH)
-        residuals.append(r)
+        residuals.append(r + lymphatic_sink * c / phi)
     r_lipo, r_free = residuals
     released = release_rate * c_lipo.reshape(-1)
     r_lipo = r_lipo + released + clearance * c_lipo.reshape(-1)

@@ -32,7 +32,6 @@ import numpy as np
 import torch
 
 from hybrid.inverse.problems import InverseProblem
-from hybrid.inverse.unknowns import BoundedScalar
 
 __all__ = ["TrainingConfig", "TrainingResult", "Trainer", "ensemble"]
 
@@ -96,7 +95,7 @@ class Trainer:
         self.problem = problem.to(device=self.device, dtype=self.dtype)
         self.progress = progress
         self.generator = torch.Generator().manual_seed(config.seed)
-        scalars = [p for u in problem.unknowns.values() if isinstance(u, BoundedScalar) for p in u.parameters()]
+        scalars = [p for u in problem.scalar_unknowns() for p in u.parameters()]
         scalar_ids = {id(p) for p in scalars}
         others = [p for p in problem.parameters() if id(p) not in scalar_ids]
         groups = [{"params": others, "lr": config.learning_rate}]

@@ -57,3 +57,29 @@ def test_cuda_graph_step_matches_the_eager_step():
     graph = Trainer(twins.ifp_problem(observations), TrainingConfig(cuda_graph=True, **common)).run()
     for name, (value, _) in eager.estimates.items():
         assert graph.estimates[name][0] == pytest.approx(value, rel=1e-9), name
+
+
+def test_transport_with_a_flow_problem_couples_pressure_and_drug():
+    """The transport residual sees the Darcy flux of the pressure network: its gradient reaches the
+    pressure network and the flow's unknown conductivity; both problems' terms and estimates appear."""
+    from hybrid.inverse import TransportProblem
+
+    flow = IFPProblem(Box(1, twins.R), {"conductivity": BoundedScalar("conductivity", "m^2/(Pa s)", 1e-14, 1e-11),
+                                        "vascular_exchange": twins.LPSV, "effective_pressure": twins.PE},
+                      observations=twins.ifp_observations(voxels=16), generator=torch.Generator().manual_seed(0))
+    problem = TransportProblem(Box(1, twins.R), {"diffusivity_lipo": 1e-12, "diffusivity_free": 1e-10,
+                                                 "release_rate": BoundedScalar("release_rate", "1/s", 1e-6, 1e-2)},
+                               end_time=3600.0, concentration_scale=1e-3, flow=flow, hindrance=0.5,
+                               initial_lipo=lambda x: 1e-3 * (1 - x[:, 0] ** 2),
+                               generator=torch.Generator().manual_seed(1)).double()
+    points = problem.sample_collocation(64, torch.Generator().manual_seed(2)).double()
+    terms = problem.loss_terms(points)
+    assert set(terms) == {"pde_lipo", "pde_free", "pde_ifp", "data_ifp"}
+    terms["pde_lipo"].backward()
+    assert flow.unknowns["conductivity"].raw.grad.abs() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in flow.network.parameters())
+    assert {"release_rate", "conductivity", "rim_thickness"} <= set(problem.estimates())
+    assert len(problem.scalar_unknowns()) == 2
+    with pytest.raises(ValueError, match="geometry"):
+        TransportProblem(Box(1, 2 * twins.R), {"diffusivity_lipo": 1e-12, "diffusivity_free": 1e-10,
+                                               "release_rate": 1e-4}, end_time=1.0, concentration_scale=1.0, flow=flow)

@@ -95,3 +95,25 @@ def test_transport_residuals_with_vascular_exchange_and_advection():
         darcy_flux=torch.full((100, 2), 1e-8, dtype=torch.float64), flux_divergence=0.0)
     scale = ps * c_p
     assert r_lipo.abs().max().item() < 1e-12 * scale and r_free.abs().max().item() < 1e-12 * scale
+
+
+def test_transport_residuals_of_advected_and_lymph_cleared_profiles_are_zero():
+    """Constant Darcy flux u (div u = 0), no diffusion: each species is carried at its own speed
+    (liposomes hindered by f_L) and cleared by the lymphatic sink at rate phi_L / phi:
+    C = g(x - f u t / phi) exp(-phi_L t / phi)."""
+    L, T, phi, u, f_L, sink, c0, w = 1e-3, 3600.0, 0.3, 5e-8, 0.4, 2e-5, 1e-3, 3e-4
+    xt = torch.rand(200, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    xt[:, 0] = 2 * xt[:, 0] - 1
+    xt.requires_grad_(True)
+    x, t = xt[:, 0] * L, xt[:, 1] * T
+    decay = torch.exp(-sink * t / phi)
+    c_lipo = c0 * torch.exp(-((x - f_L * u * t / phi) / w) ** 2) * decay
+    c_free = c0 * torch.exp(-((x - u * t / phi) / w) ** 2) * decay
+    flux = torch.full((200, 1), u, dtype=torch.float64)
+    kwargs = dict(diffusivity_lipo=0.0, diffusivity_free=0.0, release_rate=0.0, uptake=lambda c: 0.0 * c,
+                  interstitial_fraction=phi, darcy_flux=flux, flux_divergence=0.0, lymphatic_sink=sink)
+    r_lipo, r_free = transport_residuals(c_lipo, c_free, xt, L, T, hindrance=f_L, **kwargs)
+    scale = c0 * u / phi / w                            # size of the advection term
+    assert r_lipo.abs().max().item() < 1e-10 * scale and r_free.abs().max().item() < 1e-10 * scale
+    r_lipo, _ = transport_residuals(c_lipo, c_free, xt, L, T, hindrance=1.0, **kwargs)
+    assert r_lipo.abs().max().item() > 0.1 * scale     # unhindered liposomes would not match
