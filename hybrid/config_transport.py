@@ -33,7 +33,12 @@ Example (the Krogh verification case of issue 8)::
 Other keys: ``[free_drug] reflection``; ``[liposome] diffusivity`` (table D_L),
 ``vessel_permeability`` (P_L), ``reflection`` (sigma_L), ``hindrance`` (f_L), ``clearance`` (k_L); ``[release] ph``
 (uniform extracellular pH, ph_sensitive) and ``temperature`` (uniform tissue temperature [K],
-thermosensitive); ``[tissue] surface_to_volume`` (S/V [1/m]: volume exchange on tumour-scale
+thermosensitive), ``transit_time`` [s] (thermosensitive: blood transit time through the tissue; the
+fraction 1 - exp(-k(T) tau) of the plasma liposomal drug is released in the vessels and reaches the
+wall as free drug; table tau_v), ``ph_map`` (ph_sensitive: NIfTI pH_e map, e.g. the CEST pH map of
+``hybrid maps``, sampled at the mesh vertices; non-finite voxels take the uniform ``ph``);
+``[tissue] ktrans_map`` (tumour-scale meshes: NIfTI Ktrans map [1/min]; S/V and the IFP's Lp S/V
+scale with Ktrans / its tumour mean, as in ``hybrid forward``); ``[tissue] surface_to_volume`` (S/V [1/m]: volume exchange on tumour-scale
 meshes; default table SV_T), ``cell_density`` [1/m^3] (El-Kareh uptake and cell kill; table rho_c);
 ``[exposure] lethal_amount_per_cell`` [mol/cell] (lethal peak intracellular amount; table
 C_I_lethal, 3.5 ng/1e5 cells), ``kill_coefficient`` [1/mol] (SF = exp(-omega n_max); table omega),
@@ -137,7 +142,7 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
     """Validate a parsed TOML document (module docstring)."""
     try:
         top = _take(data, "top level", {"geometry": REQUIRED, "flow": {}, "tumour": {}, "drug": {},
-                                        "free_drug": REQUIRED, "liposome": None, "release": {}, "tissue": {},
+                                        "free_drug": {}, "liposome": None, "release": {}, "tissue": {},
                                         "plasma": REQUIRED, "time": REQUIRED, "heating": None, "exposure": {}, "radiation": None,
                                         "solver": {},
                                         "output": REQUIRED})
@@ -173,10 +178,22 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
                                 reflection="non_negative", hindrance="non_negative", clearance="non_negative")
         elif top["liposome"] is not None:
             raise ConfigError('[liposome] is given but [drug] formulation = "free"')
-        release = _take(top["release"], "release", {"ph": 7.4, "temperature": default("T_a")})
-        release = _checked("release", release, ph="positive", temperature="positive")
+        release = _take(top["release"], "release", {"ph": 7.4, "temperature": default("T_a"),
+                                                    "transit_time": default("tau_v"), "ph_map": None})
+        if release["ph_map"] is not None:
+            if formulation != "ph_sensitive":
+                raise ConfigError('[release] ph_map is given but [drug] formulation is not "ph_sensitive"')
+            release["ph_map"] = _path(base, "release", "ph_map", release["ph_map"])
+        release = _checked("release", release, {"transit_time": "tau_v"}, ph="positive", temperature="positive",
+                           transit_time="positive")
         tissue = _take(top["tissue"], "tissue", {"interstitial_fraction": default("phi_T"),
-                                                 "surface_to_volume": default("SV_T"), "cell_density": default("rho_c")})
+                                                 "surface_to_volume": default("SV_T"), "cell_density": default("rho_c"),
+                                                 "ktrans_map": None})
+        if tissue["ktrans_map"] is not None:
+            if geometry.shape in PERIVASCULAR:
+                raise ConfigError(f"[tissue] ktrans_map needs a tumour-scale mesh (S/V exchange); the "
+                                  f"{geometry.shape!r} mesh resolves its vessel walls")
+            tissue["ktrans_map"] = _path(base, "tissue", "ktrans_map", tissue["ktrans_map"])
         tissue = _checked("tissue", tissue, {"interstitial_fraction": "phi_T", "surface_to_volume": "SV_T",
                                              "cell_density": "rho_c"},
                           interstitial_fraction="positive", surface_to_volume="non_negative", cell_density="positive")

@@ -32,6 +32,7 @@ from hybrid.forward.transport import SPECIES, Carrier, CellUptake, Flow, Transpo
 from hybrid.problems import release, uptake
 from hybrid.problems.exchange import starling_fluid_flux
 from hybrid.problems.krogh import half_distance, krogh_concentration
+from hybrid.problems.namespace import UFL
 from hybrid.problems.parameters import default
 from hybrid.problems.pharmacokinetics import PlasmaCurve, dose_amount
 
@@ -56,13 +57,14 @@ def _plasma(config: TransportConfig) -> tuple[PlasmaCurve, PlasmaCurve | None]:
     return PlasmaCurve.constant(0.0), PlasmaCurve.liposomal(amount, plasma["liposome_half_life"])
 
 
-def _release_rate(config: TransportConfig, temperature=None):
+def _release_rate(config: TransportConfig, temperature=None, ph=None):
     """Release rate k_rel [1/s] of the formulation (0 for free drug): a number, or for
-    thermosensitive liposomes under ``[heating]`` k(T) of the ``temperature`` field (UFL)."""
+    thermosensitive liposomes under ``[heating]`` k(T) of the ``temperature`` field, for
+    pH-sensitive liposomes with ``[release] ph_map`` k(pH) of the ``ph`` field (UFL)."""
     if config.formulation == "thermosensitive" and temperature is not None:
-        from hybrid.problems.namespace import UFL
-
         return release.thermal_release_rate(temperature, xp=UFL)
+    if config.formulation == "ph_sensitive" and ph is not None:
+        return release.ph_release_rate(ph, xp=UFL)
     return {"free": lambda: 0.0,
             "liposomal": lambda: default("k_rel_L"),
             "ph_sensitive": lambda: float(release.ph_release_rate(config.release["ph"])),
@@ -70,7 +72,32 @@ def _release_rate(config: TransportConfig, temperature=None):
             }[config.formulation]()
 
 
-def _model(config: TransportConfig, perivascular: bool, temperature=None) -> TransportModel:
+def _images(config: TransportConfig, domain, log) -> dict:
+    """Image-derived fields (collective): ``ph`` (P1 pH_e from ``[release] ph_map``) and
+    ``vascular_exchange`` (DG0 Lp S/V [1/(Pa s)] scaled by ``[tissue] ktrans_map``), each None
+    without its map, and ``stats`` of the Ktrans scaling."""
+    from hybrid.collective import everywhere
+    from hybrid.forward.image_sampling import ph_field, vascular_exchange_from_ktrans
+    from hybrid.io.nifti import read_volume
+
+    comm = domain.mesh.comm
+    slice_of = lambda volume: config.geometry.slice_index if domain.dim == 2 and volume.shape[2] > 1 else None
+    images = {"ph": None, "vascular_exchange": None, "stats": None}
+    if config.release.get("ph_map") is not None:
+        ph_map, affine = everywhere(comm, lambda: read_volume(config.release["ph_map"]))
+        filled = np.where(np.isfinite(ph_map), ph_map, config.release["ph"])   # invalid CEST voxels
+        images["ph"] = ph_field(domain, filled, affine, slice_index=slice_of(filled))
+        log(f"pH_e sampled from {config.release['ph_map']} (non-finite voxels: pH {config.release['ph']:g})")
+    if config.tissue.get("ktrans_map") is not None:
+        ktrans, affine = everywhere(comm, lambda: read_volume(config.tissue["ktrans_map"]))
+        images["vascular_exchange"], images["stats"] = vascular_exchange_from_ktrans(
+            domain, ktrans, affine, config.tumour, slice_index=slice_of(ktrans))
+        log(f"S/V and Lp S/V scaled by Ktrans / tumour mean from {config.tissue['ktrans_map']}")
+    return images
+
+
+def _model(config: TransportConfig, perivascular: bool, temperature=None, images: dict | None = None) -> TransportModel:
+    images = images or {}
     free, phi = config.free_drug, config.tissue["interstitial_fraction"]
     if free["uptake"] == "linear":
         rate = lambda c_free, c_cell, xp: uptake.linear_uptake(c_free, free["uptake_rate"])
@@ -80,14 +107,21 @@ def _model(config: TransportConfig, perivascular: bool, temperature=None) -> Tra
                                                                         cell_density=rho)
     plasma_free, plasma_liposomal = _plasma(config)
     lipo = config.liposome
+    rate_of_release = _release_rate(config, temperature, images.get("ph"))
+    surface = None if perivascular else config.tissue["surface_to_volume"]
+    if images.get("vascular_exchange") is not None:   # S/V scales with Ktrans like Lp S/V
+        surface = surface * images["vascular_exchange"] / config.tumour.vascular_exchange
+    intravascular = None   # thermosensitive liposomes also release in the blood passing the heated tissue
+    if config.formulation == "thermosensitive":
+        intravascular = release.intravascular_released_fraction(rate_of_release, config.release["transit_time"])
     return TransportModel(
         free=Carrier(free["diffusivity"], free["vessel_permeability"], free["reflection"]),
         uptake=CellUptake(rate, linear=free["uptake"] == "linear"),
         plasma_free=plasma_free, interstitial_fraction=phi,
         liposomal=None if lipo is None else Carrier(lipo["diffusivity"], lipo["vessel_permeability"],
                                                     lipo["reflection"], lipo["hindrance"], lipo["clearance"]),
-        plasma_liposomal=plasma_liposomal, release_rate=_release_rate(config, temperature),
-        surface_to_volume=None if perivascular else config.tissue["surface_to_volume"])
+        plasma_liposomal=plasma_liposomal, release_rate=rate_of_release,
+        surface_to_volume=surface, intravascular_release=intravascular)
 
 
 def irradiated(config: TransportConfig) -> TransportConfig:
@@ -107,10 +141,12 @@ def irradiated(config: TransportConfig) -> TransportConfig:
                    tissue=config.tissue | {"cell_density": config.tissue["cell_density"] * m["cell_density"]})
 
 
-def _flow(config: TransportConfig, domain, perivascular: bool, stages: dict, log) -> tuple[Flow | None, dict | None]:
+def _flow(config: TransportConfig, domain, perivascular: bool, stages: dict, log,
+          vascular_exchange=None) -> tuple[Flow | None, dict | None]:
     """The conservative Darcy flux of the steady IFP (and on tumour-scale meshes the vascular
     fluid source and lymphatic sink at that pressure) with the IFP numbers (largest and mean
-    pressure [Pa]), or (None, None) for ``[flow] model = "none"``."""
+    pressure [Pa]), or (None, None) for ``[flow] model = "none"``. ``vascular_exchange``: an
+    Lp S/V field [1/(Pa s)] replacing the tumour value (Ktrans map)."""
     if config.flow["model"] == "none":
         return None, None
     from hybrid.forward import solve_ifp
@@ -118,7 +154,9 @@ def _flow(config: TransportConfig, domain, perivascular: bool, stages: dict, log
 
     start = time.perf_counter()
     tumour = config.tumour
-    ifp = solve_ifp(domain, tumour, OuterBoundary(config.flow["boundary"], config.flow["far_field_pressure"]))
+    exchange = tumour.vascular_exchange if vascular_exchange is None else vascular_exchange
+    ifp = solve_ifp(domain, tumour, OuterBoundary(config.flow["boundary"], config.flow["far_field_pressure"]),
+                    fields={} if vascular_exchange is None else {"vascular_exchange": vascular_exchange})
     flux = ifp.flux
     stages["ifp_s"] = time.perf_counter() - start
     log(f"IFP solved ({ifp.dofs} dofs) and conservative Darcy flux reconstructed in {stages['ifp_s']:.1f} s")
@@ -129,7 +167,7 @@ def _flow(config: TransportConfig, domain, perivascular: bool, stages: dict, log
                "mean_Pa": comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(p * ufl.dx)), op=MPI.SUM) / area}
     if perivascular:
         return Flow(flux), numbers
-    return Flow(flux, vascular_fluid_source=starling_fluid_flux(p, tumour.vascular_exchange, tumour.effective_pressure),
+    return Flow(flux, vascular_fluid_source=starling_fluid_flux(p, exchange, tumour.effective_pressure),
                 lymphatic_fluid_sink=tumour.lymphatic_filtration * (p - tumour.lymphatic_pressure)), numbers
 
 
@@ -213,10 +251,11 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
     domain = build_mesh(config.geometry, comm)
     stages["mesh_s"] = time.perf_counter() - start
     perivascular = config.geometry.shape in PERIVASCULAR
-    flow, ifp_numbers = _flow(config, domain, perivascular, stages, log)
+    images = _images(config, domain, log)
+    flow, ifp_numbers = _flow(config, domain, perivascular, stages, log, images["vascular_exchange"])
     start = time.perf_counter()
     heat = _heat(config, domain)
-    solver = TransportSolver(domain, _model(config, perivascular, heat and heat.temperature), flow=flow,
+    solver = TransportSolver(domain, _model(config, perivascular, heat and heat.temperature, images), flow=flow,
                              order=config.time["order"], petsc_options=config.petsc_options)
     exposure = Exposure(domain, *solver.species()[1:], cell_density=config.tissue["cell_density"],
                         lethal_amount=config.exposure["lethal_amount_per_cell"],
@@ -311,6 +350,8 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
         "mass_balance": balance,
     }
     summary["exposure"] = exposure_numbers
+    if images["stats"] is not None:
+        summary["ktrans"] = images["stats"]
     if ifp_numbers is not None:
         summary["ifp"] = ifp_numbers
     if config.radiation is not None:

@@ -108,6 +108,10 @@ class TransportModel:
     free drug only (C_L stays 0). ``surface_to_volume`` S/V [1/m] (number or field): volume
     exchange (tumour-scale meshes); None on perivascular meshes, where the walls exchange.
     ``release_rate`` k_rel [1/s]: number or UFL expression of fields the caller updates.
+    ``intravascular_release`` f [1] (number or UFL, None: none): fraction of the encapsulated drug
+    released in the blood passing the tissue (thermosensitive liposomes in heated vessels,
+    :func:`hybrid.problems.release.intravascular_released_fraction`); the vessel walls then see
+    the plasma concentrations ``(1 - f) c_p,L`` and ``c_p,F + f c_p,L``.
     """
 
     free: Carrier
@@ -119,6 +123,7 @@ class TransportModel:
     release_rate: object = 0.0
     surface_to_volume: object = None
     extra_sources: tuple | None = field(default=None, repr=False)   # t -> (s_L, s_F, s_I), tests only
+    intravascular_release: object = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,9 @@ class TransportSolver:
         lipo = model.liposomal
         carriers = [(lipo or model.free), model.free]
         plasma = [self._plasma["liposomal"], self._plasma["free"]]
+        if lipo is not None and model.intravascular_release is not None:
+            released = model.intravascular_release * plasma[0]
+            plasma = [plasma[0] - released, plasma[1] + released]
         active = [lipo is not None, True]
 
         # volumetric rates [mol/(m^3 s)] of each species (exchange, release, uptake, clearance)

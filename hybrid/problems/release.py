@@ -18,7 +18,7 @@ from __future__ import annotations
 from hybrid.problems.namespace import LN10, Namespace, logistic, namespace_of
 from hybrid.problems.parameters import value_or_default
 
-__all__ = ["ph_release_rate", "thermal_release_rate"]
+__all__ = ["ph_release_rate", "thermal_release_rate", "intravascular_released_fraction"]
 
 
 def ph_release_rate(ph, *, base_rate=None, max_rate=None, ph_50=None, steepness=None,
@@ -52,3 +52,13 @@ def thermal_release_rate(temperature, *, base_rate=None, max_rate=None, transiti
     t_m = value_or_default(transition, "T_m")
     d_t = value_or_default(width, "dT_m")
     return k_b + (k_max - k_b) * logistic((temperature - t_m) / d_t, xp)
+
+
+def intravascular_released_fraction(rate, transit_time=None, xp: Namespace | None = None):
+    """Fraction [1] of the encapsulated drug a liposome releases while its blood passes through
+    the (heated) tissue: ``1 - exp(-k tau)`` for the release ``rate`` k [1/s] (e.g.
+    :func:`thermal_release_rate` of the tissue temperature, blood taken at tissue temperature)
+    and the vascular ``transit_time`` tau [s] (table ``tau_v`` if None). The released drug adds
+    to the local plasma free drug (physics.md §3)."""
+    xp = xp or namespace_of(rate, transit_time)
+    return 1.0 - xp.exp(-rate * value_or_default(transit_time, "tau_v"))

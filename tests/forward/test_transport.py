@@ -307,3 +307,34 @@ def test_adaptive_steps_control_the_error_and_keep_the_balance():
                       / COMM.allreduce(float(np.abs(exact).max()), op=MPI.MAX))
         adaptive.close()
     assert errors[1] < 0.4 * errors[0], errors
+
+
+# ---- intravascular release of thermosensitive liposomes (physics.md §3) ---------------------------
+
+def test_intravascular_release_feeds_the_free_drug_at_the_wall():
+    """Liposomes that cannot cross the wall (P_L = 0) releasing the fraction f = 1 - exp(-k(T) tau)
+    in the blood at 42 C give exactly the free drug of a free-drug run with plasma f c_p,L; the
+    liposomes never enter the tissue and the balance holds."""
+    from hybrid.problems.release import intravascular_released_fraction, thermal_release_rate
+
+    f = float(intravascular_released_fraction(thermal_release_rate(273.15 + 42.0)))
+    assert 0.1 < f < 1.0   # k(42 C) tau_v = 0.043 1/s x 5.6 s
+    domain = krogh_mesh(COMM, KROGH["r_vessel"], KROGH["r_tissue"], 8e-6, wall_mesh_size=2e-6)
+    k = KROGH["sink_rate"]
+    sink = CellUptake(lambda c_free, c_cell, xp: linear_uptake(c_free, k), linear=True)
+    free = Carrier(KROGH["diffusivity"], KROGH["permeability"])
+    c_lipo = 2.0
+    runs = []
+    for model in (TransportModel(free=free, uptake=sink, plasma_free=PlasmaCurve.constant(0.0),
+                                 liposomal=Carrier(1e-12, 0.0), plasma_liposomal=PlasmaCurve.constant(c_lipo),
+                                 intravascular_release=f),
+                  TransportModel(free=free, uptake=sink, plasma_free=PlasmaCurve.constant(f * c_lipo))):
+        solver = TransportSolver(domain, model)
+        records = [solver.step(20.0) for _ in range(5)]
+        runs.append((owned(solver)[1].copy(), records[-1]))
+        solver.close()
+    (tsl, tsl_record), (reference, _) = runs
+    assert np.abs(tsl[:, 0]).max() == 0.0
+    assert np.allclose(tsl[:, 1:], reference[:, 1:], rtol=1e-10, atol=1e-14 * reference[:, 1].max())
+    assert COMM.allreduce(float(tsl[:, 1].max()), op=MPI.MAX) > 0.1 * f * c_lipo
+    assert abs(tsl_record.balance_residual) < 1e-10 * tsl_record.entered_through_vessels
