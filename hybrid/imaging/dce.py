@@ -77,61 +77,58 @@ def exp_convolve(t_s, x, k_per_s, deriv=False):
 
     ``x`` is (n_t,) or (n, n_t), ``k_per_s`` (n,) >= 0 [1/s]; returns (n, n_t) in units
     of x times seconds, and with ``deriv`` also its derivative with respect to k (same
-    recursion, differentiated). Exact recursion y[i+1] = e y[i] + A x[i] + B x[i+1]
-    (vectorised over rows), evaluated by FFT for a few rows of a long uniform series.
+    recursion, differentiated). Exact recursion y[i+1] = e y[i] + A x[i] + B x[i+1],
+    run time-major (one vector operation over all rows per time step; the result is
+    transposed once at the end), or by FFT for a few rows of a long uniform series.
     """
     t = np.asarray(t_s, dtype=float)
     k = np.atleast_1d(np.asarray(k_per_s, dtype=float))
     x = np.asarray(x, dtype=float)
+    xt = x[:, None] if x.ndim == 1 else np.ascontiguousarray(x.T)   # (n_t, 1 or n)
     dt = np.diff(t)
     uniform = np.allclose(dt, dt[0], rtol=1e-9, atol=0.0)
-    step = dt[:1] if uniform else dt
-    u = k[:, None] * step                             # (n, 1) or (n, n_t - 1)
+    step = (dt[:1] if uniform else dt)[:, None]
+    u = step * k                                      # (1, n) or (n_t - 1, n)
     e = np.exp(-u)
     small = u < 1e-3
     us = np.where(small, 1.0, u)
     q = -np.expm1(-us) / us                           # (1 - e^-u) / u
     fa = np.where(small, 0.5 - u / 3 + u * u / 8, (q - e) / us)
     fb = np.where(small, 0.5 - u / 6 + u * u / 24, (1.0 - q) / us)
-    src = (x[..., :-1] * fa + x[..., 1:] * fb) * dt   # (n, n_t - 1)
+    n = t.size - 1
+    y = np.zeros((t.size, k.size))                    # time-major: contiguous rows
+    y[1:] = (xt[:-1] * fa + xt[1:] * fb) * dt[:, None]
     if deriv:                                         # d/dk = dt d/du
         dfa = np.where(small, -1 / 3 + u / 4 - u * u / 10, (2 * e - 2 * q + e * us) / us ** 2)
         dfb = np.where(small, -1 / 6 + u / 12 - u * u / 40, (2 * q - e - 1) / us ** 2)
-        dsrc = (x[..., :-1] * dfa + x[..., 1:] * dfb) * dt * dt
+        dy = np.zeros_like(y)
+        dy[1:] = (xt[:-1] * dfa + xt[1:] * dfb) * (dt * dt)[:, None]
         de = -step * e
-    n = t.size - 1
     if uniform and n >= _FFT_MIN_STEPS and k.size < _FFT_MAX_ROWS:
-        # y[1:] = src (*) e^m, a causal convolution done by FFT
+        # y[1:] = src (*) e^m along time, a causal convolution done by FFT
         nfft = sp_fft.next_fast_len(2 * n, real=True)
-        m = np.arange(n)
-        kern = sp_fft.rfft(e ** m, nfft)
-        spec = sp_fft.rfft(src, nfft)
-        y = np.zeros((k.size, t.size))
-        y[:, 1:] = sp_fft.irfft(spec * kern, nfft)[:, :n]
-        if not deriv:
-            return y
-        dkern = sp_fft.rfft(-m * dt[0] * e ** m, nfft)
-        dy = np.zeros_like(y)
-        dy[:, 1:] = sp_fft.irfft(sp_fft.rfft(dsrc, nfft) * kern + spec * dkern, nfft)[:, :n]
-        return y, dy
-    y = np.zeros((t.size, k.size))                    # time-major: contiguous rows
-    y[1:] = src.T
-    e_t = np.ascontiguousarray(e.T if uniform else np.broadcast_to(e, src.shape).T)
-    carry = np.empty(k.size)
-    if deriv:
-        dy = np.zeros_like(y)
-        dy[1:] = dsrc.T
-        de_t = np.ascontiguousarray(de.T if uniform else np.broadcast_to(de, src.shape).T)
-    for i in range(n):
-        j = 0 if uniform else i
+        m = np.arange(n)[:, None]
+        kern = sp_fft.rfft(e ** m, nfft, axis=0)
+        spec = sp_fft.rfft(y[1:], nfft, axis=0)
         if deriv:
-            np.multiply(dy[i], e_t[j], out=carry)
-            dy[i + 1] += carry
-            np.multiply(y[i], de_t[j], out=carry)
-            dy[i + 1] += carry
-        np.multiply(y[i], e_t[j], out=carry)
-        y[i + 1] += carry
-    return (y.T, dy.T) if deriv else y.T
+            dkern = sp_fft.rfft(-m * dt[0] * e ** m, nfft, axis=0)
+            dy[1:] = sp_fft.irfft(sp_fft.rfft(dy[1:], nfft, axis=0) * kern + spec * dkern,
+                                  nfft, axis=0)[:n]
+        y[1:] = sp_fft.irfft(spec * kern, nfft, axis=0)[:n]
+    else:
+        carry = np.empty(k.size)
+        for i in range(n):
+            j = 0 if uniform else i
+            if deriv:
+                np.multiply(dy[i], e[j], out=carry)
+                dy[i + 1] += carry
+                np.multiply(y[i], de[j], out=carry)
+                dy[i + 1] += carry
+            np.multiply(y[i], e[j], out=carry)
+            y[i + 1] += carry
+    if deriv:
+        return np.ascontiguousarray(y.T), np.ascontiguousarray(dy.T)
+    return np.ascontiguousarray(y.T)
 
 
 def _cumtrapz(t, x):
