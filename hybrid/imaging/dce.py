@@ -193,37 +193,42 @@ def _model_fn(name, t, cp):
             f = a * icp + b * g
             if not jac:
                 return f
-            gk = gk * b
-            d2 = (flow * flow)[:, None]
-            cols = [(ps * ps)[:, None] / d2 * icp + (fp * (fp + 2 * ps))[:, None] / d2 * g
-                    + gk / vp[:, None],
-                    (fp * fp)[:, None] / d2 * (icp - g) + gk / vp[:, None],
-                    -gk * (k / vp)[:, None]]
-            return f, np.stack(cols, axis=-1)
+            # J = [int Cp, g, dg/dk] @ chain, one (3 x 3) chain per row
+            d2 = flow * flow
+            chain = np.zeros((p.shape[0], 3, 3))
+            chain[:, 0, 0], chain[:, 0, 1] = ps * ps / d2, fp * fp / d2
+            chain[:, 1, 0], chain[:, 1, 1] = fp * (fp + 2 * ps) / d2, -fp * fp / d2
+            chain[:, 2, :2] = (b[:, 0] / vp)[:, None]
+            chain[:, 2, 2] = -b[:, 0] * k / vp
+            basis = np.stack([np.broadcast_to(icp, g.shape), g, gk], axis=-1)
+            return f, basis @ chain
         return model
 
     def model(p, jac=False):
         rates = _2cxm_rates(p)
         kp, km, e = rates.T
-        gp, gm = exp_convolve(t, cp, kp, deriv=jac), exp_convolve(t, cp, km, deriv=jac)
-        (gp, gpk), (gm, gmk) = (gp, gm) if jac else ((gp, None), (gm, None))
+        n = p.shape[0]
+        both = exp_convolve(t, cp if cp.ndim == 1 else np.concatenate([cp, cp]),
+                            np.concatenate([kp, km]), deriv=jac)    # K+ rows, then K- rows
+        g, gk = both if jac else (both, None)
+        gm, diff = g[n:], g[:n] - g[n:]
+        shape = gm + e[:, None] * diff
         fp = p[:, :1]
-        shape = e[:, None] * gp + (1.0 - e[:, None]) * gm
         f = fp * shape
         if not jac:
             return f
-        # chain rule through (K+, K-, E); their derivatives are cheap finite differences
-        d_rates = (fp * e[:, None] * gpk, fp * (1.0 - e[:, None]) * gmk,
-                   fp * (gp - gm))                                         # 3 x (n, n_t)
+        # chain rule through (K+, K-, E), whose derivatives are cheap finite differences:
+        # J = [dg+/dK+, dg-/dK-, g+ - g-, shape] @ chain, one (4 x 4) chain per row
         h = 1e-7 * np.maximum(np.abs(p), 1e-8)
-        drdp = np.empty((p.shape[0], 3, 4))
+        chain = np.zeros((n, 4, 4))
         for i in range(4):
             ph = p.copy()
             ph[:, i] += h[:, i]
-            drdp[:, :, i] = (_2cxm_rates(ph) - rates) / h[:, i:i + 1]
-        cols = [sum(d * drdp[:, r, i, None] for r, d in enumerate(d_rates)) for i in range(4)]
-        cols[0] += shape
-        return f, np.stack(cols, axis=-1)
+            chain[:, :3, i] = (_2cxm_rates(ph) - rates) / h[:, i:i + 1]
+        chain[:, :3] *= (fp * np.column_stack([e, 1.0 - e, np.ones(n)]))[:, :, None]
+        chain[:, 3, 0] = 1.0
+        basis = np.stack([gk[:n], gk[n:], diff, shape], axis=-1)
+        return f, basis @ chain
     return model
 
 
