@@ -8,6 +8,11 @@ when the calibration was made under other conditions (item 11).
    three series with T1 <= 1.4 s (full range and the pH-sensitive range pH >= 6.8), over the
    long-T1 (3.4 s) series pH 6.23-7.28 (with the Box3 vials), and a transfer test (calibrate on
    the T1 = 1.4 s series, read the two other series).
+   Long-T1 series at 2 and 3 uT (same vials, no reference): leave-one-out error per power and
+   ratio method, the nested leave-one-out error of choosing method, power and degree from the
+   data (``cest.select_calibration``), and the noise floor: the SD of each ratio over refits of
+   the fitted spectra with their measured noise added, divided by the calibration slope (pH).
+   Short-T1 series at 2 uT as an independent check of the power.
 2. Simulated: calibrate on noiseless Bloch-McConnell vials (9.4 T, 3 uT, 6 s, 30 mM, water
    T1 2.5 s / T2 0.5 s, MT 5 %), then read noiseless spectra simulated with one setting changed
    (water T2, concentration, B0, B1): bias = recovered - true pH at pH 6.3-7.2.
@@ -32,6 +37,8 @@ from hybrid.imaging import cest
 ROOT = Path(__file__).resolve().parents[1]
 MEASURED_CSV = ROOT / "tests" / "data" / "acidocest" / "Box4_37C_SatP3SatT6002.csv"
 LOW_PH_CSV = MEASURED_CSV.with_name("Box3_37C_SatP3SatT6002_25mM_T1_3.4s.csv")   # T1 3.4 s, pH 6.23-6.67
+POWERS_UT = (2, 3)   # saturation powers with measured files for the same vials (tests/data/acidocest)
+NOISE_REPLICATES = 50
 OFFSETS = np.round(np.arange(-10.0, 10.001, 0.1), 3)
 CALIBRATION = dict(concentration=0.030, water=bm.WaterPool(t1=2.5, t2=0.5), mt=bm.MTPool(fraction=0.05),
                    b0=9.4, b1=3.0e-6, t_sat=6.0)
@@ -92,6 +99,82 @@ def measured_report():
     return out
 
 
+def power_files(power_ut):
+    """(Box4 file with all four T1 series, Box3 file with the 3.4 s vials pH 6.23-6.67) at power_ut."""
+    return (MEASURED_CSV.with_name(f"Box4_37C_SatP{power_ut}SatT6002.csv"),
+            MEASURED_CSV.with_name(f"Box3_37C_SatP{power_ut}SatT6002_25mM_T1_3.4s.csv"))
+
+
+def long_t1_series(power_ut):
+    """Offsets, pH and raw spectra (no reference) of the eight 3.4 s vials, pH 6.23-7.28."""
+    box4, box3 = power_files(power_ut)
+    offsets, ph, t1, signal = measured(False, box4)
+    _, ph_low, _, signal_low = measured(False, box3)
+    return offsets, np.concatenate([ph_low, ph[t1 == 3.4]]), np.concatenate([signal_low, signal[t1 == 3.4]])
+
+
+def noise_sd(offsets, signal):
+    """Noise SD of each raw spectrum relative to its baseline: SD of the successive differences
+    of the samples at offset >= 8 ppm and <= -8 ppm (no CEST line there; each side separately),
+    divided by sqrt(2) and the baseline."""
+    diffs = [np.diff(signal[:, side][:, np.argsort(offsets[side])], axis=-1)
+             for side in (offsets >= 8.0, offsets <= -8.0)]
+    baseline = signal[:, np.abs(offsets) >= 8.0].mean(axis=-1)
+    return np.std(np.concatenate(diffs, axis=-1), axis=-1) / np.sqrt(2) / baseline
+
+
+def model_spectra(offsets, fit):
+    """Fitted Lorentzian spectra relative to the fitted baseline (spectra without reference)."""
+    x = offsets[None, None, :]
+    lines = cest._lorentz(x, fit.amplitude[..., None], fit.width_ppm[..., None], fit.centre_ppm[..., None])
+    return 1.0 - lines.sum(axis=1)
+
+
+def ratio_noise_ph(offsets, signal, ph, method, rng):
+    """Per vial: SD of the ratio over NOISE_REPLICATES refits of the fitted spectrum plus Gaussian
+    noise of the measured SD, divided by the slope of the linear calibration (pH)."""
+    keep = np.abs(offsets) < 15.0
+    model = model_spectra(offsets[keep], cest.fit_zspectrum(offsets, signal))
+    noisy = model + rng.standard_normal((NOISE_REPLICATES,) + model.shape) * noise_sd(offsets, signal)[:, None]
+    ratios = cest.ph_ratio(offsets[keep], noisy, method=method)
+    slope = np.polyfit(ph, cest.ph_ratio(offsets, signal, method=method), 1)[0]
+    return np.nanstd(ratios, axis=0) / abs(slope)
+
+
+def long_t1_report():
+    rng = np.random.default_rng(0)
+    out, candidates = {}, {}
+    for power in POWERS_UT:
+        offsets, ph, signal = long_t1_series(power)
+        entry = {"pH": ph.tolist(), "noise_sd": noise_sd(offsets, signal).tolist(), "methods": {}}
+        for method in cest.RATIO_METHODS:
+            ratio = cest.ph_ratio(offsets, signal, method=method)
+            candidates[f"{power} uT {method}"] = ratio
+            floor = ratio_noise_ph(offsets, signal, ph, method, rng)
+            entry["methods"][method] = {"ratio": ratio.tolist(), **calibration_entry(ratio, ph),
+                                        "noise_floor_ph": floor.tolist(),
+                                        "noise_floor_rms_ph": float(np.sqrt(np.nanmean(floor ** 2)))}
+        out[f"{power} uT"] = entry
+    nested = {}
+    for label, names in (("3 uT methods", [n for n in candidates if n.startswith("3 ")]),
+                         ("2 uT methods", [n for n in candidates if n.startswith("2 ")]),
+                         ("2 and 3 uT methods", list(candidates))):
+        choice = cest.select_calibration({n: candidates[n] for n in names}, ph)
+        nested[label] = {"chosen": choice.name, "degree": choice.calibration.degree,
+                         "loo_rms_ph": choice.calibration.loo_rms_ph, "nested_loo_rms_ph": choice.nested_loo_rms_ph,
+                         "nested_choices": list(choice.nested_choices)}
+    out["nested_selection"] = nested
+    offsets, ph, t1, signal = measured(False, power_files(2)[0])
+    short = {}
+    for method in cest.RATIO_METHODS:
+        ratio = cest.ph_ratio(offsets, signal, method=method)
+        pooled, sensitive = t1 <= 1.4, (t1 <= 1.4) & (ph >= 6.8)
+        short[method] = {"pooled_T1_le_1.4_full_range": calibration_entry(ratio[pooled], ph[pooled]),
+                         "pooled_T1_le_1.4_pH_ge_6.8": calibration_entry(ratio[sensitive], ph[sensitive])}
+    out["2 uT short-T1 series"] = short
+    return out
+
+
 def bias_report():
     cal_ph = np.round(np.arange(6.2, 7.31, 0.1), 2)
     ph = np.round(np.arange(6.3, 7.21, 0.15), 2)
@@ -126,7 +209,8 @@ def main():
               "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version(), "load_average": os.getloadavg()},
               "versions": {d: metadata.version(d) for d in ("hybrid", "numpy", "scipy")},
-              "measured": measured_report(), "simulated_bias": bias_report()}
+              "measured": measured_report(), "long_T1_two_powers": long_t1_report(),
+              "simulated_bias": bias_report()}
     report["wall_time_s"] = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -145,6 +229,19 @@ def main():
                   f"{tr['rms_ph']:.3f}; T1 3.4 s series pH 6.23-7.28: {long_t1.get('loo_rms_ph', float('nan')):.3f}"
                   f"; per series " + ", ".join(
                       f"{s}: {v.get('loo_rms_ph', float('nan')):.3f}" for s, v in m["per_series_full_range"].items()))
+    long_t1 = report["long_T1_two_powers"]
+    print("long-T1 series pH 6.23-7.28 (8 vials), no reference: leave-one-out [pH] / noise floor [pH]")
+    for power in POWERS_UT:
+        print(f"  {power} uT: " + ", ".join(
+            f"{m} {v.get('loo_rms_ph', float('nan')):.3f} (deg {v.get('degree')}) / {v['noise_floor_rms_ph']:.3f}"
+            for m, v in long_t1[f"{power} uT"]["methods"].items()))
+    for label, v in long_t1["nested_selection"].items():
+        print(f"  choose among {label}: {v['chosen']} (deg {v['degree']}) leave-one-out {v['loo_rms_ph']:.3f}, "
+              f"nested leave-one-out {v['nested_loo_rms_ph']:.3f}")
+    print("  2 uT, three series with T1 <= 1.4 s: " + ", ".join(
+        f"{m} {v['pooled_T1_le_1.4_full_range'].get('loo_rms_ph', float('nan')):.3f} (pH 6.2-7.3) / "
+        f"{v['pooled_T1_le_1.4_pH_ge_6.8'].get('loo_rms_ph', float('nan')):.3f} (pH >= 6.8)"
+        for m, v in long_t1["2 uT short-T1 series"].items()))
     bias = report["simulated_bias"]
     print(f"simulated bias [pH] at pH {bias['pH']}")
     for method, m in bias["methods"].items():

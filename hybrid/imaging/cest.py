@@ -413,6 +413,72 @@ def _loo_rms(r, y, degree) -> float:
     return float(np.sqrt(np.mean(np.square(errors))))
 
 
+@dataclass(frozen=True)
+class CalibrationChoice:
+    """pH index chosen among candidates by ``select_calibration``. ``name``: the chosen candidate;
+    ``calibration``: its ``PhCalibration`` on all phantoms; ``loo_rms_by_candidate``: each
+    candidate's leave-one-out error (pH) at its best degree (NaN where a ratio is non-finite or no
+    calibration is monotone); ``nested_loo_rms_ph``: leave-one-out error of the whole procedure
+    (choice of candidate and degree remade without the left-out phantom), the error to expect on
+    a new phantom; ``nested_choices``: the candidate chosen with each phantom left out."""
+
+    name: str
+    calibration: PhCalibration
+    loo_rms_by_candidate: dict[str, float]
+    nested_loo_rms_ph: float
+    nested_choices: tuple[str, ...]
+
+
+def _best_candidate(candidates, ph, max_degree):
+    """(name, PhCalibration) of the candidate with the least leave-one-out error, or None."""
+    best = None
+    for name, ratio in candidates.items():
+        try:
+            cal = PhCalibration.fit(ratio, ph, max_degree=max_degree)
+        except ValueError:     # too few distinct ratios or no monotone calibration
+            continue
+        if best is None or cal.loo_rms_ph < best[1].loo_rms_ph:
+            best = (name, cal)
+    return best
+
+
+def select_calibration(candidates, ph, max_degree: int = 3) -> CalibrationChoice:
+    """Choose the pH index among ``candidates`` ({name: ratios of the same phantoms}, e.g. ratio
+    methods or saturation powers) and its degree by the least leave-one-out error, and estimate
+    the error of that choice by nested leave-one-out. The winner's own leave-one-out error is
+    optimistic (it won on the same phantoms); ``nested_loo_rms_ph`` is not: each phantom is left
+    out in turn, candidate and degree are chosen again on the others, and the left-out phantom
+    is predicted with that calibration. Candidates with a non-finite ratio are not considered."""
+    y = np.asarray(ph, dtype=float).ravel()
+    ratios = {name: np.asarray(r, dtype=float).ravel() for name, r in candidates.items()}
+    for name, r in ratios.items():
+        if r.size != y.size:
+            raise ValueError(f"candidate {name!r} has {r.size} ratios for {y.size} pH values; give "
+                             "one ratio per phantom")
+    finite = {name: r for name, r in ratios.items() if np.all(np.isfinite(r))}
+    best = _best_candidate(finite, y, max_degree)
+    if best is None:
+        raise ValueError(f"no candidate of {', '.join(ratios)} gives a finite, monotone calibration; "
+                         "check the fits (NaN ratios) or add phantoms")
+    loo = {name: np.nan for name in ratios}
+    for name, r in finite.items():
+        try:
+            loo[name] = PhCalibration.fit(r, y, max_degree=max_degree).loo_rms_ph
+        except ValueError:
+            pass
+    errors, choices = [], []
+    for i in range(y.size):
+        keep = np.arange(y.size) != i
+        inner = _best_candidate({name: r[keep] for name, r in finite.items()}, y[keep], max_degree)
+        if inner is None:
+            raise ValueError(f"without phantom {i} no candidate gives a monotone calibration; add phantoms")
+        errors.append(np.polyval(inner[1].coef, finite[inner[0]][i]) - y[i])
+        choices.append(inner[0])
+    return CalibrationChoice(name=best[0], calibration=best[1], loo_rms_by_candidate=loo,
+                             nested_loo_rms_ph=float(np.sqrt(np.mean(np.square(errors)))),
+                             nested_choices=tuple(choices))
+
+
 def ph_map(offsets_ppm, z, calibration: PhCalibration, **kwargs):
     """pH map and validity mask from Z-spectra (..., n_offsets): ``calibration.ph(ph_ratio(...))``;
     ``kwargs`` go to ``ph_ratio`` (use the same ``method`` and pools as for the calibration).
