@@ -4,7 +4,7 @@ bare DOLFINx CG + GAMG solve of the same size on the same ranks, in the same pro
 Problem: Baxter-Jain IFP in a 3-D sphere tumour (R = 4 mm) in a host shell (2 mm), default tissue
 values, ``p = 0`` on the outer boundary, P1. Meshes: a coarse uniform gmsh mesh on rank 0
 (``surface_mesh_size = mesh_size``), distributed, then refined ``refinements`` times in parallel
-(``[geometry] refinements``), i.e. exactly ``hybrid.pipeline.run_forward`` from mesh to files.
+(``[geometry] refinements``), i.e. exactly ``hybrid.commands.forward.run_forward`` from mesh to files.
 
 Bare solve, on the mesh the hybrid run made: P1, ``a = (grad u . grad v + k2 u v) dx`` with
 ``k2 = Lp S/V / K`` of the tumour everywhere, ``L = k2 p_e v dx``, ``u = 0`` on the outer boundary,
@@ -112,7 +112,8 @@ def worker(args) -> None:
     from mpi4py import MPI
 
     from hybrid.config import forward_config_from_dict
-    from hybrid.pipeline import peak_memory_mib, run_forward
+    from hybrid.collective import peak_memory_mib
+    from hybrid.commands.forward import run_forward
 
     comm = MPI.COMM_WORLD
     point = json.loads(args.point)
@@ -217,7 +218,7 @@ def main(argv=None):
                     "partitioner": args.partitioner,
                     "outputs": "ifp.xdmf/h5 with pressure" + (" and velocity" if args.velocity else
                                                               " only ([output] velocity = false)")},
-        "solvers": {"hybrid": "hybrid.pipeline.run_forward: solve_ifp CG + GAMG, rtol 1e-10; the whole run "
+        "solvers": {"hybrid": "hybrid.commands.forward.run_forward: solve_ifp CG + GAMG, rtol 1e-10; the whole run "
                               "mesh -> ifp.xdmf/h5 + summary.json",
                     "bare": "same mesh: dolfinx.fem.petsc assembly of grad.grad + k2 mass, CG + GAMG rtol 1e-10"},
         "timing_definitions": {"solve_s": "KSP solve (GAMG set-up + iterations), max over ranks",

@@ -179,7 +179,7 @@ def _outputs(comm, directory: Path, overwrite: bool, inputs=()):
 
 
 def _demo(args, comm, log) -> None:
-    from hybrid.pipeline import run_demo
+    from hybrid.commands.demo import run_demo
 
     with _outputs(comm, args.output, args.overwrite) as staging:
         run_demo(staging, comm, log)
@@ -191,7 +191,8 @@ def _forward(args, comm, log) -> None:
 
     from hybrid.collective import everywhere
     from hybrid.config import load_forward_config
-    from hybrid.pipeline import check_mesh_size, run_forward
+    from hybrid.commands.forward import run_forward
+    from hybrid.mesh.geometry import check_mesh_size
 
     config = everywhere(comm, lambda: load_forward_config(args.config))
     if args.output is not None:
@@ -205,7 +206,7 @@ def _forward(args, comm, log) -> None:
 
 def _phantom(args, comm, log) -> None:
     from hybrid.collective import on_rank0
-    from hybrid.pipeline import run_phantom
+    from hybrid.commands.phantom import run_phantom
 
     with _outputs(comm, args.output, args.overwrite) as staging:
         on_rank0(comm, lambda: run_phantom(staging, log, shape=tuple(args.shape), voxel_mm=tuple(args.voxel_mm),
@@ -218,7 +219,7 @@ def _maps(args, comm, log) -> None:
 
     from hybrid.collective import everywhere, on_rank0
     from hybrid.config import load_maps_config
-    from hybrid.pipeline import run_maps
+    from hybrid.commands.maps import run_maps
 
     config = everywhere(comm, lambda: load_maps_config(args.config))
     if args.output is not None:

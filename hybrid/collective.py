@@ -8,9 +8,11 @@ raise the same :class:`RunError` (the first failing rank's one-line message) on 
 
 from __future__ import annotations
 
+import re
+
 from mpi4py import MPI
 
-__all__ = ["RunError", "describe", "everywhere", "on_rank0"]
+__all__ = ["RunError", "describe", "petsc_failure", "everywhere", "on_rank0", "peak_memory_mib"]
 
 
 class RunError(Exception):
@@ -27,6 +29,13 @@ def describe(exc: BaseException) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return " ".join(text.split())
+
+
+def petsc_failure(exc: Exception) -> str:
+    """One line from a PETSc error: its code and the messages of its stack, without file locations."""
+    lines = [re.sub(r"^\[\d+\]\s*", "", line).strip() for line in str(exc).replace(" [", "\n[").splitlines()]
+    messages = [line for line in lines if line and not re.search(r"\(\) at \S+:\d+$", line)]
+    return "; ".join(messages)
 
 
 def _agree(comm: MPI.Comm, error: Exception | None) -> None:
@@ -53,3 +62,10 @@ def on_rank0(comm: MPI.Comm, work):
     """Serial ``work()`` on rank 0 only, its result returned there (None elsewhere); a failure is
     raised on every rank as RunError, so none waits."""
     return everywhere(comm, work if comm.rank == 0 else (lambda: None))
+
+
+def peak_memory_mib(comm: MPI.Comm) -> list[float]:
+    """Peak resident memory [MiB] of each rank of ``comm`` so far (getrusage), on every rank (collective)."""
+    import resource
+
+    return comm.allgather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB

@@ -70,7 +70,7 @@ def run_hybrid_with_file_size_limit(*args, limit_bytes: int, ranks: int = 1, tim
 
 def small_phantom(directory: Path) -> Path:
     """A 16x16x1 digital phantom in ``directory``; its maps.toml (returned) fits DCE and VFA only."""
-    from hybrid.pipeline import run_phantom
+    from hybrid.commands.phantom import run_phantom
 
     toml = run_phantom(directory, shape=(16, 16, 1), voxel_mm=(0.875, 0.875, 1.0))
     text = toml.read_text()

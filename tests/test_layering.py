@@ -47,7 +47,7 @@ def test_imaging_import_loads_no_fem_stack_or_torch():
 
 
 def test_forward_import_loads_no_torch():
-    code = "import sys, hybrid.forward, hybrid.pipeline; sys.exit('torch' in sys.modules)"
+    code = "import sys, hybrid.forward, hybrid.commands.forward, hybrid.commands.demo; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

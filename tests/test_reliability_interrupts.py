@@ -64,7 +64,7 @@ def test_interrupt_during_meshing_stops_every_rank(tmp_path, ranks, signum):
 
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_interrupt_during_maps_fit(tmp_path, ranks):
-    from hybrid.pipeline import run_phantom
+    from hybrid.commands.phantom import run_phantom
 
     toml = run_phantom(tmp_path / "ph", shape=(24, 24, 1), voxel_mm=(0.625, 0.625, 1.0))
     status, _, stderr = interrupt(["maps", toml], signal.SIGINT, "voxels (", ranks=ranks)

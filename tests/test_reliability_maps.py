@@ -126,7 +126,7 @@ def test_partly_failed_fits_are_counted_in_the_summary(copy):
 
 
 def test_a_dce_or_vfa_fit_that_failed_everywhere_is_refused():
-    from hybrid.pipeline import _check_maps
+    from hybrid.commands.maps import _check_maps
 
     mask = np.ones((4, 4, 1), bool)
     nan = np.full(mask.shape, np.nan)

@@ -241,7 +241,7 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
     """Run the configured transport problem and write the outputs into ``config.output_directory``
     (collective). Returns the summary."""
     from hybrid.io.summary import software_versions, write_summary
-    from hybrid.pipeline import build_mesh
+    from hybrid.mesh.geometry import build_mesh
 
     stages: dict[str, float] = {}
     config = irradiated(config)

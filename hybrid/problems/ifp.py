@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-from hybrid.problems.exact import RadialRegion, effective_pressure, screening
+from hybrid.problems.exact import RadialRegion, RadialSolution, effective_pressure, radial_pressure, screening
 from hybrid.problems.parameters import PARAMETERS
 
 # dataclass field name -> parameter-table symbol without the region suffix
@@ -98,3 +98,15 @@ class OuterBoundary:
             raise ValueError("[boundary] type = robin needs robin_coefficient > 0 m/(Pa s)")
         if not math.isfinite(self.pressure):
             raise ValueError("[boundary] far_field_pressure must be finite")
+
+
+def closed_form_pressure(dim: int, tumour_radius: float, tumour: TissueProperties, boundary: OuterBoundary,
+                         host: TissueProperties | None = None, host_thickness: float = 0.0) -> RadialSolution:
+    """Baxter-Jain closed form of a radially symmetric tumour of ``tumour_radius`` [m] in ``dim``
+    dimensions with constant region coefficients, optionally in a host shell ``host_thickness`` [m]
+    thick, under a Dirichlet, Robin or no-flux outer ``boundary``."""
+    regions = [tumour.radial_region(tumour_radius)]
+    if host is not None:
+        regions.append(host.radial_region(tumour_radius + host_thickness))
+    robin = {"dirichlet": None, "robin": boundary.robin_coefficient, "no_flux": 0.0}[boundary.kind]
+    return radial_pressure(dim, regions, boundary.pressure, robin)

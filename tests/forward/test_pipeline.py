@@ -5,7 +5,7 @@ import json
 import pytest
 
 from hybrid.config import forward_config_from_dict
-from hybrid.pipeline import run_forward
+from hybrid.commands.forward import run_forward
 
 
 @pytest.mark.parametrize("geometry, boundary, has_closed_form", [

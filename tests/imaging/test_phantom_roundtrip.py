@@ -12,7 +12,8 @@ import pytest
 
 from hybrid.config import load_maps_config
 from hybrid.imaging.phantom import LABELS, REGIONS, make_phantom
-from hybrid.pipeline import run_maps, run_phantom
+from hybrid.commands.maps import run_maps
+from hybrid.commands.phantom import run_phantom
 
 SHAPE = (32, 32, 1)
 VOXEL_MM = (0.5, 0.5, 1.0)

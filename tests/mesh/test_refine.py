@@ -16,7 +16,7 @@ from hybrid.config import forward_config_from_dict
 from hybrid.io.fields import read_point_data
 from hybrid.mesh import krogh_mesh, refine_uniformly, tags, tumour_mesh, vessel_patch_mesh
 from hybrid.mesh.refine import curved_surfaces
-from hybrid.pipeline import run_forward
+from hybrid.commands.forward import run_forward
 
 pytestmark = pytest.mark.mpi
 COMM = MPI.COMM_WORLD

@@ -1,0 +1,233 @@
+"""``hybrid maps``: DCE/VFA/CEST NIfTI series -> parameter maps, figure and summary (serial numpy;
+no DOLFINx)."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from mpi4py import MPI
+
+from hybrid.imaging.chunks import fit_in_chunks
+
+__all__ = ["run_maps", "MAP_UNITS"]
+
+MAP_UNITS = {"Ktrans": "1/min", "ve": "fraction", "vp": "fraction", "PS": "1/min", "Fp": "mL/100mL/min",
+             "delay_s": "s", "rss": "mM^2", "T1": "s", "pH": "pH", "ph_valid": "0/1"}
+MAP_UNITS.update({f"{key}_se": MAP_UNITS[key] for key in ("Ktrans", "ve", "vp", "PS", "Fp", "delay_s")})
+MAP_UNITS["dce_reason"] = "bit flags (hybrid.imaging.dce.REASONS)"
+DCE_CHUNK = 4096   # voxels per DCE fit call (one progress line each)
+CEST_CHUNK = 512   # voxels per CEST fit call
+
+
+def _setting(config_value, sidecar: dict, key: str, what: str, series: Path, upper: float = math.inf) -> float:
+    """A config value, else the sidecar's ``key`` (a number in (0, upper)), else a ValueError
+    naming both."""
+    from hybrid.io.nifti import sidecar_path
+
+    if config_value is not None:
+        return float(config_value)
+    if key in sidecar:
+        value = sidecar[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < upper:
+            raise ValueError(f"{sidecar_path(series)} {key}: {what} must be a number in (0, {upper:g}), "
+                             f"got {value!r}")
+        return float(value)
+    raise ValueError(f"{what} unknown: set it in the configuration or add {key} to the sidecar of {series}")
+
+
+def _check_signal(series: Path, data: np.ndarray, warnings: list[str]) -> None:
+    """ValueError if the series has no usable signal in the mask (``data``: (voxels, volumes));
+    voxels whose series is all zero or not finite are counted in ``warnings``."""
+    usable = np.isfinite(data).all(axis=1) & (np.abs(data) > 0).any(axis=1)
+    if not usable.any():
+        raise ValueError(f"{series}: no voxel of the mask has a finite, non-zero signal; nothing to fit "
+                         "(check the image and the mask)")
+    if not usable.all():
+        warnings.append(f"{series}: {int((~usable).sum())} of {usable.size} voxels in the mask have an all-zero "
+                        "or non-finite series")
+
+
+REQUIRED_MAPS = ("Ktrans", "T1")
+"""Maps that cannot be NaN in every voxel of the mask: a DCE or VFA fit that failed everywhere."""
+
+
+def _check_maps(maps: dict[str, np.ndarray], mask: np.ndarray, warnings: list[str]) -> dict[str, int]:
+    """Voxels of the mask where each map is NaN (its fit failed); ValueError if a map of
+    ``REQUIRED_MAPS`` failed everywhere, a warning for any map that failed somewhere."""
+    failed = {key: int(np.isnan(image[mask]).sum()) for key, image in maps.items()
+              if np.issubdtype(image.dtype, np.floating)}
+    for key, count in failed.items():
+        if key in REQUIRED_MAPS and count == int(mask.sum()):
+            raise ValueError(f"{key}: the fit failed in every voxel of the mask (all NaN); check the series, "
+                             "their sidecars (TR, flip angle, timing) and the configuration")
+        if count:
+            warnings.append(f"{key}: NaN in {count} of {int(mask.sum())} voxels of the mask")
+    return failed
+
+
+def run_maps(config, log=None) -> dict:
+    """``hybrid maps``: DCE/VFA/CEST NIfTI series -> parameter maps (NIfTI, source affine),
+    ``maps.png`` and ``summary.json`` in ``config.output_directory``; returns the summary.
+
+    Maps (float32, NaN outside the mask or where a fit failed): the DCE model's parameters
+    (Ktrans [1/min], ve, vp, PS [1/min], Fp [mL/100 mL/min]), rss [mM^2], delay_s [s] with
+    fit_delay, T1 [s] with [vfa], pH and ph_valid (uint8) with [cest]."""
+    from hybrid.imaging import cest, dce
+    from hybrid.io import nifti
+    from hybrid.io.outputs import naming
+    from hybrid.io.summary import software_versions, write_summary
+    from hybrid.report.figures import plot_maps_overview
+
+    log = log or (lambda message: None)
+    start = time.perf_counter()
+    stages: dict[str, float] = {}
+    grid: tuple[str, tuple, np.ndarray] | None = None
+
+    def on_grid(name: str, data: np.ndarray, affine: np.ndarray) -> None:
+        nonlocal grid
+        if grid is None:
+            grid = (name, data.shape[:3], affine)
+        else:
+            nifti.check_same_grid(grid[0], grid[1], grid[2], name, data.shape, affine)
+
+    dce_series = cest_series = vfa_series = None
+    if config.dce is not None:
+        dce_series = nifti.read_dce_series(config.dce.series)
+        on_grid(str(config.dce.series), dce_series.data, dce_series.affine_mm)
+    if config.vfa_series is not None:
+        vfa_series = nifti.read_vfa_series(config.vfa_series)
+        on_grid(str(config.vfa_series), vfa_series.data, vfa_series.affine_mm)
+    if config.cest is not None:
+        cest_series = nifti.read_cest_series(config.cest.series)
+        on_grid(str(config.cest.series), cest_series.data, cest_series.affine_mm)
+    shape, affine = grid[1], grid[2]
+    if config.mask is not None:
+        mask_data, mask_affine = nifti.read_volume(config.mask)
+        on_grid(str(config.mask), mask_data, mask_affine)
+        mask = mask_data > 0
+    else:
+        mask = np.ones(shape, dtype=bool)
+    n = int(mask.sum())
+    log(f"{n} voxels in the mask of a {shape} grid")
+    if n == 0:
+        raise ValueError(f"{config.mask}: the mask selects no voxel (no value > 0)")
+    warnings: list[str] = []
+    for path, series in ((config.dce and config.dce.series, dce_series), (config.vfa_series, vfa_series),
+                         (config.cest and config.cest.series, cest_series)):
+        if series is not None:
+            _check_signal(path, series.data[mask], warnings)
+    maps: dict[str, np.ndarray] = {}
+
+    def put(values: dict[str, np.ndarray]) -> None:
+        for key, flat in values.items():
+            image = np.full(shape, np.nan)
+            image[mask] = flat
+            maps[key] = image
+
+    t10 = dce_report = None
+    if vfa_series is not None:
+        t0 = time.perf_counter()
+        tr = _setting(config.vfa_tr_s, vfa_series.metadata, "RepetitionTimeExcitation", "VFA TR [s]",
+                      config.vfa_series)
+        t1, _ = dce.fit_t1_vfa(vfa_series.data[mask], vfa_series.axis, tr)
+        put({"T1": t1})
+        t10 = t1
+        stages["vfa_s"] = time.perf_counter() - t0
+        log(f"T1 from {vfa_series.axis.size} flip angles: median {np.nanmedian(t1):.3g} s")
+    if dce_series is not None:
+        t0 = time.perf_counter()
+        settings = config.dce
+        tr = _setting(settings.tr_s, dce_series.metadata, "RepetitionTimeExcitation", "DCE TR [s]", settings.series)
+        fa = _setting(settings.flip_angle_deg, dce_series.metadata, "FlipAngle", "DCE flip angle [deg]",
+                      settings.series, 180.0)
+        conc = dce.signal_to_concentration(dce_series.data[mask], t10_s=settings.t10_s if t10 is None else t10,
+                                           r1_per_mM_s=settings.r1_per_mM_s, tr_s=tr, flip_angle_deg=fa,
+                                           n_baseline=settings.n_baseline)
+        times = dce_series.axis
+        if settings.aif == "measured":
+            aif_mask, aif_affine = nifti.read_volume(settings.aif_mask)
+            on_grid(str(settings.aif_mask), aif_mask, aif_affine)
+            cp = dce.plasma_aif_from_blood_signal(
+                dce_series.data, aif_mask > 0, t10_s=settings.blood_t10_s, tr_s=tr, flip_angle_deg=fa,
+                r1_per_mM_s=settings.blood_r1_per_mM_s or settings.r1_per_mM_s, n_baseline=settings.n_baseline,
+                hct=settings.hematocrit)
+        else:
+            cp = dce.population_plasma_aif(settings.aif, times, settings.aif_delay_s, settings.hematocrit)
+        log(f"DCE AIF: {settings.aif}, plasma peak {cp.max():.3g} mM")
+        fitted = fit_in_chunks(f"DCE {settings.model}", n, DCE_CHUNK,
+                          lambda part: dce.fit(times, conc[part], cp, settings.model, settings.fit_delay), log)
+        if not settings.fit_delay:
+            fitted.pop("delay_s")
+        reason = fitted.pop("reason")
+        put(fitted)
+        maps["dce_reason"] = np.full(shape, 1, dtype=np.uint8)   # 1: not fitted (outside the mask)
+        maps["dce_reason"][mask] = reason
+        dce_report = {"aif": settings.aif, "plasma_aif_peak_mM": float(cp.max()),
+                      "unconvertible_voxels": int((~np.isfinite(conc)).any(axis=1).sum()),
+                      "unconvertible_samples": int((~np.isfinite(conc)).sum()),
+                      "reason_counts": {str(bit): int(((reason & bit) > 0).sum()) for bit in dce.REASONS},
+                      "reason_codes": {str(bit): text for bit, text in dce.REASONS.items()}}
+        stages["dce_s"] = time.perf_counter() - t0
+    cest_report = None
+    if cest_series is not None:
+        t0 = time.perf_counter()
+        settings = config.cest
+        calibration = cest.PhCalibration.fit(settings.calibration_ratio, settings.calibration_ph,
+                                             settings.calibration_degree)
+        cest_report = {"ratio": settings.ratio, "calibration_degree": calibration.degree,
+                       "calibration_loo_rms_ph": calibration.loo_rms_ph,
+                       "calibration_loo_rms_by_degree": {str(d): v if np.isfinite(v) else None   # NaN: not monotone
+                                                         for d, v in calibration.loo_rms_by_degree.items()}}
+        log(f"pH calibration: degree {calibration.degree}, leave-one-out error {calibration.loo_rms_ph:.3f} pH")
+        z = cest_series.data[mask]
+
+        def fit_ph(part):
+            ph, valid = cest.ph_map(cest_series.axis, z[part], calibration, shifts_ppm=settings.shifts_ppm,
+                                    method=settings.ratio, mt=settings.mt, hydroxyl=settings.hydroxyl,
+                                    endogenous=settings.endogenous)
+            return {"pH": ph, "ph_valid": valid}
+
+        put(fit_in_chunks("CEST pH", n, CEST_CHUNK, fit_ph, log))
+        maps["ph_valid"] = np.nan_to_num(maps["ph_valid"]).astype(np.uint8)
+        stages["cest_s"] = time.perf_counter() - t0
+
+    failed_voxels = _check_maps(maps, mask, warnings)
+    for warning in warnings:
+        log(f"warning: {warning}")
+    out = Path(config.output_directory)
+    outputs = {}
+    for key, image in maps.items():
+        unit = MAP_UNITS.get(key, "")
+        dtype = np.uint8 if key in ("ph_valid", "dce_reason") else np.float32
+        nifti.write_volume(out / f"{key}.nii.gz", image, affine, dtype=dtype, description=f"hybrid maps: {key} [{unit}]",
+                           intent_name=f"{key} [{unit}]")
+        outputs[key] = f"{key}.nii.gz"   # relative to the output directory
+    figure = out / "maps.png"
+    with naming(figure):
+        plot_maps_overview({key: (image, MAP_UNITS.get(key, "")) for key, image in maps.items()}, figure)
+    outputs["figure"] = figure.name
+    stages["total_s"] = time.perf_counter() - start
+    summary = {
+        "command": "maps",
+        "configuration": config.source,
+        "versions": software_versions(),
+        "grid_shape": list(shape),
+        "affine_mm": affine,
+        "voxels_fitted": n,
+        "wall_time_s": stages,
+        "median_in_mask": {key: float(np.nanmedian(image[mask])) if np.isfinite(image[mask]).any() else None
+                           for key, image in maps.items() if key not in ("ph_valid", "dce_reason")},
+        "ph_valid_fraction": float(maps["ph_valid"][mask].mean()) if "ph_valid" in maps else None,
+        "dce": dce_report,
+        "cest": cest_report,
+        "failed_voxels": failed_voxels,
+        "warnings": warnings,
+        "units": MAP_UNITS,
+        "outputs": outputs,
+    }
+    write_summary(out / "summary.json", summary, MPI.COMM_SELF)
+    log(f"wrote {len(maps)} maps, {figure.name} and summary.json")
+    return summary
