@@ -17,7 +17,7 @@ when the calibration was made under other conditions (item 11).
    T1 2.5 s / T2 0.5 s, MT 5 %), then read noiseless spectra simulated with one setting changed
    (water T2, concentration, B0, B1): bias = recovered - true pH at pH 6.3-7.2.
 
-Writes benchmarks/results/cest_ph.json and prints the tables. Takes about a minute on two cores.
+Writes benchmarks/results/cest_ph.json and prints the tables. Takes about two minutes on two cores.
 """
 
 import argparse
@@ -155,10 +155,16 @@ def long_t1_report():
                                         "noise_floor_ph": floor.tolist(),
                                         "noise_floor_rms_ph": float(np.sqrt(np.nanmean(floor ** 2)))}
         out[f"{power} uT"] = entry
+    for method in cest.RATIO_METHODS:    # one index from both acquisitions: the mean of the two ratios
+        mean = (candidates[f"2 uT {method}"] + candidates[f"3 uT {method}"]) / 2
+        candidates[f"2+3 uT mean {method}"] = mean
+        out.setdefault("2+3 uT mean", {"methods": {}})["methods"][method] = {"ratio": mean.tolist(),
+                                                                            **calibration_entry(mean, ph)}
     nested = {}
     for label, names in (("3 uT methods", [n for n in candidates if n.startswith("3 ")]),
                          ("2 uT methods", [n for n in candidates if n.startswith("2 ")]),
-                         ("2 and 3 uT methods", list(candidates))):
+                         ("2+3 uT mean methods", [n for n in candidates if n.startswith("2+3")]),
+                         ("every power and method", list(candidates))):
         choice = cest.select_calibration({n: candidates[n] for n in names}, ph)
         nested[label] = {"chosen": choice.name, "degree": choice.calibration.degree,
                          "loo_rms_ph": choice.calibration.loo_rms_ph, "nested_loo_rms_ph": choice.nested_loo_rms_ph,
@@ -172,6 +178,13 @@ def long_t1_report():
         short[method] = {"pooled_T1_le_1.4_full_range": calibration_entry(ratio[pooled], ph[pooled]),
                          "pooled_T1_le_1.4_pH_ge_6.8": calibration_entry(ratio[sensitive], ph[sensitive])}
     out["2 uT short-T1 series"] = short
+    sim_ph = np.round(np.arange(6.0, 7.41, 0.1), 2)
+    out["simulated_st_ratio_slope_per_pH"] = {"pH": sim_ph[:-1].tolist()}
+    for power in POWERS_UT:      # Bloch-McConnell, 25 mM, water T1 3.4 s / T2 0.5 s, 9.4 T, 6 s, no MT
+        z = bm.simulate_iopamidol(OFFSETS, sim_ph, concentration=0.025, water=bm.WaterPool(t1=3.4, t2=0.5),
+                                  b0=9.4, b1=power * 1e-6, t_sat=6.0)
+        ratio = cest.ph_ratio(OFFSETS, z, method="st")
+        out["simulated_st_ratio_slope_per_pH"][f"{power} uT"] = (np.diff(ratio) / np.diff(sim_ph)).tolist()
     return out
 
 
@@ -235,6 +248,9 @@ def main():
         print(f"  {power} uT: " + ", ".join(
             f"{m} {v.get('loo_rms_ph', float('nan')):.3f} (deg {v.get('degree')}) / {v['noise_floor_rms_ph']:.3f}"
             for m, v in long_t1[f"{power} uT"]["methods"].items()))
+    print("  mean of the 2 and 3 uT ratios: " + ", ".join(
+        f"{m} {v.get('loo_rms_ph', float('nan')):.3f} (deg {v.get('degree')})"
+        for m, v in long_t1["2+3 uT mean"]["methods"].items()))
     for label, v in long_t1["nested_selection"].items():
         print(f"  choose among {label}: {v['chosen']} (deg {v['degree']}) leave-one-out {v['loo_rms_ph']:.3f}, "
               f"nested leave-one-out {v['nested_loo_rms_ph']:.3f}")
@@ -242,6 +258,9 @@ def main():
         f"{m} {v['pooled_T1_le_1.4_full_range'].get('loo_rms_ph', float('nan')):.3f} (pH 6.2-7.3) / "
         f"{v['pooled_T1_le_1.4_pH_ge_6.8'].get('loo_rms_ph', float('nan')):.3f} (pH >= 6.8)"
         for m, v in long_t1["2 uT short-T1 series"].items()))
+    slope = long_t1["simulated_st_ratio_slope_per_pH"]
+    print(f"  simulated st-ratio slope [1/pH] from pH {slope['pH']}: " + "; ".join(
+        f"{p} uT " + " ".join(f"{v:.2f}" for v in slope[f"{p} uT"]) for p in POWERS_UT))
     bias = report["simulated_bias"]
     print(f"simulated bias [pH] at pH {bias['pH']}")
     for method, m in bias["methods"].items():
