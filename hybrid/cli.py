@@ -35,6 +35,7 @@ commands:
   maps      quantitative MRI maps (Ktrans, ve, vp, T1, pH) from NIfTI series and a TOML file
             e.g. hybrid phantom results/phantom && hybrid maps results/phantom/maps.toml
   transport drug transport (liposomal, free, intracellular doxorubicin) from a TOML configuration
+  compare   free drug vs non-triggered, pH- and heat-triggered liposomes, with and without radiation
 
 Units are SI (m, Pa, s) in configurations and outputs unless a key says otherwise.
 """
@@ -91,7 +92,14 @@ def _parser() -> argparse.ArgumentParser:
                                                 "<output>/summary.json with the mass balance.")
     transport.add_argument("config", type=Path, help="TOML configuration file")
     transport.add_argument("--output", type=_directory, help="override [output] directory")
-    for command in (demo, forward, phantom, maps, transport):
+    compare = commands.add_parser("compare", help="delivery scenarios with and without radiation on one mesh",
+                                  description="Eight hybrid transport runs on the same mesh (free, liposomal, "
+                                              "ph_sensitive, thermosensitive with hyperthermia; each without and "
+                                              "with [compare] radiation_dose_Gy). Keys: hybrid/commands/compare.py. "
+                                              "Writes <output>/<scenario>/, compare.csv, compare.json and figures.")
+    compare.add_argument("config", type=Path, help="TOML configuration file (a transport configuration)")
+    compare.add_argument("--output", type=_directory, help="override [output] directory")
+    for command in (demo, forward, phantom, maps, transport, compare):
         command.add_argument("--overwrite", action="store_true",
                              help="replace the contents of a non-empty output directory (only once the run "
                                   "has succeeded; without it a non-empty output directory is refused)")
@@ -246,7 +254,19 @@ def _transport(args, comm, log) -> None:
     log(f"done: outputs in {config.output_directory}")
 
 
-COMMANDS = {"demo": _demo, "forward": _forward, "phantom": _phantom, "maps": _maps, "transport": _transport}
+def _compare(args, comm, log) -> None:
+    from hybrid.collective import everywhere
+    from hybrid.commands.compare import load_compare_config, run_compare
+
+    scenarios = everywhere(comm, lambda: load_compare_config(args.config))
+    output = args.output if args.output is not None else scenarios[0][1].output_directory
+    with _outputs(comm, output, args.overwrite, (args.config,)) as staging:
+        run_compare(scenarios, staging, comm, log)
+    log(f"done: outputs in {output}")
+
+
+COMMANDS = {"demo": _demo, "forward": _forward, "phantom": _phantom, "maps": _maps, "transport": _transport,
+            "compare": _compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,9 @@ scale with Ktrans / its tumour mean, as in ``hybrid forward``); ``[tissue] surfa
 meshes; default table SV_T), ``cell_density`` [1/m^3] (El-Kareh uptake and cell kill; table rho_c);
 ``[exposure] lethal_amount_per_cell`` [mol/cell] (lethal peak intracellular amount; table
 C_I_lethal, 3.5 ng/1e5 cells), ``kill_coefficient`` [1/mol] (SF = exp(-omega n_max); table omega),
-``profile_bin_width`` [m] (distance bins of the perivascular profiles; default the mesh size);
+``profile_bin_width`` [m] (distance bins of the perivascular profiles; default the mesh size),
+``distal_distance`` [m] (perivascular meshes: lethal fraction and survival reported also for the
+tissue farther than this from every vessel; default 50 um, the perivascular gradient of physics.md §4);
 ``[radiation] dose_Gy`` [Gy] (fractionated dose delivered before the drug: hydraulic conductivity,
 filtration coefficient, microvascular pressure, vessel permeabilities and cell density are
 multiplied by m^(dose/reference_dose), :mod:`hybrid.problems.radiation`) with the factors at the
@@ -199,10 +201,11 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
                           interstitial_fraction="positive", surface_to_volume="non_negative", cell_density="positive")
         exposure = _take(top["exposure"], "exposure", {"lethal_amount_per_cell": default("C_I_lethal"),
                                                        "kill_coefficient": default("omega"),
-                                                       "profile_bin_width": geometry.mesh_size})
+                                                       "profile_bin_width": geometry.mesh_size,
+                                                       "distal_distance": 50e-6})
         exposure = _checked("exposure", exposure, {"lethal_amount_per_cell": "C_I_lethal", "kill_coefficient": "omega"},
                             lethal_amount_per_cell="positive", kill_coefficient="non_negative",
-                            profile_bin_width="positive")
+                            profile_bin_width="positive", distal_distance="non_negative")
         plasma = _take(top["plasma"], "plasma", {
             "model": REQUIRED, "free_concentration": 0.0, "liposomal_concentration": 0.0, "dose": 0.0,
             "dose_unit": "mg/kg", "infusion_duration": 0.0, "liposome_half_life": default("t_half_L"),

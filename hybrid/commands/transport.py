@@ -27,7 +27,7 @@ import dolfinx.io
 import ufl
 
 from hybrid.config_transport import PERIVASCULAR, TransportConfig
-from hybrid.forward.exposure import EXPOSURE_UNITS, Exposure, distance_profile
+from hybrid.forward.exposure import EXPOSURE_UNITS, Exposure, distal_mean, distance_profile
 from hybrid.forward.transport import SPECIES, Carrier, CellUptake, Flow, TransportModel, TransportSolver
 from hybrid.problems import release, uptake
 from hybrid.problems.exchange import starling_fluid_flux
@@ -218,6 +218,11 @@ def _exposure_summary(config: TransportConfig, domain, exposure: Exposure, periv
     if perivascular:
         fields = {"free_drug": exposure.free} | {name: exposure.fields[name]
                                                    for name in ("auc_free_drug", "auc_cell_drug", "peak_cell_drug")}
+        distal = config.exposure["distal_distance"]
+        numbers["distal_distance_m"] = distal
+        for key, name in (("lethal_fraction_distal", "lethal"), ("mean_survival_fraction_distal", "survival_fraction")):
+            value = distal_mean(domain, exposure.fields[name], distal)
+            numbers[key] = None if np.isnan(value) else value   # None: no tissue that far from the vessels
         numbers["profiles"] = {}
         for name, function in fields.items():
             distance, value = distance_profile(domain, function, config.exposure["profile_bin_width"])

@@ -34,7 +34,7 @@ from hybrid.problems import uptake
 from hybrid.problems.namespace import UFL
 from hybrid.problems.parameters import value_or_default
 
-__all__ = ["Exposure", "EXPOSURE_UNITS", "distance_profile", "nearest_vessel_distance"]
+__all__ = ["Exposure", "EXPOSURE_UNITS", "distance_profile", "distal_mean", "nearest_vessel_distance"]
 
 EXPOSURE_UNITS = {"auc_free_drug": "mol s/m^3 of tissue", "auc_cell_drug": "mol s/m^3 of tissue",
                   "peak_cell_drug": "mol/m^3 of tissue", "survival_fraction": "1", "lethal": "1"}
@@ -142,14 +142,8 @@ def distance_profile(domain: TumourMesh, function: dolfinx.fem.Function, bin_wid
     """
     if not bin_width > 0.0:
         raise ValueError(f"the profile bin width must be > 0 m, got {bin_width!r}")
-    space = function.function_space
-    owned = space.dofmap.index_map.size_local
-    test = ufl.TestFunction(space)
-    lumped = ufl.Measure("dx", domain=domain.mesh, metadata={"quadrature_rule": "vertex", "quadrature_degree": 1})
-    weights = dolfinx.fem.assemble_vector(dolfinx.fem.form(test * lumped))
-    weights.scatter_reverse(dolfinx.la.InsertMode.add)
-    weight = weights.array[:owned]
-    distance = nearest_vessel_distance(domain, space.tabulate_dof_coordinates()[:owned])
+    weight, distance = _vertex_weights_and_distances(domain, function)
+    owned = weight.size
     comm = domain.mesh.comm
     on_wall = distance <= 1e-6 * bin_width
     largest = comm.allreduce(float(distance.max(initial=0.0)), op=MPI.MAX)
@@ -164,3 +158,27 @@ def distance_profile(domain: TumourMesh, function: dolfinx.fem.Function, bin_wid
     mean_distance = np.where(kept, sums[1] / np.where(kept, sums[0], 1.0), 0.0)
     mean_distance[0] = 0.0
     return mean_distance[kept], (sums[2] / np.where(kept, sums[0], 1.0))[kept]
+
+
+def _vertex_weights_and_distances(domain: TumourMesh, function: dolfinx.fem.Function):
+    """Lumped-mass (vertex) volume [m^dim] and distance to the nearest vessel wall [m] of every
+    owned degree of freedom of the scalar P1 ``function``."""
+    space = function.function_space
+    owned = space.dofmap.index_map.size_local
+    test = ufl.TestFunction(space)
+    lumped = ufl.Measure("dx", domain=domain.mesh, metadata={"quadrature_rule": "vertex", "quadrature_degree": 1})
+    weights = dolfinx.fem.assemble_vector(dolfinx.fem.form(test * lumped))
+    weights.scatter_reverse(dolfinx.la.InsertMode.add)
+    return weights.array[:owned].copy(), nearest_vessel_distance(domain, space.tabulate_dof_coordinates()[:owned])
+
+
+def distal_mean(domain: TumourMesh, function: dolfinx.fem.Function, distance: float) -> float:
+    """Volume mean (vertex weights) of the scalar P1 ``function`` over the tissue farther than
+    ``distance`` [m] from every vessel wall (collective; NaN if there is none). Of the ``lethal``
+    field: the lethal fraction of the distal (quiescent) tissue."""
+    weight, gap = _vertex_weights_and_distances(domain, function)
+    far = gap > distance
+    owned = weight.size
+    sums = np.array([weight[far].sum(), (weight * function.x.array[:owned])[far].sum()])
+    domain.mesh.comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
+    return float(sums[1] / sums[0]) if sums[0] > 0 else float("nan")

@@ -105,3 +105,20 @@ def test_half_distance_of_the_steady_krogh_profile():
     measured = half_distance(distance, profile)
     print(f"half-distance: closed form {expected * 1e6:.3f} um, FEM profile {measured * 1e6:.3f} um")
     assert measured == pytest.approx(expected, rel=0.01)
+
+
+def test_distal_mean_on_the_krogh_annulus():
+    """Mean over the tissue farther than 50 um from the vessel wall: 1 for an indicator that is 1
+    there; for the wall distance itself the area-weighted mean over 60 um < r < 120 um."""
+    from hybrid.forward.exposure import distal_mean, nearest_vessel_distance
+
+    domain = krogh_mesh(COMM, KROGH["r_vessel"], KROGH["r_tissue"], 2e-6, wall_mesh_size=1e-6)
+    space = dolfinx.fem.functionspace(domain.mesh, ("Lagrange", 1))
+    gap = dolfinx.fem.Function(space)
+    gap.interpolate(lambda x: nearest_vessel_distance(domain, x.T))
+    indicator = dolfinx.fem.Function(space)
+    indicator.x.array[:] = gap.x.array > 30e-6
+    assert distal_mean(domain, indicator, 50e-6) == 1.0
+    inner, outer = KROGH["r_vessel"] + 50e-6, KROGH["r_tissue"]
+    exact = ((outer**3 - inner**3) / 3 - KROGH["r_vessel"] * (outer**2 - inner**2) / 2) / ((outer**2 - inner**2) / 2)
+    assert distal_mean(domain, gap, 50e-6) == pytest.approx(exact, rel=1e-2)
