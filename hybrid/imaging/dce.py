@@ -66,6 +66,7 @@ _BOUNDS = {
 _TO_PUBLIC = {"Ktrans": 60.0, "PS": 60.0, "Fp": 6000.0, "ve": 1.0, "vp": 1.0}
 
 _START_FP = (5.0, 20.0, 80.0)   # extra 2CXM/2CUM start flows [mL/100 mL/min]
+_RATE_GRID = np.geomspace(1e-3, 10.0, 25)   # 2CXM/2CUM start rates [1/s], ratio 1.47
 _CHUNK = 8192              # at most this many voxels are fitted together ...
 _JAC_ELEMENTS = 2 ** 22    # ... and fewer when the Jacobian would exceed this size
 _FFT_MIN_STEPS = 128   # longer uniformly sampled series of ...
@@ -416,6 +417,52 @@ def _best_delay(rss, delays):
     return best
 
 
+def _rate_grid_start(name, t, cp, ct):
+    """2CXM/2CUM start values from a grid over the rates of the impulse response.
+
+    With its rates fixed, Ct = A (Cp (x) K+) + B (Cp (x) K-) (2CXM; the 2CUM has K+ = 0,
+    i.e. A int Cp) is linear in A = Fp E >= 0 and B = Fp (1 - E) >= 0, so each grid pair
+    is a 2 x 2 least-squares problem per voxel, all solved from the Gram matrix of the
+    grid convolutions. Returns the parameters of the best pair (internal units, clipped
+    to the bounds) and whether they were inside the bounds before clipping.
+    """
+    rates = np.concatenate([[0.0], _RATE_GRID])
+    g = exp_convolve(t, cp, rates)                       # (m, n_t); row 0 is int Cp
+    gram, proj = g @ g.T, ct @ g.T                        # (m, m), (n, m)
+    j = np.arange(1, rates.size)
+    if name == "2cum":
+        i, j = np.zeros_like(j), j
+    else:
+        i, j = np.triu_indices(rates.size, 1)[::-1]      # K+ = rates[i] > K- = rates[j]
+        keep = j > 0
+        i, j = i[keep], j[keep]
+    sii, sjj, sij = gram[i, i], gram[j, j], gram[i, j]
+    det = sii * sjj - sij * sij
+    ri, rj = proj[:, i], proj[:, j]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = (sjj * ri - sij * rj) / det
+        b = (sii * rj - sij * ri) / det
+    rss = np.where((a >= 0) & (b > 0) & (det > 0), -(a * ri + b * rj), np.inf)
+    pick = np.argmin(rss, axis=1)
+    rows = np.arange(ct.shape[0])
+    a, b, kp, km = a[rows, pick], b[rows, pick], rates[i[pick]], rates[j[pick]]
+    fp = a + b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if name == "2cum":                               # Tp = vp / (Fp + PS) = 1 / K-
+            ps = a * fp / b
+            p = np.stack([fp, ps, (fp + ps) / km], axis=1)
+        else:                                            # invert _2cxm_rates
+            s = km + a / fp * (kp - km)                  # Fp / vp
+            w = kp * km / s                              # PS / ve
+            vp = fp / s
+            ps = vp * (kp + km - s - w)
+            p = np.stack([fp, ps, ps / w, vp], axis=1)
+    lo, hi = _BOUNDS[name]
+    admissible = np.all(np.isfinite(p) & (p >= lo) & (p <= hi), axis=1)
+    p = np.where(np.isfinite(p), p, 0.5 * (np.asarray(lo) + np.minimum(hi, 1.0)))
+    return np.clip(p, lo, hi), admissible
+
+
 def _fit_block(name, t, cp, ct, delays, max_iter):
     """Fit one block of voxels (n, n_t). ``delays`` is None (no delay) or the delay grid.
 
@@ -435,6 +482,14 @@ def _fit_block(name, t, cp, ct, delays, max_iter):
         model = _delayed_model_fn(name, t, cp)
         lo, hi = np.append(lo, delays[0]), np.append(hi, delays[-1])
     project = _volume_projection(name)
+    if delays is None and name in ("2cxm", "2cum"):
+        # keep, per voxel, the better of the linear and the rate-grid start
+        grid, grid_ok = _rate_grid_start(name, t, cp, ct)
+        if project is not None:
+            grid = project(grid)
+        costs = [np.sum((model(q) - ct) ** 2, axis=1) for q in (start, grid)]
+        use = costs[1] < costs[0]
+        start[use], admissible[use] = grid[use], grid_ok[use]
     lm = dict(rtol=1e-6, project=project, active_set=True, return_jac=True)
     best = batched_lm(model, ct, start, lo, hi, max_iter, **lm)
     if name in ("2cxm", "2cum"):
