@@ -66,7 +66,9 @@ _BOUNDS = {
 _TO_PUBLIC = {"Ktrans": 60.0, "PS": 60.0, "Fp": 6000.0, "ve": 1.0, "vp": 1.0}
 
 _START_FP = (5.0, 20.0, 80.0)   # extra 2CXM/2CUM start flows [mL/100 mL/min]
-_RATE_GRID = np.geomspace(1e-3, 10.0, 25)   # 2CXM/2CUM start rates [1/s], ratio 1.47
+_RATE_GRID = np.geomspace(1e-3, 10.0, 25)   # 2CXM/2CUM start rates [1/s], ratio 1.47 ...
+_GRID_DELAY_STEPS = {"2cum": 4, "2cxm": -1}  # ... at this many delay steps around the
+                              # linear solution's (-1: not with a delay; the 2CXM grid is pairs)
 _CHUNK = 8192              # at most this many voxels are fitted together ...
 _JAC_ELEMENTS = 2 ** 22    # ... and fewer when the Jacobian would exceed this size
 _FFT_MIN_STEPS = 128   # longer uniformly sampled series of ...
@@ -424,7 +426,8 @@ def _rate_grid_start(name, t, cp, ct):
     i.e. A int Cp) is linear in A = Fp E >= 0 and B = Fp (1 - E) >= 0, so each grid pair
     is a 2 x 2 least-squares problem per voxel, all solved from the Gram matrix of the
     grid convolutions. Returns the parameters of the best pair (internal units, clipped
-    to the bounds) and whether they were inside the bounds before clipping.
+    to the bounds), whether they were inside the bounds before clipping, and the
+    residual sum of squares of that pair less sum(ct^2) [mM^2].
     """
     rates = np.concatenate([[0.0], _RATE_GRID])
     g = exp_convolve(t, cp, rates)                       # (m, n_t); row 0 is int Cp
@@ -445,7 +448,8 @@ def _rate_grid_start(name, t, cp, ct):
     rss = np.where((a >= 0) & (b > 0) & (det > 0), -(a * ri + b * rj), np.inf)
     pick = np.argmin(rss, axis=1)
     rows = np.arange(ct.shape[0])
-    a, b, kp, km = a[rows, pick], b[rows, pick], rates[i[pick]], rates[j[pick]]
+    rss, a, b = rss[rows, pick], a[rows, pick], b[rows, pick]
+    kp, km = rates[i[pick]], rates[j[pick]]
     fp = a + b
     with np.errstate(divide="ignore", invalid="ignore"):
         if name == "2cum":                               # Tp = vp / (Fp + PS) = 1 / K-
@@ -460,7 +464,7 @@ def _rate_grid_start(name, t, cp, ct):
     lo, hi = _BOUNDS[name]
     admissible = np.all(np.isfinite(p) & (p >= lo) & (p <= hi), axis=1)
     p = np.where(np.isfinite(p), p, 0.5 * (np.asarray(lo) + np.minimum(hi, 1.0)))
-    return np.clip(p, lo, hi), admissible
+    return np.clip(p, lo, hi), admissible, rss
 
 
 def _fit_block(name, t, cp, ct, delays, max_iter):
@@ -482,9 +486,23 @@ def _fit_block(name, t, cp, ct, delays, max_iter):
         model = _delayed_model_fn(name, t, cp)
         lo, hi = np.append(lo, delays[0]), np.append(hi, delays[-1])
     project = _volume_projection(name)
-    if delays is None and name in ("2cxm", "2cum"):
-        # keep, per voxel, the better of the linear and the rate-grid start
-        grid, grid_ok = _rate_grid_start(name, t, cp, ct)
+    if name in ("2cxm", "2cum") and (delays is None or _GRID_DELAY_STEPS[name] >= 0):
+        # keep, per voxel, the better of the linear and the rate-grid start; the grid is
+        # searched at the grid delays within _GRID_DELAY_STEPS of the linear solution's
+        grid, grid_ok = start.copy(), admissible.copy()
+        shift = np.zeros(ct.shape[0], dtype=int) if delays is None else pick
+        grid_rss = np.full(ct.shape[0], np.inf)
+        for s in range(len(aif_shifts)):
+            rows = np.flatnonzero(np.abs(shift - s) <= _GRID_DELAY_STEPS[name])
+            if rows.size == 0:
+                continue
+            p, ok, rss = _rate_grid_start(name, t, aif_shifts[s], ct[rows])
+            better = rss < grid_rss[rows]
+            rows = rows[better]
+            grid[rows, :len(_PARAMS[name])], grid_ok[rows] = p[better], ok[better]
+            grid_rss[rows] = rss[better]
+            if delays is not None:   # the linear solution's refined delay, or grid delay s
+                grid[rows, -1] = np.where(shift[rows] == s, start[rows, -1], delays[s])
         if project is not None:
             grid = project(grid)
         costs = [np.sum((model(q) - ct) ** 2, axis=1) for q in (start, grid)]
@@ -493,7 +511,7 @@ def _fit_block(name, t, cp, ct, delays, max_iter):
     lm = dict(rtol=1e-6, project=project, active_set=True, return_jac=True)
     best = batched_lm(model, ct, start, lo, hi, max_iter, **lm)
     if name in ("2cxm", "2cum"):
-        # where the linear solution was no admissible start, or the fit ended on a bound,
+        # where the start was not admissible, or the fit ended on a bound,
         # also start from other flows and keep the lowest residual
         on_limit = np.any(_at_limit(name, best[0]), axis=1)
         rows = np.flatnonzero(~admissible | on_limit)
