@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
                                   description="Solve the steady Darcy-Starling interstitial fluid pressure "
                                               "(Baxter & Jain 1989). Writes <output>/ifp.xdmf (+.h5) with "
                                               "P1 point data 'pressure' [Pa] and 'velocity' [m/s], and "
-                                              "<output>/summary.json. See hybrid/config.py for the keys.")
+                                              "<output>/summary.json. See hybrid/config/forward.py for the keys.")
     forward.add_argument("config", type=Path, help="TOML configuration file")
     forward.add_argument("--output", type=_directory, help="override [output] directory")
 
@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
                                            "(iopamidol ratiometric) voxel-wise. Writes <output>/<map>.nii.gz "
                                            "(source affine; Ktrans [1/min], ve, vp, rss [mM^2], T1 [s], pH, "
                                            "ph_valid), maps.png and summary.json. Keys and units: "
-                                           "hybrid/config.py MapsConfig. Runs serially (rank 0 under mpirun).")
+                                           "hybrid/config/maps.py MapsConfig. Runs serially (rank 0 under mpirun).")
     maps.add_argument("config", type=Path, help="TOML configuration file")
     maps.add_argument("--output", type=_directory, help="override [output] directory")
     transport = commands.add_parser("transport", help="drug transport (liposomal, free, intracellular doxorubicin)",

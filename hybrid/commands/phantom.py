@@ -52,6 +52,6 @@ def run_phantom(output_directory: Path, log=None, *, shape=(64, 64, 2), voxel_mm
         "output": {"directory": "maps"},
     }
     path = write_toml(out / "maps.toml", config, header="hybrid maps configuration for the digital phantom "
-                      "(keys and units: hybrid/config.py MapsConfig).\nPaths are relative to this file.")
+                      "(keys and units: hybrid/config/maps.py MapsConfig).\nPaths are relative to this file.")
     log(f"wrote dce/vfa/cest series, mask, labels, truth/ and {path.name}")
     return path

@@ -1,0 +1,123 @@
+"""``hybrid forward`` configuration: TOML -> frozen dataclasses. Unknown keys, missing keys and impossible
+values raise :class:`ConfigError` with one line that names the section and key.
+
+Units are SI throughout (lengths in m, pressures in Pa). Example (``hybrid forward``)::
+
+    [geometry]
+    shape = "sphere"             # sphere (3-D) | disc (2-D) | slab (1-D) | krogh | vessels
+    tumour_radius = 4.0e-3       # m
+    host_thickness = 0.0         # m; 0 = tumour only, outer boundary = tumour surface
+    mesh_size = 1.5e-4           # m (of the gmsh mesh, made on rank 0)
+    refinements = 0              # then refined uniformly in parallel N times: h = mesh_size / 2^N
+    partitioner = "scotch"       # scotch | kahip (| parmetis where DOLFINx has it)
+    [tumour]
+    hydraulic_conductivity = 3.1e-14   # ... any TissueProperties field
+    [boundary]
+    far_field_pressure = 0.0     # Pa
+    [output]
+    directory = "results/ifp"
+    velocity = true              # false: pressure only (the conservative flux costs ~10x the pressure solve)
+
+Imaging-guided geometry and coefficients (paths relative to the TOML file)::
+
+    [geometry]
+    shape = "mask"               # 2-D tumour outline traced from a NIfTI mask (hybrid.mesh.from_mask)
+    mask = "tumour_mask.nii.gz"  # nonzero voxels = tumour; affine in mm
+    slice_index = 0
+    field_of_view_host = false   # true: the rest of the image is host tissue
+    mesh_size = 1.5e-4
+    [images]
+    ktrans = "maps/Ktrans.nii.gz"  # [1/min]; vessel surface density taken proportional to Ktrans
+
+``hybrid maps`` (quantitative MRI): keys and units in :class:`hybrid.config.maps.MapsConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from hybrid.config.geometry import GeometryConfig, geometry_from_table
+from hybrid.config.validate import (REQUIRED, ConfigError, check_petsc_options, number, read_toml, relative_path,
+                                    take_keys)
+from hybrid.problems.ifp import OuterBoundary, TissueProperties
+
+__all__ = ["SolverConfig", "ForwardConfig", "tissue_from_table", "forward_config_from_dict", "load_forward_config"]
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """FEM discretisation: Lagrange ``degree`` and PETSc options overriding the CG+GAMG defaults."""
+
+    degree: int = 1
+    petsc_options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ForwardConfig:
+    """Everything ``hybrid forward`` needs, validated."""
+
+    geometry: GeometryConfig
+    tumour: TissueProperties
+    host: TissueProperties | None
+    boundary: OuterBoundary
+    solver: SolverConfig
+    output_directory: Path
+    source: dict                  # the TOML as read, echoed into summary.json
+    ktrans_map: Path | None = None  # [images] ktrans: Lp S/V scaled by Ktrans (see hybrid.forward.image_sampling)
+    write_velocity: bool = True     # [output] velocity: false skips the Darcy flux (a mixed RT solve) at scale
+
+
+def tissue_from_table(table: dict, region: str) -> TissueProperties:
+    """The validated ``[tumour]`` or ``[host]`` table: TissueProperties with the table's defaults."""
+    base = TissueProperties.defaults(region)
+    values = take_keys(table, region, {f.name: getattr(base, f.name) for f in fields(TissueProperties)})
+    values = {k: number(region, k, v) for k, v in values.items()}
+    try:
+        return TissueProperties(**values).validated(region)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def forward_config_from_dict(data: dict, origin: str = "<config>", base: Path = Path(".")) -> ForwardConfig:
+    """Validate a parsed TOML document (see the module docstring for the layout); image paths
+    are relative to ``base``, the output directory to the working directory."""
+    try:
+        top = take_keys(data, "top level", {"geometry": REQUIRED, "tumour": {}, "host": None, "images": {},
+                                        "boundary": {}, "solver": {}, "output": REQUIRED})
+        geometry = geometry_from_table(top["geometry"], base)
+        tumour = tissue_from_table(top["tumour"], "tumour")
+        host = None
+        if geometry.host_thickness > 0 or geometry.field_of_view_host:
+            host = tissue_from_table(top["host"] or {}, "host")
+        elif top["host"] is not None:
+            raise ConfigError("[host] is given but the geometry has no host tissue "
+                              "(host_thickness = 0, field_of_view_host = false)")
+        images = take_keys(top["images"], "images", {"ktrans": None})
+        ktrans = None if images["ktrans"] is None else relative_path(base, "images", "ktrans", images["ktrans"])
+        bnd = take_keys(top["boundary"], "boundary", {"type": "dirichlet", "far_field_pressure": 0.0,
+                                                 "robin_coefficient": 0.0})
+        boundary = OuterBoundary(bnd["type"], number("boundary", "far_field_pressure", bnd["far_field_pressure"]),
+                                 number("boundary", "robin_coefficient", bnd["robin_coefficient"], non_negative=True))
+        sol = take_keys(top["solver"], "solver", {"degree": 1, "petsc_options": {}})
+        if isinstance(sol["degree"], bool) or not isinstance(sol["degree"], int) or sol["degree"] not in (1, 2, 3):
+            raise ConfigError(f"[solver] degree must be 1, 2 or 3 (an integer), got {sol['degree']!r}")
+        check_petsc_options(sol["petsc_options"])
+        out = take_keys(top["output"], "output", {"directory": REQUIRED, "velocity": True})
+        directory = relative_path(Path("."), "output", "directory", out["directory"])
+        if not isinstance(out["velocity"], bool):
+            raise ConfigError(f"[output] velocity must be true or false, got {out['velocity']!r}")
+        rim = tumour.rim_thickness
+        return ForwardConfig(geometry.resolved(rim), tumour, host, boundary,
+                             SolverConfig(sol["degree"], dict(sol["petsc_options"])),
+                             directory, data, ktrans, out["velocity"])
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+    except ValueError as exc:  # from the physics dataclasses
+        raise ConfigError(f"{origin}: {exc}") from None
+
+
+def load_forward_config(path: str | Path) -> ForwardConfig:
+    """Read and validate a ``hybrid forward`` TOML file (image paths relative to it)."""
+    path = Path(path)
+    return forward_config_from_dict(read_toml(path), str(path), path.parent)

@@ -1,0 +1,93 @@
+"""``[geometry]``: what to mesh (shared by ``hybrid forward`` and ``hybrid transport``). Lengths in m."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from hybrid.config.validate import ConfigError, integer, number, relative_path, spec_of, take_keys
+from hybrid.problems.parameters import PARAMETERS
+
+__all__ = ["SHAPES", "PARTITIONERS", "GeometryConfig", "geometry_from_table"]
+
+SHAPES = ("sphere", "disc", "slab", "krogh", "vessels", "mask")
+PARTITIONERS = ("scotch", "kahip", "parmetis")   # the PyPI DOLFINx has scotch and kahip
+
+
+@dataclass(frozen=True)
+class GeometryConfig:
+    """What to mesh. Lengths in metres. ``None`` sizes are derived (see ``resolved``)."""
+
+    shape: str
+    mesh_size: float
+    tumour_radius: float = PARAMETERS["R"].default
+    host_thickness: float = 0.0
+    surface_mesh_size: float | None = None   # default: rim thickness / 4 (P1 max error < 1 %)
+    refinement_width: float | None = None    # default: 2 x rim thickness
+    vessel_radius: float = PARAMETERS["r_vessel"].default
+    tissue_radius: float = PARAMETERS["r_tissue"].default
+    patch_size: float = 400e-6
+    n_vessels: int = 5
+    min_spacing: float = 80e-6
+    seed: int = 0
+    mask: Path | None = None                 # shape "mask": NIfTI tumour mask (nonzero = tumour)
+    slice_index: int = 0                     # shape "mask": the slice meshed (2-D)
+    field_of_view_host: bool = False         # shape "mask": mesh the rest of the image as host
+    refinements: int = 0                     # uniform parallel refinements of the gmsh mesh (each: h / 2)
+    partitioner: str = "scotch"              # graph partitioner of the gmsh mesh: scotch | kahip | parmetis
+
+    def resolved(self, rim_thickness: float) -> "GeometryConfig":
+        """Fill the surface refinement from the IFP rim thickness ``sqrt(K/(Lp S/V))`` [m].
+
+        Perivascular shapes keep ``None``: their builders resolve vessel walls by vessel radius.
+        """
+        if self.shape in ("krogh", "vessels"):
+            return self
+        surface = self.surface_mesh_size
+        if surface is None:
+            surface = min(self.mesh_size, rim_thickness / 4) if math.isfinite(rim_thickness) else self.mesh_size
+        width = self.refinement_width
+        if width is None:
+            width = 2 * rim_thickness if math.isfinite(rim_thickness) else 0.0
+        return replace(self, surface_mesh_size=surface, refinement_width=width)
+
+
+def geometry_from_table(table: dict, base: Path) -> GeometryConfig:
+    """The validated ``[geometry]`` table; a mask path is relative to ``base``."""
+    spec = spec_of(GeometryConfig)
+    values = take_keys(table, "geometry", spec)
+    if values["shape"] == "mask":
+        if values["mask"] is None:
+            raise ConfigError('[geometry] shape = "mask" needs mask = "path/to/tumour_mask.nii.gz"')
+        values["mask"] = relative_path(base, "geometry", "mask", values["mask"])
+        values["slice_index"] = integer("geometry", "slice_index", values["slice_index"], 0)
+        if not isinstance(values["field_of_view_host"], bool):
+            raise ConfigError("[geometry] field_of_view_host must be true or false")
+    elif values["mask"] is not None:
+        raise ConfigError('[geometry] mask is only used with shape = "mask"')
+    if values["shape"] not in SHAPES:
+        raise ConfigError(f"[geometry] shape must be one of {', '.join(SHAPES)}, got {values['shape']!r}")
+    for name in ("mesh_size", "tumour_radius", "vessel_radius", "tissue_radius", "patch_size",
+                 "min_spacing", "surface_mesh_size", "refinement_width"):
+        if values[name] is not None:
+            values[name] = number("geometry", name, values[name], positive=name != "refinement_width",
+                                   non_negative=True)
+    values["host_thickness"] = number("geometry", "host_thickness", values["host_thickness"], non_negative=True)
+    for name in ("n_vessels", "seed"):
+        if isinstance(values[name], bool) or not isinstance(values[name], int) or values[name] < 0:
+            raise ConfigError(f"[geometry] {name} must be a non-negative integer, got {values[name]!r}")
+    if isinstance(values["refinements"], bool) or not isinstance(values["refinements"], int) \
+            or not 0 <= values["refinements"] <= 6:
+        raise ConfigError(f"[geometry] refinements must be an integer from 0 to 6 (each multiplies the "
+                          f"cells by 4 in 2-D, 8 in 3-D), got {values['refinements']!r}")
+    if values["partitioner"] not in PARTITIONERS:
+        raise ConfigError(f"[geometry] partitioner must be one of {', '.join(PARTITIONERS)}, "
+                          f"got {values['partitioner']!r}")
+    if values["shape"] == "vessels" and values["n_vessels"] < 1:
+        raise ConfigError(f'[geometry] shape = "vessels" needs n_vessels >= 1, got {values["n_vessels"]}')
+    geometry = GeometryConfig(**values)
+    if geometry.shape in ("sphere", "disc", "slab") and geometry.mesh_size >= geometry.tumour_radius:
+        raise ConfigError(f"[geometry] mesh_size ({geometry.mesh_size} m) must be smaller than "
+                          f"tumour_radius ({geometry.tumour_radius} m)")
+    return geometry
