@@ -31,8 +31,8 @@ def _closed_form_fit(observations):
 def test_ifp_twin_recovers_rim_thickness_and_plateau(dtype):
     observations = twins.ifp_observations(noise=0.02)
     lines = []
-    config = TrainingConfig(adam_steps=500, lbfgs_steps=200, collocation_points=256, dtype=dtype,
-                            progress_every=250)
+    config = TrainingConfig(adam_steps=500, lbfgs_steps=200, collocation_points=256, resample_every=500,
+                            dtype=dtype, progress_every=250)
     result = Trainer(twins.ifp_problem(observations), config, lines.append).run()
     rim_true, rim_fit, pe_fit = math.sqrt(twins.K / twins.LPSV), *_closed_form_fit(observations)
     rim, pe = result.estimates["rim_thickness"][0], result.estimates["effective_pressure"][0]
@@ -46,8 +46,8 @@ def test_ifp_twin_recovers_rim_thickness_and_plateau(dtype):
 
 def test_release_twin_recovers_the_release_rate():
     observations = twins.release_observations(noise=0.05)
-    config = TrainingConfig(adam_steps=500, lbfgs_steps=400, collocation_points=512, dtype="float64",
-                            progress_every=0)
+    config = TrainingConfig(adam_steps=500, lbfgs_steps=400, collocation_points=512, resample_every=500,
+                            dtype="float64", progress_every=0)
     result = Trainer(twins.release_problem(observations), config).run()
 
     def misfit(log_k):   # the closed form fitted to the same data: the noise-limited answer

@@ -81,3 +81,24 @@ def release_problem(observations, seed=0):
         end_time=T, concentration_scale=C0, observations=observations,
         initial_lipo=lambda x: C0 * torch.cos(math.pi * x[:, 0] / 2), width=32, depth=3, features=16,
         generator=torch.Generator().manual_seed(seed))
+
+
+def disc_ifp_observations(noise=0.05, voxels=20, seed=0):
+    """2-D disc tumour (radius R) on a voxel grid 10 % wider than the disc: edge voxels are partial
+    volumes (mean over their sub-voxel points inside the disc), corner voxels see no tissue (NaN)."""
+    operator = ObservationOperator(points_per_axis=3, dim=2)
+    h = 2 * R / voxels * 1.1
+    corner = -(voxels - 1) / 2 * h
+    grid = VoxelGrid.regular([corner, corner, 0.0], [h, h, 1e-3], (voxels, voxels, 1))
+    points = operator.voxel_points(grid, np.argwhere(np.ones(grid.shape)))
+    r = np.linalg.norm(points, axis=-1)
+    inside = r <= R
+
+    def image(rim, pe):
+        p = np.where(inside, baxter_jain_pressure(2, np.minimum(r, R), R, R / rim, pe), 0.0)
+        with np.errstate(invalid="ignore"):
+            return np.where(inside.any(axis=1), (p * inside).sum(axis=1) / inside.sum(axis=1), np.nan)
+
+    sd = noise * PE
+    noisy = image(math.sqrt(K / LPSV), PE) + sd * np.random.default_rng(seed).standard_normal(voxels * voxels)
+    return Observations("ifp", "Pa", grid, [0.0], noisy.reshape(voxels, voxels, 1), sd, operator), image
