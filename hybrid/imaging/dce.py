@@ -18,10 +18,13 @@ linear integral form (Murase 2004 for the Tofts family; Flouri et al., MRM 2016;
 the 2CXM and 2CUM), solved by linear least squares for all voxels -- and, with
 ``fit_delay``, for every AIF shift of the delay grid at once; the shift with the lowest
 linear residual (refined by a parabola) and the linear solution start one batched
-Levenberg-Marquardt fit over all voxels, with the delay as a free parameter. Box bounds
-and ve + vp <= 1 are enforced by projection. Where the linear solution is no admissible
-start or the fit ends on a bound, the 2CXM and 2CUM are refitted from three flows and the
-lowest residual is kept. Standard errors come from the Jacobian at the optimum; parameters
+Levenberg-Marquardt fit over all voxels, with the delay as a free parameter. The 2CXM and
+2CUM have a second start from a grid over the rates of their impulse response (for fixed
+rates they are linear in two amplitudes); each voxel starts from the start of lower
+residual (with a delay: the 2CUM only, at the grid delays near the linear solution's).
+Box bounds and ve + vp <= 1 are enforced by projection. Where the start is not admissible
+or the fit ends on a bound, the 2CXM and 2CUM are refitted from three flows and the lowest
+residual is kept. Standard errors come from the Jacobian at the optimum; parameters
 the data cannot determine are NaN with a reason code (``REASONS``).
 """
 
