@@ -45,7 +45,9 @@ def plot_penetration_profiles(profiles: dict[str, tuple[np.ndarray, np.ndarray]]
     ax.axvline(1e6 * distal_distance, color="grey", lw=1, ls=":")
     ax.set_xlabel("distance to the nearest vessel wall [um]")
     ax.set_ylabel("peak intracellular drug [ng/1e5 cells]")
-    ax.set_yscale("symlog", linthresh=1e-3)
+    top = max([lethal] + [float(np.max(value)) for _, value in profiles.values()])
+    ax.set_yscale("symlog", linthresh=1e-4)   # log above 1e-4 ng/1e5 cells, linear down to 0
+    ax.set_ylim(0.0, 2.0 * top)
     ax.legend(fontsize=7)
     fig.savefig(path, dpi=120)
     plt.close(fig)
