@@ -83,3 +83,16 @@ def test_transport_with_a_flow_problem_couples_pressure_and_drug():
     with pytest.raises(ValueError, match="geometry"):
         TransportProblem(Box(1, 2 * twins.R), {"diffusivity_lipo": 1e-12, "diffusivity_free": 1e-10,
                                                "release_rate": 1e-4}, end_time=1.0, concentration_scale=1.0, flow=flow)
+
+
+def test_residual_adaptive_resampling_moves_points_to_large_residuals():
+    """RAD (k = 1, c = 0: density ~ |r|): after a redraw the mean residual over the collocation points
+    is E[r^2]/E[r] instead of E[r] (measured 1.51 x the uniform points' mean for an untrained network)."""
+    observations = twins.ifp_observations(voxels=16)
+    trainer = Trainer(twins.ifp_problem(observations), TrainingConfig(collocation_points=2000, dtype="float64",
+                                                                      rad_candidates=8, rad_c=0.0))
+    uniform = trainer.points.clone()
+    trainer._resample()
+    residual = lambda points: trainer.problem.pointwise_residual(points.clone()).detach().abs().mean().item()
+    assert residual(trainer.points) > 1.35 * residual(uniform)
+    assert trainer.points.shape == uniform.shape and not torch.equal(trainer.points, uniform)
