@@ -187,8 +187,9 @@ def solve_ifp(domain: TumourMesh, tumour: TissueProperties, boundary: OuterBound
     V = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))
     p, q = ufl.TrialFunction(V), ufl.TestFunction(V)
     ds = ufl.Measure("ds", domain=mesh, subdomain_data=domain.facet_tags)
-    # Scale so stiffness entries are O(1), like the unit diagonal of Dirichlet rows.
-    scale = 1.0 / (tumour.hydraulic_conductivity * _mesh_size(mesh) ** (mesh.topology.dim - 2))
+    # Scale so stiffness entries are O(1), like the unit diagonal of Dirichlet rows. Numbers that
+    # depend on the mesh or the run enter as Constants, so the forms compile once for all meshes.
+    scale = _constant(mesh, 1.0 / (tumour.hydraulic_conductivity * _mesh_size(mesh) ** (mesh.topology.dim - 2)))
     a = scale * (ufl.inner(K * ufl.grad(p), ufl.grad(q)) + (exchange + c["lymphatic_filtration"]) * p * q) * ufl.dx
     L = scale * (exchange * pe + c["lymphatic_filtration"] * c["lymphatic_pressure"]) * q * ufl.dx
     if source is not None:
@@ -203,17 +204,17 @@ def solve_ifp(domain: TumourMesh, tumour: TissueProperties, boundary: OuterBound
         dofs = dolfinx.fem.locate_dofs_topological(V, mesh.topology.dim - 1, facets)
         bcs.append(dolfinx.fem.dirichletbc(dolfinx.default_scalar_type(boundary.pressure), dofs, V))
     elif boundary.kind == "robin":
-        h = boundary.robin_coefficient
+        h, p_far = _constant(mesh, boundary.robin_coefficient), _constant(mesh, boundary.pressure)
         for t in outer:
             a += scale * h * p * q * ds(t)
-            L += scale * h * boundary.pressure * q * ds(t)
+            L += scale * h * p_far * q * ds(t)
     pressure = dolfinx.fem.Function(V, name="pressure")
     t1 = time.perf_counter()
     stats = solve_linear(a, L, bcs, pressure, DEFAULT_PETSC_OPTIONS | (petsc_options or {}), "hybrid_ifp_")
     fluid_source = exchange * (pe - pressure) - c["lymphatic_filtration"] * (pressure - c["lymphatic_pressure"])
     if source is not None:
         fluid_source += source
-    robin = [(t, boundary.robin_coefficient, boundary.pressure) for t in outer] if boundary.kind == "robin" else []
+    robin = [(t, h, p_far) for t in outer] if boundary.kind == "robin" else []
     robin += [(wall, wall_lp, pe) for wall in domain.vessel_wall_tags]
     no_flux = outer if boundary.kind == "no_flux" else ()
     dofs = V.dofmap.index_map.size_global * V.dofmap.index_map_bs
@@ -234,8 +235,10 @@ class LinearSolveStats:
 def solve_linear(a, L, bcs, solution: dolfinx.fem.Function, options: dict, prefix: str,
                  splits: dict | None = None) -> LinearSolveStats:
     """Assemble ``a u = L`` with Dirichlet ``bcs`` and solve it into ``solution`` with PETSc options
-    ``options`` (under ``prefix``, so a user's -prefix_ksp_* options also apply). ``splits``
-    (name -> PETSc IS of global rows) names the fields of a ``pc_type = fieldsplit``."""
+    ``options`` (under ``prefix``, so a user's -prefix_ksp_* options also apply). ``options`` are
+    in PETSc's options database only for this solve: afterwards each key has its previous value
+    again (a user's command-line option included) or is gone. ``splits`` (name -> PETSc IS of
+    global rows) names the fields of a ``pc_type = fieldsplit``."""
     from petsc4py import PETSc
 
     t0 = time.perf_counter()
@@ -250,6 +253,7 @@ def solve_linear(a, L, bcs, solution: dolfinx.fem.Function, options: dict, prefi
     solver = PETSc.KSP().create(solution.function_space.mesh.comm)
     solver.setOptionsPrefix(prefix)
     database = PETSc.Options()
+    previous = {key: database.getString(prefix + key) for key in options if database.hasName(prefix + key)}
     for key, value in options.items():
         database[prefix + key] = value
     try:
@@ -263,7 +267,10 @@ def solve_linear(a, L, bcs, solution: dolfinx.fem.Function, options: dict, prefi
         iterations = solver.getIterationNumber()
     finally:
         for key in options:
-            database.delValue(prefix + key)
+            if key in previous:
+                database[prefix + key] = previous[key]
+            else:
+                database.delValue(prefix + key)
         for petsc_object in (solver, A, b):
             petsc_object.destroy()
     return LinearSolveStats(t1 - t0, time.perf_counter() - t1, iterations)
@@ -305,12 +312,12 @@ def conservative_flux(domain: TumourMesh, pressure: dolfinx.fem.Function, conduc
     has_free = mesh.comm.allreduce(any(boundary.intersection(domain.facet_tags.find(t).tolist()) for t in free),
                                    op=MPI.LOR)
     if not has_free:
-        fluid_source = fluid_source - _mean(fluid_source, mesh)
+        fluid_source = fluid_source - _constant(mesh, _mean(fluid_source, mesh))
     (u, lam), (v, m) = ufl.TrialFunctions(W), ufl.TestFunctions(W)
     n = ufl.FacetNormal(mesh)
     ds = ufl.Measure("ds", domain=mesh, subdomain_data=domain.facet_tags)
     # Rows scaled by a reference conductivity so the blocks are of comparable size.
-    k_ref = _mean(conductivity, mesh)
+    k_ref = _constant(mesh, _mean(conductivity, mesh))
     a = (k_ref / conductivity * ufl.inner(u, v) + lam * ufl.div(v) + ufl.div(u) * m) * ufl.dx
     L = (-k_ref * ufl.inner(ufl.grad(pressure), v) + fluid_source * m) * ufl.dx
     for tag, h, p_r in robin:
@@ -352,7 +359,7 @@ def project_p1(vector, name: str) -> dolfinx.fem.Function:
     mesh = vector.function_space.mesh
     W = dolfinx.fem.functionspace(mesh, ("Lagrange", 1, (mesh.geometry.dim,)))
     u, w = ufl.TrialFunction(W), ufl.TestFunction(W)
-    mass_scale = 1.0 / _mesh_size(mesh) ** mesh.topology.dim
+    mass_scale = _constant(mesh, 1.0 / _mesh_size(mesh) ** mesh.topology.dim)
     a = mass_scale * ufl.inner(u, w) * ufl.dx
     L = mass_scale * ufl.inner(vector, w) * ufl.dx
     projected = dolfinx.fem.Function(W, name=name)
@@ -365,6 +372,12 @@ def _mean(coefficient, mesh) -> float:
     """Volume average of a scalar UFL coefficient over the mesh."""
     integral = lambda f: mesh.comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(f * ufl.dx)), op=MPI.SUM)
     return integral(coefficient) / integral(dolfinx.fem.Constant(mesh, 1.0))
+
+
+def _constant(mesh, value: float) -> dolfinx.fem.Constant:
+    """``value`` as a form Constant: a number that varies between meshes or runs without
+    changing the compiled form (a Python float would be compiled into the kernel)."""
+    return dolfinx.fem.Constant(mesh, dolfinx.default_scalar_type(value))
 
 
 def _mesh_size(mesh) -> float:
