@@ -32,7 +32,7 @@ def test_run_forward_each_shape(tmp_path, geometry, boundary, has_closed_form):
     assert (tmp_path / "ifp.xdmf").exists()
 
 
-def test_run_forward_mask_geometry_with_ktrans_map(tmp_path):
+def test_run_forward_mask_geometry_with_ktrans_map(tmp_path, centred_grid):
     """`shape = "mask"` + `[images] ktrans`: paths relative to the TOML file, as a user writes them."""
     import numpy as np
 
@@ -40,10 +40,8 @@ def test_run_forward_mask_geometry_with_ktrans_map(tmp_path):
     from hybrid.io.nifti import write_volume
 
     n, voxel_mm = 40, 0.25
-    affine = np.diag([voxel_mm, voxel_mm, 1.0, 1.0])
-    affine[:3, 3] = [-(n - 1) * voxel_mm / 2, -(n - 1) * voxel_mm / 2, 0.0]
-    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    r = np.hypot(i * voxel_mm + affine[0, 3], j * voxel_mm + affine[1, 3])
+    affine, x, y = centred_grid(n, voxel_mm)
+    r = np.hypot(x, y)
     write_volume(tmp_path / "mask.nii.gz", (r <= 3.5)[:, :, None], affine, dtype=np.uint8)
     write_volume(tmp_path / "ktrans.nii.gz", np.where(r > 2.5, 0.6, 0.2)[:, :, None], affine)
     (tmp_path / "run.toml").write_text(

@@ -14,14 +14,6 @@ pytestmark = pytest.mark.mpi
 COMM = MPI.COMM_WORLD
 
 
-def global_tags(meshtags) -> set[int]:
-    return set().union(*COMM.allgather(set(np.unique(meshtags.values).tolist())))
-
-
-def measure(domain, form) -> float:
-    return COMM.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(form)), op=MPI.SUM)
-
-
 @pytest.mark.parametrize("shape, host, cells, facets", [
     ("slab", 0.0, {tags.TUMOUR}, {tags.TUMOUR_SURFACE}),
     ("slab", 1e-3, {tags.TUMOUR, tags.HOST}, {tags.TUMOUR_SURFACE, tags.OUTER_BOUNDARY}),
@@ -29,7 +21,7 @@ def measure(domain, form) -> float:
     ("disc", 1e-3, {tags.TUMOUR, tags.HOST}, {tags.TUMOUR_SURFACE, tags.OUTER_BOUNDARY}),
     ("sphere", 1e-3, {tags.TUMOUR, tags.HOST}, {tags.TUMOUR_SURFACE, tags.OUTER_BOUNDARY}),
 ])
-def test_tumour_mesh_groups_and_measures(shape, host, cells, facets):
+def test_tumour_mesh_groups_and_measures(shape, host, cells, facets, global_tags, global_integral):
     R = 2e-3
     domain = tumour_mesh(COMM, shape, R, host, mesh_size=4e-4)
     assert global_tags(domain.cell_tags) == cells
@@ -37,7 +29,7 @@ def test_tumour_mesh_groups_and_measures(shape, host, cells, facets):
     dx = ufl.Measure("dx", domain=domain.mesh, subdomain_data=domain.cell_tags)
     one = dolfinx.fem.Constant(domain.mesh, 1.0)
     exact = {"slab": 2 * R, "disc": np.pi * R**2, "sphere": 4 / 3 * np.pi * R**3}[shape]
-    assert measure(domain, one * dx(tags.TUMOUR)) == pytest.approx(exact, rel=0.03)
+    assert global_integral(one * dx(tags.TUMOUR)) == pytest.approx(exact, rel=0.03)
 
 
 def test_surface_refinement_makes_small_cells_near_the_surface():
@@ -51,15 +43,15 @@ def test_surface_refinement_makes_small_cells_near_the_surface():
     assert COMM.allreduce(float(h[~rim].max(initial=0)), op=MPI.MAX) > 3e-4
 
 
-def test_krogh_wall_and_outer_circle_lengths():
+def test_krogh_wall_and_outer_circle_lengths(global_integral):
     domain = krogh_mesh(COMM, 10e-6, 120e-6, mesh_size=10e-6, wall_mesh_size=2e-6)
     ds = ufl.Measure("ds", domain=domain.mesh, subdomain_data=domain.facet_tags)
     one = dolfinx.fem.Constant(domain.mesh, 1.0)
-    assert measure(domain, one * ds(tags.VESSEL_WALL)) == pytest.approx(2 * np.pi * 10e-6, rel=0.01)
-    assert measure(domain, one * ds(tags.OUTER_BOUNDARY)) == pytest.approx(2 * np.pi * 120e-6, rel=0.01)
+    assert global_integral(one * ds(tags.VESSEL_WALL)) == pytest.approx(2 * np.pi * 10e-6, rel=0.01)
+    assert global_integral(one * ds(tags.OUTER_BOUNDARY)) == pytest.approx(2 * np.pi * 120e-6, rel=0.01)
 
 
-def test_vessel_patch_tags_each_wall():
+def test_vessel_patch_tags_each_wall(global_tags, global_integral):
     domain = vessel_patch_mesh(COMM, 300e-6, 8e-6, 4, 60e-6, mesh_size=15e-6, seed=2)
     expected = {tags.TUMOUR}
     assert global_tags(domain.cell_tags) == expected
@@ -67,7 +59,7 @@ def test_vessel_patch_tags_each_wall():
     ds = ufl.Measure("ds", domain=domain.mesh, subdomain_data=domain.facet_tags)
     one = dolfinx.fem.Constant(domain.mesh, 1.0)
     for i in range(4):
-        assert measure(domain, one * ds(tags.patch_vessel_wall(i))) == pytest.approx(2 * np.pi * 8e-6, rel=0.02)
+        assert global_integral(one * ds(tags.patch_vessel_wall(i))) == pytest.approx(2 * np.pi * 8e-6, rel=0.02)
 
 
 def test_vessel_placement_is_seeded_and_spaced():
@@ -88,32 +80,29 @@ def test_impossible_inputs_raise_clear_errors():
         krogh_mesh(COMM, 20e-6, 10e-6, 5e-6)
 
 
-def ellipse_mask(n=64, voxel_mm=0.25, semi_axes_mm=(5.0, 3.5)):
+def ellipse_mask(centred_grid, n=64, voxel_mm=0.25, semi_axes_mm=(5.0, 3.5)):
     """A binary ellipse on an n x n x 1 grid centred at the origin, with its NIfTI affine (mm)."""
-    affine = np.diag([voxel_mm, voxel_mm, 1.0, 1.0])
-    affine[:3, 3] = [-n * voxel_mm / 2, -n * voxel_mm / 2, 0.0]
-    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    x, y = i * voxel_mm + affine[0, 3], j * voxel_mm + affine[1, 3]
+    affine, x, y = centred_grid(n, voxel_mm, centre_offset=n / 2)
     return ((x / semi_axes_mm[0]) ** 2 + (y / semi_axes_mm[1]) ** 2 <= 1)[:, :, None], affine
 
 
-def test_mask_mesh_tumour_area_and_field_of_view():
+def test_mask_mesh_tumour_area_and_field_of_view(global_tags, global_integral, centred_grid):
     from hybrid.mesh import mask_mesh
 
-    mask, affine = ellipse_mask()
+    mask, affine = ellipse_mask(centred_grid)
     domain = mask_mesh(COMM, mask, affine, 5e-4, surface_mesh_size=1e-4, refinement_width=3e-4)
     assert global_tags(domain.cell_tags) == {tags.TUMOUR, tags.HOST}
     assert global_tags(domain.facet_tags) == {tags.TUMOUR_SURFACE, tags.OUTER_BOUNDARY}
     dx = ufl.Measure("dx", domain=domain.mesh, subdomain_data=domain.cell_tags)
     one = dolfinx.fem.Constant(domain.mesh, 1.0)
-    assert measure(domain, one * dx(tags.TUMOUR)) == pytest.approx(np.pi * 5e-3 * 3.5e-3, rel=0.02)
-    assert measure(domain, one * dx) == pytest.approx((64 * 0.25e-3) ** 2, rel=1e-9)
+    assert global_integral(one * dx(tags.TUMOUR)) == pytest.approx(np.pi * 5e-3 * 3.5e-3, rel=0.02)
+    assert global_integral(one * dx) == pytest.approx((64 * 0.25e-3) ** 2, rel=1e-9)
 
 
-def test_mask_outline_follows_affine_and_rejects_empty_masks():
+def test_mask_outline_follows_affine_and_rejects_empty_masks(centred_grid):
     from hybrid.mesh import mask_outline
 
-    mask, affine = ellipse_mask()
+    mask, affine = ellipse_mask(centred_grid)
     shifted = affine.copy()
     shifted[:3, 3] += [10.0, -4.0, 0.0]   # mm
     a, b = mask_outline(mask, affine), mask_outline(mask, shifted)

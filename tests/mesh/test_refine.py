@@ -22,12 +22,13 @@ pytestmark = pytest.mark.mpi
 COMM = MPI.COMM_WORLD
 
 
-def global_tags(meshtags) -> set[int]:
-    return set().union(*COMM.allgather(set(np.unique(meshtags.values).tolist())))
+@pytest.fixture
+def measures(global_integral, global_tags):
+    """``measures(domain)``: volume of each cell tag and area of each facet tag [m^dim], summed over ranks."""
+    return lambda domain: _measures(domain, global_integral, global_tags)
 
 
-def measures(domain) -> dict[tuple[str, int], float]:
-    """Volume of each cell tag and area of each facet tag [m^dim], summed over ranks."""
+def _measures(domain, global_integral, global_tags) -> dict[tuple[str, int], float]:
     mesh = domain.mesh
     one = dolfinx.fem.Constant(mesh, 1.0)
     dx = ufl.Measure("dx", mesh, subdomain_data=domain.cell_tags)
@@ -37,8 +38,7 @@ def measures(domain) -> dict[tuple[str, int], float]:
     for t in global_tags(domain.facet_tags):
         # the tumour surface is interior when there is host tissue; count each facet once
         integrals[("facets", t)] = one * ds(t) + 0.5 * (one("+") + one("-")) * dS(t)
-    return {key: COMM.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(form)), op=MPI.SUM)
-            for key, form in integrals.items()}
+    return {key: global_integral(form) for key, form in integrals.items()}
 
 
 R, H = 2e-3, 1e-3
@@ -53,7 +53,7 @@ EXACT = {
 
 
 @pytest.mark.parametrize("shape, h", [("disc", 4e-4), ("sphere", 8e-4)])
-def test_refinement_keeps_tags_and_converges_to_the_true_geometry(shape, h):
+def test_refinement_keeps_tags_and_converges_to_the_true_geometry(shape, h, measures, global_tags):
     coarse = tumour_mesh(COMM, shape, R, H, mesh_size=h)
     before = measures(coarse)
     fine = refine_uniformly(coarse, 2)
@@ -91,7 +91,7 @@ def test_unsnapped_refinement_would_keep_the_coarse_geometry():
     lambda: krogh_mesh(COMM, 10e-6, 120e-6, mesh_size=20e-6, wall_mesh_size=5e-6),
     lambda: vessel_patch_mesh(COMM, 300e-6, 8e-6, 3, 60e-6, mesh_size=30e-6, seed=2),
 ], ids=["sphere", "krogh", "vessels"])
-def test_snapped_vertices_lie_on_the_surfaces_and_agree_across_ranks(build):
+def test_snapped_vertices_lie_on_the_surfaces_and_agree_across_ranks(build, global_tags):
     domain = refine_uniformly(build(), 1)
     mesh = domain.mesh
     gdim = mesh.geometry.dim
@@ -141,7 +141,7 @@ def test_refined_mesh_ifp_error_not_worse_than_a_gmsh_mesh_of_the_same_size(tmp_
 
 
 @pytest.mark.parametrize("partitioner", ["scotch", "kahip"])
-def test_partitioners_give_the_same_mesh(partitioner):
+def test_partitioners_give_the_same_mesh(partitioner, measures):
     domain = tumour_mesh(COMM, "disc", R, H, mesh_size=4e-4, partitioner=partitioner)
     reference = tumour_mesh(COMM, "disc", R, H, mesh_size=4e-4)
     assert measures(domain) == pytest.approx(measures(reference), rel=1e-12)
