@@ -1,5 +1,6 @@
 """Fixtures that many tests share: the communicator, sums over ranks of FEM integrals and mesh
-tags, the degrees of freedom a rank owns, and centred voxel grids for masks and maps.
+tags, and centred voxel grids for masks and maps. (The degrees of freedom a rank owns:
+``hybrid.forward.sampling.nodal_samples``.)
 
 FEM modules are imported inside the fixtures, so imaging and PINN tests load no DOLFINx."""
 
@@ -35,14 +36,6 @@ def global_tags(comm):
         return set().union(*comm.allgather(set(np.unique(meshtags.values).tolist())))
 
     return tags
-
-
-@pytest.fixture
-def owned_dofs():
-    """``owned(function) -> (coordinates (n, 3) [m], values)`` of the DOFs this rank owns."""
-    from hybrid.forward.sampling import nodal_samples
-
-    return nodal_samples
 
 
 @pytest.fixture
