@@ -13,6 +13,8 @@ Read top to bottom, this is the data flow of an inversion:
 5. :class:`Truth` — what a twin experiment used (parameters with units, true fields on the grid),
    for reporting errors only; an inversion never reads it.
 
+``hybrid maps`` hands its fits to the output stage (and to 4.) as :class:`ParameterMaps`.
+
 Nothing here imports torch or DOLFINx: the FEM side writes these records, the PINN reads them.
 """
 
@@ -24,7 +26,7 @@ import numpy as np
 
 from hybrid.imaging.grid import voxel_to_world_m
 
-__all__ = ["VoxelGrid", "ObservationOperator", "Observations", "KnownMaps", "Truth"]
+__all__ = ["VoxelGrid", "ObservationOperator", "Observations", "KnownMaps", "Truth", "ParameterMaps"]
 
 
 @dataclass(frozen=True)
@@ -154,3 +156,27 @@ class Truth:
         """|estimate - truth| / |truth| of parameter ``name``."""
         value = self.parameters[name][0]
         return abs(estimate - value) / abs(value)
+
+
+@dataclass(frozen=True)
+class ParameterMaps:
+    """What ``hybrid maps`` fitted on ``grid``: ``images`` name -> (nx, ny, nz) array in
+    ``units[name]`` (floats NaN outside ``mask`` or where a fit failed; uint8 flags for
+    ``ph_valid`` and ``dce_reason``) and ``mask`` (nx, ny, nz), True where voxels were fitted."""
+
+    grid: VoxelGrid
+    mask: np.ndarray
+    images: dict[str, np.ndarray]
+    units: dict[str, str]
+
+    def __post_init__(self):
+        for name, image in {"mask": self.mask, **self.images}.items():
+            if np.shape(image) != self.grid.shape:
+                raise ValueError(f"{name} shape {np.shape(image)} does not match grid {self.grid.shape}")
+        missing = sorted(set(self.images) - set(self.units))
+        if missing:
+            raise ValueError(f"no unit for map(s) {', '.join(missing)}")
+
+    def known_maps(self) -> KnownMaps:
+        """The Ktrans [1/min] and pH maps (where fitted) as known inputs of an inversion."""
+        return KnownMaps(self.grid, ktrans_per_min=self.images.get("Ktrans"), ph=self.images.get("pH"))

@@ -11,6 +11,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hybrid.imaging.chunks import fit_in_chunks
+from hybrid.records import ParameterMaps, VoxelGrid
 
 __all__ = ["run_maps", "MAP_UNITS"]
 
@@ -18,6 +19,8 @@ MAP_UNITS = {"Ktrans": "1/min", "ve": "fraction", "vp": "fraction", "PS": "1/min
              "delay_s": "s", "rss": "mM^2", "T1": "s", "pH": "pH", "ph_valid": "0/1"}
 MAP_UNITS.update({f"{key}_se": MAP_UNITS[key] for key in ("Ktrans", "ve", "vp", "PS", "Fp", "delay_s")})
 MAP_UNITS["dce_reason"] = "bit flags (hybrid.imaging.dce.REASONS)"
+FLAG_MAPS = ("ph_valid", "dce_reason")
+"""Maps of flags (uint8), not of quantities."""
 DCE_CHUNK = 4096   # voxels per DCE fit call (one progress line each)
 CEST_CHUNK = 512   # voxels per CEST fit call
 
@@ -77,9 +80,7 @@ def run_maps(config, log=None) -> dict:
     fit_delay, T1 [s] with [vfa], pH and ph_valid (uint8) with [cest]."""
     from hybrid.imaging import cest, dce
     from hybrid.io import nifti
-    from hybrid.io.outputs import naming
     from hybrid.io.summary import software_versions, write_summary
-    from hybrid.report.figures import plot_maps_overview
 
     log = log or (lambda message: None)
     start = time.perf_counter()
@@ -198,17 +199,8 @@ def run_maps(config, log=None) -> dict:
     for warning in warnings:
         log(f"warning: {warning}")
     out = Path(config.output_directory)
-    outputs = {}
-    for key, image in maps.items():
-        unit = MAP_UNITS.get(key, "")
-        dtype = np.uint8 if key in ("ph_valid", "dce_reason") else np.float32
-        nifti.write_volume(out / f"{key}.nii.gz", image, affine, dtype=dtype, description=f"hybrid maps: {key} [{unit}]",
-                           intent_name=f"{key} [{unit}]")
-        outputs[key] = f"{key}.nii.gz"   # relative to the output directory
-    figure = out / "maps.png"
-    with naming(figure):
-        plot_maps_overview({key: (image, MAP_UNITS.get(key, "")) for key, image in maps.items()}, figure)
-    outputs["figure"] = figure.name
+    fitted = ParameterMaps(VoxelGrid(affine, shape), mask, maps, {key: MAP_UNITS.get(key, "") for key in maps})
+    outputs = _write_maps(fitted, out)
     stages["total_s"] = time.perf_counter() - start
     summary = {
         "command": "maps",
@@ -219,7 +211,7 @@ def run_maps(config, log=None) -> dict:
         "voxels_fitted": n,
         "wall_time_s": stages,
         "median_in_mask": {key: float(np.nanmedian(image[mask])) if np.isfinite(image[mask]).any() else None
-                           for key, image in maps.items() if key not in ("ph_valid", "dce_reason")},
+                           for key, image in fitted.images.items() if key not in FLAG_MAPS},
         "ph_valid_fraction": float(maps["ph_valid"][mask].mean()) if "ph_valid" in maps else None,
         "dce": dce_report,
         "cest": cest_report,
@@ -229,5 +221,26 @@ def run_maps(config, log=None) -> dict:
         "outputs": outputs,
     }
     write_summary(out / "summary.json", summary, MPI.COMM_SELF)
-    log(f"wrote {len(maps)} maps, {figure.name} and summary.json")
+    log(f"wrote {len(maps)} maps, {outputs['figure']} and summary.json")
     return summary
+
+
+def _write_maps(fitted: ParameterMaps, out: Path) -> dict[str, str]:
+    """Each map as ``<name>.nii.gz`` (float32, flags uint8, source affine, unit in the header) and
+    the overview figure ``maps.png`` in ``out``; the file names, relative to ``out``, by map."""
+    from hybrid.io import nifti
+    from hybrid.io.outputs import naming
+    from hybrid.report.figures import plot_maps_overview
+
+    outputs = {}
+    for key, image in fitted.images.items():
+        unit = fitted.units[key]
+        dtype = np.uint8 if key in FLAG_MAPS else np.float32
+        nifti.write_volume(out / f"{key}.nii.gz", image, fitted.grid.affine_mm, dtype=dtype,
+                           description=f"hybrid maps: {key} [{unit}]", intent_name=f"{key} [{unit}]")
+        outputs[key] = f"{key}.nii.gz"
+    figure = out / "maps.png"
+    with naming(figure):
+        plot_maps_overview({key: (image, fitted.units[key]) for key, image in fitted.images.items()}, figure)
+    outputs["figure"] = figure.name
+    return outputs
