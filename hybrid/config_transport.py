@@ -30,7 +30,8 @@ Example (the Krogh verification case of issue 8)::
     [output]
     directory = "results/krogh"
 
-Other keys: ``[free_drug] reflection``; ``[liposome] diffusivity`` (table D_L),
+Other keys: ``[free_drug] reflection``, ``albumin_binding`` (true: free drug binds in the tissue at
+equilibrium, bound/unbound = table B_alb = 2.94; ``free_drug`` is then the unbound part); ``[liposome] diffusivity`` (table D_L),
 ``vessel_permeability`` (P_L), ``reflection`` (sigma_L), ``hindrance`` (f_L), ``clearance`` (k_L); ``[release] ph``
 (uniform extracellular pH, ph_sensitive) and ``temperature`` (uniform tissue temperature [K],
 thermosensitive), ``transit_time`` [s] (thermosensitive: blood transit time through the tissue; the
@@ -162,7 +163,9 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
             raise ConfigError(f"[drug] formulation must be one of {', '.join(FORMULATIONS)}, got {formulation!r}")
         free = _take(top["free_drug"], "free_drug", {
             "diffusivity": default("D_F"), "vessel_permeability": default("P_F"), "reflection": default("sigma_F"),
-            "uptake": "linear", "uptake_rate": default("k_up")})
+            "uptake": "linear", "uptake_rate": default("k_up"), "albumin_binding": False})
+        if not isinstance(free["albumin_binding"], bool):
+            raise ConfigError(f"[free_drug] albumin_binding must be true or false, got {free['albumin_binding']!r}")
         if free["uptake"] not in ("linear", "el_kareh_secomb"):
             raise ConfigError(f"[free_drug] uptake must be linear or el_kareh_secomb, got {free['uptake']!r}")
         free = _checked("free_drug", free, {"diffusivity": "D_F", "vessel_permeability": "P_F", "reflection": "sigma_F", "uptake_rate": "k_up"},

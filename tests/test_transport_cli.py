@@ -99,6 +99,7 @@ def test_transport_thermosensitive_with_heating(tmp_path):
     ('model = "constant"', "", "[plasma] missing required key 'model'"),
     ("[output]", "[exposure]\nlethal_amount_per_cell = -1.0\n[output]", "[exposure] lethal_amount_per_cell must be > 0"),
     ("[output]", "[radiation]\ndose_Gy = -1.0\n[output]", "[radiation] dose_Gy must be >= 0"),
+    ('uptake = "linear"', 'uptake = "linear"\nalbumin_binding = 1', "[free_drug] albumin_binding must be true or false"),
     ('formulation = "free"', 'formulation = "magic"', "[drug] formulation must be one of"),
     ("uptake_rate = 0.02", "uptake_rate = -0.02", "[free_drug] uptake_rate must be >= 0"),
     ("step = 10.0", "step = 7200.0", "[time] step (7200.0 s) must not exceed end"),

@@ -121,7 +121,8 @@ def _model(config: TransportConfig, perivascular: bool, temperature=None, images
         liposomal=None if lipo is None else Carrier(lipo["diffusivity"], lipo["vessel_permeability"],
                                                     lipo["reflection"], lipo["hindrance"], lipo["clearance"]),
         plasma_liposomal=plasma_liposomal, release_rate=rate_of_release,
-        surface_to_volume=surface, intravascular_release=intravascular)
+        surface_to_volume=surface, intravascular_release=intravascular,
+        free_binding_ratio=default("B_alb") if free["albumin_binding"] else 0.0)
 
 
 def irradiated(config: TransportConfig) -> TransportConfig:

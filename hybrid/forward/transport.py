@@ -112,6 +112,9 @@ class TransportModel:
     released in the blood passing the tissue (thermosensitive liposomes in heated vessels,
     :func:`hybrid.problems.release.intravascular_released_fraction`); the vessel walls then see
     the plasma concentrations ``(1 - f) c_p,L`` and ``c_p,F + f c_p,L``.
+    ``free_binding_ratio`` B [1]: free drug bound in the tissue (albumin) per unbound, at
+    instantaneous equilibrium; ``C_F`` is then the unbound drug, the bound ``B C_F`` is immobile,
+    does not cross walls or membranes, and the free-drug time term becomes ``(1 + B) dC_F/dt``.
     """
 
     free: Carrier
@@ -124,6 +127,7 @@ class TransportModel:
     surface_to_volume: object = None
     extra_sources: tuple | None = field(default=None, repr=False)   # t -> (s_L, s_F, s_I), tests only
     intravascular_release: object = None
+    free_binding_ratio: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,7 @@ class TransportStep:
     value of each species [mol/m^3]."""
 
     time: float
-    in_tissue: float                  # liposomal + free drug
+    in_tissue: float                  # liposomal + free drug (bound free drug included)
     in_cells: float
     entered_through_vessels: float    # cumulative, net
     left_through_boundary: float      # cumulative
@@ -219,6 +223,8 @@ class TransportSolver:
                                                                  carriers[s].vessel_permeability, UFL)))
 
         dc = self.scheme.derivative(c, *self._history)
+        if model.free_binding_ratio:   # unbound + bound free drug: (1 + B) dC_F/dt
+            dc = [dc[0], (1.0 + model.free_binding_ratio) * dc[1], dc[2]]
         # cell Peclet numbers |w| h / (2 D) of the advected species; above 1 the species keeps its
         # consistent mass (lumping it makes advected fronts oscillate) and gets SUPG ("auto")
         velocity = [carriers[s].hindrance * flux / phi if flux is not None else None for s in range(2)]
@@ -257,7 +263,7 @@ class TransportSolver:
 
         # mass-balance integrals (the same measures as the residual, so they balance exactly)
         total = self._compile
-        self._content_tissue = total((c[0] + c[1]) * dxl)
+        self._content_tissue = total((c[0] + (1.0 + model.free_binding_ratio) * c[1]) * dxl)
         self._content_cells = total(c[2] * dxl)
         entered = [J * dsl(wall) for s in range(2) for wall, J in walls[s]]
         if model.surface_to_volume is not None:

@@ -123,6 +123,8 @@ PARAMETERS: dict[str, Parameter] = {
                   "[D]: V_d = 4 L (Gabizon 1994 [V]) over 70 kg; close to the plasma volume"),
         Parameter("delta_alb", "fraction of plasma free doxorubicin bound to albumin", "1",
                   0.75, 0.0, 1.0, "FlexPDE cord script k_a/(k_a + k_d) = 50/67 [S]"),
+        Parameter("B_alb", "bound per unbound free doxorubicin in tumour tissue at binding equilibrium", "1",
+                  50.0 / 17.0, 0.0, 1e3, "k_a/k_d = 50/17 (1/min): FlexPDE tumour-cord script bound pool [S]"),
         # transvascular exchange (hybrid/problems/exchange.py)
         # interstitial diffusion and convection (hybrid/forward/transport.py)
         Parameter("D_F", "effective diffusivity of free doxorubicin in tumour tissue", "m^2/s",

@@ -338,3 +338,28 @@ def test_intravascular_release_feeds_the_free_drug_at_the_wall():
     assert np.allclose(tsl[:, 1:], reference[:, 1:], rtol=1e-10, atol=1e-14 * reference[:, 1].max())
     assert COMM.allreduce(float(tsl[:, 1].max()), op=MPI.MAX) > 0.1 * f * c_lipo
     assert abs(tsl_record.balance_residual) < 1e-10 * tsl_record.entered_through_vessels
+
+
+# ---- equilibrium albumin binding of free drug in the tissue -------------------------------------
+
+@pytest.mark.parametrize("binding", [0.0, 2.0])
+def test_bound_free_drug_slows_uptake_by_the_capacity_factor(binding):
+    """Uniform S/V exchange and linear uptake on a square: the unbound free drug follows the
+    backward Euler closed form (1 + B)(C^{n+1} - C^n)/dt = PS (c_p - C^{n+1}/phi) - k C^{n+1};
+    the tissue content counts the bound drug (balance to 1e-10)."""
+    domain = unit_square_domain(COMM, 4, SIDE)
+    k, ps, c_p, dt = 0.01, 2.67e-6 * SURFACE, 1.0, 30.0
+    model = TransportModel(free=Carrier(1.2e-10, 2.67e-6),
+                           uptake=CellUptake(lambda c_free, c_cell, xp: linear_uptake(c_free, k), linear=True),
+                           plasma_free=PlasmaCurve.constant(c_p), interstitial_fraction=PHI,
+                           surface_to_volume=SURFACE, free_binding_ratio=binding)
+    solver = TransportSolver(domain, model)
+    expected = 0.0
+    for _ in range(4):
+        record = solver.step(dt)
+        expected = ((1 + binding) / dt * expected + ps * c_p) / ((1 + binding) / dt + ps / PHI + k)
+    _, values = owned(solver)
+    solver.close()
+    assert np.allclose(values[:, 1], expected, rtol=1e-10)
+    assert abs(record.balance_residual) < 1e-10 * dt * ps * c_p * SIDE**2
+    assert record.in_tissue == pytest.approx((1 + binding) * expected * SIDE**2, rel=1e-10)
