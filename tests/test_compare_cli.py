@@ -71,3 +71,28 @@ def test_compare_config_error_names_the_scenario(tmp_path):
     result = run_hybrid("compare", config, "--output", tmp_path / "out", timeout=120)
     assert_one_error(result, "(scenario thermosensitive)")
     assert not (tmp_path / "out").exists()
+
+
+def test_compare_scenario_configurations():
+    """Eight configurations: formulation per scenario, [heating] only for thermosensitive (42 C for
+    the run when absent), the [radiation] factors kept and its dose set in the irradiated runs only."""
+    import tomllib
+
+    from hybrid.commands.compare import compare_configs
+
+    data = tomllib.loads(CASE)
+    data["radiation"] = {"dose_Gy": 5.0, "hydraulic_conductivity": 2.0}
+    data["liposome"] = {"hindrance": 0.3}
+    scenarios = dict(compare_configs(data))
+    assert list(scenarios) == SCENARIOS
+    for name, config in scenarios.items():
+        assert config.formulation == name.removesuffix("_radiation")
+        assert (config.heating is not None) == name.startswith("thermosensitive")
+        if name.endswith("_radiation"):
+            assert config.radiation["dose_Gy"] == 28.8
+            assert config.radiation["response"].hydraulic_conductivity == 2.0
+        else:
+            assert config.radiation is None
+        assert (config.liposome is None) == name.startswith("free")
+    heating = scenarios["thermosensitive"].heating
+    assert heating["target_temperature"] == pytest.approx(315.15) and heating["end"] == 600.0

@@ -9,9 +9,10 @@ plus an optional ``[compare]`` section::
     target_temperature = 315.15    # K
 
 Eight runs: free doxorubicin, non-triggered (``liposomal``), pH-sensitive and thermosensitive
-liposomes with hyperthermia, each without and with radiation. ``[drug] formulation``,
-``[radiation]`` and (for the other formulations) ``[heating]`` of CONFIG are replaced per
-scenario; everything else is shared. Without ``[heating]`` the thermosensitive scenarios heat
+liposomes with hyperthermia, each without and with radiation. ``[drug] formulation`` and (for
+the other formulations) ``[heating]`` of CONFIG are replaced per scenario, and ``[radiation]``
+(optional: its response factors) gets ``dose_Gy = radiation_dose_Gy`` in the irradiated runs and
+is left out of the others; everything else is shared. Without ``[heating]`` the thermosensitive scenarios heat
 every cell to 42 C (315.15 K) from t = 0 to the end of the run, at most 1 MW/m^3. With
 ``[plasma] model = "dose"`` every scenario gets the same dose; with ``"constant"`` the free
 scenario uses ``free_concentration`` and the liposomal ones ``liposomal_concentration``.
@@ -55,9 +56,12 @@ COLUMNS = ("scenario", "formulation", "radiation_dose_Gy", "lethal_fraction", "l
 def compare_configs(data: dict, origin: str = "<config>", base: Path = Path(".")) -> list[tuple[str, TransportConfig]]:
     """The eight scenario configurations (name, config) of a parsed compare TOML (module doc)."""
     data = copy.deepcopy(data)
-    options = _take(data.pop("compare", {}), "compare", {"radiation_dose_Gy": default("D_RT_ref")})
-    dose = _number("compare", "radiation_dose_Gy", options["radiation_dose_Gy"], positive=True)
-    data.pop("radiation", None)
+    try:
+        options = _take(data.pop("compare", {}), "compare", {"radiation_dose_Gy": default("D_RT_ref")})
+        dose = _number("compare", "radiation_dose_Gy", options["radiation_dose_Gy"], positive=True)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+    radiation = data.pop("radiation", {})   # its response factors are kept, its dose replaced
     heating = data.pop("heating", None)
     plasma = data.setdefault("plasma", {})
     scenarios = []
@@ -78,7 +82,7 @@ def compare_configs(data: dict, origin: str = "<config>", base: Path = Path(".")
             name = formulation + ("_radiation" if irradiated else "")
             run = copy.deepcopy(variant)
             if irradiated:
-                run["radiation"] = {"dose_Gy": dose}
+                run["radiation"] = radiation | {"dose_Gy": dose}
             try:
                 scenarios.append((name, transport_config_from_dict(run, origin, base)))
             except ConfigError as exc:
