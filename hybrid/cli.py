@@ -88,8 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     transport = commands.add_parser("transport", help="drug transport (liposomal, free, intracellular doxorubicin)",
                                     description="Time-dependent drug transport from a TOML configuration "
                                                 "(keys: hybrid/config_transport.py). Writes <output>/transport.xdmf "
-                                                "(liposomal_drug, free_drug, cell_drug [mol/m^3 of tissue]) and "
-                                                "<output>/summary.json with the mass balance.")
+                                                "(liposomal_drug, free_drug, cell_drug [mol/m^3 of tissue], exposure: "
+                                                "auc_*, peak_cell_drug, survival_fraction, lethal) and "
+                                                "<output>/summary.json with the mass balance and exposure.")
     transport.add_argument("config", type=Path, help="TOML configuration file")
     transport.add_argument("--output", type=_directory, help="override [output] directory")
     compare = commands.add_parser("compare", help="delivery scenarios with and without radiation on one mesh",
