@@ -29,6 +29,16 @@ class Box:
     def sample(self, n: int, generator: torch.Generator, dtype=torch.float64, device="cpu") -> torch.Tensor:
         return (2.0 * torch.rand(n, self.dim, generator=generator, dtype=dtype) - 1.0).to(device)
 
+    def sample_boundary(self, n: int, generator: torch.Generator, dtype=torch.float64):
+        """``n`` points on the boundary (faces chosen uniformly) and their outward unit normals."""
+        x = 2.0 * torch.rand(n, self.dim, generator=generator, dtype=dtype) - 1.0
+        face = torch.randint(self.dim, (n,), generator=generator)
+        side = torch.randint(2, (n,), generator=generator).to(dtype) * 2.0 - 1.0
+        normals = torch.zeros(n, self.dim, dtype=dtype)
+        normals[torch.arange(n), face] = side
+        x[torch.arange(n), face] = side
+        return x, normals
+
     def contains(self, x: torch.Tensor) -> torch.Tensor:
         return (x.abs() <= 1.0).all(dim=-1)
 
@@ -52,6 +62,12 @@ class Ball:
         direction = direction / direction.norm(dim=1, keepdim=True)
         radius = torch.rand(n, 1, generator=generator, dtype=dtype) ** (1.0 / self.dim)
         return (direction * radius).to(device)
+
+    def sample_boundary(self, n: int, generator: torch.Generator, dtype=torch.float64):
+        """``n`` points on the sphere |x~| = 1 and their outward unit normals (the points themselves)."""
+        direction = torch.randn(n, self.dim, generator=generator, dtype=dtype)
+        direction = direction / direction.norm(dim=1, keepdim=True)
+        return direction, direction.clone()
 
     def contains(self, x: torch.Tensor) -> torch.Tensor:
         return (x * x).sum(dim=-1) <= 1.0

@@ -147,7 +147,9 @@ class TransportProblem(InverseProblem):
     Exact initial condition: C = C0(x) + C b(x~) (t/T) N(x~, t~) with ``initial_lipo`` /
     ``initial_free`` callables of x~ returning mol/m^3 (None: 0); ``boundary="dirichlet"`` makes
     b vanish on the boundary (C = C0 there, so C0 must meet the boundary value), ``"free"`` sets
-    b = 1 (no boundary condition: for domains whose boundary data come from the images).
+    b = 1 (no boundary condition: for domains whose boundary data come from the images), and
+    ``"no_flux"`` sets b = 1 and adds the loss term ``bc_no_flux``: no diffusive flux through the
+    outer boundary (the FEM's condition), grad C . n = 0 on ``boundary_points`` fixed points.
 
     Coefficients (SI): ``diffusivity_lipo``, ``diffusivity_free`` [m^2/s], ``release_rate`` k_rel,
     ``uptake_rate`` (linear uptake, :func:`hybrid.problems.uptake.linear_uptake`), ``clearance``
@@ -170,14 +172,14 @@ class TransportProblem(InverseProblem):
                  initial_free: Callable | None = None, boundary: str = "dirichlet",
                  exchange_lipo: DrugExchange | None = None, exchange_free: DrugExchange | None = None,
                  flow: IFPProblem | None = None, hindrance: float = 1.0,
-                 interstitial_fraction: float = 1.0, width: int = 64, depth: int = 4, features: int = 32,
-                 sigma: float = 1.0, generator: torch.Generator | None = None):
+                 interstitial_fraction: float = 1.0, boundary_points: int = 256, width: int = 64, depth: int = 4,
+                 features: int = 32, sigma: float = 1.0, generator: torch.Generator | None = None):
         coefficients = {"clearance": 0.0, "uptake_rate": 0.0} | dict(coefficients)
         missing = {"diffusivity_lipo", "diffusivity_free", "release_rate"} - set(coefficients)
         if missing:
             raise ValueError(f"TransportProblem needs the coefficients {sorted(missing)}")
-        if boundary not in ("dirichlet", "free"):
-            raise ValueError(f"boundary must be 'dirichlet' or 'free', got {boundary!r}")
+        if boundary not in ("dirichlet", "free", "no_flux"):
+            raise ValueError(f"boundary must be 'dirichlet', 'free' or 'no_flux', got {boundary!r}")
         super().__init__(coefficients)
         self.geometry, self.boundary = geometry, boundary
         self.scales = Scales(length=geometry.length, time=end_time, concentration=concentration_scale)
@@ -189,6 +191,11 @@ class TransportProblem(InverseProblem):
         self.flow = flow
         self.network = FourierFeatureMLP(geometry.dim + 1, 2, width=width, depth=depth, features=features,
                                          sigma=sigma, generator=generator)
+        if boundary == "no_flux":
+            x, normals = geometry.sample_boundary(boundary_points, generator or torch.Generator().manual_seed(0))
+            t = torch.rand(boundary_points, 1, generator=generator, dtype=x.dtype)
+            self.register_buffer("boundary_xt", torch.cat([x, t], dim=1))
+            self.register_buffer("boundary_normals", normals)
         self.data = nn.ModuleList()
         for record in observations:
             if record.quantity not in self.QUANTITIES:
@@ -262,6 +269,10 @@ class TransportProblem(InverseProblem):
         if self.flow is not None:
             for name, value in self.flow.loss_terms(points[:, :-1].detach().clone()).items():
                 terms[f"{name}_ifp"] = value
+        if self.boundary == "no_flux":
+            xt = self.boundary_xt.clone().requires_grad_(True)
+            flux = [(gradient(c, xt)[:, :-1] * self.boundary_normals).sum(dim=1) for c in self.concentrations(xt)]
+            terms["bc_no_flux"] = sum((f / self.scales.concentration) ** 2 for f in flux).mean()
         for data in self.data:
             terms[f"data_{data.quantity}"] = data.misfit(
                 lambda xt, q=data.quantity: self.observed(q, xt) / self.scales.concentration, with_time=True)
