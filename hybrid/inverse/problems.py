@@ -37,8 +37,6 @@ __all__ = ["InverseProblem", "IFPProblem", "TransportProblem"]
 class InverseProblem(nn.Module):
     """Common machinery: the coefficient table, unknowns and estimates."""
 
-    time_dependent = False
-
     def __init__(self, coefficients: dict):
         super().__init__()
         unknown = {name: value for name, value in coefficients.items()
@@ -164,7 +162,6 @@ class TransportProblem(InverseProblem):
     inform the pressure and its unknowns.
     """
 
-    time_dependent = True
     QUANTITIES = ("liposomal_drug", "free_drug", "total_drug")
 
     def __init__(self, geometry, coefficients: dict, *, end_time: float, concentration_scale: float,
@@ -192,8 +189,9 @@ class TransportProblem(InverseProblem):
         self.network = FourierFeatureMLP(geometry.dim + 1, 2, width=width, depth=depth, features=features,
                                          sigma=sigma, generator=generator)
         if boundary == "no_flux":
-            x, normals = geometry.sample_boundary(boundary_points, generator or torch.Generator().manual_seed(0))
-            t = torch.rand(boundary_points, 1, generator=generator, dtype=x.dtype)
+            points = generator or torch.Generator().manual_seed(0)
+            x, normals = geometry.sample_boundary(boundary_points, points)
+            t = torch.rand(boundary_points, 1, generator=points, dtype=x.dtype)
             self.register_buffer("boundary_xt", torch.cat([x, t], dim=1))
             self.register_buffer("boundary_normals", normals)
         self.data = nn.ModuleList()
