@@ -37,6 +37,7 @@ from hybrid.inverse.problems import InverseProblem
 
 __all__ = ["TrainingConfig", "TrainingResult", "Trainer", "ensemble"]
 
+_GRAPH_WARMUP = 3        # eager Adam steps before the CUDA graph is captured
 _LBFGS_CHUNK = 25        # L-BFGS iterations between records and checkpoints
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -112,7 +113,7 @@ class Trainer:
         self.points = self._sample(config.collocation_points)
         names = list(problem.loss_terms(self.points.clone()).keys())
         self.weights = {name: torch.ones((), dtype=self.dtype, device=self.device) for name in names}
-        self._graph = None
+        self._graph, self._eager_steps = None, 0
 
     # -- pieces ---------------------------------------------------------------------------------
     def _sample(self, n: int) -> torch.Tensor:
@@ -166,16 +167,19 @@ class Trainer:
         return loss
 
     def _captured_adam_step(self) -> dict[str, torch.Tensor]:
-        """The Adam step replayed from a CUDA graph (captured on first use after warm-up)."""
-        if self._graph is None:
+        """The Adam step from a CUDA graph: the first ``_GRAPH_WARMUP`` steps run eagerly on a side
+        stream (as graph capture requires; they are real steps), the next one captures the step
+        and every step replays it."""
+        if self._graph is None and self._eager_steps < _GRAPH_WARMUP:
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
-                for _ in range(3):   # warm-up on a side stream, as torch.cuda.graph requires
-                    self._adam_step()
+                terms = self._adam_step()
             torch.cuda.current_stream().wait_stream(stream)
+            self._eager_steps += 1
+            return terms
+        if self._graph is None:   # capture records the kernels without running them
             self._graph = torch.cuda.CUDAGraph()
-            self.adam.zero_grad(set_to_none=False)
             with torch.cuda.graph(self._graph):
                 self._static_terms = self._adam_step()
         self._graph.replay()
