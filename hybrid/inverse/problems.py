@@ -153,7 +153,8 @@ class TransportProblem(InverseProblem):
     ``uptake_rate`` (linear uptake, :func:`hybrid.problems.uptake.linear_uptake`), ``clearance``
     k_L [1/s]; optional vascular exchange ``exchange_lipo`` / ``exchange_free``
     (:class:`~hybrid.inverse.residuals.DrugExchange`). Observations: quantities
-    "liposomal_drug", "free_drug" or "total_drug" [mol/m^3].
+    "liposomal_drug", "free_drug" or "total_drug" [mol/m^3]. ``free_binding_ratio`` B: immobile
+    bound free drug per unbound, (1 + B) dC_F/dt (C_F is the unbound drug, as in the FEM).
 
     ``flow``: an :class:`IFPProblem` on the same geometry, trained jointly (its terms are added as
     ``pde_ifp`` / ``data_ifp``, its unknowns reported too). Its pressure gives the Darcy flux
@@ -168,7 +169,7 @@ class TransportProblem(InverseProblem):
                  observations: tuple[Observations, ...] = (), initial_lipo: Callable | None = None,
                  initial_free: Callable | None = None, boundary: str = "dirichlet",
                  exchange_lipo: DrugExchange | None = None, exchange_free: DrugExchange | None = None,
-                 flow: IFPProblem | None = None, hindrance: float = 1.0,
+                 flow: IFPProblem | None = None, hindrance: float = 1.0, free_binding_ratio: float = 0.0,
                  interstitial_fraction: float = 1.0, boundary_points: int = 256, width: int = 64, depth: int = 4,
                  features: int = 32, sigma: float = 1.0, generator: torch.Generator | None = None):
         coefficients = {"clearance": 0.0, "uptake_rate": 0.0} | dict(coefficients)
@@ -183,6 +184,7 @@ class TransportProblem(InverseProblem):
         self.initial = (initial_lipo, initial_free)
         self.exchange = (exchange_lipo, exchange_free)
         self.interstitial_fraction, self.hindrance = interstitial_fraction, hindrance
+        self.free_binding_ratio = free_binding_ratio
         if flow is not None and (flow.geometry != geometry):
             raise ValueError(f"the flow problem's geometry {flow.geometry} differs from the transport's {geometry}")
         self.flow = flow
@@ -234,7 +236,8 @@ class TransportProblem(InverseProblem):
             diffusivity_free=self.coefficient("diffusivity_free", x),
             release_rate=self.coefficient("release_rate", x), uptake=lambda c: linear_uptake(c, uptake),
             clearance=self.coefficient("clearance", x), interstitial_fraction=self.interstitial_fraction,
-            exchange_lipo=self.exchange[0], exchange_free=self.exchange[1], hindrance=self.hindrance, **flow)
+            exchange_lipo=self.exchange[0], exchange_free=self.exchange[1], hindrance=self.hindrance,
+            free_binding_ratio=self.free_binding_ratio, **flow)
         scale = self.scales.concentration / self.scales.time
         return r_lipo / scale, r_free / scale
 

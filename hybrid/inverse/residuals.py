@@ -17,7 +17,7 @@ Liposomal (L) and free (F) drug per tissue volume (the FEM's :mod:`hybrid.forwar
 linear uptake)::
 
     dC_L/dt - D_L lap C_L + div(f_L u C_L / phi) - J_L + (k_rel + k_L) C_L + phi_L C_L / phi = 0
-    dC_F/dt - D_F lap C_F + div(u C_F / phi)     - J_F - k_rel C_L + U(C_F) + phi_L C_F / phi = 0
+    (1 + B) dC_F/dt - D_F lap C_F + div(u C_F / phi) - J_F - k_rel C_L + U(C_F) + phi_L C_F / phi = 0
 
 (units mol/(m^3 s); phi_L = LpL SL/V (p - p_L) the lymphatic fluid sink [1/s]).
 """
@@ -88,8 +88,8 @@ def transport_residuals(c_lipo: torch.Tensor, c_free: torch.Tensor, xt: torch.Te
                         clearance: float = 0.0, interstitial_fraction: float = 1.0,
                         exchange_lipo: DrugExchange | None = None, exchange_free: DrugExchange | None = None,
                         fluid_source=0.0, darcy_flux: torch.Tensor | None = None,
-                        flux_divergence=0.0, lymphatic_sink=0.0,
-                        hindrance: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                        flux_divergence=0.0, lymphatic_sink=0.0, hindrance: float = 1.0,
+                        free_binding_ratio: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Residuals (r_L, r_F) [mol/(m^3 s)] per point (n,) of the two drug equations (module doc).
 
     ``c_lipo``, ``c_free`` [mol/m^3] (n, 1) as functions of ``xt`` = (x / length, t / time) (n, d+1);
@@ -97,16 +97,19 @@ def transport_residuals(c_lipo: torch.Tensor, c_free: torch.Tensor, xt: torch.Te
     (e.g. ``hybrid.problems.uptake.linear_uptake``); ``clearance`` k_L [1/s]; ``exchange_*`` the
     vascular exchange (None: no vessels); ``fluid_source`` phi_V [1/s] (drives the solvent drag);
     ``darcy_flux`` u [m/s] (n, d) with ``flux_divergence`` div u [1/s] (None: no advection),
-    ``hindrance`` f_L [1] of the liposomes; ``lymphatic_sink`` phi_L [1/s] clears phi_L C / phi.
+    ``hindrance`` f_L [1] of the liposomes; ``lymphatic_sink`` phi_L [1/s] clears phi_L C / phi;
+    ``free_binding_ratio`` B [1]: immobile bound free drug per unbound, so the free equation's
+    time derivative is (1 + B) dC_F/dt (as in the FEM's ``TransportModel.free_binding_ratio``).
     """
     dims = xt.shape[1] - 1
     t_phys = xt[:, -1] * time
     phi = interstitial_fraction
     residuals = []
-    for c, diffusivity, exchange, hinder in ((c_lipo.reshape(-1), diffusivity_lipo, exchange_lipo, hindrance),
-                                            (c_free.reshape(-1), diffusivity_free, exchange_free, 1.0)):
+    for c, diffusivity, exchange, hinder, capacity in (
+            (c_lipo.reshape(-1), diffusivity_lipo, exchange_lipo, hindrance, 1.0),
+            (c_free.reshape(-1), diffusivity_free, exchange_free, 1.0, 1.0 + free_binding_ratio)):
         lap, grad_c = laplacian(c, xt, dims)
-        r = grad_c[:, -1] / time - diffusivity * lap / length**2
+        r = capacity * grad_c[:, -1] / time - diffusivity * lap / length**2
         if darcy_flux is not None:   # div(f u C / phi) = f (u . grad C + C div u) / phi
             r = r + hinder * ((darcy_flux * grad_c[:, :dims]).sum(dim=1) / length + c * flux_divergence) / phi
         if exchange is not None:

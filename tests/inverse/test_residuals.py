@@ -117,3 +117,16 @@ def test_transport_residuals_of_advected_and_lymph_cleared_profiles_are_zero():
     assert r_lipo.abs().max().item() < 1e-10 * scale and r_free.abs().max().item() < 1e-10 * scale
     r_lipo, _ = transport_residuals(c_lipo, c_free, xt, L, T, hindrance=1.0, **kwargs)
     assert r_lipo.abs().max().item() > 0.1 * scale     # unhindered liposomes would not match
+
+
+def test_bound_free_drug_slows_the_free_drug_by_one_plus_b():
+    """With B bound per unbound, uniform free drug taken up at k_up decays as exp(-k_up t / (1 + B))."""
+    T, B, k_up, c0 = 3600.0, 2.0, 5e-4, 1e-3
+    xt = torch.rand(50, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64).requires_grad_(True)
+    free = c0 * torch.exp(-k_up * xt[:, 1] * T / (1 + B))
+    kwargs = dict(diffusivity_lipo=1e-12, diffusivity_free=1e-10, release_rate=0.0,
+                  uptake=lambda c: linear_uptake(c, k_up))
+    _, r_free = transport_residuals(0.0 * free, free, xt, 1e-3, T, free_binding_ratio=B, **kwargs)
+    assert r_free.abs().max().item() < 1e-12 * k_up * c0
+    _, r_free = transport_residuals(0.0 * free, free, xt, 1e-3, T, **kwargs)
+    assert r_free.abs().max().item() > 0.1 * k_up * c0
