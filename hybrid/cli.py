@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     maps.add_argument("--output", type=_directory, help="override [output] directory")
     transport = commands.add_parser("transport", help="drug transport (liposomal, free, intracellular doxorubicin)",
                                     description="Time-dependent drug transport from a TOML configuration "
-                                                "(keys: hybrid/config_transport.py). Writes <output>/transport.xdmf "
+                                                "(keys: hybrid/config/transport.py). Writes <output>/transport.xdmf "
                                                 "(liposomal_drug, free_drug, cell_drug [mol/m^3 of tissue], exposure: "
                                                 "auc_*, peak_cell_drug, survival_fraction, lethal) and "
                                                 "<output>/summary.json with the mass balance and exposure.")
@@ -245,7 +245,7 @@ def _transport(args, comm, log) -> None:
 
     from hybrid.collective import everywhere
     from hybrid.commands.transport import run_transport
-    from hybrid.config_transport import load_transport_config
+    from hybrid.config.transport import load_transport_config
 
     config = everywhere(comm, lambda: load_transport_config(args.config))
     if args.output is not None:
@@ -257,7 +257,8 @@ def _transport(args, comm, log) -> None:
 
 def _compare(args, comm, log) -> None:
     from hybrid.collective import everywhere
-    from hybrid.commands.compare import load_compare_config, run_compare
+    from hybrid.commands.compare import run_compare
+    from hybrid.config.compare import load_compare_config
 
     scenarios = everywhere(comm, lambda: load_compare_config(args.config))
     output = args.output if args.output is not None else scenarios[0][1].output_directory

@@ -78,7 +78,7 @@ def test_compare_scenario_configurations():
     the run when absent), the [radiation] factors kept and its dose set in the irradiated runs only."""
     import tomllib
 
-    from hybrid.commands.compare import compare_configs
+    from hybrid.config.compare import compare_configs
 
     data = tomllib.loads(CASE)
     data["radiation"] = {"dose_Gy": 5.0, "hydraulic_conductivity": 2.0}

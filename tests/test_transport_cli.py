@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cli_helpers import assert_one_error, run_hybrid
-from hybrid.config_transport import transport_config_from_dict
+from hybrid.config.transport import transport_config_from_dict
 from hybrid.problems.krogh import half_distance, krogh_concentration
 from hybrid.problems.parameters import default
 

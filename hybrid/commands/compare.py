@@ -1,7 +1,7 @@
 """``hybrid compare CONFIG.toml``: the delivery scenarios of issue 8 point 7 on one mesh.
 
-Composition only. CONFIG is a ``hybrid transport`` configuration (hybrid/config_transport.py)
-plus an optional ``[compare]`` section::
+Composition only. CONFIG is a ``hybrid transport`` configuration plus an optional ``[compare]``
+section (schema: hybrid/config/compare.py)::
 
     [compare]
     radiation_dose_Gy = 28.8       # Gy, dose of the irradiated variants (default: table D_RT_ref)
@@ -27,7 +27,6 @@ the distal lethal fraction and half-distances), ``lethal_fraction.png``, ``expos
 
 from __future__ import annotations
 
-import copy
 import csv
 from pathlib import Path
 
@@ -35,59 +34,15 @@ import numpy as np
 from mpi4py import MPI
 
 from hybrid.commands.transport import run_transport
-from hybrid.config import ConfigError, _number, _take
-from hybrid.config_transport import PERIVASCULAR, TransportConfig, transport_config_from_dict
-from hybrid.problems.parameters import default
+from hybrid.config.compare import SCENARIOS
+from hybrid.config.transport import PERIVASCULAR, TransportConfig
 
-__all__ = ["SCENARIOS", "compare_configs", "load_compare_config", "run_compare"]
-
-SCENARIOS = ("free", "liposomal", "ph_sensitive", "thermosensitive")
-"""Formulations compared; each runs without and with radiation."""
-
-DEFAULT_HEATING = {"target_temperature": 273.15 + 42.0, "start": 0.0, "max_power": 1.0e6}
-"""Hyperthermia of the thermosensitive scenarios without ``[heating]`` (end: the end of the run)."""
+__all__ = ["run_compare"]
 
 COLUMNS = ("scenario", "formulation", "radiation_dose_Gy", "lethal_fraction", "lethal_fraction_distal",
            "mean_survival_fraction", "mean_survival_fraction_distal", "mean_auc_free_drug_mol_s_m3",
            "mean_auc_cell_drug_mol_s_m3", "peak_cell_drug_max_ng_per_1e5_cells", "half_distance_peak_cell_drug_m",
            "half_distance_auc_free_drug_m", "ifp_max_Pa", "cem43_max_min", "balance_error_relative")
-
-
-def compare_configs(data: dict, origin: str = "<config>", base: Path = Path(".")) -> list[tuple[str, TransportConfig]]:
-    """The eight scenario configurations (name, config) of a parsed compare TOML (module doc)."""
-    data = copy.deepcopy(data)
-    try:
-        options = _take(data.pop("compare", {}), "compare", {"radiation_dose_Gy": default("D_RT_ref")})
-        dose = _number("compare", "radiation_dose_Gy", options["radiation_dose_Gy"], positive=True)
-    except ConfigError as exc:
-        raise ConfigError(f"{origin}: {exc}") from None
-    radiation = data.pop("radiation", {})   # its response factors are kept, its dose replaced
-    heating = data.pop("heating", None)
-    plasma = data.setdefault("plasma", {})
-    scenarios = []
-    for formulation in SCENARIOS:
-        variant = copy.deepcopy(data)
-        variant.setdefault("drug", {})["formulation"] = formulation
-        release = variant.get("release", {})
-        if formulation != "ph_sensitive":
-            release.pop("ph_map", None)
-        if formulation == "free":
-            variant.pop("liposome", None)
-        if plasma.get("model") == "constant":
-            variant["plasma"].pop("liposomal_concentration" if formulation == "free" else "free_concentration", None)
-        if formulation == "thermosensitive":
-            end = variant.get("time", {}).get("end")
-            variant["heating"] = heating or DEFAULT_HEATING | {"end": end}
-        for irradiated in (False, True):
-            name = formulation + ("_radiation" if irradiated else "")
-            run = copy.deepcopy(variant)
-            if irradiated:
-                run["radiation"] = radiation | {"dose_Gy": dose}
-            try:
-                scenarios.append((name, transport_config_from_dict(run, origin, base)))
-            except ConfigError as exc:
-                raise ConfigError(f"{exc} (scenario {name})") from None
-    return scenarios
 
 
 def _row(name: str, config: TransportConfig, summary: dict) -> dict:
@@ -137,14 +92,6 @@ def _answer(rows: dict[str, dict], distal_distance: float | None) -> dict:
             "radiation_without_vs_with": radiation,
             "note": "lethal = peak intracellular amount >= [exposure] lethal_amount_per_cell; distal = farther than "
                     "[exposure] distal_distance from every vessel (perivascular meshes only)"}
-
-
-def load_compare_config(path: str | Path) -> list[tuple[str, TransportConfig]]:
-    """Read a compare TOML (paths relative to it) into its eight scenario configurations."""
-    from hybrid.config import _read_toml
-
-    path = Path(path)
-    return compare_configs(_read_toml(path), str(path), path.parent)
 
 
 def run_compare(scenarios: list[tuple[str, TransportConfig]], output: Path, comm: MPI.Comm, log) -> dict:

@@ -26,7 +26,7 @@ import dolfinx.fem
 import dolfinx.io
 import ufl
 
-from hybrid.config_transport import PERIVASCULAR, TransportConfig
+from hybrid.config.transport import PERIVASCULAR, TransportConfig
 from hybrid.forward.exposure import EXPOSURE_UNITS, Exposure, distal_mean, distance_profile
 from hybrid.forward.transport import SPECIES, Carrier, CellUptake, Flow, TransportModel, TransportSolver
 from hybrid.problems import release, uptake

@@ -78,8 +78,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from hybrid.config import (REQUIRED, ConfigError, GeometryConfig, _geometry, _number, _path, _petsc_options,
-                           _read_toml, _take, _tissue)
+from hybrid.config.forward import tissue_from_table
+from hybrid.config.geometry import GeometryConfig, geometry_from_table
+from hybrid.config.validate import (REQUIRED, ConfigError, check_petsc_options, number, read_toml, relative_path,
+                                    take_keys)
 from hybrid.problems.ifp import TissueProperties
 from hybrid.problems.parameters import PARAMETERS, default
 from hybrid.problems.radiation import RadiationResponse
@@ -117,7 +119,7 @@ def _checked(section: str, values: dict, symbols: dict[str, str] | None = None, 
     against the parameter-table bounds of ``symbols`` (name -> table symbol)."""
     out = dict(values)
     for name, kind in kinds.items():
-        out[name] = _number(section, name, values[name], **{kind: True})
+        out[name] = number(section, name, values[name], **{kind: True})
         if symbols and name in symbols:
             try:
                 PARAMETERS[symbols[name]].check(out[name], f"[{section}] {name}")
@@ -131,7 +133,7 @@ def _radiation(section: dict, tumour: TissueProperties) -> dict:
     defaults; the p_v factor reproduces the table IFP fall for the configured tumour)."""
     base = RadiationResponse.defaults(tumour.vascular_pressure, tumour.reflection_coefficient,
                                       tumour.plasma_oncotic_pressure, tumour.interstitial_oncotic_pressure)
-    values = _take(section, "radiation", {"dose_Gy": REQUIRED} | {f.name: getattr(base, f.name)
+    values = take_keys(section, "radiation", {"dose_Gy": REQUIRED} | {f.name: getattr(base, f.name)
                                                                   for f in fields(RadiationResponse)})
     symbols = {"reference_dose": "D_RT_ref", "hydraulic_conductivity": "m_K_RT", "filtration_coefficient": "m_Lp_RT",
                "vessel_permeability": "m_P_RT", "cell_density": "m_rho_RT"}
@@ -144,24 +146,24 @@ def _radiation(section: dict, tumour: TissueProperties) -> dict:
 def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path = Path(".")) -> TransportConfig:
     """Validate a parsed TOML document (module docstring)."""
     try:
-        top = _take(data, "top level", {"geometry": REQUIRED, "flow": {}, "tumour": {}, "drug": {},
+        top = take_keys(data, "top level", {"geometry": REQUIRED, "flow": {}, "tumour": {}, "drug": {},
                                         "free_drug": {}, "liposome": None, "release": {}, "tissue": {},
                                         "plasma": REQUIRED, "time": REQUIRED, "heating": None, "exposure": {}, "radiation": None,
                                         "solver": {},
                                         "output": REQUIRED})
-        tumour = _tissue(top["tumour"], "tumour")
-        geometry = _geometry(top["geometry"], base).resolved(tumour.rim_thickness)
-        flow = _take(top["flow"], "flow", {"model": "none", "boundary": "dirichlet", "far_field_pressure": 0.0})
+        tumour = tissue_from_table(top["tumour"], "tumour")
+        geometry = geometry_from_table(top["geometry"], base).resolved(tumour.rim_thickness)
+        flow = take_keys(top["flow"], "flow", {"model": "none", "boundary": "dirichlet", "far_field_pressure": 0.0})
         if flow["model"] not in ("none", "darcy"):
             raise ConfigError(f"[flow] model must be none or darcy, got {flow['model']!r}")
         if flow["boundary"] not in ("dirichlet", "no_flux"):
             raise ConfigError(f"[flow] boundary must be dirichlet or no_flux, got {flow['boundary']!r}")
-        flow["far_field_pressure"] = _number("flow", "far_field_pressure", flow["far_field_pressure"])
-        drug = _take(top["drug"], "drug", {"formulation": "free"})
+        flow["far_field_pressure"] = number("flow", "far_field_pressure", flow["far_field_pressure"])
+        drug = take_keys(top["drug"], "drug", {"formulation": "free"})
         formulation = drug["formulation"]
         if formulation not in FORMULATIONS:
             raise ConfigError(f"[drug] formulation must be one of {', '.join(FORMULATIONS)}, got {formulation!r}")
-        free = _take(top["free_drug"], "free_drug", {
+        free = take_keys(top["free_drug"], "free_drug", {
             "diffusivity": default("D_F"), "vessel_permeability": default("P_F"), "reflection": default("sigma_F"),
             "uptake": "linear", "uptake_rate": default("k_up"), "albumin_binding": False})
         if not isinstance(free["albumin_binding"], bool):
@@ -173,7 +175,7 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
                         uptake_rate="non_negative")
         liposome = None
         if formulation != "free":
-            liposome = _take(top["liposome"] or {}, "liposome", {
+            liposome = take_keys(top["liposome"] or {}, "liposome", {
                 "diffusivity": default("D_L"), "vessel_permeability": default("P_L"), "reflection": default("sigma_L"),
                 "hindrance": default("f_L"), "clearance": default("k_L")})
             liposome = _checked("liposome", liposome, {"diffusivity": "D_L", "vessel_permeability": "P_L",
@@ -183,33 +185,33 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
                                 reflection="non_negative", hindrance="non_negative", clearance="non_negative")
         elif top["liposome"] is not None:
             raise ConfigError('[liposome] is given but [drug] formulation = "free"')
-        release = _take(top["release"], "release", {"ph": 7.4, "temperature": default("T_a"),
+        release = take_keys(top["release"], "release", {"ph": 7.4, "temperature": default("T_a"),
                                                     "transit_time": default("tau_v"), "ph_map": None})
         if release["ph_map"] is not None:
             if formulation != "ph_sensitive":
                 raise ConfigError('[release] ph_map is given but [drug] formulation is not "ph_sensitive"')
-            release["ph_map"] = _path(base, "release", "ph_map", release["ph_map"])
+            release["ph_map"] = relative_path(base, "release", "ph_map", release["ph_map"])
         release = _checked("release", release, {"transit_time": "tau_v"}, ph="positive", temperature="positive",
                            transit_time="positive")
-        tissue = _take(top["tissue"], "tissue", {"interstitial_fraction": default("phi_T"),
+        tissue = take_keys(top["tissue"], "tissue", {"interstitial_fraction": default("phi_T"),
                                                  "surface_to_volume": default("SV_T"), "cell_density": default("rho_c"),
                                                  "ktrans_map": None})
         if tissue["ktrans_map"] is not None:
             if geometry.shape in PERIVASCULAR:
                 raise ConfigError(f"[tissue] ktrans_map needs a tumour-scale mesh (S/V exchange); the "
                                   f"{geometry.shape!r} mesh resolves its vessel walls")
-            tissue["ktrans_map"] = _path(base, "tissue", "ktrans_map", tissue["ktrans_map"])
+            tissue["ktrans_map"] = relative_path(base, "tissue", "ktrans_map", tissue["ktrans_map"])
         tissue = _checked("tissue", tissue, {"interstitial_fraction": "phi_T", "surface_to_volume": "SV_T",
                                              "cell_density": "rho_c"},
                           interstitial_fraction="positive", surface_to_volume="non_negative", cell_density="positive")
-        exposure = _take(top["exposure"], "exposure", {"lethal_amount_per_cell": default("C_I_lethal"),
+        exposure = take_keys(top["exposure"], "exposure", {"lethal_amount_per_cell": default("C_I_lethal"),
                                                        "kill_coefficient": default("omega"),
                                                        "profile_bin_width": geometry.mesh_size,
                                                        "distal_distance": 50e-6})
         exposure = _checked("exposure", exposure, {"lethal_amount_per_cell": "C_I_lethal", "kill_coefficient": "omega"},
                             lethal_amount_per_cell="positive", kill_coefficient="non_negative",
                             profile_bin_width="positive", distal_distance="non_negative")
-        plasma = _take(top["plasma"], "plasma", {
+        plasma = take_keys(top["plasma"], "plasma", {
             "model": REQUIRED, "free_concentration": 0.0, "liposomal_concentration": 0.0, "dose": 0.0,
             "dose_unit": "mg/kg", "infusion_duration": 0.0, "liposome_half_life": default("t_half_L"),
             "albumin_bound_fraction": default("delta_alb")})
@@ -221,7 +223,7 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
                           free_concentration="non_negative", liposomal_concentration="non_negative",
                           dose="non_negative", infusion_duration="non_negative", liposome_half_life="positive",
                           albumin_bound_fraction="non_negative")
-        time = _take(top["time"], "time", {"end": REQUIRED, "step": REQUIRED, "order": 1, "output_interval": None,
+        time = take_keys(top["time"], "time", {"end": REQUIRED, "step": REQUIRED, "order": 1, "output_interval": None,
                                            "adaptive": False, "tolerance": 1e-3})
         time = _checked("time", time, end="positive", step="positive", tolerance="positive")
         if not isinstance(time["adaptive"], bool):
@@ -233,10 +235,10 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
         if time["step"] > time["end"]:
             raise ConfigError(f"[time] step ({time['step']} s) must not exceed end ({time['end']} s)")
         interval = time["end"] / 10 if time["output_interval"] is None else time["output_interval"]
-        time["output_interval"] = _number("time", "output_interval", interval, positive=True)
+        time["output_interval"] = number("time", "output_interval", interval, positive=True)
         heating = None
         if top["heating"] is not None:
-            heating = _take(top["heating"], "heating", {"target_temperature": REQUIRED, "start": 0.0,
+            heating = take_keys(top["heating"], "heating", {"target_temperature": REQUIRED, "start": 0.0,
                                                         "end": REQUIRED, "max_power": REQUIRED,
                                                         "boundary": "no_flux"})
             heating = _checked("heating", heating, target_temperature="positive", start="non_negative",
@@ -249,10 +251,10 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
             raise ConfigError("[time] adaptive = true cannot be combined with [heating] yet (the bioheat solver "
                               "steps with the fixed step); set adaptive = false")
         radiation = None if top["radiation"] is None else _radiation(top["radiation"], tumour)
-        solver = _take(top["solver"], "solver", {"petsc_options": {}})
-        _petsc_options(solver["petsc_options"])
-        out = _take(top["output"], "output", {"directory": REQUIRED})
-        directory = _path(Path("."), "output", "directory", out["directory"])
+        solver = take_keys(top["solver"], "solver", {"petsc_options": {}})
+        check_petsc_options(solver["petsc_options"])
+        out = take_keys(top["output"], "output", {"directory": REQUIRED})
+        directory = relative_path(Path("."), "output", "directory", out["directory"])
         return TransportConfig(geometry, flow, tumour, formulation, free, liposome, release, tissue, plasma, time,
                                heating, exposure, dict(solver["petsc_options"]), directory, data, radiation)
     except ConfigError as exc:
@@ -264,4 +266,4 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
 def load_transport_config(path: str | Path) -> TransportConfig:
     """Read and validate a ``hybrid transport`` TOML file (paths relative to it)."""
     path = Path(path)
-    return transport_config_from_dict(_read_toml(path), str(path), path.parent)
+    return transport_config_from_dict(read_toml(path), str(path), path.parent)
