@@ -36,6 +36,7 @@ commands:
             e.g. hybrid phantom results/phantom && hybrid maps results/phantom/maps.toml
   transport drug transport (liposomal, free, intracellular doxorubicin) from a TOML configuration
   compare   free drug vs non-triggered, pH- and heat-triggered liposomes, with and without radiation
+  synthesize twin experiment: FEM transport ground truth -> noisy voxel-averaged drug images + truth
 
 Units are SI (m, Pa, s) in configurations and outputs unless a key says otherwise.
 """
@@ -100,7 +101,14 @@ def _parser() -> argparse.ArgumentParser:
                                               "Writes <output>/<scenario>/, compare.csv, compare.json and figures.")
     compare.add_argument("config", type=Path, help="TOML configuration file (a transport configuration)")
     compare.add_argument("--output", type=_directory, help="override [output] directory")
-    for command in (demo, forward, phantom, maps, transport, compare):
+    synthesize = commands.add_parser("synthesize", help="twin experiment: synthetic drug images from a FEM truth",
+                                     description="A transport run (keys: hybrid/config/transport.py) sampled at "
+                                                 "[observation] times on a voxel grid, with seeded noise (keys: "
+                                                 "hybrid/config/synthesize.py). Writes <output>/observations.nii.gz "
+                                                 "(+ .json sidecar), truth.json and truth/ (ifp.nii.gz [Pa], ...).")
+    synthesize.add_argument("config", type=Path, help="TOML configuration file (transport + [observation])")
+    synthesize.add_argument("--output", type=_directory, help="override [output] directory")
+    for command in (demo, forward, phantom, maps, transport, compare, synthesize):
         command.add_argument("--overwrite", action="store_true",
                              help="replace the contents of a non-empty output directory (only once the run "
                                   "has succeeded; without it a non-empty output directory is refused)")
@@ -267,8 +275,23 @@ def _compare(args, comm, log) -> None:
     log(f"done: outputs in {output}")
 
 
+def _synthesize(args, comm, log) -> None:
+    from dataclasses import replace
+
+    from hybrid.collective import everywhere
+    from hybrid.commands.synthesize import run_synthesize
+    from hybrid.config.synthesize import load_synthesize_config
+
+    config, observation = everywhere(comm, lambda: load_synthesize_config(args.config))
+    if args.output is not None:
+        config = replace(config, output_directory=args.output)
+    with _outputs(comm, config.output_directory, args.overwrite, (args.config,)) as staging:
+        run_synthesize(replace(config, output_directory=staging), observation, comm, log)
+    log(f"done: outputs in {config.output_directory}")
+
+
 COMMANDS = {"demo": _demo, "forward": _forward, "phantom": _phantom, "maps": _maps, "transport": _transport,
-            "compare": _compare}
+            "compare": _compare, "synthesize": _synthesize}
 
 
 def main(argv: list[str] | None = None) -> int:

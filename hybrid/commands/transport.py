@@ -15,7 +15,7 @@ Composition only: the physics lives in :mod:`hybrid.problems`, the solvers in
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from hybrid.problems.namespace import UFL
 from hybrid.problems.parameters import default
 from hybrid.problems.pharmacokinetics import PlasmaCurve, dose_amount
 
-__all__ = ["run_transport", "irradiated", "FIELD_UNITS"]
+__all__ = ["run_transport", "setup_transport", "TransportSetup", "irradiated", "FIELD_UNITS"]
 
 FIELD_UNITS = ({name: "mol/m^3 of tissue" for name in SPECIES} | EXPOSURE_UNITS
                | {"temperature": "K (with [heating])", "thermal_dose": "CEM43 min (with [heating])"})
@@ -143,13 +143,13 @@ def irradiated(config: TransportConfig) -> TransportConfig:
 
 
 def _flow(config: TransportConfig, domain, perivascular: bool, stages: dict, log,
-          vascular_exchange=None) -> tuple[Flow | None, dict | None]:
+          vascular_exchange=None) -> tuple[Flow | None, dict | None, dolfinx.fem.Function | None]:
     """The conservative Darcy flux of the steady IFP (and on tumour-scale meshes the vascular
     fluid source and lymphatic sink at that pressure) with the IFP numbers (largest and mean
-    pressure [Pa]), or (None, None) for ``[flow] model = "none"``. ``vascular_exchange``: an
-    Lp S/V field [1/(Pa s)] replacing the tumour value (Ktrans map)."""
+    pressure [Pa]) and the pressure itself [Pa], or (None, None, None) for ``[flow] model = "none"``.
+    ``vascular_exchange``: an Lp S/V field [1/(Pa s)] replacing the tumour value (Ktrans map)."""
     if config.flow["model"] == "none":
-        return None, None
+        return None, None, None
     from hybrid.forward import solve_ifp
     from hybrid.problems.ifp import OuterBoundary
 
@@ -167,9 +167,9 @@ def _flow(config: TransportConfig, domain, perivascular: bool, stages: dict, log
     numbers = {"max_Pa": comm.allreduce(float(p.x.array[:owned].max(initial=-np.inf)), op=MPI.MAX),
                "mean_Pa": comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(p * ufl.dx)), op=MPI.SUM) / area}
     if perivascular:
-        return Flow(flux), numbers
+        return Flow(flux), numbers, p
     return Flow(flux, vascular_fluid_source=starling_fluid_flux(p, exchange, tumour.effective_pressure),
-                lymphatic_fluid_sink=tumour.lymphatic_filtration * (p - tumour.lymphatic_pressure)), numbers
+                lymphatic_fluid_sink=tumour.lymphatic_filtration * (p - tumour.lymphatic_pressure)), numbers, p
 
 
 def _heat(config: TransportConfig, domain):
@@ -243,26 +243,52 @@ def _heating_summary(heat, records, comm) -> dict:
             "cem43_min_min": comm.allreduce(float(dose.min(initial=np.inf)), op=MPI.MIN)}
 
 
-def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
-    """Run the configured transport problem and write the outputs into ``config.output_directory``
-    (collective). Returns the summary."""
-    from hybrid.io.summary import software_versions, write_summary
+@dataclass
+class TransportSetup:
+    """The assembled transport problem of a (irradiated) configuration, before any time step."""
+
+    config: TransportConfig               # with the [radiation] factors applied
+    domain: object                        # hybrid.mesh.TumourMesh
+    perivascular: bool
+    images: dict                          # see _images
+    ifp_numbers: dict | None              # largest and mean IFP [Pa] (flow = darcy)
+    pressure: dolfinx.fem.Function | None   # steady IFP [Pa] (flow = darcy)
+    heat: object | None                   # BioheatSolver of [heating]
+    solver: TransportSolver
+
+
+def setup_transport(config: TransportConfig, comm: MPI.Comm, log, stages: dict) -> TransportSetup:
+    """Mesh, image-derived fields, steady IFP and flux, heating and the transport solver of
+    ``config`` (collective); wall times go into ``stages`` [s]. Close ``solver`` (and ``heat``) after use."""
     from hybrid.mesh.geometry import build_mesh
 
-    stages: dict[str, float] = {}
     config = irradiated(config)
-    out = Path(config.output_directory)
     start = time.perf_counter()
     log(f"meshing {config.geometry.shape} (mesh_size {config.geometry.mesh_size:g} m)")
     domain = build_mesh(config.geometry, comm)
     stages["mesh_s"] = time.perf_counter() - start
     perivascular = config.geometry.shape in PERIVASCULAR
     images = _images(config, domain, log)
-    flow, ifp_numbers = _flow(config, domain, perivascular, stages, log, images["vascular_exchange"])
+    flow, ifp_numbers, pressure = _flow(config, domain, perivascular, stages, log, images["vascular_exchange"])
     start = time.perf_counter()
     heat = _heat(config, domain)
     solver = TransportSolver(domain, _model(config, perivascular, heat and heat.temperature, images), flow=flow,
                              order=config.time["order"], petsc_options=config.petsc_options)
+    stages["setup_s"] = time.perf_counter() - start
+    return TransportSetup(config, domain, perivascular, images, ifp_numbers, pressure, heat, solver)
+
+
+def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
+    """Run the configured transport problem and write the outputs into ``config.output_directory``
+    (collective). Returns the summary."""
+    from hybrid.io.summary import software_versions, write_summary
+
+    stages: dict[str, float] = {}
+    setup = setup_transport(config, comm, log, stages)
+    config, domain, perivascular, images = setup.config, setup.domain, setup.perivascular, setup.images
+    ifp_numbers, heat, solver = setup.ifp_numbers, setup.heat, setup.solver
+    out = Path(config.output_directory)
+    start = time.perf_counter()
     exposure = Exposure(domain, *solver.species()[1:], cell_density=config.tissue["cell_density"],
                         lethal_amount=config.exposure["lethal_amount_per_cell"],
                         kill_coefficient=config.exposure["kill_coefficient"])
@@ -270,7 +296,7 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
     def accumulate(dt: float) -> None:
         solver.species()   # refresh the scalar copies the exposure reads
         exposure.accumulate(dt)
-    stages["setup_s"] = time.perf_counter() - start
+    stages["setup_s"] += time.perf_counter() - start
     adaptive = config.time["adaptive"]
     interval = config.time["output_interval"]
     if adaptive:   # outputs every output_interval; steps chosen by the error estimate in between

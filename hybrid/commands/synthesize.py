@@ -1,0 +1,181 @@
+"""``hybrid synthesize CONFIG.toml``: a FEM twin (transport ground truth) -> synthetic MRI-like images.
+
+Composition only: the FEM problem is :func:`hybrid.commands.transport.setup_transport`, the
+voxel averaging :func:`hybrid.forward.image_sampling.observe_on_grid`. Writes into ``directory``:
+
+- ``observations.nii.gz`` (x, y, z, frame): noisy total tissue drug [mol/m^3 of tissue], with the
+  sidecar ``observations.json`` (``FrameTimes_s``, quantity, unit, noise model, seed);
+- ``released_fraction.nii.gz`` (+ ``.json``) when ``[observation] quantities`` asks for it;
+- ``truth.json``: every parameter of the run with its unit, the acquisition and the grid;
+- ``truth/``: noise-free fields on the same grid: ``ifp.nii.gz`` [Pa] (flow = darcy),
+  ``total_drug``, ``liposomal_drug``, ``free_drug``, ``cell_drug`` (4-D, the frame times) and
+  ``released_fraction`` when observed.
+
+Noise: additive Gaussian, sd = ``noise`` x the largest |value| of the noise-free series of that
+quantity, drawn from ``numpy.random.default_rng(seed)`` (total drug first, then the released
+fraction; the same draw on every rank), so a run is reproducible and independent of the number of
+MPI ranks. The time steps are ``[time] step`` or shorter, so that every frame time is a step end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from mpi4py import MPI
+
+import hybrid._fem_stack  # noqa: F401  (before dolfinx)
+import dolfinx.fem
+
+from hybrid.commands.transport import setup_transport
+from hybrid.config.synthesize import QUANTITIES, ObservationConfig
+from hybrid.config.transport import TransportConfig
+from hybrid.forward.image_sampling import observe_on_grid
+from hybrid.forward.transport import SPECIES
+
+__all__ = ["run_synthesize", "observation_grid", "frame_stops"]
+
+_TUMOUR_UNITS = {"hydraulic_conductivity": "m^2/(Pa s)", "filtration_coefficient": "m/(Pa s)",
+                 "vessel_surface_density": "1/m", "vascular_pressure": "Pa", "plasma_oncotic_pressure": "Pa",
+                 "interstitial_oncotic_pressure": "Pa", "reflection_coefficient": "1",
+                 "lymphatic_filtration": "1/(Pa s)", "lymphatic_pressure": "Pa"}
+_CARRIER_UNITS = {"diffusivity": "m^2/s", "vessel_permeability": "m/s", "reflection": "1", "hindrance": "1",
+                  "clearance": "1/s"}
+
+
+def observation_grid(mesh, voxel_size_mm: float) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Shape and affine [mm] of an isotropic grid covering the mesh's bounding box (collective);
+    2-D meshes (z = 0) get one slice."""
+    x = mesh.geometry.x
+    lo = x.min(axis=0) if x.size else np.full(3, np.inf)
+    hi = x.max(axis=0) if x.size else np.full(3, -np.inf)
+    mesh.comm.Allreduce(MPI.IN_PLACE, lo, op=MPI.MIN)
+    mesh.comm.Allreduce(MPI.IN_PLACE, hi, op=MPI.MAX)
+    extent_mm = (hi - lo) * 1e3
+    counts = np.maximum(1, np.ceil(extent_mm / voxel_size_mm - 1e-9)).astype(int)
+    if mesh.topology.dim == 2:
+        counts[2] = 1
+    centre_mm = 0.5 * (lo + hi) * 1e3
+    affine = np.diag([voxel_size_mm] * 3 + [1.0])
+    affine[:3, 3] = centre_mm - 0.5 * (counts - 1) * voxel_size_mm   # grid centred on the mesh
+    return tuple(int(n) for n in counts), affine
+
+
+def frame_stops(step: float, frame_times) -> list[tuple[float, bool]]:
+    """Step end times [s] (and whether each is a frame time) of a run from 0 to the last frame
+    time, with equal steps of at most ``step`` between consecutive positive frame times."""
+    stops, last = [], 0.0
+    for target in [t for t in frame_times if t > 0]:
+        count = max(1, int(np.ceil((target - last) / step - 1e-9)))
+        stops += [(last + (target - last) * i / count, False) for i in range(1, count)] + [(target, True)]
+        last = target
+    return stops
+
+
+def _parameters(config: TransportConfig, solver) -> dict:
+    """Every parameter of the run with its unit (SI)."""
+    model = solver.model
+    carriers = {"free_drug": model.free} | ({"liposome": model.liposomal} if model.liposomal is not None else {})
+    value = lambda v: float(v) if isinstance(v, (int, float, np.floating)) else "spatial field (see config)"
+    return {
+        "tumour": {name: {"value": float(getattr(config.tumour, name)), "unit": unit}
+                   for name, unit in _TUMOUR_UNITS.items()},
+        "tumour_derived": {"vascular_exchange_LpSV": {"value": config.tumour.vascular_exchange, "unit": "1/(Pa s)"},
+                           "effective_pressure": {"value": config.tumour.effective_pressure, "unit": "Pa"}},
+        "carriers": {name: {key: {"value": float(getattr(carrier, key)), "unit": unit}
+                            for key, unit in _CARRIER_UNITS.items()} for name, carrier in carriers.items()},
+        "release_rate": {"value": value(model.release_rate), "unit": "1/s"},
+        "interstitial_fraction": {"value": float(model.interstitial_fraction), "unit": "1"},
+        "surface_to_volume": {"value": value(model.surface_to_volume), "unit": "1/m"},
+        "free_binding_ratio": {"value": float(model.free_binding_ratio), "unit": "1"},
+        "free_uptake": {"model": config.free_drug["uptake"],
+                        "uptake_rate": {"value": float(config.free_drug["uptake_rate"]), "unit": "1/s"}},
+        "cell_density": {"value": float(config.tissue["cell_density"]), "unit": "1/m^3"},
+        "plasma": {key: value for key, value in config.plasma.items()},
+        "flow": config.flow, "formulation": config.formulation,
+        "time": {key: value for key, value in config.time.items()},
+    }
+
+
+def _write(out: Path, fields: dict, observed: dict, times, affine, observation: ObservationConfig,
+           truth: dict) -> None:
+    """All files (rank 0)."""
+    from hybrid.io.nifti import write_series, write_volume
+
+    for quantity, data in observed.items():
+        name = "observations.nii.gz" if quantity == "total_drug" else f"{quantity}.nii.gz"
+        write_series(out / name, data, affine,
+                     {"FrameTimes_s": list(times), "Quantity": quantity, "Unit": QUANTITIES[quantity],
+                      "NoiseModel": "additive Gaussian, sd = NoiseRelativeSD x max |noise-free value|",
+                      "NoiseRelativeSD": observation.noise, "Seed": observation.seed,
+                      "VoxelAveraging": f"midpoint rule, {observation.points_per_axis} points per axis"},
+                     description=f"synthetic {quantity} [{QUANTITIES[quantity]}]")
+    for name, data in fields.items():
+        if name == "ifp":
+            write_volume(out / "truth" / "ifp.nii.gz", data, affine, description="true IFP [Pa]",
+                         intent_name="IFP [Pa]")
+        else:
+            unit = QUANTITIES.get(name, "mol/m^3 of tissue")
+            write_series(out / "truth" / f"{name}.nii.gz", data, affine,
+                         {"FrameTimes_s": list(times), "Quantity": name, "Unit": unit, "NoiseRelativeSD": 0.0},
+                         description=f"true {name} [{unit}]")
+    (out / "truth.json").write_text(json.dumps(truth, indent=2, default=str) + "\n")
+
+
+def run_synthesize(config: TransportConfig, observation: ObservationConfig, comm: MPI.Comm, log) -> dict:
+    """Run the twin and write the synthetic images and the truth into ``config.output_directory``
+    (collective). Returns ``truth.json``'s content."""
+    from hybrid.collective import on_rank0
+    from hybrid.io.summary import software_versions
+
+    stages: dict[str, float] = {}
+    setup = setup_transport(config, comm, log, stages)
+    solver, mesh = setup.solver, setup.domain.mesh
+    shape, affine = observation_grid(mesh, observation.voxel_size_mm)
+    observe = lambda function: observe_on_grid(function, shape, affine, points_per_axis=observation.points_per_axis)
+    log(f"observation grid {shape[0]} x {shape[1]} x {shape[2]} voxels of {observation.voxel_size_mm:g} mm, "
+        f"{len(observation.times)} frames")
+    start = time.perf_counter()
+    species = {name: [] for name in SPECIES}
+    times = observation.times
+    try:
+        def record():
+            for name, function in zip(SPECIES, solver.species()):
+                species[name].append(observe(function))
+        for _ in [t for t in times if t <= 0]:   # pre-injection frames: the initial (drug-free) state
+            record()
+        for stop, is_frame in frame_stops(config.time["step"], times):
+            solver.step(stop - solver.time)
+            if is_frame:
+                record()
+        pressure = observe(setup.pressure) if setup.pressure is not None else None
+    finally:
+        solver.close()
+        if setup.heat is not None:
+            setup.heat.close()
+    stages["stepping_and_sampling_s"] = time.perf_counter() - start
+    fields = {name: np.stack(frames, axis=-1) for name, frames in species.items()}
+    fields["total_drug"] = sum(fields[name] for name in SPECIES)
+    if "released_fraction" in observation.quantities:
+        with np.errstate(invalid="ignore", divide="ignore"):   # NaN where there is no drug (pre-injection)
+            fields["released_fraction"] = np.where(fields["total_drug"] > 0, (fields["free_drug"] + fields["cell_drug"])
+                                                   / fields["total_drug"], np.nan)
+    if pressure is not None:
+        fields["ifp"] = pressure
+    rng = np.random.default_rng(observation.seed)
+    observed = {}
+    for quantity in observation.quantities:
+        clean = fields[quantity]
+        sd = observation.noise * float(np.nanmax(np.abs(clean), initial=0.0))
+        observed[quantity] = clean + sd * rng.standard_normal(clean.shape)
+    truth = {"command": "synthesize", "config": config.source, "versions": software_versions(),
+             "mpi_ranks": comm.size, "parameters": _parameters(setup.config, solver),
+             "observation": asdict(observation) | {"voxel_size_unit": "mm", "times_unit": "s"},
+             "grid": {"shape": list(shape), "affine_mm": affine.tolist()},
+             "fields": {name: QUANTITIES.get(name, "Pa" if name == "ifp" else "mol/m^3 of tissue") for name in fields},
+             "nodes": solver.concentrations.function_space.dofmap.index_map.size_global, "stages_s": stages}
+    on_rank0(comm, lambda: _write(Path(config.output_directory), fields, observed, times, affine, observation, truth))
+    return truth
