@@ -251,6 +251,7 @@ class TransportSetup:
     domain: object                        # hybrid.mesh.TumourMesh
     perivascular: bool
     images: dict                          # see _images
+    flow: Flow | None                     # Darcy flux and fluid sources (flow = darcy)
     ifp_numbers: dict | None              # largest and mean IFP [Pa] (flow = darcy)
     pressure: dolfinx.fem.Function | None   # steady IFP [Pa] (flow = darcy)
     heat: object | None                   # BioheatSolver of [heating]
@@ -275,7 +276,7 @@ def setup_transport(config: TransportConfig, comm: MPI.Comm, log, stages: dict) 
     solver = TransportSolver(domain, _model(config, perivascular, heat and heat.temperature, images), flow=flow,
                              order=config.time["order"], petsc_options=config.petsc_options)
     stages["setup_s"] = time.perf_counter() - start
-    return TransportSetup(config, domain, perivascular, images, ifp_numbers, pressure, heat, solver)
+    return TransportSetup(config, domain, perivascular, images, flow, ifp_numbers, pressure, heat, solver)
 
 
 def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:

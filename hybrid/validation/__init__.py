@@ -1,0 +1,1 @@
+"""Validation of the inverse problem: the classical FEM-constrained least-squares baseline."""

@@ -1,0 +1,201 @@
+"""Classical baseline of the inverse problem (issue 9 point 5): FEM-constrained least squares.
+
+A few scalar unknowns ``theta`` (positive ones as logarithms) are fitted to voxel images by
+``scipy.optimize.least_squares`` (trust-region reflective, within bounds) over FEM forward solves:
+residual ``r(theta) = (observe_on_grid(FEM field(theta)) - image) / noise_sd`` over the finite
+voxels, Jacobian by forward differences (one FEM solve per unknown and iteration). Uncertainty:
+the Gauss-Newton covariance ``(J^T J)^-1`` of the scaled residual at the estimate, with J by
+central differences there (2 solves per unknown), from the SVD of J; directions with singular value below ``rank_tolerance`` x the largest are unidentifiable and
+every unknown with weight on them gets an infinite standard error (no lucky numbers).
+
+- :func:`fit_ifp`: the steady IFP image -> (log K, log Lp S/V, p_e) or the identifiable reduced
+  set (log K/(Lp S/V), p_e): with uniform coefficients the Darcy-Starling equation
+  ``-div(K grad p) + Lp S/V (p - p_e) = 0`` depends on K and Lp S/V only through their ratio
+  (the squared rim length), so the Jacobian in (log K, log Lp S/V) has the null vector (1, 1).
+- :func:`fit_release_rate`: drug images (total drug or released fraction) at the frame times ->
+  log k_rel of a liposomal formulation, over transport solves on the same mesh and flow.
+
+DOLFINx lives here; torch never (tests/test_layering.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+from scipy.optimize import least_squares
+
+import hybrid._fem_stack  # noqa: F401  (before dolfinx)
+import dolfinx.fem
+
+from hybrid.forward.image_sampling import observe_on_grid
+from hybrid.problems.ifp import OuterBoundary, TissueProperties
+
+__all__ = ["Fit", "fit", "central_jacobian", "jacobian_analysis", "fit_ifp", "fit_release_rate", "IFP_UNKNOWNS", "ifp_tissue"]
+
+IFP_UNKNOWNS = {"full": ("log_K", "log_LpSV", "p_e"), "reduced": ("log_K_over_LpSV", "p_e")}
+"""Unknowns of :func:`fit_ifp`: K [m^2/(Pa s)], Lp S/V [1/(Pa s)], K/(Lp S/V) [m^2] (natural logs), p_e [Pa]."""
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Result of a least-squares fit. ``estimate`` and ``standard_error`` per unknown (in the
+    fitted variables, logs for log_*; inf where unidentifiable); ``singular_values`` of the scaled
+    Jacobian at the estimate (descending) and ``null_directions`` (unit vectors, name -> weight)
+    of the unidentifiable part; ``chi2_per_datum`` = sum r^2 / number of data (about 1 when the
+    noise sd is right); ``fem_solves`` forward solves in all (fit and final Jacobian)."""
+
+    names: tuple[str, ...]
+    estimate: np.ndarray
+    standard_error: np.ndarray
+    singular_values: np.ndarray
+    null_directions: list[dict[str, float]]
+    chi2_per_datum: float
+    fem_solves: int
+    wall_s: float
+    status: str
+
+    def as_dict(self) -> dict:
+        """JSON-ready record."""
+        return {"unknowns": {name: {"estimate": float(v), "standard_error": float(s)}
+                             for name, v, s in zip(self.names, self.estimate, self.standard_error)},
+                "singular_values": self.singular_values.tolist(), "null_directions": self.null_directions,
+                "chi2_per_datum": self.chi2_per_datum, "fem_solves": self.fem_solves, "wall_s": self.wall_s,
+                "status": self.status}
+
+
+def jacobian_analysis(jacobian: np.ndarray, names, rank_tolerance: float) -> tuple[np.ndarray, np.ndarray, list]:
+    """Standard errors (inf on unidentifiable unknowns), singular values and null directions of a
+    Jacobian of residuals already scaled by the noise sd."""
+    _, s, vt = np.linalg.svd(jacobian, full_matrices=False)
+    keep = s > rank_tolerance * s[0]
+    covariance = (vt[keep].T / s[keep] ** 2) @ vt[keep]
+    error = np.sqrt(np.diag(covariance))
+    null = vt[~keep]
+    if null.size:
+        error[np.any(np.abs(null) > 1e-3, axis=0)] = np.inf
+    directions = [dict(zip(names, np.round(v * np.sign(v[np.argmax(np.abs(v))]), 6).tolist())) for v in null]
+    return error, s, directions
+
+
+def central_jacobian(residual: Callable[[np.ndarray], np.ndarray], theta, step: float) -> np.ndarray:
+    """d residual / d theta (n, p) by central differences with absolute step ``step``."""
+    theta = np.asarray(theta, dtype=float)
+    columns = []
+    for i in range(theta.size):
+        shift = np.zeros_like(theta)
+        shift[i] = step
+        columns.append((residual(theta + shift) - residual(theta - shift)) / (2 * step))
+    return np.stack(columns, axis=1)
+
+
+def fit(residual: Callable[[np.ndarray], np.ndarray], names, x0, bounds, *, rank_tolerance: float = 1e-4,
+        diff_step: float = 1e-4, jacobian_step: float = 1e-3, max_nfev: int = 50) -> Fit:
+    """Least squares of ``residual(theta)`` (scaled by the noise sd) from ``x0`` within ``bounds``
+    ((lower, upper) arrays); counts the calls of ``residual`` (each one FEM solve). The fitted
+    variables should be O(1)-sensitive (logs, or pressures in Pa): ``jacobian_step`` is absolute."""
+    calls = [0]
+
+    def counted(theta):
+        calls[0] += 1
+        return residual(theta)
+
+    start = time.perf_counter()
+    result = least_squares(counted, np.asarray(x0, dtype=float), bounds=bounds, jac="2-point", method="trf",
+                           x_scale="jac", diff_step=diff_step, max_nfev=max_nfev)
+    jacobian = central_jacobian(counted, result.x, jacobian_step)
+    error, s, directions = jacobian_analysis(jacobian, tuple(names), rank_tolerance)
+    return Fit(tuple(names), result.x, error, s, directions, float(np.sum(result.fun ** 2) / result.fun.size),
+               calls[0], time.perf_counter() - start, result.message)
+
+
+def ifp_tissue(tumour: TissueProperties, names, theta) -> TissueProperties:
+    """``tumour`` with the unknowns ``names`` (:data:`IFP_UNKNOWNS`) set to ``theta``: K and Lp
+    (Lp S/V divided by the fixed S/V); p_e through p_v = p_e + sigma (pi_v - pi_i). The reduced
+    ratio keeps Lp S/V and sets K = ratio x Lp S/V."""
+    values = dict(zip(names, theta))
+    K, exchange = tumour.hydraulic_conductivity, tumour.vascular_exchange
+    if "log_K" in values:
+        K = float(np.exp(values["log_K"]))
+    if "log_LpSV" in values:
+        exchange = float(np.exp(values["log_LpSV"]))
+    if "log_K_over_LpSV" in values:
+        K = float(np.exp(values["log_K_over_LpSV"])) * exchange
+    oncotic = tumour.vascular_pressure - tumour.effective_pressure
+    pv = values.get("p_e", tumour.effective_pressure) + oncotic
+    return replace(tumour, hydraulic_conductivity=K, filtration_coefficient=exchange / tumour.vessel_surface_density,
+                   vascular_pressure=pv)
+
+
+def _scaled_residual(image: np.ndarray, noise_sd: float, predict: Callable[[np.ndarray], np.ndarray]):
+    """theta -> (prediction - image) / sd over the voxels finite in both."""
+    image = np.asarray(image, dtype=float)
+
+    def residual(theta):
+        predicted = predict(theta)
+        use = np.isfinite(image) & np.isfinite(predicted)
+        return (predicted[use] - image[use]) / noise_sd
+    return residual
+
+
+def fit_ifp(domain, tumour: TissueProperties, boundary: OuterBoundary, image: np.ndarray, affine_mm: np.ndarray,
+            noise_sd: float, *, unknowns: str = "reduced", x0=None, bounds=None, **options) -> Fit:
+    """Fit the IFP unknowns ``IFP_UNKNOWNS[unknowns]`` to a steady IFP ``image`` [Pa] (nx, ny, nz)
+    with ``affine_mm`` and Gaussian noise ``noise_sd`` [Pa]; ``tumour`` gives the fixed coefficients
+    and (without ``x0``) the start. Bounds default to a factor 100 either side on the logs and
+    p_e in [0, 10 kPa]. Collective."""
+    from hybrid.forward.ifp import solve_ifp
+
+    names = IFP_UNKNOWNS[unknowns]
+    truth_like = {"log_K": np.log(tumour.hydraulic_conductivity), "log_LpSV": np.log(tumour.vascular_exchange),
+                  "log_K_over_LpSV": np.log(tumour.hydraulic_conductivity / tumour.vascular_exchange),
+                  "p_e": tumour.effective_pressure}
+    x0 = np.array([truth_like[n] for n in names]) if x0 is None else np.asarray(x0, dtype=float)
+    if bounds is None:
+        width = np.log(100.0)
+        bounds = (np.array([x - width if n != "p_e" else 0.0 for n, x in zip(names, x0)]),
+                  np.array([x + width if n != "p_e" else 1e4 for n, x in zip(names, x0)]))
+    shape = np.shape(image)
+
+    def predict(theta):
+        pressure = solve_ifp(domain, ifp_tissue(tumour, names, theta), boundary).pressure
+        return observe_on_grid(pressure, shape, affine_mm)
+    return fit(_scaled_residual(image, noise_sd, predict), names, x0, bounds, **options)
+
+
+def fit_release_rate(setup, frame_times, images: np.ndarray, affine_mm: np.ndarray, noise_sd: float, *,
+                     quantity: str = "released_fraction", x0: float, bounds=(np.log(1e-9), np.log(1e-2)),
+                     **options) -> Fit:
+    """Fit log k_rel [ln(1/s)] of a liposomal ``setup`` (:func:`hybrid.commands.transport.setup_transport`;
+    its solver is closed here) to ``images`` (nx, ny, nz, frames) of ``quantity`` ("total_drug"
+    [mol/m^3 of tissue] or "released_fraction" [1]) at ``frame_times`` [s] (all > 0), noise
+    ``noise_sd`` in the image unit. Each residual is one transport run to the last frame time
+    with the steps of ``setup.config.time["step"]`` landing on the frame times. Collective."""
+    from hybrid.commands.synthesize import frame_stops
+    from hybrid.forward.transport import TransportSolver
+
+    config = setup.config
+    setup.solver.close()
+    rate = dolfinx.fem.Constant(setup.domain.mesh, float(np.exp(x0)))
+    model = replace(setup.solver.model, release_rate=rate)
+    shape = np.shape(images)[:3]
+
+    def predict(theta):
+        rate.value = float(np.exp(theta[0]))
+        solver = TransportSolver(setup.domain, model, flow=setup.flow, order=config.time["order"],
+                                 petsc_options=config.petsc_options)
+        frames = []
+        try:
+            for stop, is_frame in frame_stops(config.time["step"], frame_times):
+                solver.step(stop - solver.time)
+                if is_frame:
+                    lipo, free, cell = (observe_on_grid(f, shape, affine_mm) for f in solver.species())
+                    total = lipo + free + cell
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        frames.append(total if quantity == "total_drug" else (free + cell) / total)
+        finally:
+            solver.close()
+        return np.stack(frames, axis=-1)
+    return fit(_scaled_residual(images, noise_sd, predict), ("log_k_rel",), [x0], bounds, **options)
