@@ -6,6 +6,7 @@ Before the fix: one Ctrl-C to mpirun during meshing did not stop the job (gmsh r
 PETSc caught it with MPI_Abort 59), SIGINT during ``maps`` printed a traceback, and an
 interrupted run exited 2."""
 
+import json
 import signal
 import subprocess
 import threading
@@ -71,3 +72,53 @@ def test_interrupt_during_maps_fit(tmp_path, ranks):
     assert status == 130, stderr
     assert stderr.strip() == "hybrid: interrupted by SIGINT; partial outputs removed"
     assert not (tmp_path / "ph" / "maps").exists()
+
+
+MEDIUM_DISC = """\
+[geometry]
+shape = "disc"
+tumour_radius = 4e-3
+mesh_size = {h}
+surface_mesh_size = {h}
+[output]
+directory = "{out}"
+"""
+"""A disc whose field file takes long enough to write that a signal can land during the write."""
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_sigterm_while_fields_are_written_leaves_a_complete_set(tmp_path, ranks):
+    """SIGTERM sent as soon as the staged ``ifp.h5`` appears (during the write, or between the
+    write and the commit): the output directory holds either the previous set, byte for byte, or
+    the new complete one; never a mixture and never a staging folder."""
+    out = tmp_path / "out"
+    config = tmp_path / "disc.toml"
+    config.write_text(MEDIUM_DISC.format(h=4e-4, out=out))
+    assert subprocess.run(hybrid_command("forward", config), capture_output=True, timeout=120).returncode == 0
+    previous = {path.name: path.read_bytes() for path in out.iterdir()}
+
+    config.write_text(MEDIUM_DISC.format(h=5e-5, out=out))
+    process = subprocess.Popen(hybrid_command("forward", config, "--overwrite", ranks=ranks),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".hybrid-partial-*/ifp.h5")):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("still running 30 s after SIGTERM")
+    stderr = process.stderr.read()
+    assert "Traceback" not in stderr, stderr
+    assert not list(out.glob(".hybrid-partial-*")), "staging folder left behind"
+    now = {path.name: path.read_bytes() for path in out.iterdir()}
+    if process.returncode == 143:
+        assert stderr.strip().splitlines()[-1] == "hybrid: interrupted by SIGTERM; partial outputs removed", stderr
+        assert now == previous, "the previous output set was changed by the interrupted run"
+    else:  # the signal came after the commit: the new set must be complete
+        assert process.returncode == 0, stderr
+        summary = json.loads(now["summary.json"])
+        assert {summary["outputs"]["fields"], "ifp.h5", "summary.json"} <= set(now)
+        assert summary["mesh"]["cells"] > 10 * json.loads(previous["summary.json"])["mesh"]["cells"]
