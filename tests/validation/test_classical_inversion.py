@@ -1,6 +1,6 @@
 """Classical FEM-constrained least squares (hybrid/validation/classical.py) on synthetic twins:
 honest recovery within the reported uncertainty, and the (log K, log Lp S/V) null direction of a
-steady IFP image."""
+steady IFP image. Also run under mpirun -n 2 (make test-mpi)."""
 
 import numpy as np
 import pytest
@@ -13,6 +13,8 @@ from hybrid.forward.image_sampling import observe_on_grid
 from hybrid.mesh.geometry import build_mesh
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 from hybrid.validation.classical import fit_ifp, fit_release_rate
+
+pytestmark = pytest.mark.mpi   # collective: every rank fits the same full images
 
 
 @pytest.fixture(scope="module")
