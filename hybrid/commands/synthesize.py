@@ -27,9 +27,6 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-import hybrid._fem_stack  # noqa: F401  (before dolfinx)
-import dolfinx.fem
-
 from hybrid.commands.transport import setup_transport
 from hybrid.config.synthesize import QUANTITIES, ObservationConfig
 from hybrid.config.transport import TransportConfig
