@@ -18,9 +18,7 @@ linear integral form (Murase 2004 for the Tofts family; Flouri et al., MRM 2016;
 the 2CXM and 2CUM), solved by linear least squares for all voxels -- and, with
 ``fit_delay``, for every AIF shift of the delay grid at once; the shift with the lowest
 linear residual (refined by a parabola) and the linear solution start one batched
-Levenberg-Marquardt fit over all voxels, with the delay as a free parameter (for a uniformly
-sampled AIF with a zero lead, the delayed model is the undelayed one on a padded time axis,
-interpolated at t - delay: one convolution per voxel and evaluation). The 2CXM and
+Levenberg-Marquardt fit over all voxels, with the delay as a free parameter. The 2CXM and
 2CUM have a second start from a grid over the rates of their impulse response (for fixed
 rates they are linear in two amplitudes); each voxel starts from the start of lower
 residual (with a delay: the 2CUM only, at the grid delays near the linear solution's).
@@ -374,21 +372,13 @@ def _shift_rows(t, c, delays):
     return np.interp(tq.ravel(), t, c).reshape(tq.shape)
 
 
-def _delayed_model_fn(name, t, cp, delay_range):
-    """Model of parameters (model..., delay [s]) with a per-voxel delayed AIF, for delays
-    in ``delay_range`` (lo, hi) [s]. The models are linear in the AIF, so d Ct / d delay is
-    the model applied to d AIF / d delay, the negated slope of the interpolated AIF (a
-    difference quotient over a small shift).
-
-    Fast path (uniform sampling, AIF zero up to t_z): shifting the AIF by theta of a sample
-    is (1 - theta) x + theta x shifted by one sample, so the delayed model is the undelayed
-    one on a padded time axis, linearly interpolated at t - delay -- one convolution per
-    voxel, and d Ct / d delay is the slope of that interpolation. Exact for delays >= -(t_z
-    - t[0]) (the shifted model drops the AIF before t[0] + |delay|); other rows take the
-    general path."""
+def _delayed_model_fn(name, t, cp):
+    """Model of parameters (model..., delay [s]) with a per-voxel delayed AIF. The models
+    are linear in the AIF, so d Ct / d delay is the model applied to d AIF / d delay, the
+    negated slope of the interpolated AIF (a difference quotient over a small shift)."""
     h = 1e-3 * float(np.min(np.diff(t)))
 
-    def general(p, jac=False):
+    def model(p, jac=False):
         cp_d = _shift_rows(t, cp, p[:, -1])
         base = _model_fn(name, t, cp_d)
         if not jac:
@@ -396,47 +386,6 @@ def _delayed_model_fn(name, t, cp, delay_range):
         f, j = base(p[:, :-1], jac=True)
         slope = (_shift_rows(t, cp, p[:, -1] + h) - cp_d) / h
         return f, np.concatenate([j, _model_fn(name, t, slope)(p[:, :-1])[..., None]], axis=-1)
-
-    dt = np.diff(t)
-    zero_lead = np.cumprod(cp == 0.0).sum()            # leading zero samples of the AIF
-    if not (np.allclose(dt, dt[0], rtol=1e-9, atol=0.0) and zero_lead > 0):
-        return general
-    step, lo_d, hi_d = dt[0], *delay_range
-    fast_from = -(t[zero_lead - 1] - t[0])             # lowest delay of the fast path [s]
-    pad_l = int(np.ceil(max(hi_d, 0.0) / step)) + 1
-    pad_r = int(np.ceil(max(-max(lo_d, fast_from), 0.0) / step)) + 1
-    cp_ext = np.concatenate([np.zeros(pad_l), cp, np.full(pad_r, cp[-1])])
-    padded = _model_fn(name, t[0] + step * np.arange(-pad_l, t.size + pad_r), cp_ext)
-    n_ext, window = t.size + pad_l + pad_r, np.arange(t.size + 1)
-
-    def fast(p, jac):
-        pos = pad_l - p[:, -1] / step                  # sample index of t[0] - delay
-        m = np.clip(np.ceil(pos) - 1, 0, pad_l + pad_r - 1).astype(int)
-        theta = (pos - m)[:, None]
-        at = (np.arange(p.shape[0]) * n_ext + m)[:, None] + window   # flat indices
-        out = padded(p[:, :-1], jac=jac)
-        w = np.take((out[0] if jac else out).ravel(), at)   # samples m .. m + n_t
-        rise = w[:, 1:] - w[:, :-1]
-        f = w[:, :-1] + theta * rise
-        if not jac:
-            return f
-        wj = np.take(out[1].reshape(-1, p.shape[1] - 1), at, axis=0)
-        return f, np.concatenate([wj[:, :-1] + theta[..., None] * np.diff(wj, axis=1),
-                                  (rise / -step)[..., None]], axis=-1)
-
-    def model(p, jac=False):
-        quick = p[:, -1] >= fast_from
-        if quick.all():
-            return fast(p, jac)
-        res = [np.empty((p.shape[0], t.size))]
-        if jac:
-            res.append(np.empty((p.shape[0], t.size, p.shape[1])))
-        for rows, fn in ((quick, fast), (~quick, general)):
-            if rows.any():
-                part = fn(p[rows], jac)
-                for full, new in zip(res, part if jac else (part,)):
-                    full[rows] = new
-        return tuple(res) if jac else res[0]
     return model
 
 
@@ -537,7 +486,7 @@ def _fit_block(name, t, cp, ct, delays, max_iter):
         pick = np.argmin(np.abs(delays[None, :] - d0[:, None]), axis=1)
         start, admissible = _lls_params(name, x[np.arange(x.shape[0]), pick])
         start = np.column_stack([start, d0])
-        model = _delayed_model_fn(name, t, cp, (delays[0], delays[-1]))
+        model = _delayed_model_fn(name, t, cp)
         lo, hi = np.append(lo, delays[0]), np.append(hi, delays[-1])
     project = _volume_projection(name)
     if name in ("2cxm", "2cum") and (delays is None or _GRID_DELAY_STEPS[name] >= 0):
