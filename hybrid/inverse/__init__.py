@@ -5,7 +5,7 @@ Data flow: :mod:`hybrid.records` (numpy records from the FEM and the images) ->
 (state networks, unknowns, residuals built from the :mod:`hybrid.problems` rate laws, voxel-averaging
 observation operator) -> :class:`~hybrid.inverse.training.Trainer` (Adam then L-BFGS, loss
 balancing, adaptive collocation, checkpoints) -> estimates with units; :func:`ensemble` for spreads;
-:mod:`hybrid.inverse.identifiability` says what the data can determine.
+:mod:`hybrid.identifiability` (numpy only, shared with the classical inversion) says what the data can determine.
 """
 
 from hybrid.inverse.geometry import Ball, Box

@@ -5,7 +5,8 @@ A few scalar unknowns ``theta`` (positive ones as logarithms) are fitted to voxe
 residual ``r(theta) = (observe_on_grid(FEM field(theta)) - image) / noise_sd`` over the finite
 voxels, Jacobian by forward differences (one FEM solve per unknown and iteration). Uncertainty:
 the Gauss-Newton covariance ``(J^T J)^-1`` of the scaled residual at the estimate, with J by
-central differences there (2 solves per unknown), from the SVD of J; directions with singular value below ``rank_tolerance`` x the largest are unidentifiable and
+central differences there (2 solves per unknown), from the SVD of J (:mod:`hybrid.identifiability`);
+directions with singular value below ``rank_tolerance`` x the largest are unidentifiable and
 every unknown with weight on them gets an infinite standard error (no lucky numbers).
 
 - :func:`fit_ifp`: the steady IFP image -> (log K, log Lp S/V, p_e) or the identifiable reduced
@@ -31,9 +32,10 @@ import hybrid._fem_stack  # noqa: F401  (before dolfinx)
 import dolfinx.fem
 
 from hybrid.forward.image_sampling import observe_on_grid
+from hybrid.identifiability import analyse, central_jacobian
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 
-__all__ = ["Fit", "fit", "central_jacobian", "jacobian_analysis", "fit_ifp", "fit_release_rate", "IFP_UNKNOWNS", "ifp_tissue"]
+__all__ = ["Fit", "fit", "fit_ifp", "fit_release_rate", "IFP_UNKNOWNS", "ifp_tissue"]
 
 IFP_UNKNOWNS = {"full": ("log_K", "log_LpSV", "p_e"), "reduced": ("log_K_over_LpSV", "p_e")}
 """Unknowns of :func:`fit_ifp`: K [m^2/(Pa s)], Lp S/V [1/(Pa s)], K/(Lp S/V) [m^2] (natural logs), p_e [Pa]."""
@@ -66,31 +68,6 @@ class Fit:
                 "status": self.status}
 
 
-def jacobian_analysis(jacobian: np.ndarray, names, rank_tolerance: float) -> tuple[np.ndarray, np.ndarray, list]:
-    """Standard errors (inf on unidentifiable unknowns), singular values and null directions of a
-    Jacobian of residuals already scaled by the noise sd."""
-    _, s, vt = np.linalg.svd(jacobian, full_matrices=False)
-    keep = s > rank_tolerance * s[0]
-    covariance = (vt[keep].T / s[keep] ** 2) @ vt[keep]
-    error = np.sqrt(np.diag(covariance))
-    null = vt[~keep]
-    if null.size:
-        error[np.any(np.abs(null) > 1e-3, axis=0)] = np.inf
-    directions = [dict(zip(names, np.round(v * np.sign(v[np.argmax(np.abs(v))]), 6).tolist())) for v in null]
-    return error, s, directions
-
-
-def central_jacobian(residual: Callable[[np.ndarray], np.ndarray], theta, step: float) -> np.ndarray:
-    """d residual / d theta (n, p) by central differences with absolute step ``step``."""
-    theta = np.asarray(theta, dtype=float)
-    columns = []
-    for i in range(theta.size):
-        shift = np.zeros_like(theta)
-        shift[i] = step
-        columns.append((residual(theta + shift) - residual(theta - shift)) / (2 * step))
-    return np.stack(columns, axis=1)
-
-
 def fit(residual: Callable[[np.ndarray], np.ndarray], names, x0, bounds, *, rank_tolerance: float = 1e-4,
         diff_step: float = 1e-4, jacobian_step: float = 1e-3, max_nfev: int = 50) -> Fit:
     """Least squares of ``residual(theta)`` (scaled by the noise sd) from ``x0`` within ``bounds``
@@ -105,9 +82,9 @@ def fit(residual: Callable[[np.ndarray], np.ndarray], names, x0, bounds, *, rank
     start = time.perf_counter()
     result = least_squares(counted, np.asarray(x0, dtype=float), bounds=bounds, jac="2-point", method="trf",
                            x_scale="jac", diff_step=diff_step, max_nfev=max_nfev)
-    jacobian = central_jacobian(counted, result.x, jacobian_step)
-    error, s, directions = jacobian_analysis(jacobian, tuple(names), rank_tolerance)
-    return Fit(tuple(names), result.x, error, s, directions, float(np.sum(result.fun ** 2) / result.fun.size),
+    analysis = analyse(central_jacobian(counted, result.x, jacobian_step), names, relative_threshold=rank_tolerance)
+    return Fit(tuple(names), result.x, analysis.standard_errors, analysis.singular_values,
+               analysis.unidentifiable_directions(), float(np.sum(result.fun ** 2) / result.fun.size),
                calls[0], time.perf_counter() - start, result.message)
 
 

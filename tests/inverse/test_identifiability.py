@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 import twins
-from hybrid.inverse.identifiability import analyse, fisher_information
+from hybrid.identifiability import analyse, noise_scaled_jacobian
 
 
 def _ifp_image(theta):
@@ -18,7 +18,7 @@ def _ifp_image(theta):
 
 def test_ifp_image_identifies_only_the_ratio_and_the_plateau():
     theta = [math.log(twins.K), math.log(twins.LPSV), twins.PE]
-    report = analyse(fisher_information(_ifp_image, theta, 0.02 * twins.PE), ["ln K", "ln LpSV", "p_e"])
+    report = analyse(noise_scaled_jacobian(_ifp_image, theta, 0.02 * twins.PE), ["ln K", "ln LpSV", "p_e"])
     print(report.summary())
     assert report.identifiable.tolist() == [True, True, False]
     (blind,) = report.unidentifiable_directions()
@@ -27,7 +27,7 @@ def test_ifp_image_identifies_only_the_ratio_and_the_plateau():
     assert np.isinf(report.standard_errors[:2]).all()          # K and Lp S/V separately: no estimate
     assert np.isfinite(report.standard_errors[2]) and report.standard_errors[2] < 0.01 * twins.PE
     # with Lp S/V known, ln K (hence the rim thickness) is determined to about a per cent
-    known = analyse(fisher_information(lambda q: _ifp_image([q[0], theta[1], q[1]]), [theta[0], theta[2]],
+    known = analyse(noise_scaled_jacobian(lambda q: _ifp_image([q[0], theta[1], q[1]]), [theta[0], theta[2]],
                                        0.02 * twins.PE), ["ln K", "p_e"])
     assert known.identifiable.all() and known.standard_errors[0] < 0.05
 
@@ -44,7 +44,7 @@ def test_release_images_identify_the_release_rate():
                 out.append((lipo + free if index is None else free).mean(axis=1) / record.noise_sd)
         return np.concatenate(out)
 
-    report = analyse(fisher_information(images, [math.log(twins.K_REL)], 1.0), ["ln k_rel"])
+    report = analyse(noise_scaled_jacobian(images, [math.log(twins.K_REL)], 1.0), ["ln k_rel"])
     assert report.identifiable.all() and report.standard_errors[0] < 0.02   # Cramer-Rao: < 2 % relative
 
 
