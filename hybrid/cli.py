@@ -37,6 +37,7 @@ commands:
   transport drug transport (liposomal, free, intracellular doxorubicin) from a TOML configuration
   compare   free drug vs non-triggered, pH- and heat-triggered liposomes, with and without radiation
   synthesize twin experiment: FEM transport ground truth -> noisy voxel-averaged drug images + truth
+  invert    inverse PINN: recover IFP coefficients (rim thickness, plateau) from an IFP map (no FEM)
 
 Units are SI (m, Pa, s) in configurations and outputs unless a key says otherwise.
 """
@@ -108,7 +109,16 @@ def _parser() -> argparse.ArgumentParser:
                                                  "(+ .json sidecar), truth.json and truth/ (ifp.nii.gz [Pa], ...).")
     synthesize.add_argument("config", type=Path, help="TOML configuration file (transport + [observation])")
     synthesize.add_argument("--output", type=_directory, help="override [output] directory")
-    for command in (demo, forward, phantom, maps, transport, compare, synthesize):
+    invert = commands.add_parser("invert", help="inverse PINN on an IFP map (torch; no FEM needed)",
+                                 description="Train the inverse PINN (hybrid/inverse/) on the [data] IFP map "
+                                             "with the [unknowns] bounds (keys: hybrid/config/invert.py). Writes "
+                                             "<output>/inversion.json (estimates, units, spread, truth errors, "
+                                             "loss history) and ifp.nii.gz [Pa] on the observation grid.")
+    invert.add_argument("config", type=Path, help="TOML configuration file")
+    invert.add_argument("--output", type=_directory, help="override [output] directory")
+    invert.add_argument("--resume", action="store_true",
+                        help="continue from [training] checkpoint after an interruption (same settings)")
+    for command in (demo, forward, phantom, maps, transport, compare, synthesize, invert):
         command.add_argument("--overwrite", action="store_true",
                              help="replace the contents of a non-empty output directory (only once the run "
                                   "has succeeded; without it a non-empty output directory is refused)")
@@ -290,8 +300,24 @@ def _synthesize(args, comm, log) -> None:
     log(f"done: outputs in {config.output_directory}")
 
 
+def _invert(args, comm, log) -> None:
+    from dataclasses import replace
+
+    from hybrid.collective import everywhere, on_rank0
+    from hybrid.commands.invert import run_invert
+    from hybrid.config.invert import load_invert_config
+
+    config = everywhere(comm, lambda: load_invert_config(args.config))
+    if args.output is not None:
+        config = replace(config, output_directory=args.output)
+    inputs = (args.config, config.observations, config.truth)
+    with _outputs(comm, config.output_directory, args.overwrite, inputs) as staging:
+        on_rank0(comm, lambda: run_invert(config, staging, log, resume=args.resume))
+    log(f"done: outputs in {config.output_directory}")
+
+
 COMMANDS = {"demo": _demo, "forward": _forward, "phantom": _phantom, "maps": _maps, "transport": _transport,
-            "compare": _compare, "synthesize": _synthesize}
+            "compare": _compare, "synthesize": _synthesize, "invert": _invert}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,144 @@
+"""``hybrid invert``: files and keys, one-line config errors, --resume, no DOLFINx import, and a
+small disc IFP twin (closed-form Baxter-Jain map, 5 % noise) recovered through the command line."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_helpers import assert_one_error, run_hybrid
+from hybrid.io.nifti import write_volume
+
+sys.path.insert(0, str(Path(__file__).parent / "inverse"))
+import twins  # noqa: E402  (tests/inverse/twins.py: the shared closed-form twins)
+
+nib = pytest.importorskip("nibabel")
+
+R, K, LPSV, PE = twins.R, twins.K, twins.LPSV, twins.PE   # rim sqrt(K / Lp S/V) = 0.459 mm
+
+CONFIG = """
+[data]
+observations = "ifp.nii.gz"
+noise_sd = {noise_sd}
+truth = "truth.json"
+[problem]
+kind = "ifp"
+radius = {radius}
+vascular_exchange = {lpsv}
+[unknowns.conductivity]
+lower = {k_lower}
+upper = 1e-11
+[unknowns.effective_pressure]
+lower = 0.0
+upper = 5000.0
+log = false
+[training]
+adam_steps = {adam}
+lbfgs_steps = {lbfgs}
+collocation_points = {points}
+dtype = "float64"
+seed = 0
+ensemble = {ensemble}
+{checkpoint}
+[output]
+directory = "unused"
+"""
+
+
+def _write_twin(directory):
+    """The 2-D disc IFP twin of tests/inverse/twins.py (partial-volume edge voxels, NaN where a
+    voxel sees no tissue, 5 % noise) as a NIfTI map, with a truth.json in synthesize's format."""
+    observations, _ = twins.disc_ifp_observations(noise=0.05)
+    grid = observations.grid
+    write_volume(directory / "ifp.nii.gz", observations.values[..., 0], grid.affine_mm)
+    value = lambda v, unit: {"value": v, "unit": unit}
+    truth = {"parameters": {
+        "tumour": {"hydraulic_conductivity": value(K, "m^2/(Pa s)"), "lymphatic_filtration": value(0.0, "1/(Pa s)"),
+                   "lymphatic_pressure": value(0.0, "Pa")},
+        "tumour_derived": {"vascular_exchange_LpSV": value(LPSV, "1/(Pa s)"), "effective_pressure": value(PE, "Pa")}}}
+    (directory / "truth.json").write_text(json.dumps(truth))
+    return grid
+
+
+def _config(directory, name="invert.toml", adam=20, lbfgs=0, points=256, ensemble=1, checkpoint="",
+            k_lower=1e-14):
+    path = directory / name
+    path.write_text(CONFIG.format(noise_sd=0.05 * PE, radius=R, lpsv=LPSV, k_lower=k_lower, adam=adam, lbfgs=lbfgs,
+                                  points=points, ensemble=ensemble, checkpoint=checkpoint))
+    return path
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("invert")
+    grid = _write_twin(directory)
+    return directory, grid
+
+
+def test_files_keys_and_ensemble_spread(twin):
+    directory, grid = twin
+    out = directory / "ensemble"
+    result = run_hybrid("invert", _config(directory, ensemble=2), "--output", out)
+    assert result.returncode == 0, result.stderr
+    assert "step 20/20" in result.stdout and "rim_thickness" in result.stdout
+    summary = json.loads((out / "inversion.json").read_text())
+    estimates = summary["estimates"]
+    assert set(estimates) == {"conductivity", "effective_pressure", "rim_thickness"}
+    for name, unit in (("conductivity", "m^2/(Pa s)"), ("effective_pressure", "Pa"), ("rim_thickness", "m")):
+        entry = estimates[name]
+        assert entry["unit"] == unit and len(entry["members"]) == 2
+        assert entry["spread"] == pytest.approx(np.std(entry["members"], ddof=1))
+        assert entry["relative_error"] == pytest.approx(abs(entry["estimate"] - entry["truth"]) / entry["truth"])
+    assert estimates["rim_thickness"]["truth"] == pytest.approx(math.sqrt(K / LPSV))
+    training = summary["training"]
+    assert training["device"] == "cpu" and training["dtype"] == "float64" and training["seconds"] > 0
+    assert [m["history"][-1]["step"] for m in training["members"]] == [20, 20]
+    image = nib.load(str(out / "ifp.nii.gz"))
+    data = np.asarray(image.get_fdata())
+    assert data.shape == grid.shape and np.allclose(image.affine, grid.affine_mm)
+    observed = np.asarray(nib.load(str(directory / "ifp.nii.gz")).get_fdata())
+    assert np.array_equal(np.isnan(data), np.isnan(observed))   # same voxels see tissue
+
+
+def test_bad_bound_gives_one_error_line(twin):
+    directory, _ = twin
+    result = run_hybrid("invert", _config(directory, "bad.toml", k_lower=1e-10), "--output", directory / "bad")
+    assert_one_error(result, "[unknowns.conductivity] needs lower < upper")
+    assert not (directory / "bad").exists()
+
+
+def test_resume_continues_from_checkpoint(twin, tmp_path):
+    directory, _ = twin
+    checkpoint = f'checkpoint = "{tmp_path / "state.pt"}"'
+    first = run_hybrid("invert", _config(directory, "first.toml", adam=20, checkpoint=checkpoint),
+                       "--output", tmp_path / "first")
+    assert first.returncode == 0, first.stderr
+    more = _config(directory, "more.toml", adam=40, checkpoint=checkpoint)
+    resumed = run_hybrid("invert", more, "--output", tmp_path / "resumed", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed member seed 0 at step 20" in resumed.stdout
+    history = json.loads((tmp_path / "resumed" / "inversion.json").read_text())["training"]["members"][0]["history"]
+    assert history[-1]["step"] == 40 and history[0]["step"] <= 20   # the first run's records are kept
+
+
+def test_invert_never_imports_dolfinx():
+    code = ("import sys, hybrid.cli, hybrid.commands.invert, hybrid.config.invert; "
+            "assert not any(m.split('.')[0] in ('dolfinx', 'dolfinx_solver', 'petsc4py', 'ufl') for m in sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_disc_twin_recovered_through_the_cli(twin):
+    directory, _ = twin
+    out = directory / "converged"
+    result = run_hybrid("invert", _config(directory, "converge.toml", adam=600, lbfgs=200, points=2048),
+                        "--output", out, timeout=900)
+    assert result.returncode == 0, result.stderr
+    estimates = json.loads((out / "inversion.json").read_text())["estimates"]
+    print({name: entry["relative_error"] for name, entry in estimates.items()})
+    assert estimates["rim_thickness"]["relative_error"] < 0.05
+    assert estimates["effective_pressure"]["relative_error"] < 0.03
