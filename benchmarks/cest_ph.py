@@ -21,7 +21,6 @@ Writes benchmarks/results/cest_ph.json and prints the tables. Takes about two mi
 """
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -33,6 +32,7 @@ import numpy as np
 
 from hybrid.imaging import bloch_mcconnell as bm
 from hybrid.imaging import cest
+from hybrid.io.zspectra import read_zspectra_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURED_CSV = ROOT / "tests" / "data" / "acidocest" / "Box4_37C_SatP3SatT6002.csv"
@@ -49,15 +49,6 @@ CHANGES = {"water T2": ("water", {0.2: bm.WaterPool(2.5, 0.2), 0.1: bm.WaterPool
            "B1": ("b1", {2.5: 2.5e-6, 3.5: 3.5e-6}, "uT")}
 
 
-def measured(reference: bool, path=MEASURED_CSV):
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
-    data = np.array(rows[1:], dtype=float)
-    offsets = np.array(rows[0][6:], dtype=float)
-    keep = np.ones(offsets.size, bool) if reference else np.abs(offsets) < 15.0
-    return offsets[keep], data[:, 0], data[:, 2], data[:, 6:][:, keep]
-
-
 def calibration_entry(ratio, ph):
     if not np.all(np.isfinite(ratio)):
         return {"n": int(ratio.size), "error": "non-finite ratios"}
@@ -69,7 +60,7 @@ def calibration_entry(ratio, ph):
 def measured_report():
     out = {}
     for reference in (True, False):
-        offsets, ph, t1, signal = measured(reference)
+        offsets, ph, t1, signal = read_zspectra_csv(MEASURED_CSV, keep_reference=reference)
         fit = cest.fit_zspectrum(offsets, signal)
         entry = {"fits_succeeded": int(fit.success.sum()), "spectra": int(ph.size),
                  "rms_min": float(np.nanmin(fit.rms)), "rms_max": float(np.nanmax(fit.rms)),
@@ -83,7 +74,7 @@ def measured_report():
             train = (t1 == 1.4) & (ph >= 6.8)
             test = (t1 < 1.4) & (ph >= 6.8)
             transfer = cest.PhCalibration.fit(ratio[train], ph[train]).ph(ratio[test]) - ph[test]
-            low = measured(reference, LOW_PH_CSV)
+            low = read_zspectra_csv(LOW_PH_CSV, keep_reference=reference)
             long_t1 = np.concatenate([cest.ph_ratio(offsets, low[3], method=method), ratio[t1 == 3.4]])
             entry["methods"][method] = {
                 "finite_ratios": int(np.isfinite(ratio).sum()),
@@ -108,8 +99,8 @@ def power_files(power_ut):
 def long_t1_series(power_ut):
     """Offsets, pH and raw spectra (no reference) of the eight 3.4 s vials, pH 6.23-7.28."""
     box4, box3 = power_files(power_ut)
-    offsets, ph, t1, signal = measured(False, box4)
-    _, ph_low, _, signal_low = measured(False, box3)
+    offsets, ph, t1, signal = read_zspectra_csv(box4, keep_reference=False)
+    _, ph_low, _, signal_low = read_zspectra_csv(box3, keep_reference=False)
     return offsets, np.concatenate([ph_low, ph[t1 == 3.4]]), np.concatenate([signal_low, signal[t1 == 3.4]])
 
 
@@ -170,7 +161,7 @@ def long_t1_report():
                          "loo_rms_ph": choice.calibration.loo_rms_ph, "nested_loo_rms_ph": choice.nested_loo_rms_ph,
                          "nested_choices": list(choice.nested_choices)}
     out["nested_selection"] = nested
-    offsets, ph, t1, signal = measured(False, power_files(2)[0])
+    offsets, ph, t1, signal = read_zspectra_csv(power_files(2)[0], keep_reference=False)
     short = {}
     for method in cest.RATIO_METHODS:
         ratio = cest.ph_ratio(offsets, signal, method=method)

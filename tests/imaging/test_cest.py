@@ -11,6 +11,7 @@ import pytest
 
 from hybrid.imaging import bloch_mcconnell as bm
 from hybrid.imaging import cest
+from hybrid.io.zspectra import read_zspectra_csv
 
 CAL_CSV = Path(__file__).resolve().parents[1] / "data" / "acidocest" / "cal_curve.csv"
 MEASURED_CSV = CAL_CSV.with_name("Box4_37C_SatP3SatT6002.csv")
@@ -29,12 +30,7 @@ def _measured_table():
 def _measured_spectra(reference: bool, path=MEASURED_CSV):
     """Measured 25 mM iopamidol phantoms (37 C, 3 uT, 6 s; tests/data/acidocest/README.md):
     offsets [ppm], pH, approximate T1 [s] and raw signal, with or without the 100 ppm reference."""
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
-    data = np.array(rows[1:], dtype=float)
-    offsets = np.array(rows[0][6:], dtype=float)
-    keep = np.ones(offsets.size, bool) if reference else np.abs(offsets) < 15.0
-    return offsets[keep], data[:, 0], data[:, 2], data[:, 6:][:, keep]
+    return read_zspectra_csv(path, keep_reference=reference)
 
 
 def test_single_pool_matches_closed_form():
