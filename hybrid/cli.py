@@ -38,6 +38,7 @@ commands:
   compare   free drug vs non-triggered, pH- and heat-triggered liposomes, with and without radiation
   synthesize twin experiment: FEM transport ground truth -> noisy voxel-averaged drug images + truth
   invert    inverse PINN: recover IFP coefficients (rim thickness, plateau) from an IFP map (no FEM)
+  validate  cross-validate an invert run: FEM re-solve at the recovered coefficients vs the PINN map
 
 Units are SI (m, Pa, s) in configurations and outputs unless a key says otherwise.
 """
@@ -118,7 +119,14 @@ def _parser() -> argparse.ArgumentParser:
     invert.add_argument("--output", type=_directory, help="override [output] directory")
     invert.add_argument("--resume", action="store_true",
                         help="continue from [training] checkpoint after an interruption (same settings)")
-    for command in (demo, forward, phantom, maps, transport, compare, synthesize, invert):
+    validate = commands.add_parser("validate", help="cross-validate a `hybrid invert` run against the FEM",
+                                   description="Re-solve the FEM IFP with the recovered coefficients of an invert "
+                                               "run (keys: hybrid/config/crossval.py); relative L2 errors of the PINN "
+                                               "map vs the FEM and, with a truth, of the FEM vs the true FEM and of "
+                                               "the predicted truth image. Writes <output>/validation.json.")
+    validate.add_argument("config", type=Path, help="TOML configuration file")
+    validate.add_argument("--output", type=_directory, help="override [output] directory")
+    for command in (demo, forward, phantom, maps, transport, compare, synthesize, invert, validate):
         command.add_argument("--overwrite", action="store_true",
                              help="replace the contents of a non-empty output directory (only once the run "
                                   "has succeeded; without it a non-empty output directory is refused)")
@@ -316,8 +324,25 @@ def _invert(args, comm, log) -> None:
     log(f"done: outputs in {config.output_directory}")
 
 
+def _validate(args, comm, log) -> None:
+    from dataclasses import replace
+
+    from hybrid.collective import everywhere
+    from hybrid.commands.crossval import run_crossval
+    from hybrid.config.crossval import load_crossval_config
+
+    config = everywhere(comm, lambda: load_crossval_config(args.config))
+    if args.output is not None:
+        config = replace(config, output_directory=args.output)
+    inputs = (args.config, config.inversion_directory, config.invert.truth)
+    with _outputs(comm, config.output_directory, args.overwrite, inputs) as staging:
+        run_crossval(config, staging, comm, log)
+    log(f"done: outputs in {config.output_directory}")
+
+
 COMMANDS = {"demo": _demo, "forward": _forward, "phantom": _phantom, "maps": _maps, "transport": _transport,
-            "compare": _compare, "synthesize": _synthesize, "invert": _invert}
+            "compare": _compare, "synthesize": _synthesize, "invert": _invert,
+            "validate": _validate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,71 @@
+"""Schema of ``hybrid validate CONFIG.toml``: cross-validation of a ``hybrid invert`` run (issue 9
+point 4) against the FEM::
+
+    [inversion]
+    config = "invert_disc.toml"           # the `hybrid invert` configuration of the run
+    directory = "../results/invert_disc"  # optional: its output (inversion.json, ifp.nii.gz);
+                                          # default: that configuration's [output] directory
+
+    [geometry]                            # as for `hybrid forward`: the FEM mesh of the re-solve
+    shape = "disc"                        # the inverse problem's domain: a disc without host,
+    tumour_radius = 5.0e-3                # m, equal to the invert [problem] radius
+    mesh_size = 2.0e-4                    # m
+
+    [output]
+    directory = "results/validate_disc"
+
+``[inversion] config`` and ``directory`` are relative to this file; ``[output] directory`` to the
+working directory (as for ``hybrid forward``). The truth (optional) is the invert run's ``[data]
+truth`` (a ``hybrid synthesize`` truth.json) with ``truth/ifp.nii.gz`` beside it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from hybrid.config.geometry import GeometryConfig, geometry_from_table
+from hybrid.config.invert import InvertConfig, load_invert_config
+from hybrid.config.validate import REQUIRED, ConfigError, read_toml, relative_path, take_keys
+
+__all__ = ["CrossvalConfig", "crossval_config_from_dict", "load_crossval_config"]
+
+
+@dataclass(frozen=True)
+class CrossvalConfig:
+    invert: InvertConfig            # the validated invert configuration of the run
+    inversion_directory: Path       # holds inversion.json and ifp.nii.gz
+    geometry: GeometryConfig
+    output_directory: Path
+
+
+def crossval_config_from_dict(data: dict, origin: str = "<config>", base: Path = Path(".")) -> CrossvalConfig:
+    """Validate a parsed ``hybrid validate`` TOML (module docstring)."""
+    try:
+        extra = sorted(set(data) - {"inversion", "geometry", "output"})
+        if extra:
+            raise ConfigError(f"unknown section(s) {', '.join(extra)}; allowed: inversion, geometry, output")
+        inversion = take_keys(data.get("inversion", {}), "inversion", {"config": REQUIRED, "directory": None})
+        invert = load_invert_config(relative_path(base, "inversion", "config", inversion["config"]))
+        directory = (invert.output_directory if inversion["directory"] is None
+                     else relative_path(base, "inversion", "directory", inversion["directory"]))
+        geometry = geometry_from_table(data.get("geometry", {}), base)
+        if geometry.shape != "disc" or geometry.host_thickness != 0:
+            raise ConfigError("[geometry] must be the inverse problem's domain: shape = \"disc\" and "
+                              f"host_thickness = 0, got shape = {geometry.shape!r}, "
+                              f"host_thickness = {geometry.host_thickness:g}")
+        if not math.isclose(geometry.tumour_radius, invert.radius, rel_tol=1e-9):
+            raise ConfigError(f"[geometry] tumour_radius {geometry.tumour_radius:g} m must equal the invert "
+                              f"[problem] radius {invert.radius:g} m")
+        output = take_keys(data.get("output", {}), "output", {"directory": REQUIRED})
+        return CrossvalConfig(invert, directory, geometry,
+                              relative_path(Path("."), "output", "directory", output["directory"]))
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+
+
+def load_crossval_config(path: str | Path) -> CrossvalConfig:
+    """Read and validate a ``hybrid validate`` TOML file (paths relative to it)."""
+    path = Path(path)
+    return crossval_config_from_dict(read_toml(path), str(path), path.parent)
