@@ -60,13 +60,12 @@ def _parser() -> argparse.ArgumentParser:
                                            "by the fitted Ktrans map.")
     demo.add_argument("--output", type=_directory, default=Path("results/demo"), help="output directory")
 
-    forward = commands.add_parser("forward", help="forward simulation from a TOML configuration",
-                                  description="Solve the steady Darcy-Starling interstitial fluid pressure "
-                                              "(Baxter & Jain 1989). Writes <output>/ifp.xdmf (+.h5) with "
-                                              "P1 point data 'pressure' [Pa] and 'velocity' [m/s], and "
-                                              "<output>/summary.json. See hybrid/config/forward.py for the keys.")
-    forward.add_argument("config", type=Path, help="TOML configuration file")
-    forward.add_argument("--output", type=_directory, help="override [output] directory")
+    forward = _configured_command(
+        commands, "forward", help="forward simulation from a TOML configuration",
+        description="Solve the steady Darcy-Starling interstitial fluid pressure "
+                    "(Baxter & Jain 1989). Writes <output>/ifp.xdmf (+.h5) with "
+                    "P1 point data 'pressure' [Pa] and 'velocity' [m/s], and "
+                    "<output>/summary.json. See hybrid/config/forward.py for the keys.")
 
     phantom = commands.add_parser("phantom", help="write the digital MRI phantom and a maps configuration",
                                   description="Digital tumour phantom (host, enhancing rim, core, necrosis) "
@@ -80,57 +79,62 @@ def _parser() -> argparse.ArgumentParser:
                          help="voxel size [mm] (default 0.25 0.25 1); the body disc is 14 mm across")
     phantom.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
 
-    maps = commands.add_parser("maps", help="DCE/CEST NIfTI series -> parameter maps",
-                               description="Fit DCE (Parker AIF, Tofts family or 2CXM), VFA T1 and CEST pH "
-                                           "(iopamidol ratiometric) voxel-wise. Writes <output>/<map>.nii.gz "
-                                           "(source affine; Ktrans [1/min], ve, vp, rss [mM^2], T1 [s], pH, "
-                                           "ph_valid), maps.png and summary.json. Keys and units: "
-                                           "hybrid/config/maps.py MapsConfig. Runs serially (rank 0 under mpirun).")
-    maps.add_argument("config", type=Path, help="TOML configuration file")
-    maps.add_argument("--output", type=_directory, help="override [output] directory")
-    transport = commands.add_parser("transport", help="drug transport (liposomal, free, intracellular doxorubicin)",
-                                    description="Time-dependent drug transport from a TOML configuration "
-                                                "(keys: hybrid/config/transport.py). Writes <output>/transport.xdmf "
-                                                "(liposomal_drug, free_drug, cell_drug [mol/m^3 of tissue], exposure: "
-                                                "auc_*, peak_cell_drug, survival_fraction, lethal) and "
-                                                "<output>/summary.json with the mass balance and exposure.")
-    transport.add_argument("config", type=Path, help="TOML configuration file")
-    transport.add_argument("--output", type=_directory, help="override [output] directory")
-    compare = commands.add_parser("compare", help="delivery scenarios with and without radiation on one mesh",
-                                  description="Eight hybrid transport runs on the same mesh (free, liposomal, "
-                                              "ph_sensitive, thermosensitive with hyperthermia; each without and "
-                                              "with [compare] radiation_dose_Gy). Keys: hybrid/commands/compare.py. "
-                                              "Writes <output>/<scenario>/, compare.csv, compare.json and figures.")
-    compare.add_argument("config", type=Path, help="TOML configuration file (a transport configuration)")
-    compare.add_argument("--output", type=_directory, help="override [output] directory")
-    synthesize = commands.add_parser("synthesize", help="twin experiment: synthetic drug images from a FEM truth",
-                                     description="A transport run (keys: hybrid/config/transport.py) sampled at "
-                                                 "[observation] times on a voxel grid, with seeded noise (keys: "
-                                                 "hybrid/config/synthesize.py). Writes <output>/observations.nii.gz "
-                                                 "(+ .json sidecar), truth.json and truth/ (ifp.nii.gz [Pa], ...).")
-    synthesize.add_argument("config", type=Path, help="TOML configuration file (transport + [observation])")
-    synthesize.add_argument("--output", type=_directory, help="override [output] directory")
-    invert = commands.add_parser("invert", help="inverse PINN on an IFP map (torch; no FEM needed)",
-                                 description="Train the inverse PINN (hybrid/inverse/) on the [data] IFP map "
-                                             "with the [unknowns] bounds (keys: hybrid/config/invert.py). Writes "
-                                             "<output>/inversion.json (estimates, units, spread, truth errors, "
-                                             "loss history) and ifp.nii.gz [Pa] on the observation grid.")
-    invert.add_argument("config", type=Path, help="TOML configuration file")
-    invert.add_argument("--output", type=_directory, help="override [output] directory")
+    maps = _configured_command(
+        commands, "maps", help="DCE/CEST NIfTI series -> parameter maps",
+        description="Fit DCE (Parker AIF, Tofts family or 2CXM), VFA T1 and CEST pH "
+                    "(iopamidol ratiometric) voxel-wise. Writes <output>/<map>.nii.gz "
+                    "(source affine; Ktrans [1/min], ve, vp, rss [mM^2], T1 [s], pH, "
+                    "ph_valid), maps.png and summary.json. Keys and units: "
+                    "hybrid/config/maps.py MapsConfig. Runs serially (rank 0 under mpirun).")
+    transport = _configured_command(
+        commands, "transport", help="drug transport (liposomal, free, intracellular doxorubicin)",
+        description="Time-dependent drug transport from a TOML configuration "
+                    "(keys: hybrid/config/transport.py). Writes <output>/transport.xdmf "
+                    "(liposomal_drug, free_drug, cell_drug [mol/m^3 of tissue], exposure: "
+                    "auc_*, peak_cell_drug, survival_fraction, lethal) and "
+                    "<output>/summary.json with the mass balance and exposure.")
+    compare = _configured_command(
+        commands, "compare", help="delivery scenarios with and without radiation on one mesh",
+        description="Eight hybrid transport runs on the same mesh (free, liposomal, "
+                    "ph_sensitive, thermosensitive with hyperthermia; each without and "
+                    "with [compare] radiation_dose_Gy). Keys: hybrid/config/compare.py. "
+                    "Writes <output>/<scenario>/, compare.csv, compare.json and figures.",
+        config_help="TOML configuration file (a transport configuration)")
+    synthesize = _configured_command(
+        commands, "synthesize", help="twin experiment: synthetic drug images from a FEM truth",
+        description="A transport run (keys: hybrid/config/transport.py) sampled at "
+                    "[observation] times on a voxel grid, with seeded noise (keys: "
+                    "hybrid/config/synthesize.py). Writes <output>/observations.nii.gz "
+                    "(+ .json sidecar), truth.json and truth/ (ifp.nii.gz [Pa], ...).",
+        config_help="TOML configuration file (transport + [observation])")
+    invert = _configured_command(
+        commands, "invert", help="inverse PINN on an IFP map (torch; no FEM needed)",
+        description="Train the inverse PINN (hybrid/inverse/) on the [data] IFP map "
+                    "with the [unknowns] bounds (keys: hybrid/config/invert.py). Writes "
+                    "<output>/inversion.json (estimates, units, spread, truth errors, "
+                    "loss history) and ifp.nii.gz [Pa] on the observation grid.")
     invert.add_argument("--resume", action="store_true",
                         help="continue from [training] checkpoint after an interruption (same settings)")
-    validate = commands.add_parser("validate", help="cross-validate a `hybrid invert` run against the FEM",
-                                   description="Re-solve the FEM IFP with the recovered coefficients of an invert "
-                                               "run (keys: hybrid/config/crossval.py); relative L2 errors of the PINN "
-                                               "map vs the FEM and, with a truth, of the FEM vs the true FEM and of "
-                                               "the predicted truth image. Writes <output>/validation.json.")
-    validate.add_argument("config", type=Path, help="TOML configuration file")
-    validate.add_argument("--output", type=_directory, help="override [output] directory")
+    validate = _configured_command(
+        commands, "validate", help="cross-validate a `hybrid invert` run against the FEM",
+        description="Re-solve the FEM IFP with the recovered coefficients of an invert "
+                    "run (keys: hybrid/config/crossval.py); relative L2 errors of the PINN "
+                    "map vs the FEM and, with a truth, of the FEM vs the true FEM and of "
+                    "the predicted truth image. Writes <output>/validation.json.")
     for command in (demo, forward, phantom, maps, transport, compare, synthesize, invert, validate):
         command.add_argument("--overwrite", action="store_true",
                              help="replace the contents of a non-empty output directory (only once the run "
                                   "has succeeded; without it a non-empty output directory is refused)")
     return parser
+
+
+def _configured_command(commands, name: str, *, help: str, description: str,
+                        config_help: str = "TOML configuration file") -> argparse.ArgumentParser:
+    """A subcommand that reads a TOML configuration, with ``--output`` overriding its [output] directory."""
+    command = commands.add_parser(name, help=help, description=description)
+    command.add_argument("config", type=Path, help=config_help)
+    command.add_argument("--output", type=_directory, help="override [output] directory")
+    return command
 
 
 def _directory(text: str) -> Path:
@@ -213,6 +217,13 @@ def _outputs(comm, directory: Path, overwrite: bool, inputs=()):
         raise
 
 
+def _with_output(config, args):
+    """``config`` with ``--output``, when given, as its output directory."""
+    from dataclasses import replace
+
+    return config if args.output is None else replace(config, output_directory=args.output)
+
+
 def _demo(args, comm, log) -> None:
     from hybrid.commands.demo import run_demo
 
@@ -229,9 +240,7 @@ def _forward(args, comm, log) -> None:
     from hybrid.commands.forward import run_forward
     from hybrid.mesh.geometry import check_mesh_size
 
-    config = everywhere(comm, lambda: load_forward_config(args.config))
-    if args.output is not None:
-        config = replace(config, output_directory=args.output)
+    config = _with_output(everywhere(comm, lambda: load_forward_config(args.config)), args)
     everywhere(comm, lambda: check_mesh_size(config.geometry))
     inputs = (args.config, config.geometry.mask, config.ktrans_map)
     with _outputs(comm, config.output_directory, args.overwrite, inputs) as staging:
@@ -256,9 +265,7 @@ def _maps(args, comm, log) -> None:
     from hybrid.config import load_maps_config
     from hybrid.commands.maps import run_maps
 
-    config = everywhere(comm, lambda: load_maps_config(args.config))
-    if args.output is not None:
-        config = replace(config, output_directory=args.output)
+    config = _with_output(everywhere(comm, lambda: load_maps_config(args.config)), args)
     inputs = (args.config, config.dce and config.dce.series, config.vfa_series, config.cest and config.cest.series,
               config.mask)
     with _outputs(comm, config.output_directory, args.overwrite, inputs) as staging:
@@ -273,9 +280,7 @@ def _transport(args, comm, log) -> None:
     from hybrid.commands.transport import run_transport
     from hybrid.config.transport import load_transport_config
 
-    config = everywhere(comm, lambda: load_transport_config(args.config))
-    if args.output is not None:
-        config = replace(config, output_directory=args.output)
+    config = _with_output(everywhere(comm, lambda: load_transport_config(args.config)), args)
     with _outputs(comm, config.output_directory, args.overwrite, (args.config,)) as staging:
         run_transport(replace(config, output_directory=staging), comm, log)
     log(f"done: outputs in {config.output_directory}")
@@ -301,23 +306,18 @@ def _synthesize(args, comm, log) -> None:
     from hybrid.config.synthesize import load_synthesize_config
 
     config, observation = everywhere(comm, lambda: load_synthesize_config(args.config))
-    if args.output is not None:
-        config = replace(config, output_directory=args.output)
+    config = _with_output(config, args)
     with _outputs(comm, config.output_directory, args.overwrite, (args.config,)) as staging:
         run_synthesize(replace(config, output_directory=staging), observation, comm, log)
     log(f"done: outputs in {config.output_directory}")
 
 
 def _invert(args, comm, log) -> None:
-    from dataclasses import replace
-
     from hybrid.collective import everywhere, on_rank0
     from hybrid.commands.invert import run_invert
     from hybrid.config.invert import load_invert_config
 
-    config = everywhere(comm, lambda: load_invert_config(args.config))
-    if args.output is not None:
-        config = replace(config, output_directory=args.output)
+    config = _with_output(everywhere(comm, lambda: load_invert_config(args.config)), args)
     inputs = (args.config, config.observations, config.truth)
     with _outputs(comm, config.output_directory, args.overwrite, inputs) as staging:
         on_rank0(comm, lambda: run_invert(config, staging, log, resume=args.resume))
@@ -325,15 +325,11 @@ def _invert(args, comm, log) -> None:
 
 
 def _validate(args, comm, log) -> None:
-    from dataclasses import replace
-
     from hybrid.collective import everywhere
     from hybrid.commands.crossval import run_crossval
     from hybrid.config.crossval import load_crossval_config
 
-    config = everywhere(comm, lambda: load_crossval_config(args.config))
-    if args.output is not None:
-        config = replace(config, output_directory=args.output)
+    config = _with_output(everywhere(comm, lambda: load_crossval_config(args.config)), args)
     inputs = (args.config, config.inversion_directory, config.invert.truth)
     with _outputs(comm, config.output_directory, args.overwrite, inputs) as staging:
         run_crossval(config, staging, comm, log)
