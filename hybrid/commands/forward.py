@@ -82,8 +82,8 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
         slice_index = geometry.slice_index if domain.dim == 2 and ktrans.shape[2] > 1 else None
         fields["vascular_exchange"], image_stats = vascular_exchange_from_ktrans(
             domain, ktrans, affine_mm, config.tumour, config.host, slice_index=slice_index)
-        log(f"Lp S/V scaled by Ktrans / region mean from {config.ktrans_map} (tumour mean "
-            f"{image_stats['mean_tumour_ktrans_per_min']} /min)")
+        log(f"Lp S/V scaled by Ktrans / region mean from {config.ktrans_map.name} (tumour mean "
+            f"{image_stats['mean_tumour_ktrans_per_min']:.3g} /min)")
     log(f"solving IFP with degree {config.solver.degree} on {comm.size} rank(s)")
     # PETSc errors and non-convergence arise on every rank alike, so agreeing on them cannot hang
     solution = everywhere(comm, lambda: _solve(config, domain, fields))

@@ -450,7 +450,9 @@ def test_standard_errors_match_the_scatter_of_estimates(model, truth, delay):
 def test_delayed_fit_costs_few_undelayed_fits(monkeypatch):
     """Work per voxel (exponential convolutions, which dominate the cost of the convolution
     models) of a delayed fit against an undelayed one on 120 OSIPI curves: <= 3x for the
-    2CXM and 2CUM, <= 20x for the Tofts models (wall-clock: benchmarks/dce_fit_speed.py)."""
+    2CXM and 2CUM, <= 20x for the Tofts models (wall-clock: benchmarks/dce_fit_speed.py). On
+    these OSIPI curves the delayed 2CUM costs 1.4x in CPU time; on the benchmark's synthetic
+    high-flow voxels it costs about 4x (README), which this count does not cover."""
     work = [0]
     convolve = dce.exp_convolve
 
