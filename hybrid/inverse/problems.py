@@ -37,8 +37,14 @@ __all__ = ["InverseProblem", "IFPProblem", "TransportProblem"]
 class InverseProblem(nn.Module):
     """Common machinery: the coefficient table, unknowns and estimates."""
 
-    def __init__(self, coefficients: dict):
+    def __init__(self, coefficients: dict, *, defaults: dict, required: set[str]):
+        """``coefficients`` (number, callable or unknown per name) completed by ``defaults``; raises
+        ValueError naming the ``required`` ones that are missing."""
         super().__init__()
+        coefficients = defaults | dict(coefficients)
+        missing = required - set(coefficients)
+        if missing:
+            raise ValueError(f"{type(self).__name__} needs the coefficients {sorted(missing)}")
         unknown = {name: value for name, value in coefficients.items()
                    if isinstance(value, (BoundedScalar, BoundedField))}
         self.unknowns = nn.ModuleDict(unknown)
@@ -84,11 +90,8 @@ class IFPProblem(InverseProblem):
     def __init__(self, geometry, coefficients: dict, *, observations: Observations | None = None,
                  far_pressure: float = 0.0, pressure_scale: float = 1000.0, width: int = 32, depth: int = 3,
                  features: int = 16, sigma: float = 1.0, generator: torch.Generator | None = None):
-        coefficients = {"lymphatic_filtration": 0.0, "lymphatic_pressure": 0.0} | dict(coefficients)
-        missing = {"conductivity", "vascular_exchange", "effective_pressure"} - set(coefficients)
-        if missing:
-            raise ValueError(f"IFPProblem needs the coefficients {sorted(missing)}")
-        super().__init__(coefficients)
+        super().__init__(coefficients, defaults={"lymphatic_filtration": 0.0, "lymphatic_pressure": 0.0},
+                         required={"conductivity", "vascular_exchange", "effective_pressure"})
         self.geometry = geometry
         self.scales = Scales(length=geometry.length, pressure=pressure_scale)
         self.far_pressure = float(far_pressure)
@@ -172,13 +175,10 @@ class TransportProblem(InverseProblem):
                  flow: IFPProblem | None = None, hindrance: float = 1.0, free_binding_ratio: float = 0.0,
                  interstitial_fraction: float = 1.0, boundary_points: int = 256, width: int = 64, depth: int = 4,
                  features: int = 32, sigma: float = 1.0, generator: torch.Generator | None = None):
-        coefficients = {"clearance": 0.0, "uptake_rate": 0.0} | dict(coefficients)
-        missing = {"diffusivity_lipo", "diffusivity_free", "release_rate"} - set(coefficients)
-        if missing:
-            raise ValueError(f"TransportProblem needs the coefficients {sorted(missing)}")
         if boundary not in ("dirichlet", "free", "no_flux"):
             raise ValueError(f"boundary must be 'dirichlet', 'free' or 'no_flux', got {boundary!r}")
-        super().__init__(coefficients)
+        super().__init__(coefficients, defaults={"clearance": 0.0, "uptake_rate": 0.0},
+                         required={"diffusivity_lipo", "diffusivity_free", "release_rate"})
         self.geometry, self.boundary = geometry, boundary
         self.scales = Scales(length=geometry.length, time=end_time, concentration=concentration_scale)
         self.initial = (initial_lipo, initial_free)

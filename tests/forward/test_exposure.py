@@ -13,13 +13,11 @@ import hybrid.forward  # noqa: F401  (imports DOLFINx the supported way)
 import dolfinx.fem
 
 from hybrid.forward.exposure import Exposure, distance_profile
-from hybrid.forward.transport import Carrier, CellUptake, TransportModel, TransportSolver
 from hybrid.forward.verification import unit_square_domain
 from hybrid.mesh import krogh_mesh
 from hybrid.problems.krogh import half_distance, krogh_concentration
 from hybrid.problems.parameters import default
-from hybrid.problems.pharmacokinetics import PlasmaCurve
-from hybrid.problems.uptake import linear_uptake
+from test_transport import KROGH, krogh_solver   # the Krogh case verified there
 
 pytestmark = pytest.mark.mpi
 COMM = MPI.COMM_WORLD
@@ -78,20 +76,13 @@ def test_lethal_fraction_and_survival_of_a_manufactured_peak_field():
     assert numbers["lethal_amount_ng_per_1e5_cells"] == pytest.approx(0.3 * 2.0 * 3.5, rel=1e-12)
 
 
-KROGH = dict(diffusivity=117e-12, sink_rate=0.05, r_vessel=10e-6, r_tissue=120e-6, vessel_concentration=1.0,
-             permeability=2.67e-6)
 
 
 def test_half_distance_of_the_steady_krogh_profile():
     """Steady free drug on the Krogh annulus (4 um cells): the distance profile follows the Bessel
     closed form and its half-distance matches the closed form's."""
     mesh_size = 4e-6
-    domain = krogh_mesh(COMM, KROGH["r_vessel"], KROGH["r_tissue"], mesh_size, wall_mesh_size=mesh_size / 4)
-    k = KROGH["sink_rate"]
-    model = TransportModel(free=Carrier(KROGH["diffusivity"], KROGH["permeability"]),
-                           uptake=CellUptake(lambda c_free, c_cell, xp: linear_uptake(c_free, k), linear=True),
-                           plasma_free=PlasmaCurve.constant(KROGH["vessel_concentration"]))
-    solver = TransportSolver(domain, model)
+    domain, solver = krogh_solver(mesh_size)
     for _ in range(3):
         solver.step(1e5)
     free = solver.species()[1]

@@ -51,15 +51,20 @@ KROGH = dict(diffusivity=117e-12, sink_rate=0.05, r_vessel=10e-6, r_tissue=120e-
              permeability=2.67e-6)
 
 
-def krogh_error(mesh_size: float):
-    """Max nodal error of C_F at steady state (backward Euler with dt >> 1/k), the run's largest
-    relative mass-balance residual and the smallest concentration."""
+def krogh_solver(mesh_size: float):
+    """(domain, solver) of free drug on the KROGH annulus: constant plasma, permeable wall, linear uptake."""
     domain = krogh_mesh(COMM, KROGH["r_vessel"], KROGH["r_tissue"], mesh_size, wall_mesh_size=mesh_size / 4)
     k = KROGH["sink_rate"]
     model = TransportModel(free=Carrier(KROGH["diffusivity"], KROGH["permeability"]),
                            uptake=CellUptake(lambda c_free, c_cell, xp: linear_uptake(c_free, k), linear=True),
                            plasma_free=PlasmaCurve.constant(KROGH["vessel_concentration"]))
-    solver = TransportSolver(domain, model)
+    return domain, TransportSolver(domain, model)
+
+
+def krogh_error(mesh_size: float):
+    """Max nodal error of C_F at steady state (backward Euler with dt >> 1/k), the run's largest
+    relative mass-balance residual and the smallest concentration."""
+    _, solver = krogh_solver(mesh_size)
     records = [solver.step(1e5) for _ in range(3)]
     x, values = owned(solver)
     exact = krogh_concentration(np.linalg.norm(x[:, :2], axis=1), **KROGH)
