@@ -20,7 +20,6 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +38,7 @@ def main() -> None:
     from hybrid.commands.synthesize import run_synthesize
     from hybrid.commands.transport import setup_transport
     from hybrid.config.synthesize import load_synthesize_config
+    from hybrid.config.validate import with_output_directory
     from hybrid.io.nifti import read_volume
     from hybrid.problems.ifp import OuterBoundary
     from hybrid.validation.classical import fit_ifp, fit_release_rate
@@ -50,7 +50,7 @@ def main() -> None:
                                                       "load_average_before": list(os.getloadavg())}}
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        truth = run_synthesize(replace(config, output_directory=Path(folder)), observation, comm, quiet)
+        truth = run_synthesize(with_output_directory(config, Path(folder)), observation, comm, quiet)
         report["synthesize_s"] = time.perf_counter() - start
         ifp, affine = read_volume(Path(folder) / "truth" / "ifp.nii.gz")
         fraction = np.asarray(nib.load(str(Path(folder) / "released_fraction.nii.gz")).get_fdata())

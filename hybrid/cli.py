@@ -219,9 +219,9 @@ def _outputs(comm, directory: Path, overwrite: bool, inputs=()):
 
 def _with_output(config, args):
     """``config`` with ``--output``, when given, as its output directory."""
-    from dataclasses import replace
+    from hybrid.config.validate import with_output_directory
 
-    return config if args.output is None else replace(config, output_directory=args.output)
+    return config if args.output is None else with_output_directory(config, args.output)
 
 
 def _demo(args, comm, log) -> None:
@@ -233,19 +233,18 @@ def _demo(args, comm, log) -> None:
 
 
 def _forward(args, comm, log) -> None:
-    from dataclasses import replace
-
     from hybrid.collective import everywhere
     from hybrid.config import load_forward_config
+    from hybrid.config.validate import with_output_directory
     from hybrid.commands.forward import run_forward
     from hybrid.mesh.geometry import check_mesh_size
 
     config = _with_output(everywhere(comm, lambda: load_forward_config(args.config)), args)
     everywhere(comm, lambda: check_mesh_size(config.geometry))
     inputs = (args.config, config.geometry.mask, config.ktrans_map)
-    with _outputs(comm, config.output_directory, args.overwrite, inputs) as staging:
-        run_forward(replace(config, output_directory=staging), comm, log)
-    log(f"done: outputs in {config.output_directory}")
+    with _outputs(comm, config.output.directory, args.overwrite, inputs) as staging:
+        run_forward(with_output_directory(config, staging), comm, log)
+    log(f"done: outputs in {config.output.directory}")
 
 
 def _phantom(args, comm, log) -> None:
@@ -259,31 +258,29 @@ def _phantom(args, comm, log) -> None:
 
 
 def _maps(args, comm, log) -> None:
-    from dataclasses import replace
-
     from hybrid.collective import everywhere, on_rank0
     from hybrid.config import load_maps_config
+    from hybrid.config.validate import with_output_directory
     from hybrid.commands.maps import run_maps
 
     config = _with_output(everywhere(comm, lambda: load_maps_config(args.config)), args)
     inputs = (args.config, config.dce and config.dce.series, config.vfa_series, config.cest and config.cest.series,
               config.mask)
-    with _outputs(comm, config.output_directory, args.overwrite, inputs) as staging:
-        on_rank0(comm, lambda: run_maps(replace(config, output_directory=staging), log))
-    log(f"done: outputs in {config.output_directory}")
+    with _outputs(comm, config.output.directory, args.overwrite, inputs) as staging:
+        on_rank0(comm, lambda: run_maps(with_output_directory(config, staging), log))
+    log(f"done: outputs in {config.output.directory}")
 
 
 def _transport(args, comm, log) -> None:
-    from dataclasses import replace
-
     from hybrid.collective import everywhere
     from hybrid.commands.transport import run_transport
     from hybrid.config.transport import load_transport_config
+    from hybrid.config.validate import with_output_directory
 
     config = _with_output(everywhere(comm, lambda: load_transport_config(args.config)), args)
-    with _outputs(comm, config.output_directory, args.overwrite, (args.config,)) as staging:
-        run_transport(replace(config, output_directory=staging), comm, log)
-    log(f"done: outputs in {config.output_directory}")
+    with _outputs(comm, config.output.directory, args.overwrite, (args.config,)) as staging:
+        run_transport(with_output_directory(config, staging), comm, log)
+    log(f"done: outputs in {config.output.directory}")
 
 
 def _compare(args, comm, log) -> None:
@@ -292,24 +289,23 @@ def _compare(args, comm, log) -> None:
     from hybrid.config.compare import load_compare_config
 
     scenarios = everywhere(comm, lambda: load_compare_config(args.config))
-    output = args.output if args.output is not None else scenarios[0][1].output_directory
+    output = args.output if args.output is not None else scenarios[0][1].output.directory
     with _outputs(comm, output, args.overwrite, (args.config,)) as staging:
         run_compare(scenarios, staging, comm, log)
     log(f"done: outputs in {output}")
 
 
 def _synthesize(args, comm, log) -> None:
-    from dataclasses import replace
-
     from hybrid.collective import everywhere
     from hybrid.commands.synthesize import run_synthesize
     from hybrid.config.synthesize import load_synthesize_config
+    from hybrid.config.validate import with_output_directory
 
     config, observation = everywhere(comm, lambda: load_synthesize_config(args.config))
     config = _with_output(config, args)
-    with _outputs(comm, config.output_directory, args.overwrite, (args.config,)) as staging:
-        run_synthesize(replace(config, output_directory=staging), observation, comm, log)
-    log(f"done: outputs in {config.output_directory}")
+    with _outputs(comm, config.output.directory, args.overwrite, (args.config,)) as staging:
+        run_synthesize(with_output_directory(config, staging), observation, comm, log)
+    log(f"done: outputs in {config.output.directory}")
 
 
 def _invert(args, comm, log) -> None:
@@ -319,9 +315,9 @@ def _invert(args, comm, log) -> None:
 
     config = _with_output(everywhere(comm, lambda: load_invert_config(args.config)), args)
     inputs = (args.config, config.observations, config.truth)
-    with _outputs(comm, config.output_directory, args.overwrite, inputs) as staging:
+    with _outputs(comm, config.output.directory, args.overwrite, inputs) as staging:
         on_rank0(comm, lambda: run_invert(config, staging, log, resume=args.resume))
-    log(f"done: outputs in {config.output_directory}")
+    log(f"done: outputs in {config.output.directory}")
 
 
 def _validate(args, comm, log) -> None:
@@ -331,9 +327,9 @@ def _validate(args, comm, log) -> None:
 
     config = _with_output(everywhere(comm, lambda: load_crossval_config(args.config)), args)
     inputs = (args.config, config.inversion_directory, config.invert.truth)
-    with _outputs(comm, config.output_directory, args.overwrite, inputs) as staging:
+    with _outputs(comm, config.output.directory, args.overwrite, inputs) as staging:
         run_crossval(config, staging, comm, log)
-    log(f"done: outputs in {config.output_directory}")
+    log(f"done: outputs in {config.output.directory}")
 
 
 COMMANDS = {"demo": _demo, "forward": _forward, "phantom": _phantom, "maps": _maps, "transport": _transport,

@@ -97,14 +97,13 @@ def _answer(rows: dict[str, dict], distal_distance: float | None) -> dict:
 def run_compare(scenarios: list[tuple[str, TransportConfig]], output: Path, comm: MPI.Comm, log) -> dict:
     """Run the ``scenarios`` into ``output`` (collective) and write the table, the answer and the
     figures (rank 0). Returns the compare document."""
-    from dataclasses import replace
-
+    from hybrid.config.validate import with_output_directory
     from hybrid.io.summary import write_summary
 
     rows, summaries = {}, {}
     for index, (name, config) in enumerate(scenarios, start=1):
         log(f"scenario {index}/{len(scenarios)}: {name}")
-        summary = run_transport(replace(config, output_directory=output / name), comm, log)
+        summary = run_transport(with_output_directory(config, output / name), comm, log)
         rows[name], summaries[name] = _row(name, config, summary), summary
     first = scenarios[0][1]
     perivascular = first.geometry.shape in PERIVASCULAR

@@ -92,14 +92,14 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
     memory["after_solve"] = peak_memory_mib(comm)
     log(f"{solution.dofs} dofs, {solution.iterations} CG iterations, {solution.solve_time_s:.2f} s")
 
-    if config.write_velocity:
+    if config.output.velocity:
         t0 = time.perf_counter()
         everywhere(comm, lambda: solution.velocity)   # the conservative flux, computed on first access
         stages["flux_s"] = time.perf_counter() - t0
         memory["after_flux"] = peak_memory_mib(comm)
     t0 = time.perf_counter()
-    out = Path(config.output_directory)
-    written = [solution.pressure, solution.velocity] if config.write_velocity else [solution.pressure]
+    out = Path(config.output.directory)
+    written = [solution.pressure, solution.velocity] if config.output.velocity else [solution.pressure]
     try:
         fields_bytes = write_fields(out / "ifp.xdmf", domain.mesh, written)
     except RuntimeError as exc:  # HDF5 reports a full disk or quota only as a failed write or close

@@ -73,7 +73,7 @@ def _check_maps(maps: dict[str, np.ndarray], mask: np.ndarray, warnings: list[st
 
 def run_maps(config, log=None) -> dict:
     """``hybrid maps``: DCE/VFA/CEST NIfTI series -> parameter maps (NIfTI, source affine),
-    ``maps.png`` and ``summary.json`` in ``config.output_directory``; returns the summary.
+    ``maps.png`` and ``summary.json`` in ``config.output.directory``; returns the summary.
 
     Maps (float32, NaN outside the mask or where a fit failed): the DCE model's parameters
     (Ktrans [1/min], ve, vp, PS [1/min], Fp [mL/100 mL/min]), rss [mM^2], delay_s [s] with
@@ -198,7 +198,7 @@ def run_maps(config, log=None) -> dict:
     failed_voxels = _check_maps(maps, mask, warnings)
     for warning in warnings:
         log(f"warning: {warning}")
-    out = Path(config.output_directory)
+    out = Path(config.output.directory)
     fitted = ParameterMaps(VoxelGrid(affine, shape), mask, maps, {key: MAP_UNITS.get(key, "") for key in maps})
     outputs = _write_maps(fitted, out)
     stages["total_s"] = time.perf_counter() - start

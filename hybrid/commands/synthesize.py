@@ -123,7 +123,7 @@ def _write(out: Path, fields: dict, observed: dict, times, affine, observation: 
 
 
 def run_synthesize(config: TransportConfig, observation: ObservationConfig, comm: MPI.Comm, log) -> dict:
-    """Run the twin and write the synthetic images and the truth into ``config.output_directory``
+    """Run the twin and write the synthetic images and the truth into ``config.output.directory``
     (collective). Returns ``truth.json``'s content."""
     from hybrid.collective import on_rank0
     from hybrid.io.summary import software_versions
@@ -174,5 +174,5 @@ def run_synthesize(config: TransportConfig, observation: ObservationConfig, comm
              "grid": {"shape": list(shape), "affine_mm": affine.tolist()},
              "fields": {name: QUANTITIES.get(name, "Pa" if name == "ifp" else "mol/m^3 of tissue") for name in fields},
              "nodes": solver.concentrations.function_space.dofmap.index_map.size_global, "stages_s": stages}
-    on_rank0(comm, lambda: _write(Path(config.output_directory), fields, observed, times, affine, observation, truth))
+    on_rank0(comm, lambda: _write(Path(config.output.directory), fields, observed, times, affine, observation, truth))
     return truth

@@ -280,7 +280,7 @@ def setup_transport(config: TransportConfig, comm: MPI.Comm, log, stages: dict) 
 
 
 def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
-    """Run the configured transport problem and write the outputs into ``config.output_directory``
+    """Run the configured transport problem and write the outputs into ``config.output.directory``
     (collective). Returns the summary."""
     from hybrid.io.summary import software_versions, write_summary
 
@@ -288,7 +288,7 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
     setup = setup_transport(config, comm, log, stages)
     config, domain, perivascular, images = setup.config, setup.domain, setup.perivascular, setup.images
     ifp_numbers, heat, solver = setup.ifp_numbers, setup.heat, setup.solver
-    out = Path(config.output_directory)
+    out = Path(config.output.directory)
     start = time.perf_counter()
     exposure = Exposure(domain, *solver.species()[1:], cell_density=config.tissue["cell_density"],
                         lethal_amount=config.exposure["lethal_amount_per_cell"],

@@ -14,8 +14,8 @@ point 4) against the FEM::
     [output]
     directory = "results/validate_disc"
 
-``[inversion] config`` and ``directory`` are relative to this file; ``[output] directory`` to the
-working directory (as for ``hybrid forward``). The truth (optional) is the invert run's ``[data]
+Paths (``[inversion] config`` and ``directory``, ``[output] directory``) are relative to this file.
+The truth (optional) is the invert run's ``[data]
 truth`` (a ``hybrid synthesize`` truth.json) with ``truth/ifp.nii.gz`` beside it.
 """
 
@@ -27,7 +27,8 @@ from pathlib import Path
 
 from hybrid.config.geometry import GeometryConfig, geometry_from_table
 from hybrid.config.invert import InvertConfig, load_invert_config
-from hybrid.config.validate import REQUIRED, ConfigError, read_toml, relative_path, take_keys
+from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, output_from_table, read_toml, relative_path,
+                                    take_keys)
 
 __all__ = ["CrossvalConfig", "crossval_config_from_dict", "load_crossval_config"]
 
@@ -37,7 +38,7 @@ class CrossvalConfig:
     invert: InvertConfig            # the validated invert configuration of the run
     inversion_directory: Path       # holds inversion.json and ifp.nii.gz
     geometry: GeometryConfig
-    output_directory: Path
+    output: OutputConfig
 
 
 def crossval_config_from_dict(data: dict, origin: str = "<config>", base: Path = Path(".")) -> CrossvalConfig:
@@ -48,7 +49,7 @@ def crossval_config_from_dict(data: dict, origin: str = "<config>", base: Path =
             raise ConfigError(f"unknown section(s) {', '.join(extra)}; allowed: inversion, geometry, output")
         inversion = take_keys(data.get("inversion", {}), "inversion", {"config": REQUIRED, "directory": None})
         invert = load_invert_config(relative_path(base, "inversion", "config", inversion["config"]))
-        directory = (invert.output_directory if inversion["directory"] is None
+        directory = (invert.output.directory if inversion["directory"] is None
                      else relative_path(base, "inversion", "directory", inversion["directory"]))
         geometry = geometry_from_table(data.get("geometry", {}), base)
         if geometry.shape != "disc" or geometry.host_thickness != 0:
@@ -58,9 +59,7 @@ def crossval_config_from_dict(data: dict, origin: str = "<config>", base: Path =
         if not math.isclose(geometry.tumour_radius, invert.radius, rel_tol=1e-9):
             raise ConfigError(f"[geometry] tumour_radius {geometry.tumour_radius:g} m must equal the invert "
                               f"[problem] radius {invert.radius:g} m")
-        output = take_keys(data.get("output", {}), "output", {"directory": REQUIRED})
-        return CrossvalConfig(invert, directory, geometry,
-                              relative_path(Path("."), "output", "directory", output["directory"]))
+        return CrossvalConfig(invert, directory, geometry, output_from_table(data.get("output"), base))
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
 

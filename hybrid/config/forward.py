@@ -38,11 +38,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from hybrid.config.geometry import GeometryConfig, geometry_from_table
-from hybrid.config.validate import (REQUIRED, ConfigError, check_petsc_options, number, read_toml, relative_path,
-                                    take_keys)
+from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, check_petsc_options, number,
+                                    output_from_table, read_toml, relative_path, take_keys)
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 
-__all__ = ["SolverConfig", "ForwardConfig", "tissue_from_table", "forward_config_from_dict", "load_forward_config"]
+__all__ = ["SolverConfig", "ForwardOutputConfig", "ForwardConfig", "tissue_from_table", "forward_config_from_dict", "load_forward_config"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,13 @@ class SolverConfig:
 
 
 @dataclass(frozen=True)
+class ForwardOutputConfig(OutputConfig):
+    """``[output]`` of ``hybrid forward``: ``velocity = false`` skips the Darcy flux (a mixed RT solve)."""
+
+    velocity: bool = True
+
+
+@dataclass(frozen=True)
 class ForwardConfig:
     """Everything ``hybrid forward`` needs, validated."""
 
@@ -62,10 +69,9 @@ class ForwardConfig:
     host: TissueProperties | None
     boundary: OuterBoundary
     solver: SolverConfig
-    output_directory: Path
+    output: ForwardOutputConfig
     source: dict                  # the TOML as read, echoed into summary.json
     ktrans_map: Path | None = None  # [images] ktrans: Lp S/V scaled by Ktrans (see hybrid.forward.image_sampling)
-    write_velocity: bool = True     # [output] velocity: false skips the Darcy flux (a mixed RT solve) at scale
 
 
 def tissue_from_table(table: dict, region: str) -> TissueProperties:
@@ -80,8 +86,8 @@ def tissue_from_table(table: dict, region: str) -> TissueProperties:
 
 
 def forward_config_from_dict(data: dict, origin: str = "<config>", base: Path = Path(".")) -> ForwardConfig:
-    """Validate a parsed TOML document (see the module docstring for the layout); image paths
-    are relative to ``base``, the output directory to the working directory."""
+    """Validate a parsed TOML document (see the module docstring for the layout); paths are
+    relative to ``base`` (the TOML file's folder)."""
     try:
         top = take_keys(data, "top level", {"geometry": REQUIRED, "tumour": {}, "host": None, "images": {},
                                         "boundary": {}, "solver": {}, "output": REQUIRED})
@@ -103,14 +109,10 @@ def forward_config_from_dict(data: dict, origin: str = "<config>", base: Path = 
         if isinstance(sol["degree"], bool) or not isinstance(sol["degree"], int) or sol["degree"] not in (1, 2, 3):
             raise ConfigError(f"[solver] degree must be 1, 2 or 3 (an integer), got {sol['degree']!r}")
         check_petsc_options(sol["petsc_options"])
-        out = take_keys(top["output"], "output", {"directory": REQUIRED, "velocity": True})
-        directory = relative_path(Path("."), "output", "directory", out["directory"])
-        if not isinstance(out["velocity"], bool):
-            raise ConfigError(f"[output] velocity must be true or false, got {out['velocity']!r}")
+        output = output_from_table(top["output"], base, ForwardOutputConfig)
         rim = tumour.rim_thickness
         return ForwardConfig(geometry.resolved(rim), tumour, host, boundary,
-                             SolverConfig(sol["degree"], dict(sol["petsc_options"])),
-                             directory, data, ktrans, out["velocity"])
+                             SolverConfig(sol["degree"], dict(sol["petsc_options"])), output, data, ktrans)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     except ValueError as exc:  # from the physics dataclasses
@@ -118,6 +120,6 @@ def forward_config_from_dict(data: dict, origin: str = "<config>", base: Path = 
 
 
 def load_forward_config(path: str | Path) -> ForwardConfig:
-    """Read and validate a ``hybrid forward`` TOML file (image paths relative to it)."""
+    """Read and validate a ``hybrid forward`` TOML file (paths relative to it)."""
     path = Path(path)
     return forward_config_from_dict(read_toml(path), str(path), path.parent)

@@ -37,7 +37,7 @@ Coefficients of kind "ifp" (hybrid.inverse.IFPProblem): ``conductivity``, ``vasc
 ``effective_pressure`` (each known or unknown, required), ``lymphatic_filtration`` and
 ``lymphatic_pressure`` (default 0). A steady IFP map fixes only K / (Lp S/V) (the rim thickness)
 and the plateau: leave one of K and Lp S/V known. ``[data]`` paths are relative to the configuration
-file; ``checkpoint`` and ``[output] directory`` to the working directory (as for ``hybrid forward``).
+file, as are ``checkpoint`` and ``[output] directory``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hybrid.config.validate import REQUIRED, ConfigError, integer, number, read_toml, relative_path, take_keys
+from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, integer, number, output_from_table,
+                                    read_toml, relative_path, take_keys)
 
 __all__ = ["UnknownConfig", "InvertConfig", "IFP_COEFFICIENTS", "invert_config_from_dict", "load_invert_config"]
 
@@ -79,7 +80,7 @@ class InvertConfig:
     training: dict
     ensemble: int
     checkpoint: Path | None
-    output_directory: Path
+    output: OutputConfig
 
 
 def _unknown(name: str, table) -> UnknownConfig:
@@ -150,7 +151,6 @@ def invert_config_from_dict(data: dict, origin: str = "<config>", base: Path = P
             else:
                 known[name] = number("problem", name, value)
         training, ensemble, checkpoint = _training(data.get("training", {}))
-        output = take_keys(data.get("output", {}), "output", {"directory": REQUIRED})
         return InvertConfig(
             observations=relative_path(base, "data", "observations", source["observations"]),
             noise_sd=number("data", "noise_sd", source["noise_sd"], non_negative=True),
@@ -160,8 +160,8 @@ def invert_config_from_dict(data: dict, origin: str = "<config>", base: Path = P
             far_pressure=number("problem", "far_pressure", problem["far_pressure"]),
             pressure_scale=number("problem", "pressure_scale", problem["pressure_scale"], positive=True),
             known=known, unknowns=unknowns, training=training, ensemble=ensemble,
-            checkpoint=None if checkpoint is None else relative_path(Path("."), "training", "checkpoint", checkpoint),
-            output_directory=relative_path(Path("."), "output", "directory", output["directory"]))
+            checkpoint=None if checkpoint is None else relative_path(base, "training", "checkpoint", checkpoint),
+            output=output_from_table(data.get("output"), base))
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hybrid.config.validate import (REQUIRED, ConfigError, integer, number, numbers, optional_number, read_toml,
-                                    relative_path, spec_of, take_keys)
+from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, integer, number, numbers, optional_number,
+                                    output_from_table, read_toml, relative_path, spec_of, take_keys)
 
 __all__ = ["DceMapsConfig", "CestMapsConfig", "MapsConfig", "maps_config_from_dict", "load_maps_config"]
 
@@ -101,7 +101,7 @@ class MapsConfig:
     vfa_tr_s: float | None
     cest: CestMapsConfig | None
     mask: Path | None
-    output_directory: Path
+    output: OutputConfig
     source: dict
 
 
@@ -187,10 +187,9 @@ def maps_config_from_dict(data: dict, base: Path = Path("."), origin: str = "<co
         mask = None
         if top["mask"] is not None:
             mask = relative_path(base, "mask", "path", take_keys(top["mask"], "mask", {"path": REQUIRED})["path"])
-        out = take_keys(top["output"], "output", {"directory": REQUIRED})
         return MapsConfig(dce, vfa_series, vfa_tr,
                           None if top["cest"] is None else _cest_maps(top["cest"], base), mask,
-                          relative_path(base, "output", "directory", out["directory"]), data)
+                          output_from_table(top["output"], base), data)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
 

@@ -2,7 +2,7 @@
 
 TOML key = field name; unknown keys, missing required keys and impossible values raise
 :class:`hybrid.config.ConfigError` naming the section and key. Paths are relative to the TOML
-file except ``[output] directory`` (relative to the working directory, as for ``hybrid forward``).
+file (``[output] directory`` too).
 Example (the Krogh verification case of issue 8)::
 
     [geometry]                     # as for hybrid forward (krogh | vessels | disc | sphere | slab | mask)
@@ -80,8 +80,8 @@ from pathlib import Path
 
 from hybrid.config.forward import tissue_from_table
 from hybrid.config.geometry import GeometryConfig, geometry_from_table
-from hybrid.config.validate import (REQUIRED, ConfigError, check_petsc_options, number, read_toml, relative_path,
-                                    take_keys)
+from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, check_petsc_options, number,
+                                    output_from_table, read_toml, relative_path, take_keys)
 from hybrid.problems.ifp import TissueProperties
 from hybrid.problems.parameters import PARAMETERS, default
 from hybrid.problems.radiation import RadiationResponse
@@ -109,7 +109,7 @@ class TransportConfig:
     heating: dict | None         # target_temperature, start, end, max_power, boundary
     exposure: dict               # lethal_amount_per_cell [mol/cell], kill_coefficient [1/mol], profile_bin_width [m]
     petsc_options: dict
-    output_directory: Path
+    output: OutputConfig
     source: dict = field(repr=False)   # the TOML as read, echoed into summary.json
     radiation: dict | None = None      # dose_Gy [Gy], response (RadiationResponse); None: no [radiation]
 
@@ -253,10 +253,9 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
         radiation = None if top["radiation"] is None else _radiation(top["radiation"], tumour)
         solver = take_keys(top["solver"], "solver", {"petsc_options": {}})
         check_petsc_options(solver["petsc_options"])
-        out = take_keys(top["output"], "output", {"directory": REQUIRED})
-        directory = relative_path(Path("."), "output", "directory", out["directory"])
         return TransportConfig(geometry, flow, tumour, formulation, free, liposome, release, tissue, plasma, time,
-                               heating, exposure, dict(solver["petsc_options"]), directory, data, radiation)
+                               heating, exposure, dict(solver["petsc_options"]), output_from_table(top["output"], base),
+                               data, radiation)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     except ValueError as exc:

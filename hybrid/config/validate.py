@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 
-__all__ = ["ConfigError", "REQUIRED", "read_toml", "spec_of", "take_keys", "number", "optional_number", "integer",
-           "numbers", "relative_path", "check_petsc_options"]
+__all__ = ["ConfigError", "REQUIRED", "OutputConfig", "read_toml", "spec_of", "take_keys", "number",
+           "optional_number", "integer", "numbers", "relative_path", "output_from_table", "with_output_directory",
+           "check_petsc_options"]
 
 REQUIRED = object()
 """Marks a key without a default in a spec (see :func:`take_keys`)."""
@@ -17,6 +18,14 @@ REQUIRED = object()
 
 class ConfigError(ValueError):
     """A configuration file that cannot describe a run; the message is one actionable line."""
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """``[output]`` of every command: the folder the run writes into (in the TOML: relative to the
+    TOML file; ``--output`` on the command line: relative to the working directory)."""
+
+    directory: Path
 
 
 def read_toml(path: Path) -> dict:
@@ -93,6 +102,22 @@ def relative_path(base: Path, section: str, name: str, value) -> Path:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"[{section}] {name} must be a non-empty path string, got {value!r}")
     return base / value
+
+
+def output_from_table(table, base: Path, schema: type[OutputConfig] = OutputConfig) -> OutputConfig:
+    """The validated ``[output]`` table as ``schema`` (OutputConfig or a subclass with more keys,
+    each a boolean), its ``directory`` relative to ``base`` (the TOML file's folder)."""
+    values = take_keys(table if table is not None else {}, "output", spec_of(schema))
+    for name, value in values.items():
+        if name != "directory" and not isinstance(value, bool):
+            raise ConfigError(f"[output] {name} must be true or false, got {value!r}")
+    values["directory"] = relative_path(base, "output", "directory", values["directory"])
+    return schema(**values)
+
+
+def with_output_directory(config, directory: Path):
+    """``config`` (any command's, with an ``output`` section) writing into ``directory`` instead."""
+    return replace(config, output=replace(config.output, directory=Path(directory)))
 
 
 def check_petsc_options(options) -> None:

@@ -25,7 +25,7 @@ def roundtrip(tmp_path_factory):
     config = load_maps_config(run_phantom(root, shape=SHAPE, voxel_mm=VOXEL_MM, seed=3))
     lines = []
     summary = run_maps(config, lines.append)
-    out = config.output_directory
+    out = config.output.directory
 
     def load(path):
         img = nib.load(str(path))
