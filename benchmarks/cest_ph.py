@@ -8,16 +8,23 @@ when the calibration was made under other conditions (item 11).
    three series with T1 <= 1.4 s (full range and the pH-sensitive range pH >= 6.8), over the
    long-T1 (3.4 s) series pH 6.23-7.28 (with the Box3 vials), and a transfer test (calibrate on
    the T1 = 1.4 s series, read the two other series).
-   Long-T1 series at 2 and 3 uT (same vials, no reference): leave-one-out error per power and
-   ratio method, the nested leave-one-out error of choosing method, power and degree from the
-   data (``cest.select_calibration``), and the noise floor: the SD of each ratio over refits of
-   the fitted spectra with their measured noise added, divided by the calibration slope (pH).
-   Short-T1 series at 2 uT as an independent check of the power.
+   Two powers, per T1 series (eight vials each, pH 6.2-7.3, 2 and 3 uT, the same vials, no
+   reference), over the full range and over pH >= 6.5 (below it both amides saturate): for every
+   candidate index the leave-one-out error (degree by leave-one-out), the nested leave-one-out
+   error (degree chosen again without each vial), the noise floor (SD of the index over refits
+   of the jointly fitted spectra with their measured noise added, divided by the calibration
+   slope, pH), and the nested error of choosing among all candidates; the same calibrations
+   pooled over the four series (32 vials); the simulated slope of the ST and B1 ratios.
+   Candidates, fixed before measuring: the three ratio methods at each power from separate fits
+   and from the joint fit with shared line centres (``cest.fit_zspectra_joint``), the mean of the
+   two powers' ST ratios (both fits; the joint-fit mean was the pre-registered primary index),
+   and the B1-ratiometric index at 4.2 and 5.6 ppm (``cest.b1_ratio``, both fits).
 2. Simulated: calibrate on noiseless Bloch-McConnell vials (9.4 T, 3 uT, 6 s, 30 mM, water
    T1 2.5 s / T2 0.5 s, MT 5 %), then read noiseless spectra simulated with one setting changed
    (water T2, concentration, B0, B1): bias = recovered - true pH at pH 6.3-7.2.
 
-Writes benchmarks/results/cest_ph.json and prints the tables. Takes about two minutes on two cores.
+Writes benchmarks/results/cest_ph.json and prints the tables. Takes about three minutes on two
+cores (load 8).
 """
 
 import argparse
@@ -96,12 +103,15 @@ def power_files(power_ut):
             MEASURED_CSV.with_name(f"Box3_37C_SatP{power_ut}SatT6002_25mM_T1_3.4s.csv"))
 
 
-def long_t1_series(power_ut):
-    """Offsets, pH and raw spectra (no reference) of the eight 3.4 s vials, pH 6.23-7.28."""
+def t1_series(power_ut):
+    """Offsets and {T1 label: (pH, raw spectra without reference)} of the four 25 mM series of eight
+    vials at power_ut: T1 3.4 s (Box3 pH 6.23-6.67 + Box4 pH 6.82-7.28), 1.4, 0.86 and 0.6 s (Box4)."""
     box4, box3 = power_files(power_ut)
     offsets, ph, t1, signal = read_zspectra_csv(box4, keep_reference=False)
     _, ph_low, _, signal_low = read_zspectra_csv(box3, keep_reference=False)
-    return offsets, np.concatenate([ph_low, ph[t1 == 3.4]]), np.concatenate([signal_low, signal[t1 == 3.4]])
+    series = {"T1 3.4 s": (np.concatenate([ph_low, ph[t1 == 3.4]]), np.concatenate([signal_low, signal[t1 == 3.4]]))}
+    series.update({f"T1 {t:g} s": (ph[t1 == t], signal[t1 == t]) for t in (1.4, 0.86, 0.6)})
+    return offsets, series
 
 
 def noise_sd(offsets, signal):
@@ -118,64 +128,95 @@ def model_spectra(offsets, fit):
     """Fitted Lorentzian spectra relative to the fitted baseline (spectra without reference)."""
     x = offsets[None, None, :]
     lines = cest._lorentz(x, fit.amplitude[..., None], fit.width_ppm[..., None], fit.centre_ppm[..., None])
-    return 1.0 - lines.sum(axis=1)
+    return 1.0 - lines.sum(axis=-2)
 
 
-def ratio_noise_ph(offsets, signal, ph, method, rng):
-    """Per vial: SD of the ratio over NOISE_REPLICATES refits of the fitted spectrum plus Gaussian
-    noise of the measured SD, divided by the slope of the linear calibration (pH)."""
-    keep = np.abs(offsets) < 15.0
-    model = model_spectra(offsets[keep], cest.fit_zspectrum(offsets, signal))
-    noisy = model + rng.standard_normal((NOISE_REPLICATES,) + model.shape) * noise_sd(offsets, signal)[:, None]
-    ratios = cest.ph_ratio(offsets[keep], noisy, method=method)
-    slope = np.polyfit(ph, cest.ph_ratio(offsets, signal, method=method), 1)[0]
-    return np.nanstd(ratios, axis=0) / abs(slope)
-
-
-def long_t1_report():
-    rng = np.random.default_rng(0)
-    out, candidates = {}, {}
-    for power in POWERS_UT:
-        offsets, ph, signal = long_t1_series(power)
-        entry = {"pH": ph.tolist(), "noise_sd": noise_sd(offsets, signal).tolist(), "methods": {}}
+def candidates(offsets, z_low, z_high):
+    """Every pH index of the pre-registered comparison from the 2 uT (z_low) and 3 uT (z_high)
+    spectra of the same vials: per power and ratio method from separate fits and from the joint
+    (shared-centre) fit, the mean of the two powers' ST ratios, and the B1 ratio at each amide."""
+    separate = [cest.fit_zspectrum(offsets, z) for z in (z_low, z_high)]
+    joint = cest.fit_zspectra_joint(offsets, (z_low, z_high))
+    out = {}
+    for prefix, fits in (("", separate), ("joint ", joint)):
         for method in cest.RATIO_METHODS:
-            ratio = cest.ph_ratio(offsets, signal, method=method)
-            candidates[f"{power} uT {method}"] = ratio
-            floor = ratio_noise_ph(offsets, signal, ph, method, rng)
-            entry["methods"][method] = {"ratio": ratio.tolist(), **calibration_entry(ratio, ph),
-                                        "noise_floor_ph": floor.tolist(),
-                                        "noise_floor_rms_ph": float(np.sqrt(np.nanmean(floor ** 2)))}
-        out[f"{power} uT"] = entry
-    for method in cest.RATIO_METHODS:    # one index from both acquisitions: the mean of the two ratios
-        mean = (candidates[f"2 uT {method}"] + candidates[f"3 uT {method}"]) / 2
-        candidates[f"2+3 uT mean {method}"] = mean
-        out.setdefault("2+3 uT mean", {"methods": {}})["methods"][method] = {"ratio": mean.tolist(),
-                                                                            **calibration_entry(mean, ph)}
-    nested = {}
-    for label, names in (("3 uT methods", [n for n in candidates if n.startswith("3 ")]),
-                         ("2 uT methods", [n for n in candidates if n.startswith("2 ")]),
-                         ("2+3 uT mean methods", [n for n in candidates if n.startswith("2+3")]),
-                         ("every power and method", list(candidates))):
-        choice = cest.select_calibration({n: candidates[n] for n in names}, ph)
-        nested[label] = {"chosen": choice.name, "degree": choice.calibration.degree,
-                         "loo_rms_ph": choice.calibration.loo_rms_ph, "nested_loo_rms_ph": choice.nested_loo_rms_ph,
-                         "nested_choices": list(choice.nested_choices)}
-    out["nested_selection"] = nested
-    offsets, ph, t1, signal = read_zspectra_csv(power_files(2)[0], keep_reference=False)
-    short = {}
-    for method in cest.RATIO_METHODS:
-        ratio = cest.ph_ratio(offsets, signal, method=method)
-        pooled, sensitive = t1 <= 1.4, (t1 <= 1.4) & (ph >= 6.8)
-        short[method] = {"pooled_T1_le_1.4_full_range": calibration_entry(ratio[pooled], ph[pooled]),
-                         "pooled_T1_le_1.4_pH_ge_6.8": calibration_entry(ratio[sensitive], ph[sensitive])}
-    out["2 uT short-T1 series"] = short
+            for power, z, fit in zip(POWERS_UT, (z_low, z_high), fits):
+                out[f"{prefix}{power} uT {method}"] = cest.ph_ratio(offsets, z, method=method, fit=fit)
+        out[f"{prefix}2+3 uT mean st"] = (out[f"{prefix}2 uT st"] + out[f"{prefix}3 uT st"]) / 2
+        for at in (4.2, 5.6):
+            out[f"{prefix}B1 ratio {at} ppm"] = cest.b1_ratio(offsets, z_low, z_high, at_ppm=at, fits=fits)
+    return out
+
+
+def loo_entry(ratio, ph):
+    """Leave-one-out error of the calibration (degree by leave-one-out) and the nested
+    leave-one-out error with the degree chosen again without each vial (pH)."""
+    if not np.all(np.isfinite(ratio)):
+        return {"n": int(ratio.size), "error": "non-finite ratios"}
+    try:
+        choice = cest.select_calibration({"index": ratio}, ph)
+    except ValueError as exc:
+        return {"n": int(ratio.size), "error": str(exc)}
+    return {"n": int(ratio.size), "degree": choice.calibration.degree, "loo_rms_ph": choice.calibration.loo_rms_ph,
+            "nested_loo_rms_ph": choice.nested_loo_rms_ph}
+
+
+def index_noise_sd(offsets, z_low, z_high, rng):
+    """Per candidate and vial: SD of the index over NOISE_REPLICATES refits of the jointly fitted
+    spectra plus Gaussian noise of each spectrum's measured SD (index units)."""
+    keep = np.abs(offsets) < 15.0
+    noisy = [model_spectra(offsets[keep], fit)
+             + rng.standard_normal((NOISE_REPLICATES,) + z.shape[:-1] + (int(keep.sum()),)) * noise_sd(offsets, z)[:, None]
+             for fit, z in zip(cest.fit_zspectra_joint(offsets, (z_low, z_high)), (z_low, z_high))]
+    return {name: np.nanstd(r, axis=0) for name, r in candidates(offsets[keep], *noisy).items()}
+
+
+def noise_floor_ph(sd, ratio, ph):
+    """Noise floor of an index (pH): RMS over the vials of its noise SD divided by the slope of its
+    linear fit against pH on the measured vials; None where a ratio is non-finite."""
+    if not (np.all(np.isfinite(ratio)) and np.all(np.isfinite(sd))):
+        return None
+    return float(np.sqrt(np.mean(sd ** 2)) / abs(np.polyfit(ph, ratio, 1)[0]))
+
+
+def two_power_report():
+    """Per T1 series (eight vials, 2 and 3 uT, no reference) and pH range: leave-one-out and nested
+    leave-one-out error of every candidate, the nested error of choosing among all of them, the
+    noise floor, and the same calibrations pooled over the four series (32 vials)."""
+    rng = np.random.default_rng(0)
+    (offsets, low), (_, high) = t1_series(2), t1_series(3)
+    out, pooled = {"pH_ranges": {"full": "6.2-7.3", "pH >= 6.5": "6.5-7.3"}, "series": {}}, {}
+    for label, (ph, z_low) in low.items():
+        z_high = high[label][1]
+        ratios = candidates(offsets, z_low, z_high)
+        entry = {"pH": ph.tolist(), "noise_sd": {f"{p} uT": noise_sd(offsets, z).tolist()
+                                                 for p, z in zip(POWERS_UT, (z_low, z_high))},
+                 "ratio": {n: r.tolist() for n, r in ratios.items()}}
+        sd = index_noise_sd(offsets, z_low, z_high, rng)
+        for name, keep in (("full", np.ones(ph.size, bool)), ("pH >= 6.5", ph >= 6.5)):
+            usable = {n: r[keep] for n, r in ratios.items()}
+            entry[name] = {n: {**loo_entry(r, ph[keep]), "noise_floor_ph": noise_floor_ph(sd[n][keep], r, ph[keep])}
+                           for n, r in usable.items()}
+            choice = cest.select_calibration(usable, ph[keep])
+            entry[name]["choose among all"] = {"chosen": choice.name, "degree": choice.calibration.degree,
+                                               "loo_rms_ph": choice.calibration.loo_rms_ph,
+                                               "nested_loo_rms_ph": choice.nested_loo_rms_ph,
+                                               "nested_choices": list(choice.nested_choices)}
+        out["series"][label] = entry
+        for n, r in ratios.items():
+            pooled.setdefault(n, []).append(r)
+    ph_all = np.concatenate([low[label][0] for label in low])
+    out["pooled_four_series"] = {n: loo_entry(np.concatenate(r), ph_all) for n, r in pooled.items()}
     sim_ph = np.round(np.arange(6.0, 7.41, 0.1), 2)
-    out["simulated_st_ratio_slope_per_pH"] = {"pH": sim_ph[:-1].tolist()}
-    for power in POWERS_UT:      # Bloch-McConnell, 25 mM, water T1 3.4 s / T2 0.5 s, 9.4 T, 6 s, no MT
-        z = bm.simulate_iopamidol(OFFSETS, sim_ph, concentration=0.025, water=bm.WaterPool(t1=3.4, t2=0.5),
-                                  b0=9.4, b1=power * 1e-6, t_sat=6.0)
-        ratio = cest.ph_ratio(OFFSETS, z, method="st")
-        out["simulated_st_ratio_slope_per_pH"][f"{power} uT"] = (np.diff(ratio) / np.diff(sim_ph)).tolist()
+    simulated = {f"{p} uT": bm.simulate_iopamidol(OFFSETS, sim_ph, concentration=0.025, b0=9.4, b1=p * 1e-6,
+                                                  water=bm.WaterPool(t1=3.4, t2=0.5), t_sat=6.0)
+                 for p in POWERS_UT}     # Bloch-McConnell, 25 mM, water T1 3.4 s / T2 0.5 s, 9.4 T, 6 s, no MT
+    slopes = {"pH": sim_ph[:-1].tolist()}
+    for p, z in simulated.items():
+        slopes[f"{p} st"] = np.diff(cest.ph_ratio(OFFSETS, z, method="st")) / np.diff(sim_ph)
+    for at in (4.2, 5.6):
+        slopes[f"B1 ratio {at} ppm"] = np.diff(cest.b1_ratio(OFFSETS, *simulated.values(), at_ppm=at)) / np.diff(sim_ph)
+    out["simulated_slope_per_pH"] = {k: v if k == "pH" else v.tolist() for k, v in slopes.items()}
     return out
 
 
@@ -213,7 +254,7 @@ def main():
               "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version(), "load_average": os.getloadavg()},
               "versions": {d: metadata.version(d) for d in ("hybrid", "numpy", "scipy")},
-              "measured": measured_report(), "long_T1_two_powers": long_t1_report(),
+              "measured": measured_report(), "two_powers": two_power_report(),
               "simulated_bias": bias_report()}
     report["wall_time_s"] = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -233,25 +274,30 @@ def main():
                   f"{tr['rms_ph']:.3f}; T1 3.4 s series pH 6.23-7.28: {long_t1.get('loo_rms_ph', float('nan')):.3f}"
                   f"; per series " + ", ".join(
                       f"{s}: {v.get('loo_rms_ph', float('nan')):.3f}" for s, v in m["per_series_full_range"].items()))
-    long_t1 = report["long_T1_two_powers"]
-    print("long-T1 series pH 6.23-7.28 (8 vials), no reference: leave-one-out [pH] / noise floor [pH]")
-    for power in POWERS_UT:
-        print(f"  {power} uT: " + ", ".join(
-            f"{m} {v.get('loo_rms_ph', float('nan')):.3f} (deg {v.get('degree')}) / {v['noise_floor_rms_ph']:.3f}"
-            for m, v in long_t1[f"{power} uT"]["methods"].items()))
-    print("  mean of the 2 and 3 uT ratios: " + ", ".join(
-        f"{m} {v.get('loo_rms_ph', float('nan')):.3f} (deg {v.get('degree')})"
-        for m, v in long_t1["2+3 uT mean"]["methods"].items()))
-    for label, v in long_t1["nested_selection"].items():
-        print(f"  choose among {label}: {v['chosen']} (deg {v['degree']}) leave-one-out {v['loo_rms_ph']:.3f}, "
-              f"nested leave-one-out {v['nested_loo_rms_ph']:.3f}")
-    print("  2 uT, three series with T1 <= 1.4 s: " + ", ".join(
-        f"{m} {v['pooled_T1_le_1.4_full_range'].get('loo_rms_ph', float('nan')):.3f} (pH 6.2-7.3) / "
-        f"{v['pooled_T1_le_1.4_pH_ge_6.8'].get('loo_rms_ph', float('nan')):.3f} (pH >= 6.8)"
-        for m, v in long_t1["2 uT short-T1 series"].items()))
-    slope = long_t1["simulated_st_ratio_slope_per_pH"]
-    print(f"  simulated st-ratio slope [1/pH] from pH {slope['pH']}: " + "; ".join(
-        f"{p} uT " + " ".join(f"{v:.2f}" for v in slope[f"{p} uT"]) for p in POWERS_UT))
+    two = report["two_powers"]
+
+    def cell(v):
+        return f"{v['loo_rms_ph']:.3f}/{v['nested_loo_rms_ph']:.3f} d{v['degree']}" if "degree" in v else "non-finite"
+    for span_name, span in two["pH_ranges"].items():
+        print(f"per T1 series, pH {span}, 2 and 3 uT, no reference: leave-one-out / nested leave-one-out [pH] "
+              "(degree); last column: noise floor [pH] per series")
+        print(f"  {'index':26s}" + "".join(f"{label:>20s}" for label in two["series"]) + "  noise floor")
+        for name in two["series"]["T1 3.4 s"]["ratio"]:
+            floors = " ".join("  -  " if e[span_name][name]["noise_floor_ph"] is None
+                              else f"{e[span_name][name]['noise_floor_ph']:.3f}" for e in two["series"].values())
+            print(f"  {name:26s}" + "".join(f"{cell(e[span_name][name]):>20s}" for e in two["series"].values())
+                  + f"  {floors}")
+        print(f"  {'choose among all':26s}" + "".join(
+            f"{e[span_name]['choose among all']['loo_rms_ph']:.3f}/{e[span_name]['choose among all']['nested_loo_rms_ph']:.3f}".rjust(20)
+            for e in two["series"].values()) + "   chosen: " + ", ".join(
+            e[span_name]["choose among all"]["chosen"] for e in two["series"].values()))
+    print("pooled over the four series (32 vials, pH 6.2-7.3): " + ", ".join(
+        f"{n} {cell(v)}" for n, v in two["pooled_four_series"].items()))
+    slope = two["simulated_slope_per_pH"]
+    print(f"simulated index slope [1/pH] from pH {slope['pH']}:")
+    for name, values in slope.items():
+        if name != "pH":
+            print(f"  {name:18s} " + " ".join(f"{v:+.2f}" for v in values))
     bias = report["simulated_bias"]
     print(f"simulated bias [pH] at pH {bias['pH']}")
     for method, m in bias["methods"].items():
