@@ -1,11 +1,18 @@
 """Time-dependent transport of liposomal, free and intracellular doxorubicin with DOLFINx, under MPI.
 
 State per tissue volume [mol/m^3]: ``C_L`` (drug encapsulated in liposomes), ``C_F`` (free
-extracellular drug) and ``C_I`` (drug inside cells). Conservative form (``physics.md`` §2.2)::
+extracellular drug, unbound), ``C_I`` (drug inside cells) and, with kinetic albumin binding
+(:class:`AlbuminBinding`), ``C_B`` (free drug bound to albumin). Conservative form
+(``physics.md`` §2.2)::
 
     dC_L/dt + div(f_L u C_L / phi) = div(D_L grad C_L) + J_L - k_rel C_L - k_L C_L
-    dC_F/dt + div(u C_F / phi)     = div(D_F grad C_F) + J_F + k_rel C_L - U(C_F, C_I)
+    dC_F/dt + div(u C_F / phi)     = div(D_F grad C_F) + J_F + k_rel C_L - U(C_F, C_I) - R
     dC_I/dt                        = U(C_F, C_I)
+    dC_B/dt + div(u C_B / phi)     = div(D_Fb grad C_B) + J_B + R
+
+``R = k_a C_F - k_d C_B`` (:func:`hybrid.problems.binding.albumin_binding_rate`); bound drug
+is not taken up by cells, and ``J_B`` is its exchange with the albumin-bound plasma drug
+(permeability P_Fb).
 
 ``u`` is the conservative Darcy flux [m/s] of :mod:`hybrid.forward.ifp` (``IFPSolution.flux``),
 ``phi`` the interstitial fraction, ``U`` the cellular uptake [mol/(m^3 s)] (linear, or
@@ -22,7 +29,7 @@ concentration of the species and ``C/phi``:
 
 Outer boundary: no diffusive flux; drug leaves with the fluid where ``u . n > 0``.
 
-Discretisation: continuous P1 for the three species (one blocked space); reaction terms lumped at
+Discretisation: continuous P1 for the three (four) species (one blocked space); reaction terms lumped at
 the vertices, and so is the mass of every species whose cell Peclet number ``|w| h / (2 D)`` is at
 most 1 (keeps diffusion-reaction solutions non-negative on the usual meshes). Above 1 the species
 keeps its consistent mass (lumping it makes advected fronts oscillate) and, with
@@ -51,14 +58,19 @@ import dolfinx.fem
 
 from hybrid.forward.stepping import BDFScheme, PersistentSolver
 from hybrid.mesh import TumourMesh
+from hybrid.problems.binding import albumin_binding_rate
 from hybrid.problems.exchange import kedem_katchalsky_flux
 from hybrid.problems.namespace import UFL
+from hybrid.problems.parameters import default
 
-__all__ = ["Carrier", "CellUptake", "Flow", "TransportModel", "TransportSolver", "TransportStep",
-           "SPECIES", "DEFAULT_TRANSPORT_PETSC_OPTIONS"]
+__all__ = ["AlbuminBinding", "Carrier", "CellUptake", "Flow", "TransportModel", "TransportSolver", "TransportStep",
+           "SPECIES", "BOUND_SPECIES", "DEFAULT_TRANSPORT_PETSC_OPTIONS"]
 
 SPECIES = ("liposomal_drug", "free_drug", "cell_drug")
 """Output names of the three state variables (all mol per m^3 of tissue)."""
+
+BOUND_SPECIES = "bound_drug"
+"""Output name of the fourth state variable with kinetic albumin binding (mol per m^3 of tissue)."""
 
 DEFAULT_TRANSPORT_PETSC_OPTIONS = {
     "direct": {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"},
@@ -89,6 +101,26 @@ class CellUptake:
 
 
 @dataclass(frozen=True)
+class AlbuminBinding:
+    """Kinetic binding of free drug to albumin in the tissue (a fourth species C_B).
+
+    ``association_rate`` k_a and ``dissociation_rate`` k_d [1/s]; ``carrier``: transport of the
+    bound drug (D_Fb, P_Fb; convected with the interstitial flow, no clearance); ``plasma``: the
+    albumin-bound plasma concentration [mol/m^3 of plasma] against time [s] (delta_alb of the total
+    free-drug curve, whose unbound part is ``TransportModel.plasma_free``)."""
+
+    association_rate: float
+    dissociation_rate: float
+    carrier: Carrier
+    plasma: Callable[[float], float]
+
+    @classmethod
+    def defaults(cls, plasma: Callable[[float], float]) -> "AlbuminBinding":
+        """Table k_a, k_d, D_Fb, P_Fb with the bound plasma curve ``plasma`` [mol/m^3]."""
+        return cls(default("k_a"), default("k_d"), Carrier(default("D_Fb"), default("P_Fb")), plasma)
+
+
+@dataclass(frozen=True)
 class Flow:
     """Interstitial flow: Darcy ``flux`` u [m/s] (UFL vector, e.g. ``IFPSolution.flux``; None: no
     advection) and on tumour-scale meshes the ``vascular_fluid_source`` phi_V and
@@ -115,6 +147,7 @@ class TransportModel:
     ``free_binding_ratio`` B [1]: free drug bound in the tissue (albumin) per unbound, at
     instantaneous equilibrium; ``C_F`` is then the unbound drug, the bound ``B C_F`` is immobile,
     does not cross walls or membranes, and the free-drug time term becomes ``(1 + B) dC_F/dt``.
+    ``albumin`` (None: none): kinetic binding instead, a fourth species (not both).
     """
 
     free: Carrier
@@ -125,9 +158,10 @@ class TransportModel:
     plasma_liposomal: Callable[[float], float] | None = None
     release_rate: object = 0.0
     surface_to_volume: object = None
-    extra_sources: tuple | None = field(default=None, repr=False)   # t -> (s_L, s_F, s_I), tests only
+    extra_sources: Callable | None = field(default=None, repr=False)   # t -> one source per species, tests only
     intravascular_release: object = None
     free_binding_ratio: float = 0.0
+    albumin: AlbuminBinding | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +178,7 @@ class TransportStep:
     cleared: float                    # cumulative (liposome clearance, lymphatics)
     balance_residual: float           # scheme's content change - dt x net gain, this step
     newton_iterations: int
-    minimum: tuple[float, float, float]
+    minimum: tuple[float, ...]        # per species, in TransportSolver.names order
 
 
 def _lumped(measure, mesh, subdomain_data=None):
@@ -154,29 +188,38 @@ def _lumped(measure, mesh, subdomain_data=None):
 
 
 class TransportSolver:
-    """Persistent solver of the three-species transport on ``domain`` (module docstring).
+    """Persistent solver of the three-species (four with kinetic albumin binding) transport on
+    ``domain`` (module docstring).
 
     ``flow`` None: no interstitial flow. ``order`` 1 (backward Euler) or 2 (BDF2).
     ``stabilise``: ``"auto"`` (SUPG where the cell Peclet number exceeds 1), ``True`` or ``False``.
-    ``concentrations`` (vector P1, components in :data:`SPECIES` order) holds the state (zero at
-    first; set or interpolate it for other initial values); :meth:`species` gives named scalar
-    copies for output.
+    ``concentrations`` (vector P1, components in :attr:`names` order: :data:`SPECIES`, then
+    :data:`BOUND_SPECIES` with ``model.albumin``) holds the state (zero at first; set or
+    interpolate it for other initial values); :meth:`species` gives named scalar copies for output.
+    ``peclet`` and ``stabilised`` list the mobile species: liposomal, free (, bound).
     """
 
     def __init__(self, domain: TumourMesh, model: TransportModel, *, flow: Flow | None = None, order: int = 1,
                  stabilise="auto", petsc_options: dict | None = None):
         mesh = domain.mesh
+        binding = model.albumin
+        if binding is not None and model.free_binding_ratio:
+            raise ValueError("albumin binding is either at equilibrium (free_binding_ratio) or kinetic (albumin); "
+                             "set only one of them")
         self.domain, self.model = domain, model
+        self.names = SPECIES + ((BOUND_SPECIES,) if binding is not None else ())
+        count = len(self.names)
         self.time = 0.0
         self.scheme = BDFScheme(mesh, order)
-        V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1, (3,)))
+        V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1, (count,)))
         self.concentrations = dolfinx.fem.Function(V, name="concentrations")
-        collapsed = [V.sub(i).collapse() for i in range(3)]
-        self._species = [dolfinx.fem.Function(space, name=name) for (space, _), name in zip(collapsed, SPECIES)]
+        collapsed = [V.sub(i).collapse() for i in range(count)]
+        self._species = [dolfinx.fem.Function(space, name=name) for (space, _), name in zip(collapsed, self.names)]
         self._species_dofs = [np.asarray(dofs) for _, dofs in collapsed]
         self._history = [dolfinx.fem.Function(V), dolfinx.fem.Function(V)]
         self._t = dolfinx.fem.Constant(mesh, 0.0)
-        self._plasma = {"free": dolfinx.fem.Constant(mesh, 0.0), "liposomal": dolfinx.fem.Constant(mesh, 0.0)}
+        self._plasma = {"free": dolfinx.fem.Constant(mesh, 0.0), "liposomal": dolfinx.fem.Constant(mesh, 0.0),
+                        "bound": dolfinx.fem.Constant(mesh, 0.0)}
         c, test = self.concentrations, ufl.TestFunction(V)
         phi = dolfinx.fem.Constant(mesh, float(model.interstitial_fraction))
         dxl = _lumped("dx", mesh)
@@ -186,68 +229,82 @@ class TransportSolver:
         h = ufl.CellDiameter(mesh)
         flux = flow.flux if flow is not None else None
         lipo = model.liposomal
-        carriers = [(lipo or model.free), model.free]
-        plasma = [self._plasma["liposomal"], self._plasma["free"]]
+        # mobile species (index into c): liposomal, free and, with kinetic binding, bound drug
+        mobile = [0, 1] + ([3] if binding is not None else [])
+        carriers = [(lipo or model.free), model.free] + ([binding.carrier] if binding is not None else [])
+        plasma = [self._plasma["liposomal"], self._plasma["free"], self._plasma["bound"]][:len(mobile)]
         if lipo is not None and model.intravascular_release is not None:
             released = model.intravascular_release * plasma[0]
-            plasma = [plasma[0] - released, plasma[1] + released]
-        active = [lipo is not None, True]
+            plasma[0], plasma[1] = plasma[0] - released, plasma[1] + released
+        active = [lipo is not None] + [True] * (len(mobile) - 1)
 
-        # volumetric rates [mol/(m^3 s)] of each species (exchange, release, uptake, clearance)
+        # volumetric rates [mol/(m^3 s)] of each species (exchange, release, uptake, binding, clearance)
         release = model.release_rate if lipo is not None else 0.0
         uptake = model.uptake.rate(c[1], c[2], UFL)
-        exchange, cleared = [0.0, 0.0], [0.0, 0.0]
+        exchange, cleared = [0.0] * len(mobile), [0.0] * len(mobile)
         if model.surface_to_volume is not None:
             fluid = (flow.vascular_fluid_source if flow is not None and flow.vascular_fluid_source is not None
                      else dolfinx.fem.Constant(mesh, 0.0))
-            for s in range(2):
-                if active[s]:
-                    ps = carriers[s].vessel_permeability * model.surface_to_volume
-                    exchange[s] = kedem_katchalsky_flux(plasma[s], c[s] / phi, fluid, carriers[s].reflection, ps, UFL)
+            for m, s in enumerate(mobile):
+                if active[m]:
+                    ps = carriers[m].vessel_permeability * model.surface_to_volume
+                    exchange[m] = kedem_katchalsky_flux(plasma[m], c[s] / phi, fluid, carriers[m].reflection, ps, UFL)
         if flow is not None and flow.lymphatic_fluid_sink is not None:
-            cleared = [flow.lymphatic_fluid_sink * c[s] / phi for s in range(2)]
+            cleared = [flow.lymphatic_fluid_sink * c[s] / phi for s in mobile]
         if lipo is not None:
             cleared[0] = cleared[0] + lipo.clearance * c[0]
         sources = [exchange[0] - release * c[0] - cleared[0],
                    exchange[1] + release * c[0] - uptake - cleared[1],
                    uptake]
+        if binding is not None:
+            bound = albumin_binding_rate(c[1], c[3], association_rate=binding.association_rate,
+                                         dissociation_rate=binding.dissociation_rate)
+            sources[1] = sources[1] - bound
+            sources.append(exchange[2] - cleared[2] + bound)
         if model.extra_sources is not None:
-            sources = [s + e for s, e in zip(sources, model.extra_sources(self._t))]
-        walls = [[], []]   # per species: (wall tag, J [mol/(m^2 s)] into the tissue)
+            extra = model.extra_sources(self._t)
+            if len(extra) != count:
+                raise ValueError(f"extra_sources must give {count} sources ({', '.join(self.names)}), got {len(extra)}")
+            sources = [s + e for s, e in zip(sources, extra)]
+        walls = [[] for _ in mobile]   # per mobile species: (wall tag, J [mol/(m^2 s)] into the tissue)
         wall_influx = -ufl.dot(flux, n) if flux is not None else dolfinx.fem.Constant(mesh, 0.0)
         for wall in domain.vessel_wall_tags:
-            for s in range(2):
-                if active[s]:
-                    walls[s].append((wall, kedem_katchalsky_flux(plasma[s], c[s] / phi, wall_influx,
-                                                                 carriers[s].reflection,
-                                                                 carriers[s].vessel_permeability, UFL)))
+            for m, s in enumerate(mobile):
+                if active[m]:
+                    walls[m].append((wall, kedem_katchalsky_flux(plasma[m], c[s] / phi, wall_influx,
+                                                                 carriers[m].reflection,
+                                                                 carriers[m].vessel_permeability, UFL)))
 
-        dc = self.scheme.derivative(c, *self._history)
+        derivative = self.scheme.derivative(c, *self._history)
+        dc = [derivative[s] for s in range(count)]
         if model.free_binding_ratio:   # unbound + bound free drug: (1 + B) dC_F/dt
-            dc = [dc[0], (1.0 + model.free_binding_ratio) * dc[1], dc[2]]
+            dc[1] = (1.0 + model.free_binding_ratio) * dc[1]
         # cell Peclet numbers |w| h / (2 D) of the advected species; above 1 the species keeps its
         # consistent mass (lumping it makes advected fronts oscillate) and gets SUPG ("auto")
-        velocity = [carriers[s].hindrance * flux / phi if flux is not None else None for s in range(2)]
-        self.peclet = [_max_cell_peclet(mesh, velocity[s], carriers[s].diffusivity) if flux is not None else 0.0
-                       for s in range(2)]
+        velocity = [carrier.hindrance * flux / phi if flux is not None else None for carrier in carriers]
+        self.peclet = [_max_cell_peclet(mesh, velocity[m], carriers[m].diffusivity) if flux is not None else 0.0
+                       for m in range(len(mobile))]
         dominated = [p > 1.0 for p in self.peclet]
         self.stabilised = [stabilise is True or (stabilise == "auto" and d) for d in dominated]
-        mass = [ufl.dx if dominated[0] else dxl, ufl.dx if dominated[1] else dxl, dxl]
-        residual = sum(dc[s] * test[s] * mass[s] - sources[s] * test[s] * dxl for s in range(3))
-        outflow = [0.0, 0.0]
-        for s in range(2):
-            D = carriers[s].diffusivity
-            residual += D * ufl.inner(ufl.grad(c[s]), ufl.grad(test[s])) * ufl.dx
-            for wall, J in walls[s]:
+        mass = [dxl] * count
+        for m, s in enumerate(mobile):
+            mass[s] = ufl.dx if dominated[m] else dxl
+        residual = sum(dc[s] * test[s] * mass[s] - sources[s] * test[s] * dxl for s in range(count))
+        outflow = [0.0] * len(mobile)
+        for m, s in enumerate(mobile):
+            D = carriers[m].diffusivity
+            if D:   # an immobile species (D = 0) has no diffusion form
+                residual += D * ufl.inner(ufl.grad(c[s]), ufl.grad(test[s])) * ufl.dx
+            for wall, J in walls[m]:
                 residual -= J * test[s] * dsl(wall)
             if flux is None:
                 continue
-            w = velocity[s]
+            w = velocity[m]
             residual -= c[s] * ufl.inner(w, ufl.grad(test[s])) * dxq
             for tag in domain.outer_tags:
-                outflow[s] = outflow[s] + ufl.max_value(ufl.dot(w, n), 0.0) * c[s] * dsl(tag)
+                outflow[m] = outflow[m] + ufl.max_value(ufl.dot(w, n), 0.0) * c[s] * dsl(tag)
                 residual += ufl.max_value(ufl.dot(w, n), 0.0) * c[s] * test[s] * dsl(tag)
-            if self.stabilised[s]:
+            if self.stabilised[m]:
                 speed = ufl.sqrt(ufl.inner(w, w))
                 tau = 1.0 / ufl.sqrt((2.0 * speed / h) ** 2 + 9 * (4 * D / h**2) ** 2)
                 strong = dc[s] + ufl.div(w * c[s]) - sources[s]
@@ -263,16 +320,17 @@ class TransportSolver:
 
         # mass-balance integrals (the same measures as the residual, so they balance exactly)
         total = self._compile
-        self._content_tissue = total((c[0] + (1.0 + model.free_binding_ratio) * c[1]) * dxl)
+        in_tissue = c[0] + (1.0 + model.free_binding_ratio) * c[1] + (c[3] if binding is not None else 0.0)
+        self._content_tissue = total(in_tissue * dxl)
         self._content_cells = total(c[2] * dxl)
-        entered = [J * dsl(wall) for s in range(2) for wall, J in walls[s]]
+        entered = [J * dsl(wall) for species_walls in walls for wall, J in species_walls]
         if model.surface_to_volume is not None:
-            entered.append((exchange[0] + exchange[1]) * dxl)
+            entered.append(sum(exchange) * dxl)
         if model.extra_sources is not None:
             entered.append(sum(model.extra_sources(self._t)) * dxl)
         self._entered = total(sum(entered[1:], entered[0])) if entered else None
-        self._left = total(outflow[0] + outflow[1]) if flux is not None else None
-        self._cleared = total((cleared[0] + cleared[1]) * dxl) if any(not isinstance(x, float) for x in cleared) else None
+        self._left = total(sum(outflow)) if flux is not None else None
+        self._cleared = total(sum(cleared) * dxl) if any(not isinstance(x, float) for x in cleared) else None
         self._previous_content = None   # content at the previous time level (BDF2 balance)
         self._last_dt = None            # size of the last step [s] (adaptive error estimate)
         self._cumulative = {"entered": 0.0, "left": 0.0, "cleared": 0.0}
@@ -288,11 +346,11 @@ class TransportSolver:
         return self.domain.mesh.comm.allreduce(dolfinx.fem.assemble_scalar(form), op=MPI.SUM)
 
     def content(self) -> float:
-        """Drug in the tissue (all three species) [mol, or mol/m in 2-D]."""
+        """Drug in the tissue (all species) [mol, or mol/m in 2-D]."""
         return self._integral(self._content_tissue) + self._integral(self._content_cells)
 
     def species(self) -> list[dolfinx.fem.Function]:
-        """Scalar P1 copies of C_L, C_F, C_I named as in :data:`SPECIES` [mol/m^3 of tissue],
+        """Scalar P1 copies of C_L, C_F, C_I (, C_B) named as in :attr:`names` [mol/m^3 of tissue],
         updated to the current state (the same Function objects every call: keep them for output)."""
         for part, dofs in zip(self._species, self._species_dofs):
             part.x.array[:] = self.concentrations.x.array[dofs]
@@ -307,6 +365,8 @@ class TransportSolver:
         self._plasma["free"].value = float(self.model.plasma_free(new_time))
         if self.model.plasma_liposomal is not None:
             self._plasma["liposomal"].value = float(self.model.plasma_liposomal(new_time))
+        if self.model.albumin is not None:
+            self._plasma["bound"].value = float(self.model.albumin.plasma(new_time))
         self._history[1].x.array[:] = self._history[0].x.array
         self._history[0].x.array[:] = self.concentrations.x.array
         old = self.content()   # the state may have been set from outside since the last step
@@ -322,9 +382,10 @@ class TransportSolver:
         change = self.scheme.content_change(in_tissue + in_cells, old, older)
         self._previous_content = old
         residual = change - dt * (rates["entered"] - rates["left"] - rates["cleared"])
-        values = self.concentrations.x.array.reshape(-1, 3)[:self.concentrations.function_space.dofmap.index_map.size_local]
+        count = len(self.names)
+        values = self.concentrations.x.array.reshape(-1, count)[:self.concentrations.function_space.dofmap.index_map.size_local]
         minimum = tuple(self.domain.mesh.comm.allreduce(float(values[:, s].min(initial=np.inf)), op=MPI.MIN)
-                        for s in range(3))
+                        for s in range(count))
         return TransportStep(new_time, in_tissue, in_cells, self._cumulative["entered"], self._cumulative["left"],
                              self._cumulative["cleared"], residual, iterations, minimum)
 
@@ -378,12 +439,12 @@ class TransportSolver:
         previous_dt = saved["last_dt"]
         if previous_dt is None:
             return 0.0
-        n = self.concentrations.function_space.dofmap.index_map.size_local
-        new, old, older = (a.reshape(-1, 3)[:n] for a in
+        n, count = self.concentrations.function_space.dofmap.index_map.size_local, len(self.names)
+        new, old, older = (a.reshape(-1, count)[:n] for a in
                            (self.concentrations.x.array, saved["arrays"][0], saved["arrays"][1]))
         estimate = dt / (dt + previous_dt) * np.abs(new - old - dt / previous_dt * (old - older))
         comm = self.domain.mesh.comm
-        worst, scale = np.empty(3), np.empty(3)
+        worst, scale = np.empty(count), np.empty(count)
         comm.Allreduce(estimate.max(axis=0, initial=0.0), worst, op=MPI.MAX)
         comm.Allreduce(np.abs(new).max(axis=0, initial=0.0), scale, op=MPI.MAX)
         return float(np.max(worst / (tolerance * np.maximum(scale, 1e-300))))

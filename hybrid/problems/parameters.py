@@ -125,6 +125,10 @@ PARAMETERS: dict[str, Parameter] = {
                   0.75, 0.0, 1.0, "FlexPDE cord script k_a/(k_a + k_d) = 50/67 [S]"),
         Parameter("B_alb", "bound per unbound free doxorubicin in tumour tissue at binding equilibrium", "1",
                   50.0 / 17.0, 0.0, 1e3, "k_a/k_d = 50/17 (1/min): FlexPDE tumour-cord script bound pool [S]"),
+        Parameter("k_a", "association rate of free doxorubicin to albumin in tumour tissue", "1/s",
+                  50.0 / 60.0, 0.0, 1e3, "50 1/min: FlexPDE tumour-cord script bound pool [S]"),
+        Parameter("k_d", "dissociation rate of albumin-bound doxorubicin in tumour tissue", "1/s",
+                  17.0 / 60.0, 1e-9, 1e3, "17 1/min: FlexPDE tumour-cord script bound pool [S]"),
         # transvascular exchange (hybrid/problems/exchange.py)
         # interstitial diffusion and convection (hybrid/forward/transport.py)
         Parameter("D_F", "effective diffusivity of free doxorubicin in tumour tissue", "m^2/s",
@@ -141,6 +145,8 @@ PARAMETERS: dict[str, Parameter] = {
                   0.5, 0.0, 1.0, "public PINN script (Stapleton/Meaney-type model) [S]; normal tissue 1.0"),
         Parameter("P_F", "vessel-wall permeability, free doxorubicin", "m/s",
                   2.67e-6, 0.0, 1e-3, "160 um/min: FlexPDE cord script [S] (another code: 1.0e-6)"),
+        Parameter("P_Fb", "vessel-wall permeability, albumin-bound doxorubicin", "m/s",
+                  0.5e-6 / 60.0, 0.0, 1e-3, "0.5 um/min: FlexPDE cord script [S]"),
         Parameter("sigma_F", "solute reflection coefficient of tumour vessels, free doxorubicin", "1",
                   0.0, 0.0, 1.0, "small solute (0.5 kDa) in leaky tumour vessels: ~0 [R]"),
         Parameter("P_L", "vessel-wall permeability, ~90 nm liposome, tumour", "m/s",

@@ -10,7 +10,7 @@ exp/log/tanh implementations, and that is the only difference allowed.
 import numpy as np
 import pytest
 
-from hybrid.problems import bioheat, exchange, radiation, release, uptake
+from hybrid.problems import binding, bioheat, exchange, radiation, release, uptake
 from hybrid.problems.pharmacokinetics import PlasmaCurve
 
 RTOL = 1e-13
@@ -38,6 +38,10 @@ CASES = {
                         [[300.0], [310.15], [314.45], [315.0], [330.0], [1000.0]]),
     "el_kareh_secomb": (lambda cf, ci: uptake.el_kareh_secomb_uptake(cf, ci),
                         [[1e-4, 0.0], [1e-2, 0.02], [1e-6, 0.5], [0.0, 0.01]]),
+    "albumin_binding": (lambda cf, cb: binding.albumin_binding_rate(cf, cb),
+                        [[1e-3, 0.0], [1e-3, 2.94e-3], [0.0, 5e-4], [2e-5, 1e-6]]),
+    "well_mixed_bound": (lambda cf, cb, t: binding.well_mixed_bound(cf, cb, t),
+                         [[1e-3, 0.0, 0.0], [1e-3, 0.0, 0.5], [1e-3, 5e-4, 3.0], [0.0, 1e-3, 60.0]]),
     "survival_fraction": (lambda c: uptake.survival_fraction(c), [[0.0], [0.03], [0.2]]),
     "lethal_indicator": (lambda c: uptake.lethal_indicator(c), [[0.0], [0.0643], [0.0645], [1.0]]),
     "cem43_rate": (bioheat.cem43_rate, [[310.15], [315.15], [316.15], [317.15], [320.0]]),
