@@ -57,7 +57,7 @@ def main() -> None:
         clean_fraction = np.asarray(nib.load(str(Path(folder) / "truth" / "released_fraction.nii.gz")).get_fdata())
 
     setup = setup_transport(config, comm, quiet, {})
-    tumour, boundary = setup.config.tumour, OuterBoundary(config.flow["boundary"], config.flow["far_field_pressure"])
+    tumour, boundary = setup.config.tumour, OuterBoundary(config.flow.boundary, config.flow.far_field_pressure)
     ratio = tumour.hydraulic_conductivity / tumour.vascular_exchange
     start = [np.log(3 * ratio), 0.6 * tumour.effective_pressure]
     report["ifp"] = {"truth": {"K_over_LpSV_m2": ratio, "p_e_Pa": tumour.effective_pressure},

@@ -86,13 +86,43 @@ def test_compare_scenario_configurations():
     scenarios = dict(compare_configs(data))
     assert list(scenarios) == SCENARIOS
     for name, config in scenarios.items():
-        assert config.formulation == name.removesuffix("_radiation")
+        assert config.drug.formulation == name.removesuffix("_radiation")
         assert (config.heating is not None) == name.startswith("thermosensitive")
         if name.endswith("_radiation"):
-            assert config.radiation["dose_Gy"] == 28.8
-            assert config.radiation["response"].hydraulic_conductivity == 2.0
+            assert config.radiation.dose_Gy == 28.8
+            assert config.radiation.hydraulic_conductivity == 2.0
         else:
             assert config.radiation is None
         assert (config.liposome is None) == name.startswith("free")
     heating = scenarios["thermosensitive"].heating
-    assert heating["target_temperature"] == pytest.approx(315.15) and heating["end"] == 600.0
+    assert heating.target_temperature == pytest.approx(315.15) and heating.end == 600.0
+
+
+@pytest.mark.parametrize("source", ["example", "radiation_factors"])
+def test_compare_toml_keys_are_scenario_config_fields(tmp_path, source):
+    """DESIGN.md: every scenario's configuration has its TOML keys as fields (the sections every
+    scenario shares, and the scenario's own [drug], [heating], [radiation]); [compare]
+    radiation_dose_Gy is the irradiated scenarios' config.radiation.dose_Gy."""
+    import tomllib
+    from pathlib import Path
+
+    from config_keys import assert_keys_are_fields
+    from hybrid.config.compare import load_compare_config
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "compare_krogh.toml"
+    text = example.read_text() if source == "example" else CASE + "[radiation]\nhydraulic_conductivity = 2.0\n"
+    path = tmp_path / "case" / "compare.toml"
+    path.parent.mkdir()
+    path.write_text(text)
+    document = tomllib.loads(text)
+    shared = {key: value for key, value in document.items() if key not in ("compare", "drug", "heating", "radiation")}
+    scenarios = load_compare_config(path)
+    assert [name for name, _ in scenarios] == SCENARIOS
+    for name, config in scenarios:
+        assert_keys_are_fields(config, config.source, path)
+        assert_keys_are_fields(config, shared, path)
+        if name.startswith("thermosensitive") and "heating" in document:
+            assert_keys_are_fields(config, {"heating": document["heating"]}, path)
+        if name.endswith("_radiation"):
+            assert config.radiation.dose_Gy == document["compare"]["radiation_dose_Gy"]
+            assert_keys_are_fields(config, {"radiation": document.get("radiation", {})}, path)

@@ -97,7 +97,7 @@ def test_noise_free_images_are_the_voxel_averages_of_the_fem_fields(serial):
     setup = setup_transport(config, MPI.COMM_WORLD, lambda message: None, {})
     frames = []
     try:
-        for stop, is_frame in frame_stops(config.time["step"], observation.times):
+        for stop, is_frame in frame_stops(config.time.step, observation.times):
             setup.solver.step(stop - setup.solver.time)
             if is_frame:
                 frames.append(sum(observe_on_grid(f, data.shape[:3], affine) for f in setup.solver.species()))

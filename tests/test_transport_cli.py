@@ -124,13 +124,14 @@ def test_transport_config_defaults_come_from_the_parameter_table():
     del data["free_drug"]["diffusivity"]
     data["drug"]["formulation"] = "liposomal"
     config = transport_config_from_dict(data)
-    assert config.free_drug["diffusivity"] == default("D_F") == pytest.approx(1.17e-10, rel=1e-3)
-    assert config.liposome["diffusivity"] == default("D_L") and config.liposome["hindrance"] == default("f_L") == 0.5
-    assert config.liposome["reflection"] == default("sigma_L")
-    assert config.plasma["albumin_bound_fraction"] == default("delta_alb")
-    assert config.tissue["cell_density"] == default("rho_c")
-    assert config.exposure["lethal_amount_per_cell"] == default("C_I_lethal")
-    assert config.exposure["profile_bin_width"] == config.geometry.mesh_size
+    assert config.free_drug.diffusivity == default("D_F") == pytest.approx(1.17e-10, rel=1e-3)
+    assert config.liposome.diffusivity == default("D_L") and config.liposome.hindrance == default("f_L") == 0.5
+    assert config.liposome.reflection == default("sigma_L")
+    assert config.plasma.albumin_bound_fraction == default("delta_alb")
+    assert config.tissue.cell_density == default("rho_c")
+    assert config.exposure.lethal_amount_per_cell == default("C_I_lethal")
+    assert config.exposure.profile_bin_width == config.geometry.mesh_size
+    assert config.time.output_interval == config.time.end / 10
 
 
 def test_dose_plasma_curve_is_the_unbound_fraction():
@@ -274,3 +275,101 @@ def test_ktrans_map_scales_surface_to_volume(tmp_path):
     left, right = points[:, 0] < -2e-4, points[:, 0] > 2e-4
     ratio = halves["liposomal_drug"][left].mean() / halves["liposomal_drug"][right].mean()
     assert ratio == pytest.approx(2.0, rel=0.05)
+
+
+EVERY_SECTION = """
+[geometry]
+shape = "disc"
+tumour_radius = 1.0e-3
+mesh_size = 1.0e-4
+[flow]
+model = "darcy"
+boundary = "no_flux"
+far_field_pressure = 10.0
+[tumour]
+hydraulic_conductivity = 2.0e-14
+[drug]
+formulation = "ph_sensitive"
+[free_drug]
+diffusivity = 1.0e-10
+vessel_permeability = 2.0e-6
+reflection = 0.1
+uptake = "el_kareh_secomb"
+uptake_rate = 0.01
+albumin_binding = true
+[liposome]
+diffusivity = 2.0e-12
+vessel_permeability = 1.0e-8
+reflection = 0.5
+hindrance = 0.4
+clearance = 1.0e-6
+[release]
+ph = 6.8
+temperature = 311.0
+transit_time = 4.0
+ph_map = "maps/ph.nii.gz"
+[tissue]
+interstitial_fraction = 0.4
+surface_to_volume = 1.0e4
+cell_density = 5.0e14
+ktrans_map = "maps/Ktrans.nii.gz"
+[plasma]
+model = "dose"
+free_concentration = 0.0
+liposomal_concentration = 0.0
+dose = 50.0
+dose_unit = "mg/m^2"
+infusion_duration = 1800.0
+liposome_half_life = 1.0e5
+albumin_bound_fraction = 0.7
+[time]
+end = 3600.0
+step = 60.0
+order = 2
+output_interval = 600.0
+adaptive = false
+tolerance = 1e-4
+[heating]
+target_temperature = 315.15
+start = 60.0
+end = 1800.0
+max_power = 2.0e6
+boundary = "dirichlet"
+[exposure]
+lethal_amount_per_cell = 1.0e-19
+kill_coefficient = 1.0e19
+profile_bin_width = 5.0e-6
+distal_distance = 40.0e-6
+[radiation]
+dose_Gy = 10.0
+reference_dose = 20.0
+hydraulic_conductivity = 1.5
+filtration_coefficient = 0.9
+vascular_pressure = 0.8
+vessel_permeability = 1.2
+cell_density = 0.7
+[solver]
+petsc_options = {ksp_type = "gmres", ksp_rtol = 1e-9}
+[output]
+directory = "../results/every"
+"""
+
+
+@pytest.mark.parametrize("text", [EXAMPLE.read_text(), EVERY_SECTION], ids=["krogh_example", "every_section"])
+def test_transport_toml_keys_are_config_fields(tmp_path, text):
+    """DESIGN.md: [section] key is config.section.key (every section of the schema), paths relative
+    to the TOML file."""
+    import tomllib
+
+    from config_keys import assert_keys_are_fields
+    from hybrid.config.transport import load_transport_config
+
+    path = tmp_path / "case" / "transport.toml"
+    path.parent.mkdir()
+    path.write_text(text)
+    config = load_transport_config(path)
+    document = tomllib.loads(text)
+    assert_keys_are_fields(config, document, path)
+    if "radiation" in document:   # every section of the schema is in this document
+        assert {name for name in vars(config) if getattr(config, name) is not None} - {"source"} == set(document)
+        assert config.radiation.factors(10.0)["cell_density"] == pytest.approx(0.7 ** 0.5, rel=1e-12)

@@ -50,8 +50,8 @@ def _row(name: str, config: TransportConfig, summary: dict) -> dict:
     exposure = summary["exposure"]
     profiles = exposure.get("profiles", {})
     return {
-        "scenario": name, "formulation": config.formulation,
-        "radiation_dose_Gy": 0.0 if config.radiation is None else config.radiation["dose_Gy"],
+        "scenario": name, "formulation": config.drug.formulation,
+        "radiation_dose_Gy": 0.0 if config.radiation is None else config.radiation.dose_Gy,
         "lethal_fraction": exposure["lethal_fraction"], "lethal_fraction_distal": exposure.get("lethal_fraction_distal"),
         "mean_survival_fraction": exposure["mean_survival_fraction"],
         "mean_survival_fraction_distal": exposure.get("mean_survival_fraction_distal"),
@@ -109,7 +109,7 @@ def run_compare(scenarios: list[tuple[str, TransportConfig]], output: Path, comm
     perivascular = first.geometry.shape in PERIVASCULAR
     document = {"command": "compare", "config": first.source, "mpi_ranks": comm.size,
                 "columns": list(COLUMNS), "rows": list(rows.values()),
-                "answer": _answer(rows, first.exposure["distal_distance"] if perivascular else None)}
+                "answer": _answer(rows, first.exposure.distal_distance if perivascular else None)}
     write_summary(output / "compare.json", document, comm)
     if comm.rank == 0:
         with (output / "compare.csv").open("w", newline="") as stream:
@@ -136,7 +136,7 @@ def _figures(output: Path, rows: dict, summaries: dict, perivascular: bool, conf
             profiles[name] = (np.asarray(profile["distance_m"]),
                               ng_per_1e5_cells(np.asarray(profile["mean"]), exposure["cell_density_per_m3"]))
         lethal = next(iter(summaries.values()))["exposure"]["lethal_amount_ng_per_1e5_cells"]
-        plot_penetration_profiles(profiles, lethal, config.exposure["distal_distance"],
+        plot_penetration_profiles(profiles, lethal, config.exposure.distal_distance,
                                   output / "penetration_profiles.png")
     maps = {}
     for name in summaries:

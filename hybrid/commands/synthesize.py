@@ -88,12 +88,12 @@ def _parameters(config: TransportConfig, solver) -> dict:
         "interstitial_fraction": {"value": float(model.interstitial_fraction), "unit": "1"},
         "surface_to_volume": {"value": value(model.surface_to_volume), "unit": "1/m"},
         "free_binding_ratio": {"value": float(model.free_binding_ratio), "unit": "1"},
-        "free_uptake": {"model": config.free_drug["uptake"],
-                        "uptake_rate": {"value": float(config.free_drug["uptake_rate"]), "unit": "1/s"}},
-        "cell_density": {"value": float(config.tissue["cell_density"]), "unit": "1/m^3"},
-        "plasma": {key: value for key, value in config.plasma.items()},
-        "flow": config.flow, "formulation": config.formulation,
-        "time": {key: value for key, value in config.time.items()},
+        "free_uptake": {"model": config.free_drug.uptake,
+                        "uptake_rate": {"value": float(config.free_drug.uptake_rate), "unit": "1/s"}},
+        "cell_density": {"value": float(config.tissue.cell_density), "unit": "1/m^3"},
+        "plasma": asdict(config.plasma),
+        "flow": asdict(config.flow), "formulation": config.drug.formulation,
+        "time": asdict(config.time),
     }
 
 
@@ -144,7 +144,7 @@ def run_synthesize(config: TransportConfig, observation: ObservationConfig, comm
                 species[name].append(observe(function))
         for _ in [t for t in times if t <= 0]:   # pre-injection frames: the initial (drug-free) state
             record()
-        for stop, is_frame in frame_stops(config.time["step"], times):
+        for stop, is_frame in frame_stops(config.time.step, times):
             solver.step(stop - solver.time)
             if is_frame:
                 record()

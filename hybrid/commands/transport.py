@@ -44,32 +44,32 @@ FIELD_UNITS = ({name: "mol/m^3 of tissue" for name in SPECIES} | EXPOSURE_UNITS
 
 def _plasma(config: TransportConfig) -> tuple[PlasmaCurve, PlasmaCurve | None]:
     """Plasma curves of free and (for liposomal formulations) encapsulated drug [mol/m^3]."""
-    plasma, liposomal = config.plasma, config.formulation != "free"
-    if plasma["model"] == "constant":
-        return (PlasmaCurve.constant(plasma["free_concentration"]),
-                PlasmaCurve.constant(plasma["liposomal_concentration"]) if liposomal else None)
-    amount = dose_amount(plasma["dose"], plasma["dose_unit"])
+    plasma, liposomal = config.plasma, config.drug.formulation != "free"
+    if plasma.model == "constant":
+        return (PlasmaCurve.constant(plasma.free_concentration),
+                PlasmaCurve.constant(plasma.liposomal_concentration) if liposomal else None)
+    amount = dose_amount(plasma.dose, plasma.dose_unit)
     if not liposomal:   # the vessel wall sees the unbound fraction of the total plasma drug
-        unbound = 1.0 - plasma["albumin_bound_fraction"]
-        total = PlasmaCurve.free_doxorubicin(amount, plasma["infusion_duration"])
+        unbound = 1.0 - plasma.albumin_bound_fraction
+        total = PlasmaCurve.free_doxorubicin(amount, plasma.infusion_duration)
         return PlasmaCurve(tuple(unbound * c for c in total.amplitudes), total.rates, total.infusion_duration), None
     # encapsulated dose; free drug leaking in the circulation is neglected (physics.md §3.1)
-    return PlasmaCurve.constant(0.0), PlasmaCurve.liposomal(amount, plasma["liposome_half_life"])
+    return PlasmaCurve.constant(0.0), PlasmaCurve.liposomal(amount, plasma.liposome_half_life)
 
 
 def _release_rate(config: TransportConfig, temperature=None, ph=None):
     """Release rate k_rel [1/s] of the formulation (0 for free drug): a number, or for
     thermosensitive liposomes under ``[heating]`` k(T) of the ``temperature`` field, for
     pH-sensitive liposomes with ``[release] ph_map`` k(pH) of the ``ph`` field (UFL)."""
-    if config.formulation == "thermosensitive" and temperature is not None:
+    if config.drug.formulation == "thermosensitive" and temperature is not None:
         return release.thermal_release_rate(temperature, xp=UFL)
-    if config.formulation == "ph_sensitive" and ph is not None:
+    if config.drug.formulation == "ph_sensitive" and ph is not None:
         return release.ph_release_rate(ph, xp=UFL)
     return {"free": lambda: 0.0,
             "liposomal": lambda: default("k_rel_L"),
-            "ph_sensitive": lambda: float(release.ph_release_rate(config.release["ph"])),
-            "thermosensitive": lambda: float(release.thermal_release_rate(config.release["temperature"])),
-            }[config.formulation]()
+            "ph_sensitive": lambda: float(release.ph_release_rate(config.release.ph)),
+            "thermosensitive": lambda: float(release.thermal_release_rate(config.release.temperature)),
+            }[config.drug.formulation]()
 
 
 def _images(config: TransportConfig, domain, log) -> dict:
@@ -83,46 +83,46 @@ def _images(config: TransportConfig, domain, log) -> dict:
     comm = domain.mesh.comm
     slice_of = lambda volume: config.geometry.slice_index if domain.dim == 2 and volume.shape[2] > 1 else None
     images = {"ph": None, "vascular_exchange": None, "stats": None}
-    if config.release.get("ph_map") is not None:
-        ph_map, affine = everywhere(comm, lambda: read_volume(config.release["ph_map"]))
-        filled = np.where(np.isfinite(ph_map), ph_map, config.release["ph"])   # invalid CEST voxels
+    if config.release.ph_map is not None:
+        ph_map, affine = everywhere(comm, lambda: read_volume(config.release.ph_map))
+        filled = np.where(np.isfinite(ph_map), ph_map, config.release.ph)   # invalid CEST voxels
         images["ph"] = ph_field(domain, filled, affine, slice_index=slice_of(filled))
-        log(f"pH_e sampled from {config.release['ph_map']} (non-finite voxels: pH {config.release['ph']:g})")
-    if config.tissue.get("ktrans_map") is not None:
-        ktrans, affine = everywhere(comm, lambda: read_volume(config.tissue["ktrans_map"]))
+        log(f"pH_e sampled from {config.release.ph_map} (non-finite voxels: pH {config.release.ph:g})")
+    if config.tissue.ktrans_map is not None:
+        ktrans, affine = everywhere(comm, lambda: read_volume(config.tissue.ktrans_map))
         images["vascular_exchange"], images["stats"] = vascular_exchange_from_ktrans(
             domain, ktrans, affine, config.tumour, slice_index=slice_of(ktrans))
-        log(f"S/V and Lp S/V scaled by Ktrans / tumour mean from {config.tissue['ktrans_map']}")
+        log(f"S/V and Lp S/V scaled by Ktrans / tumour mean from {config.tissue.ktrans_map}")
     return images
 
 
 def _model(config: TransportConfig, perivascular: bool, temperature=None, images: dict | None = None) -> TransportModel:
     images = images or {}
-    free, phi = config.free_drug, config.tissue["interstitial_fraction"]
-    if free["uptake"] == "linear":
-        rate = lambda c_free, c_cell, xp: uptake.linear_uptake(c_free, free["uptake_rate"])
+    free, phi = config.free_drug, config.tissue.interstitial_fraction
+    if free.uptake == "linear":
+        rate = lambda c_free, c_cell, xp: uptake.linear_uptake(c_free, free.uptake_rate)
     else:
-        rho = config.tissue["cell_density"]
+        rho = config.tissue.cell_density
         rate = lambda c_free, c_cell, xp: uptake.el_kareh_secomb_uptake(c_free, c_cell, interstitial_fraction=phi,
                                                                         cell_density=rho)
     plasma_free, plasma_liposomal = _plasma(config)
     lipo = config.liposome
     rate_of_release = _release_rate(config, temperature, images.get("ph"))
-    surface = None if perivascular else config.tissue["surface_to_volume"]
+    surface = None if perivascular else config.tissue.surface_to_volume
     if images.get("vascular_exchange") is not None:   # S/V scales with Ktrans like Lp S/V
         surface = surface * images["vascular_exchange"] / config.tumour.vascular_exchange
     intravascular = None   # thermosensitive liposomes also release in the blood passing the heated tissue
-    if config.formulation == "thermosensitive":
-        intravascular = release.intravascular_released_fraction(rate_of_release, config.release["transit_time"])
+    if config.drug.formulation == "thermosensitive":
+        intravascular = release.intravascular_released_fraction(rate_of_release, config.release.transit_time)
     return TransportModel(
-        free=Carrier(free["diffusivity"], free["vessel_permeability"], free["reflection"]),
-        uptake=CellUptake(rate, linear=free["uptake"] == "linear"),
+        free=Carrier(free.diffusivity, free.vessel_permeability, free.reflection),
+        uptake=CellUptake(rate, linear=free.uptake == "linear"),
         plasma_free=plasma_free, interstitial_fraction=phi,
-        liposomal=None if lipo is None else Carrier(lipo["diffusivity"], lipo["vessel_permeability"],
-                                                    lipo["reflection"], lipo["hindrance"], lipo["clearance"]),
+        liposomal=None if lipo is None else Carrier(lipo.diffusivity, lipo.vessel_permeability,
+                                                    lipo.reflection, lipo.hindrance, lipo.clearance),
         plasma_liposomal=plasma_liposomal, release_rate=rate_of_release,
         surface_to_volume=surface, intravascular_release=intravascular,
-        free_binding_ratio=default("B_alb") if free["albumin_binding"] else 0.0)
+        free_binding_ratio=default("B_alb") if free.albumin_binding else 0.0)
 
 
 def irradiated(config: TransportConfig) -> TransportConfig:
@@ -131,15 +131,15 @@ def irradiated(config: TransportConfig) -> TransportConfig:
     without ``[radiation]``)."""
     if config.radiation is None:
         return config
-    m = config.radiation["response"].factors(config.radiation["dose_Gy"])
+    m = config.radiation.factors(config.radiation.dose_Gy)
     tumour = config.tumour
     tumour = replace(tumour, hydraulic_conductivity=tumour.hydraulic_conductivity * m["hydraulic_conductivity"],
                      filtration_coefficient=tumour.filtration_coefficient * m["filtration_coefficient"],
                      vascular_pressure=tumour.vascular_pressure * m["vascular_pressure"])
-    permeable = lambda carrier: carrier and carrier | {
-        "vessel_permeability": carrier["vessel_permeability"] * m["vessel_permeability"]}
+    permeable = lambda carrier: carrier and replace(
+        carrier, vessel_permeability=carrier.vessel_permeability * m["vessel_permeability"])
     return replace(config, tumour=tumour, free_drug=permeable(config.free_drug), liposome=permeable(config.liposome),
-                   tissue=config.tissue | {"cell_density": config.tissue["cell_density"] * m["cell_density"]})
+                   tissue=replace(config.tissue, cell_density=config.tissue.cell_density * m["cell_density"]))
 
 
 def _flow(config: TransportConfig, domain, perivascular: bool, stages: dict, log,
@@ -148,7 +148,7 @@ def _flow(config: TransportConfig, domain, perivascular: bool, stages: dict, log
     fluid source and lymphatic sink at that pressure) with the IFP numbers (largest and mean
     pressure [Pa]) and the pressure itself [Pa], or (None, None, None) for ``[flow] model = "none"``.
     ``vascular_exchange``: an Lp S/V field [1/(Pa s)] replacing the tumour value (Ktrans map)."""
-    if config.flow["model"] == "none":
+    if config.flow.model == "none":
         return None, None, None
     from hybrid.forward import solve_ifp
     from hybrid.problems.ifp import OuterBoundary
@@ -156,7 +156,7 @@ def _flow(config: TransportConfig, domain, perivascular: bool, stages: dict, log
     start = time.perf_counter()
     tumour = config.tumour
     exchange = tumour.vascular_exchange if vascular_exchange is None else vascular_exchange
-    ifp = solve_ifp(domain, tumour, OuterBoundary(config.flow["boundary"], config.flow["far_field_pressure"]),
+    ifp = solve_ifp(domain, tumour, OuterBoundary(config.flow.boundary, config.flow.far_field_pressure),
                     fields={} if vascular_exchange is None else {"vascular_exchange": vascular_exchange})
     flux = ifp.flux
     stages["ifp_s"] = time.perf_counter() - start
@@ -182,25 +182,25 @@ def _heat(config: TransportConfig, domain):
     present = set(np.unique(domain.cell_tags.values).tolist())
     regions = sorted(set().union(*domain.mesh.comm.allgather(present)))   # tags on any rank
     properties = {tag: BioheatProperties.defaults() for tag in regions}
-    controller = TargetTemperature(heating["target_temperature"], heating["start"], heating["end"], heating["max_power"])
-    return BioheatSolver(domain, properties, boundary=heating["boundary"], heating=controller,
-                         order=config.time["order"])
+    controller = TargetTemperature(heating.target_temperature, heating.start, heating.end, heating.max_power)
+    return BioheatSolver(domain, properties, boundary=heating.boundary, heating=controller,
+                         order=config.time.order)
 
 
 def _krogh_error(config: TransportConfig, solver: TransportSolver, comm) -> dict | None:
     """Max nodal error of free_drug against the steady Krogh closed form, where it applies."""
     free, geometry = config.free_drug, config.geometry
-    applies = (geometry.shape == "krogh" and config.formulation == "free" and free["uptake"] == "linear"
-               and config.plasma["model"] == "constant" and config.flow["model"] == "none"
-               and free["uptake_rate"] > 0)
+    applies = (geometry.shape == "krogh" and config.drug.formulation == "free" and free.uptake == "linear"
+               and config.plasma.model == "constant" and config.flow.model == "none"
+               and free.uptake_rate > 0)
     if not applies:
         return None
-    phi = config.tissue["interstitial_fraction"]
+    phi = config.tissue.interstitial_fraction
     # C = phi c with c the interstitial-fluid concentration: D lap(c) = k c, -D phi c' = P (c_p - c)
     exact = lambda r: phi * krogh_concentration(
-        r, diffusivity=free["diffusivity"] * phi, sink_rate=free["uptake_rate"] * phi,
+        r, diffusivity=free.diffusivity * phi, sink_rate=free.uptake_rate * phi,
         r_vessel=geometry.vessel_radius, r_tissue=geometry.tissue_radius,
-        vessel_concentration=config.plasma["free_concentration"], permeability=free["vessel_permeability"])
+        vessel_concentration=config.plasma.free_concentration, permeability=free.vessel_permeability)
     _, c_free, _ = solver.species()
     space = c_free.function_space
     owned = space.dofmap.index_map.size_local
@@ -219,14 +219,14 @@ def _exposure_summary(config: TransportConfig, domain, exposure: Exposure, periv
     if perivascular:
         fields = {"free_drug": exposure.free} | {name: exposure.fields[name]
                                                    for name in ("auc_free_drug", "auc_cell_drug", "peak_cell_drug")}
-        distal = config.exposure["distal_distance"]
+        distal = config.exposure.distal_distance
         numbers["distal_distance_m"] = distal
         for key, name in (("lethal_fraction_distal", "lethal"), ("mean_survival_fraction_distal", "survival_fraction")):
             value = distal_mean(domain, exposure.fields[name], distal)
             numbers[key] = None if np.isnan(value) else value   # None: no tissue that far from the vessels
         numbers["profiles"] = {}
         for name, function in fields.items():
-            distance, value = distance_profile(domain, function, config.exposure["profile_bin_width"])
+            distance, value = distance_profile(domain, function, config.exposure.profile_bin_width)
             half = half_distance(distance, value)
             numbers["profiles"][name] = {"distance_m": distance.tolist(), "mean": value.tolist(),
                                          "half_distance_m": None if np.isnan(half) else half}
@@ -274,7 +274,7 @@ def setup_transport(config: TransportConfig, comm: MPI.Comm, log, stages: dict) 
     start = time.perf_counter()
     heat = _heat(config, domain)
     solver = TransportSolver(domain, _model(config, perivascular, heat and heat.temperature, images), flow=flow,
-                             order=config.time["order"], petsc_options=config.petsc_options)
+                             order=config.time.order, petsc_options=config.solver.petsc_options)
     stages["setup_s"] = time.perf_counter() - start
     return TransportSetup(config, domain, perivascular, images, flow, ifp_numbers, pressure, heat, solver)
 
@@ -290,27 +290,27 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
     ifp_numbers, heat, solver = setup.ifp_numbers, setup.heat, setup.solver
     out = Path(config.output.directory)
     start = time.perf_counter()
-    exposure = Exposure(domain, *solver.species()[1:], cell_density=config.tissue["cell_density"],
-                        lethal_amount=config.exposure["lethal_amount_per_cell"],
-                        kill_coefficient=config.exposure["kill_coefficient"])
+    exposure = Exposure(domain, *solver.species()[1:], cell_density=config.tissue.cell_density,
+                        lethal_amount=config.exposure.lethal_amount_per_cell,
+                        kill_coefficient=config.exposure.kill_coefficient)
 
     def accumulate(dt: float) -> None:
         solver.species()   # refresh the scalar copies the exposure reads
         exposure.accumulate(dt)
     stages["setup_s"] += time.perf_counter() - start
-    adaptive = config.time["adaptive"]
-    interval = config.time["output_interval"]
+    adaptive = config.time.adaptive
+    interval = config.time.output_interval
     if adaptive:   # outputs every output_interval; steps chosen by the error estimate in between
-        stops = list(np.arange(1, int(np.ceil(config.time["end"] / interval - 1e-9)) + 1) * interval)
-        stops[-1] = config.time["end"]
-        dt, every = config.time["step"], 1
+        stops = list(np.arange(1, int(np.ceil(config.time.end / interval - 1e-9)) + 1) * interval)
+        stops[-1] = config.time.end
+        dt, every = config.time.step, 1
     else:
-        steps = int(round(config.time["end"] / config.time["step"]))
-        dt = config.time["end"] / steps
+        steps = int(round(config.time.end / config.time.step))
+        dt = config.time.end / steps
         stops = [dt * index for index in range(1, steps + 1)]
         every = max(1, int(round(interval / dt)))
     log(f"{'adaptive steps from' if adaptive else f'{len(stops)} steps of'} {dt:g} s, "
-        f"{'backward Euler' if config.time['order'] == 1 else 'BDF2'}, "
+        f"{'backward Euler' if config.time.order == 1 else 'BDF2'}, "
         f"{solver.concentrations.function_space.dofmap.index_map.size_global} nodes x 3 species")
     records, heat_records, output_s = [], [], 0.0
     if comm.rank == 0:
@@ -322,7 +322,7 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
             xdmf.write_mesh(domain.mesh)
             for index, stop in enumerate(stops, start=1):
                 if adaptive:
-                    accepted, dt = solver.advance_to(stop, dt, config.time["tolerance"], interval, accumulate)
+                    accepted, dt = solver.advance_to(stop, dt, config.time.tolerance, interval, accumulate)
                     records.extend(accepted)
                 else:
                     if heat is not None:
@@ -364,13 +364,13 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
     }
     summary = {
         "command": "transport", "config": config.source, "versions": software_versions(), "mpi_ranks": comm.size,
-        "formulation": config.formulation, "flow": config.flow["model"],
+        "formulation": config.drug.formulation, "flow": config.flow.model,
         "nodes": solver.concentrations.function_space.dofmap.index_map.size_global,
         "dofs": 3 * solver.concentrations.function_space.dofmap.index_map.size_global,
         "time_steps": len(records), "adaptive": adaptive,
         "time_step_s": {"min": float(np.min(np.diff([0.0] + [r.time for r in records]))),
                         "max": float(np.max(np.diff([0.0] + [r.time for r in records])))},
-        "scheme": "backward Euler (order 1)" if config.time["order"] == 1 else "BDF2 (order 2)",
+        "scheme": "backward Euler (order 1)" if config.time.order == 1 else "BDF2 (order 2)",
         "stabilised_supg": {"liposomal_drug": solver.stabilised[0], "free_drug": solver.stabilised[1]},
         "max_cell_peclet": {"liposomal_drug": solver.peclet[0], "free_drug": solver.peclet[1]},
         "fields": FIELD_UNITS,
@@ -388,9 +388,9 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
     if ifp_numbers is not None:
         summary["ifp"] = ifp_numbers
     if config.radiation is not None:
-        summary["radiation"] = {"dose_Gy": config.radiation["dose_Gy"],
+        summary["radiation"] = {"dose_Gy": config.radiation.dose_Gy,
                                 "factors": {name: float(m) for name, m in
-                                            config.radiation["response"].factors(config.radiation["dose_Gy"]).items()}}
+                                            config.radiation.factors(config.radiation.dose_Gy).items()}}
     if closed_form is not None:
         summary["closed_form"] = closed_form
     if heating is not None:

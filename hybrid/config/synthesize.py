@@ -70,9 +70,9 @@ def synthesize_config_from_dict(data: dict, origin: str = "<config>",
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     transport = transport_config_from_dict(data, origin, base)
-    if observation.times[-1] > transport.time["end"] + 1e-9 * transport.time["end"]:
+    if observation.times[-1] > transport.time.end + 1e-9 * transport.time.end:
         raise ConfigError(f"{origin}: [observation] times go to {observation.times[-1]:g} s, past [time] end "
-                          f"{transport.time['end']:g} s")
+                          f"{transport.time.end:g} s")
     return transport, observation
 
 

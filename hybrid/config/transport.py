@@ -1,6 +1,9 @@
 """Configuration of ``hybrid transport``: TOML -> a frozen :class:`TransportConfig` (SI units).
 
-TOML key = field name; unknown keys, missing required keys and impossible values raise
+TOML key = field name: ``[section] key`` is ``config.section.key`` (``[drug] formulation`` is
+``config.drug.formulation``, ``[solver] petsc_options`` is ``config.solver.petsc_options``, ``[tumour]``
+is a :class:`hybrid.problems.ifp.TissueProperties`); one small frozen dataclass per section, its
+fields the keys below. Unknown keys, missing required keys and impossible values raise
 :class:`hybrid.config.ConfigError` naming the section and key. Paths are relative to the TOML
 file (``[output] directory`` too).
 Example (the Krogh verification case of issue 8)::
@@ -81,15 +84,146 @@ from pathlib import Path
 from hybrid.config.forward import tissue_from_table
 from hybrid.config.geometry import GeometryConfig, geometry_from_table
 from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, check_petsc_options, number,
-                                    output_from_table, read_toml, relative_path, take_keys)
+                                    output_from_table, read_toml, relative_path, spec_of, take_keys)
 from hybrid.problems.ifp import TissueProperties
 from hybrid.problems.parameters import PARAMETERS, default
 from hybrid.problems.radiation import RadiationResponse
 
-__all__ = ["TransportConfig", "load_transport_config", "transport_config_from_dict", "FORMULATIONS"]
+__all__ = ["TransportConfig", "FlowConfig", "DrugConfig", "FreeDrugConfig", "LiposomeConfig", "ReleaseConfig",
+           "TissueConfig", "PlasmaConfig", "TimeConfig", "HeatingConfig", "ExposureConfig", "RadiationConfig",
+           "TransportSolverConfig", "load_transport_config", "transport_config_from_dict", "FORMULATIONS",
+           "PERIVASCULAR"]
 
 FORMULATIONS = ("free", "liposomal", "ph_sensitive", "thermosensitive")
 PERIVASCULAR = ("krogh", "vessels")
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """``[flow]``: ``model`` none | darcy; the IFP's outer ``boundary`` (dirichlet | no_flux,
+    tumour-scale meshes) at ``far_field_pressure`` [Pa]."""
+
+    model: str = "none"
+    boundary: str = "dirichlet"
+    far_field_pressure: float = 0.0
+
+
+@dataclass(frozen=True)
+class DrugConfig:
+    """``[drug]``: ``formulation`` (one of :data:`FORMULATIONS`)."""
+
+    formulation: str = "free"
+
+
+@dataclass(frozen=True)
+class FreeDrugConfig:
+    """``[free_drug]``: free doxorubicin in the tissue (table defaults)."""
+
+    diffusivity: float = default("D_F")                   # m^2/s
+    vessel_permeability: float = default("P_F")           # m/s
+    reflection: float = default("sigma_F")                # 1
+    uptake: str = "linear"                                # linear | el_kareh_secomb
+    uptake_rate: float = default("k_up")                  # 1/s (linear uptake)
+    albumin_binding: bool = False                         # bound/unbound = table B_alb in the tissue
+
+
+@dataclass(frozen=True)
+class LiposomeConfig:
+    """``[liposome]``: encapsulated drug (table defaults; liposomal formulations only)."""
+
+    diffusivity: float = default("D_L")                   # m^2/s
+    vessel_permeability: float = default("P_L")           # m/s
+    reflection: float = default("sigma_L")                # 1
+    hindrance: float = default("f_L")                     # 1, convective hindrance
+    clearance: float = default("k_L")                     # 1/s
+
+
+@dataclass(frozen=True)
+class ReleaseConfig:
+    """``[release]``: uniform ``ph`` (pH_e) and ``temperature`` [K], blood ``transit_time`` [s],
+    ``ph_map`` (NIfTI pH_e map, relative to the TOML file)."""
+
+    ph: float = 7.4
+    temperature: float = default("T_a")
+    transit_time: float = default("tau_v")
+    ph_map: Path | None = None
+
+
+@dataclass(frozen=True)
+class TissueConfig:
+    """``[tissue]``: interstitial fraction [1], S/V [1/m], cell density [1/m^3], ``ktrans_map``
+    (NIfTI Ktrans [1/min], relative to the TOML file)."""
+
+    interstitial_fraction: float = default("phi_T")
+    surface_to_volume: float = default("SV_T")
+    cell_density: float = default("rho_c")
+    ktrans_map: Path | None = None
+
+
+@dataclass(frozen=True)
+class PlasmaConfig:
+    """``[plasma]``: ``model`` constant | dose; concentrations [mol/m^3], ``dose`` in ``dose_unit``,
+    ``infusion_duration`` and ``liposome_half_life`` [s], ``albumin_bound_fraction`` [1]."""
+
+    model: str
+    free_concentration: float = 0.0
+    liposomal_concentration: float = 0.0
+    dose: float = 0.0
+    dose_unit: str = "mg/kg"
+    infusion_duration: float = 0.0
+    liposome_half_life: float = default("t_half_L")
+    albumin_bound_fraction: float = default("delta_alb")
+
+
+@dataclass(frozen=True)
+class TimeConfig:
+    """``[time]``: ``end``, ``step`` and ``output_interval`` [s] (default end / 10), ``order`` 1 | 2,
+    ``adaptive`` steps with a relative local error ``tolerance``."""
+
+    end: float
+    step: float
+    order: int = 1
+    output_interval: float | None = None
+    adaptive: bool = False
+    tolerance: float = 1e-3
+
+
+@dataclass(frozen=True)
+class HeatingConfig:
+    """``[heating]``: hold ``target_temperature`` [K] from ``start`` to ``end`` [s] with at most
+    ``max_power`` [W/m^3]; outer ``boundary`` no_flux | dirichlet."""
+
+    target_temperature: float
+    end: float
+    max_power: float
+    start: float = 0.0
+    boundary: str = "no_flux"
+
+
+@dataclass(frozen=True)
+class ExposureConfig:
+    """``[exposure]``: lethal amount [mol/cell], kill coefficient [1/mol], profile bin width [m]
+    (default: the mesh size), distal distance [m]."""
+
+    lethal_amount_per_cell: float = default("C_I_lethal")
+    kill_coefficient: float = default("omega")
+    profile_bin_width: float | None = None
+    distal_distance: float = 50e-6
+
+
+@dataclass(frozen=True)
+class RadiationConfig(RadiationResponse):
+    """``[radiation]``: the delivered dose ``dose_Gy`` [Gy] and the response factors at
+    ``reference_dose`` (:class:`hybrid.problems.radiation.RadiationResponse`)."""
+
+    dose_Gy: float
+
+
+@dataclass(frozen=True)
+class TransportSolverConfig:
+    """``[solver]``: PETSc options updating the transport solver's defaults."""
+
+    petsc_options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -97,50 +231,63 @@ class TransportConfig:
     """Everything ``hybrid transport`` needs, validated (SI units; see the module docstring)."""
 
     geometry: GeometryConfig
-    flow: dict                   # model, boundary, far_field_pressure
-    tumour: TissueProperties     # IFP coefficients (flow = darcy)
-    formulation: str
-    free_drug: dict              # diffusivity, vessel_permeability, reflection, uptake, uptake_rate
-    liposome: dict | None        # diffusivity, vessel_permeability, reflection, hindrance, clearance
-    release: dict                # ph, temperature
-    tissue: dict                 # interstitial_fraction, surface_to_volume, cell_density
-    plasma: dict
-    time: dict                   # end, step, order, output_interval, adaptive, tolerance
-    heating: dict | None         # target_temperature, start, end, max_power, boundary
-    exposure: dict               # lethal_amount_per_cell [mol/cell], kill_coefficient [1/mol], profile_bin_width [m]
-    petsc_options: dict
+    flow: FlowConfig
+    tumour: TissueProperties            # IFP coefficients (flow = darcy)
+    drug: DrugConfig
+    free_drug: FreeDrugConfig
+    liposome: LiposomeConfig | None     # None for free drug
+    release: ReleaseConfig
+    tissue: TissueConfig
+    plasma: PlasmaConfig
+    time: TimeConfig
+    heating: HeatingConfig | None       # None: no hyperthermia
+    exposure: ExposureConfig
+    solver: TransportSolverConfig
     output: OutputConfig
-    source: dict = field(repr=False)   # the TOML as read, echoed into summary.json
-    radiation: dict | None = None      # dose_Gy [Gy], response (RadiationResponse); None: no [radiation]
+    source: dict = field(repr=False)    # the TOML as read, echoed into summary.json
+    radiation: RadiationConfig | None = None   # None: no [radiation]
 
 
-def _checked(section: str, values: dict, symbols: dict[str, str] | None = None, **kinds) -> dict:
-    """Numbers in ``values`` checked as ``kinds`` (name -> "positive" | "non_negative"), and
-    against the parameter-table bounds of ``symbols`` (name -> table symbol)."""
-    out = dict(values)
+def _choice(section: str, name: str, value, allowed: tuple) -> None:
+    """ConfigError unless ``value`` is one of ``allowed``."""
+    if isinstance(value, bool) or value not in allowed:
+        options = " or ".join(map(str, allowed)) if len(allowed) == 2 else "one of " + ", ".join(map(str, allowed))
+        raise ConfigError(f"[{section}] {name} must be {options}, got {value!r}")
+
+
+def _section(schema, table, section: str, symbols: dict[str, str] | None = None, choices: dict | None = None,
+             **kinds):
+    """The ``[section]`` table as a ``schema`` instance: keys checked against its fields (defaults
+    filled in), the numbers ``kinds`` (name -> "finite" | "positive" | "non_negative") checked and against the
+    parameter-table bounds of ``symbols`` (name -> table symbol), ``choices`` (name -> allowed
+    values, booleans: (True, False))."""
+    values = take_keys(table, section, spec_of(schema))
+    for name, allowed in (choices or {}).items():
+        if allowed == (True, False):
+            if not isinstance(values[name], bool):
+                raise ConfigError(f"[{section}] {name} must be true or false, got {values[name]!r}")
+        else:
+            _choice(section, name, values[name], allowed)
     for name, kind in kinds.items():
-        out[name] = number(section, name, values[name], **{kind: True})
+        values[name] = number(section, name, values[name], **({} if kind == "finite" else {kind: True}))
         if symbols and name in symbols:
             try:
-                PARAMETERS[symbols[name]].check(out[name], f"[{section}] {name}")
+                PARAMETERS[symbols[name]].check(values[name], f"[{section}] {name}")
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
-    return out
+    return schema(**values)
 
 
-def _radiation(section: dict, tumour: TissueProperties) -> dict:
+def _radiation(table: dict, tumour: TissueProperties) -> RadiationConfig:
     """``[radiation]``: the delivered dose [Gy] and the factors at the reference dose (table
     defaults; the p_v factor reproduces the table IFP fall for the configured tumour)."""
     base = RadiationResponse.defaults(tumour.vascular_pressure, tumour.reflection_coefficient,
                                       tumour.plasma_oncotic_pressure, tumour.interstitial_oncotic_pressure)
-    values = take_keys(section, "radiation", {"dose_Gy": REQUIRED} | {f.name: getattr(base, f.name)
-                                                                  for f in fields(RadiationResponse)})
+    values = take_keys(table, "radiation", {f.name: getattr(base, f.name, REQUIRED) for f in fields(RadiationConfig)})
     symbols = {"reference_dose": "D_RT_ref", "hydraulic_conductivity": "m_K_RT", "filtration_coefficient": "m_Lp_RT",
                "vessel_permeability": "m_P_RT", "cell_density": "m_rho_RT"}
-    values = _checked("radiation", values, symbols, dose_Gy="non_negative", reference_dose="positive",
-                      **{name: "positive" for name in values if name not in ("dose_Gy", "reference_dose")})
-    dose = values.pop("dose_Gy")
-    return {"dose_Gy": dose, "response": RadiationResponse(**values)}
+    kinds = {name: "positive" for name in values} | {"dose_Gy": "non_negative"}
+    return _section(RadiationConfig, values, "radiation", symbols, **kinds)
 
 
 def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path = Path(".")) -> TransportConfig:
@@ -148,114 +295,83 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
     try:
         top = take_keys(data, "top level", {"geometry": REQUIRED, "flow": {}, "tumour": {}, "drug": {},
                                         "free_drug": {}, "liposome": None, "release": {}, "tissue": {},
-                                        "plasma": REQUIRED, "time": REQUIRED, "heating": None, "exposure": {}, "radiation": None,
-                                        "solver": {},
-                                        "output": REQUIRED})
+                                        "plasma": REQUIRED, "time": REQUIRED, "heating": None, "exposure": {},
+                                        "radiation": None, "solver": {}, "output": REQUIRED})
         tumour = tissue_from_table(top["tumour"], "tumour")
         geometry = geometry_from_table(top["geometry"], base).resolved(tumour.rim_thickness)
-        flow = take_keys(top["flow"], "flow", {"model": "none", "boundary": "dirichlet", "far_field_pressure": 0.0})
-        if flow["model"] not in ("none", "darcy"):
-            raise ConfigError(f"[flow] model must be none or darcy, got {flow['model']!r}")
-        if flow["boundary"] not in ("dirichlet", "no_flux"):
-            raise ConfigError(f"[flow] boundary must be dirichlet or no_flux, got {flow['boundary']!r}")
-        flow["far_field_pressure"] = number("flow", "far_field_pressure", flow["far_field_pressure"])
-        drug = take_keys(top["drug"], "drug", {"formulation": "free"})
-        formulation = drug["formulation"]
-        if formulation not in FORMULATIONS:
-            raise ConfigError(f"[drug] formulation must be one of {', '.join(FORMULATIONS)}, got {formulation!r}")
-        free = take_keys(top["free_drug"], "free_drug", {
-            "diffusivity": default("D_F"), "vessel_permeability": default("P_F"), "reflection": default("sigma_F"),
-            "uptake": "linear", "uptake_rate": default("k_up"), "albumin_binding": False})
-        if not isinstance(free["albumin_binding"], bool):
-            raise ConfigError(f"[free_drug] albumin_binding must be true or false, got {free['albumin_binding']!r}")
-        if free["uptake"] not in ("linear", "el_kareh_secomb"):
-            raise ConfigError(f"[free_drug] uptake must be linear or el_kareh_secomb, got {free['uptake']!r}")
-        free = _checked("free_drug", free, {"diffusivity": "D_F", "vessel_permeability": "P_F", "reflection": "sigma_F", "uptake_rate": "k_up"},
+        flow = _section(FlowConfig, top["flow"], "flow", choices={"model": ("none", "darcy"),
+                                                                  "boundary": ("dirichlet", "no_flux")},
+                        far_field_pressure="finite")
+        drug = _section(DrugConfig, top["drug"], "drug", choices={"formulation": FORMULATIONS})
+        free = _section(FreeDrugConfig, top["free_drug"], "free_drug",
+                        {"diffusivity": "D_F", "vessel_permeability": "P_F", "reflection": "sigma_F", "uptake_rate": "k_up"},
+                        {"albumin_binding": (True, False), "uptake": ("linear", "el_kareh_secomb")},
                         diffusivity="positive", vessel_permeability="non_negative", reflection="non_negative",
                         uptake_rate="non_negative")
         liposome = None
-        if formulation != "free":
-            liposome = take_keys(top["liposome"] or {}, "liposome", {
-                "diffusivity": default("D_L"), "vessel_permeability": default("P_L"), "reflection": default("sigma_L"),
-                "hindrance": default("f_L"), "clearance": default("k_L")})
-            liposome = _checked("liposome", liposome, {"diffusivity": "D_L", "vessel_permeability": "P_L",
-                                                       "reflection": "sigma_L", "hindrance": "f_L",
-                                                       "clearance": "k_L"},
+        if drug.formulation != "free":
+            liposome = _section(LiposomeConfig, top["liposome"] or {}, "liposome",
+                                {"diffusivity": "D_L", "vessel_permeability": "P_L", "reflection": "sigma_L",
+                                 "hindrance": "f_L", "clearance": "k_L"},
                                 diffusivity="positive", vessel_permeability="non_negative",
                                 reflection="non_negative", hindrance="non_negative", clearance="non_negative")
         elif top["liposome"] is not None:
             raise ConfigError('[liposome] is given but [drug] formulation = "free"')
-        release = take_keys(top["release"], "release", {"ph": 7.4, "temperature": default("T_a"),
-                                                    "transit_time": default("tau_v"), "ph_map": None})
+        release = take_keys(top["release"], "release", spec_of(ReleaseConfig))
         if release["ph_map"] is not None:
-            if formulation != "ph_sensitive":
+            if drug.formulation != "ph_sensitive":
                 raise ConfigError('[release] ph_map is given but [drug] formulation is not "ph_sensitive"')
             release["ph_map"] = relative_path(base, "release", "ph_map", release["ph_map"])
-        release = _checked("release", release, {"transit_time": "tau_v"}, ph="positive", temperature="positive",
-                           transit_time="positive")
-        tissue = take_keys(top["tissue"], "tissue", {"interstitial_fraction": default("phi_T"),
-                                                 "surface_to_volume": default("SV_T"), "cell_density": default("rho_c"),
-                                                 "ktrans_map": None})
+        release = _section(ReleaseConfig, release, "release", {"transit_time": "tau_v"}, ph="positive",
+                           temperature="positive", transit_time="positive")
+        tissue = take_keys(top["tissue"], "tissue", spec_of(TissueConfig))
         if tissue["ktrans_map"] is not None:
             if geometry.shape in PERIVASCULAR:
                 raise ConfigError(f"[tissue] ktrans_map needs a tumour-scale mesh (S/V exchange); the "
                                   f"{geometry.shape!r} mesh resolves its vessel walls")
             tissue["ktrans_map"] = relative_path(base, "tissue", "ktrans_map", tissue["ktrans_map"])
-        tissue = _checked("tissue", tissue, {"interstitial_fraction": "phi_T", "surface_to_volume": "SV_T",
-                                             "cell_density": "rho_c"},
+        tissue = _section(TissueConfig, tissue, "tissue", {"interstitial_fraction": "phi_T", "surface_to_volume": "SV_T",
+                                                           "cell_density": "rho_c"},
                           interstitial_fraction="positive", surface_to_volume="non_negative", cell_density="positive")
-        exposure = take_keys(top["exposure"], "exposure", {"lethal_amount_per_cell": default("C_I_lethal"),
-                                                       "kill_coefficient": default("omega"),
-                                                       "profile_bin_width": geometry.mesh_size,
-                                                       "distal_distance": 50e-6})
-        exposure = _checked("exposure", exposure, {"lethal_amount_per_cell": "C_I_lethal", "kill_coefficient": "omega"},
+        exposure = take_keys(top["exposure"], "exposure", spec_of(ExposureConfig))
+        if exposure["profile_bin_width"] is None:
+            exposure["profile_bin_width"] = geometry.mesh_size
+        exposure = _section(ExposureConfig, exposure, "exposure",
+                            {"lethal_amount_per_cell": "C_I_lethal", "kill_coefficient": "omega"},
                             lethal_amount_per_cell="positive", kill_coefficient="non_negative",
                             profile_bin_width="positive", distal_distance="non_negative")
-        plasma = take_keys(top["plasma"], "plasma", {
-            "model": REQUIRED, "free_concentration": 0.0, "liposomal_concentration": 0.0, "dose": 0.0,
-            "dose_unit": "mg/kg", "infusion_duration": 0.0, "liposome_half_life": default("t_half_L"),
-            "albumin_bound_fraction": default("delta_alb")})
-        if plasma["model"] not in ("constant", "dose"):
-            raise ConfigError(f"[plasma] model must be constant or dose, got {plasma['model']!r}")
-        if plasma["dose_unit"] not in ("mg/kg", "mg/m^2"):
-            raise ConfigError(f"[plasma] dose_unit must be mg/kg or mg/m^2, got {plasma['dose_unit']!r}")
-        plasma = _checked("plasma", plasma, {"albumin_bound_fraction": "delta_alb"},
+        plasma = _section(PlasmaConfig, top["plasma"], "plasma", {"albumin_bound_fraction": "delta_alb"},
+                          {"model": ("constant", "dose"), "dose_unit": ("mg/kg", "mg/m^2")},
                           free_concentration="non_negative", liposomal_concentration="non_negative",
                           dose="non_negative", infusion_duration="non_negative", liposome_half_life="positive",
                           albumin_bound_fraction="non_negative")
-        time = take_keys(top["time"], "time", {"end": REQUIRED, "step": REQUIRED, "order": 1, "output_interval": None,
-                                           "adaptive": False, "tolerance": 1e-3})
-        time = _checked("time", time, end="positive", step="positive", tolerance="positive")
-        if not isinstance(time["adaptive"], bool):
-            raise ConfigError(f"[time] adaptive must be true or false, got {time['adaptive']!r}")
-        if time["adaptive"] and time["order"] != 1:
+        time = take_keys(top["time"], "time", spec_of(TimeConfig))
+        if time["output_interval"] is None:
+            time["output_interval"] = number("time", "end", time["end"], positive=True) / 10
+        time = _section(TimeConfig, time, "time", choices={"adaptive": (True, False)}, end="positive",
+                        step="positive", tolerance="positive", output_interval="positive")
+        if time.order not in (1, 2) or isinstance(time.order, bool):
+            raise ConfigError(f"[time] order must be 1 (backward Euler) or 2 (BDF2), got {time.order!r}")
+        if time.adaptive and time.order != 1:
             raise ConfigError("[time] adaptive = true needs order = 1 (backward Euler; BDF2 steps are equal)")
-        if time["order"] not in (1, 2) or isinstance(time["order"], bool):
-            raise ConfigError(f"[time] order must be 1 (backward Euler) or 2 (BDF2), got {time['order']!r}")
-        if time["step"] > time["end"]:
-            raise ConfigError(f"[time] step ({time['step']} s) must not exceed end ({time['end']} s)")
-        interval = time["end"] / 10 if time["output_interval"] is None else time["output_interval"]
-        time["output_interval"] = number("time", "output_interval", interval, positive=True)
+        if time.step > time.end:
+            raise ConfigError(f"[time] step ({time.step} s) must not exceed end ({time.end} s)")
         heating = None
         if top["heating"] is not None:
-            heating = take_keys(top["heating"], "heating", {"target_temperature": REQUIRED, "start": 0.0,
-                                                        "end": REQUIRED, "max_power": REQUIRED,
-                                                        "boundary": "no_flux"})
-            heating = _checked("heating", heating, target_temperature="positive", start="non_negative",
-                               end="positive", max_power="positive")
-            if heating["boundary"] not in ("no_flux", "dirichlet"):
-                raise ConfigError(f"[heating] boundary must be no_flux or dirichlet, got {heating['boundary']!r}")
-            if heating["end"] <= heating["start"]:
-                raise ConfigError(f"[heating] end ({heating['end']} s) must be after start ({heating['start']} s)")
-        if heating is not None and time["adaptive"]:
-            raise ConfigError("[time] adaptive = true cannot be combined with [heating] yet (the bioheat solver "
-                              "steps with the fixed step); set adaptive = false")
+            heating = _section(HeatingConfig, top["heating"], "heating", choices={"boundary": ("no_flux", "dirichlet")},
+                               target_temperature="positive", start="non_negative", end="positive",
+                               max_power="positive")
+            if heating.end <= heating.start:
+                raise ConfigError(f"[heating] end ({heating.end} s) must be after start ({heating.start} s)")
+            if time.adaptive:
+                raise ConfigError("[time] adaptive = true cannot be combined with [heating] yet (the bioheat "
+                                  "solver steps with the fixed step); set adaptive = false")
         radiation = None if top["radiation"] is None else _radiation(top["radiation"], tumour)
         solver = take_keys(top["solver"], "solver", {"petsc_options": {}})
         check_petsc_options(solver["petsc_options"])
-        return TransportConfig(geometry, flow, tumour, formulation, free, liposome, release, tissue, plasma, time,
-                               heating, exposure, dict(solver["petsc_options"]), output_from_table(top["output"], base),
-                               data, radiation)
+        return TransportConfig(geometry, flow, tumour, drug, free, liposome, release, tissue, plasma, time, heating,
+                               exposure, TransportSolverConfig(dict(solver["petsc_options"])),
+                               output_from_table(top["output"], base), data, radiation)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     except ValueError as exc:

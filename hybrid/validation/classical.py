@@ -149,7 +149,7 @@ def fit_release_rate(setup, frame_times, images: np.ndarray, affine_mm: np.ndarr
     its solver is closed here) to ``images`` (nx, ny, nz, frames) of ``quantity`` ("total_drug"
     [mol/m^3 of tissue] or "released_fraction" [1]) at ``frame_times`` [s] (all > 0), noise
     ``noise_sd`` in the image unit. Each residual is one transport run to the last frame time
-    with the steps of ``setup.config.time["step"]`` landing on the frame times. Collective."""
+    with the steps of ``setup.config.time.step`` landing on the frame times. Collective."""
     from hybrid.commands.synthesize import frame_stops
     from hybrid.forward.transport import TransportSolver
 
@@ -161,11 +161,11 @@ def fit_release_rate(setup, frame_times, images: np.ndarray, affine_mm: np.ndarr
 
     def predict(theta):
         rate.value = float(np.exp(theta[0]))
-        solver = TransportSolver(setup.domain, model, flow=setup.flow, order=config.time["order"],
-                                 petsc_options=config.petsc_options)
+        solver = TransportSolver(setup.domain, model, flow=setup.flow, order=config.time.order,
+                                 petsc_options=config.solver.petsc_options)
         frames = []
         try:
-            for stop, is_frame in frame_stops(config.time["step"], frame_times):
+            for stop, is_frame in frame_stops(config.time.step, frame_times):
                 solver.step(stop - solver.time)
                 if is_frame:
                     lipo, free, cell = (observe_on_grid(f, shape, affine_mm) for f in solver.species())

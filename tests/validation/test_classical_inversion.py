@@ -80,7 +80,7 @@ def test_release_rate_from_released_fraction_images():
     truth = float(setup.solver.model.release_rate)
     shape, affine = observation_grid(setup.domain.mesh, 0.5)
     frames = []
-    for stop, is_frame in frame_stops(config.time["step"], times):
+    for stop, is_frame in frame_stops(config.time.step, times):
         setup.solver.step(stop - setup.solver.time)
         if is_frame:
             lipo, free, cell = (observe_on_grid(f, shape, affine) for f in setup.solver.species())
