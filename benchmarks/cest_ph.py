@@ -149,16 +149,18 @@ def candidates(offsets, z_low, z_high):
 
 
 def loo_entry(ratio, ph):
-    """Leave-one-out error of the calibration (degree by leave-one-out) and the nested
-    leave-one-out error with the degree chosen again without each vial (pH)."""
+    """Leave-one-out error of the calibration (degree by leave-one-out), the nested leave-one-out
+    error with the degree chosen again without each vial, and the leave-one-out error of the
+    linear calibration (no choice made; NaN where it is not monotone) (pH)."""
     if not np.all(np.isfinite(ratio)):
         return {"n": int(ratio.size), "error": "non-finite ratios"}
     try:
         choice = cest.select_calibration({"index": ratio}, ph)
     except ValueError as exc:
         return {"n": int(ratio.size), "error": str(exc)}
+    linear = choice.calibration.loo_rms_by_degree.get(1, np.nan)
     return {"n": int(ratio.size), "degree": choice.calibration.degree, "loo_rms_ph": choice.calibration.loo_rms_ph,
-            "nested_loo_rms_ph": choice.nested_loo_rms_ph}
+            "nested_loo_rms_ph": choice.nested_loo_rms_ph, "linear_loo_rms_ph": linear if np.isfinite(linear) else None}
 
 
 def index_noise_sd(offsets, z_low, z_high, rng):
@@ -277,18 +279,21 @@ def main():
     two = report["two_powers"]
 
     def cell(v):
-        return f"{v['loo_rms_ph']:.3f}/{v['nested_loo_rms_ph']:.3f} d{v['degree']}" if "degree" in v else "non-finite"
+        if "degree" not in v:
+            return "non-finite"
+        linear = "  -  " if v["linear_loo_rms_ph"] is None else f"{v['linear_loo_rms_ph']:.3f}"
+        return f"{v['loo_rms_ph']:.3f}/{v['nested_loo_rms_ph']:.3f}/{linear} d{v['degree']}"
     for span_name, span in two["pH_ranges"].items():
-        print(f"per T1 series, pH {span}, 2 and 3 uT, no reference: leave-one-out / nested leave-one-out [pH] "
-              "(degree); last column: noise floor [pH] per series")
-        print(f"  {'index':26s}" + "".join(f"{label:>20s}" for label in two["series"]) + "  noise floor")
+        print(f"per T1 series, pH {span}, 2 and 3 uT, no reference: leave-one-out / nested leave-one-out / linear "
+              "leave-one-out [pH] (degree); last column: noise floor [pH] per series")
+        print(f"  {'index':26s}" + "".join(f"{label:>26s}" for label in two["series"]) + "  noise floor")
         for name in two["series"]["T1 3.4 s"]["ratio"]:
             floors = " ".join("  -  " if e[span_name][name]["noise_floor_ph"] is None
                               else f"{e[span_name][name]['noise_floor_ph']:.3f}" for e in two["series"].values())
-            print(f"  {name:26s}" + "".join(f"{cell(e[span_name][name]):>20s}" for e in two["series"].values())
+            print(f"  {name:26s}" + "".join(f"{cell(e[span_name][name]):>26s}" for e in two["series"].values())
                   + f"  {floors}")
         print(f"  {'choose among all':26s}" + "".join(
-            f"{e[span_name]['choose among all']['loo_rms_ph']:.3f}/{e[span_name]['choose among all']['nested_loo_rms_ph']:.3f}".rjust(20)
+            f"{e[span_name]['choose among all']['loo_rms_ph']:.3f}/{e[span_name]['choose among all']['nested_loo_rms_ph']:.3f}".rjust(26)
             for e in two["series"].values()) + "   chosen: " + ", ".join(
             e[span_name]["choose among all"]["chosen"] for e in two["series"].values()))
     print("pooled over the four series (32 vials, pH 6.2-7.3): " + ", ".join(
