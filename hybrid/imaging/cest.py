@@ -261,10 +261,10 @@ def _coarse_b0(off, z, search_ppm):
 
 
 def _shared_centre_model(x, n_spectra, n_pools):
-    """Model and Jacobian of ``n_spectra`` Z-spectra of one voxel, concatenated, that share the
-    pool centres: parameters [c_k (k < K), then per pool (A_k (k < K), G_k (k < K), d)], so that
-    spectrum k sees the ``_lorentz_model`` parameters [c_k, (A_k, G_k, d)_i]; K = 1 is exactly
-    that layout."""
+    """(model, columns) for K = ``n_spectra`` Z-spectra per voxel, concatenated along the offset
+    axis, that share the pool centres: the parameters are [c_k (k < K), then per pool (A_k (k < K),
+    G_k (k < K), d)], and ``columns[k]`` picks the ``_lorentz_model`` parameters
+    [c_k, (A_k, G_k, d)_i] of spectrum k (K = 1 is exactly that layout)."""
     single = _lorentz_model(x)
     k, stride = n_spectra, 2 * n_spectra + 1
     columns = [np.array([s] + [k + i * stride + o for i in range(n_pools) for o in (s, k + s, 2 * k)])
@@ -314,8 +314,8 @@ def fit_zspectra_joint(offsets_ppm, spectra, pools: tuple[LorentzPool, ...] | No
     spectra = [np.asarray(z, dtype=float) for z in spectra]
     if not spectra or any(z.shape != spectra[0].shape for z in spectra):
         raise ValueError(f"give one or more spectra arrays of one shape, got shapes {[z.shape for z in spectra]}")
-    if s0 is not None and len(s0) != len(spectra):
-        raise ValueError(f"s0 must hold one unsaturated image per spectrum ({len(spectra)}), got {len(s0)}")
+    if s0 is not None and (len(s0) != len(spectra) or any(image is None for image in s0)):
+        raise ValueError(f"s0 must be None or hold one unsaturated image per spectrum ({len(spectra)})")
     normalised = [normalize(offsets_ppm, z, s0=None if s0 is None else s0[k], ref_ppm=ref_ppm)
                   for k, z in enumerate(spectra)]
     off = normalised[0][0]
