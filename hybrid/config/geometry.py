@@ -35,22 +35,35 @@ class GeometryConfig:
     slice_index: int = 0                     # shape "mask": the slice meshed (2-D)
     field_of_view_host: bool = False         # shape "mask": mesh the rest of the image as host
     refinements: int = 0                     # uniform parallel refinements of the gmsh mesh (each: h / 2)
+    rim_refinements: int = 0                 # sphere/disc: parallel refinements near the tumour surface
+    rim_band: float | None = None            # width of the widest rim refinement; default 2 ln2 N rim
     partitioner: str = "scotch"              # graph partitioner of the gmsh mesh: scotch | kahip | parmetis
 
     def resolved(self, rim_thickness: float) -> "GeometryConfig":
         """Fill the surface refinement from the IFP rim thickness ``sqrt(K/(Lp S/V))`` [m].
 
-        Perivascular shapes keep ``None``: their builders resolve vessel walls by vessel radius.
+        Default surface size: rim / 4, or ``2^rim_refinements`` times that on the gmsh mesh when the
+        rim is refined in parallel afterwards. Default ``rim_band``: ``2 ln 2 * rim_refinements *
+        rim``, so the cell size doubles every ``2 ln 2 * rim`` from the surface, which spreads the
+        P1 error ``h^2 |p''|`` of ``p ~ exp(-d / rim)`` evenly. Perivascular shapes keep ``None``:
+        their builders resolve vessel walls by vessel radius.
         """
         if self.shape in ("krogh", "vessels"):
             return self
+        finite = math.isfinite(rim_thickness)
         surface = self.surface_mesh_size
         if surface is None:
-            surface = min(self.mesh_size, rim_thickness / 4) if math.isfinite(rim_thickness) else self.mesh_size
+            surface = min(self.mesh_size, rim_thickness / 4 * 2 ** self.rim_refinements) if finite else self.mesh_size
         width = self.refinement_width
         if width is None:
-            width = 2 * rim_thickness if math.isfinite(rim_thickness) else 0.0
-        return replace(self, surface_mesh_size=surface, refinement_width=width)
+            width = 2 * rim_thickness if finite else 0.0
+        band = self.rim_band
+        if band is None and self.rim_refinements:
+            if not finite:
+                raise ConfigError("[geometry] rim_refinements needs rim_band (m): without a fluid sink the "
+                                  "IFP rim thickness is infinite")
+            band = 2 * math.log(2) * self.rim_refinements * rim_thickness
+        return replace(self, surface_mesh_size=surface, refinement_width=width, rim_band=band)
 
 
 def geometry_from_table(table: dict, base: Path) -> GeometryConfig:
@@ -69,7 +82,7 @@ def geometry_from_table(table: dict, base: Path) -> GeometryConfig:
     if values["shape"] not in SHAPES:
         raise ConfigError(f"[geometry] shape must be one of {', '.join(SHAPES)}, got {values['shape']!r}")
     for name in ("mesh_size", "tumour_radius", "vessel_radius", "tissue_radius", "patch_size",
-                 "min_spacing", "surface_mesh_size", "refinement_width"):
+                 "min_spacing", "surface_mesh_size", "refinement_width", "rim_band"):
         if values[name] is not None:
             values[name] = number("geometry", name, values[name], positive=name != "refinement_width",
                                    non_negative=True)
@@ -77,10 +90,13 @@ def geometry_from_table(table: dict, base: Path) -> GeometryConfig:
     for name in ("n_vessels", "seed"):
         if isinstance(values[name], bool) or not isinstance(values[name], int) or values[name] < 0:
             raise ConfigError(f"[geometry] {name} must be a non-negative integer, got {values[name]!r}")
-    if isinstance(values["refinements"], bool) or not isinstance(values["refinements"], int) \
-            or not 0 <= values["refinements"] <= 6:
-        raise ConfigError(f"[geometry] refinements must be an integer from 0 to 6 (each multiplies the "
-                          f"cells by 4 in 2-D, 8 in 3-D), got {values['refinements']!r}")
+    for name in ("refinements", "rim_refinements"):
+        if isinstance(values[name], bool) or not isinstance(values[name], int) or not 0 <= values[name] <= 6:
+            raise ConfigError(f"[geometry] {name} must be an integer from 0 to 6 (each splits the refined "
+                              f"cells into 4 in 2-D, 8 in 3-D), got {values[name]!r}")
+    if values["rim_refinements"] and values["shape"] not in ("sphere", "disc"):
+        raise ConfigError(f'[geometry] rim_refinements needs shape = "sphere" or "disc" (a tumour surface to '
+                          f'refine towards), got {values["shape"]!r}; use refinements')
     if values["partitioner"] not in PARTITIONERS:
         raise ConfigError(f"[geometry] partitioner must be one of {', '.join(PARTITIONERS)}, "
                           f"got {values['partitioner']!r}")

@@ -2,7 +2,8 @@
 for the shape, :func:`check_mesh_size` refuses meshes that would not fit in memory.
 
 ``geometry`` is any object with the fields of ``hybrid.config.GeometryConfig`` (shape, sizes in m,
-vessel layout, mask path, refinements, partitioner); this module does not read configurations.
+vessel layout, mask path, refinements, rim refinements, partitioner); this module does not read
+configurations.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ _CELL_MEASURE = {1: 1.0, 2: math.sqrt(3) / 4, 3: 1 / (6 * math.sqrt(2))}   # of 
 
 def build_mesh(geometry, comm: MPI.Comm):
     """The mesh that ``geometry`` describes, distributed over ``comm``: gmsh on rank 0 at
-    ``mesh_size``, then ``refinements`` uniform refinements in parallel (hybrid.mesh.refine)."""
+    ``mesh_size``, then ``refinements`` uniform refinements and ``rim_refinements`` refinements in
+    the band ``rim_band`` [m] around the tumour surface, in parallel (hybrid.mesh.refine)."""
     from hybrid.collective import everywhere
     from hybrid.mesh.builders import krogh_mesh, tumour_mesh, vessel_patch_mesh
     from hybrid.mesh.from_mask import mask_mesh
-    from hybrid.mesh.refine import refine_uniformly
+    from hybrid.mesh.refine import refine_near_surface, refine_uniformly
 
     if geometry.shape in DIMENSION:
         coarse = tumour_mesh(comm, geometry.shape, geometry.tumour_radius, geometry.host_thickness,
@@ -47,7 +49,8 @@ def build_mesh(geometry, comm: MPI.Comm):
         coarse = vessel_patch_mesh(comm, geometry.patch_size, geometry.vessel_radius, geometry.n_vessels,
                                    geometry.min_spacing, geometry.mesh_size, geometry.seed,
                                    geometry.surface_mesh_size, partitioner=geometry.partitioner)
-    return refine_uniformly(coarse, geometry.refinements)
+    refined = refine_uniformly(coarse, geometry.refinements)
+    return refine_near_surface(refined, geometry.rim_refinements, geometry.rim_band)
 
 
 def check_mesh_size(geometry, memory_bytes: float | None = None) -> float:

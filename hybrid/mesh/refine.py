@@ -1,16 +1,23 @@
-"""Parallel uniform refinement of a distributed mesh, with its tags, curved boundaries snapped back.
+"""Parallel refinement of a distributed mesh, with its tags, curved boundaries snapped back.
 
 The builders make a coarse gmsh mesh on rank 0 and distribute it; :func:`refine_uniformly` then
 refines it ``refinements`` times with DOLFINx (Plaza edge bisection: each triangle into 4, each
-tetrahedron into 8, so the DOFs of P1 grow about 2^dim times per refinement). Every rank refines
-the cells it owns, so no rank ever holds the fine mesh whole; the children stay on their parent's
-rank. Cell and facet tags are carried to the children (``dolfinx.mesh.transfer_meshtag``).
+tetrahedron into 8, so the DOFs of P1 grow about 2^dim times per refinement), and
+:func:`refine_near_surface` refines only the cells in a band around the tumour surface, where the
+IFP drops over the rim ``sqrt(K / (Lp S/V))`` (Plaza bisection of the marked edges, plus what
+conformity needs). Every rank refines the cells it owns, so no rank ever holds the fine mesh whole;
+the children stay on their parent's rank. Cell and facet tags are carried to the children
+(``dolfinx.mesh.transfer_meshtag``).
 
 The new vertices that bisection puts on a boundary are the midpoints of straight chords, inside a
-curved surface by about ``h^2 / (8 R)``. :func:`refine_uniformly` moves every vertex of a facet
-tagged as a circle or sphere (tumour surface, host outer boundary, vessel walls; the table is
+curved surface by about ``h^2 / (8 R)``. Both functions move every vertex of a facet tagged as a
+circle or sphere (tumour surface, host outer boundary, vessel walls; the table is
 :func:`curved_surfaces`) radially onto that circle or sphere after each refinement, so the refined
 mesh approximates the true geometry as well as a gmsh mesh of the same size. Lengths in metres.
+
+Accuracy per DOF (``benchmarks/refine_accuracy.py``): in 2-D a refined mesh is as accurate as a
+gmsh mesh of the same DOFs; in 3-D the bisected tetrahedra give a larger IFP error than gmsh's at
+the same DOFs (measured numbers: benchmarks/results/refine_accuracy.json).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import dolfinx.mesh
 from hybrid.mesh import tags
 from hybrid.mesh.builders import TumourMesh
 
-__all__ = ["refine_uniformly", "curved_surfaces", "snap_to_surfaces"]
+__all__ = ["refine_uniformly", "refine_near_surface", "curved_surfaces", "snap_to_surfaces"]
 
 
 def curved_surfaces(domain: TumourMesh) -> dict[int, tuple[np.ndarray, float]]:
@@ -84,6 +91,46 @@ def snap_to_surfaces(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags,
     return mesh.comm.allreduce(moved, op=MPI.MAX)
 
 
+def _cells_near_sphere(mesh: dolfinx.mesh.Mesh, centre: np.ndarray, radius: float, band: float) -> np.ndarray:
+    """Local cells with a point within ``band`` [m] of the circle/sphere: the span of their
+    vertices' distances ``|x - centre| - radius`` meets ``[-band, band]``."""
+    gdim, tdim = mesh.geometry.dim, mesh.topology.dim
+    cells = np.arange(mesh.topology.index_map(tdim).size_local, dtype=np.int32)
+    nodes = np.asarray(mesh.geometry.dofmaps[0])[cells]
+    distance = np.linalg.norm(mesh.geometry.x[nodes, :gdim] - centre[:gdim], axis=2) - radius
+    return cells[(distance.min(axis=1) <= band) & (distance.max(axis=1) >= -band)]
+
+
+def _refine(domain: TumourMesh, passes: list[float | None], surfaces) -> tuple:
+    """``domain`` refined once per entry of ``passes``: uniformly for ``None``, else the cells
+    within that band [m] of the tumour surface; tags carried, curved boundaries snapped.
+    Returns (mesh, cell tags, facet tags, largest snap distance of the last pass [m])."""
+    mesh, cell_tags, facet_tags = domain.mesh, domain.cell_tags, domain.facet_tags
+    snapped = 0.0
+    for band in passes:
+        tdim = mesh.topology.dim
+        mesh.topology.create_entities(1)
+        mesh.topology.create_connectivity(tdim - 1, tdim)
+        edges = None
+        if band is not None:
+            centre, radius = surfaces[tags.TUMOUR_SURFACE]
+            mesh.topology.create_connectivity(tdim, 1)
+            edges = dolfinx.mesh.compute_incident_entities(
+                mesh.topology, _cells_near_sphere(mesh, centre, radius, band), tdim, 1)
+        # partitioner=None: children stay on their parent's rank, no ghost cells (as the gmsh mesh);
+        # with the default (ghost layer rebuilt) transfer_meshtag crashed under MPI in DOLFINx 0.11
+        fine, parent_cell, parent_facet = dolfinx.mesh.refine(
+            mesh, edges, partitioner=None, option=dolfinx.mesh.RefinementOption.parent_cell_and_facet)
+        fine.topology.create_connectivity(tdim - 1, tdim)
+        cell_tags = dolfinx.mesh.transfer_meshtag(cell_tags, fine, parent_cell)
+        facet_tags = dolfinx.mesh.transfer_meshtag(facet_tags, fine, parent_cell, parent_facet)
+        snapped = snap_to_surfaces(fine, facet_tags, surfaces)
+        mesh = fine
+    mesh.name = domain.mesh.name
+    cell_tags.name, facet_tags.name = domain.cell_tags.name, domain.facet_tags.name
+    return mesh, cell_tags, facet_tags, snapped
+
+
 def refine_uniformly(domain: TumourMesh, refinements: int) -> TumourMesh:
     """``domain`` refined uniformly ``refinements`` times in parallel, tags carried to the children
     and curved boundaries snapped (see the module docstring). ``refinements = 0`` returns it as is.
@@ -95,25 +142,36 @@ def refine_uniformly(domain: TumourMesh, refinements: int) -> TumourMesh:
         raise ValueError(f"refinements must be >= 0, got {refinements}")
     if refinements == 0:
         return domain
-    surfaces = curved_surfaces(domain)
-    mesh, cell_tags, facet_tags = domain.mesh, domain.cell_tags, domain.facet_tags
-    snapped = 0.0
     start = time.perf_counter()
-    for _ in range(refinements):
-        tdim = mesh.topology.dim
-        mesh.topology.create_entities(1)
-        mesh.topology.create_connectivity(tdim - 1, tdim)
-        # partitioner=None: children stay on their parent's rank, no ghost cells (as the gmsh mesh);
-        # with the default (ghost layer rebuilt) transfer_meshtag crashed under MPI in DOLFINx 0.11
-        fine, parent_cell, parent_facet = dolfinx.mesh.refine(
-            mesh, partitioner=None, option=dolfinx.mesh.RefinementOption.parent_cell_and_facet)
-        fine.topology.create_connectivity(tdim - 1, tdim)
-        cell_tags = dolfinx.mesh.transfer_meshtag(cell_tags, fine, parent_cell)
-        facet_tags = dolfinx.mesh.transfer_meshtag(facet_tags, fine, parent_cell, parent_facet)
-        snapped = snap_to_surfaces(fine, facet_tags, surfaces)
-        mesh = fine
-    mesh.name = domain.mesh.name
-    cell_tags.name, facet_tags.name = domain.cell_tags.name, domain.facet_tags.name
+    mesh, cell_tags, facet_tags, snapped = _refine(domain, [None] * refinements, curved_surfaces(domain))
     geometry = {**domain.geometry, "refinements": refinements, "max_snap_distance_m": snapped}
     timings = {**domain.timings, "refinement_s": time.perf_counter() - start}
+    return replace(domain, mesh=mesh, cell_tags=cell_tags, facet_tags=facet_tags, geometry=geometry, timings=timings)
+
+
+def refine_near_surface(domain: TumourMesh, refinements: int, band: float) -> TumourMesh:
+    """``domain`` refined ``refinements`` times in parallel in a band around the tumour surface.
+
+    Pass ``k`` (1..N) refines the cells within ``band * (N - k + 1) / N`` [m] of the surface (both
+    sides), so the cell size halves towards the surface at every ``band / N`` step, as the IFP rim
+    ``exp(-d / rim)`` needs; Plaza bisection refines neighbouring cells as much as conformity needs.
+    Tags are carried and curved boundaries snapped as in :func:`refine_uniformly`. Sphere and disc
+    tumours only. ``geometry`` adds ``rim_refinements``, ``rim_band_m``, ``max_snap_distance_m``;
+    ``timings`` adds ``rim_refinement_s``.
+    """
+    if refinements < 0:
+        raise ValueError(f"rim refinements must be >= 0, got {refinements}")
+    if refinements == 0:
+        return domain
+    if domain.shape not in ("sphere", "disc"):
+        raise ValueError(f"refinement near the tumour surface needs a sphere or disc tumour, not {domain.shape!r}; "
+                         "use uniform refinements")
+    if not band > 0:
+        raise ValueError(f"the rim refinement band must be a positive length in metres, got {band!r}")
+    start = time.perf_counter()
+    passes = [band * (refinements - k) / refinements for k in range(refinements)]
+    mesh, cell_tags, facet_tags, snapped = _refine(domain, passes, curved_surfaces(domain))
+    geometry = {**domain.geometry, "rim_refinements": refinements, "rim_band_m": band,
+                "max_snap_distance_m": snapped}
+    timings = {**domain.timings, "rim_refinement_s": time.perf_counter() - start}
     return replace(domain, mesh=mesh, cell_tags=cell_tags, facet_tags=facet_tags, geometry=geometry, timings=timings)

@@ -15,7 +15,7 @@ import ufl
 from hybrid.config import forward_config_from_dict
 from hybrid.io.fields import read_point_data
 from hybrid.mesh import krogh_mesh, refine_uniformly, tags, tumour_mesh, vessel_patch_mesh
-from hybrid.mesh.refine import curved_surfaces
+from hybrid.mesh.refine import curved_surfaces, refine_near_surface
 from hybrid.commands.forward import run_forward
 
 pytestmark = pytest.mark.mpi
@@ -164,3 +164,76 @@ def test_bad_refinement_settings_are_refused(geometry, message):
     document = {"geometry": {"shape": "disc", "mesh_size": 1e-4, **geometry}, "output": {"directory": "x"}}
     with pytest.raises(ConfigError, match=message):
         forward_config_from_dict(document)
+
+
+# ------------------------------------------------------------------ refinement near the tumour surface
+def _ifp_errors(domain, host_thickness: float) -> tuple[int, float, float]:
+    """(DOFs, max nodal |p_h - p| / p_e, ||p_h - p|| / ||p||) of the default-tissue IFP on ``domain``
+    against the Baxter-Jain closed form (p in P3 for the L2 norm)."""
+    from hybrid.forward import solve_ifp
+    from hybrid.forward.sampling import nodal_samples
+    from hybrid.problems.ifp import OuterBoundary, TissueProperties, closed_form_pressure
+
+    tumour = TissueProperties.defaults("tumour")
+    host = TissueProperties.defaults("host") if host_thickness > 0 else None
+    dim = domain.dim
+    exact = closed_form_pressure(dim, R, tumour, OuterBoundary(), host, host_thickness)
+    solution = solve_ifp(domain, tumour, OuterBoundary(), host)
+    coords, values = nodal_samples(solution.pressure)
+    nodal = np.abs(values - exact.pressure(np.linalg.norm(coords[:, :dim], axis=1))).max(initial=0.0)
+    cubic = dolfinx.fem.Function(dolfinx.fem.functionspace(domain.mesh, ("Lagrange", 3)))
+    cubic.interpolate(lambda x: exact.pressure(np.linalg.norm(x[:dim], axis=0)))
+    total = lambda form: COMM.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(form)), op=MPI.SUM)
+    l2 = np.sqrt(total((solution.pressure - cubic) ** 2 * ufl.dx) / total(cubic ** 2 * ufl.dx))
+    return solution.dofs, COMM.allreduce(nodal, op=MPI.MAX) / tumour.effective_pressure, l2
+
+
+def _cells_beyond(domain, distance: float) -> int:
+    """Global number of cells whose midpoint is farther than ``distance`` [m] from the tumour surface."""
+    mesh = domain.mesh
+    nodes = np.asarray(mesh.geometry.dofmaps[0])[: mesh.topology.index_map(domain.dim).size_local]
+    midpoints = mesh.geometry.x[nodes].mean(axis=1)
+    far = np.abs(np.linalg.norm(midpoints, axis=1) - R) > distance
+    return COMM.allreduce(int(far.sum()), op=MPI.SUM)
+
+
+@pytest.mark.parametrize("shape, h, band, closure", [("disc", 2e-4, 3e-4, 3), ("sphere", 8e-4, 7.5e-4, None)])
+def test_rim_refinement_keeps_tags_conforms_and_leaves_far_cells_alone(shape, h, band, closure, measures,
+                                                                        global_tags):
+    """``closure``: coarse cells beyond the band that Plaza bisection may split to stay conforming
+    (measured: 2-3 in 2-D, 3-4 in 3-D, too many for this small sphere)."""
+    coarse = tumour_mesh(COMM, shape, R, H, mesh_size=h)
+    before = measures(coarse)
+    fine = refine_near_surface(coarse, 2, band)
+    after = measures(fine)
+    assert global_tags(fine.cell_tags) == {tags.TUMOUR, tags.HOST}
+    assert global_tags(fine.facet_tags) == {tags.TUMOUR_SURFACE, tags.OUTER_BOUNDARY}
+    # conforming: every exterior facet is a tagged outer facet (a hanging node would leave an
+    # untagged one-sided facet inside)
+    one = dolfinx.fem.Constant(fine.mesh, 1.0)
+    exterior = COMM.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(one * ufl.ds)), op=MPI.SUM)
+    assert exterior == pytest.approx(after[("facets", tags.OUTER_BOUNDARY)], rel=1e-12)
+    # cells near the surface are split, cells beyond the band and the closure are not
+    cells = [d.mesh.topology.index_map(d.dim).size_global for d in (coarse, fine)]
+    assert 2 ** coarse.dim * cells[0] < cells[1] < 4 ** coarse.dim * cells[0]   # twice uniformly: 4^dim
+    if closure:
+        assert _cells_beyond(fine, band + closure * h) == _cells_beyond(coarse, band + closure * h) > 0
+    # the surfaces converge to the true circle/sphere (snapped), the tumour's area/volume too
+    for key in (("cells", tags.TUMOUR), ("facets", tags.TUMOUR_SURFACE)):
+        exact = EXACT[shape][key]
+        assert abs(after[key] / exact - 1) < abs(before[key] / exact - 1) / 8, key
+    assert fine.geometry["rim_refinements"] == 2 and fine.geometry["rim_band_m"] == band
+    assert fine.timings["rim_refinement_s"] > 0
+    # the same mesh whatever the partition: refined alone on each rank, the cell count is the same
+    alone = refine_near_surface(tumour_mesh(MPI.COMM_SELF, shape, R, H, mesh_size=h), 2, band)
+    assert alone.mesh.topology.index_map(alone.dim).size_global == cells[1]
+
+
+def test_rim_refinement_needs_a_tumour_surface_and_a_band():
+    krogh = krogh_mesh(COMM, 10e-6, 120e-6, mesh_size=20e-6)
+    with pytest.raises(ValueError, match="needs a sphere or disc tumour"):
+        refine_near_surface(krogh, 1, 1e-5)
+    disc = tumour_mesh(COMM, "disc", R, 0.0, mesh_size=4e-4)
+    with pytest.raises(ValueError, match="band must be a positive length"):
+        refine_near_surface(disc, 1, 0.0)
+    assert refine_near_surface(disc, 0, None) is disc
