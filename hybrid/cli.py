@@ -241,7 +241,7 @@ def _forward(args, comm, log) -> None:
 
     config = _with_output(everywhere(comm, lambda: load_forward_config(args.config)), args)
     everywhere(comm, lambda: check_mesh_size(config.geometry))
-    inputs = (args.config, config.geometry.mask, config.ktrans_map)
+    inputs = (args.config, config.geometry.mask, config.images.ktrans)
     with _outputs(comm, config.output.directory, args.overwrite, inputs) as staging:
         run_forward(with_output_directory(config, staging), comm, log)
     log(f"done: outputs in {config.output.directory}")
@@ -264,8 +264,9 @@ def _maps(args, comm, log) -> None:
     from hybrid.commands.maps import run_maps
 
     config = _with_output(everywhere(comm, lambda: load_maps_config(args.config)), args)
-    inputs = (args.config, config.dce and config.dce.series, config.vfa_series, config.cest and config.cest.series,
-              config.mask)
+    inputs = (args.config, config.dce and config.dce.series, config.vfa and config.vfa.series,
+              config.cest and config.cest.series, config.cest and config.cest.calibration_spectra,
+              config.mask and config.mask.path)
     with _outputs(comm, config.output.directory, args.overwrite, inputs) as staging:
         on_rank0(comm, lambda: run_maps(with_output_directory(config, staging), log))
     log(f"done: outputs in {config.output.directory}")
@@ -314,7 +315,8 @@ def _invert(args, comm, log) -> None:
     from hybrid.config.invert import load_invert_config
 
     config = _with_output(everywhere(comm, lambda: load_invert_config(args.config)), args)
-    inputs = (args.config, config.observations, config.truth)
+    inputs = (args.config, config.data.observations, config.data.released_fraction, config.data.truth,
+              config.problem.transport)
     with _outputs(comm, config.output.directory, args.overwrite, inputs) as staging:
         on_rank0(comm, lambda: run_invert(config, staging, log, resume=args.resume))
     log(f"done: outputs in {config.output.directory}")
@@ -326,7 +328,7 @@ def _validate(args, comm, log) -> None:
     from hybrid.config.crossval import load_crossval_config
 
     config = _with_output(everywhere(comm, lambda: load_crossval_config(args.config)), args)
-    inputs = (args.config, config.inversion_directory, config.invert.truth)
+    inputs = (args.config, config.inversion.directory, config.invert.data.truth)
     with _outputs(comm, config.output.directory, args.overwrite, inputs) as staging:
         run_crossval(config, staging, comm, log)
     log(f"done: outputs in {config.output.directory}")

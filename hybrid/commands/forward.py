@@ -22,10 +22,10 @@ def closed_form(config: ForwardConfig) -> RadialSolution | None:
     """Baxter-Jain closed form for this run, or None where none exists (perivascular or mask
     geometry, image fields)."""
     geometry = config.geometry
-    if geometry.shape not in DIMENSION or config.ktrans_map:
+    if geometry.shape not in DIMENSION or config.images.ktrans:
         return None
-    return closed_form_pressure(DIMENSION[geometry.shape], geometry.tumour_radius, config.tumour, config.boundary,
-                                config.host, geometry.host_thickness)
+    return closed_form_pressure(DIMENSION[geometry.shape], geometry.tumour_radius, config.tumour,
+                                config.boundary.outer_boundary(), config.host, geometry.host_thickness)
 
 
 def _solve(config: ForwardConfig, domain, fields: dict):
@@ -35,8 +35,8 @@ def _solve(config: ForwardConfig, domain, fields: dict):
     from hybrid.forward import solve_ifp
 
     try:
-        return solve_ifp(domain, config.tumour, config.boundary, config.host, degree=config.solver.degree,
-                         petsc_options=config.solver.petsc_options, fields=fields)
+        return solve_ifp(domain, config.tumour, config.boundary.outer_boundary(), config.host,
+                         degree=config.solver.degree, petsc_options=config.solver.petsc_options, fields=fields)
     except PETSc.Error as exc:
         raise ValueError(f"the IFP linear solve failed (PETSc {petsc_failure(exc)}); check [solver] petsc_options "
                          f"{config.solver.petsc_options or '(none set)'}") from None
@@ -74,15 +74,15 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
     stages.update(domain.timings)   # meshing_s (gmsh, rank 0), distribution_s, refinement_s
     memory = {"after_mesh": peak_memory_mib(comm)}
     fields, image_stats = {}, None
-    if config.ktrans_map is not None:
+    if config.images.ktrans is not None:
         from hybrid.forward.image_sampling import vascular_exchange_from_ktrans
         from hybrid.io.nifti import read_volume
 
-        ktrans, affine_mm = everywhere(comm, lambda: read_volume(config.ktrans_map))
+        ktrans, affine_mm = everywhere(comm, lambda: read_volume(config.images.ktrans))
         slice_index = geometry.slice_index if domain.dim == 2 and ktrans.shape[2] > 1 else None
         fields["vascular_exchange"], image_stats = vascular_exchange_from_ktrans(
             domain, ktrans, affine_mm, config.tumour, config.host, slice_index=slice_index)
-        log(f"Lp S/V scaled by Ktrans / region mean from {config.ktrans_map.name} (tumour mean "
+        log(f"Lp S/V scaled by Ktrans / region mean from {config.images.ktrans.name} (tumour mean "
             f"{image_stats['mean_tumour_ktrans_per_min']:.3g} /min)")
     log(f"solving IFP with degree {config.solver.degree} on {comm.size} rank(s)")
     # PETSc errors and non-convergence arise on every rank alike, so agreeing on them cannot hang
@@ -134,7 +134,7 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
                     "fields_write_s": stages["write_s"]},
     }
     if image_stats is not None:
-        summary["images"] = {"ktrans": config.source.get("images", {}).get("ktrans", str(config.ktrans_map)),
+        summary["images"] = {"ktrans": config.source.get("images", {}).get("ktrans", str(config.images.ktrans)),
                              **image_stats}
     exact = closed_form(config)
     if exact is not None:

@@ -71,6 +71,65 @@ def _check_maps(maps: dict[str, np.ndarray], mask: np.ndarray, warnings: list[st
     return failed
 
 
+def _pools(settings) -> dict:
+    """The ``ph_ratio`` options of ``[cest]`` other than the ratio method (lines fitted)."""
+    return {"shifts_ppm": settings.shifts_ppm, "mt": settings.mt, "hydroxyl": settings.hydroxyl,
+            "endogenous": settings.endogenous}
+
+
+def _finite_or_none(values: dict) -> dict:
+    """``values`` with string keys and None for NaN (JSON has no NaN)."""
+    return {str(key): float(v) if np.isfinite(v) else None for key, v in values.items()}
+
+
+def _ph_calibration(settings, log) -> tuple:
+    """(ratio method, PhCalibration, summary record) of ``[cest]``: from the vials' pH and ratio,
+    or from their Z-spectra (``calibration_spectra``), where ``ratio = "auto"`` calibrates every
+    method and degree and keeps the least leave-one-out error (``cest.select_calibration``; the
+    record adds the nested leave-one-out error of that choice)."""
+    from hybrid.config.maps import AUTO
+    from hybrid.imaging import cest
+    from hybrid.io.zspectra import read_zspectra_csv
+
+    degree = None if settings.calibration_degree == AUTO else settings.calibration_degree
+    method, report = settings.ratio, {"ratio": settings.ratio}
+    if settings.calibration_spectra is None:
+        calibration = cest.PhCalibration.fit(settings.calibration_ratio, settings.calibration_ph, degree)
+        report["calibration_vials"] = len(settings.calibration_ph)
+    else:
+        path = settings.calibration_spectra
+        offsets, ph, _, signal = read_zspectra_csv(path)
+        methods = cest.RATIO_METHODS if method == AUTO else (method,)
+        ratios = {name: cest.ph_ratio(offsets, signal, method=name, **_pools(settings)) for name in methods}
+        report.update({"calibration_spectra": str(path), "calibration_vials": int(ph.size),
+                       "calibration_ph_range": [float(ph.min()), float(ph.max())],
+                       "calibration_ratios": {name: [float(v) if np.isfinite(v) else None for v in r]
+                                              for name, r in ratios.items()}})
+        if method == AUTO:
+            choice = cest.select_calibration(ratios, ph)
+            method, calibration = choice.name, choice.calibration
+            report.update({"chosen_ratio": method,
+                           "loo_rms_by_ratio": _finite_or_none(choice.loo_rms_by_candidate),
+                           "nested_loo_rms_ph": choice.nested_loo_rms_ph,
+                           "nested_choices": list(choice.nested_choices)})
+            log(f"pH ratio chosen by leave-one-out error on {ph.size} vials: {method}; nested leave-one-out "
+                f"error of the choice {choice.nested_loo_rms_ph:.3f} pH")
+        else:
+            failed = ph[~np.isfinite(ratios[method])]
+            if failed.size:
+                raise ValueError(f"{path}: the {method} ratio is not finite for the vials at pH "
+                                 f"{', '.join(f'{v:g}' for v in failed)} (failed fit or an amide effect below "
+                                 "0.5 %); remove those rows or choose another ratio")
+            calibration = cest.PhCalibration.fit(ratios[method], ph, degree)
+    report.update({"calibration_degree": calibration.degree, "calibration_loo_rms_ph": calibration.loo_rms_ph,
+                   "calibration_residual_ph": calibration.residual_ph.tolist(),   # fitted - true, per vial
+                   # None where that degree is not monotone
+                   "calibration_loo_rms_by_degree": _finite_or_none(calibration.loo_rms_by_degree)})
+    log(f"pH calibration ({method}): degree {calibration.degree}, leave-one-out error "
+        f"{calibration.loo_rms_ph:.3f} pH")
+    return method, calibration, report
+
+
 def run_maps(config, log=None) -> dict:
     """``hybrid maps``: DCE/VFA/CEST NIfTI series -> parameter maps (NIfTI, source affine),
     ``maps.png`` and ``summary.json`` in ``config.output.directory``; returns the summary.
@@ -98,25 +157,25 @@ def run_maps(config, log=None) -> dict:
     if config.dce is not None:
         dce_series = nifti.read_dce_series(config.dce.series)
         on_grid(str(config.dce.series), dce_series.data, dce_series.affine_mm)
-    if config.vfa_series is not None:
-        vfa_series = nifti.read_vfa_series(config.vfa_series)
-        on_grid(str(config.vfa_series), vfa_series.data, vfa_series.affine_mm)
+    if config.vfa is not None:
+        vfa_series = nifti.read_vfa_series(config.vfa.series)
+        on_grid(str(config.vfa.series), vfa_series.data, vfa_series.affine_mm)
     if config.cest is not None:
         cest_series = nifti.read_cest_series(config.cest.series)
         on_grid(str(config.cest.series), cest_series.data, cest_series.affine_mm)
     shape, affine = grid[1], grid[2]
     if config.mask is not None:
-        mask_data, mask_affine = nifti.read_volume(config.mask)
-        on_grid(str(config.mask), mask_data, mask_affine)
+        mask_data, mask_affine = nifti.read_volume(config.mask.path)
+        on_grid(str(config.mask.path), mask_data, mask_affine)
         mask = mask_data > 0
     else:
         mask = np.ones(shape, dtype=bool)
     n = int(mask.sum())
     log(f"{n} voxels in the mask of a {shape} grid")
     if n == 0:
-        raise ValueError(f"{config.mask}: the mask selects no voxel (no value > 0)")
+        raise ValueError(f"{config.mask.path}: the mask selects no voxel (no value > 0)")
     warnings: list[str] = []
-    for path, series in ((config.dce and config.dce.series, dce_series), (config.vfa_series, vfa_series),
+    for path, series in ((config.dce and config.dce.series, dce_series), (config.vfa and config.vfa.series, vfa_series),
                          (config.cest and config.cest.series, cest_series)):
         if series is not None:
             _check_signal(path, series.data[mask], warnings)
@@ -131,8 +190,8 @@ def run_maps(config, log=None) -> dict:
     t10 = dce_report = None
     if vfa_series is not None:
         t0 = time.perf_counter()
-        tr = _setting(config.vfa_tr_s, vfa_series.metadata, "RepetitionTimeExcitation", "VFA TR [s]",
-                      config.vfa_series)
+        tr = _setting(config.vfa.tr_s, vfa_series.metadata, "RepetitionTimeExcitation", "VFA TR [s]",
+                      config.vfa.series)
         t1, _ = dce.fit_t1_vfa(vfa_series.data[mask], vfa_series.axis, tr)
         put({"T1": t1})
         t10 = t1
@@ -176,19 +235,11 @@ def run_maps(config, log=None) -> dict:
     if cest_series is not None:
         t0 = time.perf_counter()
         settings = config.cest
-        calibration = cest.PhCalibration.fit(settings.calibration_ratio, settings.calibration_ph,
-                                             settings.calibration_degree)
-        cest_report = {"ratio": settings.ratio, "calibration_degree": calibration.degree,
-                       "calibration_loo_rms_ph": calibration.loo_rms_ph,
-                       "calibration_loo_rms_by_degree": {str(d): v if np.isfinite(v) else None   # NaN: not monotone
-                                                         for d, v in calibration.loo_rms_by_degree.items()}}
-        log(f"pH calibration: degree {calibration.degree}, leave-one-out error {calibration.loo_rms_ph:.3f} pH")
+        method, calibration, cest_report = _ph_calibration(settings, log)
         z = cest_series.data[mask]
 
         def fit_ph(part):
-            ph, valid = cest.ph_map(cest_series.axis, z[part], calibration, shifts_ppm=settings.shifts_ppm,
-                                    method=settings.ratio, mt=settings.mt, hydroxyl=settings.hydroxyl,
-                                    endogenous=settings.endogenous)
+            ph, valid = cest.ph_map(cest_series.axis, z[part], calibration, method=method, **_pools(settings))
             return {"pH": ph, "ph_valid": valid}
 
         put(fit_in_chunks("CEST pH", n, CEST_CHUNK, fit_ph, log))

@@ -1,7 +1,8 @@
 """``hybrid forward`` configuration: TOML -> frozen dataclasses. Unknown keys, missing keys and impossible
 values raise :class:`ConfigError` with one line that names the section and key.
 
-Units are SI throughout (lengths in m, pressures in Pa). Example (``hybrid forward``)::
+Units are SI throughout (lengths in m, pressures in Pa). Every ``[section] key`` is the field
+``config.section.key``; paths are relative to the TOML file. Example (``hybrid forward``)::
 
     [geometry]
     shape = "sphere"             # sphere (3-D) | disc (2-D) | slab (1-D) | krogh | vessels
@@ -13,7 +14,12 @@ Units are SI throughout (lengths in m, pressures in Pa). Example (``hybrid forwa
     [tumour]
     hydraulic_conductivity = 3.1e-14   # ... any TissueProperties field
     [boundary]
+    type = "dirichlet"           # dirichlet | robin | no_flux
     far_field_pressure = 0.0     # Pa
+    robin_coefficient = 0.0      # m/(Pa s); robin: outflow = robin_coefficient (p - far_field_pressure)
+    [solver]
+    degree = 1                   # Lagrange degree 1, 2 or 3
+    petsc_options = {}           # e.g. { ksp_rtol = 1e-10 }, over the CG + GAMG defaults
     [output]
     directory = "results/ifp"
     velocity = true              # false: pressure only (the conservative flux costs ~10x the pressure solve)
@@ -39,10 +45,11 @@ from pathlib import Path
 
 from hybrid.config.geometry import GeometryConfig, geometry_from_table
 from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, check_petsc_options, number,
-                                    output_from_table, read_toml, relative_path, take_keys)
+                                    output_from_table, read_toml, relative_path, spec_of, take_keys)
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 
-__all__ = ["SolverConfig", "ForwardOutputConfig", "ForwardConfig", "tissue_from_table", "forward_config_from_dict", "load_forward_config"]
+__all__ = ["SolverConfig", "ImagesConfig", "BoundaryConfig", "ForwardOutputConfig", "ForwardConfig",
+           "tissue_from_table", "forward_config_from_dict", "load_forward_config"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,29 @@ class SolverConfig:
 
     degree: int = 1
     petsc_options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    """``[images]``: coefficient maps on an image grid. ``ktrans``: NIfTI Ktrans map [1/min]; the
+    vessel surface density (hence Lp S/V) is taken proportional to it (hybrid.forward.image_sampling)."""
+
+    ktrans: Path | None = None
+
+
+@dataclass(frozen=True)
+class BoundaryConfig:
+    """``[boundary]``: the outer boundary condition. ``type``: dirichlet (p = far_field_pressure),
+    robin (outflow = robin_coefficient (p - far_field_pressure)) or no_flux; far_field_pressure
+    [Pa], robin_coefficient [m/(Pa s)]."""
+
+    type: str = "dirichlet"
+    far_field_pressure: float = 0.0
+    robin_coefficient: float = 0.0
+
+    def outer_boundary(self) -> OuterBoundary:
+        """The physics record of this condition (hybrid.problems.ifp.OuterBoundary)."""
+        return OuterBoundary(self.type, self.far_field_pressure, self.robin_coefficient)
 
 
 @dataclass(frozen=True)
@@ -67,11 +97,11 @@ class ForwardConfig:
     geometry: GeometryConfig
     tumour: TissueProperties
     host: TissueProperties | None
-    boundary: OuterBoundary
+    images: ImagesConfig
+    boundary: BoundaryConfig
     solver: SolverConfig
     output: ForwardOutputConfig
     source: dict                  # the TOML as read, echoed into summary.json
-    ktrans_map: Path | None = None  # [images] ktrans: Lp S/V scaled by Ktrans (see hybrid.forward.image_sampling)
 
 
 def tissue_from_table(table: dict, region: str) -> TissueProperties:
@@ -83,6 +113,15 @@ def tissue_from_table(table: dict, region: str) -> TissueProperties:
         return TissueProperties(**values).validated(region)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _boundary(values: dict) -> BoundaryConfig:
+    """The validated ``[boundary]`` keys as a BoundaryConfig (type and the robin coefficient are
+    checked by OuterBoundary, whose ValueError the caller turns into a ConfigError)."""
+    boundary = BoundaryConfig(values["type"], number("boundary", "far_field_pressure", values["far_field_pressure"]),
+                              number("boundary", "robin_coefficient", values["robin_coefficient"], non_negative=True))
+    boundary.outer_boundary()
+    return boundary
 
 
 def forward_config_from_dict(data: dict, origin: str = "<config>", base: Path = Path(".")) -> ForwardConfig:
@@ -99,20 +138,17 @@ def forward_config_from_dict(data: dict, origin: str = "<config>", base: Path = 
         elif top["host"] is not None:
             raise ConfigError("[host] is given but the geometry has no host tissue "
                               "(host_thickness = 0, field_of_view_host = false)")
-        images = take_keys(top["images"], "images", {"ktrans": None})
-        ktrans = None if images["ktrans"] is None else relative_path(base, "images", "ktrans", images["ktrans"])
-        bnd = take_keys(top["boundary"], "boundary", {"type": "dirichlet", "far_field_pressure": 0.0,
-                                                 "robin_coefficient": 0.0})
-        boundary = OuterBoundary(bnd["type"], number("boundary", "far_field_pressure", bnd["far_field_pressure"]),
-                                 number("boundary", "robin_coefficient", bnd["robin_coefficient"], non_negative=True))
+        ktrans = take_keys(top["images"], "images", spec_of(ImagesConfig))["ktrans"]
+        images = ImagesConfig(None if ktrans is None else relative_path(base, "images", "ktrans", ktrans))
+        boundary = _boundary(take_keys(top["boundary"], "boundary", spec_of(BoundaryConfig)))
         sol = take_keys(top["solver"], "solver", {"degree": 1, "petsc_options": {}})
         if isinstance(sol["degree"], bool) or not isinstance(sol["degree"], int) or sol["degree"] not in (1, 2, 3):
             raise ConfigError(f"[solver] degree must be 1, 2 or 3 (an integer), got {sol['degree']!r}")
         check_petsc_options(sol["petsc_options"])
         output = output_from_table(top["output"], base, ForwardOutputConfig)
         rim = tumour.rim_thickness
-        return ForwardConfig(geometry.resolved(rim), tumour, host, boundary,
-                             SolverConfig(sol["degree"], dict(sol["petsc_options"])), output, data, ktrans)
+        return ForwardConfig(geometry.resolved(rim), tumour, host, images, boundary,
+                             SolverConfig(sol["degree"], dict(sol["petsc_options"])), output, data)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     except ValueError as exc:  # from the physics dataclasses

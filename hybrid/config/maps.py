@@ -8,10 +8,13 @@ from pathlib import Path
 from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, integer, number, numbers, optional_number,
                                     output_from_table, read_toml, relative_path, spec_of, take_keys)
 
-__all__ = ["DceMapsConfig", "CestMapsConfig", "MapsConfig", "maps_config_from_dict", "load_maps_config"]
+__all__ = ["DceMapsConfig", "VfaConfig", "CestMapsConfig", "MaskConfig", "MapsConfig", "maps_config_from_dict",
+           "load_maps_config"]
 
 DCE_MODELS = ("tofts", "extended_tofts", "patlak", "2cxm", "2cum")
 CEST_RATIOS = ("amplitude", "st", "mtrasym")        # hybrid.imaging.cest.RATIO_METHODS
+AUTO = "auto"
+"""``[cest] ratio`` / ``calibration_degree`` value: chosen by leave-one-out error on the calibration."""
 DCE_AIFS = ("parker", "preclinical", "measured")
 
 
@@ -36,13 +39,24 @@ class DceMapsConfig:
 
 
 @dataclass(frozen=True)
-class CestMapsConfig:
-    """``[cest]`` of a maps configuration (see :class:`MapsConfig`)."""
+class VfaConfig:
+    """``[vfa]`` of a maps configuration (see :class:`MapsConfig`)."""
 
     series: Path
-    calibration_ph: tuple[float, ...]
-    calibration_ratio: tuple[float, ...]
-    calibration_degree: int | None = None      # None: chosen by leave-one-out error ("auto")
+    tr_s: float | None = None
+
+
+@dataclass(frozen=True)
+class CestMapsConfig:
+    """``[cest]`` of a maps configuration (see :class:`MapsConfig`). The calibration is either
+    ``calibration_ph`` with ``calibration_ratio`` or ``calibration_spectra`` (with ``ratio`` and
+    ``calibration_degree`` possibly "auto")."""
+
+    series: Path
+    calibration_ph: tuple[float, ...] | None = None
+    calibration_ratio: tuple[float, ...] | None = None
+    calibration_spectra: Path | None = None
+    calibration_degree: int | str = AUTO
     shifts_ppm: tuple[float, float] = (4.2, 5.6)
     mt: bool = True
     ratio: str = "amplitude"
@@ -51,8 +65,16 @@ class CestMapsConfig:
 
 
 @dataclass(frozen=True)
+class MaskConfig:
+    """``[mask]`` of a maps configuration (see :class:`MapsConfig`)."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
 class MapsConfig:
-    """Everything ``hybrid maps`` needs. Relative paths are relative to the configuration file.
+    """Everything ``hybrid maps`` needs. Every ``[section] key`` is the field ``config.section.key``;
+    relative paths are relative to the configuration file.
 
     Keys (units)::
 
@@ -81,9 +103,16 @@ class MapsConfig:
                                        # offsets |x| >= 20 ppm are the S0 reference
         calibration_ph = [6.2, ...]    # calibration vials: pH ...
         calibration_ratio = [-0.45, ...]  # ... and their ratio (same `ratio` method and pools)
+        calibration_spectra = "vials.csv" # or: the vials' Z-spectra, one row each with its pH
+                                       # (acidoCEST table, hybrid.io.zspectra), acquired like the
+                                       # series; their ratios are computed here
         calibration_degree = "auto"    # polynomial degree of pH(ratio), or "auto": 1-3 by
                                        # leave-one-out error (reported in summary.json)
-        ratio = "amplitude"            # amplitude | st | mtrasym: log10 of the 4.2/5.6 ppm effects
+        ratio = "amplitude"            # amplitude | st | mtrasym: log10 of the 4.2/5.6 ppm effects,
+                                       # or "auto" (needs calibration_spectra): every method and
+                                       # degree is calibrated, the least leave-one-out error wins;
+                                       # summary.json reports it and the nested leave-one-out
+                                       # error of the whole choice (what a new vial would see)
         shifts_ppm = [4.2, 5.6]        # amide lines [ppm from water]
         mt = true                      # fit a broad MT line too
         hydroxyl = true                # fit the iopamidol hydroxyl line near 1 ppm
@@ -97,10 +126,9 @@ class MapsConfig:
     """
 
     dce: DceMapsConfig | None
-    vfa_series: Path | None
-    vfa_tr_s: float | None
+    vfa: VfaConfig | None
     cest: CestMapsConfig | None
-    mask: Path | None
+    mask: MaskConfig | None
     output: OutputConfig
     source: dict
 
@@ -145,14 +173,38 @@ def _dce_maps(table: dict, base: Path) -> DceMapsConfig:
                                            positive=True))
 
 
-def _cest_maps(table: dict, base: Path) -> CestMapsConfig:
-    spec = spec_of(CestMapsConfig)
-    v = take_keys(table, "cest", spec)
+def _cest_calibration(v: dict, base: Path) -> tuple:
+    """(calibration_ph, calibration_ratio, calibration_spectra, calibration_degree) of the ``[cest]``
+    keys ``v``: one of the two calibrations, consistent with ``ratio``."""
+    degree = v["calibration_degree"]
+    if degree != AUTO:
+        degree = integer("cest", "calibration_degree", degree, 1)
+    if v["calibration_spectra"] is not None:
+        given = [key for key in ("calibration_ph", "calibration_ratio") if v[key] is not None]
+        if given:
+            raise ConfigError(f"[cest] {' and '.join(given)} cannot be combined with calibration_spectra (the "
+                              "table's pH column and its spectra give them); keep one of the two calibrations")
+        if v["ratio"] == AUTO and degree != AUTO:
+            raise ConfigError(f'[cest] ratio = "auto" chooses the degree too; remove calibration_degree = '
+                              f'{degree} or set it to "auto"')
+        return None, None, relative_path(base, "cest", "calibration_spectra", v["calibration_spectra"]), degree
+    if v["ratio"] == AUTO:
+        raise ConfigError('[cest] ratio = "auto" needs calibration_spectra = "vials.csv" (the Z-spectra of '
+                          "the calibration vials, from which every ratio method is computed)")
+    missing = [key for key in ("calibration_ph", "calibration_ratio") if v[key] is None]
+    if missing:
+        raise ConfigError(f"[cest] missing {' and '.join(missing)}: give the calibration vials' pH and "
+                          'ratio, or their Z-spectra as calibration_spectra = "vials.csv"')
     ph = numbers("cest", "calibration_ph", v["calibration_ph"])
     ratio = numbers("cest", "calibration_ratio", v["calibration_ratio"])
     if len(ph) != len(ratio):
         raise ConfigError(f"[cest] calibration_ph has {len(ph)} values but calibration_ratio has "
                           f"{len(ratio)}; give one ratio per calibration pH")
+    return ph, ratio, None, degree
+
+
+def _cest_maps(table: dict, base: Path) -> CestMapsConfig:
+    v = take_keys(table, "cest", spec_of(CestMapsConfig))
     default = isinstance(v["shifts_ppm"], tuple)
     shifts = numbers("cest", "shifts_ppm", list(v["shifts_ppm"]) if default else v["shifts_ppm"])
     if len(shifts) != 2 or shifts[0] == shifts[1]:
@@ -161,12 +213,11 @@ def _cest_maps(table: dict, base: Path) -> CestMapsConfig:
     for key in ("mt", "hydroxyl", "endogenous"):
         if not isinstance(v[key], bool):
             raise ConfigError(f"[cest] {key} must be true or false, got {v[key]!r}")
-    if v["ratio"] not in CEST_RATIOS:
-        raise ConfigError(f"[cest] ratio must be one of {', '.join(CEST_RATIOS)}, got {v['ratio']!r}")
-    degree = v["calibration_degree"]
-    degree = None if degree in (None, "auto") else integer("cest", "calibration_degree", degree, 1)
-    return CestMapsConfig(relative_path(base, "cest", "series", v["series"]), ph, ratio, degree, shifts, v["mt"],
-                          v["ratio"], v["hydroxyl"], v["endogenous"])
+    if v["ratio"] not in CEST_RATIOS + (AUTO,):
+        raise ConfigError(f"[cest] ratio must be one of {', '.join(CEST_RATIOS + (AUTO,))}, got {v['ratio']!r}")
+    ph, ratio, spectra, degree = _cest_calibration(v, base)
+    return CestMapsConfig(relative_path(base, "cest", "series", v["series"]), ph, ratio, spectra, degree, shifts,
+                          v["mt"], v["ratio"], v["hydroxyl"], v["endogenous"])
 
 
 def maps_config_from_dict(data: dict, base: Path = Path("."), origin: str = "<config>") -> MapsConfig:
@@ -177,18 +228,18 @@ def maps_config_from_dict(data: dict, base: Path = Path("."), origin: str = "<co
         if top["dce"] is None and top["cest"] is None:
             raise ConfigError("give at least one of [dce] and [cest]")
         dce = None if top["dce"] is None else _dce_maps(top["dce"], base)
-        vfa_series = vfa_tr = None
+        vfa = None
         if top["vfa"] is not None:
-            vfa = take_keys(top["vfa"], "vfa", {"series": REQUIRED, "tr_s": None})
-            vfa_series = relative_path(base, "vfa", "series", vfa["series"])
-            vfa_tr = optional_number("vfa", "tr_s", vfa["tr_s"], positive=True)
-        if dce is not None and vfa_series is None and dce.t10_s is None:
+            values = take_keys(top["vfa"], "vfa", spec_of(VfaConfig))
+            vfa = VfaConfig(relative_path(base, "vfa", "series", values["series"]),
+                            optional_number("vfa", "tr_s", values["tr_s"], positive=True))
+        if dce is not None and vfa is None and dce.t10_s is None:
             raise ConfigError("[dce] needs a pre-contrast T1: give t10_s [s] or a [vfa] series")
         mask = None
         if top["mask"] is not None:
-            mask = relative_path(base, "mask", "path", take_keys(top["mask"], "mask", {"path": REQUIRED})["path"])
-        return MapsConfig(dce, vfa_series, vfa_tr,
-                          None if top["cest"] is None else _cest_maps(top["cest"], base), mask,
+            path = take_keys(top["mask"], "mask", spec_of(MaskConfig))["path"]
+            mask = MaskConfig(relative_path(base, "mask", "path", path))
+        return MapsConfig(dce, vfa, None if top["cest"] is None else _cest_maps(top["cest"], base), mask,
                           output_from_table(top["output"], base), data)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
