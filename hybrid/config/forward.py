@@ -49,7 +49,7 @@ from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, check_p
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 
 __all__ = ["SolverConfig", "ImagesConfig", "BoundaryConfig", "ForwardOutputConfig", "ForwardConfig",
-           "tissue_from_table", "forward_config_from_dict", "load_forward_config"]
+           "tissue_from_table", "host_from_table", "forward_config_from_dict", "load_forward_config"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,17 @@ def tissue_from_table(table: dict, region: str) -> TissueProperties:
         raise ConfigError(str(exc)) from None
 
 
+def host_from_table(table: dict | None, geometry: GeometryConfig) -> TissueProperties | None:
+    """The validated ``[host]`` table (None: absent) where ``geometry`` has host tissue, else None;
+    a ``[host]`` without host tissue is a ConfigError."""
+    if geometry.host_thickness > 0 or geometry.field_of_view_host:
+        return tissue_from_table(table or {}, "host")
+    if table is not None:
+        raise ConfigError("[host] is given but the geometry has no host tissue "
+                          "(host_thickness = 0, field_of_view_host = false)")
+    return None
+
+
 def _boundary(values: dict) -> BoundaryConfig:
     """The validated ``[boundary]`` keys as a BoundaryConfig (type and the robin coefficient are
     checked by OuterBoundary, whose ValueError the caller turns into a ConfigError)."""
@@ -132,12 +143,7 @@ def forward_config_from_dict(data: dict, origin: str = "<config>", base: Path = 
                                         "boundary": {}, "solver": {}, "output": REQUIRED})
         geometry = geometry_from_table(top["geometry"], base)
         tumour = tissue_from_table(top["tumour"], "tumour")
-        host = None
-        if geometry.host_thickness > 0 or geometry.field_of_view_host:
-            host = tissue_from_table(top["host"] or {}, "host")
-        elif top["host"] is not None:
-            raise ConfigError("[host] is given but the geometry has no host tissue "
-                              "(host_thickness = 0, field_of_view_host = false)")
+        host = host_from_table(top["host"], geometry)
         ktrans = take_keys(top["images"], "images", spec_of(ImagesConfig))["ktrans"]
         images = ImagesConfig(None if ktrans is None else relative_path(base, "images", "ktrans", ktrans))
         boundary = _boundary(take_keys(top["boundary"], "boundary", spec_of(BoundaryConfig)))
