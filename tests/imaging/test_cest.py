@@ -532,10 +532,10 @@ def test_cest_config_keys():
         return maps_config_from_dict({"cest": cest_table, "output": {"directory": "maps"}}).cest
     default = cest_config(base)
     assert (default.ratio, default.calibration_degree, default.hydroxyl, default.endogenous) == \
-        ("amplitude", None, True, False)
+        ("amplitude", "auto", True, False)
     assert default.shifts_ppm == (4.2, 5.6)
     chosen = cest_config({**base, "ratio": "st", "calibration_degree": 2, "endogenous": True})
     assert (chosen.ratio, chosen.calibration_degree, chosen.endogenous) == ("st", 2, True)
-    assert cest_config({**base, "calibration_degree": "auto"}).calibration_degree is None
+    assert cest_config({**base, "calibration_degree": "auto"}).calibration_degree == "auto"
     with pytest.raises(ConfigError, match=r"\[cest\] ratio must be one of amplitude, st, mtrasym"):
         cest_config({**base, "ratio": "asym"})
