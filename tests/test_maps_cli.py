@@ -286,3 +286,28 @@ def test_cest_fixed_ratio_from_measured_vial_spectra(vial_study):
         assert list(report["calibration_ratios"]) == ["st"] and "nested_loo_rms_ph" not in report
         assert report["calibration_degree"] == expected.degree
         assert report["calibration_loo_rms_ph"] == pytest.approx(expected.loo_rms_ph, rel=1e-9)
+
+
+@pytest.mark.parametrize("keys, table, message", [
+    ('ratio = "st"', "flat.csv", "flat.csv: the st ratio is not finite for the vials at pH 6.82 (failed fit or an "
+                                 "amide effect below 0.5 %); remove those rows or choose another ratio"),
+    ('ratio = "auto"', "flat.csv", "no candidate of amplitude, st, mtrasym gives a finite, monotone calibration"),
+    ('ratio = "auto"', "missing.csv", "missing.csv"),
+    ('ratio = "auto"', "cest.json", "not an acidoCEST Z-spectra table"),
+])
+def test_unusable_calibration_spectra_exit_2_with_one_error_line(vial_study, tmp_path, keys, table, message):
+    """A vial without amide effects (its spectrum replaced by a constant) makes a fixed ratio
+    unusable (named by its pH) and, with ratio = "auto", every candidate; a missing or foreign
+    table is named."""
+    root, _ = vial_study
+    header, rows = _measured_rows("Box3_37C_SatP2SatT6002_25mM_T1_3.4s.csv")
+    _, box4 = _measured_rows("Box4_37C_SatP2SatT6002.csv", 3.4)
+    flat = box4[0][:6] + [box4[0][6]] * (len(header) - 6)       # pH 6.82, no saturation effect at all
+    _write_table(root / "flat.csv", header, rows + [flat] + box4[1:])
+    text = f'[cest]\nseries = "{root / "cest.nii.gz"}"\ncalibration_spectra = "{root / table}"\n{keys}\n' \
+           '[output]\ndirectory = "maps"\n'
+    (tmp_path / "bad.toml").write_text(text)
+    run = _hybrid("maps", "bad.toml", cwd=tmp_path)
+    errors = [line for line in run.stderr.splitlines() if line.startswith("hybrid: error:")]
+    assert run.returncode == 2 and len(errors) == 1 and message in errors[0], run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "maps").exists()
