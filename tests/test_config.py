@@ -66,6 +66,13 @@ velocity = false
 """
 
 
+def test_demo_configuration_keys_are_fields():
+    """The built-in ``hybrid demo`` document obeys the same rule (paths relative to its base, ".")."""
+    from hybrid.commands.demo import DEMO_CONFIG
+
+    assert_keys_are_fields(forward_config_from_dict(DEMO_CONFIG), DEMO_CONFIG, Path("demo.toml"))
+
+
 def test_every_forward_key_is_a_field(tmp_path):
     """[images] ktrans, [boundary] type/far_field_pressure/robin_coefficient, [solver], [host] and
     [output] velocity are fields at the same place, paths joined to the TOML folder; the
