@@ -373,3 +373,82 @@ def test_transport_toml_keys_are_config_fields(tmp_path, text):
     if "radiation" in document:   # every section of the schema is in this document
         assert {name for name in vars(config) if getattr(config, name) is not None} - {"source"} == set(document)
         assert config.radiation.factors(10.0)["cell_density"] == pytest.approx(0.7 ** 0.5, rel=1e-12)
+
+
+HOST_CASE = """
+[geometry]
+shape = "disc"
+tumour_radius = 1.0e-3
+host_thickness = 1.0e-3
+mesh_size = 1.0e-4
+[flow]
+model = "{flow}"
+[host]
+vessel_surface_density = 5000.0
+[drug]
+formulation = "free"
+[plasma]
+model = "constant"
+free_concentration = 1.0e-3
+[time]
+end = 60.0
+step = 30.0
+[output]
+directory = "out"
+"""
+
+
+def _host_run(tmp_path, flow: str, ranks: int):
+    from hybrid.io.fields import read_point_data
+
+    config = tmp_path / f"host_{flow}_{ranks}.toml"
+    config.write_text(HOST_CASE.format(flow=flow))
+    out = tmp_path / f"out_{flow}_{ranks}"
+    result = run_hybrid("transport", config, "--output", out, ranks=ranks, timeout=300)
+    assert result.returncode == 0, result.stderr
+    points, _, fields = read_point_data(out / "transport.xdmf")
+    return points, fields, json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_tumour_in_host_uses_the_host_coefficients(tmp_path, ranks):
+    """A 2-D disc in a host shell (issue 8 + [host]): far from the interface the free drug follows
+    the 0-D backward-Euler exchange/uptake balance of its own region's S/V (tumour: table SV_T,
+    host: [host] vessel_surface_density), the IFP of each region is the two-region Baxter-Jain
+    closed form (host: table normal-tissue values with lymphatics), exposure is reported per region
+    and the mass balance holds to solver tolerance."""
+    from dataclasses import replace
+
+    from hybrid.problems.ifp import OuterBoundary, TissueProperties, closed_form_pressure
+
+    points, fields, summary = _host_run(tmp_path, "none", ranks)
+    r = np.linalg.norm(points[:, :2], axis=1)
+    phi, k, P, c_p, dt = default("phi_T"), default("k_up"), default("P_F"), 1.0e-3, 30.0
+
+    def backward_euler(surface_to_volume: float) -> float:
+        ps, free = P * surface_to_volume, 0.0
+        for _ in range(2):
+            free = (free + dt * ps * c_p) / (1.0 + dt * (ps / phi + k))
+        return free
+
+    tumour, host = backward_euler(default("SV_T")), backward_euler(5000.0)
+    assert tumour / host > 1.5   # the check tells the regions apart
+    assert np.allclose(fields["free_drug"][r < 0.4e-3], tumour, rtol=1e-3, atol=0)
+    assert np.allclose(fields["free_drug"][r > 1.6e-3], host, rtol=1e-3, atol=0)
+    assert abs(summary["mass_balance"]["final_balance_error_relative"]) < 1e-10
+    assert summary["exposure"]["tumour_volume"] == pytest.approx(np.pi * 1e-6, rel=0.01)
+    assert summary["exposure_host"]["host_volume"] == pytest.approx(np.pi * 3e-6, rel=0.01)
+    assert "peak_cell_drug_max_mol_m3" not in summary["exposure_host"]
+    assert summary["exposure"]["mean_auc_free_drug_mol_s_m3"] > 1.3 * summary["exposure_host"]["mean_auc_free_drug_mol_s_m3"]
+
+    _, _, summary = _host_run(tmp_path, "darcy", ranks)
+    host_properties = replace(TissueProperties.defaults("host"), vessel_surface_density=5000.0)
+    exact = closed_form_pressure(2, 1e-3, TissueProperties.defaults("tumour"), OuterBoundary(), host_properties, 1e-3)
+    radii = np.linspace(0.0, 2e-3, 200001)
+    weight = radii * exact.pressure(radii)
+    inside = radii <= 1e-3
+    mean = lambda mask: np.trapezoid(weight[mask], radii[mask]) / np.trapezoid(radii[mask], radii[mask])
+    assert summary["ifp"]["mean_tumour_Pa"] == pytest.approx(mean(inside), rel=0.005)   # measured 3e-4
+    assert summary["ifp"]["mean_host_Pa"] == pytest.approx(mean(~inside), rel=0.005)    # measured 2e-3
+    assert abs(summary["mass_balance"]["final_balance_error_relative"]) < 1e-10
+    assert summary["mass_balance"]["max_step_residual_relative"] < 1e-10

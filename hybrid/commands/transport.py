@@ -28,7 +28,10 @@ import ufl
 
 from hybrid.config.transport import PERIVASCULAR, TransportConfig
 from hybrid.forward.exposure import EXPOSURE_UNITS, Exposure, distal_mean, distance_profile
+from hybrid.forward.ifp import region_coefficient
+from hybrid.forward.sampling import region_mean
 from hybrid.forward.transport import SPECIES, Carrier, CellUptake, Flow, TransportModel, TransportSolver
+from hybrid.mesh import tags
 from hybrid.problems import release, uptake
 from hybrid.problems.exchange import starling_fluid_flux
 from hybrid.problems.krogh import half_distance, krogh_concentration
@@ -74,7 +77,7 @@ def _release_rate(config: TransportConfig, temperature=None, ph=None):
 
 def _images(config: TransportConfig, domain, log) -> dict:
     """Image-derived fields (collective): ``ph`` (P1 pH_e from ``[release] ph_map``) and
-    ``vascular_exchange`` (DG0 Lp S/V [1/(Pa s)] scaled by ``[tissue] ktrans_map``), each None
+    ``vascular_exchange`` (DG0 Lp S/V [1/(Pa s)] scaled by ``[tissue] ktrans_map`` / its region mean), each None
     without its map, and ``stats`` of the Ktrans scaling."""
     from hybrid.collective import everywhere
     from hybrid.forward.image_sampling import ph_field, vascular_exchange_from_ktrans
@@ -91,12 +94,26 @@ def _images(config: TransportConfig, domain, log) -> dict:
     if config.tissue.ktrans_map is not None:
         ktrans, affine = everywhere(comm, lambda: read_volume(config.tissue.ktrans_map))
         images["vascular_exchange"], images["stats"] = vascular_exchange_from_ktrans(
-            domain, ktrans, affine, config.tumour, slice_index=slice_of(ktrans))
-        log(f"S/V and Lp S/V scaled by Ktrans / tumour mean from {config.tissue.ktrans_map}")
+            domain, ktrans, affine, config.tumour, config.host, slice_index=slice_of(ktrans))
+        log(f"S/V and Lp S/V scaled by Ktrans / region mean from {config.tissue.ktrans_map}")
     return images
 
 
-def _model(config: TransportConfig, perivascular: bool, temperature=None, images: dict | None = None) -> TransportModel:
+def _surface_to_volume(config: TransportConfig, domain, vascular_exchange=None):
+    """S/V [1/m] of the volume exchange on tumour-scale meshes: ``[tissue] surface_to_volume`` in
+    the tumour and ``[host] vessel_surface_density`` in the host (then a DG0 field), scaled like
+    Lp S/V where ``vascular_exchange`` (the Ktrans-scaled Lp S/V field [1/(Pa s)]) is given."""
+    surface, exchange = config.tissue.surface_to_volume, config.tumour.vascular_exchange
+    if config.host is not None:
+        surface = region_coefficient(domain, {tags.TUMOUR: surface, tags.HOST: config.host.vessel_surface_density},
+                                     "surface_to_volume")
+        exchange = region_coefficient(domain, {tags.TUMOUR: exchange, tags.HOST: config.host.vascular_exchange},
+                                      "vascular_exchange")
+    return surface if vascular_exchange is None else surface * vascular_exchange / exchange
+
+
+def _model(config: TransportConfig, domain, perivascular: bool, temperature=None,
+           images: dict | None = None) -> TransportModel:
     images = images or {}
     free, phi = config.free_drug, config.tissue.interstitial_fraction
     if free.uptake == "linear":
@@ -108,9 +125,7 @@ def _model(config: TransportConfig, perivascular: bool, temperature=None, images
     plasma_free, plasma_liposomal = _plasma(config)
     lipo = config.liposome
     rate_of_release = _release_rate(config, temperature, images.get("ph"))
-    surface = None if perivascular else config.tissue.surface_to_volume
-    if images.get("vascular_exchange") is not None:   # S/V scales with Ktrans like Lp S/V
-        surface = surface * images["vascular_exchange"] / config.tumour.vascular_exchange
+    surface = None if perivascular else _surface_to_volume(config, domain, images.get("vascular_exchange"))
     intravascular = None   # thermosensitive liposomes also release in the blood passing the heated tissue
     if config.drug.formulation == "thermosensitive":
         intravascular = release.intravascular_released_fraction(rate_of_release, config.release.transit_time)
@@ -128,7 +143,8 @@ def _model(config: TransportConfig, perivascular: bool, temperature=None, images
 def irradiated(config: TransportConfig) -> TransportConfig:
     """``config`` with the ``[radiation]`` factors m(dose) (:mod:`hybrid.problems.radiation`) applied
     to the tumour's K, Lp and p_v, the vessel permeabilities and the cell density (unchanged
-    without ``[radiation]``)."""
+    without ``[radiation]``). The ``[host]`` IFP coefficients are not irradiated; permeabilities and
+    cell density are one value for both regions, so the host's change with them."""
     if config.radiation is None:
         return config
     m = config.radiation.factors(config.radiation.dose_Gy)
@@ -145,19 +161,18 @@ def irradiated(config: TransportConfig) -> TransportConfig:
 def _flow(config: TransportConfig, domain, perivascular: bool, stages: dict, log,
           vascular_exchange=None) -> tuple[Flow | None, dict | None, dolfinx.fem.Function | None]:
     """The conservative Darcy flux of the steady IFP (and on tumour-scale meshes the vascular
-    fluid source and lymphatic sink at that pressure) with the IFP numbers (largest and mean
-    pressure [Pa]) and the pressure itself [Pa], or (None, None, None) for ``[flow] model = "none"``.
-    ``vascular_exchange``: an Lp S/V field [1/(Pa s)] replacing the tumour value (Ktrans map)."""
+    fluid source and lymphatic sink at that pressure, with the coefficients of each region) with
+    the IFP numbers (largest and mean pressure [Pa], with a host also the mean of each region) and
+    the pressure itself [Pa], or (None, None, None) for ``[flow] model = "none"``.
+    ``vascular_exchange``: an Lp S/V field [1/(Pa s)] replacing the region values (Ktrans map)."""
     if config.flow.model == "none":
         return None, None, None
     from hybrid.forward import solve_ifp
     from hybrid.problems.ifp import OuterBoundary
 
     start = time.perf_counter()
-    tumour = config.tumour
-    exchange = tumour.vascular_exchange if vascular_exchange is None else vascular_exchange
-    ifp = solve_ifp(domain, tumour, OuterBoundary(config.flow.boundary, config.flow.far_field_pressure),
-                    fields={} if vascular_exchange is None else {"vascular_exchange": vascular_exchange})
+    ifp = solve_ifp(domain, config.tumour, OuterBoundary(config.flow.boundary, config.flow.far_field_pressure),
+                    config.host, fields={} if vascular_exchange is None else {"vascular_exchange": vascular_exchange})
     flux = ifp.flux
     stages["ifp_s"] = time.perf_counter() - start
     log(f"IFP solved ({ifp.dofs} dofs) and conservative Darcy flux reconstructed in {stages['ifp_s']:.1f} s")
@@ -166,14 +181,18 @@ def _flow(config: TransportConfig, domain, perivascular: bool, stages: dict, log
     area = comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(1.0 * ufl.dx(domain=domain.mesh))), op=MPI.SUM)
     numbers = {"max_Pa": comm.allreduce(float(p.x.array[:owned].max(initial=-np.inf)), op=MPI.MAX),
                "mean_Pa": comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(p * ufl.dx)), op=MPI.SUM) / area}
+    if config.host is not None:
+        numbers |= {"mean_tumour_Pa": region_mean(p, domain, tags.TUMOUR), "mean_host_Pa": region_mean(p, domain, tags.HOST)}
     if perivascular:
         return Flow(flux), numbers, p
-    return Flow(flux, vascular_fluid_source=starling_fluid_flux(p, exchange, tumour.effective_pressure),
-                lymphatic_fluid_sink=tumour.lymphatic_filtration * (p - tumour.lymphatic_pressure)), numbers, p
+    c = ifp.coefficients
+    return Flow(flux, vascular_fluid_source=starling_fluid_flux(p, c["vascular_exchange"], c["effective_pressure"]),
+                lymphatic_fluid_sink=c["lymphatic_filtration"] * (p - c["lymphatic_pressure"])), numbers, p
 
 
 def _heat(config: TransportConfig, domain):
-    """The Pennes solver of ``[heating]`` (table tissue values, every cell heated), or None."""
+    """The Pennes solver of ``[heating]`` (table tumour values in every region; the tumour cells
+    heated, on perivascular meshes all tissue), or None."""
     if config.heating is None:
         return None
     from hybrid.forward.heat import BioheatProperties, BioheatSolver, TargetTemperature
@@ -184,7 +203,7 @@ def _heat(config: TransportConfig, domain):
     properties = {tag: BioheatProperties.defaults() for tag in regions}
     controller = TargetTemperature(heating.target_temperature, heating.start, heating.end, heating.max_power)
     return BioheatSolver(domain, properties, boundary=heating.boundary, heating=controller,
-                         order=config.time.order)
+                         heated_region=tags.TUMOUR, order=config.time.order)
 
 
 def _krogh_error(config: TransportConfig, solver: TransportSolver, comm) -> dict | None:
@@ -233,6 +252,16 @@ def _exposure_summary(config: TransportConfig, domain, exposure: Exposure, periv
     return numbers
 
 
+def _host_cells_as_tumour(domain):
+    """``domain`` with only its host cells, under the tumour tag: :class:`Exposure` integrates over
+    the tumour tag, so on this mesh it reports the host cells (same nodal fields)."""
+    import dolfinx.mesh
+
+    cells = domain.cell_tags.find(tags.HOST)
+    relabelled = dolfinx.mesh.meshtags(domain.mesh, domain.dim, cells, np.full(cells.size, tags.TUMOUR, dtype=np.int32))
+    return replace(domain, cell_tags=relabelled)
+
+
 def _heating_summary(heat, records, comm) -> dict:
     """Temperature, power and CEM43 numbers of the heating run."""
     dose = heat.thermal_dose.x.array[:heat.thermal_dose.function_space.dofmap.index_map.size_local]
@@ -273,7 +302,7 @@ def setup_transport(config: TransportConfig, comm: MPI.Comm, log, stages: dict) 
     flow, ifp_numbers, pressure = _flow(config, domain, perivascular, stages, log, images["vascular_exchange"])
     start = time.perf_counter()
     heat = _heat(config, domain)
-    solver = TransportSolver(domain, _model(config, perivascular, heat and heat.temperature, images), flow=flow,
+    solver = TransportSolver(domain, _model(config, domain, perivascular, heat and heat.temperature, images), flow=flow,
                              order=config.time.order, petsc_options=config.solver.petsc_options)
     stages["setup_s"] = time.perf_counter() - start
     return TransportSetup(config, domain, perivascular, images, flow, ifp_numbers, pressure, heat, solver)
@@ -290,13 +319,16 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
     ifp_numbers, heat, solver = setup.ifp_numbers, setup.heat, setup.solver
     out = Path(config.output.directory)
     start = time.perf_counter()
-    exposure = Exposure(domain, *solver.species()[1:], cell_density=config.tissue.cell_density,
-                        lethal_amount=config.exposure.lethal_amount_per_cell,
-                        kill_coefficient=config.exposure.kill_coefficient)
+    exposures = [Exposure(region, *solver.species()[1:], cell_density=config.tissue.cell_density,
+                          lethal_amount=config.exposure.lethal_amount_per_cell,
+                          kill_coefficient=config.exposure.kill_coefficient)
+                 for region in [domain] + ([_host_cells_as_tumour(domain)] if config.host is not None else [])]
+    exposure = exposures[0]
 
     def accumulate(dt: float) -> None:
         solver.species()   # refresh the scalar copies the exposure reads
-        exposure.accumulate(dt)
+        for region in exposures:
+            region.accumulate(dt)
     stages["setup_s"] += time.perf_counter() - start
     adaptive = config.time.adaptive
     interval = config.time.output_interval
@@ -383,6 +415,9 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
         "mass_balance": balance,
     }
     summary["exposure"] = exposure_numbers
+    if config.host is not None:   # Exposure's largest peak is over every node: left out here
+        host = {key: value for key, value in exposures[1].summary().items() if not key.startswith("peak_cell_drug_max")}
+        summary["exposure_host"] = {"host_volume": host.pop("tumour_volume")} | host
     if images["stats"] is not None:
         summary["ktrans"] = images["stats"]
     if ifp_numbers is not None:

@@ -65,6 +65,17 @@ most ``output_interval``) and ``tolerance`` (relative local error per step, defa
 (dirichlet | no_flux, tumour-scale meshes) and ``far_field_pressure`` [Pa];
 ``[solver] petsc_options``.
 
+Tumour in host tissue (``[geometry] host_thickness > 0`` on disc | sphere | slab, or a mask with
+``field_of_view_host``): the host cells take the ``[host]`` table (:class:`TissueProperties`, table
+normal-tissue defaults, incl. the sourced host lymphatics LpSV_L_N, as for hybrid forward) for the
+IFP, its Starling fluid source and lymphatic drainage, and its ``vessel_surface_density`` (table
+SV_N) as the S/V of the drug's vascular exchange. The parameter table has no host value for the
+other transport coefficients, so the host reuses the tumour's: vessel permeabilities and
+reflection coefficients, diffusivities, hindrance, liposome clearance, interstitial fraction, cell
+density and uptake, release rates, Pennes coefficients; ``[radiation]`` irradiates the tumour's
+IFP coefficients only. The exposure numbers are those of the tumour cells, and separately of the
+host (``exposure_host`` in summary.json); ``[heating]`` heats the tumour cells.
+
 Hyperthermia (Pennes bioheat on the same mesh and steps, table tissue values; with
 ``formulation = "thermosensitive"`` the release rate is then k(T) of the computed temperature)::
 
@@ -246,6 +257,7 @@ class TransportConfig:
     output: OutputConfig
     source: dict = field(repr=False)    # the TOML as read, echoed into summary.json
     radiation: RadiationConfig | None = None   # None: no [radiation]
+    host: TissueProperties | None = None       # IFP coefficients and S/V of the host cells; None: no host
 
 
 def _choice(section: str, name: str, value, allowed: tuple) -> None:
@@ -296,9 +308,15 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
         top = take_keys(data, "top level", {"geometry": REQUIRED, "flow": {}, "tumour": {}, "drug": {},
                                         "free_drug": {}, "liposome": None, "release": {}, "tissue": {},
                                         "plasma": REQUIRED, "time": REQUIRED, "heating": None, "exposure": {},
-                                        "radiation": None, "solver": {}, "output": REQUIRED})
+                                        "radiation": None, "solver": {}, "host": None, "output": REQUIRED})
         tumour = tissue_from_table(top["tumour"], "tumour")
         geometry = geometry_from_table(top["geometry"], base).resolved(tumour.rim_thickness)
+        host = None
+        if geometry.host_thickness > 0 or geometry.field_of_view_host:
+            host = tissue_from_table(top["host"] or {}, "host")
+        elif top["host"] is not None:
+            raise ConfigError("[host] is given but the geometry has no host tissue "
+                              "(host_thickness = 0, field_of_view_host = false)")
         flow = _section(FlowConfig, top["flow"], "flow", choices={"model": ("none", "darcy"),
                                                                   "boundary": ("dirichlet", "no_flux")},
                         far_field_pressure="finite")
@@ -371,7 +389,7 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
         check_petsc_options(solver["petsc_options"])
         return TransportConfig(geometry, flow, tumour, drug, free, liposome, release, tissue, plasma, time, heating,
                                exposure, TransportSolverConfig(dict(solver["petsc_options"])),
-                               output_from_table(top["output"], base), data, radiation)
+                               output_from_table(top["output"], base), data, radiation, host)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     except ValueError as exc:

@@ -89,6 +89,10 @@ class IFPSolution:
     ``div u`` equals ``fluid_source`` projected onto DG_{k-1} in every cell (see
     :func:`conservative_flux`). Advect with this one.
     ``velocity`` [m/s]: continuous vector P1 copy of ``flux`` for output files only.
+    ``coefficients``: the coefficients of the solve by name (``hydraulic_conductivity``,
+    ``vascular_exchange``, ``effective_pressure``, ``lymphatic_filtration``, ``lymphatic_pressure``,
+    ``filtration_coefficient``; DG0 region functions or the given fields), e.g. for the fluid
+    sources a transport model derives from the same pressure.
     ``flux`` and ``velocity`` are computed on first access (collective: every rank must ask);
     ``flux_time_s`` is then the time of the reconstruction.
     ``assemble_time_s`` covers coefficients, form compilation and assembly with boundary
@@ -102,6 +106,7 @@ class IFPSolution:
     solve_time_s: float
     assemble_time_s: float
     reconstruct_flux: Callable[[], dolfinx.fem.Function] = field(repr=False)
+    coefficients: dict = field(default_factory=dict, repr=False)
     flux_time_s: float | None = None
 
     @cached_property
@@ -219,7 +224,7 @@ def solve_ifp(domain: TumourMesh, tumour: TissueProperties, boundary: OuterBound
     no_flux = outer if boundary.kind == "no_flux" else ()
     dofs = V.dofmap.index_map.size_global * V.dofmap.index_map_bs
     return IFPSolution(pressure, fluid_source, dofs, stats.iterations, stats.solve_s, (t1 - t0) + stats.assemble_s,
-                       lambda: conservative_flux(domain, pressure, K, fluid_source, robin, no_flux))
+                       lambda: conservative_flux(domain, pressure, K, fluid_source, robin, no_flux), c)
 
 
 @dataclass(frozen=True)
