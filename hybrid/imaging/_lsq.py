@@ -9,7 +9,7 @@ import numpy as np
 
 
 def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8, *, project=None,
-               active_set=False, return_jac=False):
+               active_set=False, return_jac=False, row_aware=False, xtol=None):
     """Minimise sum_t (f(p)_t - data_t)^2 independently for each row.
 
     ``model(p, jac=True)`` maps parameters (n, n_p) to predictions (n, n_t) and
@@ -17,9 +17,12 @@ def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8, *, project
     shape (n_p,) or (n, n_p) (one box per row). ``project(p)``, if given, maps clipped
     parameters (m, n_p) onto a further feasible set (e.g. ve + vp <= 1). With ``active_set``
     a parameter on a bound whose descent direction points outwards is held there for the
-    step (fewer rejected steps when optima lie on bounds).
-    Stops a row when an accepted step lowers its cost by less than ``rtol`` (relative)
-    or its damping grows past 1e10. Returns (p, rss) with rss (n,), and the Jacobian at
+    step (fewer rejected steps when optima lie on bounds). With ``row_aware`` the model is
+    called as ``model(p, jac, rows)``, ``rows`` the indices of the rows of ``data`` that p
+    belongs to (models that depend on the data, e.g. ``batched_varpro``).
+    Stops a row when an accepted step lowers its cost by less than ``rtol`` (relative),
+    when a step (accepted or not) changes no parameter by more than ``xtol`` (n_p,), if
+    given, or when its damping grows past 1e10. Returns (p, rss) with rss (n,), and the Jacobian at
     p (n, n_t, n_p) as a third item with ``return_jac``.
     """
     p = np.array(p0, dtype=float)
@@ -31,7 +34,8 @@ def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8, *, project
         return q if project is None else project(q)
 
     p = feasible(p, slice(None))
-    f, jac = model(p, jac=True)
+    evaluate = model if row_aware else (lambda q, jac, rows: model(q, jac=jac))
+    f, jac = evaluate(p, True, np.arange(p.shape[0]))
     jac = np.array(jac)  # writable copy (models may return broadcast views)
     r = f - data
     cost = np.einsum("nt,nt->n", r, r)
@@ -55,8 +59,9 @@ def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8, *, project
         d = d + 1e-12 * d.max(axis=1, keepdims=True) + 1e-300
         a = h + lam[idx, None, None] * d[:, :, None] * eye
         step = np.linalg.solve(a, -g[..., None])[..., 0]
-        p_try = feasible(p[idx] + step, idx)
-        f_try, j_try = model(p_try, jac=True)
+        p0_idx = p[idx]
+        p_try = feasible(p0_idx + step, idx)
+        f_try, j_try = evaluate(p_try, True, idx)
         r_try = f_try - data[idx]
         c_try = np.einsum("nt,nt->n", r_try, r_try)
         ok = np.isfinite(c_try) & (c_try < cost[idx])
@@ -67,8 +72,75 @@ def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8, *, project
         rej = idx[~ok]
         lam[rej] *= 4.0
         active[acc[small]] = False
+        if xtol is not None:
+            active[idx[np.all(np.abs(p_try - p0_idx) <= xtol, axis=1)]] = False
         active[rej[lam[rej] > 1e10]] = False
     return (p, cost, jac) if return_jac else (p, cost)
+
+
+def _dot(x, y):
+    return np.einsum("nt,nt->n", x, y)
+
+
+def nonnegative_two_column_lsq(u, v, data):
+    """min |A u + B v - data|^2 over A, B >= 0, per row.
+
+    ``u``, ``v``, ``data`` (n, n_t). The optimum is the unconstrained one where that is
+    non-negative, else the better of the two one-column fits. Returns A, B (n,), the
+    mask (n, 2) of the columns in use and the Gram entries (u.u, u.v, v.v) (n,) each.
+    """
+    uu, uv, vv, uy, vy = _dot(u, u), _dot(u, v), _dot(v, v), _dot(u, data), _dot(v, data)
+    det = uu * vv - uv * uv
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a, b = (vv * uy - uv * vy) / det, (uu * vy - uv * uy) / det
+        a1, b1 = np.nan_to_num(np.maximum(uy, 0.0) / uu), np.nan_to_num(np.maximum(vy, 0.0) / vv)
+    both = (det > 1e-12 * uu * vv) & (a >= 0) & (b >= 0)
+    first = ~both & (a1 * uy >= b1 * vy)              # rss = |y|^2 - (A u.y + B v.y)
+    second = ~both & ~first
+    a = np.where(both, a, np.where(first, a1, 0.0))
+    b = np.where(both, b, np.where(second, b1, 0.0))
+    return a, b, np.column_stack([both | first, both | second]), (uu, uv, vv)
+
+
+def batched_varpro(basis, data, theta0, lower, upper, max_iter=60, rtol=1e-8, xtol=None):
+    """Separable least squares data ~ A u(theta) + B v(theta), A, B >= 0, by variable
+    projection.
+
+    ``basis(theta, rows)`` returns the columns (u, v), each (n, n_t), for nonlinear
+    parameters theta (n, q) of data rows ``rows``, and their derivatives (du, dv), each
+    a sequence over theta of (n, n_t) arrays (None: zero).
+    The amplitudes are eliminated (``nonnegative_two_column_lsq``), so Levenberg-Marquardt
+    runs on theta alone, with Kaufman's Jacobian of the projected model (the part of
+    A du + B dv orthogonal to the columns in use); ``rtol``, ``xtol`` as in ``batched_lm``.
+    Returns theta (n, q), A, B (n,) and rss (n,).
+    """
+    amplitudes = np.zeros((data.shape[0], 2))     # at the lowest cost evaluated, i.e. at
+    lowest = np.full(data.shape[0], np.inf)        # the point batched_lm accepts last
+
+    def model(theta, _jac, rows):          # batched_lm always asks for the Jacobian
+        (u, v), (du, dv) = basis(theta, rows)
+        a, b, used, (uu, uv, vv) = nonnegative_two_column_lsq(u, v, data[rows])
+        f = a[:, None] * u + b[:, None] * v
+        cost = _dot(f - data[rows], f - data[rows])
+        better = cost < lowest[rows]
+        lowest[rows[better]] = cost[better]
+        amplitudes[rows[better]] = np.column_stack([a, b])[better]
+        both = used[:, 0] & used[:, 1]
+        det = np.where(both, uu * vv - uv * uv, 1.0)
+        su = np.where(used[:, 0], np.where(both, vv, 1.0) / np.where(both, det, uu), 0.0)
+        sv = np.where(used[:, 1], np.where(both, uu, 1.0) / np.where(both, det, vv), 0.0)
+        sx = np.where(both, -uv / det, 0.0)
+        j = np.empty(f.shape + (len(du),))
+        for q, (du_q, dv_q) in enumerate(zip(du, dv)):
+            d = sum(c[:, None] * x for c, x in ((a, du_q), (b, dv_q)) if x is not None)
+            ud, vd = _dot(u, d), _dot(v, d)     # minus the projection onto the used columns
+            alpha, beta = su * ud + sx * vd, sx * ud + sv * vd
+            j[..., q] = d - alpha[:, None] * u - beta[:, None] * v
+        return f, j
+
+    theta, rss = batched_lm(model, data, theta0, lower, upper, max_iter, rtol, row_aware=True,
+                            xtol=xtol)
+    return theta, amplitudes[:, 0], amplitudes[:, 1], rss
 
 
 def standard_errors(jac, rss, rel_floor=1e-13):

@@ -18,20 +18,22 @@ linear integral form (Murase 2004 for the Tofts family; Flouri et al., MRM 2016;
 the 2CXM and 2CUM), solved by linear least squares for all voxels -- and, with
 ``fit_delay``, for every AIF shift of the delay grid at once; the shift with the lowest
 linear residual (refined by a parabola) and the linear solution start one batched
-Levenberg-Marquardt fit over all voxels, with the delay as a free parameter. The 2CXM and
-2CUM have a second start from a grid over the rates of their impulse response (for fixed
-rates they are linear in two amplitudes); each voxel starts from the start of lower
-residual (with a delay: the 2CUM only, at the grid delays near the linear solution's).
-Box bounds and ve + vp <= 1 are enforced by projection. Where the start is not admissible
-or the fit ends on a bound, the 2CXM and 2CUM are refitted from three flows and the lowest
-residual is kept. Standard errors come from the Jacobian at the optimum; parameters
+Levenberg-Marquardt fit over all voxels, with the delay as a free parameter. Without a
+delay the 2CXM and 2CUM have a second start from a grid over the rates of their impulse
+response (for fixed rates they are linear in two amplitudes); each voxel starts from the
+start of lower residual. The delayed 2CUM is fitted by variable projection instead: the
+rate grid at every grid delay starts a fit over (rate, delay) alone, its two amplitudes
+solved in each evaluation (``_fit_2cum_delayed``). Box bounds and ve + vp <= 1 are
+enforced by projection. Where the start is not admissible or the fit ends on a bound,
+the 2CXM and 2CUM are refitted from three flows and the lowest residual is kept.
+Standard errors come from the Jacobian at the optimum; parameters
 the data cannot determine are NaN with a reason code (``REASONS``).
 """
 
 import numpy as np
 from scipy import fft as sp_fft
 
-from hybrid.imaging._lsq import batched_lm, standard_errors
+from hybrid.imaging._lsq import batched_lm, batched_varpro, standard_errors
 from hybrid.imaging.aif import (measured_aif, parker_aif, plasma_aif, plasma_aif_from_blood_signal,
                                 population_plasma_aif, preclinical_aif, shift_aif)
 from hybrid.imaging.signal import fit_t1_vfa, signal_to_concentration, spgr_signal
@@ -69,9 +71,10 @@ _BOUNDS = {
 _TO_PUBLIC = {"Ktrans": 60.0, "PS": 60.0, "Fp": 6000.0, "ve": 1.0, "vp": 1.0}
 
 _START_FP = (5.0, 20.0, 80.0)   # extra 2CXM/2CUM start flows [mL/100 mL/min]
-_RATE_GRID = np.geomspace(1e-3, 10.0, 25)   # 2CXM/2CUM start rates [1/s], ratio 1.47 ...
-_GRID_DELAY_STEPS = {"2cum": 4, "2cxm": -1}  # ... at this many delay steps around the
-                              # linear solution's (-1: not with a delay; the 2CXM grid is pairs)
+_RATE_GRID = np.geomspace(1e-3, 10.0, 25)   # 2CXM/2CUM start rates [1/s], ratio 1.47
+_GRID_RATES = np.concatenate([[0.0], _RATE_GRID])   # with 0: the integral of the AIF
+_VARPRO_RTOL = 1e-5          # delayed 2CUM converged: relative cost decrease below this,
+_VARPRO_XTOL = (1e-3, 1e-2)   # or steps below these in ln k and delay [s]
 _CHUNK = 8192              # at most this many voxels are fitted together ...
 _JAC_ELEMENTS = 2 ** 22    # ... and fewer when the Jacobian would exceed this size
 _FFT_MIN_STEPS = 128   # longer uniformly sampled series of ...
@@ -102,13 +105,20 @@ def exp_convolve(t_s, x, k_per_s, deriv=False):
     fa = np.where(small, 0.5 - u / 3 + u * u / 8, (q - e) / us)
     fb = np.where(small, 0.5 - u / 6 + u * u / 24, (1.0 - q) / us)
     n = t.size - 1
-    y = np.zeros((t.size, k.size))                    # time-major: contiguous rows
-    y[1:] = (xt[:-1] * fa + xt[1:] * fb) * dt[:, None]
+
+    def source(wa, wb):
+        """(n_t, rows) time-major: 0, then x[i] wa + x[i+1] wb for each step."""
+        out = np.empty((t.size, k.size))
+        out[0] = 0.0
+        np.multiply(xt[:-1], wa, out=out[1:])
+        out[1:] += xt[1:] * wb
+        return out
+
+    y = source(fa * step, fb * step)                  # time-major: contiguous rows
     if deriv:                                         # d/dk = dt d/du
         dfa = np.where(small, -1 / 3 + u / 4 - u * u / 10, (2 * e - 2 * q + e * us) / us ** 2)
         dfb = np.where(small, -1 / 6 + u / 12 - u * u / 40, (2 * q - e - 1) / us ** 2)
-        dy = np.zeros_like(y)
-        dy[1:] = (xt[:-1] * dfa + xt[1:] * dfb) * (dt * dt)[:, None]
+        dy = source(dfa * step * step, dfb * step * step)
         de = -step * e
     if uniform and n >= _FFT_MIN_STEPS and k.size < _FFT_MAX_ROWS:
         # y[1:] = src (*) e^m along time, a causal convolution done by FFT
@@ -406,53 +416,70 @@ def _volume_projection(name):
     return project
 
 
-def _best_delay(rss, delays):
-    """Grid delay of lowest residual per row, refined by a parabola through its neighbours."""
-    i = np.argmin(rss, axis=1)
-    best = delays[i]
-    if delays.size < 3:
-        return best
-    inner = (i > 0) & (i < delays.size - 1)
-    rows = np.flatnonzero(inner)
-    r0, r1, r2 = rss[rows, i[rows] - 1], rss[rows, i[rows]], rss[rows, i[rows] + 1]
+def _parabola_minimum(values, grid):
+    """Per row of ``values`` (n, m) on the uniform ``grid`` (m,): the grid point of the
+    lowest value, refined by a parabola through its neighbours (by at most half a step),
+    and the parabola's minimum value (the grid minimum where there is no parabola)."""
+    i = np.argmin(values, axis=1)
+    rows = np.arange(values.shape[0])
+    best, low = grid[i].astype(float), values[rows, i]
+    if grid.size < 3:
+        return best, low
+    inner = np.flatnonzero((i > 0) & (i < grid.size - 1))
+    j = i[inner]
+    r0, r1, r2 = values[inner, j - 1], values[inner, j], values[inner, j + 1]
     curv = r0 - 2 * r1 + r2
     with np.errstate(divide="ignore", invalid="ignore"):
-        off = np.where(curv > 0, 0.5 * (r0 - r2) / curv, 0.0)
-    best[rows] += np.clip(off, -0.5, 0.5) * (delays[1] - delays[0])
-    return best
+        off = np.clip(np.where((curv > 0) & np.isfinite(curv), 0.5 * (r0 - r2) / curv, 0.0),
+                      -0.5, 0.5)
+        low[inner] = np.where(off != 0.0, r1 - 0.25 * (r0 - r2) * off, r1)
+    best[inner] += off * (grid[1] - grid[0])
+    return best, low
 
 
-def _rate_grid_start(name, t, cp, ct):
-    """2CXM/2CUM start values from a grid over the rates of the impulse response.
+def _rate_grid_search(name, t, cp, ct):
+    """Best pair of impulse-response rates per voxel on the 2CXM/2CUM rate grid.
 
     With its rates fixed, Ct = A (Cp (x) K+) + B (Cp (x) K-) (2CXM; the 2CUM has K+ = 0,
     i.e. A int Cp) is linear in A = Fp E >= 0 and B = Fp (1 - E) >= 0, so each grid pair
     is a 2 x 2 least-squares problem per voxel, all solved from the Gram matrix of the
-    grid convolutions. Returns the parameters of the best pair (internal units, clipped
-    to the bounds), whether they were inside the bounds before clipping, and the
-    residual sum of squares of that pair less sum(ct^2) [mM^2].
+    grid convolutions. Returns K+, K- [1/s], A, B [1/s] of the best pair and its residual
+    sum of squares less sum(ct^2) [mM^2] (inf where no pair has A >= 0, B > 0), and that
+    residual for every pair (n, n_pairs; 2CUM: in the order of ``_RATE_GRID``).
     """
-    rates = np.concatenate([[0.0], _RATE_GRID])
-    g = exp_convolve(t, cp, rates)                       # (m, n_t); row 0 is int Cp
-    gram, proj = g @ g.T, ct @ g.T                        # (m, m), (n, m)
-    j = np.arange(1, rates.size)
+    g = exp_convolve(t, cp, _GRID_RATES)                 # (m, n_t); row 0 is int Cp
+    return _rate_pairs(name, g @ g.T, ct @ g.T)
+
+
+def _rate_pairs(name, gram, proj):
+    """``_rate_grid_search`` from the Gram matrix (m, m) of the grid convolutions and the
+    voxels' projections onto them (n, m)."""
+    rates = _GRID_RATES
     if name == "2cum":
-        i, j = np.zeros_like(j), j
+        i, j = np.zeros(rates.size - 1, dtype=int), np.arange(1, rates.size)
+        ri, rj = proj[:, :1], proj[:, 1:]
     else:
         i, j = np.triu_indices(rates.size, 1)[::-1]      # K+ = rates[i] > K- = rates[j]
         keep = j > 0
         i, j = i[keep], j[keep]
+        ri, rj = proj[:, i], proj[:, j]
     sii, sjj, sij = gram[i, i], gram[j, j], gram[i, j]
     det = sii * sjj - sij * sij
-    ri, rj = proj[:, i], proj[:, j]
     with np.errstate(divide="ignore", invalid="ignore"):
         a = (sjj * ri - sij * rj) / det
         b = (sii * rj - sij * ri) / det
-    rss = np.where((a >= 0) & (b > 0) & (det > 0), -(a * ri + b * rj), np.inf)
+    rss = -(a * ri + b * rj)
+    rss[~((a >= 0) & (b > 0) & (det > 0))] = np.inf
     pick = np.argmin(rss, axis=1)
-    rows = np.arange(ct.shape[0])
-    rss, a, b = rss[rows, pick], a[rows, pick], b[rows, pick]
-    kp, km = rates[i[pick]], rates[j[pick]]
+    rows = np.arange(proj.shape[0])
+    return rates[i[pick]], rates[j[pick]], a[rows, pick], b[rows, pick], rss[rows, pick], rss
+
+
+def _rate_grid_start(name, t, cp, ct):
+    """2CXM/2CUM start values from ``_rate_grid_search``: the parameters of the best pair
+    (internal units, clipped to the bounds), whether they were inside the bounds before
+    clipping, and the residual sum of squares of that pair less sum(ct^2) [mM^2]."""
+    kp, km, a, b, rss, _ = _rate_grid_search(name, t, cp, ct)
     fp = a + b
     with np.errstate(divide="ignore", invalid="ignore"):
         if name == "2cum":                               # Tp = vp / (Fp + PS) = 1 / K-
@@ -470,10 +497,76 @@ def _rate_grid_start(name, t, cp, ct):
     return np.clip(p, lo, hi), admissible, rss
 
 
+def _2cum_basis(t, cp):
+    """Basis of the delayed 2CUM for ``batched_varpro``: Ct = A int Cp_d + B (Cp_d (x) k)
+    with Cp_d the AIF delayed by d, theta = (ln k [ln 1/s], d [s]); the derivatives in d
+    are the basis of the AIF's derivative in d (a difference quotient over a small shift)."""
+    h = 1e-3 * float(np.min(np.diff(t)))
+
+    def basis(theta, rows):
+        k, delay = np.exp(theta[:, 0]), theta[:, 1]
+        cp_d = _shift_rows(t, cp, delay)
+        g, g_k = exp_convolve(t, cp_d, k, deriv=True)
+        slope = (_shift_rows(t, cp, delay + h) - cp_d) / h
+        g_k *= k[:, None]                             # d/d ln k
+        du = (None, _cumtrapz(t, slope))
+        dv = (g_k, exp_convolve(t, slope, k))
+        return (_cumtrapz(t, cp_d), g), (du, dv)
+    return basis
+
+
+def _fit_2cum_delayed(t, cp, ct, delays, max_iter):
+    """Delayed 2CUM by variable projection (``batched_varpro``).
+
+    Ct = A int Cp_d + B (Cp_d (x) k) with A = Fp E, B = Fp (1 - E) >= 0 and k = 1 / Tp:
+    the rate grid is searched at every grid delay (the residual refined by a parabola in
+    ln k, then in the delay), and Levenberg-Marquardt runs over (ln k, delay) alone, the
+    amplitudes being solved in each evaluation, so the flow cannot drift along its valley
+    with the delay. Where the solution is not inside the bounds (mostly a flow above the
+    200 mL/100 mL/min limit), ``_refine`` continues from it with the bounded model and
+    a third of the iterations. Returns p (n, 4) internal units, rss (n,) and the
+    Jacobian at p.
+    """
+    n = ct.shape[0]
+    g = np.stack([exp_convolve(t, shift_aif(t, cp, d), _GRID_RATES) for d in delays])
+    proj = (ct @ g.reshape(-1, t.size).T).reshape(n, delays.size, _GRID_RATES.size)
+    rss, log_k = np.empty((2, n, delays.size))
+    for i in range(delays.size):            # (one product for all delays: BLAS-efficient)
+        all_rss = _rate_pairs("2cum", g[i] @ g[i].T, proj[:, i])[-1]
+        log_k[:, i], rss[:, i] = _parabola_minimum(all_rss, np.log(_RATE_GRID))
+    d0, _ = _parabola_minimum(rss, delays)
+    pick = np.argmin(np.abs(delays[None, :] - d0[:, None]), axis=1)
+    theta = np.column_stack([log_k[np.arange(n), pick], d0])
+    lo = [np.log(_RATE_GRID[0]) - 2.0, delays[0]]
+    hi = [np.log(_RATE_GRID[-1]) + 2.0, delays[-1]]
+    theta, a, b, _ = batched_varpro(_2cum_basis(t, cp), ct, theta, lo, hi, max_iter,
+                                    _VARPRO_RTOL, _VARPRO_XTOL)
+    fp = a + b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ps = a * fp / b
+        p = np.column_stack([fp, ps, (fp + ps) / np.exp(theta[:, 0]), theta[:, 1]])
+    lo, hi = (np.append(bound, delays[i]) for bound, i in zip(_BOUNDS["2cum"], (0, -1)))
+    inside = np.all(np.isfinite(p) & (p >= lo) & (p < hi), axis=1)
+    model = _delayed_model_fn("2cum", t, cp)
+    rss, jac = np.empty(n), np.empty(ct.shape + (4,))
+    f, jac[inside] = model(p[inside], jac=True)
+    rss[inside] = np.sum((f - ct[inside]) ** 2, axis=1)
+    rest = np.flatnonzero(~inside)
+    if rest.size:
+        start = np.clip(np.where(np.isfinite(p[rest]), p[rest], 0.5 * (lo + np.minimum(hi, 1.0))),
+                        lo, hi)
+        p[rest], rss[rest], jac[rest] = _refine("2cum", ct[rest], start, np.zeros(rest.size, bool),
+                                                model, lo, hi, max_iter // 3)
+    return p, rss, jac
+
+
 def _fit_block(name, t, cp, ct, delays, max_iter):
-    """Fit one block of voxels (n, n_t). ``delays`` is None (no delay) or the delay grid.
+    """Fit one block of voxels (n, n_t). ``delays`` is None (no delay) or the delay grid;
+    the delayed 2CUM is fitted by ``_fit_2cum_delayed``.
 
     Returns (p (n, n_p [+1 delay]) internal units, rss (n,), jac at p)."""
+    if name == "2cum" and delays is not None:
+        return _fit_2cum_delayed(t, cp, ct, delays, max_iter)
     aif_shifts = [cp] if delays is None else [shift_aif(t, cp, d) if d else cp for d in delays]
     aif, tissue = _lls_columns(name, t, np.stack(aif_shifts), ct)
     x, lls_rss = _lls_solve(aif, tissue, ct)
@@ -482,50 +575,43 @@ def _fit_block(name, t, cp, ct, delays, max_iter):
         start, admissible = _lls_params(name, x[:, 0])
         model = _model_fn(name, t, cp)
     else:
-        d0 = _best_delay(lls_rss, delays)
+        d0, _ = _parabola_minimum(lls_rss, delays)
         pick = np.argmin(np.abs(delays[None, :] - d0[:, None]), axis=1)
         start, admissible = _lls_params(name, x[np.arange(x.shape[0]), pick])
         start = np.column_stack([start, d0])
         model = _delayed_model_fn(name, t, cp)
         lo, hi = np.append(lo, delays[0]), np.append(hi, delays[-1])
-    project = _volume_projection(name)
-    if name in ("2cxm", "2cum") and (delays is None or _GRID_DELAY_STEPS[name] >= 0):
-        # keep, per voxel, the better of the linear and the rate-grid start; the grid is
-        # searched at the grid delays within _GRID_DELAY_STEPS of the linear solution's
-        grid, grid_ok = start.copy(), admissible.copy()
-        shift = np.zeros(ct.shape[0], dtype=int) if delays is None else pick
-        grid_rss = np.full(ct.shape[0], np.inf)
-        for s in range(len(aif_shifts)):
-            rows = np.flatnonzero(np.abs(shift - s) <= _GRID_DELAY_STEPS[name])
-            if rows.size == 0:
-                continue
-            p, ok, rss = _rate_grid_start(name, t, aif_shifts[s], ct[rows])
-            better = rss < grid_rss[rows]
-            rows = rows[better]
-            grid[rows, :len(_PARAMS[name])], grid_ok[rows] = p[better], ok[better]
-            grid_rss[rows] = rss[better]
-            if delays is not None:   # the linear solution's refined delay, or grid delay s
-                grid[rows, -1] = np.where(shift[rows] == s, start[rows, -1], delays[s])
+    if name in ("2cxm", "2cum") and delays is None:
+        # keep, per voxel, the better of the linear and the rate-grid start
+        grid, grid_ok, _ = _rate_grid_start(name, t, cp, ct)
+        project = _volume_projection(name)
         if project is not None:
             grid = project(grid)
         costs = [np.sum((model(q) - ct) ** 2, axis=1) for q in (start, grid)]
         use = costs[1] < costs[0]
         start[use], admissible[use] = grid[use], grid_ok[use]
-    lm = dict(rtol=1e-6, project=project, active_set=True, return_jac=True)
+    return _refine(name, ct, start, admissible, model, lo, hi, max_iter)
+
+
+def _refine(name, ct, start, admissible, model, lo, hi, max_iter):
+    """Bounded Levenberg-Marquardt of ``model`` from ``start``; for the 2CXM and 2CUM,
+    where the start was not ``admissible`` or the fit ends on a bound, also from other
+    flows, keeping the lowest residual. Returns (p, rss, jac at p)."""
+    lm = dict(rtol=1e-6, project=_volume_projection(name), active_set=True, return_jac=True)
     best = batched_lm(model, ct, start, lo, hi, max_iter, **lm)
     if name in ("2cxm", "2cum"):
-        # where the start was not admissible, or the fit ended on a bound,
-        # also start from other flows and keep the lowest residual
         on_limit = np.any(_at_limit(name, best[0]), axis=1)
         rows = np.flatnonzero(~admissible | on_limit)
-        for fp in _START_FP if rows.size else ():
-            extra = start[rows].copy()
-            extra[:, 0] = fp * _FP_UNIT
-            trial = batched_lm(model, ct[rows], extra, lo, hi, max_iter // 3, **lm)
-            better = rows[trial[1] < best[1][rows]]
-            keep = trial[1] < best[1][rows]
+        if rows.size:                     # one batch: every extra flow for every row
+            extra = np.tile(start[rows], (len(_START_FP), 1))
+            extra[:, 0] = np.repeat(np.asarray(_START_FP) * _FP_UNIT, rows.size)
+            trial = batched_lm(model, np.tile(ct[rows], (len(_START_FP), 1)), extra, lo, hi,
+                               max_iter // 3, **lm)
+            pick = np.argmin(trial[1].reshape(len(_START_FP), rows.size), axis=0)
+            pick = pick * rows.size + np.arange(rows.size)
+            keep = trial[1][pick] < best[1][rows]
             for held, new in zip(best, trial):
-                held[better] = new[keep]
+                held[rows[keep]] = new[pick[keep]]
     return best
 
 

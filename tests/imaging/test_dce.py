@@ -2,6 +2,7 @@
 rtol |ref|), synthetic closed loops with known truth, and input-validation edge cases."""
 
 import csv
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -450,9 +451,9 @@ def test_standard_errors_match_the_scatter_of_estimates(model, truth, delay):
 def test_delayed_fit_costs_few_undelayed_fits(monkeypatch):
     """Work per voxel (exponential convolutions, which dominate the cost of the convolution
     models) of a delayed fit against an undelayed one on 120 OSIPI curves: <= 3x for the
-    2CXM and 2CUM, <= 20x for the Tofts models (wall-clock: benchmarks/dce_fit_speed.py). On
-    these OSIPI curves the delayed 2CUM costs 1.4x in CPU time; on the benchmark's synthetic
-    high-flow voxels it costs about 4x (README), which this count does not cover."""
+    2CXM, <= 20x for the Tofts models (wall-clock: benchmarks/dce_fit_speed.py). The 2CUM,
+    whose delayed fit is mostly not convolutions, is timed in
+    test_delayed_2cum_cpu_time_within_3x_undelayed."""
     work = [0]
     convolve = dce.exp_convolve
 
@@ -463,13 +464,45 @@ def test_delayed_fit_costs_few_undelayed_fits(monkeypatch):
     monkeypatch.setattr(dce, "exp_convolve", counting)
     t = _arr(TCXM[0]["t"])
     ct = np.tile(np.stack([_arr(r["C_t"]) for r in TCXM]), (5, 1))
-    for model, limit in (("2cxm", 3), ("2cum", 3), ("tofts", 20), ("extended_tofts", 20)):
+    for model, limit in (("2cxm", 3), ("tofts", 20), ("extended_tofts", 20)):
         cost = []
         for delay in (False, True):
             work[0] = 0
             dce.fit(t, ct, _arr(TCXM[0]["cp_aif"]), model, fit_delay=delay)
             cost.append(work[0])
         assert cost[1] <= limit * cost[0], (model, cost)
+
+
+def _two_cum_voxels(n, delayed, seed):
+    """2CUM curves over the ranges of benchmarks/dce_fit_speed.py (Fp 10-80 mL/100 mL/min,
+    PS 0-0.2 /min, vp 0.02-0.1; with ``delayed``, delays 0-8 s in 0.1 s groups), noise
+    0.02 mM, and the true delays [s]."""
+    rng = np.random.default_rng(seed)
+    fp, ps, vp = rng.uniform(10, 80, n), rng.uniform(0, 0.2, n), rng.uniform(0.02, 0.1, n)
+    delay = np.round(rng.uniform(0, 8, n), 1) if delayed else np.zeros(n)
+    ct = np.empty((n, T_SYN.size))
+    for d in np.unique(delay):
+        sel = delay == d
+        ct[sel] = dce.two_cum(T_SYN, CP_SYN, fp[sel], ps[sel], vp[sel], delay_s=d)
+    return ct + rng.normal(0, 0.02, ct.shape), delay
+
+
+def test_delayed_2cum_cpu_time_within_3x_undelayed():
+    """Issue 6 point 8 for the 2CUM, measured as stated: CPU time per voxel of a vectorised
+    fit of 4096 voxels with the delay against one without, <= 3x, with the delay found
+    within 1 s. It includes the high-flow voxels that cost the former delayed fit about
+    4x. Runs alternate and the fastest of three counts, so a busy machine slows both."""
+    plain, _ = _two_cum_voxels(4096, False, seed=11)
+    lagged, delay = _two_cum_voxels(4096, True, seed=12)
+    best = {}
+    for _ in range(3):
+        for data, fit_delay in ((plain, False), (lagged, True)):
+            start = time.process_time()
+            got = dce.fit(T_SYN, data, CP_SYN, "2cum", fit_delay=fit_delay)
+            seconds = time.process_time() - start
+            best[fit_delay] = min(best.get(fit_delay, np.inf), seconds)
+    assert best[True] <= 3.0 * best[False], best
+    assert np.mean(np.abs(got["delay_s"] - delay) <= 1.0) >= 0.9
 
 
 @pytest.mark.parametrize("name, rate_index, amplitudes", [("2cxm", (12, 5), (0.004, 0.001)),
