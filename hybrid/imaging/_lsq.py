@@ -22,8 +22,8 @@ def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8, *, project
     belongs to (models that depend on the data, e.g. ``batched_varpro``).
     Stops a row when an accepted step lowers its cost by less than ``rtol`` (relative),
     when a step (accepted or not) changes no parameter by more than ``xtol`` (n_p,), if
-    given, or when its damping grows past 1e10. Returns (p, rss) with rss (n,), and the Jacobian at
-    p (n, n_t, n_p) as a third item with ``return_jac``.
+    given, or when its damping grows past 1e10. Returns (p, rss) with rss (n,), and the
+    Jacobian at p (n, n_t, n_p) as a third item with ``return_jac``.
     """
     p = np.array(p0, dtype=float)
     lower = np.broadcast_to(np.asarray(lower, dtype=float), p.shape)
@@ -79,6 +79,7 @@ def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8, *, project
 
 
 def _dot(x, y):
+    """Row-wise dot products of two (n, n_t) arrays."""
     return np.einsum("nt,nt->n", x, y)
 
 
@@ -125,10 +126,11 @@ def batched_varpro(basis, data, theta0, lower, upper, max_iter=60, rtol=1e-8, xt
         better = cost < lowest[rows]
         lowest[rows[better]] = cost[better]
         amplitudes[rows[better]] = np.column_stack([a, b])[better]
-        both = used[:, 0] & used[:, 1]
+        both = used[:, 0] & used[:, 1]       # (inverse Gram matrix of the used columns)
         det = np.where(both, uu * vv - uv * uv, 1.0)
-        su = np.where(used[:, 0], np.where(both, vv, 1.0) / np.where(both, det, uu), 0.0)
-        sv = np.where(used[:, 1], np.where(both, uu, 1.0) / np.where(both, det, vv), 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            su = np.where(used[:, 0], np.where(both, vv, 1.0) / np.where(both, det, uu), 0.0)
+            sv = np.where(used[:, 1], np.where(both, uu, 1.0) / np.where(both, det, vv), 0.0)
         sx = np.where(both, -uv / det, 0.0)
         j = np.empty(f.shape + (len(du),))
         for q, (du_q, dv_q) in enumerate(zip(du, dv)):
