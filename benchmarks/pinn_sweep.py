@@ -24,10 +24,11 @@ Per case: estimate, relative error, the best the data allow (least-squares fit o
 model the PINN assumes to the same data), the Cramer-Rao relative sd of that model at the truth
 (``hybrid.identifiability``), an ensemble spread where asked (``--ensemble``), the relative L2 error
 of the PINN fields against the true fields, the mean-square PDE residual on fresh points, wall
-time. ``converged`` is false when that residual exceeds ``RESIDUAL_LIMIT``.
+and process CPU time, and the load average at the start. ``converged`` is false when that residual exceeds ``RESIDUAL_LIMIT``.
 
-Run ``python benchmarks/pinn_sweep.py [--smoke] [--output PATH] [--threads N]``; writes JSON and a
-PNG beside it (default benchmarks/results/pinn_sweep.json).
+Run ``python benchmarks/pinn_sweep.py [--smoke] [--output PATH] [--threads N] [--ensemble N] [--resume]``;
+writes JSON (after every case; ``--resume`` keeps the cases already there) and, at the end, a PNG
+beside it (default benchmarks/results/pinn_sweep.json).
 """
 
 from __future__ import annotations
@@ -71,6 +72,18 @@ PHI, PS_LIPO = default("phi_T"), default("P_L") * default("SV_T")
 ASSUMED_PLASMA = PlasmaCurve.liposomal(dose_amount(0.7, "mg/kg"))
 TRUE_PLASMA = PlasmaCurve((0.25 * ASSUMED_PLASMA.amplitudes[0], 0.75 * ASSUMED_PLASMA.amplitudes[0]),
                           (math.log(2) / 900.0, ASSUMED_PLASMA.rates[0]))
+
+
+class Clock:
+    """Wall time [s], process CPU time [s] (what other jobs on a shared box distort least) and
+    the load average at the start."""
+
+    def __init__(self):
+        self.load, self.wall, self.cpu = os.getloadavg()[0], time.perf_counter(), time.process_time()
+
+    def read(self) -> dict:
+        return {"wall_s": time.perf_counter() - self.wall, "cpu_s": time.process_time() - self.cpu,
+                "load_average_1min": self.load}
 
 
 def _training(args, adam: int, lbfgs: int, points: int) -> TrainingConfig:
@@ -122,10 +135,10 @@ def release_case(frames: int, noise: float, args) -> dict:
     crb = _relative_sd(lambda q: _release_predict(grid, times, math.exp(q[0])), [math.log(twins.K_REL)], peak,
                        ["log_k_rel"])[0] * noise
     config = _training(args, *args.release_steps)
-    start = time.perf_counter()
+    clock = Clock()
     problem = twins.release_problem(observations, seed=args.seed)
     result = Trainer(problem, config).run()
-    wall = time.perf_counter() - start
+    timing = clock.read()
     k = result.estimates["release_rate"][0]
     x = np.linspace(-twins.L, twins.L, 101)
     t = np.linspace(0.0, twins.T, 61)
@@ -137,7 +150,7 @@ def release_case(frames: int, noise: float, args) -> dict:
     case = {"twin": "release", "frames_s": list(times), "noise": noise, "unknown": "release_rate", "unit": "1/s",
             **_summary(k, twins.K_REL, fit), "crb_relative_sd": crb,
             "field_relative_l2": {"liposomal": _relative_l2(lipo, true_lipo), "free": _relative_l2(free, true_free)},
-            "fresh_residual": _fresh_residual(problem), "wall_s": wall, "steps": result.steps}
+            "fresh_residual": _fresh_residual(problem), **timing, "steps": result.steps}
     if args.ensemble and frames == 3 and noise == 0.05:
         spread = ensemble(lambda seed: twins.release_problem(observations, seed=seed), range(args.ensemble), config)
         case["ensemble"] = spread["estimates"]["release_rate"]
@@ -157,10 +170,10 @@ def ifp_case(noise: float, args) -> dict:
     fit = least_squares(lambda q: predict(q) - data, [math.log(3e-4), math.log(1000.0)], xtol=1e-12).x
     crb = np.array(_relative_sd(predict, [math.log(rim_true), math.log(twins.PE)], twins.PE, ["log_rim", "log_p_e"]))
     config = _training(args, *args.ifp_steps)
-    start = time.perf_counter()
+    clock = Clock()
     problem = twins.ifp_problem(observations, seed=args.seed)
     result = Trainer(problem, config).run()
-    wall = time.perf_counter() - start
+    timing = clock.read()
     grid = np.linspace(-twins.R, twins.R, 401)
     with torch.no_grad():
         pressure = problem.pressure(torch.tensor(grid[:, None] / twins.R)).numpy().ravel()
@@ -170,7 +183,7 @@ def ifp_case(noise: float, args) -> dict:
             "effective_pressure": _summary(result.estimates["effective_pressure"][0], twins.PE, math.exp(fit[1]))
             | {"unit": "Pa", "crb_relative_sd": crb[1] * noise},
             "field_relative_l2": {"pressure": _relative_l2(pressure, twins.ifp_pressure(grid, rim_true, twins.PE))},
-            "fresh_residual": _fresh_residual(problem), "wall_s": wall, "steps": result.steps}
+            "fresh_residual": _fresh_residual(problem), **timing, "steps": result.steps}
     if args.ensemble and noise == 0.05:
         spread = ensemble(lambda seed: twins.ifp_problem(observations, seed=seed), range(args.ensemble), config)
         case["ensemble"] = {name: spread["estimates"][name] for name in ("rim_thickness", "effective_pressure")}
@@ -268,10 +281,10 @@ def exchange_case(variant: str, changes: tuple[str, ...], args, noise: float = 0
     fit = math.exp(minimize_scalar(lambda q: np.sum(((assumed(q) - data) / sds) ** 2),
                                    bounds=(math.log(2e-5), math.log(2e-3)), method="bounded",
                                    options={"xatol": 1e-5}).x)
-    start = time.perf_counter()
+    clock = Clock()
     problem = exchange_problem(tuple(records), args.seed)
     result = Trainer(problem, _training(args, *args.exchange_steps)).run()
-    wall = time.perf_counter() - start
+    timing = clock.read()
     k = result.estimates["release_rate"][0]
     centres, lipo, free = exchange_solution(twins.K_REL, plasma, np.linspace(0.0, END, 13)[1:], cells=200)
     xx, tt = np.meshgrid(centres / HALF, np.linspace(0.0, 1.0, 13)[1:], indexing="ij")
@@ -281,7 +294,7 @@ def exchange_case(variant: str, changes: tuple[str, ...], args, noise: float = 0
             "data_difference": difference, "unknown": "release_rate", "unit": "1/s", **_summary(k, twins.K_REL, fit),
             "field_relative_l2": {"liposomal": _relative_l2(pinn[0].numpy().ravel(), lipo.ravel()),
                                   "free": _relative_l2(pinn[1].numpy().ravel(), free.ravel())},
-            "fresh_residual": _fresh_residual(problem), "wall_s": wall, "steps": result.steps}
+            "fresh_residual": _fresh_residual(problem), **timing, "steps": result.steps}
     case["converged"] = case["fresh_residual"] < RESIDUAL_LIMIT
     return case
 
@@ -325,7 +338,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="one tiny case per set: checks the script runs")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (one beats two on the shared box)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ensemble", type=int, default=3, help="members at 5 %% noise (3 frames); 0: none")
+    parser.add_argument("--ensemble", type=int, default=0, help="seeds of an ensemble at 5 %% noise (3 frames); 0: none")
+    parser.add_argument("--resume", action="store_true", help="keep the cases already in --output (same settings)")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "pinn_sweep.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -352,20 +366,30 @@ def main() -> None:
               "truth": {"release_rate_per_s": twins.K_REL, "rim_thickness_m": math.sqrt(twins.K / twins.LPSV),
                         "effective_pressure_Pa": twins.PE},
               "cases": []}
+    done = {}
+    if args.resume and args.output.exists():
+        done = {_key(case): case for case in json.loads(args.output.read_text())["cases"]}
     start = time.perf_counter()
     jobs = [(release_case, (n, level)) for n in frames for level in noises]
     jobs += [(ifp_case, (level,)) for level in noises]
     jobs += [(exchange_case, (name, changes)) for name, changes in variants.items()]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     for function, job in jobs:
-        case = function(*job, args)
+        key = _key({"twin": function.__name__.removesuffix("_case"), "job": job})
+        case = done.get(key) or function(*job, args) | {"job": list(job)}
         report["cases"].append(case)
-        print(json.dumps({k: v for k, v in case.items() if k not in ("ensemble",)}, default=float), flush=True)
+        print(json.dumps({k: v for k, v in case.items() if k != "ensemble"}), flush=True)
+        args.output.write_text(json.dumps(report, indent=2) + "\n")   # after every case: a killed run keeps its cases
     report["total_wall_s"] = time.perf_counter() - start
     report["machine"]["load_average_after"] = list(os.getloadavg())
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     _figure(report, args.output.with_suffix(".png"))
     print(f"wrote {args.output} and {args.output.with_suffix('.png')} ({report['total_wall_s']:.0f} s)")
+
+
+def _key(case: dict) -> str:
+    """Identity of a case across runs (``--resume``): its set and its arguments."""
+    return json.dumps([case["twin"], list(case["job"])])
 
 
 if __name__ == "__main__":
