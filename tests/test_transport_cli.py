@@ -99,7 +99,8 @@ def test_transport_thermosensitive_with_heating(tmp_path):
     ('model = "constant"', "", "[plasma] missing required key 'model'"),
     ("[output]", "[exposure]\nlethal_amount_per_cell = -1.0\n[output]", "[exposure] lethal_amount_per_cell must be > 0"),
     ("[output]", "[radiation]\ndose_Gy = -1.0\n[output]", "[radiation] dose_Gy must be >= 0"),
-    ('uptake = "linear"', 'uptake = "linear"\nalbumin_binding = 1', "[free_drug] albumin_binding must be true or false"),
+    ('uptake = "linear"', 'uptake = "linear"\nalbumin_binding = 1',
+     "[free_drug] albumin_binding must be one of none, equilibrium, kinetic"),
     ('formulation = "free"', 'formulation = "magic"', "[drug] formulation must be one of"),
     ("uptake_rate = 0.02", "uptake_rate = -0.02", "[free_drug] uptake_rate must be >= 0"),
     ("step = 10.0", "step = 7200.0", "[time] step (7200.0 s) must not exceed end"),
@@ -139,7 +140,7 @@ def test_dose_plasma_curve_is_the_unbound_fraction():
     free-doxorubicin plasma curve (physics.md §2.1); a constant free_concentration is unbound."""
     import tomllib
 
-    from hybrid.commands.transport import _plasma
+    from hybrid.commands.transport import _bound_plasma, _plasma
     from hybrid.problems.pharmacokinetics import PlasmaCurve, dose_amount
 
     data = tomllib.loads(EXAMPLE.read_text())
@@ -148,6 +149,41 @@ def test_dose_plasma_curve_is_the_unbound_fraction():
     total = PlasmaCurve.free_doxorubicin(dose_amount(50.0, "mg/m^2"))
     times = np.array([0.0, 60.0, 3600.0, 86400.0])
     assert liposomal is None and np.allclose(free(times), 0.4 * total(times), rtol=1e-14)
+    assert np.allclose(_bound_plasma(transport_config_from_dict(data))(times), 0.6 * total(times), rtol=1e-14)
+    data["plasma"] = {"model": "constant", "free_concentration": 1e-3, "albumin_bound_fraction": 0.6}
+    assert _bound_plasma(transport_config_from_dict(data))(times) == pytest.approx(1.5e-3, rel=1e-14)
+
+
+def test_albumin_binding_true_and_false_keep_their_meaning():
+    """[free_drug] albumin_binding: the earlier booleans read as "equilibrium" / "none"."""
+    import tomllib
+
+    data = tomllib.loads(EXAMPLE.read_text())
+    for value, meaning in ((True, "equilibrium"), (False, "none"), ("kinetic", "kinetic")):
+        data["free_drug"]["albumin_binding"] = value
+        assert transport_config_from_dict(data).free_drug.albumin_binding == meaning
+
+
+def test_transport_kinetic_albumin_binding_writes_bound_drug(tmp_path):
+    """albumin_binding = "kinetic" on the Krogh example: the fourth field bound_drug is written
+    with its unit, it fills from the wall (bound plasma drug f/(1 - f) x 1e-3 through P_Fb and
+    binding of the free drug), every field >= 0 and the mass balance holds."""
+    text = EXAMPLE.read_text().replace("mesh_size = 2.0e-6", "mesh_size = 8.0e-6") \
+        .replace("end = 3600.0", "end = 600.0").replace("step = 10.0", "step = 30.0") \
+        .replace('uptake = "linear"', 'uptake = "linear"\nalbumin_binding = "kinetic"')
+    config = tmp_path / "krogh.toml"
+    config.write_text(text)
+    out = tmp_path / "out"
+    result = run_hybrid("transport", config, "--output", out, timeout=300)
+    assert result.returncode == 0, result.stderr
+    from hybrid.io.fields import read_point_data
+
+    _, _, fields = read_point_data(out / "transport.xdmf")
+    assert fields["bound_drug"].min() >= 0 and fields["bound_drug"].max() > fields["free_drug"].max() > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["fields"]["bound_drug"] == "mol/m^3 of tissue"
+    assert summary["minimum_concentration_mol_m3"]["bound_drug"] >= 0.0
+    assert summary["mass_balance"]["max_step_residual_relative"] < 1e-10
 
 
 RADIATION_CASE = """
@@ -296,7 +332,11 @@ vessel_permeability = 2.0e-6
 reflection = 0.1
 uptake = "el_kareh_secomb"
 uptake_rate = 0.01
-albumin_binding = true
+albumin_binding = "kinetic"
+association_rate = 0.5
+dissociation_rate = 0.2
+bound_diffusivity = 5.0e-12
+bound_vessel_permeability = 1.0e-8
 [liposome]
 diffusivity = 2.0e-12
 vessel_permeability = 1.0e-8

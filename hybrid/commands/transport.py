@@ -30,7 +30,8 @@ from hybrid.config.transport import PERIVASCULAR, TransportConfig
 from hybrid.forward.exposure import EXPOSURE_UNITS, Exposure, distal_mean, distance_profile
 from hybrid.forward.ifp import region_coefficient
 from hybrid.forward.sampling import region_mean
-from hybrid.forward.transport import SPECIES, Carrier, CellUptake, Flow, TransportModel, TransportSolver
+from hybrid.forward.transport import (BOUND_SPECIES, SPECIES, AlbuminBinding, Carrier, CellUptake, Flow,
+                                      TransportModel, TransportSolver)
 from hybrid.mesh import tags
 from hybrid.problems import release, uptake
 from hybrid.problems.exchange import starling_fluid_flux
@@ -41,7 +42,7 @@ from hybrid.problems.pharmacokinetics import PlasmaCurve, dose_amount
 
 __all__ = ["run_transport", "setup_transport", "TransportSetup", "irradiated", "FIELD_UNITS"]
 
-FIELD_UNITS = ({name: "mol/m^3 of tissue" for name in SPECIES} | EXPOSURE_UNITS
+FIELD_UNITS = ({name: "mol/m^3 of tissue" for name in SPECIES + (BOUND_SPECIES,)} | EXPOSURE_UNITS
                | {"temperature": "K (with [heating])", "thermal_dose": "CEM43 min (with [heating])"})
 
 
@@ -53,11 +54,31 @@ def _plasma(config: TransportConfig) -> tuple[PlasmaCurve, PlasmaCurve | None]:
                 PlasmaCurve.constant(plasma.liposomal_concentration) if liposomal else None)
     amount = dose_amount(plasma.dose, plasma.dose_unit)
     if not liposomal:   # the vessel wall sees the unbound fraction of the total plasma drug
-        unbound = 1.0 - plasma.albumin_bound_fraction
-        total = PlasmaCurve.free_doxorubicin(amount, plasma.infusion_duration)
-        return PlasmaCurve(tuple(unbound * c for c in total.amplitudes), total.rates, total.infusion_duration), None
+        return _scaled(_total_free_plasma(config), 1.0 - plasma.albumin_bound_fraction), None
     # encapsulated dose; free drug leaking in the circulation is neglected (physics.md §3.1)
     return PlasmaCurve.constant(0.0), PlasmaCurve.liposomal(amount, plasma.liposome_half_life)
+
+
+def _total_free_plasma(config: TransportConfig) -> PlasmaCurve:
+    """Total (unbound + albumin-bound) free-drug plasma curve of a ``[plasma] model = "dose"`` [mol/m^3]."""
+    plasma = config.plasma
+    return PlasmaCurve.free_doxorubicin(dose_amount(plasma.dose, plasma.dose_unit), plasma.infusion_duration)
+
+
+def _scaled(curve: PlasmaCurve, factor: float) -> PlasmaCurve:
+    return PlasmaCurve(tuple(factor * c for c in curve.amplitudes), curve.rates, curve.infusion_duration)
+
+
+def _bound_plasma(config: TransportConfig) -> PlasmaCurve:
+    """Albumin-bound free drug in plasma [mol/m^3] for kinetic binding: ``albumin_bound_fraction``
+    f of the total dose curve; with a constant unbound ``free_concentration`` the bound drug in
+    equilibrium with it, f / (1 - f) of it; 0 for liposomal formulations (no free drug in the blood)."""
+    plasma, fraction = config.plasma, config.plasma.albumin_bound_fraction
+    if config.drug.formulation != "free":
+        return PlasmaCurve.constant(0.0)
+    if plasma.model == "constant":
+        return PlasmaCurve.constant(fraction / (1.0 - fraction) * plasma.free_concentration)
+    return _scaled(_total_free_plasma(config), fraction)
 
 
 def _release_rate(config: TransportConfig, temperature=None, ph=None):
@@ -137,7 +158,10 @@ def _model(config: TransportConfig, domain, perivascular: bool, temperature=None
                                                     lipo.reflection, lipo.hindrance, lipo.clearance),
         plasma_liposomal=plasma_liposomal, release_rate=rate_of_release,
         surface_to_volume=surface, intravascular_release=intravascular,
-        free_binding_ratio=default("B_alb") if free.albumin_binding else 0.0)
+        free_binding_ratio=default("B_alb") if free.albumin_binding == "equilibrium" else 0.0,
+        albumin=AlbuminBinding(free.association_rate, free.dissociation_rate,
+                               Carrier(free.bound_diffusivity, free.bound_vessel_permeability), _bound_plasma(config))
+        if free.albumin_binding == "kinetic" else None)
 
 
 def irradiated(config: TransportConfig) -> TransportConfig:
@@ -220,7 +244,7 @@ def _krogh_error(config: TransportConfig, solver: TransportSolver, comm) -> dict
         r, diffusivity=free.diffusivity * phi, sink_rate=free.uptake_rate * phi,
         r_vessel=geometry.vessel_radius, r_tissue=geometry.tissue_radius,
         vessel_concentration=config.plasma.free_concentration, permeability=free.vessel_permeability)
-    _, c_free, _ = solver.species()
+    c_free = solver.species()[1]
     space = c_free.function_space
     owned = space.dofmap.index_map.size_local
     r = np.linalg.norm(space.tabulate_dof_coordinates()[:owned, :2], axis=1)
@@ -319,7 +343,7 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
     ifp_numbers, heat, solver = setup.ifp_numbers, setup.heat, setup.solver
     out = Path(config.output.directory)
     start = time.perf_counter()
-    exposures = [Exposure(region, *solver.species()[1:], cell_density=config.tissue.cell_density,
+    exposures = [Exposure(region, *solver.species()[1:3], cell_density=config.tissue.cell_density,
                           lethal_amount=config.exposure.lethal_amount_per_cell,
                           kill_coefficient=config.exposure.kill_coefficient)
                  for region in [domain] + ([_host_cells_as_tumour(domain)] if config.host is not None else [])]
@@ -398,19 +422,19 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
         "command": "transport", "config": config.source, "versions": software_versions(), "mpi_ranks": comm.size,
         "formulation": config.drug.formulation, "flow": config.flow.model,
         "nodes": solver.concentrations.function_space.dofmap.index_map.size_global,
-        "dofs": 3 * solver.concentrations.function_space.dofmap.index_map.size_global,
+        "dofs": len(solver.names) * solver.concentrations.function_space.dofmap.index_map.size_global,
         "time_steps": len(records), "adaptive": adaptive,
         "time_step_s": {"min": float(np.min(np.diff([0.0] + [r.time for r in records]))),
                         "max": float(np.max(np.diff([0.0] + [r.time for r in records])))},
         "scheme": "backward Euler (order 1)" if config.time.order == 1 else "BDF2 (order 2)",
-        "stabilised_supg": {"liposomal_drug": solver.stabilised[0], "free_drug": solver.stabilised[1]},
-        "max_cell_peclet": {"liposomal_drug": solver.peclet[0], "free_drug": solver.peclet[1]},
+        "stabilised_supg": dict(zip(("liposomal_drug", "free_drug", BOUND_SPECIES), solver.stabilised)),
+        "max_cell_peclet": dict(zip(("liposomal_drug", "free_drug", BOUND_SPECIES), solver.peclet)),
         "fields": FIELD_UNITS,
         "stages_s": stages,
         "solver": {"matrix_assemblies": timings.matrix_assemblies, "linear_solves": timings.solves,
                    "assemble_matrix_s": timings.assemble_matrix_s, "assemble_vector_s": timings.assemble_vector_s,
                    "solve_s": timings.solve_s},
-        "minimum_concentration_mol_m3": dict(zip(SPECIES, np.min([r.minimum for r in records], axis=0))),
+        "minimum_concentration_mol_m3": dict(zip(solver.names, np.min([r.minimum for r in records], axis=0))),
         "final_amounts": {"in_tissue": last.in_tissue, "in_cells": last.in_cells},
         "mass_balance": balance,
     }

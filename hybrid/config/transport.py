@@ -33,8 +33,13 @@ Example (the Krogh verification case of issue 8)::
     [output]
     directory = "results/krogh"
 
-Other keys: ``[free_drug] reflection``, ``albumin_binding`` (true: free drug binds in the tissue at
-equilibrium, bound/unbound = table B_alb = 2.94; ``free_drug`` is then the unbound part); ``[liposome] diffusivity`` (table D_L),
+Other keys: ``[free_drug] reflection``, ``albumin_binding`` (albumin binding of free drug in the
+tissue: "none" (default; false also means it); "equilibrium" (true also means it): instantaneous,
+bound/unbound = table B_alb = 2.94, ``free_drug`` is then the unbound part; "kinetic": a fourth
+field ``bound_drug`` with ``association_rate`` k_a, ``dissociation_rate`` k_d [1/s],
+``bound_diffusivity`` [m^2/s], ``bound_vessel_permeability`` [m/s] (table k_a, k_d, D_Fb, P_Fb), fed
+by the albumin-bound plasma drug: ``albumin_bound_fraction`` of the dose curve, or with a constant
+plasma f/(1 - f) times ``free_concentration``); ``[liposome] diffusivity`` (table D_L),
 ``vessel_permeability`` (P_L), ``reflection`` (sigma_L), ``hindrance`` (f_L), ``clearance`` (k_L); ``[release] ph``
 (uniform extracellular pH, ph_sensitive) and ``temperature`` (uniform tissue temperature [K],
 thermosensitive), ``transit_time`` [s] (thermosensitive: blood transit time through the tissue; the
@@ -135,7 +140,11 @@ class FreeDrugConfig:
     reflection: float = default("sigma_F")                # 1
     uptake: str = "linear"                                # linear | el_kareh_secomb
     uptake_rate: float = default("k_up")                  # 1/s (linear uptake)
-    albumin_binding: bool = False                         # bound/unbound = table B_alb in the tissue
+    albumin_binding: str = "none"                         # none | equilibrium (table B_alb) | kinetic
+    association_rate: float = default("k_a")              # 1/s (kinetic binding)
+    dissociation_rate: float = default("k_d")             # 1/s (kinetic binding)
+    bound_diffusivity: float = default("D_Fb")            # m^2/s (kinetic binding)
+    bound_vessel_permeability: float = default("P_Fb")    # m/s (kinetic binding)
 
 
 @dataclass(frozen=True)
@@ -321,11 +330,17 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
                                                                   "boundary": ("dirichlet", "no_flux")},
                         far_field_pressure="finite")
         drug = _section(DrugConfig, top["drug"], "drug", choices={"formulation": FORMULATIONS})
-        free = _section(FreeDrugConfig, top["free_drug"], "free_drug",
-                        {"diffusivity": "D_F", "vessel_permeability": "P_F", "reflection": "sigma_F", "uptake_rate": "k_up"},
-                        {"albumin_binding": (True, False), "uptake": ("linear", "el_kareh_secomb")},
+        free = dict(top["free_drug"])
+        if isinstance(free.get("albumin_binding"), bool):   # the earlier true/false keep their meaning
+            free["albumin_binding"] = "equilibrium" if free["albumin_binding"] else "none"
+        free = _section(FreeDrugConfig, free, "free_drug",
+                        {"diffusivity": "D_F", "vessel_permeability": "P_F", "reflection": "sigma_F", "uptake_rate": "k_up",
+                         "association_rate": "k_a", "dissociation_rate": "k_d", "bound_diffusivity": "D_Fb",
+                         "bound_vessel_permeability": "P_Fb"},
+                        {"albumin_binding": ("none", "equilibrium", "kinetic"), "uptake": ("linear", "el_kareh_secomb")},
                         diffusivity="positive", vessel_permeability="non_negative", reflection="non_negative",
-                        uptake_rate="non_negative")
+                        uptake_rate="non_negative", association_rate="non_negative", dissociation_rate="positive",
+                        bound_diffusivity="non_negative", bound_vessel_permeability="non_negative")
         liposome = None
         if drug.formulation != "free":
             liposome = _section(LiposomeConfig, top["liposome"] or {}, "liposome",
@@ -363,6 +378,10 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
                           free_concentration="non_negative", liposomal_concentration="non_negative",
                           dose="non_negative", infusion_duration="non_negative", liposome_half_life="positive",
                           albumin_bound_fraction="non_negative")
+        if (free.albumin_binding == "kinetic" and plasma.model == "constant" and plasma.free_concentration > 0
+                and plasma.albumin_bound_fraction >= 1.0):
+            raise ConfigError("[plasma] albumin_bound_fraction must be < 1 with a constant unbound free_concentration "
+                              "and kinetic albumin binding (the bound plasma drug is f/(1 - f) of it)")
         time = take_keys(top["time"], "time", spec_of(TimeConfig))
         if time["output_interval"] is None:
             time["output_interval"] = number("time", "end", time["end"], positive=True) / 10
