@@ -5,6 +5,7 @@ table's 31 % and changes delivery only through it. Serially and under ``mpirun -
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from cli_helpers import assert_one_error, run_hybrid
@@ -63,6 +64,38 @@ def test_compare_writes_table_answer_and_figures(tmp_path, ranks):
     assert answer["distal_distance_m"] == 50e-6
     assert set(answer["triggered_release_vs_free_drug"]) == {"ph_sensitive", "thermosensitive"}
     assert set(answer["radiation_without_vs_with"]) == {"free", "liposomal", "ph_sensitive", "thermosensitive"}
+    # one mesh for the eight runs, one IFP solve without and one with radiation
+    assert result.stdout.count("meshing krogh") == 1 and document["mesh_s"] > 0
+    assert document["ifp_solves"] == 2
+    for name in SCENARIOS:
+        assert "mesh_s" not in json.loads((out / name / "summary.json").read_text())["stages_s"]
+    _assert_scenarios_equal_separate_runs(tmp_path, config, out, ranks, ["ph_sensitive", "thermosensitive_radiation"])
+
+
+def _assert_scenarios_equal_separate_runs(tmp_path, config, out, ranks, names):
+    """The compare outputs of ``names`` equal a ``hybrid transport`` run of each scenario's
+    configuration on its own (its own mesh and IFP solve), as compare ran them before it shared them."""
+    from hybrid.config.compare import load_compare_config
+    from hybrid.io.fields import read_point_data
+    from hybrid.io.toml import write_toml
+
+    scenarios = dict(load_compare_config(config))
+    for name in names:
+        alone = tmp_path / f"alone_{name}"
+        result = run_hybrid("transport", write_toml(tmp_path / f"{name}.toml", scenarios[name].source), "--output",
+                            alone, ranks=ranks, timeout=300)
+        assert result.returncode == 0, result.stderr
+        shared, separate = (json.loads((folder / "summary.json").read_text()) for folder in (out / name, alone))
+        for key in ("exposure", "final_amounts", "ifp", "heating", "minimum_concentration_mol_m3"):
+            numbers, expected = _leaves(shared.get(key)), _leaves(separate.get(key))
+            assert numbers.keys() == expected.keys(), (name, key)
+            for leaf, value in expected.items():
+                close = pytest.approx(value, rel=1e-9) if isinstance(value, float) else value
+                assert numbers[leaf] == close, (name, key, leaf)
+        _, _, fields = read_point_data(out / name / "transport.xdmf")
+        _, _, reference = read_point_data(alone / "transport.xdmf")
+        for field, values in reference.items():
+            assert np.allclose(fields[field], values, rtol=1e-9, atol=1e-12 * np.abs(values).max()), (name, field)
 
 
 def test_compare_config_error_names_the_scenario(tmp_path):
@@ -126,3 +159,12 @@ def test_compare_toml_keys_are_scenario_config_fields(tmp_path, source):
         if name.endswith("_radiation"):
             assert config.radiation.dose_Gy == document["compare"]["radiation_dose_Gy"]
             assert_keys_are_fields(config, {"radiation": document.get("radiation", {})}, path)
+
+
+def _leaves(document, path: str = "") -> dict:
+    """The scalar leaves of a JSON document by path (lists by index)."""
+    if isinstance(document, dict):
+        return {leaf: value for key, item in document.items() for leaf, value in _leaves(item, f"{path}/{key}").items()}
+    if isinstance(document, list):
+        return {leaf: value for index, item in enumerate(document) for leaf, value in _leaves(item, f"{path}/{index}").items()}
+    return {path: document}

@@ -40,7 +40,7 @@ from hybrid.problems.namespace import UFL
 from hybrid.problems.parameters import default
 from hybrid.problems.pharmacokinetics import PlasmaCurve, dose_amount
 
-__all__ = ["run_transport", "setup_transport", "TransportSetup", "irradiated", "FIELD_UNITS"]
+__all__ = ["run_transport", "setup_transport", "build_domain", "TransportSetup", "irradiated", "FIELD_UNITS"]
 
 FIELD_UNITS = ({name: "mol/m^3 of tissue" for name in SPECIES + (BOUND_SPECIES,)} | EXPOSURE_UNITS
                | {"temperature": "K (with [heating])", "thermal_dose": "CEM43 min (with [heating])"})
@@ -311,19 +311,37 @@ class TransportSetup:
     solver: TransportSolver
 
 
-def setup_transport(config: TransportConfig, comm: MPI.Comm, log, stages: dict) -> TransportSetup:
-    """Mesh, image-derived fields, steady IFP and flux, heating and the transport solver of
-    ``config`` (collective); wall times go into ``stages`` [s]. Close ``solver`` (and ``heat``) after use."""
+def build_domain(config: TransportConfig, comm: MPI.Comm, log, stages: dict):
+    """The mesh of ``config.geometry`` (collective); its wall time goes into ``stages["mesh_s"]`` [s]."""
     from hybrid.mesh.geometry import build_mesh
 
-    config = irradiated(config)
     start = time.perf_counter()
     log(f"meshing {config.geometry.shape} (mesh_size {config.geometry.mesh_size:g} m)")
     domain = build_mesh(config.geometry, comm)
     stages["mesh_s"] = time.perf_counter() - start
+    return domain
+
+
+def setup_transport(config: TransportConfig, comm: MPI.Comm, log, stages: dict, domain=None,
+                    flows: dict | None = None) -> TransportSetup:
+    """Mesh, image-derived fields, steady IFP and flux, heating and the transport solver of
+    ``config`` (collective); wall times go into ``stages`` [s]. Close ``solver`` (and ``heat``) after use.
+    ``domain``: the mesh of ``config.geometry``, built before (None: built here). ``flows``: the
+    IFP results (:func:`_flow`) of earlier runs on ``domain`` by the coefficients they depend on;
+    a run with the same (irradiated) coefficients reuses its entry, a new one is added."""
+    config = irradiated(config)
+    domain = domain or build_domain(config, comm, log, stages)
     perivascular = config.geometry.shape in PERIVASCULAR
     images = _images(config, domain, log)
-    flow, ifp_numbers, pressure = _flow(config, domain, perivascular, stages, log, images["vascular_exchange"])
+    key = (config.tumour, config.host, config.flow, config.tissue.ktrans_map)
+    if flows is not None and key in flows:
+        flow, ifp_numbers, pressure = flows[key]
+        if ifp_numbers is not None:
+            log("IFP and Darcy flux of an earlier run on this mesh reused (same coefficients)")
+    else:
+        flow, ifp_numbers, pressure = _flow(config, domain, perivascular, stages, log, images["vascular_exchange"])
+        if flows is not None:
+            flows[key] = flow, ifp_numbers, pressure
     start = time.perf_counter()
     heat = _heat(config, domain)
     solver = TransportSolver(domain, _model(config, domain, perivascular, heat and heat.temperature, images), flow=flow,
@@ -332,13 +350,14 @@ def setup_transport(config: TransportConfig, comm: MPI.Comm, log, stages: dict) 
     return TransportSetup(config, domain, perivascular, images, flow, ifp_numbers, pressure, heat, solver)
 
 
-def run_transport(config: TransportConfig, comm: MPI.Comm, log) -> dict:
+def run_transport(config: TransportConfig, comm: MPI.Comm, log, domain=None, flows: dict | None = None) -> dict:
     """Run the configured transport problem and write the outputs into ``config.output.directory``
-    (collective). Returns the summary."""
+    (collective). Returns the summary. ``domain`` and ``flows``: as for :func:`setup_transport`
+    (``stages_s`` then holds no ``mesh_s``, and ``ifp_s`` only where the IFP was solved)."""
     from hybrid.io.summary import software_versions, write_summary
 
     stages: dict[str, float] = {}
-    setup = setup_transport(config, comm, log, stages)
+    setup = setup_transport(config, comm, log, stages, domain, flows)
     config, domain, perivascular, images = setup.config, setup.domain, setup.perivascular, setup.images
     ifp_numbers, heat, solver = setup.ifp_numbers, setup.heat, setup.solver
     out = Path(config.output.directory)
