@@ -317,7 +317,11 @@ EVERY_SECTION = """
 [geometry]
 shape = "disc"
 tumour_radius = 1.0e-3
+host_thickness = 5.0e-4
 mesh_size = 1.0e-4
+[host]
+hydraulic_conductivity = 1.0e-14
+vessel_surface_density = 5000.0
 [flow]
 model = "darcy"
 boundary = "no_flux"
