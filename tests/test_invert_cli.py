@@ -1,5 +1,7 @@
-"""``hybrid invert``: files and keys, one-line config errors, --resume, no DOLFINx import, and a
-small disc IFP twin (closed-form Baxter-Jain map, 5 % noise) recovered through the command line.
+"""``hybrid invert``: files and keys, one-line config errors, --resume, no DOLFINx import, a
+small disc IFP twin (closed-form Baxter-Jain map, 5 % noise) recovered through the command line,
+the release kind on a tiny ``hybrid synthesize`` twin (tests/release_twin.py), and the TOML key =
+field rule on the examples.
 
 Measured (slow test; 600 Adam + 200 L-BFGS, 2048 points, float64; 492 s on the shared 2-core box
 under load from other jobs): rim thickness +3.0 %, p_e +1.3 %, K +6.2 % (Lp S/V known), the same
@@ -9,13 +11,17 @@ import json
 import math
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cli_helpers import assert_one_error, run_hybrid
+from config_keys import assert_keys_are_fields
+from hybrid.config.invert import load_invert_config
 from hybrid.io.nifti import write_volume
+from release_twin import TRUE_RELEASE_RATE, invert_config, write_release_twin
 
 sys.path.insert(0, str(Path(__file__).parent / "inverse"))
 import twins  # noqa: E402  (tests/inverse/twins.py: the shared closed-form twins)
@@ -146,3 +152,65 @@ def test_disc_twin_recovered_through_the_cli(twin):
     print({name: entry["relative_error"] for name, entry in estimates.items()})
     assert estimates["rim_thickness"]["relative_error"] < 0.05
     assert estimates["effective_pressure"]["relative_error"] < 0.03
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.parametrize("name", ["invert_disc.toml", "invert_release.toml"])
+def test_example_keys_are_fields(name):
+    path = EXAMPLES / name
+    assert_keys_are_fields(load_invert_config(path), tomllib.loads(path.read_text()), path)
+
+
+@pytest.fixture(scope="module")
+def release_twin(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("release")
+    write_release_twin(directory)
+    return directory
+
+
+def test_release_kind_files_and_keys(release_twin):
+    config = invert_config(release_twin)
+    assert_keys_are_fields(load_invert_config(config), tomllib.loads(config.read_text()), config)
+    out = release_twin / "inverted"
+    result = run_hybrid("invert", config, "--output", out, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "inversion.json").read_text())
+    assert summary["problem"] == "release" and set(summary["estimates"]) == {"release_rate"}
+    entry = summary["estimates"]["release_rate"]
+    assert entry["unit"] == "1/s" and entry["truth"] == pytest.approx(TRUE_RELEASE_RATE, rel=1e-9)
+    assert entry["relative_error"] == pytest.approx(abs(entry["estimate"] - entry["truth"]) / entry["truth"])
+    assert summary["frames"] == {"times_s": [-60.0, 1200.0, 2400.0, 3600.0], "trained": [False, True, False, True],
+                                 "held_out": [False, False, True, False]}
+    held = summary["held_out_prediction"]
+    assert [h["time_s"] for h in held] == [2400.0]
+    assert set(held[0]) == {"time_s", "total_drug", "released_fraction"}
+    assert summary["training"]["members"][0]["history"][-1]["step"] == 3
+    observed = nib.load(str(release_twin / "synth" / "observations.nii.gz"))
+    for name in ("total_drug", "liposomal_drug", "free_drug", "cell_drug", "released_fraction"):
+        image = nib.load(str(out / f"{name}.nii.gz"))
+        assert image.shape == observed.shape[:3] + (3,) and np.allclose(image.affine, observed.affine)
+        assert json.loads((out / f"{name}.json").read_text())["FrameTimes_s"] == [1200.0, 2400.0, 3600.0]
+    assert (out / "networks" / "seed0.pt").is_file()
+
+
+@pytest.mark.parametrize("held_out, message", [
+    ("1800.0", "1800 s is not a frame time after injection"),
+    ("-60.0", "-60 s is not a frame time after injection"),
+    ("1200.0, 2400.0, 3600.0", "no frame after injection is left to train on")])
+def test_release_bad_held_out_times_give_one_error_line(release_twin, held_out, message):
+    out = release_twin / "bad_held_out"
+    result = run_hybrid("invert", invert_config(release_twin, "bad.toml", held_out=held_out), "--output", out)
+    assert_one_error(result, message)
+    assert not out.exists()
+
+
+def test_release_refuses_ifp_keys_and_unknowns(release_twin):
+    path = release_twin / "ifp_keys.toml"
+    path.write_text(invert_config(release_twin).read_text().replace('kind = "release"',
+                                                                      'kind = "release"\nconductivity = 1e-13'))
+    assert_one_error(run_hybrid("invert", path), "release kind takes its known coefficients from [problem] transport")
+    path.write_text(invert_config(release_twin).read_text().replace("[unknowns.release_rate]",
+                                                                      "[unknowns.conductivity]"))
+    assert_one_error(run_hybrid("invert", path), "are not unknowns of the release problem")

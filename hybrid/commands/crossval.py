@@ -1,22 +1,36 @@
 """``hybrid validate CONFIG.toml``: cross-validation of a ``hybrid invert`` run against the FEM
-(issue 9 point 4), for the IFP kind. DOLFINx and MPI; torch never.
+(issue 9 point 4). DOLFINx and MPI; torch only to evaluate the trained networks
+(:mod:`hybrid.inverse.images`, given node coordinates as numpy), never in the FEM code.
+
+Kind "ifp":
 
 1. Re-solve the steady IFP (:func:`hybrid.forward.ifp.solve_ifp`, P1) on the ``[geometry]`` disc
    with the recovered coefficients of ``inversion.json`` (estimates and known values), p =
    ``far_pressure`` on the edge.
-2. PINN vs FEM: the recovered pressure map ``ifp.nii.gz`` (voxel means; NaN voxels, which see no
-   tissue, take the value of the nearest finite voxel) is interpolated trilinearly onto the P1
-   space (:func:`hybrid.forward.image_sampling.sample_image`) and compared in the FEM L2 norm:
-   ``||p_PINN - p_FEM|| / ||p_FEM||`` from assembled integrals over the mesh (not the training loss).
-   The voxel map itself limits this number (voxel averaging and interpolation err near the rim):
+2. PINN vs FEM, relative L2 over the mesh from assembled integrals (not the training loss),
+   ``||p_PINN - p_FEM|| / ||p_FEM||``, two ways: ``network_at_nodes``, the trained networks
+   (``networks/``, ensemble mean) evaluated at the P1 nodes, and ``relative_l2``, the recovered
+   voxel map ``ifp.nii.gz`` (NaN voxels take the nearest finite voxel) interpolated trilinearly
+   onto P1 (:func:`hybrid.forward.image_sampling.sample_image`). The map limits the second:
    ``voxel_map_floor`` is the same error of the FEM field itself voxel-averaged on the map's grid.
-3. With a truth (the invert run's ``[data] truth``, a ``hybrid synthesize`` truth.json, and
-   ``truth/ifp.nii.gz`` beside it): the FEM at the true tumour coefficients on the same mesh,
-   ``||p_FEM(recovered) - p_FEM(truth)|| / ||p_FEM(truth)||``, and the prediction of the truth
-   image: the FEM at the recovered coefficients voxel-averaged like the data
-   (:func:`hybrid.forward.image_sampling.observe_on_grid`) against ``truth/ifp.nii.gz``, relative
-   l2 over the voxels finite in both. The IFP kind has no time axis: a held-out time point needs
-   the release kind (not available from the command line yet).
+3. With a truth (the invert run's ``[data] truth`` and ``truth/ifp.nii.gz`` beside it): the FEM at
+   the true tumour coefficients, ``||p_FEM(recovered) - p_FEM(truth)|| / ||p_FEM(truth)||``, and
+   the prediction of the truth image (FEM at the recovered coefficients voxel-averaged like the
+   data, :func:`hybrid.forward.image_sampling.observe_on_grid`), relative l2 over the voxels finite
+   in both. The IFP kind has no time axis, hence no held-out time point.
+
+Kind "release":
+
+1. Re-solve the transport of the invert run's ``[problem] transport`` configuration
+   (:func:`hybrid.commands.transport.setup_transport`: its mesh, IFP, plasma curves) with the
+   recovered release rate, stepping to every frame time after injection
+   (:func:`hybrid.commands.synthesize.frame_stops`, steps of at most ``[time] step``).
+2. PINN vs FEM at every such frame: the networks (ensemble mean) at the P1 nodes against the FEM
+   fields, relative L2 over the mesh (assembled) for liposomal, free, cell and total drug.
+3. Held-out frames (``[data] held_out_times``): the FEM at the recovered release rate and the PINN,
+   both voxel-averaged like the data, against the observed frame (and with a truth against the
+   noise-free ``truth/total_drug.nii.gz``), relative l2 over the voxels finite in both; the same
+   for the released fraction when it was observed.
 
 Writes ``validation.json`` (every number with its unit) into the output directory.
 """
@@ -46,7 +60,7 @@ __all__ = ["run_crossval", "recovered_coefficients", "relative_l2", "fill_nan_ne
 
 HELD_OUT_NOTE = ("the IFP kind is steady (no time axis): the prediction reported is that of the noise-free "
                  "truth map truth/ifp.nii.gz, which is the training data itself when [data] observations is that "
-                 "map; held-out imaging time points need the release kind")
+                 "map; held-out imaging time points are validated for the release kind")
 
 
 def recovered_coefficients(inversion: dict) -> dict[str, float]:
@@ -97,61 +111,193 @@ def _truth_tissue(path: Path) -> TissueProperties:
         raise ValueError(f"{path}: not a `hybrid synthesize` truth.json (missing or bad {exc})") from None
 
 
+def _nodal(function, values: np.ndarray, name: str):
+    """A P1 Function on ``function``'s space holding ``values`` at its local nodes (owned and ghost)."""
+    out = dolfinx.fem.Function(function.function_space, name=name)
+    out.x.array[:] = values
+    return out
+
+
+def _network_nodes_ifp(config: CrossvalConfig, fem, log) -> dict:
+    """The trained networks (ensemble mean) at the P1 nodes against the FEM pressure, or why not."""
+    networks = config.inversion.directory / "networks"
+    if not networks.is_dir():
+        return {"relative_l2": None, "note": f"no {networks}: the inversion kept no trained networks"}
+    from hybrid.commands.invert import trained_problems
+    from hybrid.inverse.images import pressure_at
+
+    nodes = fem.function_space.tabulate_dof_coordinates()
+    problems = trained_problems(config.invert, config.inversion.directory)
+    pinn = _nodal(fem, np.mean([pressure_at(p, nodes) for p in problems], axis=0), "pinn_pressure_nodes")
+    error = relative_l2(pinn, fem)
+    log(f"PINN networks at the FEM nodes vs FEM: relative L2 error {100 * error:.2f} %")
+    return {"relative_l2": error, "unit": "1", "members": len(problems),
+            "norm": "L2 over the mesh (assembled) of the P1 interpolant of the networks (ensemble mean)"}
+
+
 def run_crossval(config: CrossvalConfig, directory: Path, comm: MPI.Comm, log) -> dict:
     """Re-solve, compare and write ``validation.json`` into ``directory`` (collective). Returns its content."""
-    from hybrid.collective import everywhere, on_rank0
+    from hybrid.collective import on_rank0
+
+    run = _release if config.invert.problem.kind == "release" else _ifp
+    result = run(config, comm, log)
+    on_rank0(comm, lambda: (Path(directory) / "validation.json").write_text(json.dumps(result, indent=2) + "\n"))
+    return result
+
+
+def _ifp(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
+    """Kind "ifp" (module docstring)."""
+    from hybrid.collective import everywhere
     from hybrid.mesh.geometry import build_mesh
 
-    invert = config.invert
-    inversion_path = config.inversion_directory / "inversion.json"
-    inversion = everywhere(comm, lambda: json.loads(inversion_path.read_text()))
+    invert, source = config.invert, config.inversion.directory
+    points_per_axis = invert.data.points_per_axis
+    inversion = everywhere(comm, lambda: json.loads((source / "inversion.json").read_text()))
     recovered = everywhere(comm, lambda: recovered_coefficients(inversion))
-    pinn_map, affine = everywhere(comm, lambda: read_volume(config.inversion_directory / "ifp.nii.gz"))
+    pinn_map, affine = everywhere(comm, lambda: read_volume(source / "ifp.nii.gz"))
     pinn_map = everywhere(comm, lambda: fill_nan_nearest(pinn_map))
     sink = recovered["vascular_exchange"] + recovered["lymphatic_filtration"]
     rim = float(np.sqrt(recovered["conductivity"] / sink)) if sink > 0 else float("inf")
     start = time.perf_counter()
     domain = build_mesh(config.geometry.resolved(rim), comm)
-    boundary = OuterBoundary("dirichlet", invert.far_pressure)
+    boundary = OuterBoundary("dirichlet", invert.problem.far_pressure)
     fem = _solve(domain, boundary, recovered)
     nodes = fem.function_space.dofmap.index_map.size_global
     pinn = sample_image(domain, pinn_map, affine, name="pinn_pressure")
     pinn_error = relative_l2(pinn, fem)
-    floor_map = observe_on_grid(fem, pinn_map.shape, affine, points_per_axis=invert.points_per_axis)
+    floor_map = observe_on_grid(fem, pinn_map.shape, affine, points_per_axis=points_per_axis)
     floor = relative_l2(sample_image(domain, fill_nan_nearest(floor_map), affine), fem)
-    log(f"FEM re-solve at the recovered coefficients: {nodes} nodes; PINN vs FEM relative L2 error "
+    log(f"FEM re-solve at the recovered coefficients: {nodes} nodes; PINN map vs FEM relative L2 error "
         f"{100 * pinn_error:.2f} % (the FEM itself through the map's grid: {100 * floor:.2f} %)")
-    result = {"command": "validate", "problem": "ifp", "inversion": str(config.inversion_directory),
+    at_nodes = everywhere(comm, lambda: _network_nodes_ifp(config, fem, log))
+    result = {"command": "validate", "problem": "ifp", "inversion": str(source),
               "recovered_coefficients": {name: {"value": value, "unit": IFP_COEFFICIENTS[name]}
                                          for name, value in recovered.items()},
               "fem": {"nodes": nodes, "degree": 1, "geometry": {"shape": "disc",
                                                                  "tumour_radius_m": config.geometry.tumour_radius,
                                                                  "mesh_size_m": config.geometry.mesh_size},
-                      "far_pressure": {"value": invert.far_pressure, "unit": "Pa"}},
-              "pinn_vs_fem": {"relative_l2": pinn_error, "unit": "1",
+                      "far_pressure": {"value": invert.problem.far_pressure, "unit": "Pa"}},
+              "pinn_vs_fem": {"network_at_nodes": at_nodes, "relative_l2": pinn_error, "unit": "1",
                               "norm": "L2 over the mesh (assembled), PINN voxel map interpolated trilinearly "
                                       "onto P1 (NaN voxels filled from the nearest finite voxel)",
                               "voxel_map_floor": floor},
               "truth": None, "held_out": {"available": False, "note": HELD_OUT_NOTE}}
-    if invert.truth is not None:
-        truth_tissue = everywhere(comm, lambda: _truth_tissue(invert.truth))
-        truth_image_path = Path(invert.truth).parent / "truth" / "ifp.nii.gz"
+    if invert.data.truth is not None:
+        truth_tissue = everywhere(comm, lambda: _truth_tissue(invert.data.truth))
+        truth_image_path = Path(invert.data.truth).parent / "truth" / "ifp.nii.gz"
         truth_image, truth_affine = everywhere(comm, lambda: read_volume(truth_image_path))
         truth_fem = solve_ifp(domain, truth_tissue, boundary).pressure
         fem_error = relative_l2(fem, truth_fem)
-        predicted = observe_on_grid(fem, truth_image.shape, truth_affine, points_per_axis=invert.points_per_axis)
-        use = np.isfinite(predicted) & np.isfinite(truth_image)
-        difference = predicted[use] - truth_image[use]
-        image_error = float(np.linalg.norm(difference) / np.linalg.norm(truth_image[use]))
-        result["truth"] = {"truth_json": str(invert.truth),
+        predicted = observe_on_grid(fem, truth_image.shape, truth_affine, points_per_axis=points_per_axis)
+        image_error, voxels, max_error = _image_error(predicted, truth_image)
+        result["truth"] = {"truth_json": str(invert.data.truth),
                            "fem_recovered_vs_fem_truth": {"relative_l2": fem_error, "unit": "1",
                                                           "norm": "L2 over the mesh (assembled)"}}
         result["truth_image_prediction"] = {
             "image": str(truth_image_path), "relative_l2": image_error, "unit": "1",
-            "max_abs_error": {"value": float(np.abs(difference).max()), "unit": "Pa"}, "voxels": int(use.sum()),
-            "operator": f"voxel mean, midpoint rule, {invert.points_per_axis} points per axis"}
+            "max_abs_error": {"value": max_error, "unit": "Pa"}, "voxels": voxels,
+            "operator": f"voxel mean, midpoint rule, {points_per_axis} points per axis"}
         log(f"FEM(recovered) vs FEM(truth) relative L2 error {100 * fem_error:.2f} %; prediction of the truth "
-            f"image: relative l2 error {100 * image_error:.2f} % over {int(use.sum())} voxels")
+            f"image: relative l2 error {100 * image_error:.2f} % over {voxels} voxels")
     result["seconds"] = time.perf_counter() - start
-    on_rank0(comm, lambda: (Path(directory) / "validation.json").write_text(json.dumps(result, indent=2) + "\n"))
     return result
+
+
+def _image_error(predicted: np.ndarray, reference: np.ndarray) -> tuple[float, int, float]:
+    """(relative l2 error, voxels, largest absolute error) over the voxels finite in both."""
+    use = np.isfinite(predicted) & np.isfinite(reference)
+    difference = predicted[use] - reference[use]
+    return (float(np.linalg.norm(difference) / np.linalg.norm(reference[use])), int(use.sum()),
+            float(np.abs(difference).max()))
+
+
+def _release(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
+    """Kind "release" (module docstring)."""
+    from dataclasses import replace
+
+    from hybrid.collective import everywhere
+    from hybrid.commands.invert import load_transport, observation_records, trained_problems
+    from hybrid.commands.synthesize import frame_stops
+    from hybrid.commands.transport import setup_transport
+    from hybrid.forward.transport import TransportSolver
+    from hybrid.inverse.images import DRUG_FIELDS, drug_at
+    from hybrid.io.nifti import read_dce_series
+
+    invert, source = config.invert, config.inversion.directory
+    inversion = everywhere(comm, lambda: json.loads((source / "inversion.json").read_text()))
+    rate = everywhere(comm, lambda: float(inversion["estimates"]["release_rate"]["estimate"]))
+    transport = everywhere(comm, lambda: load_transport(invert.problem.transport))
+    records = everywhere(comm, lambda: observation_records(invert))
+    observed, held = records[0], records[3]
+    problems = everywhere(comm, lambda: trained_problems(invert, source))
+    start, stages = time.perf_counter(), {}
+    setup = setup_transport(transport, comm, log, stages)
+    setup.solver.close()
+    solver = TransportSolver(setup.domain, replace(setup.solver.model, release_rate=rate), flow=setup.flow,
+                             order=transport.time.order, petsc_options=transport.solver.petsc_options)
+    grid, operator = observed[0].grid, observed[0].operator
+    times = observed[0].frame_times_s
+    frames, predictions = [], []
+    try:
+        for stop, is_frame in frame_stops(transport.time.step, times):
+            solver.step(stop - solver.time)
+            if not is_frame:
+                continue
+            species = solver.species()
+            fem = dict(zip(DRUG_FIELDS, species[:3]))
+            fem["total_drug"] = _nodal(species[0], sum(f.x.array for f in species), "total_drug")
+            nodes = species[0].function_space.tabulate_dof_coordinates()
+            network = [drug_at(p, nodes, stop) for p in problems]
+            errors = {name: relative_l2(_nodal(fem[name], np.mean([n[name] for n in network], axis=0), name),
+                                        fem[name]) for name in DRUG_FIELDS}
+            frames.append({"time_s": stop, "relative_l2": errors})
+            log(f"t = {stop:g} s: PINN vs FEM (networks at the nodes) relative L2: "
+                + ", ".join(f"{name} {100 * e:.2f} %" for name, e in errors.items()))
+            index = int(np.flatnonzero(np.isclose(times, stop))[0])
+            if held[index]:
+                predictions.append(_held_out(invert, source, fem, species, index, stop, observed, grid, operator,
+                                             comm, log, read_dce_series))
+        nodes_global = species[0].function_space.dofmap.index_map.size_global
+    finally:
+        solver.close()
+    return {"command": "validate", "problem": "release", "inversion": str(source),
+            "recovered": {"release_rate": {"value": rate, "unit": "1/s"}},
+            "fem": {"transport": str(invert.problem.transport), "nodes": nodes_global, "degree": 1,
+                    "time_step_max_s": transport.time.step},
+            "pinn_vs_fem": {"frames": frames, "unit": "1", "members": len(problems),
+                            "norm": "L2 over the mesh (assembled) of the P1 interpolant of the networks (ensemble "
+                                    "mean) against the FEM at the recovered release rate"},
+            "held_out": {"available": bool(predictions), "frames": predictions,
+                         "note": None if predictions else "no [data] held_out_times in the invert configuration"},
+            "seconds": time.perf_counter() - start, "stages_s": stages}
+
+
+def _held_out(invert, source: Path, fem: dict, species, index: int, time_s: float, observed, grid, operator, comm,
+              log, read_series) -> dict:
+    """FEM and PINN predictions of one held-out frame against the observed (and true) frame."""
+    from hybrid.collective import everywhere
+
+    shape, affine = grid.shape, grid.affine_mm
+    on_grid = lambda function: observe_on_grid(function, shape, affine, points_per_axis=operator.points_per_axis)
+    parts = [on_grid(function) for function in species]
+    fem_fields = {"total_drug": sum(parts)}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fem_fields["released_fraction"] = (parts[1] + parts[2]) / fem_fields["total_drug"]
+    entry = {"time_s": time_s, "frame": index}
+    for record in observed:
+        quantity = record.quantity
+        pinn = everywhere(comm, lambda: read_series(source / f"{quantity}.nii.gz"))
+        pinn_frame = pinn.data[..., int(np.flatnonzero(np.isclose(pinn.axis, time_s))[0])]
+        item = {"unit": "1", "against": "the observed (noisy) frame"}
+        for name, predicted in (("fem", fem_fields[quantity]), ("pinn", pinn_frame)):
+            error, voxels, _ = _image_error(predicted, record.values[..., index])
+            item[name] = {"relative_l2": error, "voxels": voxels}
+        if invert.data.truth is not None:
+            truth = everywhere(comm, lambda: read_series(Path(invert.data.truth).parent / "truth" / f"{quantity}.nii.gz"))
+            true_frame = truth.data[..., int(np.flatnonzero(np.isclose(truth.axis, time_s))[0])]
+            item["against_truth"] = {name: _image_error(predicted, true_frame)[0]
+                                     for name, predicted in (("fem", fem_fields[quantity]), ("pinn", pinn_frame))}
+        entry[quantity] = item
+    log(f"held-out frame t = {time_s:g} s: total drug relative l2 against the observed frame: FEM "
+        f"{100 * entry['total_drug']['fem']['relative_l2']:.2f} %, PINN {100 * entry['total_drug']['pinn']['relative_l2']:.2f} %")
+    return entry

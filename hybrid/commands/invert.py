@@ -1,16 +1,25 @@
-"""``hybrid invert CONFIG.toml``: the inverse PINN on an image (never DOLFINx; torch only inside hybrid.inverse).
+"""``hybrid invert CONFIG.toml``: the inverse PINN on images (never DOLFINx; torch only inside hybrid.inverse).
 
-Composition only: the IFP map (NIfTI, Pa) -> :class:`hybrid.records.Observations` ->
-:func:`hybrid.inverse.images.disc_ifp_problem` (an IFPProblem on the tumour disc) with the
-config's known coefficients and bounded unknowns -> :class:`hybrid.inverse.Trainer` (one per
-ensemble member, seeds seed, seed + 1, ...). Writes into ``directory``:
+Composition only. Kind "ifp": the IFP map (NIfTI, Pa) -> :class:`hybrid.records.Observations` ->
+:func:`hybrid.inverse.images.disc_ifp_problem`. Kind "release": the total-drug series (and the
+released fraction) of a ``hybrid synthesize`` run (:mod:`hybrid.io.observations`) ->
+:func:`hybrid.inverse.images.disc_release_problem` with the known physics of ``[problem]
+transport`` (:func:`release_physics`); frames at t <= 0 and ``[data] held_out_times`` are left out of
+training. Both -> :class:`hybrid.inverse.Trainer` (one per ensemble member, seeds seed, seed + 1, ...).
+Writes into ``directory``:
 
-- ``inversion.json``: for every estimate (the scalar unknowns and the rim thickness
+- ``inversion.json``: for every estimate (the scalar unknowns; IFP: the rim thickness
   sqrt(K / (Lp S/V + LpL SL/V)) [m]) ``estimate``, ``unit``, ``spread`` (sample sd over ensemble
   members; null for one member) and, with a ``truth.json``, ``truth`` and ``relative_error``; the
-  loss history of every member, training seconds, device and dtype;
-- ``ifp.nii.gz``: the recovered pressure [Pa] (ensemble mean) voxel-averaged on the observation
-  grid like the data (NaN where a voxel sees no tissue).
+  loss history of every member, training seconds, device and dtype; release: the frames trained
+  on and held out, and the PINN's prediction of each held-out frame (relative l2 against the
+  observed frame over the voxels finite in both);
+- recovered fields on the observation grid, voxel-averaged like the data (ensemble mean; NaN where
+  a voxel sees no tissue): ``ifp.nii.gz`` [Pa]; release: ``total_drug``, ``liposomal_drug``,
+  ``free_drug``, ``cell_drug`` [mol/m^3] and ``released_fraction`` [1] (4-D at every frame time
+  after injection, with ``FrameTimes_s``);
+- ``networks/seed<N>.pt``: each member's trained state (``torch.save`` of the problem's
+  state_dict), which ``hybrid validate`` evaluates at the FEM mesh nodes.
 """
 
 from __future__ import annotations
@@ -22,92 +31,290 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid.config.invert import IFP_COEFFICIENTS, InvertConfig
-from hybrid.inverse import Trainer, TrainingConfig
-from hybrid.inverse.images import disc_ifp_problem, voxel_average
-from hybrid.io.nifti import read_volume, write_volume
+from hybrid.config.invert import IFP_COEFFICIENTS, RELEASE_UNKNOWNS, InvertConfig
+from hybrid.io.nifti import read_volume, write_series, write_volume
+from hybrid.io.observations import read_drug_series, read_truth
 from hybrid.records import ObservationOperator, Observations, VoxelGrid
 
-__all__ = ["run_invert", "read_ifp_observations", "truth_values"]
+__all__ = ["run_invert", "read_ifp_observations", "read_release_observations", "truth_values", "release_physics",
+           "load_transport", "build_problems", "training_frames", "observation_records", "trained_problems"]
 
-_TRUTH_KEYS = {"conductivity": ("tumour", "hydraulic_conductivity"),
-               "vascular_exchange": ("tumour_derived", "vascular_exchange_LpSV"),
-               "effective_pressure": ("tumour_derived", "effective_pressure"),
-               "lymphatic_filtration": ("tumour", "lymphatic_filtration"),
-               "lymphatic_pressure": ("tumour", "lymphatic_pressure")}
-"""Where each IFP coefficient lives in ``hybrid synthesize``'s truth.json ``parameters``."""
+_TRUTH_KEYS = {"conductivity": "tumour.hydraulic_conductivity",
+               "vascular_exchange": "tumour_derived.vascular_exchange_LpSV",
+               "effective_pressure": "tumour_derived.effective_pressure",
+               "lymphatic_filtration": "tumour.lymphatic_filtration",
+               "lymphatic_pressure": "tumour.lymphatic_pressure",
+               "release_rate": "release_rate"}
+"""Where each coefficient lives in ``hybrid synthesize``'s truth.json ``parameters``."""
 
 
 def read_ifp_observations(config: InvertConfig) -> Observations:
     """The IFP map [Pa] of ``config`` as an Observations record (one steady frame at t = 0)."""
-    values, affine = read_volume(config.observations)
-    grid = VoxelGrid(affine, values.shape)
-    operator = ObservationOperator(points_per_axis=config.points_per_axis, dim=2)
-    return Observations("ifp", "Pa", grid, [0.0], values, config.noise_sd, operator)
+    values, affine = read_volume(config.data.observations)
+    operator = ObservationOperator(points_per_axis=config.data.points_per_axis, dim=2)
+    return Observations("ifp", "Pa", VoxelGrid(affine, values.shape), [0.0], values, config.data.noise_sd, operator)
 
 
-def truth_values(path: Path) -> dict[str, float]:
-    """True IFP coefficients [SI] and rim thickness [m] from a ``hybrid synthesize`` truth.json."""
-    try:
-        parameters = json.loads(Path(path).read_text())["parameters"]
-        truth = {name: float(parameters[group][key]["value"]) for name, (group, key) in _TRUTH_KEYS.items()}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: not a `hybrid synthesize` truth.json (missing or bad {exc}); "
-                         "point [data] truth at one or leave it out") from None
-    truth["rim_thickness"] = math.sqrt(truth["conductivity"] / (truth["vascular_exchange"]
-                                                                + truth["lymphatic_filtration"]))
+def read_release_observations(config: InvertConfig) -> tuple[Observations, ...]:
+    """The total drug series (and the released fraction when ``[data] released_fraction`` is given)
+    as Observations records, every frame (:func:`training_frames` masks the untrained ones)."""
+    operator = ObservationOperator(points_per_axis=config.data.points_per_axis, dim=2)
+    records = [read_drug_series(config.data.observations, "total_drug", operator)]
+    if config.data.released_fraction is not None:
+        records.append(read_drug_series(config.data.released_fraction, "released_fraction", operator))
+        if not np.array_equal(records[1].frame_times_s, records[0].frame_times_s) \
+                or records[1].grid.shape != records[0].grid.shape:
+            raise ValueError(f"{config.data.released_fraction}: frame times or grid differ from "
+                             f"{config.data.observations}; give the released fraction of the same run")
+    return tuple(records)
+
+
+def training_frames(record: Observations, held_out_times) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks over the frames of ``record``: (trained on, held out). Frames at t <= 0
+    (pre-injection, before the PINN's time domain) are neither; every held-out time must be a
+    frame time after injection (ValueError otherwise)."""
+    times = record.frame_times_s
+    held = np.zeros(times.size, dtype=bool)
+    for t in held_out_times:
+        match = np.flatnonzero(np.isclose(times, t, rtol=1e-9, atol=1e-6))
+        if match.size != 1 or times[match[0]] <= 0:
+            raise ValueError(f"[data] held_out_times: {t:g} s is not a frame time after injection of the "
+                             f"observations (FrameTimes_s {', '.join(f'{v:g}' for v in times)})")
+        held[match[0]] = True
+    trained = (times > 0) & ~held
+    if not trained.any():
+        raise ValueError("no frame after injection is left to train on: hold out fewer [data] held_out_times")
+    return trained, held
+
+
+def _masked(record: Observations, keep: np.ndarray) -> Observations:
+    """``record`` with the frames outside ``keep`` set to NaN (not observed)."""
+    values = record.values.copy()
+    values[..., ~keep] = np.nan
+    return Observations(record.quantity, record.unit, record.grid, record.frame_times_s, values, record.noise_sd,
+                        record.operator)
+
+
+def observation_records(config: InvertConfig):
+    """(every record, the records as trained on, frames trained on, frames held out): the IFP map
+    (one frame, trained on), or the release series with the untrained frames masked
+    (:func:`training_frames`)."""
+    if config.problem.kind == "ifp":
+        records = (read_ifp_observations(config),)
+        return records, records, np.ones(1, dtype=bool), np.zeros(1, dtype=bool)
+    records = read_release_observations(config)
+    trained, held = training_frames(records[0], config.data.held_out_times)
+    return records, tuple(_masked(record, trained) for record in records), trained, held
+
+
+def trained_problems(config: InvertConfig, directory: Path) -> list:
+    """The ensemble of a finished ``hybrid invert`` run in ``directory``: the problems rebuilt from
+    ``config`` with the states of ``networks/seed<N>.pt`` (CPU, evaluation only)."""
+    import torch
+
+    problems = build_problems(config, observation_records(config)[1])
+    for seed, problem in zip(_seeds(config), problems):
+        path = Path(directory) / "networks" / f"seed{seed}.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no trained network; run `hybrid invert` with this configuration first")
+        problem.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        problem.to(dtype=getattr(torch, config.training.dtype)).eval()
+    return problems
+
+
+def truth_values(path: Path, kind: str = "ifp") -> dict[str, float]:
+    """True coefficients [SI] of ``kind`` from a ``hybrid synthesize`` truth.json; IFP also the rim
+    thickness [m]."""
+    parameters = read_truth(path).parameters
+    names = IFP_COEFFICIENTS if kind == "ifp" else RELEASE_UNKNOWNS
+    missing = [_TRUTH_KEYS[name] for name in names if _TRUTH_KEYS[name] not in parameters]
+    if missing:
+        raise ValueError(f"{path}: not a `hybrid synthesize` truth.json of this problem (no {', '.join(missing)}); "
+                         "point [data] truth at one or leave it out")
+    truth = {name: parameters[_TRUTH_KEYS[name]][0] for name in names}
+    if kind == "ifp":
+        truth["rim_thickness"] = math.sqrt(truth["conductivity"] / (truth["vascular_exchange"]
+                                                                    + truth["lymphatic_filtration"]))
     return truth
 
 
-def run_invert(config: InvertConfig, directory: Path, log, resume: bool = False) -> dict:
-    """Train, then write ``inversion.json`` and ``ifp.nii.gz`` into ``directory``; returns the
-    inversion.json content."""
-    observations = read_ifp_observations(config)
-    truth = truth_values(config.truth) if config.truth is not None else None
-    log(f"ifp inversion: {int(np.isfinite(observations.values).sum())} observed voxels, unknowns "
-        f"{', '.join(config.unknowns)}, {config.ensemble} member(s) on {config.training['device']} "
-        f"({config.training['dtype']})")
+def load_transport(path: Path):
+    """The TransportConfig of a ``hybrid transport`` or ``hybrid synthesize`` TOML file."""
+    from hybrid.config.synthesize import load_synthesize_config
+    from hybrid.config.transport import load_transport_config
+    from hybrid.config.validate import read_toml
+
+    return load_synthesize_config(path)[0] if "observation" in read_toml(Path(path)) else load_transport_config(path)
+
+
+def release_physics(transport, radius: float) -> dict:
+    """Known coefficients [SI] of :func:`hybrid.inverse.images.disc_release_problem` from a
+    TransportConfig (tumour-scale disc of ``radius`` [m] without host, flow none or darcy,
+    formulation liposomal or ph_sensitive with a uniform pH, linear uptake, no albumin binding,
+    heating or radiation); ValueError naming what the release PINN does not model."""
+    from hybrid.problems import release
+    from hybrid.problems.parameters import default
+    from hybrid.problems.pharmacokinetics import PlasmaCurve, dose_amount
+
+    geometry, formulation = transport.geometry, transport.drug.formulation
+    refuse = [text for text, bad in (
+        (f"geometry {geometry.shape!r} (needs a disc without host)", geometry.shape != "disc"
+         or geometry.host_thickness > 0),
+        (f"a disc of radius {geometry.tumour_radius:g} m (the [problem] radius is {radius:g} m)",
+         not math.isclose(geometry.tumour_radius, radius, rel_tol=1e-9)),
+        (f"formulation {formulation!r} (needs liposomal or ph_sensitive)", formulation not in ("liposomal",
+                                                                                               "ph_sensitive")),
+        ("a [release] ph_map", transport.release.ph_map is not None),
+        (f"uptake {transport.free_drug.uptake!r} (needs linear)", transport.free_drug.uptake != "linear"),
+        (f"albumin binding {transport.free_drug.albumin_binding!r}", transport.free_drug.albumin_binding != "none"),
+        ("a [tissue] ktrans_map", transport.tissue.ktrans_map is not None),
+        ("[heating]", transport.heating is not None), ("[radiation]", transport.radiation is not None))
+        if bad]
+    if refuse:
+        raise ValueError(f"{transport.output.directory}: the release PINN does not model {'; '.join(refuse)}")
+    plasma = transport.plasma
+    if plasma.model == "constant":
+        liposomal = PlasmaCurve.constant(plasma.liposomal_concentration)
+    else:   # the encapsulated dose, as hybrid.commands.transport sets it up
+        liposomal = PlasmaCurve.liposomal(dose_amount(plasma.dose, plasma.dose_unit), plasma.liposome_half_life)
+    surface, lipo, free = transport.tissue.surface_to_volume, transport.liposome, transport.free_drug
+    flow = None
+    if transport.flow.model == "darcy":
+        tumour = transport.tumour
+        if transport.flow.boundary != "dirichlet":
+            raise ValueError("the release PINN models [flow] boundary = \"dirichlet\" only")
+        flow = {"conductivity": tumour.hydraulic_conductivity, "vascular_exchange": tumour.vascular_exchange,
+                "effective_pressure": tumour.effective_pressure, "lymphatic_filtration": tumour.lymphatic_filtration,
+                "lymphatic_pressure": tumour.lymphatic_pressure, "far_pressure": transport.flow.far_field_pressure}
+    rate = default("k_rel_L") if formulation == "liposomal" else float(release.ph_release_rate(transport.release.ph))
+    return {"diffusivity_lipo": lipo.diffusivity, "diffusivity_free": free.diffusivity,
+            "uptake_rate": free.uptake_rate, "clearance": lipo.clearance, "release_rate": rate,
+            "interstitial_fraction": transport.tissue.interstitial_fraction, "hindrance": lipo.hindrance,
+            "free_binding_ratio": 0.0, "end_time": transport.time.end, "flow": flow,
+            "exchange_lipo": {"plasma": liposomal, "permeability_surface": lipo.vessel_permeability * surface,
+                              "reflection": lipo.reflection},
+            "exchange_free": {"plasma": PlasmaCurve.constant(0.0),
+                              "permeability_surface": free.vessel_permeability * surface,
+                              "reflection": free.reflection}}
+
+
+def _seeds(config: InvertConfig) -> list[int]:
+    return [config.training.seed + i for i in range(config.training.ensemble)]
+
+
+def build_problems(config: InvertConfig, observations: tuple[Observations, ...]) -> list:
+    """One inverse problem per ensemble member (seeds seed, seed + 1, ...), untrained."""
+    from hybrid.inverse.images import disc_ifp_problem, disc_release_problem
+
     unknowns = {name: asdict(unknown) for name, unknown in config.unknowns.items()}
-    seeds = [config.training["seed"] + i for i in range(config.ensemble)]
-    problems, results = [], []
+    problem = config.problem
+    if problem.kind == "ifp":
+        return [disc_ifp_problem(problem.radius, config.known(), unknowns, IFP_COEFFICIENTS, observations[0],
+                                 far_pressure=problem.far_pressure, pressure_scale=problem.pressure_scale, seed=seed)
+                for seed in _seeds(config)]
+    physics = release_physics(load_transport(problem.transport), problem.radius)
+    scale = problem.concentration_scale or float(np.nanmax(np.abs(observations[0].values)))
+    return [disc_release_problem(problem.radius, physics, unknowns, RELEASE_UNKNOWNS, observations,
+                                 concentration_scale=scale, pressure_scale=problem.pressure_scale, seed=seed)
+            for seed in _seeds(config)]
 
-    def checkpoint(seed):
-        if config.checkpoint is None:
-            return None
-        return str(config.checkpoint) if config.ensemble == 1 else f"{config.checkpoint}.seed{seed}"
 
-    for seed in seeds:
-        training = TrainingConfig(**config.training | {"seed": seed}, checkpoint=checkpoint(seed))
-        problem = disc_ifp_problem(config.radius, config.known, unknowns, IFP_COEFFICIENTS, observations,
-                                   far_pressure=config.far_pressure, pressure_scale=config.pressure_scale, seed=seed)
-        trainer = Trainer(problem, training, progress=log)
+def _train(config: InvertConfig, problems: list, log, resume: bool) -> list:
+    from hybrid.inverse import Trainer, TrainingConfig
+
+    settings = asdict(config.training)
+    checkpoint, _ = settings.pop("checkpoint"), settings.pop("ensemble")
+    results = []
+    for seed, problem in zip(_seeds(config), problems):
+        path = None if checkpoint is None else str(checkpoint) if config.training.ensemble == 1 \
+            else f"{checkpoint}.seed{seed}"
+        trainer = Trainer(problem, TrainingConfig(**settings | {"seed": seed}, checkpoint=path), progress=log)
         if resume:
-            if training.checkpoint is None:
+            if path is None:
                 raise ValueError("--resume needs [training] checkpoint in the configuration")
-            if Path(training.checkpoint).exists():
-                trainer.resume(training.checkpoint)
-                log(f"resumed member seed {seed} at step {trainer.step} from {training.checkpoint}")
-        problems.append(trainer.problem)
+            if Path(path).exists():
+                trainer.resume(path)
+                log(f"resumed member seed {seed} at step {trainer.step} from {path}")
         results.append(trainer.run())
+    return results
+
+
+def _relative_l2(predicted: np.ndarray, observed: np.ndarray) -> tuple[float, int]:
+    """Relative l2 error over the voxels finite in both, and their count."""
+    use = np.isfinite(predicted) & np.isfinite(observed)
+    return float(np.linalg.norm(predicted[use] - observed[use]) / np.linalg.norm(observed[use])), int(use.sum())
+
+
+def run_invert(config: InvertConfig, directory: Path, log, resume: bool = False) -> dict:
+    """Train, then write ``inversion.json``, the recovered fields and the networks into
+    ``directory``; returns the inversion.json content."""
+    import torch
+
+    from hybrid.inverse.images import voxel_average, voxel_series
+
+    kind, directory = config.problem.kind, Path(directory)
+    truth = truth_values(config.data.truth, kind) if config.data.truth is not None else None
+    records, trained_on, trained, held = observation_records(config)
+    log(f"{kind} inversion: {sum(int(np.isfinite(r.values).sum()) for r in trained_on)} observed voxel values, "
+        f"unknowns {', '.join(config.unknowns)}, {config.training.ensemble} member(s) on {config.training.device} "
+        f"({config.training.dtype})")
+    problems = build_problems(config, trained_on)
+    results = _train(config, problems, log, resume)
     estimates = {}
     for name, (_, unit) in results[0].estimates.items():
+        if kind == "release" and name not in config.unknowns:   # e.g. the known flow's rim thickness
+            continue
         values = np.array([r.estimates[name][0] for r in results])
         entry = {"estimate": float(values.mean()), "unit": unit,
                  "spread": float(values.std(ddof=1)) if values.size > 1 else None, "members": values.tolist()}
         if truth is not None and name in truth:
             entry |= {"truth": truth[name], "relative_error": abs(entry["estimate"] - truth[name]) / abs(truth[name])}
         estimates[name] = entry
-    pressure = np.mean([voxel_average(p, observations.grid, observations.operator) for p in problems], axis=0)
-    write_volume(Path(directory) / "ifp.nii.gz", pressure, observations.grid.affine_mm,
-                 description="recovered IFP [Pa] (inverse PINN)", intent_name="IFP [Pa]")
-    summary = {"command": "invert", "problem": "ifp", "observations": str(config.observations),
-               "known": {name: {"value": value, "unit": IFP_COEFFICIENTS[name]} for name, value in config.known.items()},
-               "estimates": estimates,
-               "training": {"members": [{"seed": seed, "seconds": r.seconds, "steps": r.steps, "history": r.history}
-                                        for seed, r in zip(seeds, results)],
-                            "seconds": sum(r.seconds for r in results), "device": results[0].device,
-                            "dtype": results[0].dtype, "settings": config.training}}
-    (Path(directory) / "inversion.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary = {"command": "invert", "problem": kind, "observations": str(config.data.observations),
+               "estimates": estimates}
+    grid, operator = records[0].grid, records[0].operator
+    if kind == "ifp":
+        summary["known"] = {name: {"value": value, "unit": IFP_COEFFICIENTS[name]}
+                            for name, value in config.known().items()}
+        pressure = np.mean([voxel_average(p, grid, operator) for p in problems], axis=0)
+        write_volume(directory / "ifp.nii.gz", pressure, grid.affine_mm,
+                     description="recovered IFP [Pa] (inverse PINN)", intent_name="IFP [Pa]")
+    else:
+        times = records[0].frame_times_s
+        after = times > 0
+        members = [voxel_series(p, grid, operator, times[after]) for p in problems]
+        fields = {name: np.mean([m[name] for m in members], axis=0) for name in members[0]}
+        for name, data in fields.items():
+            unit = "1" if name == "released_fraction" else "mol/m^3 of tissue"
+            write_series(directory / f"{name}.nii.gz", data, grid.affine_mm,
+                         {"FrameTimes_s": times[after].tolist(), "Quantity": name, "Unit": unit,
+                          "Source": "inverse PINN (ensemble mean), voxel means like the data"},
+                         description=f"recovered {name} [{unit}] (inverse PINN)")
+        held_out = []
+        for index in np.flatnonzero(held):
+            frame = int(np.flatnonzero(np.flatnonzero(after) == index)[0])
+            entry = {"time_s": float(times[index])}
+            for record in records:
+                error, voxels = _relative_l2(fields[record.quantity][..., frame], record.values[..., index])
+                entry[record.quantity] = {"relative_l2": error, "unit": "1", "voxels": voxels,
+                                          "against": "the observed (noisy) frame"}
+            held_out.append(entry)
+        summary |= {"transport": str(config.problem.transport),
+                    "frames": {"times_s": times.tolist(), "trained": trained.tolist(), "held_out": held.tolist()},
+                    "held_out_prediction": held_out}
+        for entry in held_out:
+            log(f"held-out frame t = {entry['time_s']:g} s: PINN total drug vs observed, relative l2 "
+                f"{100 * entry['total_drug']['relative_l2']:.2f} %")
+    (directory / "networks").mkdir(parents=True, exist_ok=True)
+    for seed, problem in zip(_seeds(config), problems):
+        torch.save(problem.state_dict(), directory / "networks" / f"seed{seed}.pt")
+    summary["training"] = {"members": [{"seed": seed, "seconds": r.seconds, "steps": r.steps, "history": r.history}
+                                       for seed, r in zip(_seeds(config), results)],
+                           "seconds": sum(r.seconds for r in results), "device": results[0].device,
+                           "dtype": results[0].dtype,
+                           "settings": {k: str(v) if isinstance(v, Path) else v
+                                        for k, v in asdict(config.training).items()}}
+    (directory / "inversion.json").write_text(json.dumps(summary, indent=2) + "\n")
     for name, entry in estimates.items():
         error = f", error {100 * entry['relative_error']:.1f} %" if "relative_error" in entry else ""
         log(f"{name} = {entry['estimate']:.4g} {entry['unit']}{error}")

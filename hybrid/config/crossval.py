@@ -1,22 +1,24 @@
 """Schema of ``hybrid validate CONFIG.toml``: cross-validation of a ``hybrid invert`` run (issue 9
-point 4) against the FEM::
+point 4) against the FEM. TOML ``[section] key`` = field ``config.section.key``::
 
     [inversion]
     config = "invert_disc.toml"           # the `hybrid invert` configuration of the run
-    directory = "../results/invert_disc"  # optional: its output (inversion.json, ifp.nii.gz);
+    directory = "../results/invert_disc"  # optional: its output (inversion.json, fields, networks/);
                                           # default: that configuration's [output] directory
 
-    [geometry]                            # as for `hybrid forward`: the FEM mesh of the re-solve
-    shape = "disc"                        # the inverse problem's domain: a disc without host,
-    tumour_radius = 5.0e-3                # m, equal to the invert [problem] radius
+    [geometry]                            # kind "ifp" only, as for `hybrid forward`: the FEM mesh
+    shape = "disc"                        # of the re-solve, the inverse problem's domain: a disc
+    tumour_radius = 5.0e-3                # without host, m, equal to the invert [problem] radius
     mesh_size = 2.0e-4                    # m
 
     [output]
-    directory = "results/validate_disc"
+    directory = "../results/validate_disc"
 
+Kind "release" has no ``[geometry]``: it re-solves the invert run's ``[problem] transport``
+configuration (its mesh and time steps) with the recovered release rate.
 Paths (``[inversion] config`` and ``directory``, ``[output] directory``) are relative to this file.
-The truth (optional) is the invert run's ``[data]
-truth`` (a ``hybrid synthesize`` truth.json) with ``truth/ifp.nii.gz`` beside it.
+The truth (optional) is the invert run's ``[data] truth`` (a ``hybrid synthesize`` truth.json)
+with ``truth/`` beside it.
 """
 
 from __future__ import annotations
@@ -30,15 +32,23 @@ from hybrid.config.invert import InvertConfig, load_invert_config
 from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, output_from_table, read_toml, relative_path,
                                     take_keys)
 
-__all__ = ["CrossvalConfig", "crossval_config_from_dict", "load_crossval_config"]
+__all__ = ["CrossvalConfig", "InversionSection", "crossval_config_from_dict", "load_crossval_config"]
+
+
+@dataclass(frozen=True)
+class InversionSection:
+    """``[inversion]``: the invert configuration file and the folder of its outputs."""
+
+    config: Path
+    directory: Path
 
 
 @dataclass(frozen=True)
 class CrossvalConfig:
-    invert: InvertConfig            # the validated invert configuration of the run
-    inversion_directory: Path       # holds inversion.json and ifp.nii.gz
-    geometry: GeometryConfig
+    inversion: InversionSection
+    geometry: GeometryConfig | None   # kind "ifp": the FEM mesh; "release": None (the transport's)
     output: OutputConfig
+    invert: InvertConfig              # [inversion] config, loaded and validated
 
 
 def crossval_config_from_dict(data: dict, origin: str = "<config>", base: Path = Path(".")) -> CrossvalConfig:
@@ -48,18 +58,26 @@ def crossval_config_from_dict(data: dict, origin: str = "<config>", base: Path =
         if extra:
             raise ConfigError(f"unknown section(s) {', '.join(extra)}; allowed: inversion, geometry, output")
         inversion = take_keys(data.get("inversion", {}), "inversion", {"config": REQUIRED, "directory": None})
-        invert = load_invert_config(relative_path(base, "inversion", "config", inversion["config"]))
+        invert_path = relative_path(base, "inversion", "config", inversion["config"])
+        invert = load_invert_config(invert_path)
         directory = (invert.output.directory if inversion["directory"] is None
                      else relative_path(base, "inversion", "directory", inversion["directory"]))
-        geometry = geometry_from_table(data.get("geometry", {}), base)
-        if geometry.shape != "disc" or geometry.host_thickness != 0:
-            raise ConfigError("[geometry] must be the inverse problem's domain: shape = \"disc\" and "
-                              f"host_thickness = 0, got shape = {geometry.shape!r}, "
-                              f"host_thickness = {geometry.host_thickness:g}")
-        if not math.isclose(geometry.tumour_radius, invert.radius, rel_tol=1e-9):
-            raise ConfigError(f"[geometry] tumour_radius {geometry.tumour_radius:g} m must equal the invert "
-                              f"[problem] radius {invert.radius:g} m")
-        return CrossvalConfig(invert, directory, geometry, output_from_table(data.get("output"), base))
+        geometry = None
+        if invert.problem.kind == "release":
+            if "geometry" in data:
+                raise ConfigError("[geometry] is for kind \"ifp\": the release kind re-solves on the mesh of the "
+                                  "invert run's [problem] transport configuration; remove [geometry]")
+        else:
+            geometry = geometry_from_table(data.get("geometry", {}), base)
+            if geometry.shape != "disc" or geometry.host_thickness != 0:
+                raise ConfigError("[geometry] must be the inverse problem's domain: shape = \"disc\" and "
+                                  f"host_thickness = 0, got shape = {geometry.shape!r}, "
+                                  f"host_thickness = {geometry.host_thickness:g}")
+            if not math.isclose(geometry.tumour_radius, invert.problem.radius, rel_tol=1e-9):
+                raise ConfigError(f"[geometry] tumour_radius {geometry.tumour_radius:g} m must equal the invert "
+                                  f"[problem] radius {invert.problem.radius:g} m")
+        return CrossvalConfig(InversionSection(invert_path, directory), geometry,
+                              output_from_table(data.get("output"), base), invert)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
 

@@ -1,18 +1,20 @@
-"""Schema of ``hybrid invert CONFIG.toml``: the inverse PINN (hybrid/inverse/) on image data::
+"""Schema of ``hybrid invert CONFIG.toml``: the inverse PINN (hybrid/inverse/) on image data.
+TOML ``[section] key`` = field ``config.section.key``; every path is relative to this TOML file.
+
+Kind "ifp" (steady Darcy-Starling IFP on a disc, from an IFP map)::
 
     [data]
     observations = "../results/synthesize_disc/truth/ifp.nii.gz"   # IFP map [Pa] (3-D NIfTI, one slice)
-    noise_sd = 0.0                        # Pa, noise sd of the map (reported only)
+    noise_sd = 0.0                        # noise sd of the data, in their unit (reported only)
     points_per_axis = 3                   # voxel averaging: sub-voxel midpoints per axis (as synthesize)
     truth = "../results/synthesize_disc/truth.json"   # optional: a `hybrid synthesize` truth.json
 
     [problem]
-    kind = "ifp"                          # steady Darcy-Starling IFP on a disc (only kind so far)
+    kind = "ifp"
     radius = 5.0e-3                       # m, tumour disc centred at the world origin; p = far_pressure on its edge
     far_pressure = 0.0                    # Pa
     pressure_scale = 1000.0               # Pa, nondimensionalisation of the pressure
     vascular_exchange = 1.9e-6            # known coefficients [SI] (a number), or an [unknowns.NAME] table
-    lymphatic_filtration = 0.0
 
     [unknowns.conductivity]               # K [m^2/(Pa s)]
     lower = 1e-14
@@ -31,29 +33,55 @@
     checkpoint = "checkpoints/invert_disc.pt"   # optional; `hybrid invert --resume` continues from it
 
     [output]
-    directory = "results/invert_disc"
+    directory = "../results/invert_disc"
 
 Coefficients of kind "ifp" (hybrid.inverse.IFPProblem): ``conductivity``, ``vascular_exchange``,
 ``effective_pressure`` (each known or unknown, required), ``lymphatic_filtration`` and
 ``lymphatic_pressure`` (default 0). A steady IFP map fixes only K / (Lp S/V) (the rim thickness)
-and the plateau: leave one of K and Lp S/V known. ``[data]`` paths are relative to the configuration
-file, as are ``checkpoint`` and ``[output] directory``.
+and the plateau: leave one of K and Lp S/V known.
+
+Kind "release" (liposomal and free drug in space-time on the disc, unknown release rate k_rel),
+from a `hybrid synthesize` run::
+
+    [data]
+    observations = "../results/synthesize_release/observations.nii.gz"   # total drug, 4-D + FrameTimes_s sidecar
+    released_fraction = "../results/synthesize_release/released_fraction.nii.gz"   # optional, 4-D
+    truth = "../results/synthesize_release/truth.json"   # optional
+    held_out_times = [7200.0]             # s: frames left out of training (for `hybrid validate`)
+
+    [problem]
+    kind = "release"
+    radius = 2.0e-3                       # m, the disc of the transport configuration
+    transport = "synthesize_release.toml" # the known physics: a transport (or synthesize) configuration
+    concentration_scale = 1.0e-3          # mol/m^3 (optional: the largest observed total drug)
+
+    [unknowns.release_rate]               # k_rel [1/s]
+    lower = 1.0e-7
+    upper = 1.0e-3
+
+The release kind takes every coefficient but the unknowns from ``[problem] transport`` (flow
+"none" or "darcy" on a "disc", formulation "liposomal" or "ph_sensitive" with a uniform pH, linear
+uptake); frames at t <= 0 (pre-injection) and ``held_out_times`` are not trained on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, integer, number, output_from_table,
-                                    read_toml, relative_path, take_keys)
+from hybrid.config.validate import (ConfigError, OutputConfig, integer, number, numbers,
+                                    optional_number, output_from_table, read_toml, relative_path, spec_of, take_keys)
 
-__all__ = ["UnknownConfig", "InvertConfig", "IFP_COEFFICIENTS", "invert_config_from_dict", "load_invert_config"]
+__all__ = ["UnknownConfig", "Unknowns", "DataConfig", "ProblemConfig", "TrainingSection", "InvertConfig",
+           "IFP_COEFFICIENTS", "RELEASE_UNKNOWNS", "invert_config_from_dict", "load_invert_config"]
 
 IFP_COEFFICIENTS = {"conductivity": "m^2/(Pa s)", "vascular_exchange": "1/(Pa s)", "effective_pressure": "Pa",
                     "lymphatic_filtration": "1/(Pa s)", "lymphatic_pressure": "Pa"}
 """Coefficients of the "ifp" problem and their SI units."""
 _IFP_DEFAULTS = {"lymphatic_filtration": 0.0, "lymphatic_pressure": 0.0}
+RELEASE_UNKNOWNS = {"release_rate": "1/s"}
+"""Unknowns of the "release" problem and their SI units."""
+KINDS = ("ifp", "release")
 
 
 @dataclass(frozen=True)
@@ -62,30 +90,96 @@ class UnknownConfig:
 
     lower: float
     upper: float
-    initial: float | None
-    log: bool
+    initial: float | None = None
+    log: bool = True
+
+
+class Unknowns:
+    """``[unknowns.NAME]`` tables: ``config.unknowns.NAME`` is an :class:`UnknownConfig`; iterates
+    over the names like a mapping."""
+
+    def __init__(self, entries: dict[str, UnknownConfig]):
+        self._entries = dict(entries)
+
+    def __getattr__(self, name: str) -> UnknownConfig:
+        try:
+            return self.__dict__["_entries"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name) -> bool:
+        return name in self._entries
+
+    def items(self):
+        return self._entries.items()
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``[data]``: the images (paths), their noise sd (data unit), the voxel averaging, the truth."""
+
+    observations: Path
+    noise_sd: float = 0.0
+    points_per_axis: int = 3
+    truth: Path | None = None
+    released_fraction: Path | None = None      # release: 4-D released-fraction series [1]
+    held_out_times: tuple[float, ...] = ()     # release: frame times [s] not trained on
+
+
+@dataclass(frozen=True)
+class ProblemConfig:
+    """``[problem]``: kind, disc radius [m], scales and known coefficients (module docstring)."""
+
+    kind: str
+    radius: float
+    far_pressure: float = 0.0                  # Pa (ifp)
+    pressure_scale: float = 1000.0             # Pa
+    conductivity: float | None = None          # ifp coefficients [SI]; None: unknown or default
+    vascular_exchange: float | None = None
+    effective_pressure: float | None = None
+    lymphatic_filtration: float | None = None
+    lymphatic_pressure: float | None = None
+    transport: Path | None = None              # release: transport/synthesize configuration
+    concentration_scale: float | None = None   # mol/m^3 (release); None: largest observed total drug
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    """``[training]``: optimiser steps, points, precision, device, seeds, ensemble, checkpoint."""
+
+    adam_steps: int = 600
+    lbfgs_steps: int = 200
+    collocation_points: int = 2048
+    dtype: str = "float64"
+    device: str = "cpu"
+    seed: int = 0
+    ensemble: int = 1
+    checkpoint: Path | None = None
 
 
 @dataclass(frozen=True)
 class InvertConfig:
-    observations: Path
-    noise_sd: float
-    points_per_axis: int
-    truth: Path | None
-    radius: float
-    far_pressure: float
-    pressure_scale: float
-    known: dict[str, float]
-    unknowns: dict[str, UnknownConfig]
-    training: dict
-    ensemble: int
-    checkpoint: Path | None
+    data: DataConfig
+    problem: ProblemConfig
+    unknowns: Unknowns
+    training: TrainingSection
     output: OutputConfig
+
+    def known(self) -> dict[str, float]:
+        """The known IFP coefficients [SI] (kind "ifp"): given values, then defaults."""
+        values = {name: getattr(self.problem, name) for name in IFP_COEFFICIENTS if name not in self.unknowns}
+        return {name: value if value is not None else _IFP_DEFAULTS[name] for name, value in values.items()}
 
 
 def _unknown(name: str, table) -> UnknownConfig:
     section = f"unknowns.{name}"
-    values = take_keys(table, section, {"lower": REQUIRED, "upper": REQUIRED, "initial": None, "log": True})
+    values = take_keys(table, section, spec_of(UnknownConfig))
     lower, upper = number(section, "lower", values["lower"]), number(section, "upper", values["upper"])
     log = values["log"]
     if not isinstance(log, bool):
@@ -94,74 +188,92 @@ def _unknown(name: str, table) -> UnknownConfig:
         raise ConfigError(f"[{section}] needs lower < upper, got lower = {lower:g}, upper = {upper:g}")
     if log and lower <= 0:
         raise ConfigError(f"[{section}] is learned in log space (log = true): lower must be > 0, got {lower:g}")
-    initial = None if values["initial"] is None else number(section, "initial", values["initial"])
+    initial = optional_number(section, "initial", values["initial"])
     if initial is not None and not lower < initial < upper:
         raise ConfigError(f"[{section}] initial {initial:g} must lie strictly between lower and upper")
     return UnknownConfig(lower, upper, initial, log)
 
 
-def _training(table) -> tuple[dict, int, str | None]:
-    values = take_keys(table, "training", {"adam_steps": 600, "lbfgs_steps": 200, "collocation_points": 2048,
-                                           "dtype": "float64", "device": "cpu", "seed": 0, "ensemble": 1,
-                                           "checkpoint": None})
+def _training(table, base: Path) -> TrainingSection:
+    values = take_keys(table, "training", spec_of(TrainingSection))
     if values["dtype"] not in ("float32", "float64"):
         raise ConfigError(f"[training] dtype must be \"float32\" or \"float64\", got {values['dtype']!r}")
     if values["device"] not in ("cpu", "cuda"):
         raise ConfigError(f"[training] device must be \"cpu\" or \"cuda\", got {values['device']!r}")
-    training = {"adam_steps": integer("training", "adam_steps", values["adam_steps"], 0),
-                "lbfgs_steps": integer("training", "lbfgs_steps", values["lbfgs_steps"], 0),
-                "collocation_points": integer("training", "collocation_points", values["collocation_points"], 1),
-                "dtype": values["dtype"], "device": values["device"],
-                "seed": integer("training", "seed", values["seed"], 0)}
-    return training, integer("training", "ensemble", values["ensemble"], 1), values["checkpoint"]
+    minimum = {"adam_steps": 0, "lbfgs_steps": 0, "collocation_points": 1, "seed": 0, "ensemble": 1}
+    counts = {name: integer("training", name, values[name], low) for name, low in minimum.items()}
+    checkpoint = values["checkpoint"]
+    return TrainingSection(**counts, dtype=values["dtype"], device=values["device"],
+                           checkpoint=None if checkpoint is None else relative_path(base, "training", "checkpoint",
+                                                                                     checkpoint))
+
+
+def _data(table, base: Path, kind: str) -> DataConfig:
+    values = take_keys(table, "data", spec_of(DataConfig))
+    path = lambda name: None if values[name] is None else relative_path(base, "data", name, values[name])
+    if kind == "ifp" and (values["released_fraction"] is not None or values["held_out_times"]):
+        raise ConfigError("[data] released_fraction and held_out_times belong to kind \"release\" (the IFP map "
+                          "is steady)")
+    held_out = numbers("data", "held_out_times", values["held_out_times"]) if values["held_out_times"] else ()
+    return DataConfig(observations=path("observations"),
+                      noise_sd=number("data", "noise_sd", values["noise_sd"], non_negative=True),
+                      points_per_axis=integer("data", "points_per_axis", values["points_per_axis"], 1),
+                      truth=path("truth"), released_fraction=path("released_fraction"), held_out_times=held_out)
+
+
+def _problem(table, base: Path, unknowns: dict) -> ProblemConfig:
+    values = take_keys(table, "problem", spec_of(ProblemConfig))
+    kind = values["kind"]
+    if kind not in KINDS:
+        raise ConfigError(f"[problem] kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    allowed = IFP_COEFFICIENTS if kind == "ifp" else RELEASE_UNKNOWNS
+    extra = sorted(set(unknowns) - set(allowed))
+    if extra:
+        raise ConfigError(f"unknown(s) {', '.join(extra)} are not unknowns of the {kind} problem; "
+                          f"choose from {', '.join(allowed)}")
+    given = {name for name in IFP_COEFFICIENTS if values[name] is not None}
+    if kind == "ifp":
+        for name in IFP_COEFFICIENTS:
+            if name in unknowns and name in given:
+                raise ConfigError(f"{name} is both given in [problem] and declared in [unknowns.{name}]")
+            if name not in unknowns and name not in given and name not in _IFP_DEFAULTS:
+                raise ConfigError(f"[problem] {name} [{IFP_COEFFICIENTS[name]}] is required (a number) unless "
+                                  f"declared as [unknowns.{name}]")
+        if values["transport"] is not None or values["concentration_scale"] is not None:
+            raise ConfigError("[problem] transport and concentration_scale belong to kind \"release\"")
+    else:
+        if given:
+            raise ConfigError(f"[problem] {', '.join(sorted(given))}: the release kind takes its known coefficients "
+                              "from [problem] transport")
+        if values["transport"] is None:
+            raise ConfigError("[problem] transport (the transport or synthesize configuration with the known "
+                              "physics) is required for kind \"release\"")
+    return ProblemConfig(
+        kind=kind, radius=number("problem", "radius", values["radius"], positive=True),
+        far_pressure=number("problem", "far_pressure", values["far_pressure"]),
+        pressure_scale=number("problem", "pressure_scale", values["pressure_scale"], positive=True),
+        **{name: optional_number("problem", name, values[name]) for name in IFP_COEFFICIENTS},
+        transport=None if values["transport"] is None else relative_path(base, "problem", "transport",
+                                                                         values["transport"]),
+        concentration_scale=optional_number("problem", "concentration_scale", values["concentration_scale"],
+                                            positive=True))
 
 
 def invert_config_from_dict(data: dict, origin: str = "<config>", base: Path = Path(".")) -> InvertConfig:
     """Validate a parsed ``hybrid invert`` TOML (module docstring)."""
     try:
-        unknown_sections = sorted(set(data) - {"data", "problem", "unknowns", "training", "output"})
+        sections = [f.name for f in fields(InvertConfig)]
+        unknown_sections = sorted(set(data) - set(sections))
         if unknown_sections:
-            raise ConfigError(f"unknown section(s) {', '.join(unknown_sections)}; allowed: data, problem, unknowns, "
-                              "training, output")
-        source = take_keys(data.get("data", {}), "data", {"observations": REQUIRED, "noise_sd": 0.0, "truth": None,
-                                                          "points_per_axis": 3})
-        problem = take_keys(data.get("problem", {}), "problem",
-                            {"kind": REQUIRED, "radius": REQUIRED, "far_pressure": 0.0, "pressure_scale": 1000.0}
-                            | {name: None for name in IFP_COEFFICIENTS})
-        if problem["kind"] != "ifp":
-            raise ConfigError(f"[problem] kind {problem['kind']!r} is not available from the command line: only "
-                              "\"ifp\" is (the release problem is built with the Python API, see README)")
+            raise ConfigError(f"unknown section(s) {', '.join(unknown_sections)}; allowed: {', '.join(sections)}")
         unknowns_table = data.get("unknowns", {})
         if not isinstance(unknowns_table, dict) or not unknowns_table:
             raise ConfigError("declare at least one unknown as an [unknowns.NAME] table")
-        extra = sorted(set(unknowns_table) - set(IFP_COEFFICIENTS))
-        if extra:
-            raise ConfigError(f"unknown(s) {', '.join(extra)} are not coefficients of the ifp problem; "
-                              f"choose from {', '.join(IFP_COEFFICIENTS)}")
         unknowns = {name: _unknown(name, table) for name, table in unknowns_table.items()}
-        known = {}
-        for name in IFP_COEFFICIENTS:
-            value = problem[name] if problem[name] is not None else _IFP_DEFAULTS.get(name)
-            if name in unknowns:
-                if problem[name] is not None:
-                    raise ConfigError(f"{name} is both given in [problem] and declared in [unknowns.{name}]")
-            elif value is None:
-                raise ConfigError(f"[problem] {name} [{IFP_COEFFICIENTS[name]}] is required (a number) unless "
-                                  f"declared as [unknowns.{name}]")
-            else:
-                known[name] = number("problem", name, value)
-        training, ensemble, checkpoint = _training(data.get("training", {}))
-        return InvertConfig(
-            observations=relative_path(base, "data", "observations", source["observations"]),
-            noise_sd=number("data", "noise_sd", source["noise_sd"], non_negative=True),
-            points_per_axis=integer("data", "points_per_axis", source["points_per_axis"], 1),
-            truth=None if source["truth"] is None else relative_path(base, "data", "truth", source["truth"]),
-            radius=number("problem", "radius", problem["radius"], positive=True),
-            far_pressure=number("problem", "far_pressure", problem["far_pressure"]),
-            pressure_scale=number("problem", "pressure_scale", problem["pressure_scale"], positive=True),
-            known=known, unknowns=unknowns, training=training, ensemble=ensemble,
-            checkpoint=None if checkpoint is None else relative_path(base, "training", "checkpoint", checkpoint),
-            output=output_from_table(data.get("output"), base))
+        problem = _problem(data.get("problem", {}), base, unknowns)
+        return InvertConfig(data=_data(data.get("data", {}), base, problem.kind), problem=problem,
+                            unknowns=Unknowns(unknowns), training=_training(data.get("training", {}), base),
+                            output=output_from_table(data.get("output"), base))
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
 

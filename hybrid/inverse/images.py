@@ -1,21 +1,30 @@
-"""Inverse problems set up from image records, and recovered fields put back on image grids
-(torch; used by ``hybrid invert``, whose command module stays free of torch)."""
+"""Inverse problems set up from image records, and recovered fields put back on image grids or
+evaluated at given points (torch; used by ``hybrid invert`` and ``hybrid validate``, which pass
+numpy arrays in SI units: points [m], times [s])."""
 
 from __future__ import annotations
+
+import math
+from typing import Callable
 
 import numpy as np
 import torch
 
 from hybrid.inverse.geometry import Ball
-from hybrid.inverse.problems import IFPProblem
+from hybrid.inverse.problems import IFPProblem, TransportProblem
+from hybrid.inverse.residuals import DrugExchange
 from hybrid.inverse.unknowns import BoundedScalar
 from hybrid.records import ObservationOperator, Observations, VoxelGrid
 
-__all__ = ["disc_ifp_problem", "voxel_average"]
+__all__ = ["disc_ifp_problem", "disc_release_problem", "voxel_average", "voxel_series", "pressure_at",
+           "drug_at"]
+
+DRUG_FIELDS = ("liposomal_drug", "free_drug", "cell_drug", "total_drug")
+"""Drug fields of a release problem with cell drug [mol/m^3 of tissue]."""
 
 
 def disc_ifp_problem(radius: float, known: dict[str, float], unknowns: dict[str, dict], units: dict[str, str],
-                     observations: Observations, *, far_pressure: float, pressure_scale: float,
+                     observations: Observations | None, *, far_pressure: float, pressure_scale: float,
                      seed: int) -> IFPProblem:
     """An :class:`IFPProblem` on the disc |x| <= ``radius`` [m] centred at the world origin:
     ``known`` coefficients [SI], ``unknowns`` name -> BoundedScalar keywords (lower, upper,
@@ -25,17 +34,103 @@ def disc_ifp_problem(radius: float, known: dict[str, float], unknowns: dict[str,
                       pressure_scale=pressure_scale, generator=torch.Generator().manual_seed(seed))
 
 
+def disc_release_problem(radius: float, physics: dict, unknowns: dict[str, dict], units: dict[str, str],
+                         observations: tuple[Observations, ...], *, concentration_scale: float,
+                         pressure_scale: float, seed: int) -> TransportProblem:
+    """A :class:`TransportProblem` with cell drug on the disc |x| <= ``radius`` [m], zero drug at
+    t = 0, no diffusive flux through the edge (the FEM's condition), over [0, ``physics["end_time"]``] s.
+
+    ``physics`` (SI): ``diffusivity_lipo``, ``diffusivity_free``, ``uptake_rate``, ``clearance``,
+    ``interstitial_fraction``, ``hindrance``, ``free_binding_ratio``, ``end_time``, ``exchange_lipo`` /
+    ``exchange_free`` (dicts of :class:`DrugExchange` keywords: plasma curve, P S/V [1/s],
+    reflection), ``release_rate`` (known k_rel [1/s] unless it is an unknown) and ``flow`` (None,
+    or the IFP coefficients of :class:`IFPProblem` with ``far_pressure`` [Pa]: the Darcy flow,
+    trained jointly). ``unknowns`` name -> BoundedScalar keywords with ``units[name]``."""
+    generator = torch.Generator().manual_seed(seed)
+    coefficients = {name: physics[name] for name in ("diffusivity_lipo", "diffusivity_free", "uptake_rate",
+                                                     "clearance") if name not in unknowns}
+    if "release_rate" not in unknowns:
+        coefficients["release_rate"] = physics["release_rate"]
+    coefficients |= {name: BoundedScalar(name, units[name], **spec) for name, spec in unknowns.items()}
+    geometry = Ball(2, radius)
+    # states kept O(1): free drug ~ k_rel C_L / (its loss rate), cell drug ~ k_rel T C_L
+    rate = unknowns["release_rate"]["initial"] if "release_rate" in unknowns else physics["release_rate"]
+    if rate is None:
+        spec = unknowns["release_rate"]
+        rate = math.sqrt(spec["lower"] * spec["upper"]) if spec["log"] else 0.5 * (spec["lower"] + spec["upper"])
+    loss = physics["uptake_rate"] + physics["exchange_free"]["permeability_surface"] / physics["interstitial_fraction"]
+    state_scales = (1.0, min(1.0, rate / loss) if loss > 0 else 1.0, min(1.0, rate * physics["end_time"]))
+    flow = None
+    if physics["flow"] is not None:
+        flow_coefficients = dict(physics["flow"])
+        far = flow_coefficients.pop("far_pressure")
+        flow = IFPProblem(geometry, flow_coefficients, far_pressure=far, pressure_scale=pressure_scale,
+                          generator=generator)
+    return TransportProblem(
+        geometry, coefficients, end_time=physics["end_time"], concentration_scale=concentration_scale,
+        observations=observations, boundary="no_flux", exchange_lipo=DrugExchange(**physics["exchange_lipo"]),
+        exchange_free=DrugExchange(**physics["exchange_free"]), flow=flow, hindrance=physics["hindrance"],
+        free_binding_ratio=physics["free_binding_ratio"], interstitial_fraction=physics["interstitial_fraction"],
+        generator=generator, cell_drug=True, state_scales=state_scales)
+
+
+def _voxel_mean(field: Callable, length: float, contains: Callable, grid: VoxelGrid,
+                operator: ObservationOperator, reference: torch.Tensor) -> np.ndarray:
+    """Mean of ``field`` (nondimensional points (n, dim) -> values (n, 1)) over each voxel's
+    sub-voxel points inside the domain; (nx, ny, nz), NaN where a voxel has no point inside."""
+    voxels = np.argwhere(np.ones(grid.shape, dtype=bool))
+    points = torch.as_tensor(operator.voxel_points(grid, voxels) / length, dtype=reference.dtype)
+    inside = contains(points).numpy()
+    with torch.no_grad():
+        values = field(points.reshape(-1, points.shape[-1]).to(reference.device)).cpu().numpy()
+    values = values.reshape(inside.shape)
+    count = inside.sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        mean = np.where(count > 0, (values * inside).sum(axis=1) / count, np.nan)
+    return mean.reshape(grid.shape)
+
+
 def voxel_average(problem: IFPProblem, grid: VoxelGrid, operator: ObservationOperator) -> np.ndarray:
     """The problem's pressure [Pa] averaged like the data, over each voxel's sub-voxel points inside
     the domain; (nx, ny, nz), NaN where a voxel has no point inside."""
-    voxels = np.argwhere(np.ones(grid.shape, dtype=bool))
+    geometry = problem.geometry
+    return _voxel_mean(problem.pressure, geometry.length, geometry.contains, grid, operator,
+                       next(problem.parameters()))
+
+
+def voxel_series(problem: TransportProblem, grid: VoxelGrid, operator: ObservationOperator,
+                 times_s) -> dict[str, np.ndarray]:
+    """The drug fields of ``DRUG_FIELDS`` [mol/m^3] and the released fraction (C_F + C_I) / total
+    [1] (a ratio of voxel means, as ``hybrid synthesize`` computes it) averaged like the data at
+    ``times_s`` [s]; each (nx, ny, nz, frames)."""
+    geometry, reference = problem.geometry, next(problem.parameters())
+    out = {name: [] for name in DRUG_FIELDS}
+    for t in np.asarray(times_s, dtype=float):
+        t_nd = t / problem.scales.time
+        for name in DRUG_FIELDS:
+            field = lambda x, q=name: problem.observed(q, torch.cat([x, torch.full_like(x[:, :1], t_nd)], dim=1))
+            out[name].append(_voxel_mean(field, geometry.length, geometry.contains, grid, operator, reference))
+    series = {name: np.stack(frames, axis=-1) for name, frames in out.items()}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        series["released_fraction"] = (series["free_drug"] + series["cell_drug"]) / series["total_drug"]
+    return series
+
+
+def _nondimensional(problem, points_m) -> torch.Tensor:
     reference = next(problem.parameters())
-    points = torch.as_tensor(operator.voxel_points(grid, voxels) / problem.geometry.length, dtype=reference.dtype)
-    inside = problem.geometry.contains(points).numpy()
+    points = np.asarray(points_m, dtype=float)[:, :problem.geometry.dim] / problem.geometry.length
+    return torch.as_tensor(points, dtype=reference.dtype, device=reference.device)
+
+
+def pressure_at(problem: IFPProblem, points_m) -> np.ndarray:
+    """The network's pressure [Pa] at ``points_m`` (n, >= dim) [m] (extra coordinates ignored), (n,)."""
     with torch.no_grad():
-        pressure = problem.pressure(points.reshape(-1, points.shape[-1]).to(reference.device)).cpu().numpy()
-    pressure = pressure.reshape(inside.shape)
-    count = inside.sum(axis=1)
-    with np.errstate(invalid="ignore"):
-        mean = np.where(count > 0, (pressure * inside).sum(axis=1) / count, np.nan)
-    return mean.reshape(grid.shape)
+        return problem.pressure(_nondimensional(problem, points_m)).reshape(-1).cpu().numpy()
+
+
+def drug_at(problem: TransportProblem, points_m, time_s: float) -> dict[str, np.ndarray]:
+    """The network's ``DRUG_FIELDS`` [mol/m^3] at ``points_m`` (n, >= dim) [m] and time ``time_s`` [s], each (n,)."""
+    x = _nondimensional(problem, points_m)
+    xt = torch.cat([x, torch.full_like(x[:, :1], time_s / problem.scales.time)], dim=1)
+    with torch.no_grad():
+        return {name: problem.observed(name, xt).reshape(-1).cpu().numpy() for name in DRUG_FIELDS}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -164,9 +165,18 @@ class TransportProblem(InverseProblem):
     u = -K grad p (liposomes advected with ``hindrance`` f_L), div u = phi_V - phi_L, the solvent
     drag of the vascular exchange (phi_V) and the lymphatic clearance (phi_L), so drug images also
     inform the pressure and its unknowns.
+
+    ``cell_drug``: a third state C_I [mol/m^3 of tissue], the drug taken up by cells,
+    dC_I/dt = U(C_F) (loss term ``pde_cell``; C_I = 0 at t = 0 exactly), as in the FEM; "total_drug"
+    is then C_L + C_F + C_I, and the quantities "cell_drug" and "released_fraction"
+    (C_F + C_I) / total, a ratio of voxel means like ``hybrid synthesize``'s, can be observed (its
+    misfit is taken times the predicted total, (released - f_obs total) / C, so it stays bounded
+    where the predicted total is near zero). ``state_scales``: a factor per state on
+    ``concentration_scale`` for its network output (e.g. ~1e-3 for a free drug kept small by fast
+    uptake), so every output is O(1).
     """
 
-    QUANTITIES = ("liposomal_drug", "free_drug", "total_drug")
+    QUANTITIES = ("liposomal_drug", "free_drug", "total_drug", "cell_drug", "released_fraction")
 
     def __init__(self, geometry, coefficients: dict, *, end_time: float, concentration_scale: float,
                  observations: tuple[Observations, ...] = (), initial_lipo: Callable | None = None,
@@ -174,7 +184,8 @@ class TransportProblem(InverseProblem):
                  exchange_lipo: DrugExchange | None = None, exchange_free: DrugExchange | None = None,
                  flow: IFPProblem | None = None, hindrance: float = 1.0, free_binding_ratio: float = 0.0,
                  interstitial_fraction: float = 1.0, boundary_points: int = 256, width: int = 64, depth: int = 4,
-                 features: int = 32, sigma: float = 1.0, generator: torch.Generator | None = None):
+                 features: int = 32, sigma: float = 1.0, generator: torch.Generator | None = None,
+                 cell_drug: bool = False, state_scales: tuple[float, ...] | None = None):
         if boundary not in ("dirichlet", "free", "no_flux"):
             raise ValueError(f"boundary must be 'dirichlet', 'free' or 'no_flux', got {boundary!r}")
         super().__init__(coefficients, defaults={"clearance": 0.0, "uptake_rate": 0.0},
@@ -188,8 +199,14 @@ class TransportProblem(InverseProblem):
         if flow is not None and (flow.geometry != geometry):
             raise ValueError(f"the flow problem's geometry {flow.geometry} differs from the transport's {geometry}")
         self.flow = flow
-        self.network = FourierFeatureMLP(geometry.dim + 1, 2, width=width, depth=depth, features=features,
-                                         sigma=sigma, generator=generator)
+        self.cell_drug = cell_drug
+        count = 3 if cell_drug else 2
+        state_scales = (1.0,) * count if state_scales is None else tuple(float(v) for v in state_scales)
+        if len(state_scales) != count or not all(v > 0 for v in state_scales):
+            raise ValueError(f"state_scales needs {count} positive factors (one per state), got {state_scales}")
+        self.register_buffer("state_scales", torch.tensor(state_scales, dtype=torch.float64), persistent=False)
+        self.network = FourierFeatureMLP(geometry.dim + 1, 3 if cell_drug else 2, width=width, depth=depth,
+                                         features=features, sigma=sigma, generator=generator)
         if boundary == "no_flux":
             points = generator or torch.Generator().manual_seed(0)
             x, normals = geometry.sample_boundary(boundary_points, points)
@@ -198,35 +215,51 @@ class TransportProblem(InverseProblem):
             self.register_buffer("boundary_normals", normals)
         self.data = nn.ModuleList()
         for record in observations:
-            if record.quantity not in self.QUANTITIES:
-                raise ValueError(f"TransportProblem observes {self.QUANTITIES}, got {record.quantity!r}")
+            if record.quantity not in self.QUANTITIES[:3] + (self.QUANTITIES[3:] if cell_drug else ()):
+                raise ValueError(f"TransportProblem observes {self.QUANTITIES[:3]} (and with cell_drug "
+                                 f"{self.QUANTITIES[3:]}), got {record.quantity!r}")
+            ratio = record.quantity == "released_fraction"   # [1], scaled by its largest observed value
+            scale = float(np.nanmax(np.abs(record.values))) if ratio else concentration_scale
             self.data.append(VoxelAverage(record, geometry.contains, length=geometry.length, time=end_time,
-                                          value_scale=concentration_scale))
+                                          value_scale=scale))
+
+    def states(self, xt: torch.Tensor) -> list[torch.Tensor]:
+        """[C_L, C_F] (and C_I with ``cell_drug``) [mol/m^3], each (n, 1), at nondimensional
+        (x~, t~) points (n, dim + 1)."""
+        x, t = xt[:, :-1], xt[:, -1:]
+        factor = t * (self.geometry.boundary_factor(x) if self.boundary == "dirichlet" else 1.0)
+        out = self.scales.concentration * factor * self.network(xt) * self.state_scales
+        states = []
+        for i, initial in enumerate(self.initial + ((None,) if self.cell_drug else ())):
+            c = out[:, i:i + 1]
+            states.append(c if initial is None else c + initial(x).reshape(-1, 1))
+        return states
 
     def concentrations(self, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(C_L, C_F) [mol/m^3], each (n, 1), at nondimensional (x~, t~) points (n, dim + 1)."""
-        x, t = xt[:, :-1], xt[:, -1:]
-        factor = t * (self.geometry.boundary_factor(x) if self.boundary == "dirichlet" else 1.0)
-        out = self.scales.concentration * factor * self.network(xt)
-        states = []
-        for i, initial in enumerate(self.initial):
-            c = out[:, i:i + 1]
-            states.append(c if initial is None else c + initial(x).reshape(-1, 1))
-        return states[0], states[1]
+        c_lipo, c_free = self.states(xt)[:2]
+        return c_lipo, c_free
 
     def observed(self, quantity: str, xt: torch.Tensor) -> torch.Tensor:
-        """The observed ``quantity`` [mol/m^3] at (x~, t~)."""
-        c_lipo, c_free = self.concentrations(xt)
-        return {"liposomal_drug": c_lipo, "free_drug": c_free, "total_drug": c_lipo + c_free}[quantity]
+        """The observed drug ``quantity`` [mol/m^3] at (x~, t~) (not "released_fraction", a ratio of
+        voxel means: :meth:`loss_terms`)."""
+        states = self.states(xt)
+        if quantity == "total_drug":
+            return sum(states)
+        if quantity == "released":   # free and cell drug: numerator of the released fraction
+            return sum(states[1:])
+        return dict(zip(("liposomal_drug", "free_drug", "cell_drug"), states))[quantity]
 
     def sample_collocation(self, n: int, generator: torch.Generator) -> torch.Tensor:
         x = self.geometry.sample(n, generator)
         t = torch.rand(n, 1, generator=generator, dtype=x.dtype)
         return torch.cat([x, t], dim=1)
 
-    def _residuals(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _residuals(self, points: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Nondimensional residuals (r_L, r_F) (and r_I with ``cell_drug``), each (n,)."""
         xt = points.requires_grad_(True) if not points.requires_grad else points
-        c_lipo, c_free = self.concentrations(xt)
+        states = self.states(xt)
+        c_lipo, c_free = states[:2]
         x = xt[:, :-1]
         uptake = self.coefficient("uptake_rate", x)
         flow = self._flow_terms(xt) if self.flow is not None else {}
@@ -238,8 +271,12 @@ class TransportProblem(InverseProblem):
             clearance=self.coefficient("clearance", x), interstitial_fraction=self.interstitial_fraction,
             exchange_lipo=self.exchange[0], exchange_free=self.exchange[1], hindrance=self.hindrance,
             free_binding_ratio=self.free_binding_ratio, **flow)
+        residuals = [r_lipo, r_free]
+        if self.cell_drug:   # dC_I/dt = U(C_F)
+            residuals.append(gradient(states[2], xt)[:, -1] / self.scales.time
+                             - linear_uptake(c_free.reshape(-1), uptake))
         scale = self.scales.concentration / self.scales.time
-        return r_lipo / scale, r_free / scale
+        return tuple(r / scale for r in residuals)
 
     def _flow_terms(self, xt: torch.Tensor) -> dict:
         """Darcy flux u = -K grad p [m/s], div u, phi_V and phi_L [1/s] of the flow's pressure at x."""
@@ -258,15 +295,13 @@ class TransportProblem(InverseProblem):
                 "fluid_source": vascular, "lymphatic_sink": lymphatic}
 
     def pointwise_residual(self, points: torch.Tensor) -> torch.Tensor:
-        r_lipo, r_free = self._residuals(points)
-        squares = r_lipo**2 + r_free**2
+        squares = sum(r**2 for r in self._residuals(points))
         if self.flow is not None:
             squares = squares + self.flow.pointwise_residual(points[:, :-1].detach().clone()) ** 2
         return torch.sqrt(squares)
 
     def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
-        r_lipo, r_free = self._residuals(points)
-        terms = {"pde_lipo": (r_lipo**2).mean(), "pde_free": (r_free**2).mean()}
+        terms = {f"pde_{name}": (r**2).mean() for name, r in zip(("lipo", "free", "cell"), self._residuals(points))}
         if self.flow is not None:
             for name, value in self.flow.loss_terms(points[:, :-1].detach().clone()).items():
                 terms[f"{name}_ifp"] = value
@@ -275,6 +310,11 @@ class TransportProblem(InverseProblem):
             flux = [(gradient(c, xt)[:, :-1] * self.boundary_normals).sum(dim=1) for c in self.concentrations(xt)]
             terms["bc_no_flux"] = sum((f / self.scales.concentration) ** 2 for f in flux).mean()
         for data in self.data:
+            if data.quantity == "released_fraction":   # ratio of the voxel means, as synthesize computes it
+                released, total = (data.predict(lambda xt, q=q: self.observed(q, xt) / self.scales.concentration,
+                                                with_time=True) for q in ("released", "total_drug"))
+                terms["data_released_fraction"] = ((released / data.value_scale - data.values * total) ** 2).mean()
+                continue
             terms[f"data_{data.quantity}"] = data.misfit(
                 lambda xt, q=data.quantity: self.observed(q, xt) / self.scales.concentration, with_time=True)
         return terms
