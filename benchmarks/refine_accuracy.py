@@ -56,14 +56,14 @@ CASES = {   # shape, tumour radius [m], host thickness [m], families: name -> li
         "rim_refined": [(4e-4, 2), (4e-4, 3), (8e-4, 4), (4e-4, 4)],
         "default_rim_refined": [(4e-4, 1), (4e-4, 2), (4e-4, 3)]}),
     "sphere": ("sphere", 2e-3, 0.0, {
-        "gmsh_uniform": [3e-4, 2e-4, 1.5e-4, 1.2e-4, 1e-4],
-        "gmsh_graded": [2e-4, 1.6e-4, 1.36e-4, 1.1e-4],
+        "gmsh_uniform": [3e-4, 2e-4, 1.5e-4, 1.2e-4, 1e-4, 8e-5, 6.5e-5],
+        "gmsh_graded": [2e-4, 1.6e-4, 1.36e-4, 1.1e-4, 8.5e-5, 7e-5],
         "uniform_refined": [3e-4, 2e-4, 1.5e-4],
         "rim_refined": [(8e-4, 2), (6e-4, 2), (8e-4, 3), (6e-4, 3)],
         "default_rim_refined": [(8e-4, 1), (8e-4, 2)]}),
     "sphere_host": ("sphere", 2e-3, 1e-3, {
-        "gmsh_uniform": [3e-4, 2e-4, 1.5e-4],
-        "gmsh_graded": [2e-4, 1.6e-4, 1.36e-4],
+        "gmsh_uniform": [3e-4, 2e-4, 1.5e-4, 1e-4],
+        "gmsh_graded": [2e-4, 1.6e-4, 1.36e-4, 1e-4],
         "uniform_refined": [3e-4, 2e-4],
         "rim_refined": [(8e-4, 2), (8e-4, 3)]}),
 }
@@ -156,6 +156,7 @@ def figure(report: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     cases = report["cases"]
     fig, axes = plt.subplots(2, len(cases), figsize=(4.2 * len(cases), 7), squeeze=False)
@@ -166,6 +167,7 @@ def figure(report: dict, path: Path) -> None:
             for family, rows in result["families"].items():
                 rows = sorted(rows, key=lambda r: r["dofs"])
                 ax.loglog([r["dofs"] for r in rows], [r[key] for r in rows], "o-", label=family)
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel("P1 DOFs")
             ax.set_ylabel(label)
             ax.set_title(case)
