@@ -1,7 +1,9 @@
 """``hybrid validate``: cross-validation of an IFP inversion against the FEM, on a synthetic
 ``hybrid invert`` output written from the Baxter-Jain closed form, so the expected errors are
 known: the exact map agrees with the FEM up to discretisation and interpolation, a map scaled by
-1.1 is 10 % off, and recovered coefficients equal to the truth reproduce the true FEM field."""
+1.1 is 10 % off, and recovered coefficients equal to the truth reproduce the true FEM field.
+The release kind on the tiny ``hybrid synthesize`` twin of tests/release_twin.py: the true k_rel
+reproduces the held-out noise-free frame, a wrong one misses it (serial and 2 ranks)."""
 
 import json
 import math
@@ -9,10 +11,16 @@ import math
 import numpy as np
 import pytest
 
+import shutil
+import tomllib
+
 from cli_helpers import assert_one_error, run_hybrid
+from config_keys import assert_keys_are_fields
+from hybrid.config.crossval import load_crossval_config
 from hybrid.io.nifti import write_volume
 from hybrid.problems.exact import baxter_jain_pressure
 from hybrid.problems.ifp import TissueProperties
+from release_twin import TRUE_RELEASE_RATE, invert_config, write_release_twin
 
 R, K, LPSV, PE = 2e-3, 4.0e-13, 1.9e-6, 1500.0   # rim sqrt(K / Lp S/V) = 0.459 mm
 
@@ -187,9 +195,99 @@ def test_radius_mismatch_gives_one_error_line(twin):
 
 
 def test_validate_never_imports_torch():
-    """FEM code never imports torch (tests/test_layering.py): the command reads inversion.json only."""
+    """FEM code never imports torch (tests/test_layering.py): the command loads it only inside the
+    functions that evaluate trained networks."""
     import subprocess
     import sys
 
     code = "import sys, hybrid.commands.crossval, hybrid.config.crossval; sys.exit('torch' in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_ifp_networks_evaluated_at_the_nodes(twin):
+    """A (short) real inversion keeps its networks; validate evaluates them at the P1 nodes."""
+    config = twin / "invert_networks.toml"
+    config.write_text(INVERT.format(radius=R, lpsv=LPSV).replace('truth = "truth.json"\n', "")
+                      + "[training]\nadam_steps = 5\nlbfgs_steps = 0\ncollocation_points = 64\n")
+    inverted = run_hybrid("invert", config, "--output", twin / "networks_run", timeout=300)
+    assert inverted.returncode == 0, inverted.stderr
+    path = twin / "networks.toml"
+    path.write_text(VALIDATE.format(inversion="networks_run", radius=R).replace("invert.toml", "invert_networks.toml"))
+    result = run_hybrid("validate", path, "--output", twin / "networks_out", timeout=300)
+    assert result.returncode == 0, result.stderr
+    at_nodes = _report(twin / "networks_out")["pinn_vs_fem"]["network_at_nodes"]
+    assert at_nodes["members"] == 1 and 0 < at_nodes["relative_l2"] < 10
+
+
+RELEASE_VALIDATE = """
+[inversion]
+config = "invert.toml"
+directory = "{inversion}"
+[output]
+directory = "unused"
+"""
+
+
+@pytest.fixture(scope="module")
+def release_twin(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("validate_release")
+    write_release_twin(directory)
+    result = run_hybrid("invert", invert_config(directory), "--output", directory / "inverted", timeout=300)
+    assert result.returncode == 0, result.stderr
+    return directory
+
+
+def _release_validate(directory, release_rate, name, ranks=1):
+    """Validate the twin's inversion with its inversion.json release rate set to ``release_rate``."""
+    inversion = directory / f"inversion_{name}"
+    if not inversion.exists():
+        shutil.copytree(directory / "inverted", inversion)
+        path = inversion / "inversion.json"
+        summary = json.loads(path.read_text())
+        summary["estimates"]["release_rate"]["estimate"] = release_rate
+        path.write_text(json.dumps(summary))
+    config = directory / f"{name}.toml"
+    config.write_text(RELEASE_VALIDATE.format(inversion=inversion.name))
+    assert_keys_are_fields(load_crossval_config(config), tomllib.loads(config.read_text()), config)
+    out = directory / f"{name}_{ranks}_out"
+    result = run_hybrid("validate", config, "--output", out, ranks=ranks, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return _report(out)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_release_true_rate_predicts_the_held_out_frame_and_a_wrong_one_does_not(release_twin, ranks):
+    right = _release_validate(release_twin, TRUE_RELEASE_RATE, "true_rate", ranks)
+    wrong = _release_validate(release_twin, 3 * TRUE_RELEASE_RATE, "wrong_rate", ranks)
+    assert right["recovered"]["release_rate"]["value"] == TRUE_RELEASE_RATE
+    assert [f["time_s"] for f in right["pinn_vs_fem"]["frames"]] == [1200.0, 2400.0, 3600.0]
+    for frame in right["pinn_vs_fem"]["frames"]:
+        assert set(frame["relative_l2"]) == {"liposomal_drug", "free_drug", "cell_drug", "total_drug"}
+    held, missed = right["held_out"]["frames"], wrong["held_out"]["frames"]
+    assert [h["time_s"] for h in held] == [2400.0]
+    print({q: (held[0][q]["against_truth"], missed[0][q]["against_truth"]) for q in ("total_drug", "released_fraction")})
+    # the FEM at the true rate is the synthesize run itself (same mesh and steps): float32 images only
+    for quantity in ("total_drug", "released_fraction"):
+        assert held[0][quantity]["against_truth"]["fem"] < 1e-4
+        assert missed[0][quantity]["against_truth"]["fem"] > 0.05
+    assert held[0]["total_drug"]["fem"]["relative_l2"] < missed[0]["total_drug"]["fem"]["relative_l2"]
+    if ranks == 2:
+        serial = _report(release_twin / "true_rate_1_out")
+        assert right["fem"]["nodes"] == serial["fem"]["nodes"]
+        for one, two in zip(serial["pinn_vs_fem"]["frames"], right["pinn_vs_fem"]["frames"]):
+            for name, value in one["relative_l2"].items():
+                assert two["relative_l2"][name] == pytest.approx(value, rel=1e-6)
+
+
+def test_release_with_geometry_gives_one_error_line(release_twin):
+    config = release_twin / "with_geometry.toml"
+    config.write_text(RELEASE_VALIDATE.format(inversion="inverted") + "[geometry]\nshape = \"disc\"\n")
+    assert_one_error(run_hybrid("validate", config), "[geometry] is for kind \"ifp\"")
+
+
+@pytest.mark.parametrize("name", ["validate_disc.toml", "validate_release.toml"])
+def test_example_keys_are_fields(name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / name
+    assert_keys_are_fields(load_crossval_config(path), tomllib.loads(path.read_text()), path)
