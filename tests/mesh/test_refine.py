@@ -303,3 +303,15 @@ def test_bad_rim_refinement_settings_are_refused(geometry, message):
     document = {"geometry": {"shape": "disc", "mesh_size": 1e-4, **geometry}, "output": {"directory": "x"}}
     with pytest.raises(ConfigError, match=message):
         forward_config_from_dict(document)
+
+
+def test_rim_refinement_without_a_rim_needs_a_band():
+    import math
+
+    from hybrid.config import ConfigError
+    from hybrid.config.geometry import GeometryConfig
+
+    geometry = GeometryConfig(shape="disc", mesh_size=1e-4, rim_refinements=1)
+    with pytest.raises(ConfigError, match="rim_refinements needs rim_band"):
+        geometry.resolved(math.inf)
+    assert GeometryConfig(shape="disc", mesh_size=1e-4, rim_refinements=1, rim_band=5e-4).resolved(math.inf).rim_band == 5e-4
