@@ -8,12 +8,14 @@ balancing, adaptive collocation, checkpoints) -> estimates with units; :func:`en
 :mod:`hybrid.identifiability` (numpy only, shared with the classical inversion) says what the data can determine.
 """
 
+from hybrid.inverse.coupled import CoupledProblem, HostIFPProblem, RegionCoefficient, TumourInHost
 from hybrid.inverse.geometry import Ball, Box
 from hybrid.inverse.problems import IFPProblem, InverseProblem, TransportProblem
-from hybrid.inverse.residuals import DrugExchange
+from hybrid.inverse.residuals import DrugExchange, ElKarehSecombUptake
 from hybrid.inverse.scales import Scales
 from hybrid.inverse.training import Trainer, TrainingConfig, TrainingResult, ensemble
 from hybrid.inverse.unknowns import BoundedField, BoundedScalar
 
 __all__ = ["Ball", "Box", "IFPProblem", "InverseProblem", "TransportProblem", "DrugExchange", "Scales",
-           "Trainer", "TrainingConfig", "TrainingResult", "ensemble", "BoundedField", "BoundedScalar"]
+           "Trainer", "TrainingConfig", "TrainingResult", "ensemble", "BoundedField", "BoundedScalar",
+           "CoupledProblem", "HostIFPProblem", "RegionCoefficient", "TumourInHost", "ElKarehSecombUptake"]

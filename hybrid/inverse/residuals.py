@@ -20,6 +20,13 @@ linear uptake)::
     (1 + B) dC_F/dt - D_F lap C_F + div(u C_F / phi) - J_F - k_rel C_L + U(C_F) + phi_L C_F / phi = 0
 
 (units mol/(m^3 s); phi_L = LpL SL/V (p - p_L) the lymphatic fluid sink [1/s]).
+
+Drug taken up by cells C_I [mol/m^3 of tissue] (:func:`cell_drug_residual`)::
+
+    dC_I/dt - U(C_F, C_I) = 0
+
+with U linear (k C_F) or El-Kareh & Secomb's saturable, bidirectional law
+(:class:`ElKarehSecombUptake`, :func:`hybrid.problems.uptake.el_kareh_secomb_uptake`).
 """
 
 from __future__ import annotations
@@ -31,8 +38,10 @@ import torch
 
 from hybrid.problems.exchange import kedem_katchalsky_flux, starling_fluid_flux
 from hybrid.problems.namespace import TORCH
+from hybrid.problems.uptake import el_kareh_secomb_uptake
 
-__all__ = ["gradient", "laplacian", "darcy_starling_residual", "DrugExchange", "transport_residuals"]
+__all__ = ["gradient", "laplacian", "darcy_starling_residual", "DrugExchange", "transport_residuals",
+           "ElKarehSecombUptake", "cell_drug_residual"]
 
 
 def gradient(u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -121,3 +130,38 @@ def transport_residuals(c_lipo: torch.Tensor, c_free: torch.Tensor, xt: torch.Te
     r_lipo = r_lipo + released + clearance * c_lipo.reshape(-1)
     r_free = r_free - released + uptake(c_free.reshape(-1))
     return r_lipo, r_free
+
+
+@dataclass(frozen=True)
+class ElKarehSecombUptake:
+    """El-Kareh & Secomb uptake of free drug into cells with fixed constants (None: table value):
+    ``interstitial_fraction`` phi [1], ``cell_density`` rho_c [1/m^3], ``max_rate`` V_max
+    [mol/(cell s)], ``extracellular_constant`` K_E [mol/m^3 of fluid], ``intracellular_constant``
+    K_I [mol/cell]. Calling it with (C_F, C_I) [mol/m^3 of tissue] gives the net rate U
+    [mol/(m^3 s)] of :func:`hybrid.problems.uptake.el_kareh_secomb_uptake` (the FEM's law)."""
+
+    interstitial_fraction: float | None = None
+    cell_density: float | None = None
+    max_rate: float | None = None
+    extracellular_constant: float | None = None
+    intracellular_constant: float | None = None
+
+    def __call__(self, c_free: torch.Tensor, c_cell: torch.Tensor) -> torch.Tensor:
+        return el_kareh_secomb_uptake(c_free, c_cell, interstitial_fraction=self.interstitial_fraction,
+                                      cell_density=self.cell_density, max_rate=self.max_rate,
+                                      extracellular_constant=self.extracellular_constant,
+                                      intracellular_constant=self.intracellular_constant)
+
+    def linearised_rate(self) -> float:
+        """dU/dC_F at C_F = C_I = 0 [1/s]: rho_c V_max / (phi K_E), the low-concentration uptake rate."""
+        c = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+        return float(torch.autograd.grad(self(c, torch.zeros_like(c)).sum(), c)[0])
+
+
+def cell_drug_residual(c_cell: torch.Tensor, c_free: torch.Tensor, xt: torch.Tensor, time: float,
+                       uptake: Callable) -> torch.Tensor:
+    """``dC_I/dt - U(C_F, C_I)`` [mol/(m^3 s)] per point (n,): ``c_cell`` C_I and ``c_free`` C_F
+    [mol/m^3 of tissue] (n, 1) as functions of ``xt`` = (x~, t / ``time``); ``uptake(C_F, C_I)``
+    [mol/(m^3 s)] (e.g. :class:`ElKarehSecombUptake`)."""
+    c_cell, c_free = c_cell.reshape(-1), c_free.reshape(-1)
+    return gradient(c_cell, xt)[:, -1] / time - uptake(c_free, c_cell)

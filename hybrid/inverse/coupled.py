@@ -1,0 +1,181 @@
+"""Coupled pressure + drug problem of a tumour in host tissue (torch only, SI units).
+
+The FEM's tumour-in-host twin (``hybrid transport`` / ``hybrid synthesize`` with ``[host]``): a
+ball |x| <= R_o (tumour |x| < R_t, host outside) with piecewise-constant coefficients, the steady
+Darcy-Starling pressure p (p = p_far on |x| = R_o) and the liposomal / free / cell drug fed by it:
+Darcy flux u = -K grad p, Starling fluid source phi_V = Lp S/V (p_e - p) (solvent drag of the
+transvascular terms), lymphatic sink phi_L = LpL SL/V (p - p_L), and the vascular exchange
+P S/V with the region's S/V.
+
+Interface: K jumps at |x| = R_t, so p has a kink there (K dp/dn is continuous, dp/dn is not). The
+pressure network sees the level set's magnitude as an extra input, p = p_far + P b(x~)
+N(x~, |phi(x~)|) with phi = (|x~|^2 - rho^2) / (2 rho), rho = R_t / R_o (negative in the tumour):
+p is continuous and may kink on phi = 0 (cusp-capturing PINN, Tseng, Lin, Hu & Lai, JCP 2023).
+The PDE is enforced inside each region (piecewise-constant K: no grad K term), and the flux
+condition [K dp/dn] = 0 as the loss term ``interface_ifp`` on fixed interface points, with the
+one-sided gradients of N(x~, +phi) (host side) and N(x~, -phi) (tumour side). The drug has one
+diffusivity in both regions and a continuous normal Darcy flux, so the drug fields are C^1 there
+and their networks see (x~, t~) only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hybrid.inverse.geometry import Ball
+from hybrid.inverse.networks import FourierFeatureMLP
+from hybrid.inverse.problems import IFPProblem, TransportProblem
+from hybrid.inverse.residuals import DrugExchange, ElKarehSecombUptake, cell_drug_residual, gradient, \
+    transport_residuals
+from hybrid.inverse.unknowns import BoundedScalar
+from hybrid.problems.uptake import linear_uptake
+
+__all__ = ["TumourInHost", "RegionCoefficient", "HostIFPProblem", "CoupledProblem"]
+
+
+@dataclass(frozen=True)
+class TumourInHost(Ball):
+    """The ball |x| <= ``radius`` [m] (tumour and host) with the tumour |x| < ``tumour_radius`` [m]."""
+
+    tumour_radius: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 < self.tumour_radius < self.radius:
+            raise ValueError(f"tumour_radius must lie in (0, {self.radius:g}) m (the outer radius), "
+                             f"got {self.tumour_radius:g} m")
+
+    @property
+    def interface_radius(self) -> float:
+        """R_t / R_o: the interface radius in nondimensional coordinates [1]."""
+        return self.tumour_radius / self.radius
+
+    def level_set(self, x: torch.Tensor) -> torch.Tensor:
+        """phi = (|x~|^2 - rho^2) / (2 rho) (n, 1): < 0 in the tumour, 0 on the interface, smooth
+        everywhere (|grad phi| = 1 on the interface)."""
+        rho = self.interface_radius
+        return ((x * x).sum(dim=-1, keepdim=True) - rho**2) / (2.0 * rho)
+
+    def in_tumour(self, x: torch.Tensor) -> torch.Tensor:
+        """Boolean (n,): the points x~ inside the tumour."""
+        return self.level_set(x).reshape(-1) < 0.0
+
+    def sample_interface(self, n: int, generator: torch.Generator, dtype=torch.float64):
+        """``n`` points on |x~| = rho and the unit normals pointing into the host."""
+        direction = torch.randn(n, self.dim, generator=generator, dtype=dtype)
+        direction = direction / direction.norm(dim=1, keepdim=True)
+        return self.interface_radius * direction, direction.clone()
+
+
+class RegionCoefficient:
+    """A coefficient with one value in the tumour and one in the host (the problems' callable
+    coefficients ``f(x~, unknowns)``): each value is a number [SI] or the name of a scalar unknown."""
+
+    def __init__(self, geometry: TumourInHost, tumour, host):
+        self.geometry, self.tumour, self.host = geometry, tumour, host
+
+    def value(self, region_value, unknowns: dict):
+        return unknowns[region_value] if isinstance(region_value, str) else region_value
+
+    def __call__(self, x: torch.Tensor, unknowns: dict) -> torch.Tensor:
+        tumour, host = (torch.as_tensor(self.value(v, unknowns), dtype=x.dtype, device=x.device)
+                        for v in (self.tumour, self.host))
+        return torch.where(self.geometry.in_tumour(x), tumour, host)
+
+
+class HostIFPProblem(IFPProblem):
+    """:class:`IFPProblem` on a :class:`TumourInHost` with a pressure that may kink at the
+    interface (module doc) and the flux condition on ``interface_points`` fixed points.
+    ``conductivity`` should be a :class:`RegionCoefficient` (piecewise constant)."""
+
+    def __init__(self, geometry: TumourInHost, coefficients: dict, *, interface_points: int = 256,
+                 width: int = 32, depth: int = 3, features: int = 16, sigma: float = 1.0,
+                 generator: torch.Generator | None = None, **keywords):
+        if not isinstance(geometry, TumourInHost):
+            raise TypeError(f"HostIFPProblem needs a TumourInHost geometry, got {type(geometry).__name__}")
+        super().__init__(geometry, coefficients, width=width, depth=depth, features=features, sigma=sigma,
+                         generator=generator, **keywords)
+        self.network = FourierFeatureMLP(geometry.dim + 1, 1, width=width, depth=depth, features=features,
+                                         sigma=sigma, generator=generator)
+        x, normals = geometry.sample_interface(interface_points, generator or torch.Generator().manual_seed(0))
+        self.register_buffer("interface_x", x)
+        self.register_buffer("interface_normals", normals)
+
+    def _pressure(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        boundary = self.geometry.boundary_factor(x)
+        return self.far_pressure + self.scales.pressure * boundary * self.network(torch.cat([x, level], dim=1))
+
+    def pressure(self, x: torch.Tensor) -> torch.Tensor:
+        """Pressure [Pa] (n, 1) at nondimensional points ``x`` (n, dim)."""
+        return self._pressure(x, self.geometry.level_set(x).abs())
+
+    def interface_flux_jump(self) -> torch.Tensor:
+        """(K_host dp/dn|host - K_tumour dp/dn|tumour) / (K_tumour P / L) at the interface points (n,)."""
+        x = self.interface_x.clone().requires_grad_(True)
+        level = self.geometry.level_set(x)
+        host, tumour = ((gradient(self._pressure(x, side * level), x) * self.interface_normals).sum(dim=1)
+                        for side in (1.0, -1.0))
+        K_tumour, K_host = self._side_conductivity(x, True), self._side_conductivity(x, False)
+        return (K_host * host - K_tumour * tumour) / (K_tumour * self.scales.pressure)
+
+    def _side_conductivity(self, x: torch.Tensor, tumour_side: bool):
+        """K [m^2/(Pa s)] of the tumour or the host side (one value, or the scalar unknown)."""
+        rule = self._known.get("conductivity")
+        if isinstance(rule, RegionCoefficient):
+            unknowns = {name: u() for name, u in self.unknowns.items() if isinstance(u, BoundedScalar)}
+            return torch.as_tensor(rule.value(rule.tumour if tumour_side else rule.host, unknowns),
+                                   dtype=x.dtype, device=x.device)
+        return self.coefficient("conductivity", x)
+
+    def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
+        return super().loss_terms(points) | {"interface": (self.interface_flux_jump() ** 2).mean()}
+
+
+class CoupledProblem(TransportProblem):
+    """:class:`TransportProblem` with cell drug and a :class:`HostIFPProblem` flow on a
+    :class:`TumourInHost`: coefficients may be :class:`RegionCoefficient`; the vascular exchange
+    P S/V of each carrier is the given ``exchange_*`` one (tumour S/V) times ``host_surface_ratio``
+    = S/V_host / S/V_tumour [1] in the host; ``uptake`` None (linear, coefficient ``uptake_rate``)
+    or an :class:`~hybrid.inverse.residuals.ElKarehSecombUptake` (then dC_I/dt = U(C_F, C_I)).
+    Other keywords: :class:`TransportProblem` (``cell_drug`` is always on)."""
+
+    def __init__(self, geometry: TumourInHost, coefficients: dict, *, flow: HostIFPProblem,
+                 host_surface_ratio: float = 1.0, uptake: ElKarehSecombUptake | None = None, **keywords):
+        if not isinstance(geometry, TumourInHost) or not isinstance(flow, HostIFPProblem):
+            raise TypeError("CoupledProblem needs a TumourInHost geometry and a HostIFPProblem flow")
+        if host_surface_ratio < 0:
+            raise ValueError(f"host_surface_ratio must be >= 0, got {host_surface_ratio}")
+        super().__init__(geometry, coefficients, flow=flow, cell_drug=True, **keywords)
+        self.host_surface_ratio = float(host_surface_ratio)
+        self.uptake = uptake
+
+    def _regional(self, exchange: DrugExchange | None, x: torch.Tensor) -> DrugExchange | None:
+        """``exchange`` with P S/V per point: tumour value, times host_surface_ratio in the host."""
+        if exchange is None:
+            return None
+        factor = torch.where(self.geometry.in_tumour(x), 1.0, self.host_surface_ratio).to(x.dtype)
+        return DrugExchange(exchange.plasma, exchange.permeability_surface * factor, exchange.reflection)
+
+    def _residuals(self, points: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Nondimensional residuals (r_L, r_F, r_I), each (n,)."""
+        xt = points.requires_grad_(True) if not points.requires_grad else points
+        c_lipo, c_free, c_cell = self.states(xt)
+        x = xt[:, :-1]
+        if self.uptake is None:
+            rate = self.coefficient("uptake_rate", x)
+            uptake = lambda free, cell: linear_uptake(free, rate)
+        else:
+            uptake = self.uptake
+        r_lipo, r_free = transport_residuals(
+            c_lipo, c_free, xt, self.scales.length, self.scales.time,
+            diffusivity_lipo=self.coefficient("diffusivity_lipo", x),
+            diffusivity_free=self.coefficient("diffusivity_free", x),
+            release_rate=self.coefficient("release_rate", x),
+            uptake=lambda free: uptake(free, c_cell.reshape(-1)), clearance=self.coefficient("clearance", x),
+            interstitial_fraction=self.interstitial_fraction, exchange_lipo=self._regional(self.exchange[0], x),
+            exchange_free=self._regional(self.exchange[1], x), hindrance=self.hindrance,
+            free_binding_ratio=self.free_binding_ratio, **self._flow_terms(xt))
+        r_cell = cell_drug_residual(c_cell, c_free, xt, self.scales.time, uptake)
+        scale = self.scales.concentration / self.scales.time
+        return tuple(r / scale for r in (r_lipo, r_free, r_cell))

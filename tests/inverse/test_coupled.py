@@ -1,0 +1,189 @@
+"""Coupled tumour-in-host pressure + drug PINN (hybrid.inverse.coupled) and the El-Kareh & Secomb
+uptake in the residuals: residuals vanish on exact solutions (float64) and a wrong coefficient
+gives a large one; slow: a small 1-D twin converges."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hybrid.inverse.coupled import CoupledProblem, HostIFPProblem, RegionCoefficient, TumourInHost
+from hybrid.inverse.residuals import ElKarehSecombUptake, cell_drug_residual
+from hybrid.problems.ifp import OuterBoundary, TissueProperties, closed_form_pressure
+from hybrid.problems.parameters import default
+
+TUMOUR, HOST = TissueProperties.defaults("tumour"), TissueProperties.defaults("host")
+R_T, R_O = 1.0e-3, 2.0e-3      # m: tumour radius, outer radius (1 mm of host)
+
+
+# -- El-Kareh & Secomb uptake ---------------------------------------------------------------------
+def _el_kareh_time(n, a, v_max, k_i):
+    """Time [s] at which a cell starting empty holds n [mol/cell] under a constant extracellular
+    saturation a = c/(c + K_E): the integral of dn / (V_max (a - n/(n + K_I))), b = 1 - a."""
+    b = 1.0 - a
+    return (-n / b - k_i / b**2 * torch.log(1.0 - b * n / (a * k_i))) / v_max
+
+
+def _el_kareh_cell_drug(t, c_free, uptake):
+    """Exact C_I(t) [mol/m^3 of tissue] for a constant C_F: Newton on the implicit solution, with a
+    last step through autograd so that dC_I/dt = 1 / (dt/dn) exactly."""
+    phi, rho = default("phi_T"), default("rho_c")
+    v_max, k_e, k_i = default("V_max"), default("K_E"), default("K_I")
+    a = c_free / (c_free + phi * k_e)
+    n_end = a * k_i / (1.0 - a)                       # the equilibrium amount per cell
+    with torch.no_grad():
+        n = 0.5 * n_end * torch.ones_like(t)
+        for _ in range(200):
+            n_var = n.clone().requires_grad_(True)
+            with torch.enable_grad():
+                f = _el_kareh_time(n_var, a, v_max, k_i) - t
+                slope = torch.autograd.grad(f.sum(), n_var)[0]
+            n = (n - f.detach() / slope).clamp(1e-30 * n_end, n_end * (1 - 1e-15))
+    n_var = n.detach().requires_grad_(True)
+    f = _el_kareh_time(n_var, a, v_max, k_i)
+    slope = torch.autograd.grad(f.sum(), n_var, create_graph=True)[0]
+    return rho * (n.detach() - (f - t) / slope.detach())
+
+
+def test_el_kareh_cell_residual_of_exact_uptake_is_zero_and_a_wrong_v_max_is_not():
+    end = 120.0                                        # s: a few uptake time constants
+    t_nd = torch.linspace(0.02, 1.0, 50, dtype=torch.float64).reshape(-1, 1)
+    xt = torch.cat([torch.zeros_like(t_nd), t_nd], dim=1).requires_grad_(True)
+    c_free = 2.0e-4                                    # mol/m^3 of tissue, near phi K_E: saturating
+    uptake = ElKarehSecombUptake()
+    c_cell = _el_kareh_cell_drug(xt[:, 1] * end, c_free, uptake).reshape(-1, 1)
+    free = torch.full_like(c_cell, c_free)
+    scale = default("rho_c") * default("V_max")        # size of the rate [mol/(m^3 s)]
+    residual = cell_drug_residual(c_cell, free, xt, end, uptake)
+    assert residual.detach().abs().max() / scale < 1e-8
+    wrong = cell_drug_residual(c_cell, free, xt, end, ElKarehSecombUptake(max_rate=2 * default("V_max")))
+    assert wrong.detach().abs().max() / scale > 0.05
+    # low concentrations: the linearised sink rho V_max / (phi K_E) of the module doc
+    assert math.isclose(uptake.linearised_rate(),
+                        default("rho_c") * default("V_max") / (default("phi_T") * default("K_E")), rel_tol=1e-12)
+
+
+# -- pressure with a kink at the tumour-host interface ------------------------------------------------
+def _host_coefficients(geometry):
+    """The table tumour/host IFP coefficients as region coefficients [SI]."""
+    return {"conductivity": RegionCoefficient(geometry, TUMOUR.hydraulic_conductivity, HOST.hydraulic_conductivity),
+             "vascular_exchange": RegionCoefficient(geometry, TUMOUR.vascular_exchange, HOST.vascular_exchange),
+             "effective_pressure": RegionCoefficient(geometry, TUMOUR.effective_pressure, HOST.effective_pressure),
+             "lymphatic_filtration": RegionCoefficient(geometry, 0.0, HOST.lymphatic_filtration)}
+
+
+def _two_region_slab(x_m):
+    """Exact 1-D tumour-in-host pressure [Pa] at x [m] (torch): cosh in the tumour, cosh/sinh in
+    the host, p = 0 at |x| = R_O, p and K dp/dx continuous at |x| = R_T."""
+    lam = [math.sqrt((t.vascular_exchange + t.lymphatic_filtration) / t.hydraulic_conductivity) for t in (TUMOUR, HOST)]
+    inf = [(t.vascular_exchange * t.effective_pressure) / (t.vascular_exchange + t.lymphatic_filtration)
+           for t in (TUMOUR, HOST)]
+    d = R_O - R_T
+    matrix = np.array([[math.cosh(lam[0] * R_T), -1.0, 0.0],
+                       [TUMOUR.hydraulic_conductivity * lam[0] * math.sinh(lam[0] * R_T), 0.0,
+                        -HOST.hydraulic_conductivity * lam[1]],
+                       [0.0, math.cosh(lam[1] * d), math.sinh(lam[1] * d)]])
+    a, b, c = np.linalg.solve(matrix, [inf[1] - inf[0], 0.0, -inf[1]])
+    r = x_m.abs().reshape(-1, 1)
+    tumour = inf[0] + a * torch.cosh(lam[0] * r)
+    host = inf[1] + b * torch.cosh(lam[1] * (r - R_T)) + c * torch.sinh(lam[1] * (r - R_T))
+    return torch.where(r < R_T, tumour, host)
+
+
+def test_two_region_pressure_residual_is_zero_away_from_the_interface_and_a_wrong_host_k_is_not():
+    x = torch.linspace(-0.999, 0.999, 401, dtype=torch.float64).reshape(-1, 1)
+    x = x[(x.abs() - R_T / R_O).abs().reshape(-1) > 0.01]
+    # the torch formula is the project's closed form
+    reference = closed_form_pressure(1, R_T, TUMOUR, OuterBoundary(), HOST, R_O - R_T).pressure(x.numpy()[:, 0] * R_O)
+    np.testing.assert_allclose(_two_region_slab(x * R_O).numpy()[:, 0], reference, rtol=1e-10, atol=1e-8)
+
+    class Exact(HostIFPProblem):
+        def pressure(self, x):
+            return _two_region_slab(x * self.scales.length)
+
+    geometry = TumourInHost(1, R_O, tumour_radius=R_T)
+    exact = Exact(geometry, _host_coefficients(geometry))
+    assert exact.pointwise_residual(x.clone()).abs().max() < 1e-8
+    wrong = _host_coefficients(geometry) | {"conductivity": RegionCoefficient(geometry, TUMOUR.hydraulic_conductivity,
+                                                                              2 * HOST.hydraulic_conductivity)}
+    assert Exact(geometry, wrong).pointwise_residual(x.clone()).abs().max() > 0.1
+
+
+class _Level(torch.nn.Module):
+    """N(x~, s) = c1 s + c2 phi(x~): zero on the interface, one-sided slopes c2 +- c1."""
+
+    def __init__(self, geometry, c1, c2):
+        super().__init__()
+        self.geometry, self.c1, self.c2 = geometry, c1, c2
+
+    def forward(self, inputs):
+        x, s = inputs[:, :-1], inputs[:, -1:]
+        return self.c1 * s + self.c2 * self.geometry.level_set(x)
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_interface_flux_condition_holds_for_a_matching_kink_only(dim):
+    geometry = TumourInHost(dim, R_O, tumour_radius=R_T)
+    flow = HostIFPProblem(geometry, _host_coefficients(geometry), generator=torch.Generator().manual_seed(0)).double()
+    k_t, k_h = TUMOUR.hydraulic_conductivity, HOST.hydraulic_conductivity
+    c2 = 1.0
+    flow.network = _Level(geometry, c2 * (k_t - k_h) / (k_t + k_h), c2)   # K_h (c2 + c1) = K_t (c2 - c1)
+    assert flow.interface_flux_jump().abs().max() < 1e-12
+    assert flow.loss_terms(geometry.sample(64, torch.Generator().manual_seed(1)))["interface"] < 1e-24
+    flow.network = _Level(geometry, 0.0, c2)                              # smooth p: the flux jumps
+    assert flow.interface_flux_jump().abs().min() > 0.1
+
+
+# -- coupled drug: release closed form through CoupledProblem -------------------------------------------
+L, T, C0 = 1e-3, 3600.0, 2e-3
+D_L, D_F, K_REL, K_UP = 1e-12, 1.5e-10, 2e-4, 5e-4
+
+
+def _release_states(xt, k_rel=K_REL):
+    """Closed form (C_L, C_F, C_I) [mol/m^3] of a slab |x| < L with zero drug on its edge, C_L(0) =
+    C0 cos(pi x / 2L), release k_rel, linear uptake k_up, no flow (tests/inverse/twins.py)."""
+    x, t = xt[:, :1] * L, xt[:, 1:] * T
+    mu = (math.pi / (2 * L)) ** 2
+    b_l, b_f = D_L * mu + k_rel, D_F * mu + K_UP
+    mode = torch.cos(math.pi * x / (2 * L))
+    amplitude = k_rel * C0 / (b_f - b_l)
+    lipo = C0 * mode * torch.exp(-b_l * t)
+    free = amplitude * (torch.exp(-b_l * t) - torch.exp(-b_f * t)) * mode
+    cell = K_UP * amplitude * mode * ((1 - torch.exp(-b_l * t)) / b_l - (1 - torch.exp(-b_f * t)) / b_f)
+    return [lipo, free, cell]
+
+
+def _coupled(release_rate):
+    geometry = TumourInHost(1, L, tumour_radius=0.5 * L)
+    flow = HostIFPProblem(geometry, {"conductivity": RegionCoefficient(geometry, 1e-14, 5e-15),
+                                     "vascular_exchange": 0.0, "effective_pressure": 0.0},
+                          generator=torch.Generator().manual_seed(0))
+
+    class Exact(CoupledProblem):
+        def states(self, xt):
+            return _release_states(xt)
+
+    problem = Exact(geometry, {"diffusivity_lipo": D_L, "diffusivity_free": D_F, "uptake_rate": K_UP,
+                               "release_rate": release_rate}, flow=flow, end_time=T, concentration_scale=C0)
+    flow.pressure = lambda x: 0.0 * x[:, :1]   # the exact (zero) pressure
+    return problem.double()
+
+
+def test_coupled_drug_residuals_of_the_release_closed_form_are_zero_and_a_wrong_release_rate_is_not():
+    generator = torch.Generator().manual_seed(2)
+    xt = torch.cat([2 * torch.rand(300, 1, generator=generator, dtype=torch.float64) - 1,
+                    torch.rand(300, 1, generator=generator, dtype=torch.float64)], dim=1)
+    residuals = [r.detach() for r in _coupled(K_REL)._residuals(xt.clone())]
+    assert max(float(r.abs().max()) for r in residuals) < 1e-9
+    wrong = _coupled(2 * K_REL)._residuals(xt.clone())
+    assert float(wrong[0].detach().abs().max()) > 0.1
+
+
+def test_region_coefficient_and_geometry_refuse_bad_input():
+    with pytest.raises(ValueError, match="tumour_radius"):
+        TumourInHost(2, R_O, tumour_radius=R_O)
+    geometry = TumourInHost(2, R_O, tumour_radius=R_T)
+    x = torch.tensor([[0.1, 0.0], [0.9, 0.0]], dtype=torch.float64)
+    value = RegionCoefficient(geometry, "k", 3.0)(x, {"k": torch.tensor(7.0, dtype=torch.float64)})
+    assert value.tolist() == [7.0, 3.0]
