@@ -2,8 +2,9 @@
 §7 V5), manufactured solutions of the coupled three-species system (El-Kareh uptake, release,
 clearance, Kedem-Katchalsky exchange, advection with a non-solenoidal flux) with observed space
 and time rates, global mass balance to solver tolerance and non-negative concentrations with
-the conservative Darcy flux of the IFP solver on a vessel patch. Collective: also under
-``mpirun -n 2``."""
+the conservative Darcy flux of the IFP solver on a vessel patch; kinetic albumin binding (a fourth
+species) against its exponential relaxation, the equilibrium-binding model and S/V closed forms.
+Collective: also under ``mpirun -n 2``."""
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from hybrid.forward import solve_ifp
 from hybrid.forward.transport import AlbuminBinding, Carrier, CellUptake, Flow, TransportModel, TransportSolver
 from hybrid.forward.verification import unit_square_domain
 from hybrid.mesh import krogh_mesh, vessel_patch_mesh
-from hybrid.problems.binding import well_mixed_bound
+from hybrid.problems.binding import albumin_binding_rate, well_mixed_bound
 from hybrid.problems.exchange import kedem_katchalsky_flux
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 from hybrid.problems.krogh import krogh_concentration
@@ -107,36 +108,40 @@ def uptake(c_free, c_cell, xp):
 
 
 def manufactured_run(n: int, steps: int, t_end: float, exact_of, flow_on: bool, order: int = 1,
-                     stabilise=False) -> float:
+                     stabilise=False, binding: AlbuminBinding | None = None) -> float:
     """L2 error (all species) at ``t_end`` of the solve on an n x n square whose exact solution is
-    ``exact_of(x, t)`` -> (C_L, C_F, C_I) in UFL; the sources that make it exact are built from the
-    same rate laws the solver uses."""
+    ``exact_of(x, t)`` -> (C_L, C_F, C_I) in UFL (with kinetic ``binding``: (C_L, C_F, C_I, C_B));
+    the sources that make it exact are built from the same rate laws the solver uses."""
     domain = unit_square_domain(COMM, n, SIDE)
     x = ufl.SpatialCoordinate(domain.mesh)
     flux = (SPEED * ufl.as_vector([ufl.sin(ufl.pi * x[0] / SIDE), ufl.sin(ufl.pi * x[1] / SIDE)])
             if flow_on else None)
-    carriers = (LIPOSOME, FREE)
+    mobile = [(0, LIPOSOME, PLASMA[0]), (1, FREE, PLASMA[1])] + ([(3, binding.carrier, binding.plasma)]
+                                                                 if binding is not None else [])
 
     def sources(t):
         c = exact_of(x, t)
         t_var = ufl.variable(t)
         dcdt = [ufl.diff(ci, t_var) for ci in exact_of(x, t_var)]
         u = uptake(c[1], c[2], UFL)
-        gain = []
-        for s in range(2):
-            J = kedem_katchalsky_flux(PLASMA[s](0.0), c[s] / PHI, FLUID_SOURCE, carriers[s].reflection,
-                                      carriers[s].vessel_permeability * SURFACE, UFL)
-            transport = dcdt[s] - ufl.div(carriers[s].diffusivity * ufl.grad(c[s]))
+        gain = {}
+        for s, carrier, plasma in mobile:
+            J = kedem_katchalsky_flux(plasma(0.0), c[s] / PHI, FLUID_SOURCE, carrier.reflection,
+                                      carrier.vessel_permeability * SURFACE, UFL)
+            transport = dcdt[s] - ufl.div(carrier.diffusivity * ufl.grad(c[s]))
             if flux is not None:
-                transport += ufl.div(carriers[s].hindrance * flux / PHI * c[s])
-            gain.append(transport - J + LYMPH * c[s] / PHI)
+                transport += ufl.div(carrier.hindrance * flux / PHI * c[s])
+            gain[s] = transport - J + LYMPH * c[s] / PHI
+        bound = 0.0 if binding is None else albumin_binding_rate(
+            c[1], c[3], association_rate=binding.association_rate, dissociation_rate=binding.dissociation_rate)
         return (gain[0] + (RELEASE + LIPOSOME.clearance) * c[0],
-                gain[1] - RELEASE * c[0] + u,
-                dcdt[2] - u)
+                gain[1] - RELEASE * c[0] + u + bound,
+                dcdt[2] - u) + ((gain[3] - bound,) if binding is not None else ())
 
     model = TransportModel(free=FREE, uptake=CellUptake(uptake, linear=False), plasma_free=PLASMA[1],
                            interstitial_fraction=PHI, liposomal=LIPOSOME, plasma_liposomal=PLASMA[0],
-                           release_rate=RELEASE, surface_to_volume=SURFACE, extra_sources=sources)
+                           release_rate=RELEASE, surface_to_volume=SURFACE, extra_sources=sources,
+                           albumin=binding)
     flow = Flow(flux, vascular_fluid_source=FLUID_SOURCE, lymphatic_fluid_sink=LYMPH)
     solver = TransportSolver(domain, model, flow=flow, order=order, stabilise=stabilise)
     V = solver.concentrations.function_space
@@ -167,12 +172,27 @@ def uniform_in_space(x, t):
     return (2e-3 * g, 5e-4 * (1 + 0.5 * ufl.sin(ufl.pi * t / 50.0)), 3e-2 * (2 - ufl.cos(ufl.pi * t / 100.0)))
 
 
-@pytest.mark.parametrize("stabilise", [False, True])
-def test_manufactured_space_rate_is_two(stabilise):
+# kinetic albumin binding in the manufactured solution: its own carrier and bound plasma drug
+BINDING = AlbuminBinding(default("k_a"), default("k_d"),
+                         Carrier(diffusivity=3e-11, vessel_permeability=1e-7, reflection=0.3, hindrance=0.9),
+                         PlasmaCurve.constant(3e-3))
+
+
+def smooth_in_space_with_bound(x, t):
+    """:func:`smooth_in_space` and a bound species of the same shape (3/4 of C_L)."""
+    c = smooth_in_space(x, t)
+    return c + (0.75 * c[0],)
+
+
+@pytest.mark.parametrize("stabilise, binding", [(False, None), (True, None), (False, BINDING)])
+def test_manufactured_space_rate_is_two(stabilise, binding):
     """P1, nonlinear El-Kareh uptake, release, clearance, exchange, lymphatics and advection with a
-    non-solenoidal flux: L2 rate 2 within 0.1, also with SUPG on (its residual is consistent)."""
+    non-solenoidal flux (and kinetic albumin binding, a fourth species): L2 rate 2 within 0.1,
+    also with SUPG on (its residual is consistent)."""
     sizes = [8, 16, 32]
-    errors = [manufactured_run(n, 2, 100.0, smooth_in_space, flow_on=True, stabilise=stabilise) for n in sizes]
+    exact_of = smooth_in_space if binding is None else smooth_in_space_with_bound
+    errors = [manufactured_run(n, 2, 100.0, exact_of, flow_on=True, stabilise=stabilise, binding=binding)
+              for n in sizes]
     observed = rates([1 / n for n in sizes], errors)
     assert np.all(np.abs(observed - 2.0) < 0.1), (observed, errors)
 
