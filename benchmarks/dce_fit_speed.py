@@ -157,9 +157,11 @@ def run_case(model, delayed, shape, n_sub, seed, repeat):
     rng = np.random.default_rng(seed)
     n_vox = int(np.prod(shape))
     t, cp, ct, truth = synthetic(model, n_vox, delayed, rng)
+    load = os.getloadavg()[0]
     res, sec = run_hybrid(model, t, cp, ct.reshape(shape + (N_T,)), delayed, repeat)
     flat = {k: res[k].ravel() for k in truth}
-    case = {"hybrid": {"status": "ok", **_timing(n_vox, sec), "extrapolated": False,
+    case = {"load_average_1min": [load, os.getloadavg()[0]],
+            "hybrid": {"status": "ok", **_timing(n_vox, sec), "extrapolated": False,
                        "accuracy": accuracy(flat, truth)}}
     for name, (fn, how) in PEERS.items():
         sub = np.sort(rng.choice(n_vox, size=min(n_sub[name], n_vox), replace=False))
@@ -208,7 +210,8 @@ def main(argv=None):
                      else f"{name} {case[name]['status']:>9s}" for name in ("hybrid", *PEERS)]
             wall, cpu = (case[f"speedup_vs_fastest_peer_{r}"] for r in ("voxels_per_s", "voxels_per_cpu_s"))
             print(f"{model:15s} {key:8s} voxels/s: " + "  ".join(cells)
-                  + (f"  x{wall:.1f} (CPU time x{cpu:.1f}) vs fastest peer" if wall else ""), flush=True)
+                  + (f"  x{wall:.1f} (CPU time x{cpu:.1f}) vs fastest peer" if wall else "")
+                  + f"  load {case['load_average_1min'][0]:.1f}", flush=True)
         plain, delayed = (results[model][k]["hybrid"]["voxels_per_s"] for k in ("no_delay", "delay"))
         results[model]["delay_cost_ratio_hybrid"] = plain / delayed
         plain, delayed = (results[model][k]["hybrid"]["voxels_per_cpu_s"] for k in ("no_delay", "delay"))
@@ -222,7 +225,8 @@ def main(argv=None):
         "units": {"seconds": "s wall clock (fastest of --repeat runs)", "voxels_per_s": "1/s",
                   "cpu_seconds": "s CPU time of the process (all threads) in that run",
                   "median_abs_error": "Ktrans, PS 1/min; Fp mL/100 mL/min; ve, vp -; delay s",
-                  "delay_cost_ratio_hybrid": "hybrid time per voxel with delay / without"},
+                  "delay_cost_ratio_hybrid": "hybrid time per voxel with delay / without",
+                  "load_average_1min": "1-minute load average before and after the hybrid fits"},
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version(), "load_average_before": load_before,
