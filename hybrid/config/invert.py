@@ -29,6 +29,7 @@ Kind "ifp" (steady Darcy-Starling IFP on a disc, from an IFP map)::
     dtype = "float64"                     # or "float32"
     device = "cpu"                        # or "cuda"
     seed = 0
+    balance = "residuals"                 # gradient-norm balancing of the PDE terms ("all": data too; "none")
     ensemble = 1                          # members (seeds seed, seed + 1, ...); >= 2 gives a spread
     checkpoint = "checkpoints/invert_disc.pt"   # optional; `hybrid invert --resume` continues from it
 
@@ -159,6 +160,7 @@ class TrainingSection:
     dtype: str = "float64"
     device: str = "cpu"
     seed: int = 0
+    balance: str = "residuals"                 # loss balancing: "residuals" (PDE terms), "all", "none"
     ensemble: int = 1
     checkpoint: Path | None = None
 
@@ -200,10 +202,12 @@ def _training(table, base: Path) -> TrainingSection:
         raise ConfigError(f"[training] dtype must be \"float32\" or \"float64\", got {values['dtype']!r}")
     if values["device"] not in ("cpu", "cuda"):
         raise ConfigError(f"[training] device must be \"cpu\" or \"cuda\", got {values['device']!r}")
+    if values["balance"] not in ("residuals", "all", "none"):
+        raise ConfigError(f"[training] balance must be \"residuals\", \"all\" or \"none\", got {values['balance']!r}")
     minimum = {"adam_steps": 0, "lbfgs_steps": 0, "collocation_points": 1, "seed": 0, "ensemble": 1}
     counts = {name: integer("training", name, values[name], low) for name, low in minimum.items()}
     checkpoint = values["checkpoint"]
-    return TrainingSection(**counts, dtype=values["dtype"], device=values["device"],
+    return TrainingSection(**counts, dtype=values["dtype"], device=values["device"], balance=values["balance"],
                            checkpoint=None if checkpoint is None else relative_path(base, "training", "checkpoint",
                                                                                      checkpoint))
 
