@@ -53,7 +53,7 @@ from hybrid.config.crossval import CrossvalConfig
 from hybrid.config.invert import IFP_COEFFICIENTS
 from hybrid.forward.image_sampling import observe_on_grid, sample_image
 from hybrid.forward.ifp import solve_ifp
-from hybrid.io.nifti import read_volume
+from hybrid.io.nifti import read_dce_series, read_volume
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 
 __all__ = ["run_crossval", "recovered_coefficients", "relative_l2", "fill_nan_nearest"]
@@ -221,8 +221,6 @@ def _release(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
     from hybrid.commands.transport import setup_transport
     from hybrid.forward.transport import TransportSolver
     from hybrid.inverse.images import DRUG_FIELDS, drug_at
-    from hybrid.io.nifti import read_dce_series
-
     invert, source = config.invert, config.inversion.directory
     inversion = everywhere(comm, lambda: json.loads((source / "inversion.json").read_text()))
     rate = everywhere(comm, lambda: float(inversion["estimates"]["release_rate"]["estimate"]))
@@ -255,8 +253,8 @@ def _release(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
                 + ", ".join(f"{name} {100 * e:.2f} %" for name, e in errors.items()))
             index = int(np.flatnonzero(np.isclose(times, stop))[0])
             if held[index]:
-                predictions.append(_held_out(invert, source, fem, species, index, stop, observed, grid, operator,
-                                             comm, log, read_dce_series))
+                predictions.append(_held_out(invert, source, species, index, stop, observed, grid, operator,
+                                             comm, log))
         nodes_global = species[0].function_space.dofmap.index_map.size_global
     finally:
         solver.close()
@@ -272,8 +270,8 @@ def _release(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
             "seconds": time.perf_counter() - start, "stages_s": stages}
 
 
-def _held_out(invert, source: Path, fem: dict, species, index: int, time_s: float, observed, grid, operator, comm,
-              log, read_series) -> dict:
+def _held_out(invert, source: Path, species, index: int, time_s: float, observed, grid, operator, comm,
+              log) -> dict:
     """FEM and PINN predictions of one held-out frame against the observed (and true) frame."""
     from hybrid.collective import everywhere
 
@@ -286,14 +284,14 @@ def _held_out(invert, source: Path, fem: dict, species, index: int, time_s: floa
     entry = {"time_s": time_s, "frame": index}
     for record in observed:
         quantity = record.quantity
-        pinn = everywhere(comm, lambda: read_series(source / f"{quantity}.nii.gz"))
+        pinn = everywhere(comm, lambda: read_dce_series(source / f"{quantity}.nii.gz"))
         pinn_frame = pinn.data[..., int(np.flatnonzero(np.isclose(pinn.axis, time_s))[0])]
         item = {"unit": "1", "against": "the observed (noisy) frame"}
         for name, predicted in (("fem", fem_fields[quantity]), ("pinn", pinn_frame)):
             error, voxels, _ = _image_error(predicted, record.values[..., index])
             item[name] = {"relative_l2": error, "voxels": voxels}
         if invert.data.truth is not None:
-            truth = everywhere(comm, lambda: read_series(Path(invert.data.truth).parent / "truth" / f"{quantity}.nii.gz"))
+            truth = everywhere(comm, lambda: read_dce_series(Path(invert.data.truth).parent / "truth" / f"{quantity}.nii.gz"))
             true_frame = truth.data[..., int(np.flatnonzero(np.isclose(truth.axis, time_s))[0])]
             item["against_truth"] = {name: _image_error(predicted, true_frame)[0]
                                      for name, predicted in (("fem", fem_fields[quantity]), ("pinn", pinn_frame))}
