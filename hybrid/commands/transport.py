@@ -276,16 +276,6 @@ def _exposure_summary(config: TransportConfig, domain, exposure: Exposure, periv
     return numbers
 
 
-def _host_cells_as_tumour(domain):
-    """``domain`` with only its host cells, under the tumour tag: :class:`Exposure` integrates over
-    the tumour tag, so on this mesh it reports the host cells (same nodal fields)."""
-    import dolfinx.mesh
-
-    cells = domain.cell_tags.find(tags.HOST)
-    relabelled = dolfinx.mesh.meshtags(domain.mesh, domain.dim, cells, np.full(cells.size, tags.TUMOUR, dtype=np.int32))
-    return replace(domain, cell_tags=relabelled)
-
-
 def _heating_summary(heat, records, comm) -> dict:
     """Temperature, power and CEM43 numbers of the heating run."""
     dose = heat.thermal_dose.x.array[:heat.thermal_dose.function_space.dofmap.index_map.size_local]
@@ -362,10 +352,10 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log, domain=None, flo
     ifp_numbers, heat, solver = setup.ifp_numbers, setup.heat, setup.solver
     out = Path(config.output.directory)
     start = time.perf_counter()
-    exposures = [Exposure(region, *solver.species()[1:3], cell_density=config.tissue.cell_density,
+    exposures = [Exposure(domain, *solver.species()[1:3], cell_density=config.tissue.cell_density,
                           lethal_amount=config.exposure.lethal_amount_per_cell,
-                          kill_coefficient=config.exposure.kill_coefficient)
-                 for region in [domain] + ([_host_cells_as_tumour(domain)] if config.host is not None else [])]
+                          kill_coefficient=config.exposure.kill_coefficient, region=region)
+                 for region in [tags.TUMOUR] + ([tags.HOST] if config.host is not None else [])]
     exposure = exposures[0]
 
     def accumulate(dt: float) -> None:
@@ -458,9 +448,8 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log, domain=None, flo
         "mass_balance": balance,
     }
     summary["exposure"] = exposure_numbers
-    if config.host is not None:   # Exposure's largest peak is over every node: left out here
-        host = {key: value for key, value in exposures[1].summary().items() if not key.startswith("peak_cell_drug_max")}
-        summary["exposure_host"] = {"host_volume": host.pop("tumour_volume")} | host
+    if config.host is not None:
+        summary["exposure_host"] = exposures[1].summary()
     if images["stats"] is not None:
         summary["ktrans"] = images["stats"]
     if ifp_numbers is not None:

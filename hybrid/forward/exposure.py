@@ -11,12 +11,13 @@ tissue] of :class:`hybrid.forward.transport.TransportSolver`, as P1 fields:
 - ``lethal`` [1]: 1 where n_max reaches the lethal amount per cell (table ``C_I_lethal``,
   3.5 ng/1e5 cells, the line of a public El-Kareh & Secomb re-implementation [S]; configurable).
 
-Tumour numbers (:meth:`Exposure.summary`): the lethal fraction is the tumour volume (cell tag
-``tumour``) where the P1 peak field reaches the threshold, integrated with a degree-6 quadrature
-of the indicator (converges with h: the indicator is discontinuous inside cut cells), and the
-volume-mean survival fraction. On perivascular meshes (resolved vessel walls,
-``domain.geometry["centres"]``) :func:`distance_profile` averages a field over bins of distance to
-the nearest vessel wall (vertex weights of the lumped mass);
+Region numbers (:meth:`Exposure.summary`, of the cells tagged ``region``: the tumour by default,
+or the host): the lethal fraction is the region's volume where the P1 peak field reaches the
+threshold, integrated with a degree-6 quadrature of the indicator (converges with h: the indicator
+is discontinuous inside cut cells), the volume-mean survival fraction, and the largest peak over
+the nodes of the region's cells (nodes on the interface count for both regions). On perivascular
+meshes (resolved vessel walls, ``domain.geometry["centres"]``) :func:`distance_profile` averages a
+field over bins of distance to the nearest vessel wall (vertex weights of the lumped mass);
 :func:`hybrid.problems.krogh.half_distance` of that profile is the penetration half-distance.
 """
 
@@ -48,18 +49,23 @@ class Exposure:
     [mol/m^3 of tissue] (e.g. ``TransportSolver.species()[1:]``), which the caller keeps current.
 
     ``cell_density`` rho_c [1/m^3], ``lethal_amount`` [mol/cell] and ``kill_coefficient`` omega
-    [1/mol]: table ``rho_c``, ``C_I_lethal``, ``omega`` where None. Call :meth:`accumulate`
-    after every accepted step with its size; the fields start at zero at the current values.
+    [1/mol]: table ``rho_c``, ``C_I_lethal``, ``omega`` where None. ``region``: the cell
+    tag (:data:`hybrid.mesh.tags.TUMOUR` or ``HOST``) whose numbers :meth:`summary` reports. Call
+    :meth:`accumulate` after every accepted step with its size; the fields start at zero at the
+    current values.
     """
 
     def __init__(self, domain: TumourMesh, free: dolfinx.fem.Function, cell: dolfinx.fem.Function, *,
                  cell_density: float | None = None, lethal_amount: float | None = None,
-                 kill_coefficient: float | None = None):
-        self.domain, self.free, self.cell = domain, free, cell
+                 kill_coefficient: float | None = None, region: int = tags.TUMOUR):
+        if region not in tags.CELL_NAMES:
+            raise ValueError(f"exposure region must be a cell tag of {tags.CELL_NAMES}, got {region!r}")
+        self.domain, self.free, self.cell, self.region = domain, free, cell, region
         self.cell_density = float(value_or_default(cell_density, "rho_c"))
         self.lethal_amount = float(value_or_default(lethal_amount, "C_I_lethal"))
         self.kill_coefficient = float(value_or_default(kill_coefficient, "omega"))
         space = free.function_space
+        self._region_dofs = np.unique(space.dofmap.list[domain.cell_tags.find(region)])   # owned and ghost
         self.fields = {name: dolfinx.fem.Function(space, name=name) for name in EXPOSURE_UNITS}
         self.fields["survival_fraction"].x.array[:] = 1.0
         self._previous = (free.x.array.copy(), cell.x.array.copy())
@@ -72,12 +78,12 @@ class Exposure:
         survival = uptake.survival_fraction(peak, cell_density=self.cell_density, omega=self.kill_coefficient,
                                             xp=UFL)
         one = dolfinx.fem.Constant(mesh, 1.0)
-        tumour = dx(tags.TUMOUR)
-        self._forms = {"volume": dolfinx.fem.form(one * tumour),
-                       "lethal": dolfinx.fem.form(lethal * tumour),
-                       "survival": dolfinx.fem.form(survival * tumour),
-                       "auc_free": dolfinx.fem.form(self.fields["auc_free_drug"] * tumour),
-                       "auc_cell": dolfinx.fem.form(self.fields["auc_cell_drug"] * tumour)}
+        inside = dx(region)
+        self._forms = {"volume": dolfinx.fem.form(one * inside),
+                       "lethal": dolfinx.fem.form(lethal * inside),
+                       "survival": dolfinx.fem.form(survival * inside),
+                       "auc_free": dolfinx.fem.form(self.fields["auc_free_drug"] * inside),
+                       "auc_cell": dolfinx.fem.form(self.fields["auc_cell_drug"] * inside)}
 
     def accumulate(self, dt: float) -> None:
         """Add the step of size ``dt`` [s] that ended at the current values (trapezoidal AUC)."""
@@ -98,16 +104,18 @@ class Exposure:
         return self.domain.mesh.comm.allreduce(dolfinx.fem.assemble_scalar(self._forms[name]), op=MPI.SUM)
 
     def summary(self) -> dict:
-        """Tumour numbers (module docstring): volume [m^3, or m^2 in 2-D], lethal fraction and
-        mean survival fraction [1], mean AUCs [mol s/m^3], largest peak C_I [mol/m^3 and
-        ng/1e5 cells], the threshold used and the accumulated time [s]."""
+        """Numbers of the region (module docstring): volume [m^3, or m^2 in 2-D] (key
+        ``tumour_volume`` or ``host_volume``), lethal fraction and mean survival fraction [1], mean
+        AUCs [mol s/m^3], largest peak C_I over the region's nodes [mol/m^3 and ng/1e5 cells], the
+        threshold used and the accumulated time [s]."""
+        name = tags.CELL_NAMES[self.region]
         volume = self._integral("volume")
         if not volume > 0.0:
-            raise ValueError("the mesh has no tumour cells (tag 1): exposure numbers need a tumour region")
-        comm = self.domain.mesh.comm
-        owned = self.free.function_space.dofmap.index_map.size_local
-        peak = comm.allreduce(float(self.fields["peak_cell_drug"].x.array[:owned].max(initial=0.0)), op=MPI.MAX)
-        return {"tumour_volume": volume,
+            raise ValueError(f"the mesh has no {name} cells (tag {self.region}): "
+                             f"exposure numbers need a {name} region")
+        peaks = self.fields["peak_cell_drug"].x.array[self._region_dofs]   # ghosts hold the owners' values
+        peak = self.domain.mesh.comm.allreduce(float(peaks.max(initial=0.0)), op=MPI.MAX)
+        return {f"{name}_volume": volume,
                 "lethal_fraction": self._integral("lethal") / volume,
                 "mean_survival_fraction": self._integral("survival") / volume,
                 "mean_auc_free_drug_mol_s_m3": self._integral("auc_free") / volume,

@@ -182,7 +182,10 @@ class TransportStep:
 
 
 def _lumped(measure, mesh, subdomain_data=None):
-    """Vertex quadrature (mass lumping for P1)."""
+    """Vertex quadrature (mass lumping for P1). The facets of a 1-D mesh are points, where every
+    rule is the point value (FFCx's vertex rule divides by their zero volume): plain ``ds`` there."""
+    if measure == "ds" and mesh.topology.dim == 1:
+        return ufl.Measure(measure, domain=mesh, subdomain_data=subdomain_data)
     return ufl.Measure(measure, domain=mesh, subdomain_data=subdomain_data,
                        metadata={"quadrature_rule": "vertex", "quadrature_degree": 1})
 

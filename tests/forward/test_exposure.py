@@ -77,6 +77,29 @@ def test_lethal_fraction_and_survival_of_a_manufactured_peak_field():
 
 
 
+def test_region_numbers_come_from_the_region_only():
+    """Slab |x| < R in a host shell R < |x| < R + H with C_I = |x| for 1 s: the tumour's peak is
+    R (its interface nodes), not the host's R + H; the host's numbers cover the host only (volume
+    2 H, mean cell AUC (R + H/2) / 2 s)."""
+    from hybrid.mesh import tags, tumour_mesh
+
+    R, H = 1e-3, 5e-4
+    domain = tumour_mesh(COMM, "slab", R, H, 1e-4)
+    space = dolfinx.fem.functionspace(domain.mesh, ("Lagrange", 1))
+    free, cell = dolfinx.fem.Function(space), dolfinx.fem.Function(space)
+    regions = {region: Exposure(domain, free, cell, region=region) for region in (tags.TUMOUR, tags.HOST)}
+    cell.interpolate(lambda x: np.abs(x[0]))
+    for exposure in regions.values():
+        exposure.accumulate(1.0)
+    tumour, host = regions[tags.TUMOUR].summary(), regions[tags.HOST].summary()
+    assert tumour["peak_cell_drug_max_mol_m3"] == pytest.approx(R, rel=1e-12)
+    assert host["peak_cell_drug_max_mol_m3"] == pytest.approx(R + H, rel=1e-12)
+    assert tumour["tumour_volume"] == pytest.approx(2 * R, rel=1e-12)
+    assert host["host_volume"] == pytest.approx(2 * H, rel=1e-12)
+    assert host["mean_auc_cell_drug_mol_s_m3"] == pytest.approx((R + H / 2) / 2, rel=1e-12)
+    with pytest.raises(ValueError, match="no host cells"):
+        Exposure(*square_exposure(2)[:3], region=tags.HOST).summary()
+
 
 def test_half_distance_of_the_steady_krogh_profile():
     """Steady free drug on the Krogh annulus (4 um cells): the distance profile follows the Bessel
