@@ -105,6 +105,7 @@ def test_transport_thermosensitive_with_heating(tmp_path):
     ("uptake_rate = 0.02", "uptake_rate = -0.02", "[free_drug] uptake_rate must be >= 0"),
     ("step = 10.0", "step = 7200.0", "[time] step (7200.0 s) must not exceed end"),
     ('model = "none"', 'model = "stokes"', "[flow] model must be none or darcy"),
+    ("[output]", "[host]\nvessel_surface_density = 5000.0\n[output]", "[host] is given but the geometry has no host"),
 ])
 def test_transport_config_errors_are_one_line(tmp_path, old, new, message):
     text = EXAMPLE.read_text()

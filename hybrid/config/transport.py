@@ -97,7 +97,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from hybrid.config.forward import tissue_from_table
+from hybrid.config.forward import host_from_table, tissue_from_table
 from hybrid.config.geometry import GeometryConfig, geometry_from_table
 from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, check_petsc_options, number,
                                     output_from_table, read_toml, relative_path, spec_of, take_keys)
@@ -320,12 +320,7 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
                                         "radiation": None, "solver": {}, "host": None, "output": REQUIRED})
         tumour = tissue_from_table(top["tumour"], "tumour")
         geometry = geometry_from_table(top["geometry"], base).resolved(tumour.rim_thickness)
-        host = None
-        if geometry.host_thickness > 0 or geometry.field_of_view_host:
-            host = tissue_from_table(top["host"] or {}, "host")
-        elif top["host"] is not None:
-            raise ConfigError("[host] is given but the geometry has no host tissue "
-                              "(host_thickness = 0, field_of_view_host = false)")
+        host = host_from_table(top["host"], geometry)
         flow = _section(FlowConfig, top["flow"], "flow", choices={"model": ("none", "darcy"),
                                                                   "boundary": ("dirichlet", "no_flux")},
                         far_field_pressure="finite")
