@@ -288,11 +288,12 @@ def _compare(args, comm, log) -> None:
     from hybrid.collective import everywhere
     from hybrid.commands.compare import run_compare
     from hybrid.config.compare import load_compare_config
+    from hybrid.config.validate import read_toml
 
-    scenarios = everywhere(comm, lambda: load_compare_config(args.config))
+    scenarios, source = everywhere(comm, lambda: (load_compare_config(args.config), read_toml(args.config)))
     output = args.output if args.output is not None else scenarios[0][1].output.directory
     with _outputs(comm, output, args.overwrite, (args.config,)) as staging:
-        run_compare(scenarios, staging, comm, log)
+        run_compare(scenarios, staging, comm, log, source)
     log(f"done: outputs in {output}")
 
 

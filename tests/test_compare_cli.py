@@ -4,6 +4,7 @@ table's 31 % and changes delivery only through it. Serially and under ``mpirun -
 
 import csv
 import json
+import tomllib
 
 import numpy as np
 import pytest
@@ -48,6 +49,7 @@ def test_compare_writes_table_answer_and_figures(tmp_path, ranks):
         rows = {row["scenario"]: row for row in csv.DictReader(stream)}
     assert list(rows) == SCENARIOS
     document = json.loads((out / "compare.json").read_text())
+    assert document["config"] == tomllib.loads(CASE)   # the compare TOML as read, not a scenario's
     assert [row["scenario"] for row in document["rows"]] == SCENARIOS
     for name in SCENARIOS:
         assert (out / name / "transport.xdmf").is_file()
@@ -109,8 +111,6 @@ def test_compare_config_error_names_the_scenario(tmp_path):
 def test_compare_scenario_configurations():
     """Eight configurations: formulation per scenario, [heating] only for thermosensitive (42 C for
     the run when absent), the [radiation] factors kept and its dose set in the irradiated runs only."""
-    import tomllib
-
     from hybrid.config.compare import compare_configs
 
     data = tomllib.loads(CASE)
@@ -136,7 +136,6 @@ def test_compare_toml_keys_are_scenario_config_fields(tmp_path, source):
     """DESIGN.md: every scenario's configuration has its TOML keys as fields (the sections every
     scenario shares, and the scenario's own [drug], [heating], [radiation]); [compare]
     radiation_dose_Gy is the irradiated scenarios' config.radiation.dose_Gy."""
-    import tomllib
     from pathlib import Path
 
     from config_keys import assert_keys_are_fields

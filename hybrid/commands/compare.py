@@ -24,8 +24,8 @@ Writes into the output directory: ``<scenario>/transport.xdmf`` and ``<scenario>
 fraction, mean survival, mean AUCs, peak intracellular drug, IFP and, on perivascular meshes,
 the distal lethal fraction and half-distances), ``lethal_fraction.png``, ``exposure_maps.png``
 (peak intracellular drug, 2-D meshes) and on perivascular meshes ``penetration_profiles.png``;
-``compare.json`` also holds the answer to the question of point 7 as numbers, the meshing time
-``mesh_s`` [s] and the number of IFP solves ``ifp_solves``.
+``compare.json`` also holds the compare TOML as read (``config``), the answer to the question of
+point 7 as numbers, the meshing time ``mesh_s`` [s] and the number of IFP solves ``ifp_solves``.
 """
 
 from __future__ import annotations
@@ -97,9 +97,11 @@ def _answer(rows: dict[str, dict], distal_distance: float | None) -> dict:
                     "[exposure] distal_distance from every vessel (perivascular meshes only)"}
 
 
-def run_compare(scenarios: list[tuple[str, TransportConfig]], output: Path, comm: MPI.Comm, log) -> dict:
+def run_compare(scenarios: list[tuple[str, TransportConfig]], output: Path, comm: MPI.Comm, log,
+                source: dict) -> dict:
     """Run the ``scenarios`` into ``output`` (collective) and write the table, the answer and the
-    figures (rank 0). Returns the compare document."""
+    figures (rank 0). ``source``: the compare TOML as read, echoed as ``config``. Returns the
+    compare document."""
     from hybrid.config.validate import with_output_directory
     from hybrid.io.summary import write_summary
 
@@ -112,7 +114,7 @@ def run_compare(scenarios: list[tuple[str, TransportConfig]], output: Path, comm
         summary = run_transport(with_output_directory(config, output / name), comm, log, domain, flows)
         rows[name], summaries[name] = _row(name, config, summary), summary
     perivascular = first.geometry.shape in PERIVASCULAR
-    document = {"command": "compare", "config": first.source, "mpi_ranks": comm.size,
+    document = {"command": "compare", "config": source, "mpi_ranks": comm.size,
                 "mesh_s": stages["mesh_s"],
                 "ifp_solves": sum("ifp_s" in summary["stages_s"] for summary in summaries.values()),
                 "columns": list(COLUMNS), "rows": list(rows.values()),
