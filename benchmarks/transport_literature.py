@@ -124,7 +124,8 @@ def perivascular(comm, mesh_size: float, dt: float, times: list[float], dose: fl
     for stop in times:
         while solver.time < stop - 1e-9:
             record = solver.step(min(dt, stop - solver.time))
-        c_l, c_f, c_i = solver.species()
+        species = dict(zip(solver.names, solver.species()))   # three, or four with kinetic albumin binding
+        c_f, c_i = species["free_drug"], species["cell_drug"]
         total = dolfinx.fem.Function(c_f.function_space)
         total.x.array[:] = c_f.x.array + c_i.x.array
         row = {"time_s": stop}
