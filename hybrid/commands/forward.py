@@ -68,6 +68,9 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
         sizes += f", surface {geometry.surface_mesh_size:g} m"
     everywhere(comm, lambda: check_mesh_size(geometry))
     refined = f", then {geometry.refinements} parallel refinement(s)" if geometry.refinements else ""
+    if geometry.rim_refinements:
+        refined += (f", then {geometry.rim_refinements} parallel rim refinement(s) within "
+                    f"{geometry.rim_band:g} m of the tumour surface")
     log(f"meshing {geometry.shape} ({sizes}) on rank 0{refined}")
     domain = build_mesh(config.geometry, comm)
     stages["mesh_s"] = time.perf_counter() - start

@@ -10,6 +10,8 @@ Units are SI throughout (lengths in m, pressures in Pa). Every ``[section] key``
     host_thickness = 0.0         # m; 0 = tumour only, outer boundary = tumour surface
     mesh_size = 1.5e-4           # m (of the gmsh mesh, made on rank 0)
     refinements = 0              # then refined uniformly in parallel N times: h = mesh_size / 2^N
+    rim_refinements = 0          # sphere/disc: then N parallel refinements near the tumour surface
+    rim_band = 1.0e-3            # m, width of the widest rim refinement (default 2 ln2 N x IFP rim)
     partitioner = "scotch"       # scotch | kahip (| parmetis where DOLFINx has it)
     [tumour]
     hydraulic_conductivity = 3.1e-14   # ... any TissueProperties field
