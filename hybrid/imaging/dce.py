@@ -21,13 +21,14 @@ linear residual (refined by a parabola) and the linear solution start one batche
 Levenberg-Marquardt fit over all voxels, with the delay as a free parameter. Without a
 delay the 2CXM and 2CUM have a second start from a grid over the rates of their impulse
 response (for fixed rates they are linear in two amplitudes); each voxel starts from the
-start of lower residual. The delayed 2CUM is fitted by variable projection instead: the
-rate grid at every grid delay starts a fit over (rate, delay) alone, its two amplitudes
-solved in each evaluation (``_fit_2cum_delayed``). Box bounds and ve + vp <= 1 are
-enforced by projection. Where the start is not admissible or the fit ends on a bound,
-the 2CXM and 2CUM are refitted from three flows and the lowest residual is kept.
-Standard errors come from the Jacobian at the optimum; parameters
-the data cannot determine are NaN with a reason code (``REASONS``).
+start of lower residual. The delayed 2CXM and 2CUM are fitted by variable projection
+instead (``_fit_delayed_varpro``): over their rates and the delay alone, the two amplitudes
+solved in each evaluation, from the rate grid at every grid delay (2CUM) or at the linear
+solution's delay (2CXM). Box bounds and ve + vp <= 1 are enforced by projection. Where
+the start is not admissible or the fit ends on a bound, the 2CXM and 2CUM are refitted
+from three flows and the lowest residual is kept. Standard errors come from the Jacobian
+at the optimum; parameters the data cannot determine are NaN with a reason code
+(``REASONS``).
 """
 
 import numpy as np
@@ -73,8 +74,8 @@ _TO_PUBLIC = {"Ktrans": 60.0, "PS": 60.0, "Fp": 6000.0, "ve": 1.0, "vp": 1.0}
 _START_FP = (5.0, 20.0, 80.0)   # extra 2CXM/2CUM start flows [mL/100 mL/min]
 _RATE_GRID = np.geomspace(1e-3, 10.0, 25)   # 2CXM/2CUM start rates [1/s], ratio 1.47
 _GRID_RATES = np.concatenate([[0.0], _RATE_GRID])   # with 0: the integral of the AIF
-_VARPRO_RTOL = 1e-5          # delayed 2CUM converged: relative cost decrease below this,
-_VARPRO_XTOL = (1e-3, 1e-2)   # or steps below these in ln k and delay [s]
+_VARPRO_RTOL = 1e-5   # delayed 2CXM/2CUM converged: relative cost decrease below this,
+_VARPRO_XTOL = (1e-3, 1e-2)   # or steps below these in each ln k and in the delay [s]
 _CHUNK = 8192              # at most this many voxels are fitted together ...
 _JAC_ELEMENTS = 2 ** 22    # ... and fewer when the Jacobian would exceed this size
 _FFT_MIN_STEPS = 128   # longer uniformly sampled series of ...
@@ -376,25 +377,30 @@ def _lls_params(name, x):
     return np.clip(p, lo, hi), admissible
 
 
-def _shift_rows(t, c, delays):
-    """c (n_t,) delayed by each of ``delays`` (n,) [s]: (n, n_t), linear interpolation."""
+def _shift_rows(t, c, delays, deriv=False):
+    """c (n_t,) delayed by each of ``delays`` (n,) [s]: (n, n_t), linear interpolation
+    (c held constant outside t); with ``deriv`` also its derivative with respect to the
+    delay [c/s], exact for the interpolant (at knots: one-sided, for a growing delay)."""
     tq = t[None, :] - delays[:, None]
-    return np.interp(tq.ravel(), t, c).reshape(tq.shape)
+    shifted = np.interp(tq.ravel(), t, c).reshape(tq.shape)
+    if not deriv:
+        return shifted
+    segment = np.ceil(np.interp(tq, t, np.arange(t.size))).astype(int) - 1   # t[j] < tq <= t[j+1]
+    j = np.clip(segment, 0, t.size - 2)
+    rate = np.diff(c) / np.diff(t)
+    inside = (tq > t[0]) & (tq <= t[-1])
+    return shifted, np.where(inside, -rate[j], 0.0)
 
 
 def _delayed_model_fn(name, t, cp):
     """Model of parameters (model..., delay [s]) with a per-voxel delayed AIF. The models
-    are linear in the AIF, so d Ct / d delay is the model applied to d AIF / d delay, the
-    negated slope of the interpolated AIF (a difference quotient over a small shift)."""
-    h = 1e-3 * float(np.min(np.diff(t)))
+    are linear in the AIF, so d Ct / d delay is the model applied to d AIF / d delay."""
 
     def model(p, jac=False):
-        cp_d = _shift_rows(t, cp, p[:, -1])
-        base = _model_fn(name, t, cp_d)
         if not jac:
-            return base(p[:, :-1])
-        f, j = base(p[:, :-1], jac=True)
-        slope = (_shift_rows(t, cp, p[:, -1] + h) - cp_d) / h
+            return _model_fn(name, t, _shift_rows(t, cp, p[:, -1]))(p[:, :-1])
+        cp_d, slope = _shift_rows(t, cp, p[:, -1], deriv=True)
+        f, j = _model_fn(name, t, cp_d)(p[:, :-1], jac=True)
         return f, np.concatenate([j, _model_fn(name, t, slope)(p[:, :-1])[..., None]], axis=-1)
     return model
 
@@ -475,58 +481,60 @@ def _rate_pairs(name, gram, proj):
     return rates[i[pick]], rates[j[pick]], a[rows, pick], b[rows, pick], rss[rows, pick], rss
 
 
+def _from_rates(name, kp, km, a, b):
+    """2CXM/2CUM parameters (n, n_p) (internal units) of the impulse response
+    Ct = A (Cp (x) K+) + B (Cp (x) K-) (the 2CUM: K+ = 0, i.e. A int Cp), A, B [1/s] >= 0,
+    K+ >= K- [1/s]; NaN or inf where no parameters give that response."""
+    fp = a + b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if name == "2cum":                               # Tp = vp / (Fp + PS) = 1 / K-
+            ps = a * fp / b
+            return np.stack([fp, ps, (fp + ps) / km], axis=1)
+        s = km + a / fp * (kp - km)                      # Fp / vp (invert _2cxm_rates)
+        w = kp * km / s                                  # PS / ve
+        vp = fp / s
+        ps = vp * (kp + km - s - w)
+        return np.stack([fp, ps, ps / w, vp], axis=1)
+
+
 def _rate_grid_start(name, t, cp, ct):
     """2CXM/2CUM start values from ``_rate_grid_search``: the parameters of the best pair
     (internal units, clipped to the bounds), whether they were inside the bounds before
     clipping, and the residual sum of squares of that pair less sum(ct^2) [mM^2]."""
     kp, km, a, b, rss, _ = _rate_grid_search(name, t, cp, ct)
-    fp = a + b
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if name == "2cum":                               # Tp = vp / (Fp + PS) = 1 / K-
-            ps = a * fp / b
-            p = np.stack([fp, ps, (fp + ps) / km], axis=1)
-        else:                                            # invert _2cxm_rates
-            s = km + a / fp * (kp - km)                  # Fp / vp
-            w = kp * km / s                              # PS / ve
-            vp = fp / s
-            ps = vp * (kp + km - s - w)
-            p = np.stack([fp, ps, ps / w, vp], axis=1)
+    p = _from_rates(name, kp, km, a, b)
     lo, hi = _BOUNDS[name]
     admissible = np.all(np.isfinite(p) & (p >= lo) & (p <= hi), axis=1)
     p = np.where(np.isfinite(p), p, 0.5 * (np.asarray(lo) + np.minimum(hi, 1.0)))
     return np.clip(p, lo, hi), admissible, rss
 
 
-def _2cum_basis(t, cp):
-    """Basis of the delayed 2CUM for ``batched_varpro``: Ct = A int Cp_d + B (Cp_d (x) k)
-    with Cp_d the AIF delayed by d, theta = (ln k [ln 1/s], d [s]); the derivatives in d
-    are the basis of the AIF's derivative in d (a difference quotient over a small shift)."""
-    h = 1e-3 * float(np.min(np.diff(t)))
+def _impulse_basis(name, t, cp):
+    """Basis of a delayed 2CXM/2CUM for ``batched_varpro``: Ct = A u + B v with
+    u = Cp_d (x) k1 (the 2CUM: int Cp_d) and v = Cp_d (x) k2, Cp_d the AIF delayed by d;
+    theta = (ln k1 (2CXM only), ln k2 [ln 1/s], d [s]). The derivatives in d are the basis
+    of the AIF's derivative in d."""
 
     def basis(theta, rows):
-        k, delay = np.exp(theta[:, 0]), theta[:, 1]
-        cp_d = _shift_rows(t, cp, delay)
-        g, g_k = exp_convolve(t, cp_d, k, deriv=True)
-        slope = (_shift_rows(t, cp, delay + h) - cp_d) / h
+        n = theta.shape[0]
+        cp_d, slope = _shift_rows(t, cp, theta[:, -1], deriv=True)
+        if name == "2cum":
+            k = np.exp(theta[:, 0])
+            v, v_k = exp_convolve(t, cp_d, k, deriv=True)
+            du = (None, _cumtrapz(t, slope))
+            dv = (v_k * k[:, None], exp_convolve(t, slope, k))
+            return (_cumtrapz(t, cp_d), v), (du, dv)
+        k = np.exp(theta[:, :2]).T.ravel()           # k1 rows, then k2 rows
+        g, g_k = exp_convolve(t, np.concatenate([cp_d, cp_d]), k, deriv=True)
         g_k *= k[:, None]                             # d/d ln k
-        du = (None, _cumtrapz(t, slope))
-        dv = (g_k, exp_convolve(t, slope, k))
-        return (_cumtrapz(t, cp_d), g), (du, dv)
+        g_d = exp_convolve(t, np.concatenate([slope, slope]), k)
+        return (g[:n], g[n:]), ((g_k[:n], None, g_d[:n]), (None, g_k[n:], g_d[n:]))
     return basis
 
 
-def _fit_2cum_delayed(t, cp, ct, delays, max_iter):
-    """Delayed 2CUM by variable projection (``batched_varpro``).
-
-    Ct = A int Cp_d + B (Cp_d (x) k) with A = Fp E, B = Fp (1 - E) >= 0 and k = 1 / Tp:
-    the rate grid is searched at every grid delay (the residual refined by a parabola in
-    ln k, then in the delay), and Levenberg-Marquardt runs over (ln k, delay) alone, the
-    amplitudes being solved in each evaluation, so the flow cannot drift along its valley
-    with the delay. Where the solution is not inside the bounds (mostly a flow above the
-    200 mL/100 mL/min limit), ``_refine`` continues from it with the bounded model and
-    a third of the iterations. Returns p (n, 4) internal units, rss (n,) and the
-    Jacobian at p.
-    """
+def _2cum_delayed_start(t, cp, ct, delays):
+    """Delayed 2CUM start theta (ln k, d) (n, 2): the rate grid searched at every grid
+    delay, its residual refined by a parabola in ln k, then in the delay."""
     n = ct.shape[0]
     g = np.stack([exp_convolve(t, shift_aif(t, cp, d), _GRID_RATES) for d in delays])
     proj = (ct @ g.reshape(-1, t.size).T).reshape(n, delays.size, _GRID_RATES.size)
@@ -536,37 +544,81 @@ def _fit_2cum_delayed(t, cp, ct, delays, max_iter):
         log_k[:, i], rss[:, i] = _parabola_minimum(all_rss, np.log(_RATE_GRID))
     d0, _ = _parabola_minimum(rss, delays)
     pick = np.argmin(np.abs(delays[None, :] - d0[:, None]), axis=1)
-    theta = np.column_stack([log_k[np.arange(n), pick], d0])
-    lo = [np.log(_RATE_GRID[0]) - 2.0, delays[0]]
-    hi = [np.log(_RATE_GRID[-1]) + 2.0, delays[-1]]
-    theta, a, b, _ = batched_varpro(_2cum_basis(t, cp), ct, theta, lo, hi, max_iter,
-                                    _VARPRO_RTOL, _VARPRO_XTOL)
-    fp = a + b
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ps = a * fp / b
-        p = np.column_stack([fp, ps, (fp + ps) / np.exp(theta[:, 0]), theta[:, 1]])
-    lo, hi = (np.append(bound, delays[i]) for bound, i in zip(_BOUNDS["2cum"], (0, -1)))
+    return np.column_stack([log_k[np.arange(n), pick], d0])
+
+
+def _2cxm_delayed_start(t, aif_shifts, ct, pick, d0, lls_start):
+    """Delayed 2CXM start theta (ln K+, ln K-, d) (n, 3): the best rate-grid pair at the
+    linear solution's grid delay ``pick`` (index into ``aif_shifts``) and its refined delay
+    ``d0`` [s]; the rates of the linear solution ``lls_start`` where no pair fits."""
+    rates = _2cxm_rates(lls_start)[:, :2]
+    for s in np.unique(pick):
+        rows = np.flatnonzero(pick == s)
+        kp, km, _, _, rss, _ = _rate_grid_search("2cxm", t, aif_shifts[s], ct[rows])
+        fits = np.isfinite(rss)
+        rates[rows[fits]] = np.column_stack([kp, km])[fits]
+    return np.column_stack([np.log(np.maximum(rates, 1e-2 * _RATE_GRID[0])), d0])
+
+
+def _fit_delayed_varpro(name, t, cp, ct, delays, theta, max_iter, fallback=None):
+    """Delayed 2CXM/2CUM by variable projection (``batched_varpro``) from ``theta``.
+
+    Ct = A u + B v (``_impulse_basis``) with A, B >= 0: Levenberg-Marquardt runs over the
+    rates and the delay alone, the amplitudes being solved in each evaluation, so the flow
+    cannot drift along its valley with the delay. Where the solution's parameters are not
+    inside the bounds (a flow above 200 mL/100 mL/min; a response no 2CXM gives, e.g. one
+    exponential, which variable projection cannot leave: an unused column's rate has no
+    gradient), ``_refine`` continues with the bounded model and a third of the iterations,
+    from the solution or from the ``fallback`` start (p (n, n_p + 1), admissible (n,)),
+    if given, whichever fits better. Returns p (n, n_p + 1) internal units, rss (n,) and
+    the Jacobian at p.
+    """
+    n_k = theta.shape[1] - 1
+    lo = [np.log(_RATE_GRID[0]) - 2.0] * n_k + [delays[0]]
+    hi = [np.log(_RATE_GRID[-1]) + 2.0] * n_k + [delays[-1]]
+    theta, a, b, _ = batched_varpro(_impulse_basis(name, t, cp), ct, theta, lo, hi, max_iter,
+                                    _VARPRO_RTOL, [_VARPRO_XTOL[0]] * n_k + [_VARPRO_XTOL[1]])
+    k = np.exp(theta[:, :n_k])
+    if name == "2cum":
+        kp, km = np.zeros(ct.shape[0]), k[:, 0]
+    else:                                     # order the pair: K+ >= K-
+        swap = k[:, 0] < k[:, 1]
+        kp, km = np.where(swap, k[:, 1], k[:, 0]), np.where(swap, k[:, 0], k[:, 1])
+        a, b = np.where(swap, b, a), np.where(swap, a, b)
+    p = np.column_stack([_from_rates(name, kp, km, a, b), theta[:, -1]])
+    lo, hi = (np.append(bound, delays[i]) for bound, i in zip(_BOUNDS[name], (0, -1)))
     inside = np.all(np.isfinite(p) & (p >= lo) & (p < hi), axis=1)
-    model = _delayed_model_fn("2cum", t, cp)
-    rss, jac = np.empty(n), np.empty(ct.shape + (4,))
+    project = _volume_projection(name)
+    if project is not None:                   # and ve + vp <= 1
+        inside &= np.all(project(p.copy()) == p, axis=1)
+    model = _delayed_model_fn(name, t, cp)
+    rss, jac = np.empty(ct.shape[0]), np.empty(ct.shape + (p.shape[1],))
     f, jac[inside] = model(p[inside], jac=True)
     rss[inside] = np.sum((f - ct[inside]) ** 2, axis=1)
     rest = np.flatnonzero(~inside)
     if rest.size:
         start = np.clip(np.where(np.isfinite(p[rest]), p[rest], 0.5 * (lo + np.minimum(hi, 1.0))),
                         lo, hi)
-        p[rest], rss[rest], jac[rest] = _refine("2cum", ct[rest], start, np.zeros(rest.size, bool),
-                                                model, lo, hi, max_iter // 3)
+        if project is not None:
+            start = project(start)
+        admissible = np.zeros(rest.size, bool)
+        if fallback is not None:
+            cost = [np.sum((model(q) - ct[rest]) ** 2, axis=1) for q in (start, fallback[0][rest])]
+            use = cost[1] < cost[0]
+            start[use], admissible[use] = fallback[0][rest][use], fallback[1][rest][use]
+        p[rest], rss[rest], jac[rest] = _refine(name, ct[rest], start, admissible, model, lo, hi,
+                                                max_iter // 3)
     return p, rss, jac
 
 
 def _fit_block(name, t, cp, ct, delays, max_iter):
     """Fit one block of voxels (n, n_t). ``delays`` is None (no delay) or the delay grid;
-    the delayed 2CUM is fitted by ``_fit_2cum_delayed``.
+    the delayed 2CXM and 2CUM are fitted by ``_fit_delayed_varpro``.
 
     Returns (p (n, n_p [+1 delay]) internal units, rss (n,), jac at p)."""
     if name == "2cum" and delays is not None:
-        return _fit_2cum_delayed(t, cp, ct, delays, max_iter)
+        return _fit_delayed_varpro(name, t, cp, ct, delays,
+                                   _2cum_delayed_start(t, cp, ct, delays), max_iter)
     aif_shifts = [cp] if delays is None else [shift_aif(t, cp, d) if d else cp for d in delays]
     aif, tissue = _lls_columns(name, t, np.stack(aif_shifts), ct)
     x, lls_rss = _lls_solve(aif, tissue, ct)
@@ -578,12 +630,15 @@ def _fit_block(name, t, cp, ct, delays, max_iter):
         d0, _ = _parabola_minimum(lls_rss, delays)
         pick = np.argmin(np.abs(delays[None, :] - d0[:, None]), axis=1)
         start, admissible = _lls_params(name, x[np.arange(x.shape[0]), pick])
+        if name == "2cxm":
+            return _fit_delayed_varpro(name, t, cp, ct, delays,
+                                       _2cxm_delayed_start(t, aif_shifts, ct, pick, d0, start),
+                                       max_iter, (np.column_stack([start, d0]), admissible))
         start = np.column_stack([start, d0])
         model = _delayed_model_fn(name, t, cp)
         lo, hi = np.append(lo, delays[0]), np.append(hi, delays[-1])
-    if name in ("2cxm", "2cum") and delays is None:
-        # keep, per voxel, the better of the linear and the rate-grid start (with a delay
-        # the 2CXM keeps the linear start: from the grid, OSIPI case 8 ends 14% low in PS)
+    if name in ("2cxm", "2cum"):
+        # keep, per voxel, the better of the linear and the rate-grid start
         grid, grid_ok, _ = _rate_grid_start(name, t, cp, ct)
         project = _volume_projection(name)
         if project is not None:
