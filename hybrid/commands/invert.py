@@ -110,15 +110,14 @@ def observation_records(config: InvertConfig):
 def trained_problems(config: InvertConfig, directory: Path) -> list:
     """The ensemble of a finished ``hybrid invert`` run in ``directory``: the problems rebuilt from
     ``config`` with the states of ``networks/seed<N>.pt`` (CPU, evaluation only)."""
-    import torch
+    from hybrid.inverse.images import load_state
 
     problems = build_problems(config, observation_records(config)[1])
     for seed, problem in zip(_seeds(config), problems):
         path = Path(directory) / "networks" / f"seed{seed}.pt"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no trained network; run `hybrid invert` with this configuration first")
-        problem.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        problem.to(dtype=getattr(torch, config.training.dtype)).eval()
+        load_state(problem, path, config.training.dtype)
     return problems
 
 
@@ -248,9 +247,7 @@ def _relative_l2(predicted: np.ndarray, observed: np.ndarray) -> tuple[float, in
 def run_invert(config: InvertConfig, directory: Path, log, resume: bool = False) -> dict:
     """Train, then write ``inversion.json``, the recovered fields and the networks into
     ``directory``; returns the inversion.json content."""
-    import torch
-
-    from hybrid.inverse.images import voxel_average, voxel_series
+    from hybrid.inverse.images import save_state, voxel_average, voxel_series
 
     kind, directory = config.problem.kind, Path(directory)
     truth = truth_values(config.data.truth, kind) if config.data.truth is not None else None
@@ -307,7 +304,7 @@ def run_invert(config: InvertConfig, directory: Path, log, resume: bool = False)
                 f"{100 * entry['total_drug']['relative_l2']:.2f} %")
     (directory / "networks").mkdir(parents=True, exist_ok=True)
     for seed, problem in zip(_seeds(config), problems):
-        torch.save(problem.state_dict(), directory / "networks" / f"seed{seed}.pt")
+        save_state(problem, directory / "networks" / f"seed{seed}.pt")
     summary["training"] = {"members": [{"seed": seed, "seconds": r.seconds, "steps": r.steps, "history": r.history}
                                        for seed, r in zip(_seeds(config), results)],
                            "seconds": sum(r.seconds for r in results), "device": results[0].device,

@@ -17,7 +17,7 @@ from hybrid.inverse.unknowns import BoundedScalar
 from hybrid.records import ObservationOperator, Observations, VoxelGrid
 
 __all__ = ["disc_ifp_problem", "disc_release_problem", "voxel_average", "voxel_series", "pressure_at",
-           "drug_at"]
+           "drug_at", "save_state", "load_state"]
 
 DRUG_FIELDS = ("liposomal_drug", "free_drug", "cell_drug", "total_drug")
 """Drug fields of a release problem with cell drug [mol/m^3 of tissue]."""
@@ -134,3 +134,15 @@ def drug_at(problem: TransportProblem, points_m, time_s: float) -> dict[str, np.
     xt = torch.cat([x, torch.full_like(x[:, :1], time_s / problem.scales.time)], dim=1)
     with torch.no_grad():
         return {name: problem.observed(name, xt).reshape(-1).cpu().numpy() for name in DRUG_FIELDS}
+
+
+def save_state(problem, path) -> None:
+    """Write the trained state of ``problem`` (its state_dict) to ``path``."""
+    torch.save(problem.state_dict(), path)
+
+
+def load_state(problem, path, dtype: str):
+    """``problem`` with the state saved at ``path``, on the CPU in ``dtype`` ("float32" or "float64"),
+    ready for evaluation; returns it."""
+    problem.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return problem.to(dtype=getattr(torch, dtype)).eval()
