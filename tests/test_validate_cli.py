@@ -265,7 +265,8 @@ def test_release_true_rate_predicts_the_held_out_frame_and_a_wrong_one_does_not(
         assert set(frame["relative_l2"]) == {"liposomal_drug", "free_drug", "cell_drug", "total_drug"}
     held, missed = right["held_out"]["frames"], wrong["held_out"]["frames"]
     assert [h["time_s"] for h in held] == [2400.0]
-    print({q: (held[0][q]["against_truth"], missed[0][q]["against_truth"]) for q in ("total_drug", "released_fraction")})
+    print({q: (held[0][q]["against_truth"], missed[0][q]["against_truth"])
+           for q in ("total_drug", "released_fraction")})
     # the FEM at the true rate is the synthesize run itself (same mesh and steps): float32 images only
     for quantity in ("total_drug", "released_fraction"):
         assert held[0][quantity]["against_truth"]["fem"] < 1e-4

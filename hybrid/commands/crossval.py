@@ -282,20 +282,24 @@ def _held_out(invert, source: Path, species, index: int, time_s: float, observed
     with np.errstate(invalid="ignore", divide="ignore"):
         fem_fields["released_fraction"] = (parts[1] + parts[2]) / fem_fields["total_drug"]
     entry = {"time_s": time_s, "frame": index}
+    def frame(path: Path) -> np.ndarray:
+        """The frame at ``time_s`` of the 4-D series at ``path`` (FrameTimes_s sidecar)."""
+        series = everywhere(comm, lambda: read_dce_series(path))
+        return series.data[..., int(np.flatnonzero(np.isclose(series.axis, time_s))[0])]
+
     for record in observed:
         quantity = record.quantity
-        pinn = everywhere(comm, lambda: read_dce_series(source / f"{quantity}.nii.gz"))
-        pinn_frame = pinn.data[..., int(np.flatnonzero(np.isclose(pinn.axis, time_s))[0])]
+        pinn_frame = frame(source / f"{quantity}.nii.gz")
         item = {"unit": "1", "against": "the observed (noisy) frame"}
         for name, predicted in (("fem", fem_fields[quantity]), ("pinn", pinn_frame)):
             error, voxels, _ = _image_error(predicted, record.values[..., index])
             item[name] = {"relative_l2": error, "voxels": voxels}
         if invert.data.truth is not None:
-            truth = everywhere(comm, lambda: read_dce_series(Path(invert.data.truth).parent / "truth" / f"{quantity}.nii.gz"))
-            true_frame = truth.data[..., int(np.flatnonzero(np.isclose(truth.axis, time_s))[0])]
+            true_frame = frame(Path(invert.data.truth).parent / "truth" / f"{quantity}.nii.gz")
             item["against_truth"] = {name: _image_error(predicted, true_frame)[0]
                                      for name, predicted in (("fem", fem_fields[quantity]), ("pinn", pinn_frame))}
         entry[quantity] = item
+    total = entry["total_drug"]
     log(f"held-out frame t = {time_s:g} s: total drug relative l2 against the observed frame: FEM "
-        f"{100 * entry['total_drug']['fem']['relative_l2']:.2f} %, PINN {100 * entry['total_drug']['pinn']['relative_l2']:.2f} %")
+        f"{100 * total['fem']['relative_l2']:.2f} %, PINN {100 * total['pinn']['relative_l2']:.2f} %")
     return entry
