@@ -25,7 +25,8 @@ from torch import nn
 
 from hybrid.inverse.networks import FourierFeatureMLP
 from hybrid.inverse.observation import VoxelAverage
-from hybrid.inverse.residuals import DrugExchange, darcy_starling_residual, gradient, transport_residuals
+from hybrid.inverse.residuals import (DrugExchange, cell_drug_residual, darcy_starling_residual, gradient,
+                                      transport_residuals)
 from hybrid.inverse.scales import Scales
 from hybrid.inverse.unknowns import BoundedField, BoundedScalar
 from hybrid.problems.exchange import starling_fluid_flux
@@ -273,8 +274,8 @@ class TransportProblem(InverseProblem):
             free_binding_ratio=self.free_binding_ratio, **flow)
         residuals = [r_lipo, r_free]
         if self.cell_drug:   # dC_I/dt = U(C_F)
-            residuals.append(gradient(states[2], xt)[:, -1] / self.scales.time
-                             - linear_uptake(c_free.reshape(-1), uptake))
+            residuals.append(cell_drug_residual(states[2], c_free, xt, self.scales.time,
+                                                lambda c, _: linear_uptake(c, uptake)))
         scale = self.scales.concentration / self.scales.time
         return tuple(r / scale for r in residuals)
 
