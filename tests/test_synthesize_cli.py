@@ -151,3 +151,19 @@ def test_missing_observation_section_is_one_error_line(tmp_path):
     text = text[:text.index("[observation]")] + text[text.index("[output]"):]
     result, _ = _run(tmp_path, "none", text=text)
     assert_one_error(result, "missing [observation] section")
+
+
+def test_total_drug_counts_the_albumin_bound_drug(tmp_path):
+    """With kinetic albumin binding the fourth species (bound_drug) is written and counted in the
+    total drug and the released fraction (everything but the encapsulated drug)."""
+    text = TINY.format(noise=0.0, seed=3).replace('[drug]', '[free_drug]\nalbumin_binding = "kinetic"\n[drug]')
+    result, out = _run(tmp_path, "bound", text=text)
+    assert result.returncode == 0, result.stderr
+    parts = {name: _load(out / "truth" / f"{name}.nii.gz")[0]
+             for name in ("liposomal_drug", "free_drug", "cell_drug", "bound_drug", "total_drug")}
+    assert np.nanmax(parts["bound_drug"]) > 0
+    total = parts["liposomal_drug"] + parts["free_drug"] + parts["cell_drug"] + parts["bound_drug"]
+    assert np.allclose(parts["total_drug"], total, rtol=1e-6, atol=0)   # NIfTI stores float32
+    fraction, _ = _load(out / "released_fraction.nii.gz")
+    late = parts["total_drug"][..., -1] > 0
+    assert np.allclose(fraction[..., -1][late], 1 - parts["liposomal_drug"][..., -1][late] / total[..., -1][late])

@@ -31,7 +31,6 @@ from hybrid.commands.transport import setup_transport
 from hybrid.config.synthesize import QUANTITIES, ObservationConfig
 from hybrid.config.transport import TransportConfig
 from hybrid.forward.image_sampling import observe_on_grid
-from hybrid.forward.transport import SPECIES
 
 __all__ = ["run_synthesize", "observation_grid", "frame_stops"]
 
@@ -136,11 +135,11 @@ def run_synthesize(config: TransportConfig, observation: ObservationConfig, comm
     log(f"observation grid {shape[0]} x {shape[1]} x {shape[2]} voxels of {observation.voxel_size_mm:g} mm, "
         f"{len(observation.times)} frames")
     start = time.perf_counter()
-    species = {name: [] for name in SPECIES}
+    species = {name: [] for name in solver.names}   # with kinetic albumin binding also bound_drug
     times = observation.times
     try:
         def record():
-            for name, function in zip(SPECIES, solver.species()):
+            for name, function in zip(solver.names, solver.species()):
                 species[name].append(observe(function))
         for _ in [t for t in times if t <= 0]:   # pre-injection frames: the initial (drug-free) state
             record()
@@ -155,10 +154,10 @@ def run_synthesize(config: TransportConfig, observation: ObservationConfig, comm
             setup.heat.close()
     stages["stepping_and_sampling_s"] = time.perf_counter() - start
     fields = {name: np.stack(frames, axis=-1) for name, frames in species.items()}
-    fields["total_drug"] = sum(fields[name] for name in SPECIES)
-    if "released_fraction" in observation.quantities:
+    fields["total_drug"] = sum(fields[name] for name in solver.names)
+    if "released_fraction" in observation.quantities:   # every form but the encapsulated one
         with np.errstate(invalid="ignore", divide="ignore"):   # NaN where there is no drug (pre-injection)
-            fields["released_fraction"] = np.where(fields["total_drug"] > 0, (fields["free_drug"] + fields["cell_drug"])
+            fields["released_fraction"] = np.where(fields["total_drug"] > 0, 1.0 - fields["liposomal_drug"]
                                                    / fields["total_drug"], np.nan)
     if pressure is not None:
         fields["ifp"] = pressure

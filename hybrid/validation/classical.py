@@ -168,10 +168,10 @@ def fit_release_rate(setup, frame_times, images: np.ndarray, affine_mm: np.ndarr
             for stop, is_frame in frame_stops(config.time.step, frame_times):
                 solver.step(stop - solver.time)
                 if is_frame:
-                    lipo, free, cell = (observe_on_grid(f, shape, affine_mm) for f in solver.species())
-                    total = lipo + free + cell
+                    lipo, *released = (observe_on_grid(f, shape, affine_mm) for f in solver.species())
+                    total = lipo + sum(released)   # free and cell drug (and bound drug with kinetic binding)
                     with np.errstate(invalid="ignore", divide="ignore"):
-                        frames.append(total if quantity == "total_drug" else (free + cell) / total)
+                        frames.append(total if quantity == "total_drug" else sum(released) / total)
         finally:
             solver.close()
         return np.stack(frames, axis=-1)
