@@ -23,8 +23,11 @@ LOADERS = {"ifp_sphere.toml": load_forward_config,
            "transport_krogh.toml": load_transport_config,
            "compare_krogh.toml": lambda path: load_compare_config(path)[0][1],
            "synthesize_disc.toml": lambda path: load_synthesize_config(path)[0],
+           "synthesize_release.toml": lambda path: load_synthesize_config(path)[0],
            "invert_disc.toml": load_invert_config,
-           "validate_disc.toml": load_crossval_config}
+           "invert_release.toml": load_invert_config,
+           "validate_disc.toml": load_crossval_config,
+           "validate_release.toml": load_crossval_config}
 
 
 @pytest.mark.parametrize("name", sorted(LOADERS))
@@ -42,7 +45,27 @@ def test_example_outputs_land_in_the_checkout_results_folder():
         assert load(EXAMPLES / name).output.directory.resolve().parent == EXAMPLES.parent / "results", name
 
 
-def test_checkpoint_is_relative_to_the_toml_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["invert_disc", "invert_release"])
+def test_checkpoint_is_relative_to_the_toml_file(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = load_invert_config(os.path.relpath(EXAMPLES / "invert_disc.toml", tmp_path))
-    assert config.checkpoint.resolve() == (EXAMPLES.parent / "results" / "invert_disc.pt").resolve()
+    config = load_invert_config(os.path.relpath(EXAMPLES / f"{name}.toml", tmp_path))
+    assert config.training.checkpoint.resolve() == (EXAMPLES.parent / "results" / f"{name}.pt").resolve()
+
+
+def test_every_example_is_checked():
+    assert {path.name for path in EXAMPLES.glob("*.toml")} == set(LOADERS)
+
+
+@pytest.mark.parametrize("name", sorted(set(LOADERS) - {"compare_krogh.toml"}))
+def test_example_keys_are_fields(name):
+    """TOML key = field name on every shipped example (compare: tests/test_compare_cli.py, per scenario)."""
+    from config_keys import assert_keys_are_fields
+
+    path = EXAMPLES / name
+    document = tomllib.loads(path.read_text())
+    if name.startswith("synthesize"):
+        transport, observation = load_synthesize_config(path)
+        assert_keys_are_fields(observation, document.pop("observation"), path)
+        assert_keys_are_fields(transport, document, path)
+    else:
+        assert_keys_are_fields(LOADERS[name](path), document, path)
