@@ -141,18 +141,18 @@ def test_dose_plasma_curve_is_the_unbound_fraction():
     free-doxorubicin plasma curve (physics.md §2.1); a constant free_concentration is unbound."""
     import tomllib
 
-    from hybrid.commands.transport import _bound_plasma, _plasma
+    from hybrid.commands.plasma import bound_plasma_curve, plasma_curves
     from hybrid.problems.pharmacokinetics import PlasmaCurve, dose_amount
 
     data = tomllib.loads(EXAMPLE.read_text())
     data["plasma"] = {"model": "dose", "dose": 50.0, "dose_unit": "mg/m^2", "albumin_bound_fraction": 0.6}
-    free, liposomal = _plasma(transport_config_from_dict(data))
+    free, liposomal = plasma_curves(transport_config_from_dict(data))
     total = PlasmaCurve.free_doxorubicin(dose_amount(50.0, "mg/m^2"))
     times = np.array([0.0, 60.0, 3600.0, 86400.0])
     assert liposomal is None and np.allclose(free(times), 0.4 * total(times), rtol=1e-14)
-    assert np.allclose(_bound_plasma(transport_config_from_dict(data))(times), 0.6 * total(times), rtol=1e-14)
+    assert np.allclose(bound_plasma_curve(transport_config_from_dict(data))(times), 0.6 * total(times), rtol=1e-14)
     data["plasma"] = {"model": "constant", "free_concentration": 1e-3, "albumin_bound_fraction": 0.6}
-    assert _bound_plasma(transport_config_from_dict(data))(times) == pytest.approx(1.5e-3, rel=1e-14)
+    assert bound_plasma_curve(transport_config_from_dict(data))(times) == pytest.approx(1.5e-3, rel=1e-14)
 
 
 def test_albumin_binding_true_and_false_keep_their_meaning():

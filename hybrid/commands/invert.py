@@ -153,7 +153,7 @@ def release_physics(transport, radius: float) -> dict:
     heating or radiation); ValueError naming what the release PINN does not model."""
     from hybrid.problems import release
     from hybrid.problems.parameters import default
-    from hybrid.problems.pharmacokinetics import PlasmaCurve, dose_amount
+    from hybrid.commands.plasma import plasma_curves
 
     geometry, formulation = transport.geometry, transport.drug.formulation
     refuse = [text for text, bad in (
@@ -171,11 +171,7 @@ def release_physics(transport, radius: float) -> dict:
         if bad]
     if refuse:
         raise ValueError(f"{transport.output.directory}: the release PINN does not model {'; '.join(refuse)}")
-    plasma = transport.plasma
-    if plasma.model == "constant":
-        liposomal = PlasmaCurve.constant(plasma.liposomal_concentration)
-    else:   # the encapsulated dose, as hybrid.commands.transport sets it up
-        liposomal = PlasmaCurve.liposomal(dose_amount(plasma.dose, plasma.dose_unit), plasma.liposome_half_life)
+    free_plasma, liposomal = plasma_curves(transport)   # the drug in the blood, as hybrid transport has it
     surface, lipo, free = transport.tissue.surface_to_volume, transport.liposome, transport.free_drug
     flow = None
     if transport.flow.model == "darcy":
@@ -192,7 +188,7 @@ def release_physics(transport, radius: float) -> dict:
             "free_binding_ratio": 0.0, "end_time": transport.time.end, "flow": flow,
             "exchange_lipo": {"plasma": liposomal, "permeability_surface": lipo.vessel_permeability * surface,
                               "reflection": lipo.reflection},
-            "exchange_free": {"plasma": PlasmaCurve.constant(0.0),
+            "exchange_free": {"plasma": free_plasma,
                               "permeability_surface": free.vessel_permeability * surface,
                               "reflection": free.reflection}}
 

@@ -26,6 +26,7 @@ import dolfinx.fem
 import dolfinx.io
 import ufl
 
+from hybrid.commands.plasma import bound_plasma_curve, plasma_curves
 from hybrid.config.transport import PERIVASCULAR, TransportConfig
 from hybrid.forward.exposure import EXPOSURE_UNITS, Exposure, distal_mean, distance_profile
 from hybrid.forward.ifp import region_coefficient
@@ -38,47 +39,11 @@ from hybrid.problems.exchange import starling_fluid_flux
 from hybrid.problems.krogh import half_distance, krogh_concentration
 from hybrid.problems.namespace import UFL
 from hybrid.problems.parameters import default
-from hybrid.problems.pharmacokinetics import PlasmaCurve, dose_amount
 
 __all__ = ["run_transport", "setup_transport", "build_domain", "TransportSetup", "irradiated", "FIELD_UNITS"]
 
 FIELD_UNITS = ({name: "mol/m^3 of tissue" for name in SPECIES + (BOUND_SPECIES,)} | EXPOSURE_UNITS
                | {"temperature": "K (with [heating])", "thermal_dose": "CEM43 min (with [heating])"})
-
-
-def _plasma(config: TransportConfig) -> tuple[PlasmaCurve, PlasmaCurve | None]:
-    """Plasma curves of free and (for liposomal formulations) encapsulated drug [mol/m^3]."""
-    plasma, liposomal = config.plasma, config.drug.formulation != "free"
-    if plasma.model == "constant":
-        return (PlasmaCurve.constant(plasma.free_concentration),
-                PlasmaCurve.constant(plasma.liposomal_concentration) if liposomal else None)
-    amount = dose_amount(plasma.dose, plasma.dose_unit)
-    if not liposomal:   # the vessel wall sees the unbound fraction of the total plasma drug
-        return _scaled(_total_free_plasma(config), 1.0 - plasma.albumin_bound_fraction), None
-    # encapsulated dose; free drug leaking in the circulation is neglected (physics.md §3.1)
-    return PlasmaCurve.constant(0.0), PlasmaCurve.liposomal(amount, plasma.liposome_half_life)
-
-
-def _total_free_plasma(config: TransportConfig) -> PlasmaCurve:
-    """Total (unbound + albumin-bound) free-drug plasma curve of a ``[plasma] model = "dose"`` [mol/m^3]."""
-    plasma = config.plasma
-    return PlasmaCurve.free_doxorubicin(dose_amount(plasma.dose, plasma.dose_unit), plasma.infusion_duration)
-
-
-def _scaled(curve: PlasmaCurve, factor: float) -> PlasmaCurve:
-    return PlasmaCurve(tuple(factor * c for c in curve.amplitudes), curve.rates, curve.infusion_duration)
-
-
-def _bound_plasma(config: TransportConfig) -> PlasmaCurve:
-    """Albumin-bound free drug in plasma [mol/m^3] for kinetic binding: ``albumin_bound_fraction``
-    f of the total dose curve; with a constant unbound ``free_concentration`` the bound drug in
-    equilibrium with it, f / (1 - f) of it; 0 for liposomal formulations (no free drug in the blood)."""
-    plasma, fraction = config.plasma, config.plasma.albumin_bound_fraction
-    if config.drug.formulation != "free":
-        return PlasmaCurve.constant(0.0)
-    if plasma.model == "constant":
-        return PlasmaCurve.constant(fraction / (1.0 - fraction) * plasma.free_concentration)
-    return _scaled(_total_free_plasma(config), fraction)
 
 
 def _release_rate(config: TransportConfig, temperature=None, ph=None):
@@ -143,7 +108,7 @@ def _model(config: TransportConfig, domain, perivascular: bool, temperature=None
         rho = config.tissue.cell_density
         rate = lambda c_free, c_cell, xp: uptake.el_kareh_secomb_uptake(c_free, c_cell, interstitial_fraction=phi,
                                                                         cell_density=rho)
-    plasma_free, plasma_liposomal = _plasma(config)
+    plasma_free, plasma_liposomal = plasma_curves(config)
     lipo = config.liposome
     rate_of_release = _release_rate(config, temperature, images.get("ph"))
     surface = None if perivascular else _surface_to_volume(config, domain, images.get("vascular_exchange"))
@@ -160,7 +125,7 @@ def _model(config: TransportConfig, domain, perivascular: bool, temperature=None
         surface_to_volume=surface, intravascular_release=intravascular,
         free_binding_ratio=default("B_alb") if free.albumin_binding == "equilibrium" else 0.0,
         albumin=AlbuminBinding(free.association_rate, free.dissociation_rate,
-                               Carrier(free.bound_diffusivity, free.bound_vessel_permeability), _bound_plasma(config))
+                               Carrier(free.bound_diffusivity, free.bound_vessel_permeability), bound_plasma_curve(config))
         if free.albumin_binding == "kinetic" else None)
 
 
