@@ -14,8 +14,9 @@ p is continuous and may kink on phi = 0 (cusp-capturing PINN, Tseng, Lin, Hu & L
 The PDE is enforced inside each region (piecewise-constant K: no grad K term), and the flux
 condition [K dp/dn] = 0 as the loss term ``interface_ifp`` on fixed interface points, with the
 one-sided gradients of N(x~, +phi) (host side) and N(x~, -phi) (tumour side). The drug has one
-diffusivity in both regions and a continuous normal Darcy flux, so the drug fields are C^1 there
-and their networks see (x~, t~) only.
+diffusivity in both regions and a continuous normal Darcy flux, but its sources (S/V, div u) jump
+at the interface and the liposomes barely diffuse (sqrt(D_L t) ~ 60 um after 3 h, Peclet number
+u L / D_L ~ 1e2 per 0.25 mm near the rim), so the drug networks see (x~, t~, |phi(x~)|) too.
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ from hybrid.inverse.unknowns import BoundedScalar
 from hybrid.problems.uptake import linear_uptake
 
 __all__ = ["TumourInHost", "RegionCoefficient", "HostIFPProblem", "CoupledProblem"]
+
+
+class LevelSetInput(torch.nn.Module):
+    """``network`` of (x~, t~, |phi(x~)|) called with (x~, t~): fields that may kink at the interface."""
+
+    def __init__(self, network: torch.nn.Module, geometry: "TumourInHost"):
+        super().__init__()
+        self.network, self.geometry = network, geometry
+
+    def forward(self, xt: torch.Tensor) -> torch.Tensor:
+        return self.network(torch.cat([xt, self.geometry.level_set(xt[:, :-1]).abs()], dim=1))
 
 
 @dataclass(frozen=True)
@@ -138,7 +150,8 @@ class CoupledProblem(TransportProblem):
     P S/V of each carrier is the given ``exchange_*`` one (tumour S/V) times ``host_surface_ratio``
     = S/V_host / S/V_tumour [1] in the host; ``uptake`` None (linear, coefficient ``uptake_rate``)
     or an :class:`~hybrid.inverse.residuals.ElKarehSecombUptake` (then dC_I/dt = U(C_F, C_I)).
-    Other keywords: :class:`TransportProblem` (``cell_drug`` is always on)."""
+    The state network also sees |phi| (module doc). Other keywords: :class:`TransportProblem`
+    (``cell_drug`` is always on)."""
 
     def __init__(self, geometry: TumourInHost, coefficients: dict, *, flow: HostIFPProblem,
                  host_surface_ratio: float = 1.0, uptake: ElKarehSecombUptake | None = None, **keywords):
@@ -147,6 +160,10 @@ class CoupledProblem(TransportProblem):
         if host_surface_ratio < 0:
             raise ValueError(f"host_surface_ratio must be >= 0, got {host_surface_ratio}")
         super().__init__(geometry, coefficients, flow=flow, cell_drug=True, **keywords)
+        shape = {name: keywords.get(name, default) for name, default in (("width", 64), ("depth", 4),
+                                                                         ("features", 32), ("sigma", 1.0))}
+        self.network = LevelSetInput(FourierFeatureMLP(geometry.dim + 2, 3, generator=keywords.get("generator"),
+                                                       **shape), geometry)
         self.host_surface_ratio = float(host_surface_ratio)
         self.uptake = uptake
 
