@@ -23,6 +23,18 @@ Steps, all measured:
 
 Writes benchmarks/results/pinn_twin_host.json and .png (``--output``); ``--smoke`` is a tiny run.
 Serial (one MPI rank); ``--threads`` sets torch's CPU threads.
+
+Measured on the shared 2-core box (load 4-8, 2 torch threads, float32), issue 9 targets missed:
+
+- identifiability (FEM, 1296 data): Cramer-Rao relative sd k_rel 0.33 %, K_tumour 2.8 %,
+  p_e,tumour 0.76 %: all three identifiable to 5 % in principle;
+- 800 Adam + 30 L-BFGS steps, 512 points, width 48 (``pinn_twin_host_smooth_drug.json``, drug
+  networks of (x, t) only): 1157 s; k_rel -95 %, K_T -58 %, p_e -35 %; pressure 28 %, drug
+  52-62 % (total) relative L2; the liposomal PDE and total-drug misfit (17x its noise level)
+  were still falling. A step costs about 1.4 s here (5832 sub-voxel points per image series);
+- started at the truth (``pinn_twin_host_start_at_truth.json``, 600 + 30 steps): the estimates
+  leave the truth while the networks are still far from the fields (k_rel -74 %, K_T -47 %,
+  p_e -65 %; pressure 63 %, drug 31 %), so the budget, not only the start, limits the result.
 """
 
 from __future__ import annotations
