@@ -56,6 +56,7 @@ lbfgs_steps = {lbfgs}
 collocation_points = {points}
 dtype = "float64"
 seed = 0
+threads = 1
 balance = "{balance}"
 [output]
 directory = "inverted"

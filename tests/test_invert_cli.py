@@ -52,6 +52,7 @@ lbfgs_steps = {lbfgs}
 collocation_points = {points}
 dtype = "float64"
 seed = 0
+threads = 1
 ensemble = {ensemble}
 {checkpoint}
 [output]

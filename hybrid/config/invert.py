@@ -32,6 +32,8 @@ Kind "ifp" (steady Darcy-Starling IFP on a disc, from an IFP map)::
     balance = "residuals"                 # gradient-norm balancing of the PDE terms ("all": data too; "none")
     ensemble = 1                          # members (seeds seed, seed + 1, ...); >= 2 gives a spread
     checkpoint = "checkpoints/invert_disc.pt"   # optional; `hybrid invert --resume` continues from it
+    threads = 1                           # optional: torch CPU threads (default: torch's, all cores); on a
+                                          # few shared cores one thread trains small networks fastest
 
     [output]
     directory = "../results/invert_disc"
@@ -163,6 +165,7 @@ class TrainingSection:
     balance: str = "residuals"                 # loss balancing: "residuals" (PDE terms), "all", "none"
     ensemble: int = 1
     checkpoint: Path | None = None
+    threads: int | None = None                 # torch CPU threads; None: torch's default (all cores)
 
 
 @dataclass(frozen=True)
@@ -206,8 +209,9 @@ def _training(table, base: Path) -> TrainingSection:
         raise ConfigError(f"[training] balance must be \"residuals\", \"all\" or \"none\", got {values['balance']!r}")
     minimum = {"adam_steps": 0, "lbfgs_steps": 0, "collocation_points": 1, "seed": 0, "ensemble": 1}
     counts = {name: integer("training", name, values[name], low) for name, low in minimum.items()}
-    checkpoint = values["checkpoint"]
+    checkpoint, threads = values["checkpoint"], values["threads"]
     return TrainingSection(**counts, dtype=values["dtype"], device=values["device"], balance=values["balance"],
+                           threads=None if threads is None else integer("training", "threads", threads, 1),
                            checkpoint=None if checkpoint is None else relative_path(base, "training", "checkpoint",
                                                                                      checkpoint))
 

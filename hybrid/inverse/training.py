@@ -63,6 +63,7 @@ class TrainingConfig:
     checkpoint: str | None = None
     checkpoint_every: int = 500
     progress_every: int = 100              # 0: silent
+    threads: int | None = None             # torch CPU threads (process-wide); None: torch's default
 
     def __post_init__(self):
         if self.balance not in ("residuals", "all", "none"):
@@ -71,6 +72,8 @@ class TrainingConfig:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         if self.adam_steps < 0 or self.lbfgs_steps < 0 or self.collocation_points < 1:
             raise ValueError("adam_steps and lbfgs_steps must be >= 0 and collocation_points >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 (or None for torch's default), got {self.threads!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {self.device!r} requested but torch sees no CUDA device; use device='cpu'")
 
@@ -93,6 +96,8 @@ class Trainer:
 
     def __init__(self, problem: InverseProblem, config: TrainingConfig, progress: Callable[[str], None] | None = None):
         self.config = config
+        if config.threads is not None:   # small networks on a few shared cores: one thread beats contending ones
+            torch.set_num_threads(config.threads)
         self.device = torch.device(config.device)
         self.dtype = _DTYPES[config.dtype]
         self.problem = problem.to(device=self.device, dtype=self.dtype)

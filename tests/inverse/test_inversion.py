@@ -99,3 +99,15 @@ def test_ensemble_gives_a_spread_for_every_estimate():
         assert entry["estimate"] == pytest.approx(np.mean(entry["members"]))
     with pytest.raises(ValueError, match="two seeds"):
         ensemble(lambda seed: twins.ifp_problem(observations, seed), [0], config)
+
+
+def test_training_threads_setting():
+    """``threads`` sets torch's CPU threads for the run (process-wide); < 1 is refused."""
+    with pytest.raises(ValueError, match="threads"):
+        TrainingConfig(threads=0)
+    problem = twins.ifp_problem(twins.ifp_observations(noise=0.0, voxels=8))
+    try:
+        Trainer(problem, TrainingConfig(adam_steps=0, threads=2, progress_every=0))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
