@@ -32,6 +32,8 @@ Measured on the shared 2-core box (load 4-8, 2 torch threads, float32), issue 9 
   networks of (x, t) only): 1157 s; k_rel -95 %, K_T -58 %, p_e -35 %; pressure 28 %, drug
   52-62 % (total) relative L2; the liposomal PDE and total-drug misfit (17x its noise level)
   were still falling. A step costs about 1.4 s here (5832 sub-voxel points per image series);
+- with the drug networks seeing |phi| (``pinn_twin_host.json``, same settings, load 4): 1357 s;
+  k_rel -95 %, K_T -60 %, p_e -25 %; pressure 17 %, total drug 60-74 % relative L2;
 - started at the truth (``pinn_twin_host_start_at_truth.json``, 600 + 30 steps): the estimates
   leave the truth while the networks are still far from the fields (k_rel -74 %, K_T -47 %,
   p_e -65 %; pressure 63 %, drug 31 %), so the budget, not only the start, limits the result.
