@@ -33,12 +33,37 @@ def _setting(config_value, sidecar: dict, key: str, what: str, series: Path, upp
     if config_value is not None:
         return float(config_value)
     if key in sidecar:
-        value = sidecar[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < upper:
-            raise ValueError(f"{sidecar_path(series)} {key}: {what} must be a number in (0, {upper:g}), "
-                             f"got {value!r}")
-        return float(value)
+        return _sidecar_number(sidecar, key, what, series, upper)
     raise ValueError(f"{what} unknown: set it in the configuration or add {key} to the sidecar of {series}")
+
+
+def _sidecar_number(sidecar: dict, key: str, what: str, series: Path, upper: float = math.inf) -> float:
+    """The sidecar's ``key``: a number in (0, upper), else a ValueError naming the sidecar."""
+    from hybrid.io.nifti import sidecar_path
+
+    value = sidecar[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < upper:
+        raise ValueError(f"{sidecar_path(series)} {key}: {what} must be a number in (0, {upper:g}), got {value!r}")
+    return float(value)
+
+
+SATURATION_B1_KEY = "SaturationB1_T"
+"""CEST sidecar key of the saturation B1 amplitude [T]."""
+MAX_B1_T = 1e-4
+"""Upper bound of a plausible saturation B1 [T] (100 uT)."""
+
+
+def _saturation_b1_uT(series, path: Path, required_for: str | None) -> float | None:
+    """Saturation B1 [uT] of a CEST series from its sidecar; None where the sidecar has none and
+    ``required_for`` is None, else a ValueError saying what needs it."""
+    from hybrid.io.nifti import sidecar_path
+
+    if SATURATION_B1_KEY in series.metadata:
+        return 1e6 * _sidecar_number(series.metadata, SATURATION_B1_KEY, "saturation B1 [T]", path, MAX_B1_T)
+    if required_for is None:
+        return None
+    raise ValueError(f"{path}: saturation B1 unknown; add {SATURATION_B1_KEY} [T] to {sidecar_path(path)} "
+                     f"({required_for})")
 
 
 def _check_signal(series: Path, data: np.ndarray, warnings: list[str]) -> None:
@@ -82,14 +107,33 @@ def _finite_or_none(values: dict) -> dict:
     return {str(key): float(v) if np.isfinite(v) else None for key, v in values.items()}
 
 
-def _ph_calibration(settings, log) -> tuple:
+def _vial_spectra(path: Path, powers_uT: tuple) -> tuple:
+    """(offsets [ppm], pH, spectra) of the calibration table ``path`` at ``powers_uT`` (one power,
+    None for a table of one power, or two powers): spectra is one (vials, offsets) array, or a
+    tuple of one per power whose rows must be the same vials in the same order."""
+    from hybrid.io.zspectra import read_zspectra_csv
+
+    tables = [read_zspectra_csv(path, power_uT=power) for power in powers_uT]
+    offsets, ph, t1, _ = tables[0]
+    for power, (_, ph_other, t1_other, _) in zip(powers_uT[1:], tables[1:]):
+        if ph_other.shape != ph.shape or np.any(ph_other != ph) or np.any(t1_other != t1):
+            raise ValueError(f"{path}: the rows at {powers_uT[0]:g} uT and at {power:g} uT are not the same vials in "
+                             f"the same order (pH {', '.join(f'{v:g}' for v in ph)} against "
+                             f"{', '.join(f'{v:g}' for v in ph_other)}); list each vial once per power, same order")
+    if len(tables) == 1:
+        return offsets, ph, tables[0][3]
+    return offsets, ph, tuple(table[3] for table in tables)
+
+
+def _ph_calibration(settings, log, powers_uT: tuple) -> tuple:
     """(ratio method, PhCalibration, summary record) of ``[cest]``: from the vials' pH and ratio,
-    or from their Z-spectra (``calibration_spectra``), where ``ratio = "auto"`` calibrates every
-    method and degree and keeps the least leave-one-out error (``cest.select_calibration``; the
-    record adds the nested leave-one-out error of that choice)."""
+    or from their Z-spectra (``calibration_spectra``) at ``powers_uT`` (see ``_vial_spectra``),
+    where ``ratio = "auto"`` calibrates every method and degree and keeps the least leave-one-out
+    error (``cest.select_calibration``; the record adds the nested leave-one-out error of that
+    choice). With two powers the ratio of a vial is the mean of its two powers' ratios from one
+    joint fit (``cest.mean_ph_ratio``), as for the voxels."""
     from hybrid.config.maps import AUTO
     from hybrid.imaging import cest
-    from hybrid.io.zspectra import read_zspectra_csv
 
     degree = None if settings.calibration_degree == AUTO else settings.calibration_degree
     method, report = settings.ratio, {"ratio": settings.ratio}
@@ -98,9 +142,14 @@ def _ph_calibration(settings, log) -> tuple:
         report["calibration_vials"] = len(settings.calibration_ph)
     else:
         path = settings.calibration_spectra
-        offsets, ph, _, signal = read_zspectra_csv(path)
+        offsets, ph, signal = _vial_spectra(path, powers_uT)
         methods = cest.RATIO_METHODS if method == AUTO else (method,)
-        ratios = {name: cest.ph_ratio(offsets, signal, method=name, **_pools(settings)) for name in methods}
+        if isinstance(signal, tuple):
+            fits = cest.fit_zspectra_joint(offsets, signal, cest.iopamidol_fit_pools(**_pools(settings)))
+            ratios = {name: cest.mean_ph_ratio(offsets, signal, method=name, shifts_ppm=settings.shifts_ppm, fits=fits)
+                      for name in methods}
+        else:
+            ratios = {name: cest.ph_ratio(offsets, signal, method=name, **_pools(settings)) for name in methods}
         report.update({"calibration_spectra": str(path), "calibration_vials": int(ph.size),
                        "calibration_ph_range": [float(ph.min()), float(ph.max())],
                        "calibration_ratios": {name: [float(v) if np.isfinite(v) else None for v in r]
@@ -130,13 +179,40 @@ def _ph_calibration(settings, log) -> tuple:
     return method, calibration, report
 
 
+def _check_same_offsets(path_a: Path, offsets_a: np.ndarray, path_b: Path, offsets_b: np.ndarray) -> None:
+    """ValueError unless two CEST series were saturated at the same offsets [ppm] (1e-6 ppm)."""
+    if offsets_a.shape != offsets_b.shape or not np.allclose(offsets_a, offsets_b, rtol=0.0, atol=1e-6):
+        raise ValueError(f"{path_b} has {offsets_b.size} offsets {_span(offsets_b)} but {path_a} has {offsets_a.size} "
+                         f"{_span(offsets_a)}; the two powers must be acquired at the same offsets (sidecar offsets_ppm)")
+
+
+def _span(offsets: np.ndarray) -> str:
+    """'[min, max] ppm' of an offset list."""
+    return f"[{offsets.min():g}, {offsets.max():g}] ppm"
+
+
+def _cest_powers_uT(settings, series, second_series) -> tuple:
+    """Saturation powers [uT] of the CEST series (sidecar SaturationB1_T): (b1,) for one series (None
+    if its sidecar has none), (b1, b1_second) with ``series_second_power``, which must differ."""
+    if second_series is None:
+        return (_saturation_b1_uT(series, settings.series, None),)
+    need = "needed to pair each series with its calibration vials"
+    powers = (_saturation_b1_uT(series, settings.series, need),
+              _saturation_b1_uT(second_series, settings.series_second_power, need))
+    if abs(powers[0] - powers[1]) <= 1e-3:
+        raise ValueError(f"{settings.series_second_power} and {settings.series} were both saturated at {powers[0]:g} uT "
+                         f"({SATURATION_B1_KEY}); series_second_power must be the same offsets at another B1")
+    return powers
+
+
 def run_maps(config, log=None) -> dict:
     """``hybrid maps``: DCE/VFA/CEST NIfTI series -> parameter maps (NIfTI, source affine),
     ``maps.png`` and ``summary.json`` in ``config.output.directory``; returns the summary.
 
     Maps (float32, NaN outside the mask or where a fit failed): the DCE model's parameters
     (Ktrans [1/min], ve, vp, PS [1/min], Fp [mL/100 mL/min]), rss [mM^2], delay_s [s] with
-    fit_delay, T1 [s] with [vfa], pH and ph_valid (uint8) with [cest]."""
+    fit_delay, T1 [s] with [vfa], pH and ph_valid (uint8) with [cest] (from one series, or from
+    two saturation powers with ``series_second_power``)."""
     from hybrid.imaging import cest, dce
     from hybrid.io import nifti
     from hybrid.io.summary import software_versions, write_summary
@@ -160,9 +236,16 @@ def run_maps(config, log=None) -> dict:
     if config.vfa is not None:
         vfa_series = nifti.read_vfa_series(config.vfa.series)
         on_grid(str(config.vfa.series), vfa_series.data, vfa_series.affine_mm)
+    second_series = None
     if config.cest is not None:
         cest_series = nifti.read_cest_series(config.cest.series)
         on_grid(str(config.cest.series), cest_series.data, cest_series.affine_mm)
+        if config.cest.series_second_power is not None:
+            second_series = nifti.read_cest_series(config.cest.series_second_power)
+            on_grid(str(config.cest.series_second_power), second_series.data, second_series.affine_mm)
+            _check_same_offsets(config.cest.series, cest_series.axis, config.cest.series_second_power,
+                                second_series.axis)
+        powers_uT = _cest_powers_uT(config.cest, cest_series, second_series)
     shape, affine = grid[1], grid[2]
     if config.mask is not None:
         mask_data, mask_affine = nifti.read_volume(config.mask.path)
@@ -176,7 +259,8 @@ def run_maps(config, log=None) -> dict:
         raise ValueError(f"{config.mask.path}: the mask selects no voxel (no value > 0)")
     warnings: list[str] = []
     for path, series in ((config.dce and config.dce.series, dce_series), (config.vfa and config.vfa.series, vfa_series),
-                         (config.cest and config.cest.series, cest_series)):
+                         (config.cest and config.cest.series, cest_series),
+                         (config.cest and config.cest.series_second_power, second_series)):
         if series is not None:
             _check_signal(path, series.data[mask], warnings)
     maps: dict[str, np.ndarray] = {}
@@ -235,11 +319,17 @@ def run_maps(config, log=None) -> dict:
     if cest_series is not None:
         t0 = time.perf_counter()
         settings = config.cest
-        method, calibration, cest_report = _ph_calibration(settings, log)
-        z = cest_series.data[mask]
+        method, calibration, cest_report = _ph_calibration(settings, log, powers_uT)
+        cest_report["saturation_b1_uT"] = [None if p is None else float(p) for p in powers_uT]
+        spectra = [series.data[mask] for series in (cest_series, second_series) if series is not None]
+        if second_series is not None:
+            cest_report["index"] = (f"mean of the {powers_uT[0]:g} and {powers_uT[1]:g} uT {method} ratios "
+                                    "(joint fit, shared line centres)")
+            log(f"CEST pH index: {cest_report['index']}")
 
         def fit_ph(part):
-            ph, valid = cest.ph_map(cest_series.axis, z[part], calibration, method=method, **_pools(settings))
+            z = spectra[0][part] if len(spectra) == 1 else tuple(s[part] for s in spectra)
+            ph, valid = cest.ph_map(cest_series.axis, z, calibration, method=method, **_pools(settings))
             return {"pH": ph, "ph_valid": valid}
 
         put(fit_in_chunks("CEST pH", n, CEST_CHUNK, fit_ph, log))

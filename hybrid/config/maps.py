@@ -50,9 +50,11 @@ class VfaConfig:
 class CestMapsConfig:
     """``[cest]`` of a maps configuration (see :class:`MapsConfig`). The calibration is either
     ``calibration_ph`` with ``calibration_ratio`` or ``calibration_spectra`` (with ``ratio`` and
-    ``calibration_degree`` possibly "auto")."""
+    ``calibration_degree`` possibly "auto"). With ``series_second_power`` the pH index is the mean
+    of the two powers' ratios from a joint fit (``hybrid.imaging.cest.mean_ph_ratio``)."""
 
     series: Path
+    series_second_power: Path | None = None
     calibration_ph: tuple[float, ...] | None = None
     calibration_ratio: tuple[float, ...] | None = None
     calibration_spectra: Path | None = None
@@ -100,7 +102,14 @@ class MapsConfig:
         tr_s = 5e-3                    # [s]; default: sidecar RepetitionTimeExcitation
         [cest]                         # optional: pH_e from iopamidol CEST
         series = "cest.nii.gz"         # 4-D, one volume per offset (sidecar offsets_ppm, ppm);
-                                       # offsets |x| >= 20 ppm are the S0 reference
+                                       # offsets |x| >= 20 ppm are the S0 reference; sidecar
+                                       # SaturationB1_T [T]: needed with series_second_power or a
+                                       # calibration_spectra table holding several powers
+        series_second_power = "cest_2uT.nii.gz"  # optional: the same offsets at another B1 (its
+                                       # sidecar SaturationB1_T); both spectra of a voxel are fitted
+                                       # jointly (shared line centres) and the pH index is the mean
+                                       # of the two powers' ratios; calibration_spectra must then
+                                       # hold the vials at both powers (rows in the same vial order)
         calibration_ph = [6.2, ...]    # calibration vials: pH ...
         calibration_ratio = [-0.45, ...]  # ... and their ratio (same `ratio` method and pools)
         calibration_spectra = "vials.csv" # or: the vials' Z-spectra, one row each with its pH
@@ -216,8 +225,10 @@ def _cest_maps(table: dict, base: Path) -> CestMapsConfig:
     if v["ratio"] not in CEST_RATIOS + (AUTO,):
         raise ConfigError(f"[cest] ratio must be one of {', '.join(CEST_RATIOS + (AUTO,))}, got {v['ratio']!r}")
     ph, ratio, spectra, degree = _cest_calibration(v, base)
-    return CestMapsConfig(relative_path(base, "cest", "series", v["series"]), ph, ratio, spectra, degree, shifts,
-                          v["mt"], v["ratio"], v["hydroxyl"], v["endogenous"])
+    second = v["series_second_power"]
+    return CestMapsConfig(relative_path(base, "cest", "series", v["series"]),
+                          None if second is None else relative_path(base, "cest", "series_second_power", second),
+                          ph, ratio, spectra, degree, shifts, v["mt"], v["ratio"], v["hydroxyl"], v["endogenous"])
 
 
 def maps_config_from_dict(data: dict, base: Path = Path("."), origin: str = "<config>") -> MapsConfig:

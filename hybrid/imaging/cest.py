@@ -419,6 +419,27 @@ def ph_ratio(offsets_ppm, z, *, shifts_ppm: tuple[float, float] = (4.2, 5.6), me
         return np.where(valid, np.log10(effect[..., 0] / effect[..., 1]), np.nan)
 
 
+def mean_ph_ratio(offsets_ppm, spectra, *, method: str = "st", shifts_ppm: tuple[float, float] = (4.2, 5.6),
+                  s0=None, ref_ppm: float = 20.0, mt: bool = True, hydroxyl: bool = True, endogenous: bool = False,
+                  min_effect: float = 0.005, max_rms: float = 0.03, fits: tuple[ZFit, ...] | None = None):
+    """Multi-power ratiometric pH index: the mean over K saturation powers of ``ph_ratio``
+    (``method``) of the K spectra of each voxel (``spectra``: K arrays (..., n_offsets), same
+    offsets, B0 and saturation time; ``s0``: None or K unsaturated images), each ratio from the
+    joint fit with shared line centres (``fit_zspectra_joint``; or the given ``fits``). The
+    powers' noise is independent, so the mean averages it; NaN where any power's ratio is NaN.
+    Calibrate with ``PhCalibration`` on phantoms acquired at the same powers."""
+    spectra = tuple(spectra)
+    if fits is None:
+        pools = iopamidol_fit_pools(shifts_ppm, mt=mt, hydroxyl=hydroxyl, endogenous=endogenous)
+        fits = fit_zspectra_joint(offsets_ppm, spectra, pools, s0=s0, ref_ppm=ref_ppm, max_rms=max_rms)
+    elif len(fits) != len(spectra):
+        raise ValueError(f"{len(fits)} fits for {len(spectra)} spectra; pass one fit per power")
+    ratios = [ph_ratio(offsets_ppm, z, shifts_ppm=shifts_ppm, method=method, s0=None if s0 is None else s0[k],
+                       ref_ppm=ref_ppm, min_effect=min_effect, fit=fit)
+              for k, (z, fit) in enumerate(zip(spectra, fits))]
+    return np.mean(ratios, axis=0)
+
+
 def b1_ratio(offsets_ppm, z_low, z_high, *, at_ppm: float = 4.2, joint: bool = True,
              shifts_ppm: tuple[float, float] = (4.2, 5.6), s0=None, ref_ppm: float = 20.0, mt: bool = True,
              hydroxyl: bool = True, endogenous: bool = False, min_effect: float = 0.005,
@@ -584,8 +605,11 @@ def select_calibration(candidates, ph, max_degree: int = 3) -> CalibrationChoice
 
 
 def ph_map(offsets_ppm, z, calibration: PhCalibration, **kwargs):
-    """pH map and validity mask from Z-spectra (..., n_offsets): ``calibration.ph(ph_ratio(...))``;
-    ``kwargs`` go to ``ph_ratio`` (use the same ``method`` and pools as for the calibration).
-    Invalid voxels (failed fit, ratio outside the calibration) are NaN."""
-    ph = calibration.ph(ph_ratio(offsets_ppm, z, **kwargs))
+    """pH map and validity mask from Z-spectra (..., n_offsets): ``calibration.ph(ph_ratio(...))``,
+    or, when ``z`` is a tuple of K such arrays at K saturation powers,
+    ``calibration.ph(mean_ph_ratio(...))``; ``kwargs`` go to that function (use the same ``method``
+    and pools as for the calibration). Invalid voxels (failed fit, ratio outside the calibration)
+    are NaN."""
+    index = mean_ph_ratio if isinstance(z, tuple) else ph_ratio
+    ph = calibration.ph(index(offsets_ppm, z, **kwargs))
     return ph, np.isfinite(ph)
