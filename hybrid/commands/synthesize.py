@@ -31,6 +31,7 @@ from hybrid.commands.transport import setup_transport
 from hybrid.config.synthesize import QUANTITIES, ObservationConfig
 from hybrid.config.transport import TransportConfig
 from hybrid.forward.image_sampling import observe_on_grid
+from hybrid.problems.release import released_fraction
 
 __all__ = ["run_synthesize", "observation_grid", "frame_stops"]
 
@@ -155,10 +156,8 @@ def run_synthesize(config: TransportConfig, observation: ObservationConfig, comm
     stages["stepping_and_sampling_s"] = time.perf_counter() - start
     fields = {name: np.stack(frames, axis=-1) for name, frames in species.items()}
     fields["total_drug"] = sum(fields[name] for name in solver.names)
-    if "released_fraction" in observation.quantities:   # every form but the encapsulated one
-        with np.errstate(invalid="ignore", divide="ignore"):   # NaN where there is no drug (pre-injection)
-            fields["released_fraction"] = np.where(fields["total_drug"] > 0, 1.0 - fields["liposomal_drug"]
-                                                   / fields["total_drug"], np.nan)
+    if "released_fraction" in observation.quantities:   # NaN where there is no drug (pre-injection)
+        fields["released_fraction"] = released_fraction(fields["liposomal_drug"], fields["total_drug"])
     if pressure is not None:
         fields["ifp"] = pressure
     rng = np.random.default_rng(observation.seed)

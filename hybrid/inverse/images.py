@@ -14,6 +14,7 @@ from hybrid.inverse.geometry import Ball
 from hybrid.inverse.problems import IFPProblem, TransportProblem
 from hybrid.inverse.residuals import DrugExchange
 from hybrid.inverse.unknowns import BoundedScalar
+from hybrid.problems.release import released_fraction
 from hybrid.records import ObservationOperator, Observations, VoxelGrid
 
 __all__ = ["disc_ifp_problem", "disc_release_problem", "voxel_average", "voxel_series", "pressure_at",
@@ -100,9 +101,10 @@ def voxel_average(problem: IFPProblem, grid: VoxelGrid, operator: ObservationOpe
 
 def voxel_series(problem: TransportProblem, grid: VoxelGrid, operator: ObservationOperator,
                  times_s) -> dict[str, np.ndarray]:
-    """The drug fields of ``DRUG_FIELDS`` [mol/m^3] and the released fraction (C_F + C_I) / total
-    [1] (a ratio of voxel means, as ``hybrid synthesize`` computes it) averaged like the data at
-    ``times_s`` [s]; each (nx, ny, nz, frames)."""
+    """The drug fields of ``DRUG_FIELDS`` [mol/m^3] and the released fraction
+    (:func:`hybrid.problems.release.released_fraction`, a ratio of voxel means, as ``hybrid
+    synthesize`` computes it; NaN where the total is <= 0) averaged like the data at ``times_s``
+    [s]; each (nx, ny, nz, frames)."""
     geometry, reference = problem.geometry, next(problem.parameters())
     out = {name: [] for name in DRUG_FIELDS}
     for t in np.asarray(times_s, dtype=float):
@@ -111,8 +113,7 @@ def voxel_series(problem: TransportProblem, grid: VoxelGrid, operator: Observati
             field = lambda x, q=name: problem.observed(q, torch.cat([x, torch.full_like(x[:, :1], t_nd)], dim=1))
             out[name].append(_voxel_mean(field, geometry.length, geometry.contains, grid, operator, reference))
     series = {name: np.stack(frames, axis=-1) for name, frames in out.items()}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        series["released_fraction"] = (series["free_drug"] + series["cell_drug"]) / series["total_drug"]
+    series["released_fraction"] = released_fraction(series["liposomal_drug"], series["total_drug"])
     return series
 
 

@@ -30,6 +30,7 @@ from hybrid.inverse.residuals import (DrugExchange, cell_drug_residual, darcy_st
 from hybrid.inverse.scales import Scales
 from hybrid.inverse.unknowns import BoundedField, BoundedScalar
 from hybrid.problems.exchange import starling_fluid_flux
+from hybrid.problems.release import released_fraction_misfit
 from hybrid.problems.uptake import linear_uptake
 from hybrid.records import Observations
 
@@ -170,9 +171,10 @@ class TransportProblem(InverseProblem):
     ``cell_drug``: a third state C_I [mol/m^3 of tissue], the drug taken up by cells,
     dC_I/dt = U(C_F) (loss term ``pde_cell``; C_I = 0 at t = 0 exactly), as in the FEM; "total_drug"
     is then C_L + C_F + C_I, and the quantities "cell_drug" and "released_fraction"
-    (C_F + C_I) / total, a ratio of voxel means like ``hybrid synthesize``'s, can be observed (its
-    misfit is taken times the predicted total, (released - f_obs total) / C, so it stays bounded
-    where the predicted total is near zero). ``state_scales``: a factor per state on
+    (:func:`hybrid.problems.release.released_fraction` of the voxel means, like ``hybrid
+    synthesize``'s) can be observed (its misfit is taken times the predicted total,
+    :func:`~hybrid.problems.release.released_fraction_misfit` / C, so it stays bounded where the
+    predicted total is near zero). ``state_scales``: a factor per state on
     ``concentration_scale`` for its network output (e.g. ~1e-3 for a free drug kept small by fast
     uptake), so every output is O(1).
     """
@@ -247,8 +249,6 @@ class TransportProblem(InverseProblem):
         states = self.states(xt)
         if quantity == "total_drug":
             return sum(states)
-        if quantity == "released":   # free and cell drug: numerator of the released fraction
-            return sum(states[1:])
         return dict(zip(("liposomal_drug", "free_drug", "cell_drug"), states))[quantity]
 
     def sample_collocation(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -312,9 +312,10 @@ class TransportProblem(InverseProblem):
             terms["bc_no_flux"] = sum((f / self.scales.concentration) ** 2 for f in flux).mean()
         for data in self.data:
             if data.quantity == "released_fraction":   # ratio of the voxel means, as synthesize computes it
-                released, total = (data.predict(lambda xt, q=q: self.observed(q, xt) / self.scales.concentration,
-                                                with_time=True) for q in ("released", "total_drug"))
-                terms["data_released_fraction"] = ((released / data.value_scale - data.values * total) ** 2).mean()
+                encapsulated, total = (data.predict(lambda xt, q=q: self.observed(q, xt) / self.scales.concentration,
+                                                    with_time=True) for q in ("liposomal_drug", "total_drug"))
+                misfit = released_fraction_misfit(encapsulated, total, data.values * data.value_scale)
+                terms["data_released_fraction"] = ((misfit / data.value_scale) ** 2).mean()
                 continue
             terms[f"data_{data.quantity}"] = data.misfit(
                 lambda xt, q=data.quantity: self.observed(q, xt) / self.scales.concentration, with_time=True)

@@ -8,6 +8,10 @@ equation (for thermosensitive liposomes also inside heated vessels). Three rate 
   Hasselbalch sigmoid; k(pH_50) is halfway between k_b and k_max);
 - thermosensitive: ``k(T) = k_b + (k_max - k_b) / (1 + exp(-(T - T_m)/dT))``, T in kelvin.
 
+The released fraction of the drug in a volume, what MRI-visible liposomes whose relaxivity
+changes on release report, is :func:`released_fraction`; :func:`released_fraction_misfit` is its
+data misfit written without the division (for training a PINN).
+
 Both sigmoids are written with tanh (:func:`~hybrid.problems.namespace.logistic`), so no
 backend overflows far from the switch. Defaults are order-of-magnitude values [R] from the
 parameter table; treat them as inverse-problem unknowns.
@@ -15,10 +19,13 @@ parameter table; treat them as inverse-problem unknowns.
 
 from __future__ import annotations
 
+import math
+
 from hybrid.problems.namespace import LN10, Namespace, logistic, namespace_of
 from hybrid.problems.parameters import value_or_default
 
-__all__ = ["ph_release_rate", "thermal_release_rate", "intravascular_released_fraction"]
+__all__ = ["ph_release_rate", "thermal_release_rate", "intravascular_released_fraction", "released_fraction",
+           "released_fraction_misfit"]
 
 
 def ph_release_rate(ph, *, base_rate=None, max_rate=None, ph_50=None, steepness=None,
@@ -62,3 +69,22 @@ def intravascular_released_fraction(rate, transit_time=None, xp: Namespace | Non
     to the local plasma free drug (physics.md §3)."""
     xp = xp or namespace_of(rate, transit_time)
     return 1.0 - xp.exp(-rate * value_or_default(transit_time, "tau_v"))
+
+
+def released_fraction(encapsulated, total, xp: Namespace | None = None):
+    """Released fraction [1] of the drug: (total - encapsulated) / total, i.e. every form but the
+    liposomal one (free, cell-bound, albumin-bound) over all of it, for ``encapsulated`` and
+    ``total`` drug in the same unit (e.g. mol/m^3 of tissue, point values or voxel means). NaN
+    where ``total`` <= 0 (no drug, e.g. before injection); no division warning there, and in
+    torch no NaN gradient flows into the finite entries."""
+    xp = xp or namespace_of(encapsulated, total)
+    has_drug = total > 0
+    safe_total = xp.where(has_drug, total, 1.0)
+    return xp.where(has_drug, 1.0 - encapsulated / safe_total, math.nan)
+
+
+def released_fraction_misfit(encapsulated, total, observed_fraction):
+    """``total`` x (:func:`released_fraction` - ``observed_fraction``) = (total - encapsulated) -
+    observed x total, in the unit of the drug: the released-fraction misfit without the division,
+    so it stays bounded where the predicted ``total`` is near zero (PINN training)."""
+    return (total - encapsulated) - observed_fraction * total

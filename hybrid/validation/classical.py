@@ -34,6 +34,7 @@ import dolfinx.fem
 from hybrid.forward.image_sampling import observe_on_grid
 from hybrid.identifiability import analyse, central_jacobian
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
+from hybrid.problems.release import released_fraction
 
 __all__ = ["Fit", "fit", "fit_ifp", "fit_release_rate", "IFP_UNKNOWNS", "ifp_tissue"]
 
@@ -168,10 +169,9 @@ def fit_release_rate(setup, frame_times, images: np.ndarray, affine_mm: np.ndarr
             for stop, is_frame in frame_stops(config.time.step, frame_times):
                 solver.step(stop - solver.time)
                 if is_frame:
-                    lipo, *released = (observe_on_grid(f, shape, affine_mm) for f in solver.species())
-                    total = lipo + sum(released)   # free and cell drug (and bound drug with kinetic binding)
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        frames.append(total if quantity == "total_drug" else sum(released) / total)
+                    parts = [observe_on_grid(f, shape, affine_mm) for f in solver.species()]
+                    total = sum(parts)   # liposomal, free and cell drug (and bound drug with kinetic binding)
+                    frames.append(total if quantity == "total_drug" else released_fraction(parts[0], total))
         finally:
             solver.close()
         return np.stack(frames, axis=-1)

@@ -59,3 +59,29 @@ def test_thermal_rate_midpoint_slope_asymptotes():
     # physics.md §3.2: release within tens of seconds at 42 C, slow at 37 C (k_37 ~ 1e-4 to 1e-3 1/s)
     assert math.log(2) / thermal_release_rate(273.15 + 42) < 60.0
     assert 1e-4 <= thermal_release_rate(273.15 + 37) <= 1e-3
+
+
+def test_released_fraction_numpy_and_torch_agree_and_zero_total_is_nan():
+    import torch
+
+    from hybrid.problems.release import released_fraction, released_fraction_misfit
+
+    encapsulated = np.array([0.0, 0.3, 1.0, 0.0, 2.0])
+    total = np.array([0.0, 1.0, 1.0, 0.5, 4.0])
+    expected = np.array([np.nan, 0.7, 0.0, 1.0, 0.5])
+    with np.errstate(all="raise"):   # no division warning where total = 0
+        got = released_fraction(encapsulated, total)
+    np.testing.assert_allclose(got, expected, rtol=1e-15)
+    enc_t = torch.tensor(encapsulated, requires_grad=True)
+    tot_t = torch.tensor(total, requires_grad=True)
+    got_t = released_fraction(enc_t, tot_t)
+    np.testing.assert_allclose(got_t.detach().numpy(), expected, rtol=1e-15)
+    assert float(released_fraction(0.0, 0.0)) != float(released_fraction(0.0, 0.0))   # NaN for a number too
+    # torch: the zero-total entry gives no NaN gradient to the others (it is left out, not 0/0)
+    torch.nansum(got_t).backward()
+    assert torch.isfinite(enc_t.grad).all() and torch.isfinite(tot_t.grad).all()
+    np.testing.assert_allclose(enc_t.grad.numpy()[1:], -1.0 / total[1:], rtol=1e-15)
+    # the misfit without division is total x (fraction - observed)
+    observed = np.array([0.2, 0.5, 0.1, 0.9, 0.4])
+    np.testing.assert_allclose(released_fraction_misfit(encapsulated[1:], total[1:], observed[1:]),
+                               total[1:] * (expected[1:] - observed[1:]), rtol=1e-14)
