@@ -34,10 +34,11 @@ def phantom_dir(tmp_path_factory):
 def test_phantom_then_maps(phantom_dir):
     from hybrid.config import load_maps_config
 
-    for name in ("dce", "vfa", "cest"):
+    for name in ("dce", "vfa", "cest", "cest_2uT"):
         assert (phantom_dir / f"{name}.nii.gz").is_file() and (phantom_dir / f"{name}.json").is_file()
-    written = phantom_dir / "maps.toml"
-    assert_keys_are_fields(load_maps_config(written), tomllib.loads(written.read_text()), written)
+    for name in ("maps.toml", "maps_two_powers.toml"):
+        written = phantom_dir / name
+        assert_keys_are_fields(load_maps_config(written), tomllib.loads(written.read_text()), written)
     run = _hybrid("maps", "ph/maps.toml", cwd=phantom_dir.parent)
     assert run.returncode == 0, run.stderr
     assert "DCE extended_tofts:" in run.stdout and "100 %" in run.stdout
@@ -311,3 +312,188 @@ def test_unusable_calibration_spectra_exit_2_with_one_error_line(vial_study, tmp
     errors = [line for line in run.stderr.splitlines() if line.startswith("hybrid: error:")]
     assert run.returncode == 2 and len(errors) == 1 and message in errors[0], run.stderr
     assert "Traceback" not in run.stderr and not (tmp_path / "maps").exists()
+
+
+# ---------------------------------------------------------------- CEST: two saturation powers
+
+def test_two_powers_on_the_phantom(phantom_dir):
+    """``maps_two_powers.toml`` as ``hybrid phantom`` writes it: the 3 and 2 uT series fitted jointly,
+    the mean ST ratio calibrated on the phantom's vial spectra at both powers (vials.csv; 30 mM in
+    water, unlike the tissue). Measured on this 24x24 phantom: ROI-mean pH errors -0.022..+0.001,
+    voxel RMS 0.017-0.069, every voxel valid; the 3 uT series alone (maps.toml, amplitude ratio)
+    gives RMS 0.026-0.085 and 99.7 % valid."""
+    from hybrid.imaging.phantom import LABELS, REGIONS
+
+    run = _hybrid("maps", "ph/maps_two_powers.toml", cwd=phantom_dir.parent)
+    assert run.returncode == 0, run.stderr
+    assert "CEST pH index: mean of the 3 and 2 uT st ratios (joint fit, shared line centres)" in run.stdout
+    out = phantom_dir / "maps_two_powers"
+    summary = json.loads((out / "summary.json").read_text())
+    report = summary["cest"]
+    assert report["saturation_b1_uT"] == [3.0, 2.0] and report["calibration_vials"] == 12
+    assert report["index"].startswith("mean of the 3 and 2 uT st ratios")
+    assert summary["ph_valid_fraction"] > 0.95
+    ph, labels = _volume(out / "pH.nii.gz"), _volume(phantom_dir / "labels.nii.gz")
+    for region in ("host", "rim", "core", "necrotic"):
+        error = ph[labels == LABELS[region]] - REGIONS[region]["pH"]
+        print(f"\ntwo powers, {region}: ROI error {np.nanmean(error):+.3f}, voxel RMS {np.sqrt(np.nanmean(error ** 2)):.3f}")
+        assert abs(np.nanmean(error)) < 0.05 and np.sqrt(np.nanmean(error ** 2)) < 0.14
+
+
+@pytest.fixture(scope="module")
+def two_power_vials(tmp_path_factory):
+    """The vial study of ``vial_study`` at 2 and 3 uT: vials.csv holds the eight T1 3.4 s vials at
+    2 uT, then the same vials at 3 uT; cest_2uT / cest_3uT.nii.gz have those eight as voxels 0-7 and
+    the eight held-out T1 0.86 s vials as voxels 8-15, with SaturationB1_T in their sidecars."""
+    from hybrid.io import nifti
+
+    root = tmp_path_factory.mktemp("two_powers")
+    rows, ph = {}, None
+    for power in (2, 3):
+        header, box3 = _measured_rows(f"Box3_37C_SatP{power}SatT6002_25mM_T1_3.4s.csv")
+        _, box4 = _measured_rows(f"Box4_37C_SatP{power}SatT6002.csv", 3.4)
+        _, held_out = _measured_rows(f"Box4_37C_SatP{power}SatT6002.csv", 0.86)
+        rows[power] = box3 + box4
+        signal = np.array([row[6:] for row in box3 + box4 + held_out], dtype=float)[:, None, None, :]
+        nifti.write_series(root / f"cest_{power}uT.nii.gz", signal, np.eye(4), description="measured vials",
+                           sidecar={"offsets_ppm": [float(v) for v in header[6:]], "SaturationB1_T": power * 1e-6})
+        ph = np.array([float(row[0]) for row in box3 + box4 + held_out])
+    _write_table(root / "vials.csv", header, rows[2] + rows[3])
+    _write_table(root / "vials_2uT.csv", header, rows[2])
+    _write_table(root / "vials_shuffled.csv", header, rows[2] + rows[3][::-1])
+    return root, ph
+
+
+def _two_power_toml(root, name, extra="", series="cest_2uT.nii.gz", second="cest_3uT.nii.gz", table="vials.csv"):
+    text = (f'[cest]\nseries = "{series}"\nseries_second_power = "{second}"\ncalibration_spectra = "{table}"\n'
+            f'{extra}\n[output]\ndirectory = "{name}"\n')
+    (root / f"{name}.toml").write_text(text)
+    return root / f"{name}.toml", text
+
+
+def test_two_powers_on_measured_vials(two_power_vials):
+    """Measured 2 and 3 uT vials through the CLI: the calibration is the one the library gives on
+    the table (joint fit of both powers, mean ratio; measured: st, linear, leave-one-out 0.106 pH,
+    nested 0.17 with ratio = "auto"), the calibration vials read back as pH + residual wherever
+    their float32 image stays inside the calibrated ratio range, and the held-out vials (another
+    T1) are read where their ratio falls inside it."""
+    from hybrid.config import load_maps_config
+    from hybrid.imaging import cest
+    from hybrid.io.zspectra import read_zspectra_csv
+
+    root, ph = two_power_vials
+    toml, text = _two_power_toml(root, "auto", 'ratio = "auto"')
+    assert_keys_are_fields(load_maps_config(toml), tomllib.loads(text), toml)
+    run = _hybrid("maps", toml.name, cwd=root)
+    assert run.returncode == 0, run.stderr
+    report = json.loads((root / "auto" / "summary.json").read_text())["cest"]
+    ph_map = _volume(root / "auto" / "pH.nii.gz").ravel()
+
+    offsets, vial_ph, _, low = read_zspectra_csv(root / "vials.csv", power_uT=2)
+    high = read_zspectra_csv(root / "vials.csv", power_uT=3)[3]
+    fits = cest.fit_zspectra_joint(offsets, (low, high))
+    ratios = {m: cest.mean_ph_ratio(offsets, (low, high), method=m, fits=fits) for m in cest.RATIO_METHODS}
+    choice = cest.select_calibration(ratios, vial_ph)
+    held_out = ph_map[8:] - ph[8:]
+    print(f"\ntwo powers, measured: chosen {report['chosen_ratio']} degree {report['calibration_degree']}, "
+          f"leave-one-out {report['loo_rms_by_ratio']}, nested {report['nested_loo_rms_ph']:.3f}; held-out errors "
+          f"{np.round(held_out, 2)}")
+    assert report["saturation_b1_uT"] == [2.0, 3.0] and report["calibration_vials"] == 8
+    assert (report["chosen_ratio"], report["calibration_degree"]) == (choice.name, choice.calibration.degree)
+    assert report["calibration_loo_rms_ph"] == pytest.approx(choice.calibration.loo_rms_ph, rel=1e-9)
+    assert report["nested_loo_rms_ph"] == pytest.approx(choice.nested_loo_rms_ph, rel=1e-9)
+    assert report["index"] == f"mean of the 2 and 3 uT {choice.name} ratios (joint fit, shared line centres)"
+    inside = np.isfinite(ph_map[:8])
+    assert inside.sum() >= 6
+    np.testing.assert_allclose(ph_map[:8][inside] - ph[:8][inside],
+                               np.asarray(report["calibration_residual_ph"])[inside], rtol=0, atol=1e-3)
+    assert np.isfinite(held_out).sum() >= 4
+    assert np.nanmedian(np.abs(held_out)) <= report["nested_loo_rms_ph"]
+
+
+def _with_sidecar(root, name, source, **changes):
+    """A copy of ``source`` (.nii.gz) as ``name`` with sidecar keys changed (None: removed)."""
+    import shutil
+
+    shutil.copy(root / source, root / name)
+    sidecar = json.loads((root / source.replace(".nii.gz", ".json")).read_text())
+    for key, value in changes.items():
+        if value is None:
+            sidecar.pop(key)
+        else:
+            sidecar[key] = value
+    (root / name.replace(".nii.gz", ".json")).write_text(json.dumps(sidecar))
+
+
+def _other_grid(root, name, affine_shift_mm=0.0, drop_voxel=False, drop_offset=False):
+    """``cest_3uT.nii.gz`` on another grid (shifted affine, one voxel fewer) or with an offset fewer."""
+    from hybrid.io import nifti
+
+    image = nib.load(str(root / "cest_3uT.nii.gz"))
+    data = np.asarray(image.dataobj)
+    sidecar = json.loads((root / "cest_3uT.json").read_text())
+    if drop_voxel:
+        data = data[1:]
+    if drop_offset:
+        data = data[..., 1:]
+        sidecar["offsets_ppm"] = sidecar["offsets_ppm"][1:]
+    affine = image.affine.copy()
+    affine[0, 3] += affine_shift_mm
+    nifti.write_series(root / name, data, affine, sidecar, description="edited")
+
+
+@pytest.mark.parametrize("setup, keys, message", [
+    (lambda r: _with_sidecar(r, "same.nii.gz", "cest_2uT.nii.gz"), dict(second="same.nii.gz"),
+     "same.nii.gz and cest_2uT.nii.gz were both saturated at 2 uT (SaturationB1_T); series_second_power must be "
+     "the same offsets at another B1"),
+    (lambda r: _with_sidecar(r, "no_b1.nii.gz", "cest_3uT.nii.gz", SaturationB1_T=None), dict(second="no_b1.nii.gz"),
+     "no_b1.nii.gz: saturation B1 unknown; add SaturationB1_T [T] to"),
+    (lambda r: _with_sidecar(r, "b1_text.nii.gz", "cest_3uT.nii.gz", SaturationB1_T="3 uT"),
+     dict(second="b1_text.nii.gz"), "b1_text.json SaturationB1_T: saturation B1 [T] must be a number in (0, 0.0001)"),
+    (lambda r: _other_grid(r, "offsets.nii.gz", drop_offset=True), dict(second="offsets.nii.gz"),
+     "offsets.nii.gz has 80 offsets [-12, 12] ppm but cest_2uT.nii.gz has 81 [-12, 100] ppm; the two powers must be "
+     "acquired at the same offsets"),
+    (lambda r: _with_sidecar(r, "shifted_offsets.nii.gz", "cest_3uT.nii.gz", offsets_ppm=[100.0] + [0.1 * k for k in range(80)]),
+     dict(second="shifted_offsets.nii.gz"), "the two powers must be acquired at the same offsets"),
+    (lambda r: _other_grid(r, "smaller.nii.gz", drop_voxel=True), dict(second="smaller.nii.gz"),
+     "smaller.nii.gz has spatial shape (15, 1, 1) but cest_2uT.nii.gz has (16, 1, 1)"),
+    (lambda r: _other_grid(r, "moved.nii.gz", affine_shift_mm=2.0), dict(second="moved.nii.gz"),
+     "moved.nii.gz and cest_2uT.nii.gz have different affines"),
+    (None, dict(table="vials_2uT.csv"),
+     "vials_2uT.csv has no spectra at saturation power 3 uT (SatPower(uT) holds 2 uT); add the calibration vials "
+     "measured at 3 uT"),
+    (None, dict(table="vials_shuffled.csv"), "vials_shuffled.csv: the rows at 2 uT and at 3 uT are not the same vials "
+                                             "in the same order"),
+])
+def test_bad_second_power_exits_2_with_one_error_line(two_power_vials, setup, keys, message):
+    root, _ = two_power_vials
+    if setup is not None:
+        setup(root)
+    toml, _ = _two_power_toml(root, "bad", 'ratio = "st"', **keys)
+    run = _hybrid("maps", toml.name, cwd=root)
+    errors = [line for line in run.stderr.splitlines() if line.startswith("hybrid: error:")]
+    assert run.returncode == 2 and len(errors) == 1 and message in errors[0], run.stderr
+    assert "Traceback" not in run.stderr and not (root / "bad").exists()
+
+
+def test_one_series_takes_its_power_from_a_two_power_table(two_power_vials):
+    """One series with calibration_spectra holding two powers: the rows at the series' sidecar
+    SaturationB1_T are used (the same calibration as a table of that power alone); a series
+    without SaturationB1_T cannot choose and is refused in one line."""
+    root, _ = two_power_vials
+    summaries = {}
+    for name, table in (("from_both", "vials.csv"), ("from_one", "vials_2uT.csv")):
+        (root / f"{name}.toml").write_text(f'[cest]\nseries = "cest_2uT.nii.gz"\ncalibration_spectra = "{table}"\n'
+                                           f'ratio = "st"\n[output]\ndirectory = "{name}"\n')
+        run = _hybrid("maps", f"{name}.toml", cwd=root)
+        assert run.returncode == 0, run.stderr
+        summaries[name] = json.loads((root / name / "summary.json").read_text())["cest"]
+    assert summaries["from_both"]["calibration_ratios"] == summaries["from_one"]["calibration_ratios"]
+    assert summaries["from_both"]["saturation_b1_uT"] == [2.0] and "index" not in summaries["from_both"]
+    _with_sidecar(root, "no_b1.nii.gz", "cest_2uT.nii.gz", SaturationB1_T=None)
+    (root / "ambiguous.toml").write_text('[cest]\nseries = "no_b1.nii.gz"\ncalibration_spectra = "vials.csv"\n'
+                                         'ratio = "st"\n[output]\ndirectory = "ambiguous"\n')
+    run = _hybrid("maps", "ambiguous.toml", cwd=root)
+    errors = [line for line in run.stderr.splitlines() if line.startswith("hybrid: error:")]
+    assert run.returncode == 2 and len(errors) == 1, run.stderr
+    assert "vials.csv holds spectra at saturation powers 2, 3 uT; select one" in errors[0]

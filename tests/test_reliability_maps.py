@@ -136,3 +136,19 @@ def test_a_dce_or_vfa_fit_that_failed_everywhere_is_refused():
     partly = np.where(np.arange(16).reshape(mask.shape) < 5, np.nan, 1.0)
     assert _check_maps({"T1": partly, "pH": nan}, mask, warnings) == {"T1": 5, "pH": 16}
     assert warnings == ["T1: NaN in 5 of 16 voxels of the mask", "pH: NaN in 16 of 16 voxels of the mask"]
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_two_power_cest_runs_and_refuses_equal_powers(copy, ranks):
+    """``maps_two_powers.toml`` of the phantom (3 and 2 uT, vials.csv) runs on 1 and 2 ranks; the same
+    configuration with both series saturated at 3 uT is refused in one line before any fit."""
+    result = run_hybrid("maps", copy / "maps_two_powers.toml", ranks=ranks, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((copy / "maps_two_powers" / "summary.json").read_text())
+    assert summary["cest"]["saturation_b1_uT"] == [3.0, 2.0] and summary["ph_valid_fraction"] > 0.9
+    set_sidecar("cest_2uT.json", "SaturationB1_T", 3.0e-6)(copy)
+    shutil.rmtree(copy / "maps_two_powers")
+    result = run_hybrid("maps", copy / "maps_two_powers.toml", ranks=ranks)
+    assert_one_error(result, "cest_2uT.nii.gz and")
+    assert "were both saturated at 3 uT" in result.stderr and "voxels (" not in result.stdout
+    assert not (copy / "maps_two_powers").exists()

@@ -17,10 +17,12 @@ same TR and noise) for the T1 map.
 CEST: iopamidol Z-spectra from the Bloch-McConnell solver at 9.4 T, 3 uT, 6 s with an MT pool,
 simulated once per region (its pH and iopamidol uptake, 20-40 mM; tissue water T1 2.0 s, T2 0.2 s)
 and copied into the voxels, S0 from a -300 ppm reference volume, Rician noise of SD
-``cest_noise`` x S0. The pH calibration (``calibration_ph``/``calibration_ratio``) is the noiseless
-log10 amplitude ratio of vials at pH 6.2-7.3 simulated as calibration phantoms are measured: 30 mM
-in water (T1 2.5 s, T2 0.5 s), so the tissue differs from the vials in agent concentration and
-water relaxation (no inverse crime).
+``cest_noise`` x S0; the same series at a second power (2 uT, ``CEST_SETTINGS["b1_second_T"]``,
+independent noise) for the two-power pH index. The pH calibration (``calibration_ph``/
+``calibration_ratio``) is the noiseless log10 amplitude ratio of vials at pH 6.2-7.3 simulated as
+calibration phantoms are measured: 30 mM in water (T1 2.5 s, T2 0.5 s), so the tissue differs from
+the vials in agent concentration and water relaxation (no inverse crime); ``vial_spectra`` are
+those vials' noiseless raw spectra at both powers (a calibration table for either index).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ RADII_MM = {"body": 7.0, "tumour": 4.0, "core": 3.0, "necrotic": 1.5}
 DCE_SETTINGS = dict(aif="preclinical", tr_s=5e-3, flip_angle_deg=20.0, r1_per_mM_s=4.0, hematocrit=0.42,
                     frame_interval_s=2.5, n_frames=120, aif_delay_s=30.0, vfa_deg=(2.0, 5.0, 10.0, 15.0, 20.0),
                     m0=1000.0)
-CEST_SETTINGS = dict(b0_T=9.4, b1_T=3.0e-6, t_sat_s=6.0, concentration_M=0.030, mt_fraction=0.05,
+CEST_SETTINGS = dict(b0_T=9.4, b1_T=3.0e-6, b1_second_T=2.0e-6, t_sat_s=6.0, concentration_M=0.030, mt_fraction=0.05,
                      calibration_ph=tuple(np.round(np.arange(6.2, 7.31, 0.1), 2)),
                      ratio="amplitude", vial_water_t1_t2_s=(2.5, 0.5), tissue_water_t1_t2_s=(2.0, 0.2),
                      tissue_concentration_M={"host": 0.020, "rim": 0.040, "core": 0.030, "necrotic": 0.020})
@@ -63,11 +65,13 @@ class Phantom:
     dce: np.ndarray                    # SPGR signal [a.u.]
     frame_times_s: np.ndarray
     vfa: np.ndarray                    # SPGR signal [a.u.] per flip angle
-    cest: np.ndarray                   # saturated signal [a.u.] per offset
+    cest: np.ndarray                   # saturated signal [a.u.] per offset at b1_T
     offsets_ppm: np.ndarray
     calibration_ph: np.ndarray         # pH of the calibration vials ...
-    calibration_ratio: np.ndarray      # ... and their log10(A 4.2 ppm / A 5.5 ppm)
+    calibration_ratio: np.ndarray      # ... and their log10(A 4.2 ppm / A 5.5 ppm) at b1_T
     n_baseline: int                    # pre-contrast frames (frame 0 included)
+    cest_second_power: np.ndarray      # saturated signal [a.u.] per offset at b1_second_T
+    vial_spectra: np.ndarray           # vials' raw signal [a.u.] (2, vials, offsets): b1_T, b1_second_T
 
 
 def _labels(shape, voxel_mm) -> tuple[np.ndarray, np.ndarray]:
@@ -120,18 +124,19 @@ def make_phantom(shape=(64, 64, 2), voxel_mm=(0.25, 0.25, 1.0), *, snr: float = 
     vfa = _rician(dce.spgr_signal(m0, r10, s["tr_s"], np.asarray(s["vfa_deg"])), sd, rng)
 
     c = CEST_SETTINGS
-    kwargs = dict(mt=bm.MTPool(fraction=c["mt_fraction"]), b0=c["b0_T"], b1=c["b1_T"], t_sat=c["t_sat_s"])
-    tissue_water = bm.WaterPool(*c["tissue_water_t1_t2_s"])
-    z = np.zeros(shape + (CEST_OFFSETS_PPM.size,))
-    for region, values in REGIONS.items():
-        z[labels == LABELS[region]] = bm.simulate_iopamidol(
-            CEST_OFFSETS_PPM, values["pH"], concentration=c["tissue_concentration_M"][region], water=tissue_water,
-            **kwargs)
-    z[..., CEST_OFFSETS_PPM == -300.0] = tissue[..., None]    # the reference volume is S0 itself
-    cest_signal = _rician(s["m0"] * z, cest_noise * s["m0"], rng)
     cal_ph = np.asarray(c["calibration_ph"])
-    vials = bm.simulate_iopamidol(CEST_OFFSETS_PPM, cal_ph, concentration=c["concentration_M"],
-                                  water=bm.WaterPool(*c["vial_water_t1_t2_s"]), **kwargs)
-    cal_ratio = cest.ph_ratio(CEST_OFFSETS_PPM, vials, method=c["ratio"])
-    return Phantom(affine, labels, truth, signal, times, vfa, cest_signal, CEST_OFFSETS_PPM.copy(), cal_ph,
-                   cal_ratio, int(np.sum(times < s["aif_delay_s"])))
+    cest_signal, vials = [], []
+    for b1 in (c["b1_T"], c["b1_second_T"]):      # noise drawn in this order (the 3 uT series as before)
+        kwargs = dict(mt=bm.MTPool(fraction=c["mt_fraction"]), b0=c["b0_T"], b1=b1, t_sat=c["t_sat_s"])
+        z = np.zeros(shape + (CEST_OFFSETS_PPM.size,))
+        for region, values in REGIONS.items():
+            z[labels == LABELS[region]] = bm.simulate_iopamidol(
+                CEST_OFFSETS_PPM, values["pH"], concentration=c["tissue_concentration_M"][region],
+                water=bm.WaterPool(*c["tissue_water_t1_t2_s"]), **kwargs)
+        z[..., CEST_OFFSETS_PPM == -300.0] = tissue[..., None]    # the reference volume is S0 itself
+        cest_signal.append(_rician(s["m0"] * z, cest_noise * s["m0"], rng))
+        vials.append(bm.simulate_iopamidol(CEST_OFFSETS_PPM, cal_ph, concentration=c["concentration_M"],
+                                           water=bm.WaterPool(*c["vial_water_t1_t2_s"]), **kwargs))
+    cal_ratio = cest.ph_ratio(CEST_OFFSETS_PPM, vials[0], method=c["ratio"])
+    return Phantom(affine, labels, truth, signal, times, vfa, cest_signal[0], CEST_OFFSETS_PPM.copy(), cal_ph,
+                   cal_ratio, int(np.sum(times < s["aif_delay_s"])), cest_signal[1], s["m0"] * np.stack(vials))
