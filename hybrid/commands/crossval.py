@@ -55,6 +55,7 @@ from hybrid.forward.image_sampling import observe_on_grid, sample_image
 from hybrid.forward.ifp import solve_ifp
 from hybrid.io.nifti import read_dce_series, read_volume
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
+from hybrid.problems.release import released_fraction
 
 __all__ = ["run_crossval", "recovered_coefficients", "relative_l2", "fill_nan_nearest"]
 
@@ -213,13 +214,10 @@ def _image_error(predicted: np.ndarray, reference: np.ndarray) -> tuple[float, i
 
 def _release(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
     """Kind "release" (module docstring)."""
-    from dataclasses import replace
-
     from hybrid.collective import everywhere
     from hybrid.commands.invert import load_transport, observation_records, trained_problems
     from hybrid.commands.synthesize import frame_stops
     from hybrid.commands.transport import setup_transport
-    from hybrid.forward.transport import TransportSolver
     from hybrid.inverse.images import DRUG_FIELDS, drug_at
     invert, source = config.invert, config.inversion.directory
     inversion = everywhere(comm, lambda: json.loads((source / "inversion.json").read_text()))
@@ -229,10 +227,7 @@ def _release(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
     observed, held = records[0], records[3]
     problems = everywhere(comm, lambda: trained_problems(invert, source))
     start, stages = time.perf_counter(), {}
-    setup = setup_transport(transport, comm, log, stages)
-    setup.solver.close()
-    solver = TransportSolver(setup.domain, replace(setup.solver.model, release_rate=rate), flow=setup.flow,
-                             order=transport.time.order, petsc_options=transport.solver.petsc_options)
+    solver = setup_transport(transport, comm, log, stages, release_rate=rate).solver
     grid, operator = observed[0].grid, observed[0].operator
     times = observed[0].frame_times_s
     frames, predictions = [], []
@@ -279,8 +274,7 @@ def _held_out(invert, source: Path, species, index: int, time_s: float, observed
     on_grid = lambda function: observe_on_grid(function, shape, affine, points_per_axis=operator.points_per_axis)
     parts = [on_grid(function) for function in species]
     fem_fields = {"total_drug": sum(parts)}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fem_fields["released_fraction"] = (parts[1] + parts[2]) / fem_fields["total_drug"]
+    fem_fields["released_fraction"] = released_fraction(parts[0], fem_fields["total_drug"])
     entry = {"time_s": time_s, "frame": index}
     def frame(path: Path) -> np.ndarray:
         """The frame at ``time_s`` of the 4-D series at ``path`` (FrameTimes_s sidecar)."""

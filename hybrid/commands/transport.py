@@ -46,10 +46,19 @@ FIELD_UNITS = ({name: "mol/m^3 of tissue" for name in SPECIES + (BOUND_SPECIES,)
                | {"temperature": "K (with [heating])", "thermal_dose": "CEM43 min (with [heating])"})
 
 
-def _release_rate(config: TransportConfig, temperature=None, ph=None):
+def _release_rate(config: TransportConfig, temperature=None, ph=None, law=None):
     """Release rate k_rel [1/s] of the formulation (0 for free drug): a number, or for
     thermosensitive liposomes under ``[heating]`` k(T) of the ``temperature`` field, for
-    pH-sensitive liposomes with ``[release] ph_map`` k(pH) of the ``ph`` field (UFL)."""
+    pH-sensitive liposomes with ``[release] ph_map`` k(pH) of the ``ph`` field (UFL).
+    ``law`` replaces the formulation's: a rate [1/s], or for pH-sensitive liposomes a function
+    of the pH_e (the ``ph`` field, else the uniform ``[release] ph``) giving the rate [1/s]."""
+    if law is not None and not callable(law):
+        return law
+    if law is not None:
+        if config.drug.formulation != "ph_sensitive":
+            raise ValueError(f"a release rate law of the pH needs formulation \"ph_sensitive\", "
+                             f"got {config.drug.formulation!r}")
+        return law(ph) if ph is not None else float(law(config.release.ph))
     if config.drug.formulation == "thermosensitive" and temperature is not None:
         return release.thermal_release_rate(temperature, xp=UFL)
     if config.drug.formulation == "ph_sensitive" and ph is not None:
@@ -99,7 +108,7 @@ def _surface_to_volume(config: TransportConfig, domain, vascular_exchange=None):
 
 
 def _model(config: TransportConfig, domain, perivascular: bool, temperature=None,
-           images: dict | None = None) -> TransportModel:
+           images: dict | None = None, release_law=None) -> TransportModel:
     images = images or {}
     free, phi = config.free_drug, config.tissue.interstitial_fraction
     if free.uptake == "linear":
@@ -110,7 +119,7 @@ def _model(config: TransportConfig, domain, perivascular: bool, temperature=None
                                                                         cell_density=rho)
     plasma_free, plasma_liposomal = plasma_curves(config)
     lipo = config.liposome
-    rate_of_release = _release_rate(config, temperature, images.get("ph"))
+    rate_of_release = _release_rate(config, temperature, images.get("ph"), release_law)
     surface = None if perivascular else _surface_to_volume(config, domain, images.get("vascular_exchange"))
     intravascular = None   # thermosensitive liposomes also release in the blood passing the heated tissue
     if config.drug.formulation == "thermosensitive":
@@ -278,12 +287,17 @@ def build_domain(config: TransportConfig, comm: MPI.Comm, log, stages: dict):
 
 
 def setup_transport(config: TransportConfig, comm: MPI.Comm, log, stages: dict, domain=None,
-                    flows: dict | None = None) -> TransportSetup:
+                    flows: dict | None = None, release_rate=None) -> TransportSetup:
     """Mesh, image-derived fields, steady IFP and flux, heating and the transport solver of
     ``config`` (collective); wall times go into ``stages`` [s]. Close ``solver`` (and ``heat``) after use.
     ``domain``: the mesh of ``config.geometry``, built before (None: built here). ``flows``: the
     IFP results (:func:`_flow`) of earlier runs on ``domain`` by the coefficients they depend on;
-    a run with the same (irradiated) coefficients reuses its entry, a new one is added."""
+    a run with the same (irradiated) coefficients reuses its entry, a new one is added.
+    ``release_rate``: replaces the formulation's release rate law (None: keep it): a rate [1/s]
+    (e.g. a recovered k_rel, or a ``dolfinx.fem.Constant`` to change between runs), or for
+    pH-sensitive liposomes a function of the pH_e (UFL field of ``[release] ph_map`` or the
+    uniform ``[release] ph``) returning the rate [1/s], e.g. ``ph_release_rate`` with recovered
+    ``ph_50`` and ``steepness``."""
     config = irradiated(config)
     domain = domain or build_domain(config, comm, log, stages)
     perivascular = config.geometry.shape in PERIVASCULAR
@@ -299,7 +313,8 @@ def setup_transport(config: TransportConfig, comm: MPI.Comm, log, stages: dict, 
             flows[key] = flow, ifp_numbers, pressure
     start = time.perf_counter()
     heat = _heat(config, domain)
-    solver = TransportSolver(domain, _model(config, domain, perivascular, heat and heat.temperature, images), flow=flow,
+    model = _model(config, domain, perivascular, heat and heat.temperature, images, release_rate)
+    solver = TransportSolver(domain, model, flow=flow,
                              order=config.time.order, petsc_options=config.solver.petsc_options)
     stages["setup_s"] = time.perf_counter() - start
     return TransportSetup(config, domain, perivascular, images, flow, ifp_numbers, pressure, heat, solver)
