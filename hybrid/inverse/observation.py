@@ -52,10 +52,26 @@ class VoxelAverage(nn.Module):
     def predict(self, field: Callable[[torch.Tensor], torch.Tensor], with_time: bool) -> torch.Tensor:
         """Voxel means (n,) of ``field`` (nondimensional, in units of ``value_scale``), evaluated at
         (x~, t~) if ``with_time`` else at x~."""
+        return self.predict_columns(lambda points: field(points).reshape(-1, 1), with_time)[:, 0]
+
+    def predict_columns(self, field: Callable[[torch.Tensor], torch.Tensor], with_time: bool) -> torch.Tensor:
+        """Voxel means (n, k) of the k columns of ``field`` (points (m, d) -> values (m, k)): several
+        fields from one evaluation at the points (the voxel mean is linear, so a sum of columns
+        averages like the sum)."""
         points = self.points if with_time else self.points[:, :-1]
-        values = field(points).reshape(self.weights.shape)
-        return (values * self.weights).sum(dim=1)
+        values = field(points).reshape(*self.weights.shape, -1)
+        return (values * self.weights.unsqueeze(-1)).sum(dim=1)
+
+    def same_points(self, other: "VoxelAverage") -> bool:
+        """Whether ``other`` averages over the same points with the same weights (its predictions
+        can be shared)."""
+        return (self.points.shape == other.points.shape and self.weights.shape == other.weights.shape
+                and bool(torch.equal(self.points, other.points)) and bool(torch.equal(self.weights, other.weights)))
+
+    def mean_square_error(self, predicted: torch.Tensor) -> torch.Tensor:
+        """Mean squared difference between ``predicted`` (n,) and the observed voxel values (nondimensional)."""
+        return ((predicted - self.values) ** 2).mean()
 
     def misfit(self, field: Callable[[torch.Tensor], torch.Tensor], with_time: bool) -> torch.Tensor:
         """Mean squared difference between predicted and observed voxel values (nondimensional)."""
-        return ((self.predict(field, with_time) - self.values) ** 2).mean()
+        return self.mean_square_error(self.predict(field, with_time))

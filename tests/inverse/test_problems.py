@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import twins
-from hybrid.inverse import Ball, BoundedField, BoundedScalar, Box, IFPProblem, Trainer, TrainingConfig
+from hybrid.inverse import Ball, BoundedField, BoundedScalar, Box, IFPProblem, Trainer, TrainingConfig, TransportProblem
 
 torch.set_num_threads(1)   # two shared cores: one thread is faster than two contending
 
@@ -64,7 +64,6 @@ def test_cuda_graph_step_matches_the_eager_step():
 def test_transport_with_a_flow_problem_couples_pressure_and_drug():
     """The transport residual sees the Darcy flux of the pressure network: its gradient reaches the
     pressure network and the flow's unknown conductivity; both problems' terms and estimates appear."""
-    from hybrid.inverse import TransportProblem
 
     flow = IFPProblem(Box(1, twins.R), {"conductivity": BoundedScalar("conductivity", "m^2/(Pa s)", 1e-14, 1e-11),
                                         "vascular_exchange": twins.LPSV, "effective_pressure": twins.PE},
@@ -121,3 +120,51 @@ def test_no_flux_boundary_term_is_trained_down(geometry, initial):
     after = trainer.run().history[-1]["terms"]["bc_no_flux"]
     print(f"bc_no_flux {before:.3e} -> {after:.3e}")
     assert after < 0.05 * before
+
+
+def _release_problem(shape=(4, 4, 1)):
+    """A small TransportProblem with cell drug observing total drug and the released fraction on
+    the same voxels and frames (random values: only the plumbing is checked)."""
+    import numpy as np
+
+    from hybrid.records import ObservationOperator, Observations, VoxelGrid
+
+    radius, h = 1e-3, 2e-3 / shape[0]
+    grid = VoxelGrid.regular([-radius + h / 2, -radius + h / 2, 0.0], [h, h, 1e-3], shape)
+    rng = np.random.default_rng(0)
+    operator = ObservationOperator(points_per_axis=2, dim=2)
+    times = [1200.0, 3600.0]
+    records = (Observations("total_drug", "mol/m^3", grid, times, 1e-3 * rng.uniform(0.5, 1.5, shape + (2,)),
+                            0.0, operator),
+               Observations("released_fraction", "1", grid, times, rng.uniform(0.1, 0.9, shape + (2,)), 0.0, operator))
+    return TransportProblem(Ball(2, radius), {"diffusivity_lipo": 1e-12, "diffusivity_free": 1e-10,
+                                              "release_rate": 1e-4, "uptake_rate": 1e-4},
+                            end_time=3600.0, concentration_scale=1e-3, observations=records, boundary="no_flux",
+                            cell_drug=True, generator=torch.Generator().manual_seed(0)).double()
+
+
+def test_data_terms_evaluate_the_states_once_and_match_the_per_quantity_definition():
+    from hybrid.problems.release import released_fraction
+
+    problem = _release_problem()
+    calls = []
+    problem.network.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    problem.boundary = "free"   # only the data terms and the residuals call the network below
+    terms = problem.loss_terms(problem.sample_collocation(16, torch.Generator().manual_seed(1)).double())
+    total_data, fraction_data = problem.data
+    assert fraction_data.same_points(total_data)
+    data_points = total_data.points.shape[0]
+    assert calls.count(data_points) == 1   # one evaluation for both records (was three)
+    with torch.no_grad():   # the same terms from the per-quantity predictions
+        scale = problem.scales.concentration
+        total, lipo = (total_data.predict(lambda xt, q=q: problem.observed(q, xt) / scale, with_time=True)
+                       for q in ("total_drug", "liposomal_drug"))
+        expected_total = ((total - total_data.values) ** 2).mean()
+        observed = fraction_data.values * fraction_data.value_scale
+        misfit = (total - lipo) - observed * total   # released drug - observed fraction x total
+        expected_fraction = ((misfit / fraction_data.value_scale) ** 2).mean()
+        drug = total > 0   # there it is total x (released fraction - observed)
+        assert drug.any()
+        torch.testing.assert_close(misfit[drug], total[drug] * (released_fraction(lipo, total)[drug] - observed[drug]))
+    assert terms["data_total_drug"].item() == pytest.approx(expected_total.item(), rel=1e-12)
+    assert terms["data_released_fraction"].item() == pytest.approx(expected_fraction.item(), rel=1e-10)
