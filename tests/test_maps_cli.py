@@ -326,7 +326,8 @@ def test_two_powers_on_the_phantom(phantom_dir):
 
     run = _hybrid("maps", "ph/maps_two_powers.toml", cwd=phantom_dir.parent)
     assert run.returncode == 0, run.stderr
-    assert "CEST pH index: mean of the 3 and 2 uT st ratios (joint fit, shared line centres)" in run.stdout
+    assert ("CEST pH index: mean of the 3 and 2 uT st ratios (joint fit, shared line centres, residuals weighted by "
+            "each power's noise)") in run.stdout
     out = phantom_dir / "maps_two_powers"
     summary = json.loads((out / "summary.json").read_text())
     report = summary["cest"]
@@ -373,10 +374,11 @@ def _two_power_toml(root, name, extra="", series="cest_2uT.nii.gz", second="cest
 
 def test_two_powers_on_measured_vials(two_power_vials):
     """Measured 2 and 3 uT vials through the CLI: the calibration is the one the library gives on
-    the table (joint fit of both powers, mean ratio; measured: st, linear, leave-one-out 0.106 pH,
-    nested 0.17 with ratio = "auto"), the calibration vials read back as pH + residual wherever
-    their float32 image stays inside the calibrated ratio range, and the held-out vials (another
-    T1) are read where their ratio falls inside it."""
+    the table (noise-weighted joint fit of both powers, mean ratio; measured: st, linear,
+    leave-one-out 0.103 pH, nested 0.18 with ratio = "auto"; without noise weights 0.106 / 0.17),
+    the calibration vials read back as pH + residual wherever their float32 image stays inside
+    the calibrated ratio range, and the held-out vials (another T1) are read where their ratio
+    falls inside it. ``noise_weighted = false`` gives the unweighted library calibration."""
     from hybrid.config import load_maps_config
     from hybrid.imaging import cest
     from hybrid.io.zspectra import read_zspectra_csv
@@ -391,8 +393,7 @@ def test_two_powers_on_measured_vials(two_power_vials):
 
     offsets, vial_ph, _, low = read_zspectra_csv(root / "vials.csv", power_uT=2)
     high = read_zspectra_csv(root / "vials.csv", power_uT=3)[3]
-    fits = cest.fit_zspectra_joint(offsets, (low, high))
-    ratios = {m: cest.mean_ph_ratio(offsets, (low, high), method=m, fits=fits) for m in cest.RATIO_METHODS}
+    ratios = {m: cest.mean_ph_ratio(offsets, (low, high), method=m) for m in cest.RATIO_METHODS}
     choice = cest.select_calibration(ratios, vial_ph)
     held_out = ph_map[8:] - ph[8:]
     print(f"\ntwo powers, measured: chosen {report['chosen_ratio']} degree {report['calibration_degree']}, "
@@ -402,13 +403,22 @@ def test_two_powers_on_measured_vials(two_power_vials):
     assert (report["chosen_ratio"], report["calibration_degree"]) == (choice.name, choice.calibration.degree)
     assert report["calibration_loo_rms_ph"] == pytest.approx(choice.calibration.loo_rms_ph, rel=1e-9)
     assert report["nested_loo_rms_ph"] == pytest.approx(choice.nested_loo_rms_ph, rel=1e-9)
-    assert report["index"] == f"mean of the 2 and 3 uT {choice.name} ratios (joint fit, shared line centres)"
+    assert report["index"] == (f"mean of the 2 and 3 uT {choice.name} ratios (joint fit, shared line centres, "
+                               "residuals weighted by each power's noise)")
     inside = np.isfinite(ph_map[:8])
     assert inside.sum() >= 6
     np.testing.assert_allclose(ph_map[:8][inside] - ph[:8][inside],
                                np.asarray(report["calibration_residual_ph"])[inside], rtol=0, atol=1e-3)
     assert np.isfinite(held_out).sum() >= 4
     assert np.nanmedian(np.abs(held_out)) <= report["nested_loo_rms_ph"]
+
+    toml, _ = _two_power_toml(root, "unweighted", 'ratio = "st"\nnoise_weighted = false')
+    run = _hybrid("maps", toml.name, cwd=root)
+    assert run.returncode == 0, run.stderr
+    report = json.loads((root / "unweighted" / "summary.json").read_text())["cest"]
+    unweighted = cest.PhCalibration.fit(cest.mean_ph_ratio(offsets, (low, high), noise_weighted=False), vial_ph)
+    assert report["calibration_loo_rms_ph"] == pytest.approx(unweighted.loo_rms_ph, rel=1e-9)
+    assert report["index"] == "mean of the 2 and 3 uT st ratios (joint fit, shared line centres)"
 
 
 def _with_sidecar(root, name, source, **changes):
@@ -464,12 +474,17 @@ def _other_grid(root, name, affine_shift_mm=0.0, drop_voxel=False, drop_offset=F
      "measured at 3 uT"),
     (None, dict(table="vials_shuffled.csv"), "vials_shuffled.csv: the rows at 2 uT and at 3 uT are not the same vials "
                                              "in the same order"),
+    (lambda r: (r / "one.toml").write_text('[cest]\nseries = "cest_2uT.nii.gz"\ncalibration_spectra = "vials.csv"\n'
+                                           'noise_weighted = true\n[output]\ndirectory = "bad"\n'),
+     dict(config="one.toml"), "[cest] noise_weighted applies only to two powers; add series_second_power or remove it"),
 ])
 def test_bad_second_power_exits_2_with_one_error_line(two_power_vials, setup, keys, message):
     root, _ = two_power_vials
     if setup is not None:
         setup(root)
-    toml, _ = _two_power_toml(root, "bad", 'ratio = "st"', **keys)
+    keys = dict(keys)
+    config = keys.pop("config", None)
+    toml = root / config if config else _two_power_toml(root, "bad", 'ratio = "st"', **keys)[0]
     run = _hybrid("maps", toml.name, cwd=root)
     errors = [line for line in run.stderr.splitlines() if line.startswith("hybrid: error:")]
     assert run.returncode == 2 and len(errors) == 1 and message in errors[0], run.stderr

@@ -102,6 +102,14 @@ def _pools(settings) -> dict:
             "endogenous": settings.endogenous}
 
 
+def _index_options(settings) -> dict:
+    """The options of ``[cest]`` for ``cest.ph_map`` other than the ratio method: ``_pools``, and
+    ``noise_weighted`` for two powers (``cest.mean_ph_ratio``)."""
+    if settings.series_second_power is None:
+        return _pools(settings)
+    return {**_pools(settings), "noise_weighted": settings.noise_weighted}
+
+
 def _finite_or_none(values: dict) -> dict:
     """``values`` with string keys and None for NaN (JSON has no NaN)."""
     return {str(key): float(v) if np.isfinite(v) else None for key, v in values.items()}
@@ -144,12 +152,8 @@ def _ph_calibration(settings, log, powers_uT: tuple) -> tuple:
         path = settings.calibration_spectra
         offsets, ph, signal = _vial_spectra(path, powers_uT)
         methods = cest.RATIO_METHODS if method == AUTO else (method,)
-        if isinstance(signal, tuple):
-            fits = cest.fit_zspectra_joint(offsets, signal, cest.iopamidol_fit_pools(**_pools(settings)))
-            ratios = {name: cest.mean_ph_ratio(offsets, signal, method=name, shifts_ppm=settings.shifts_ppm, fits=fits)
-                      for name in methods}
-        else:
-            ratios = {name: cest.ph_ratio(offsets, signal, method=name, **_pools(settings)) for name in methods}
+        index = cest.mean_ph_ratio if isinstance(signal, tuple) else cest.ph_ratio
+        ratios = {name: index(offsets, signal, method=name, **_index_options(settings)) for name in methods}
         report.update({"calibration_spectra": str(path), "calibration_vials": int(ph.size),
                        "calibration_ph_range": [float(ph.min()), float(ph.max())],
                        "calibration_ratios": {name: [float(v) if np.isfinite(v) else None for v in r]
@@ -323,13 +327,14 @@ def run_maps(config, log=None) -> dict:
         cest_report["saturation_b1_uT"] = [None if p is None else float(p) for p in powers_uT]
         spectra = [series.data[mask] for series in (cest_series, second_series) if series is not None]
         if second_series is not None:
+            weighting = ", residuals weighted by each power's noise" if settings.noise_weighted else ""
             cest_report["index"] = (f"mean of the {powers_uT[0]:g} and {powers_uT[1]:g} uT {method} ratios "
-                                    "(joint fit, shared line centres)")
+                                    f"(joint fit, shared line centres{weighting})")
             log(f"CEST pH index: {cest_report['index']}")
 
         def fit_ph(part):
             z = spectra[0][part] if len(spectra) == 1 else tuple(s[part] for s in spectra)
-            ph, valid = cest.ph_map(cest_series.axis, z, calibration, method=method, **_pools(settings))
+            ph, valid = cest.ph_map(cest_series.axis, z, calibration, method=method, **_index_options(settings))
             return {"pH": ph, "ph_valid": valid}
 
         put(fit_in_chunks("CEST pH", n, CEST_CHUNK, fit_ph, log))

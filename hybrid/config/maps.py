@@ -64,6 +64,7 @@ class CestMapsConfig:
     ratio: str = "amplitude"
     hydroxyl: bool = True
     endogenous: bool = False
+    noise_weighted: bool = True
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,8 @@ class MapsConfig:
                                        # jointly (shared line centres) and the pH index is the mean
                                        # of the two powers' ratios; calibration_spectra must then
                                        # hold the vials at both powers (rows in the same vial order)
+        noise_weighted = true          # with series_second_power: weight each power's residuals in
+                                       # the joint fit by 1 / its noise SD (from |offset| 8-20 ppm)
         calibration_ph = [6.2, ...]    # calibration vials: pH ...
         calibration_ratio = [-0.45, ...]  # ... and their ratio (same `ratio` method and pools)
         calibration_spectra = "vials.csv" # or: the vials' Z-spectra, one row each with its pH
@@ -219,7 +222,9 @@ def _cest_maps(table: dict, base: Path) -> CestMapsConfig:
     if len(shifts) != 2 or shifts[0] == shifts[1]:
         raise ConfigError(f"[cest] shifts_ppm must be two different offsets [ppm], e.g. [4.2, 5.6], "
                           f"got {list(shifts)}")
-    for key in ("mt", "hydroxyl", "endogenous"):
+    if "noise_weighted" in table and v["series_second_power"] is None:
+        raise ConfigError("[cest] noise_weighted applies only to two powers; add series_second_power or remove it")
+    for key in ("mt", "hydroxyl", "endogenous", "noise_weighted"):
         if not isinstance(v[key], bool):
             raise ConfigError(f"[cest] {key} must be true or false, got {v[key]!r}")
     if v["ratio"] not in CEST_RATIOS + (AUTO,):
@@ -228,7 +233,8 @@ def _cest_maps(table: dict, base: Path) -> CestMapsConfig:
     second = v["series_second_power"]
     return CestMapsConfig(relative_path(base, "cest", "series", v["series"]),
                           None if second is None else relative_path(base, "cest", "series_second_power", second),
-                          ph, ratio, spectra, degree, shifts, v["mt"], v["ratio"], v["hydroxyl"], v["endogenous"])
+                          ph, ratio, spectra, degree, shifts, v["mt"], v["ratio"], v["hydroxyl"], v["endogenous"],
+                          v["noise_weighted"])
 
 
 def maps_config_from_dict(data: dict, base: Path = Path("."), origin: str = "<config>") -> MapsConfig:
