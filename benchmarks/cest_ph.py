@@ -18,7 +18,12 @@ when the calibration was made under other conditions (item 11).
    Candidates, fixed before measuring: the three ratio methods at each power from separate fits
    and from the joint fit with shared line centres (``cest.fit_zspectra_joint``), the mean of the
    two powers' ST ratios (both fits; the joint-fit mean was the pre-registered primary index),
-   and the B1-ratiometric index at 4.2 and 5.6 ppm (``cest.b1_ratio``, both fits).
+   and the B1-ratiometric index at 4.2 and 5.6 ppm (``cest.b1_ratio``, both fits). Added later,
+   also fixed before measuring: the mean ST ratio of the joint fit with each power's residuals
+   weighted by its off-resonance noise (``cest.mean_ph_ratio``, the index ``hybrid maps`` uses
+   for two powers), and, for it, two regularised calibration shapes beside the polynomial
+   (degree by leave-one-out): isotonic regression of pH on the index (pool-adjacent-violators,
+   linear interpolation, flat beyond the ends) and the inverse of a linear index(pH) fit.
 2. Simulated: calibrate on noiseless Bloch-McConnell vials (9.4 T, 3 uT, 6 s, 30 mM, water
    T1 2.5 s / T2 0.5 s, MT 5 %), then read noiseless spectra simulated with one setting changed
    (water T2, concentration, B0, B1): bias = recovered - true pH at pH 6.3-7.2.
@@ -46,6 +51,8 @@ MEASURED_CSV = ROOT / "tests" / "data" / "acidocest" / "Box4_37C_SatP3SatT6002.c
 LOW_PH_CSV = MEASURED_CSV.with_name("Box3_37C_SatP3SatT6002_25mM_T1_3.4s.csv")   # T1 3.4 s, pH 6.23-6.67
 POWERS_UT = (2, 3)   # saturation powers with measured files for the same vials (tests/data/acidocest)
 NOISE_REPLICATES = 50
+WEIGHTED = "joint 2+3 uT mean st, noise-weighted"
+"""The two-power index of ``hybrid maps`` (``cest.mean_ph_ratio``, noise-weighted joint fit)."""
 OFFSETS = np.round(np.arange(-10.0, 10.001, 0.1), 3)
 CALIBRATION = dict(concentration=0.030, water=bm.WaterPool(t1=2.5, t2=0.5), mt=bm.MTPool(fraction=0.05),
                    b0=9.4, b1=3.0e-6, t_sat=6.0)
@@ -114,16 +121,6 @@ def t1_series(power_ut):
     return offsets, series
 
 
-def noise_sd(offsets, signal):
-    """Noise SD of each raw spectrum relative to its baseline: SD of the successive differences
-    of the samples at offset >= 8 ppm and <= -8 ppm (no CEST line there; each side separately),
-    divided by sqrt(2) and the baseline."""
-    diffs = [np.diff(signal[:, side][:, np.argsort(offsets[side])], axis=-1)
-             for side in (offsets >= 8.0, offsets <= -8.0)]
-    baseline = signal[:, np.abs(offsets) >= 8.0].mean(axis=-1)
-    return np.std(np.concatenate(diffs, axis=-1), axis=-1) / np.sqrt(2) / baseline
-
-
 def model_spectra(offsets, fit):
     """Fitted Lorentzian spectra relative to the fitted baseline (spectra without reference)."""
     x = offsets[None, None, :]
@@ -134,7 +131,8 @@ def model_spectra(offsets, fit):
 def candidates(offsets, z_low, z_high):
     """Every pH index of the pre-registered comparison from the 2 uT (z_low) and 3 uT (z_high)
     spectra of the same vials: per power and ratio method from separate fits and from the joint
-    (shared-centre) fit, the mean of the two powers' ST ratios, and the B1 ratio at each amide."""
+    (shared-centre) fit, the mean of the two powers' ST ratios, and the B1 ratio at each amide;
+    and the mean ST ratio of the noise-weighted joint fit (``WEIGHTED``)."""
     separate = [cest.fit_zspectrum(offsets, z) for z in (z_low, z_high)]
     joint = cest.fit_zspectra_joint(offsets, (z_low, z_high))
     out = {}
@@ -142,9 +140,10 @@ def candidates(offsets, z_low, z_high):
         for method in cest.RATIO_METHODS:
             for power, z, fit in zip(POWERS_UT, (z_low, z_high), fits):
                 out[f"{prefix}{power} uT {method}"] = cest.ph_ratio(offsets, z, method=method, fit=fit)
-        out[f"{prefix}2+3 uT mean st"] = (out[f"{prefix}2 uT st"] + out[f"{prefix}3 uT st"]) / 2
+        out[f"{prefix}2+3 uT mean st"] = cest.mean_ph_ratio(offsets, (z_low, z_high), fits=fits)
         for at in (4.2, 5.6):
             out[f"{prefix}B1 ratio {at} ppm"] = cest.b1_ratio(offsets, z_low, z_high, at_ppm=at, fits=fits)
+    out[WEIGHTED] = cest.mean_ph_ratio(offsets, (z_low, z_high), noise_weighted=True)
     return out
 
 
@@ -163,12 +162,45 @@ def loo_entry(ratio, ph):
             "nested_loo_rms_ph": choice.nested_loo_rms_ph, "linear_loo_rms_ph": linear if np.isfinite(linear) else None}
 
 
+def _isotonic(x, y):
+    """Non-decreasing least-squares fit of y over increasing x (pool-adjacent-violators):
+    (sorted x, fitted y)."""
+    blocks = []
+    for value in y[np.argsort(x)]:
+        blocks.append([value, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (v2, n2), (v1, n1) = blocks.pop(), blocks.pop()
+            blocks.append([(v1 * n1 + v2 * n2) / (n1 + n2), n1 + n2])
+    return np.sort(x), np.concatenate([[v] * n for v, n in blocks])
+
+
+def calibration_shapes(ratio, ph):
+    """Leave-one-out error (pH) of three calibration shapes of one index: the polynomial of
+    ``cest.PhCalibration`` (degree by leave-one-out), isotonic pH(index) (``_isotonic``, linear
+    interpolation, flat beyond the ends, oriented by the sign of the linear slope) and the
+    inverse of a linear index(pH) fit (classical calibration)."""
+    if not np.all(np.isfinite(ratio)):
+        return {"error": "non-finite ratios"}
+    sign = np.sign(np.polyfit(ph, ratio, 1)[0])
+    iso, inverse = [], []
+    for i in range(ph.size):
+        keep = np.arange(ph.size) != i
+        knots, fitted = _isotonic(sign * ratio[keep], ph[keep])
+        iso.append(np.interp(sign * ratio[i], knots, fitted) - ph[i])
+        slope, intercept = np.polyfit(ph[keep], ratio[keep], 1)
+        inverse.append((ratio[i] - intercept) / slope - ph[i])
+    return {"polynomial": cest.PhCalibration.fit(ratio, ph).loo_rms_ph,
+            "isotonic": float(np.sqrt(np.mean(np.square(iso)))),
+            "inverse linear": float(np.sqrt(np.mean(np.square(inverse))))}
+
+
 def index_noise_sd(offsets, z_low, z_high, rng):
     """Per candidate and vial: SD of the index over NOISE_REPLICATES refits of the jointly fitted
     spectra plus Gaussian noise of each spectrum's measured SD (index units)."""
     keep = np.abs(offsets) < 15.0
     noisy = [model_spectra(offsets[keep], fit)
-             + rng.standard_normal((NOISE_REPLICATES,) + z.shape[:-1] + (int(keep.sum()),)) * noise_sd(offsets, z)[:, None]
+             + rng.standard_normal((NOISE_REPLICATES,) + z.shape[:-1] + (int(keep.sum()),))
+             * cest.off_resonance_noise_sd(offsets, z)[:, None]
              for fit, z in zip(cest.fit_zspectra_joint(offsets, (z_low, z_high)), (z_low, z_high))]
     return {name: np.nanstd(r, axis=0) for name, r in candidates(offsets[keep], *noisy).items()}
 
@@ -191,7 +223,7 @@ def two_power_report():
     for label, (ph, z_low) in low.items():
         z_high = high[label][1]
         ratios = candidates(offsets, z_low, z_high)
-        entry = {"pH": ph.tolist(), "noise_sd": {f"{p} uT": noise_sd(offsets, z).tolist()
+        entry = {"pH": ph.tolist(), "noise_sd": {f"{p} uT": cest.off_resonance_noise_sd(offsets, z).tolist()
                                                  for p, z in zip(POWERS_UT, (z_low, z_high))},
                  "ratio": {n: r.tolist() for n, r in ratios.items()}}
         sd = index_noise_sd(offsets, z_low, z_high, rng)
@@ -199,6 +231,7 @@ def two_power_report():
             usable = {n: r[keep] for n, r in ratios.items()}
             entry[name] = {n: {**loo_entry(r, ph[keep]), "noise_floor_ph": noise_floor_ph(sd[n][keep], r, ph[keep])}
                            for n, r in usable.items()}
+            entry[name]["calibration shapes, " + WEIGHTED] = calibration_shapes(usable[WEIGHTED], ph[keep])
             choice = cest.select_calibration(usable, ph[keep])
             entry[name]["choose among all"] = {"chosen": choice.name, "degree": choice.calibration.degree,
                                                "loo_rms_ph": choice.calibration.loo_rms_ph,
@@ -286,13 +319,17 @@ def main():
     for span_name, span in two["pH_ranges"].items():
         print(f"per T1 series, pH {span}, 2 and 3 uT, no reference: leave-one-out / nested leave-one-out / linear "
               "leave-one-out [pH] (degree); last column: noise floor [pH] per series")
-        print(f"  {'index':26s}" + "".join(f"{label:>26s}" for label in two["series"]) + "  noise floor")
+        print(f"  {'index':38s}" + "".join(f"{label:>26s}" for label in two["series"]) + "  noise floor")
         for name in two["series"]["T1 3.4 s"]["ratio"]:
             floors = " ".join("  -  " if e[span_name][name]["noise_floor_ph"] is None
                               else f"{e[span_name][name]['noise_floor_ph']:.3f}" for e in two["series"].values())
-            print(f"  {name:26s}" + "".join(f"{cell(e[span_name][name]):>26s}" for e in two["series"].values())
+            print(f"  {name:38s}" + "".join(f"{cell(e[span_name][name]):>26s}" for e in two["series"].values())
                   + f"  {floors}")
-        print(f"  {'choose among all':26s}" + "".join(
+        shapes = [e[span_name]["calibration shapes, " + WEIGHTED] for e in two["series"].values()]
+        for shape in ("polynomial", "isotonic", "inverse linear"):
+            print(f"  {'calibration ' + shape + ', leave-one-out':38s}" + "".join(
+                f"{v.get(shape, float('nan')):26.3f}" for v in shapes))
+        print(f"  {'choose among all':38s}" + "".join(
             f"{e[span_name]['choose among all']['loo_rms_ph']:.3f}/{e[span_name]['choose among all']['nested_loo_rms_ph']:.3f}".rjust(26)
             for e in two["series"].values()) + "   chosen: " + ", ".join(
             e[span_name]["choose among all"]["chosen"] for e in two["series"].values()))

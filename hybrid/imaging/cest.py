@@ -27,9 +27,10 @@ voxels; everything is vectorised over voxels. Conventions (reference imaging.md 
 - Two saturation powers (acquisition: the same offsets, B0 and saturation time at two B1
   amplitudes, e.g. 2 and 3 uT; the calibration phantoms acquired the same way):
   ``fit_zspectra_joint`` fits both spectra of a voxel with shared line centres (one B0 estimate
-  from both); the mean of the two powers' ratios (``ph_ratio(..., fit=...)`` per power) averages
-  their independent noise; ``b1_ratio`` is the B1-ratiometric index of one amide (Longo et al.
-  2014). On the measured 2/3 uT vials (four T1 series of eight) the mean ST ratio of the joint
+  from both; optionally each power's residuals weighted by its off-resonance noise,
+  ``off_resonance_noise_sd``); ``mean_ph_ratio``, the mean of the two powers' ratios, averages
+  their independent noise (``hybrid maps`` with ``[cest] series_second_power``; noise-weighted by
+  default); ``b1_ratio`` is the B1-ratiometric index of one amide (Longo et al. 2014). On the measured 2/3 uT vials (four T1 series of eight) the mean ST ratio of the joint
   fit has a noise floor 5-25 % below the better single power's, a leave-one-out error of
   0.03-0.11 pH over pH 6.5-7.3 (nested 0.09-0.12) and 0.11-0.26 over pH 6.2-7.3; the 2/3 uT
   B1 ratio hardly depends on pH (the powers are too close): benchmarks/cest_ph.py. Below pH 6.5
