@@ -158,7 +158,7 @@ def test_disc_twin_recovered_through_the_cli(twin):
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-@pytest.mark.parametrize("name", ["invert_disc.toml", "invert_release.toml"])
+@pytest.mark.parametrize("name", ["invert_disc.toml", "invert_release.toml", "invert_ph_release.toml"])
 def test_example_keys_are_fields(name):
     path = EXAMPLES / name
     assert_keys_are_fields(load_invert_config(path), tomllib.loads(path.read_text()), path)
@@ -215,6 +215,32 @@ def test_release_refuses_ifp_keys_and_unknowns(release_twin):
     path.write_text(invert_config(release_twin).read_text().replace("[unknowns.release_rate]",
                                                                       "[unknowns.conductivity]"))
     assert_one_error(run_hybrid("invert", path), "are not unknowns of the release problem")
+
+
+PH_UNKNOWNS = """[unknowns.ph_50]
+lower = 6.0
+upper = 7.6
+log = false
+"""
+
+
+def test_release_refuses_mixed_or_misplaced_ph_law_unknowns(release_twin):
+    """pH_50 / steepness and a uniform release rate are alternatives; the pH law needs pH-sensitive
+    liposomes in the transport configuration; a pH map belongs to the release kind."""
+    text = invert_config(release_twin).read_text()
+    path = release_twin / "ph_keys.toml"
+    path.write_text(text.replace("[unknowns.release_rate]", PH_UNKNOWNS + "[unknowns.release_rate]"))
+    assert_one_error(run_hybrid("invert", path), "declare either [unknowns.release_rate]")
+    liposomal = release_twin / "liposomal.toml"
+    liposomal.write_text((release_twin / "synthesize.toml").read_text().replace('"ph_sensitive"', '"liposomal"'))
+    path.write_text(text.replace('transport = "synthesize.toml"', 'transport = "liposomal.toml"')
+                    .replace("[unknowns.release_rate]\nlower = 1.0e-7\nupper = 1.0e-3\n", PH_UNKNOWNS))
+    out = release_twin / "ph_law_liposomal"
+    assert_one_error(run_hybrid("invert", path, "--output", out), "need [drug] formulation = \"ph_sensitive\"")
+    assert not out.exists()
+    path.write_text(CONFIG.format(noise_sd=0.0, radius=R, lpsv=LPSV, k_lower=1e-14, adam=1, lbfgs=0, points=8,
+                                  ensemble=1, checkpoint="").replace("[data]", '[data]\nph_map = "ph.nii.gz"'))
+    assert_one_error(run_hybrid("invert", path), "[data] released_fraction, held_out_times and ph_map belong to")
 
 
 @pytest.mark.slow

@@ -167,3 +167,40 @@ def test_total_drug_counts_the_albumin_bound_drug(tmp_path):
     fraction, _ = _load(out / "released_fraction.nii.gz")
     late = parts["total_drug"][..., -1] > 0
     assert np.allclose(fraction[..., -1][late], 1 - parts["liposomal_drug"][..., -1][late] / total[..., -1][late])
+
+
+PH_MAP = """[observation.ph_map]
+core = 6.4
+rim = 7.2
+voxel_size_mm = 0.25
+"""
+
+
+def test_synthetic_ph_map_is_written_and_drives_the_release(tmp_path):
+    """[observation.ph_map]: truth/ph.nii.gz holds the radial profile at its voxel centres (6.4 at
+    the centre to 7.2 at the rim), truth.json the pH law and the map, and the FEM releases faster in
+    the acidic core than a uniform pH 7.2 would (the map drives k(pH))."""
+    from hybrid.commands.synthesize import radial_ph_map
+    from hybrid.config.synthesize import PhMapConfig
+
+    text = TINY.format(noise=0.0, seed=3).replace('formulation = "liposomal"', 'formulation = "ph_sensitive"')
+    text = text.replace("[output]", PH_MAP + "[output]")
+    result, out = _run(tmp_path, "ph", text=text)
+    assert result.returncode == 0, result.stderr
+    ph, affine = _load(out / "truth" / "ph.nii.gz")
+    assert ph.shape == (8, 8, 1) and np.allclose(np.diag(affine)[:3], 0.25)
+    assert np.allclose(ph, radial_ph_map(ph.shape, affine, 1.0e-3, PhMapConfig(6.4, 7.2, 0.25)), atol=1e-6)
+    assert 6.4 < ph.min() < 6.6 and ph.max() == pytest.approx(7.2, abs=1e-6)   # corners beyond the rim: 7.2
+    release = json.loads((out / "truth.json").read_text())["parameters"]["release"]
+    assert release["ph"] == {"map": "truth/ph.nii.gz"}
+    assert release["ph_50"] == {"value": 6.8, "unit": "1"} and release["steepness"] == {"value": 2.0, "unit": "1"}
+    uniform, _ = _run(tmp_path, "uniform", text=text.replace(PH_MAP, "").replace("[plasma]", "[release]\nph = 7.2\n[plasma]"))
+    assert uniform.returncode == 0, uniform.stderr
+    mapped = _load(out / "released_fraction.nii.gz")[0][..., -1]
+    flat = _load(tmp_path / "uniform" / "released_fraction.nii.gz")[0][..., -1]
+    assert np.nanmean(mapped) > 1.2 * np.nanmean(flat)
+
+
+def test_ph_map_needs_ph_sensitive_liposomes(tmp_path):
+    result, _ = _run(tmp_path, "bad_ph", text=TINY.format(noise=0.0, seed=3).replace("[output]", PH_MAP + "[output]"))
+    assert_one_error(result, "[observation.ph_map] is the pH_e map of pH-sensitive liposomes")

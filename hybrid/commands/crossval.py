@@ -23,14 +23,20 @@ Kind "release":
 
 1. Re-solve the transport of the invert run's ``[problem] transport`` configuration
    (:func:`hybrid.commands.transport.setup_transport`: its mesh, IFP, plasma curves) with the
-   recovered release rate, stepping to every frame time after injection
-   (:func:`hybrid.commands.synthesize.frame_stops`, steps of at most ``[time] step``).
+   recovered release rate, or for pH-sensitive liposomes the pH law k(pH_e) with the recovered
+   ``ph_50`` / ``steepness`` on the invert run's ``[data] ph_map`` (else the transport's pH),
+   stepping to every frame time after injection (:func:`hybrid.commands.synthesize.frame_stops`,
+   steps of at most ``[time] step``).
 2. PINN vs FEM at every such frame: the networks (ensemble mean) at the P1 nodes against the FEM
    fields, relative L2 over the mesh (assembled) for liposomal, free, cell and total drug.
 3. Held-out frames (``[data] held_out_times``): the FEM at the recovered release rate and the PINN,
    both voxel-averaged like the data, against the observed frame (and with a truth against the
    noise-free ``truth/total_drug.nii.gz``), relative l2 over the voxels finite in both; the same
    for the released fraction when it was observed.
+4. Identifiability of every unknown from the trained frames: the FEM's Fisher information at the
+   recovered values with the data's noise sd (:func:`hybrid.validation.classical.release_identifiability`);
+   ``recovered.NAME.identifiable`` is false where the Cramer-Rao sd exceeds 5 % of the value or the
+   unknown loads on an unseen direction: such an estimate is not a measurement.
 
 Writes ``validation.json`` (every number with its unit) into the output directory.
 """
@@ -50,7 +56,7 @@ import dolfinx.fem
 import ufl
 
 from hybrid.config.crossval import CrossvalConfig
-from hybrid.config.invert import IFP_COEFFICIENTS
+from hybrid.config.invert import IFP_COEFFICIENTS, RELEASE_UNKNOWNS
 from hybrid.forward.image_sampling import observe_on_grid, sample_image
 from hybrid.forward.ifp import solve_ifp
 from hybrid.io.nifti import read_dce_series, read_volume
@@ -214,20 +220,30 @@ def _image_error(predicted: np.ndarray, reference: np.ndarray) -> tuple[float, i
 
 def _release(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
     """Kind "release" (module docstring)."""
+    from dataclasses import replace
+
     from hybrid.collective import everywhere
     from hybrid.commands.invert import load_transport, observation_records, trained_problems
     from hybrid.commands.synthesize import frame_stops
-    from hybrid.commands.transport import setup_transport
+    from hybrid.commands.transport import build_domain, setup_transport
     from hybrid.inverse.images import DRUG_FIELDS, drug_at
+    from hybrid.problems.release import ph_release_rate
+
     invert, source = config.invert, config.inversion.directory
     inversion = everywhere(comm, lambda: json.loads((source / "inversion.json").read_text()))
-    rate = everywhere(comm, lambda: float(inversion["estimates"]["release_rate"]["estimate"]))
+    recovered = everywhere(comm, lambda: {name: float(entry["estimate"]) for name, entry in
+                                          inversion["estimates"].items() if name in RELEASE_UNKNOWNS})
     transport = everywhere(comm, lambda: load_transport(invert.problem.transport))
-    records = everywhere(comm, lambda: observation_records(invert))
-    observed, held = records[0], records[3]
+    if invert.data.ph_map is not None:   # the inversion's known pH_e map, sampled by the FEM as [release] ph_map
+        transport = replace(transport, release=replace(transport.release, ph_map=invert.data.ph_map))
+    observed, trained_on, trained, held = everywhere(comm, lambda: observation_records(invert))
     problems = everywhere(comm, lambda: trained_problems(invert, source))
     start, stages = time.perf_counter(), {}
-    solver = setup_transport(transport, comm, log, stages, release_rate=rate).solver
+    domain = build_domain(transport, comm, log, stages)
+    constants = {name: dolfinx.fem.Constant(domain.mesh, value) for name, value in recovered.items()}
+    law = constants["release_rate"] if "release_rate" in constants else lambda ph: ph_release_rate(ph, **constants)
+    setup = setup_transport(transport, comm, log, stages, domain, release_rate=law)
+    solver = setup.solver
     grid, operator = observed[0].grid, observed[0].operator
     times = observed[0].frame_times_s
     frames, predictions = [], []
@@ -251,18 +267,65 @@ def _release(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
                 predictions.append(_held_out(invert, source, species, index, stop, observed, grid, operator,
                                              comm, log))
         nodes_global = species[0].function_space.dofmap.index_map.size_global
+        identifiability = _release_identifiability(invert, setup, constants, trained_on, trained, log)
     finally:
         solver.close()
+    flags = identifiability["unknowns"] if identifiability["available"] else {}
     return {"command": "validate", "problem": "release", "inversion": str(source),
-            "recovered": {"release_rate": {"value": rate, "unit": "1/s"}},
+            "recovered": {name: {"value": value, "unit": RELEASE_UNKNOWNS[name],
+                                 "identifiable": flags[name]["identifiable"] if flags else None}
+                          for name, value in recovered.items()},
+            "identifiability": identifiability,
             "fem": {"transport": str(invert.problem.transport), "nodes": nodes_global, "degree": 1,
-                    "time_step_max_s": transport.time.step},
+                    "time_step_max_s": transport.time.step,
+                    "ph_map": None if transport.release.ph_map is None else str(transport.release.ph_map)},
             "pinn_vs_fem": {"frames": frames, "unit": "1", "members": len(problems),
                             "norm": "L2 over the mesh (assembled) of the P1 interpolant of the networks (ensemble "
-                                    "mean) against the FEM at the recovered release rate"},
+                                    "mean) against the FEM at the recovered release law"},
             "held_out": {"available": bool(predictions), "frames": predictions,
                          "note": None if predictions else "no [data] held_out_times in the invert configuration"},
             "seconds": time.perf_counter() - start, "stages_s": stages}
+
+
+IDENTIFIABLE_RELATIVE_SD = 0.05
+"""An unknown counts as identifiable when its Cramer-Rao standard deviation is at most this
+fraction of its value (the issue's 5 % target) and it loads on no unseen direction."""
+
+
+def _release_identifiability(invert, setup, constants: dict, trained_on, trained: np.ndarray, log) -> dict:
+    """FEM Fisher information of the release unknowns at the recovered values for the trained frames
+    (:func:`hybrid.validation.classical.release_identifiability`), each unknown marked identifiable
+    or not (``IDENTIFIABLE_RELATIVE_SD``); collective."""
+    from hybrid.validation.classical import release_identifiability
+
+    if any(record.noise_sd <= 0 for record in trained_on):
+        return {"available": False, "note": "noise-free data (NoiseRelativeSD 0): no noise scale for the Fisher "
+                                            "information"}
+    times = trained_on[0].frame_times_s[trained]
+    images = {record.quantity: record.values[..., trained] for record in trained_on}
+    noise = {record.quantity: record.noise_sd for record in trained_on}
+    logs = {name: getattr(invert.unknowns, name).log for name in constants}
+    analysis = release_identifiability(setup, {name: (c, logs[name]) for name, c in constants.items()}, times,
+                                       images, noise, trained_on[0].grid.affine_mm,
+                                       trained_on[0].operator.points_per_axis)
+    unknowns = {}
+    for name, sd in zip(constants, analysis.standard_errors):
+        value = float(constants[name].value)
+        relative = float(sd) if logs[name] else float(sd) / abs(value)
+        unknowns[name] = {"variable": f"ln {name}" if logs[name] else name, "cramer_rao_sd": float(sd),
+                          "cramer_rao_relative_sd": relative,
+                          "identifiable": bool(np.isfinite(relative) and relative <= IDENTIFIABLE_RELATIVE_SD)}
+        log(f"{name}: Cramer-Rao relative sd {100 * relative:.3g} % from the trained frames: "
+            + ("identifiable" if unknowns[name]["identifiable"] else "NOT identifiable (do not trust its estimate)"))
+    return {"available": True, "unknowns": unknowns, "singular_values": analysis.singular_values.tolist(),
+            "summary": analysis.summary().splitlines(), "data_points": int(sum(np.isfinite(v).sum()
+                                                                                for v in images.values())),
+            "frames_s": times.tolist(),
+            "method": "Fisher information J^T J of the noise-scaled FEM images (total drug and released fraction as "
+                      "observed) at the recovered values, J by central differences (step 0.02 in ln of positive "
+                      "unknowns, in pH units for a linear ph_50); Cramer-Rao bound (hybrid.identifiability)",
+            "rule": f"identifiable: Cramer-Rao sd <= {IDENTIFIABLE_RELATIVE_SD:g} x the value and no weight on a "
+                    "direction with singular value <= 1e-4 x the largest"}
 
 
 def _held_out(invert, source: Path, species, index: int, time_s: float, observed, grid, operator, comm,

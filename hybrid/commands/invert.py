@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid.config.invert import IFP_COEFFICIENTS, RELEASE_UNKNOWNS, InvertConfig
+from hybrid.config.invert import IFP_COEFFICIENTS, PH_LAW_UNKNOWNS, RELEASE_UNKNOWNS, InvertConfig
 from hybrid.io.nifti import read_volume, write_series, write_volume
 from hybrid.io.observations import read_drug_series, read_truth
 from hybrid.records import ObservationOperator, Observations, VoxelGrid
@@ -44,7 +44,7 @@ _TRUTH_KEYS = {"conductivity": "tumour.hydraulic_conductivity",
                "effective_pressure": "tumour_derived.effective_pressure",
                "lymphatic_filtration": "tumour.lymphatic_filtration",
                "lymphatic_pressure": "tumour.lymphatic_pressure",
-               "release_rate": "release_rate"}
+               "release_rate": "release_rate", "ph_50": "release.ph_50", "steepness": "release.steepness"}
 """Where each coefficient lives in ``hybrid synthesize``'s truth.json ``parameters``."""
 
 
@@ -121,11 +121,11 @@ def trained_problems(config: InvertConfig, directory: Path) -> list:
     return problems
 
 
-def truth_values(path: Path, kind: str = "ifp") -> dict[str, float]:
-    """True coefficients [SI] of ``kind`` from a ``hybrid synthesize`` truth.json; IFP also the rim
-    thickness [m]."""
+def truth_values(path: Path, kind: str = "ifp", unknowns=RELEASE_UNKNOWNS) -> dict[str, float]:
+    """True coefficients [SI] of ``kind`` from a ``hybrid synthesize`` truth.json (release: those of
+    the ``unknowns`` names); IFP also the rim thickness [m]."""
     parameters = read_truth(path).parameters
-    names = IFP_COEFFICIENTS if kind == "ifp" else RELEASE_UNKNOWNS
+    names = IFP_COEFFICIENTS if kind == "ifp" else [name for name in RELEASE_UNKNOWNS if name in unknowns]
     missing = [_TRUTH_KEYS[name] for name in names if _TRUTH_KEYS[name] not in parameters]
     if missing:
         raise ValueError(f"{path}: not a `hybrid synthesize` truth.json of this problem (no {', '.join(missing)}); "
@@ -146,11 +146,15 @@ def load_transport(path: Path):
     return load_synthesize_config(path)[0] if "observation" in read_toml(Path(path)) else load_transport_config(path)
 
 
-def release_physics(transport, radius: float) -> dict:
+def release_physics(transport, radius: float, ph_map: Path | None = None) -> dict:
     """Known coefficients [SI] of :func:`hybrid.inverse.images.disc_release_problem` from a
     TransportConfig (tumour-scale disc of ``radius`` [m] without host, flow none or darcy,
-    formulation liposomal or ph_sensitive with a uniform pH, linear uptake, no albumin binding,
-    heating or radiation); ValueError naming what the release PINN does not model."""
+    formulation liposomal or ph_sensitive, linear uptake, no albumin binding, heating or
+    radiation); ValueError naming what the release PINN does not model. pH-sensitive liposomes:
+    ``ph_law`` holds the pH law's table constants and the pH_e map (``ph_map``, else the
+    transport's ``[release] ph_map``; non-finite voxels take its uniform ``[release] ph``, as in
+    the FEM) as ``ph_volume`` on ``ph_grid``, or None for a uniform pH; ``release_rate`` is the
+    rate at the uniform pH (None with a map)."""
     from hybrid.problems import release
     from hybrid.problems.parameters import default
     from hybrid.commands.plasma import plasma_curves
@@ -163,7 +167,6 @@ def release_physics(transport, radius: float) -> dict:
          not math.isclose(geometry.tumour_radius, radius, rel_tol=1e-9)),
         (f"formulation {formulation!r} (needs liposomal or ph_sensitive)", formulation not in ("liposomal",
                                                                                                "ph_sensitive")),
-        ("a [release] ph_map", transport.release.ph_map is not None),
         (f"uptake {transport.free_drug.uptake!r} (needs linear)", transport.free_drug.uptake != "linear"),
         (f"albumin binding {transport.free_drug.albumin_binding!r}", transport.free_drug.albumin_binding != "none"),
         ("a [tissue] ktrans_map", transport.tissue.ktrans_map is not None),
@@ -181,8 +184,19 @@ def release_physics(transport, radius: float) -> dict:
         flow = {"conductivity": tumour.hydraulic_conductivity, "vascular_exchange": tumour.vascular_exchange,
                 "effective_pressure": tumour.effective_pressure, "lymphatic_filtration": tumour.lymphatic_filtration,
                 "lymphatic_pressure": tumour.lymphatic_pressure, "far_pressure": transport.flow.far_field_pressure}
-    rate = default("k_rel_L") if formulation == "liposomal" else float(release.ph_release_rate(transport.release.ph))
-    return {"diffusivity_lipo": lipo.diffusivity, "diffusivity_free": free.diffusivity,
+    ph_law = None
+    if formulation == "ph_sensitive":
+        ph_law = {"ph_50": default("pH_50"), "steepness": default("n_pH"), "base_rate": default("k_rel_L"),
+                  "max_rate": default("k_max_pH"), "ph": transport.release.ph, "ph_volume": None, "ph_grid": None,
+                  "slice_index": transport.geometry.slice_index}
+        ph_map = ph_map or transport.release.ph_map
+        if ph_map is not None:
+            volume, affine = read_volume(ph_map)
+            ph_law |= {"ph_volume": np.where(np.isfinite(volume), volume, transport.release.ph),
+                       "ph_grid": VoxelGrid(affine, volume.shape)}
+    rate = default("k_rel_L") if formulation == "liposomal" else \
+        None if ph_law["ph_volume"] is not None else float(release.ph_release_rate(transport.release.ph))
+    return {"diffusivity_lipo": lipo.diffusivity, "diffusivity_free": free.diffusivity, "ph_law": ph_law,
             "uptake_rate": free.uptake_rate, "clearance": lipo.clearance, "release_rate": rate,
             "interstitial_fraction": transport.tissue.interstitial_fraction, "hindrance": lipo.hindrance,
             "free_binding_ratio": 0.0, "end_time": transport.time.end, "flow": flow,
@@ -207,7 +221,13 @@ def build_problems(config: InvertConfig, observations: tuple[Observations, ...])
         return [disc_ifp_problem(problem.radius, config.known(), unknowns, IFP_COEFFICIENTS, observations[0],
                                  far_pressure=problem.far_pressure, pressure_scale=problem.pressure_scale, seed=seed)
                 for seed in _seeds(config)]
-    physics = release_physics(load_transport(problem.transport), problem.radius)
+    physics = release_physics(load_transport(problem.transport), problem.radius, config.data.ph_map)
+    if physics["ph_law"] is None and any(name in config.unknowns for name in PH_LAW_UNKNOWNS):
+        raise ValueError(f"{problem.transport}: [unknowns] {', '.join(n for n in PH_LAW_UNKNOWNS if n in config.unknowns)}"
+                         " need [drug] formulation = \"ph_sensitive\" in the transport configuration")
+    if physics["release_rate"] is None and "release_rate" in config.unknowns:
+        raise ValueError("with a pH map the release rate varies in space: declare [unknowns.ph_50] / "
+                         "[unknowns.steepness] instead of [unknowns.release_rate]")
     scale = problem.concentration_scale or float(np.nanmax(np.abs(observations[0].values)))
     return [disc_release_problem(problem.radius, physics, unknowns, RELEASE_UNKNOWNS, observations,
                                  concentration_scale=scale, pressure_scale=problem.pressure_scale, seed=seed)
@@ -246,7 +266,7 @@ def run_invert(config: InvertConfig, directory: Path, log, resume: bool = False)
     from hybrid.inverse.images import save_state, voxel_average, voxel_series
 
     kind, directory = config.problem.kind, Path(directory)
-    truth = truth_values(config.data.truth, kind) if config.data.truth is not None else None
+    truth = truth_values(config.data.truth, kind, config.unknowns) if config.data.truth is not None else None
     records, trained_on, trained, held = observation_records(config)
     log(f"{kind} inversion: {sum(int(np.isfinite(r.values).sum()) for r in trained_on)} observed voxel values, "
         f"unknowns {', '.join(config.unknowns)}, {config.training.ensemble} member(s) on {config.training.device} "

@@ -9,7 +9,8 @@ voxel averaging :func:`hybrid.forward.image_sampling.observe_on_grid`. Writes in
 - ``truth.json``: every parameter of the run with its unit, the acquisition and the grid;
 - ``truth/``: noise-free fields on the same grid: ``ifp.nii.gz`` [Pa] (flow = darcy),
   ``total_drug``, ``liposomal_drug``, ``free_drug``, ``cell_drug`` (4-D, the frame times) and
-  ``released_fraction`` when observed.
+  ``released_fraction`` when observed; with ``[observation.ph_map]`` the synthetic pH_e map
+  ``ph.nii.gz`` [1] on its own grid, which the FEM samples as its ``[release] ph_map``.
 
 Noise: additive Gaussian, sd = ``noise`` x the largest |value| of the noise-free series of that
 quantity, drawn from ``numpy.random.default_rng(seed)`` (total drug first, then the released
@@ -21,19 +22,20 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
 
-from hybrid.commands.transport import setup_transport
-from hybrid.config.synthesize import QUANTITIES, ObservationConfig
+from hybrid.commands.transport import build_domain, setup_transport
+from hybrid.config.synthesize import QUANTITIES, ObservationConfig, PhMapConfig
 from hybrid.config.transport import TransportConfig
 from hybrid.forward.image_sampling import observe_on_grid
+from hybrid.problems.parameters import default
 from hybrid.problems.release import released_fraction
 
-__all__ = ["run_synthesize", "observation_grid", "frame_stops"]
+__all__ = ["run_synthesize", "observation_grid", "frame_stops", "radial_ph_map", "PH_MAP"]
 
 _TUMOUR_UNITS = {"hydraulic_conductivity": "m^2/(Pa s)", "filtration_coefficient": "m/(Pa s)",
                  "vessel_surface_density": "1/m", "vascular_pressure": "Pa", "plasma_oncotic_pressure": "Pa",
@@ -72,12 +74,57 @@ def frame_stops(step: float, frame_times) -> list[tuple[float, bool]]:
     return stops
 
 
+PH_MAP = Path("truth") / "ph.nii.gz"
+"""The synthetic pH_e map of ``[observation.ph_map]``, relative to the output directory."""
+
+
+def radial_ph_map(shape, affine_mm: np.ndarray, radius: float, ph_map: PhMapConfig) -> np.ndarray:
+    """pH_e [1] at the voxel centres of a grid (``shape``, ``affine_mm`` [mm]): ``ph_map.core`` at the
+    world origin, linear in the distance r [m] to ``ph_map.rim`` at ``radius`` [m], ``rim`` beyond."""
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).reshape(-1, 3)
+    centres_m = (index @ affine_mm[:3, :3].T + affine_mm[:3, 3]) * 1e-3
+    fraction = np.minimum(np.linalg.norm(centres_m, axis=1) / radius, 1.0)
+    return (ph_map.core + (ph_map.rim - ph_map.core) * fraction).reshape(shape)
+
+
+def _with_ph_map(config: TransportConfig, mesh, ph_map: PhMapConfig, comm, log) -> TransportConfig:
+    """Write the synthetic pH_e map over the mesh's bounding box to ``PH_MAP`` (rank 0) and return
+    ``config`` with it as ``[release] ph_map`` (collective)."""
+    from hybrid.collective import on_rank0
+    from hybrid.io.nifti import write_volume
+
+    shape, affine = observation_grid(mesh, ph_map.voxel_size_mm)
+    path = Path(config.output.directory) / PH_MAP
+    volume = radial_ph_map(shape, affine, config.geometry.tumour_radius, ph_map)
+    on_rank0(comm, lambda: write_volume(path, volume, affine, description="synthetic pH_e map [1]",
+                                        intent_name="pH_e [1]"))
+    comm.barrier()
+    log(f"synthetic pH_e map: {ph_map.core:g} at the centre to {ph_map.rim:g} at r = "
+        f"{config.geometry.tumour_radius:g} m, {shape[0]} x {shape[1]} x {shape[2]} voxels -> {PH_MAP}")
+    return replace(config, release=replace(config.release, ph_map=path))
+
+
+def _release_parameters(config: TransportConfig) -> dict:
+    """The release law of pH-sensitive liposomes (table constants, hybrid/problems/release.py) and
+    its pH_e (uniform, or the map's path relative to the output directory); {} otherwise."""
+    if config.drug.formulation != "ph_sensitive":
+        return {}
+    ph_map = config.release.ph_map
+    where = (str(Path(ph_map).relative_to(config.output.directory)) if Path(ph_map).is_relative_to(
+        config.output.directory) else str(ph_map)) if ph_map is not None else None
+    return {"release": {"ph_50": {"value": default("pH_50"), "unit": "1"},
+                        "steepness": {"value": default("n_pH"), "unit": "1"},
+                        "base_rate": {"value": default("k_rel_L"), "unit": "1/s"},
+                        "max_rate": {"value": default("k_max_pH"), "unit": "1/s"},
+                        "ph": {"value": config.release.ph, "unit": "1"} if ph_map is None else {"map": where}}}
+
+
 def _parameters(config: TransportConfig, solver) -> dict:
     """Every parameter of the run with its unit (SI)."""
     model = solver.model
     carriers = {"free_drug": model.free} | ({"liposome": model.liposomal} if model.liposomal is not None else {})
     value = lambda v: float(v) if isinstance(v, (int, float, np.floating)) else "spatial field (see config)"
-    return {
+    return _release_parameters(config) | {
         "tumour": {name: {"value": float(getattr(config.tumour, name)), "unit": unit}
                    for name, unit in _TUMOUR_UNITS.items()},
         "tumour_derived": {"vascular_exchange_LpSV": {"value": config.tumour.vascular_exchange, "unit": "1/(Pa s)"},
@@ -129,7 +176,11 @@ def run_synthesize(config: TransportConfig, observation: ObservationConfig, comm
     from hybrid.io.summary import software_versions
 
     stages: dict[str, float] = {}
-    setup = setup_transport(config, comm, log, stages)
+    domain = None
+    if observation.ph_map is not None:   # the FEM samples the synthetic map like a [release] ph_map
+        domain = build_domain(config, comm, log, stages)
+        config = _with_ph_map(config, domain.mesh, observation.ph_map, comm, log)
+    setup = setup_transport(config, comm, log, stages, domain)
     solver, mesh = setup.solver, setup.domain.mesh
     shape, affine = observation_grid(mesh, observation.voxel_size_mm)
     observe = lambda function: observe_on_grid(function, shape, affine, points_per_axis=observation.points_per_axis)

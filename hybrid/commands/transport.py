@@ -52,13 +52,13 @@ def _release_rate(config: TransportConfig, temperature=None, ph=None, law=None):
     pH-sensitive liposomes with ``[release] ph_map`` k(pH) of the ``ph`` field (UFL).
     ``law`` replaces the formulation's: a rate [1/s], or for pH-sensitive liposomes a function
     of the pH_e (the ``ph`` field, else the uniform ``[release] ph``) giving the rate [1/s]."""
-    if law is not None and not callable(law):
+    if law is not None and (not callable(law) or isinstance(law, ufl.core.expr.Expr)):   # a number or Constant
         return law
     if law is not None:
         if config.drug.formulation != "ph_sensitive":
             raise ValueError(f"a release rate law of the pH needs formulation \"ph_sensitive\", "
                              f"got {config.drug.formulation!r}")
-        return law(ph) if ph is not None else float(law(config.release.ph))
+        return law(ph if ph is not None else config.release.ph)
     if config.drug.formulation == "thermosensitive" and temperature is not None:
         return release.thermal_release_rate(temperature, xp=UFL)
     if config.drug.formulation == "ph_sensitive" and ph is not None:

@@ -63,8 +63,27 @@ from a `hybrid synthesize` run::
     upper = 1.0e-3
 
 The release kind takes every coefficient but the unknowns from ``[problem] transport`` (flow
-"none" or "darcy" on a "disc", formulation "liposomal" or "ph_sensitive" with a uniform pH, linear
-uptake); frames at t <= 0 (pre-injection) and ``held_out_times`` are not trained on.
+"none" or "darcy" on a "disc", formulation "liposomal" or "ph_sensitive", linear uptake); frames
+at t <= 0 (pre-injection) and ``held_out_times`` are not trained on.
+
+pH-triggered release (formulation "ph_sensitive"): instead of ``release_rate`` declare ``ph_50``
+and/or ``steepness`` (pH_50 and Hill exponent n of k(pH_e) = k_b + (k_max - k_b) / (1 + 10^{n (pH_e -
+pH_50)}), hybrid/problems/release.py; the others table values); the PINN's release rate is k(pH_e(x))
+of the known pH map, the same function the FEM uses::
+
+    [data]
+    ph_map = "../results/synthesize_ph_release/truth/ph.nii.gz"   # optional: pH_e [1]; default the
+                                          # transport's [release] ph_map, else its uniform [release] ph
+
+    [unknowns.ph_50]                      # [1]
+    lower = 6.0
+    upper = 7.6
+    initial = 7.2
+    log = false
+
+    [unknowns.steepness]                  # n [1], positive: log space
+    lower = 0.5
+    upper = 8.0
 """
 
 from __future__ import annotations
@@ -76,14 +95,17 @@ from hybrid.config.validate import (ConfigError, OutputConfig, integer, number, 
                                     optional_number, output_from_table, read_toml, relative_path, spec_of, take_keys)
 
 __all__ = ["UnknownConfig", "Unknowns", "DataConfig", "ProblemConfig", "TrainingSection", "InvertConfig",
-           "IFP_COEFFICIENTS", "RELEASE_UNKNOWNS", "invert_config_from_dict", "load_invert_config"]
+           "IFP_COEFFICIENTS", "RELEASE_UNKNOWNS", "PH_LAW_UNKNOWNS", "invert_config_from_dict", "load_invert_config"]
 
 IFP_COEFFICIENTS = {"conductivity": "m^2/(Pa s)", "vascular_exchange": "1/(Pa s)", "effective_pressure": "Pa",
                     "lymphatic_filtration": "1/(Pa s)", "lymphatic_pressure": "Pa"}
 """Coefficients of the "ifp" problem and their SI units."""
 _IFP_DEFAULTS = {"lymphatic_filtration": 0.0, "lymphatic_pressure": 0.0}
-RELEASE_UNKNOWNS = {"release_rate": "1/s"}
-"""Unknowns of the "release" problem and their SI units."""
+RELEASE_UNKNOWNS = {"release_rate": "1/s", "ph_50": "1", "steepness": "1"}
+"""Unknowns of the "release" problem and their SI units: a uniform release rate k_rel, or the
+midpoint pH_50 and Hill steepness n of the pH law k(pH_e) of pH-sensitive liposomes
+(:func:`hybrid.problems.release.ph_release_rate`) given a pH_e map."""
+PH_LAW_UNKNOWNS = ("ph_50", "steepness")
 KINDS = ("ifp", "release")
 
 
@@ -133,6 +155,7 @@ class DataConfig:
     truth: Path | None = None
     released_fraction: Path | None = None      # release: 4-D released-fraction series [1]
     held_out_times: tuple[float, ...] = ()     # release: frame times [s] not trained on
+    ph_map: Path | None = None                 # release: known pH_e map [1] (NIfTI); None: the transport's
 
 
 @dataclass(frozen=True)
@@ -219,14 +242,16 @@ def _training(table, base: Path) -> TrainingSection:
 def _data(table, base: Path, kind: str) -> DataConfig:
     values = take_keys(table, "data", spec_of(DataConfig))
     path = lambda name: None if values[name] is None else relative_path(base, "data", name, values[name])
-    if kind == "ifp" and (values["released_fraction"] is not None or values["held_out_times"]):
-        raise ConfigError("[data] released_fraction and held_out_times belong to kind \"release\" (the IFP map "
-                          "is steady)")
+    if kind == "ifp" and (values["released_fraction"] is not None or values["held_out_times"]
+                          or values["ph_map"] is not None):
+        raise ConfigError("[data] released_fraction, held_out_times and ph_map belong to kind \"release\" (the "
+                          "IFP map is steady)")
     held_out = numbers("data", "held_out_times", values["held_out_times"]) if values["held_out_times"] else ()
     return DataConfig(observations=path("observations"),
                       noise_sd=number("data", "noise_sd", values["noise_sd"], non_negative=True),
                       points_per_axis=integer("data", "points_per_axis", values["points_per_axis"], 1),
-                      truth=path("truth"), released_fraction=path("released_fraction"), held_out_times=held_out)
+                      truth=path("truth"), released_fraction=path("released_fraction"), held_out_times=held_out,
+                      ph_map=path("ph_map"))
 
 
 def _problem(table, base: Path, unknowns: dict) -> ProblemConfig:
@@ -253,6 +278,9 @@ def _problem(table, base: Path, unknowns: dict) -> ProblemConfig:
         if given:
             raise ConfigError(f"[problem] {', '.join(sorted(given))}: the release kind takes its known coefficients "
                               "from [problem] transport")
+        if "release_rate" in unknowns and any(name in unknowns for name in PH_LAW_UNKNOWNS):
+            raise ConfigError("declare either [unknowns.release_rate] (a uniform rate) or [unknowns.ph_50] / "
+                              "[unknowns.steepness] (the pH law of a pH map), not both")
         if values["transport"] is None:
             raise ConfigError("[problem] transport (the transport or synthesize configuration with the known "
                               "physics) is required for kind \"release\"")

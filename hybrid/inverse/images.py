@@ -13,8 +13,9 @@ import torch
 from hybrid.inverse.geometry import Ball
 from hybrid.inverse.problems import IFPProblem, TransportProblem
 from hybrid.inverse.residuals import DrugExchange
+from hybrid.inverse.maps import KnownMap
 from hybrid.inverse.unknowns import BoundedScalar
-from hybrid.problems.release import released_fraction
+from hybrid.problems.release import ph_release_rate, released_fraction
 from hybrid.records import ObservationOperator, Observations, VoxelGrid
 
 __all__ = ["disc_ifp_problem", "disc_release_problem", "voxel_average", "voxel_series", "pressure_at",
@@ -44,21 +45,31 @@ def disc_release_problem(radius: float, physics: dict, unknowns: dict[str, dict]
     ``physics`` (SI): ``diffusivity_lipo``, ``diffusivity_free``, ``uptake_rate``, ``clearance``,
     ``interstitial_fraction``, ``hindrance``, ``free_binding_ratio``, ``end_time``, ``exchange_lipo`` /
     ``exchange_free`` (dicts of :class:`DrugExchange` keywords: plasma curve, P S/V [1/s],
-    reflection), ``release_rate`` (known k_rel [1/s] unless it is an unknown) and ``flow`` (None,
-    or the IFP coefficients of :class:`IFPProblem` with ``far_pressure`` [Pa]: the Darcy flow,
-    trained jointly). ``unknowns`` name -> BoundedScalar keywords with ``units[name]``."""
+    reflection), ``release_rate`` (known k_rel [1/s] unless it is an unknown, or None with a pH
+    map), ``ph_law`` (None, or for pH-sensitive liposomes ``ph_50``, ``steepness``, ``base_rate``,
+    ``max_rate`` of :func:`hybrid.problems.release.ph_release_rate` and the pH_e: ``ph_volume`` on
+    ``ph_grid`` (:class:`~hybrid.inverse.maps.KnownMap`, 2-D on ``slice_index``) or the uniform ``ph``;
+    the release rate is then k(pH_e(x)) with the unknowns among ``ph_50`` and ``steepness``) and
+    ``flow`` (None, or the IFP coefficients of :class:`IFPProblem` with ``far_pressure`` [Pa]: the
+    Darcy flow, trained jointly). ``unknowns`` name -> BoundedScalar keywords with ``units[name]``."""
     generator = torch.Generator().manual_seed(seed)
     coefficients = {name: physics[name] for name in ("diffusivity_lipo", "diffusivity_free", "uptake_rate",
                                                      "clearance") if name not in unknowns}
+    law = physics.get("ph_law")
     if "release_rate" not in unknowns:
-        coefficients["release_rate"] = physics["release_rate"]
+        coefficients["release_rate"] = physics["release_rate"] if law is None else _ph_release(law, radius, unknowns)
     coefficients |= {name: BoundedScalar(name, units[name], **spec) for name, spec in unknowns.items()}
     geometry = Ball(2, radius)
     # states kept O(1): free drug ~ k_rel C_L / (its loss rate), cell drug ~ k_rel T C_L
-    rate = unknowns["release_rate"]["initial"] if "release_rate" in unknowns else physics["release_rate"]
-    if rate is None:
-        spec = unknowns["release_rate"]
-        rate = math.sqrt(spec["lower"] * spec["upper"]) if spec["log"] else 0.5 * (spec["lower"] + spec["upper"])
+    if "release_rate" in unknowns:
+        rate = _start(unknowns["release_rate"])
+    elif law is not None:   # the rate of the starting law at the median pH
+        ph = law["ph"] if law["ph_volume"] is None else float(np.median(law["ph_volume"]))
+        rate = float(ph_release_rate(ph, base_rate=law["base_rate"], max_rate=law["max_rate"],
+                                     **{name: _start(unknowns[name]) if name in unknowns else law[name]
+                                        for name in ("ph_50", "steepness")}))
+    else:
+        rate = physics["release_rate"]
     loss = physics["uptake_rate"] + physics["exchange_free"]["permeability_surface"] / physics["interstitial_fraction"]
     state_scales = (1.0, min(1.0, rate / loss) if loss > 0 else 1.0, min(1.0, rate * physics["end_time"]))
     flow = None
@@ -73,6 +84,31 @@ def disc_release_problem(radius: float, physics: dict, unknowns: dict[str, dict]
         exchange_free=DrugExchange(**physics["exchange_free"]), flow=flow, hindrance=physics["hindrance"],
         free_binding_ratio=physics["free_binding_ratio"], interstitial_fraction=physics["interstitial_fraction"],
         generator=generator, cell_drug=True, state_scales=state_scales)
+
+
+def _start(spec: dict) -> float:
+    """Starting value of a BoundedScalar's keywords: ``initial``, else the geometric (log) or
+    arithmetic mean of the bounds."""
+    if spec["initial"] is not None:
+        return spec["initial"]
+    return math.sqrt(spec["lower"] * spec["upper"]) if spec["log"] else 0.5 * (spec["lower"] + spec["upper"])
+
+
+def _ph_release(law: dict, radius: float, unknowns) -> Callable:
+    """k(pH_e(x)) [1/s] as a coefficient ``f(x~, values)`` of the pH law ``law`` (see
+    :func:`disc_release_problem`), its ``ph_50`` and ``steepness`` taken from the unknown values
+    where they are unknowns."""
+    if law["ph_volume"] is None:
+        ph = lambda x: law["ph"]
+    else:
+        ph = KnownMap(law["ph_volume"], law["ph_grid"], radius,
+                      slice_index=law["slice_index"] if law["ph_volume"].shape[2] > 1 else 0)
+    fixed = {name: law[name] for name in ("ph_50", "steepness") if name not in unknowns}
+
+    def rate(x, values):
+        shape = {name: values[name] for name in ("ph_50", "steepness") if name in values}
+        return ph_release_rate(ph(x), base_rate=law["base_rate"], max_rate=law["max_rate"], **fixed, **shape)
+    return rate
 
 
 def _voxel_mean(field: Callable, length: float, contains: Callable, grid: VoxelGrid,

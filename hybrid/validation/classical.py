@@ -15,6 +15,9 @@ every unknown with weight on them gets an infinite standard error (no lucky numb
   (the squared rim length), so the Jacobian in (log K, log Lp S/V) has the null vector (1, 1).
 - :func:`fit_release_rate`: drug images (total drug or released fraction) at the frame times ->
   log k_rel of a liposomal formulation, over transport solves on the same mesh and flow.
+- :func:`release_identifiability`: the Fisher information (Cramer-Rao bounds) of release-law
+  unknowns held in ``dolfinx.fem.Constant`` s (k_rel, or pH_50 and the steepness of a pH law) for
+  given drug images, from :func:`release_images` runs.
 
 DOLFINx lives here; torch never (tests/test_layering.py).
 """
@@ -36,7 +39,8 @@ from hybrid.identifiability import analyse, central_jacobian
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 from hybrid.problems.release import released_fraction
 
-__all__ = ["Fit", "fit", "fit_ifp", "fit_release_rate", "IFP_UNKNOWNS", "ifp_tissue"]
+__all__ = ["Fit", "fit", "fit_ifp", "fit_release_rate", "IFP_UNKNOWNS", "ifp_tissue", "release_images",
+           "release_identifiability"]
 
 IFP_UNKNOWNS = {"full": ("log_K", "log_LpSV", "p_e"), "reduced": ("log_K_over_LpSV", "p_e")}
 """Unknowns of :func:`fit_ifp`: K [m^2/(Pa s)], Lp S/V [1/(Pa s)], K/(Lp S/V) [m^2] (natural logs), p_e [Pa]."""
@@ -151,10 +155,6 @@ def fit_release_rate(setup, frame_times, images: np.ndarray, affine_mm: np.ndarr
     [mol/m^3 of tissue] or "released_fraction" [1]) at ``frame_times`` [s] (all > 0), noise
     ``noise_sd`` in the image unit. Each residual is one transport run to the last frame time
     with the steps of ``setup.config.time.step`` landing on the frame times. Collective."""
-    from hybrid.commands.synthesize import frame_stops
-    from hybrid.forward.transport import TransportSolver
-
-    config = setup.config
     setup.solver.close()
     rate = dolfinx.fem.Constant(setup.domain.mesh, float(np.exp(x0)))
     model = replace(setup.solver.model, release_rate=rate)
@@ -162,17 +162,60 @@ def fit_release_rate(setup, frame_times, images: np.ndarray, affine_mm: np.ndarr
 
     def predict(theta):
         rate.value = float(np.exp(theta[0]))
-        solver = TransportSolver(setup.domain, model, flow=setup.flow, order=config.time.order,
-                                 petsc_options=config.solver.petsc_options)
-        frames = []
-        try:
-            for stop, is_frame in frame_stops(config.time.step, frame_times):
-                solver.step(stop - solver.time)
-                if is_frame:
-                    parts = [observe_on_grid(f, shape, affine_mm) for f in solver.species()]
-                    total = sum(parts)   # liposomal, free and cell drug (and bound drug with kinetic binding)
-                    frames.append(total if quantity == "total_drug" else released_fraction(parts[0], total))
-        finally:
-            solver.close()
-        return np.stack(frames, axis=-1)
+        return release_images(setup, model, frame_times, shape, affine_mm)[quantity]
     return fit(_scaled_residual(images, noise_sd, predict), ("log_k_rel",), [x0], bounds, **options)
+
+
+def release_images(setup, model, frame_times, shape, affine_mm: np.ndarray, points_per_axis: int = 3) -> dict:
+    """``total_drug`` [mol/m^3 of tissue] and ``released_fraction`` [1] images (nx, ny, nz, frames)
+    of one transport run of ``model`` (a TransportModel; a new solver on ``setup.domain`` and
+    ``setup.flow``; ``setup.solver`` is not stepped) from t = 0 to the last of ``frame_times`` [s]
+    (all > 0), steps of at most ``setup.config.time.step`` landing on the frame times, averaged
+    like ``hybrid synthesize`` (``shape``, ``affine_mm`` [mm], ``points_per_axis``). Collective."""
+    from hybrid.commands.synthesize import frame_stops
+    from hybrid.forward.transport import TransportSolver
+
+    config = setup.config
+    solver = TransportSolver(setup.domain, model, flow=setup.flow, order=config.time.order,
+                             petsc_options=config.solver.petsc_options)
+    totals, fractions = [], []
+    try:
+        for stop, is_frame in frame_stops(config.time.step, frame_times):
+            solver.step(stop - solver.time)
+            if is_frame:
+                parts = [observe_on_grid(f, shape, affine_mm, points_per_axis=points_per_axis)
+                         for f in solver.species()]
+                totals.append(sum(parts))   # liposomal, free and cell drug (and bound drug with kinetic binding)
+                fractions.append(released_fraction(parts[0], totals[-1]))
+    finally:
+        solver.close()
+    return {"total_drug": np.stack(totals, axis=-1), "released_fraction": np.stack(fractions, axis=-1)}
+
+
+def release_identifiability(setup, constants: dict, frame_times, images: dict, noise_sd: dict, affine_mm,
+                            points_per_axis: int = 3, *, step: float = 0.02, rank_tolerance: float = 1e-4):
+    """Practical identifiability (:func:`hybrid.identifiability.analyse`) of release-law unknowns
+    at their current values: ``constants`` name -> (``dolfinx.fem.Constant`` in ``setup.solver.model``'s
+    release rate, ``log``), varied as ln(value) where ``log`` else as the value (e.g. pH_50 [1]);
+    data: the finite voxels of ``images`` (quantity -> (nx, ny, nz, frames) at ``frame_times`` [s],
+    > 0) with Gaussian noise ``noise_sd[quantity]`` (> 0, the image unit). Jacobian by central
+    differences of ``step`` (2 transport runs per unknown); the constants are restored. Collective."""
+    names = list(constants)
+    start = np.array([float(c.value) for c, _ in constants.values()])
+    logs = np.array([log for _, log in constants.values()])
+    theta0 = np.where(logs, np.log(start), start)
+    shape = next(iter(images.values())).shape[:3]
+    observed = {q: np.isfinite(image) for q, image in images.items()}
+
+    def scaled(theta):
+        for (constant, _), value, log in zip(constants.values(), theta, logs):
+            constant.value = float(np.exp(value)) if log else float(value)
+        predicted = release_images(setup, setup.solver.model, frame_times, shape, affine_mm, points_per_axis)
+        return np.concatenate([predicted[q][observed[q]] / noise_sd[q] for q in images])
+    try:
+        jacobian = central_jacobian(scaled, theta0, step)
+    finally:
+        for (constant, _), value in zip(constants.values(), start):
+            constant.value = float(value)
+    return analyse(jacobian, [f"ln_{n}" if log else n for n, log in zip(names, logs)],
+                   relative_threshold=rank_tolerance)
