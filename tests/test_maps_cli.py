@@ -412,7 +412,8 @@ def test_two_powers_on_measured_vials(two_power_vials):
     assert np.isfinite(held_out).sum() >= 4
     assert np.nanmedian(np.abs(held_out)) <= report["nested_loo_rms_ph"]
 
-    toml, _ = _two_power_toml(root, "unweighted", 'ratio = "st"\nnoise_weighted = false')
+    toml, text = _two_power_toml(root, "unweighted", 'ratio = "st"\nnoise_weighted = false')
+    assert_keys_are_fields(load_maps_config(toml), tomllib.loads(text), toml)
     run = _hybrid("maps", toml.name, cwd=root)
     assert run.returncode == 0, run.stderr
     report = json.loads((root / "unweighted" / "summary.json").read_text())["cest"]

@@ -138,7 +138,7 @@ def _ph_calibration(settings, log, powers_uT: tuple) -> tuple:
     or from their Z-spectra (``calibration_spectra``) at ``powers_uT`` (see ``_vial_spectra``),
     where ``ratio = "auto"`` calibrates every method and degree and keeps the least leave-one-out
     error (``cest.select_calibration``; the record adds the nested leave-one-out error of that
-    choice). With two powers the ratio of a vial is the mean of its two powers' ratios from one
+    choice). With two powers the ratio of a vial is the mean of its two powers' ratios from their
     joint fit (``cest.mean_ph_ratio``), as for the voxels."""
     from hybrid.config.maps import AUTO
     from hybrid.imaging import cest
