@@ -8,16 +8,23 @@ each built by ``hybrid.mesh.geometry.build_mesh`` from a ``GeometryConfig`` (rim
 - ``gmsh_graded``: gmsh at ``surface_mesh_size = s`` within 2 rim of the surface, growing to
   ``mesh_size = min(4 s, R / 2)`` over a further 2 rim (the builders' grading);
 - ``uniform_refined``: ``gmsh_uniform`` at ``2 h`` refined once in parallel (``refinements = 1``);
+- ``graded_refined``: ``gmsh_graded`` at ``2 s`` (``mesh_size = min(8 s, R / 2)``) refined once;
 - ``rim_refined``: gmsh at ``mesh_size = H`` everywhere, then ``rim_refinements = N`` (default band
   ``2 ln 2 N rim``), so ``h = H / 2^N`` at the surface;
+- ``rim_refined_unsnapped``: the same without moving the new boundary vertices onto the sphere
+  (``snap = False``): how much of the error is the geometry of the coarse chords;
 - ``default_rim_refined``: ``mesh_size = H``, ``rim_refinements = N`` and the defaults of every
   other size (``GeometryConfig.resolved``), i.e. what a configuration naming only those two gives.
 
 Errors: ``max`` = largest |p_h - p| at the pressure DOFs over p_e (what ``summary.json`` reports),
-``l2`` = ||p_h - p|| / ||p|| over the domain (p interpolated in P3). Criterion: a refined mesh is
-"not worse" where its error is <= the gmsh family's error interpolated (log-log in DOFs) at its DOFs;
-``comparison`` holds these ratios (refined / gmsh; <= 1 meets it). Tet quality: 6 sqrt(2) V / l_rms^3
-(1 for a regular tetrahedron), median and minimum.
+``l2`` = ||p_h - p|| / ||p|| over the domain (p interpolated in P3). Where the max sits:
+``max_error_distance_m`` = |x| - R at that DOF (> 0 in the host), and ``max_error_by_region``
+the max over the DOFs of four shells (tumour core beyond 2 rim, tumour rim, host rim, host beyond).
+``interpolation_max_error_over_pe``: the largest |I_h p - p| (P1 interpolant of the closed form)
+at the P3 nodes over p_e: what the mesh can approximate at all, without any solve. Criterion: a
+refined mesh is "not worse" where its error is <= the gmsh family's error interpolated (log-log in
+DOFs) at its DOFs; ``comparison`` holds these ratios (refined / gmsh; <= 1 meets it). Tet quality:
+6 sqrt(2) V / l_rms^3 (1 for a regular tetrahedron), median and minimum.
 
     python benchmarks/refine_accuracy.py [--cases disc,sphere,sphere_host] [--output ...json]
 
@@ -43,7 +50,9 @@ import ufl
 from hybrid.config.geometry import GeometryConfig
 from hybrid.forward import solve_ifp
 from hybrid.forward.sampling import nodal_samples
+from hybrid.mesh import tumour_mesh
 from hybrid.mesh.geometry import build_mesh
+from hybrid.mesh.refine import refine_near_surface
 from hybrid.problems.ifp import OuterBoundary, TissueProperties, closed_form_pressure
 
 TUMOUR, HOST, BOUNDARY = TissueProperties.defaults("tumour"), TissueProperties.defaults("host"), OuterBoundary()
@@ -59,13 +68,17 @@ CASES = {   # shape, tumour radius [m], host thickness [m], families: name -> li
         "gmsh_uniform": [3e-4, 2e-4, 1.5e-4, 1.2e-4, 1e-4, 8e-5, 6.5e-5],
         "gmsh_graded": [2e-4, 1.6e-4, 1.36e-4, 1.1e-4, 8.5e-5, 7e-5],
         "uniform_refined": [3e-4, 2e-4, 1.5e-4],
+        "graded_refined": [2e-4, 1.36e-4, 1e-4],
         "rim_refined": [(8e-4, 2), (6e-4, 2), (8e-4, 3), (6e-4, 3)],
+        "rim_refined_unsnapped": [(8e-4, 2), (8e-4, 3)],
         "default_rim_refined": [(8e-4, 1), (8e-4, 2)]}),
     "sphere_host": ("sphere", 2e-3, 1e-3, {
         "gmsh_uniform": [3e-4, 2e-4, 1.5e-4, 1e-4],
-        "gmsh_graded": [2e-4, 1.6e-4, 1.36e-4, 1e-4],
-        "uniform_refined": [3e-4, 2e-4],
-        "rim_refined": [(8e-4, 2), (8e-4, 3)]}),
+        "gmsh_graded": [2e-4, 1.6e-4, 1.36e-4, 1e-4, 7e-5],
+        "uniform_refined": [3e-4, 2e-4, 1e-4],
+        "graded_refined": [2e-4, 1.4e-4, 1e-4, 7e-5],
+        "rim_refined": [(8e-4, 2), (8e-4, 3)],
+        "rim_refined_unsnapped": [(8e-4, 2), (8e-4, 3)]}),
 }
 
 
@@ -78,8 +91,11 @@ def geometry_for(family: str, shape: str, radius: float, host: float, size) -> G
         return GeometryConfig(mesh_size=min(4 * size, radius / 2), surface_mesh_size=size, **base).resolved(RIM)
     if family == "uniform_refined":
         return GeometryConfig(mesh_size=2 * size, surface_mesh_size=2 * size, refinements=1, **base).resolved(RIM)
+    if family == "graded_refined":
+        return GeometryConfig(mesh_size=min(8 * size, radius / 2), surface_mesh_size=2 * size, refinements=1,
+                              **base).resolved(RIM)
     coarse, levels = size
-    if family == "rim_refined":
+    if family in ("rim_refined", "rim_refined_unsnapped"):
         return GeometryConfig(mesh_size=coarse, surface_mesh_size=coarse, rim_refinements=levels,
                               **base).resolved(RIM)
     return GeometryConfig(mesh_size=coarse, rim_refinements=levels, **base).resolved(RIM)   # default_rim_refined
@@ -97,27 +113,61 @@ def tet_quality(mesh) -> np.ndarray:
     return 6 * math.sqrt(2) * volume / l_rms ** 3
 
 
-def measure(comm, geometry: GeometryConfig, host: float) -> dict:
+def unsnapped_mesh(comm, geometry: GeometryConfig):
+    """``geometry``'s rim-refined mesh with the new boundary vertices left on the coarse chords."""
+    coarse = tumour_mesh(comm, geometry.shape, geometry.tumour_radius, geometry.host_thickness,
+                         geometry.mesh_size, geometry.surface_mesh_size, geometry.refinement_width)
+    return refine_near_surface(coarse, geometry.rim_refinements, geometry.rim_band, snap=False)
+
+
+REGIONS = {"tumour_core": (-math.inf, -2 * RIM), "tumour_rim": (-2 * RIM, 0.0), "host_rim": (0.0, 2 * RIM),
+           "host_beyond": (2 * RIM, math.inf)}   # shells of |x| - R [m]
+
+
+def where_largest(comm, errors: np.ndarray, distance: np.ndarray) -> dict:
+    """Signed distance |x| - R [m] of the largest of ``errors`` (over all ranks) and the largest
+    error in each shell of :data:`REGIONS` (None where a shell holds no DOF)."""
+    local = int(np.argmax(errors)) if errors.size else -1
+    best = comm.allreduce((float(errors[local]) if errors.size else -1.0,
+                           float(distance[local]) if errors.size else math.nan), op=MPI.MAX)
+    by_region = {}
+    for name, (low, high) in REGIONS.items():
+        inside = (distance > low) & (distance <= high)
+        value = comm.allreduce(float(errors[inside].max(initial=-1.0)), op=MPI.MAX)
+        by_region[name] = value if value >= 0 else None
+    return {"max_error_distance_m": best[1], "max_error_by_region": by_region}
+
+
+def measure(comm, geometry: GeometryConfig, host: float, snap: bool = True) -> dict:
     """Build, solve, compare with the closed form: one row of the table."""
     dim = {"disc": 2, "sphere": 3}[geometry.shape]
     host_tissue = HOST if host > 0 else None
     exact = closed_form_pressure(dim, geometry.tumour_radius, TUMOUR, BOUNDARY, host_tissue, host)
+    pressure = lambda x: exact.pressure(np.linalg.norm(x[:dim], axis=0))
     start = time.perf_counter()
-    domain = build_mesh(geometry, comm)
+    domain = build_mesh(geometry, comm) if snap else unsnapped_mesh(comm, geometry)
     mesh_s = time.perf_counter() - start
     solution = solve_ifp(domain, TUMOUR, BOUNDARY, host_tissue)
     coords, values = nodal_samples(solution.pressure)
-    nodal = np.abs(values - exact.pressure(np.linalg.norm(coords[:, :dim], axis=1)))
+    radius = np.linalg.norm(coords[:, :dim], axis=1)
+    nodal = np.abs(values - exact.pressure(radius)) / TUMOUR.effective_pressure
     cubic = dolfinx.fem.Function(dolfinx.fem.functionspace(domain.mesh, ("Lagrange", 3)))
-    cubic.interpolate(lambda x: exact.pressure(np.linalg.norm(x[:dim], axis=0)))
+    cubic.interpolate(pressure)
+    linear = dolfinx.fem.Function(solution.pressure.function_space)
+    linear.interpolate(pressure)
+    interpolant = dolfinx.fem.Function(cubic.function_space)
+    interpolant.interpolate(linear)
+    interpolation = np.abs(interpolant.x.array - cubic.x.array).max(initial=0.0) / TUMOUR.effective_pressure
     total = lambda form: comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(form)), op=MPI.SUM)
     difference = solution.pressure - cubic
     quality = np.concatenate(comm.allgather(tet_quality(domain.mesh)))
     return {
         "dofs": solution.dofs,
         "cells": domain.mesh.topology.index_map(dim).size_global,
-        "max_error_over_pe": comm.allreduce(float(nodal.max(initial=0.0)), op=MPI.MAX) / TUMOUR.effective_pressure,
+        "max_error_over_pe": comm.allreduce(float(nodal.max(initial=0.0)), op=MPI.MAX),
         "l2_relative_error": math.sqrt(total(difference ** 2 * ufl.dx) / total(cubic ** 2 * ufl.dx)),
+        **where_largest(comm, nodal, radius - geometry.tumour_radius),
+        "interpolation_max_error_over_pe": comm.allreduce(float(interpolation), op=MPI.MAX),
         "median_tet_quality": float(np.median(quality)) if quality.size else None,
         "min_tet_quality": float(quality.min()) if quality.size else None,
         "mesh_s": mesh_s,
@@ -139,10 +189,11 @@ def at_dofs(rows: list[dict], dofs: float, key: str) -> float | None:
 def compare(families: dict[str, list[dict]]) -> dict:
     """Refined / gmsh error ratio at each refined mesh's DOFs, for both gmsh families and errors."""
     out = {}
-    for refined in ("uniform_refined", "rim_refined", "default_rim_refined"):
+    for refined in ("uniform_refined", "graded_refined", "rim_refined", "rim_refined_unsnapped",
+                    "default_rim_refined"):
         for row in families.get(refined, []):
             for gmsh in ("gmsh_uniform", "gmsh_graded"):
-                for key in ("max_error_over_pe", "l2_relative_error"):
+                for key in ("max_error_over_pe", "l2_relative_error", "interpolation_max_error_over_pe"):
                     reference = at_dofs(families[gmsh], row["dofs"], key)
                     if reference is not None:
                         out.setdefault(refined, []).append({
@@ -190,11 +241,14 @@ def main() -> None:
         families = {}
         for family, sizes in plan.items():
             for size in sizes:
-                row = measure(comm, geometry_for(family, shape, radius, host, size), host)
+                row = measure(comm, geometry_for(family, shape, radius, host, size), host,
+                              snap=family != "rim_refined_unsnapped")
                 families.setdefault(family, []).append(row)
                 if comm.rank == 0:
                     print(f"{case:12s} {family:18s} {str(size):14s} {row['dofs']:7d} DOFs  max "
-                          f"{100 * row['max_error_over_pe']:.3f} %  L2 {100 * row['l2_relative_error']:.3f} %  "
+                          f"{100 * row['max_error_over_pe']:.3f} % at {1e3 * row['max_error_distance_m']:+.3f} mm  "
+                          f"L2 {100 * row['l2_relative_error']:.3f} %  "
+                          f"interp {100 * row['interpolation_max_error_over_pe']:.3f} %  "
                           f"q {row['median_tet_quality']}", flush=True)
         report["cases"][case] = {"shape": shape, "tumour_radius_m": radius, "host_thickness_m": host,
                                  "families": families, "comparison": compare(families)}

@@ -101,9 +101,10 @@ def _cells_near_sphere(mesh: dolfinx.mesh.Mesh, centre: np.ndarray, radius: floa
     return cells[(distance.min(axis=1) <= band) & (distance.max(axis=1) >= -band)]
 
 
-def _refine(domain: TumourMesh, passes: list[float | None], surfaces) -> tuple:
+def _refine(domain: TumourMesh, passes: list[float | None], surfaces, tumour_sphere=None) -> tuple:
     """``domain`` refined once per entry of ``passes``: uniformly for ``None``, else the cells
-    within that band [m] of the tumour surface; tags carried, curved boundaries snapped.
+    within that band [m] of ``tumour_sphere`` (centre [m], radius [m]); tags carried, the boundaries in ``surfaces``
+    (see :func:`curved_surfaces`; none: left on the coarse chords) snapped.
     Returns (mesh, cell tags, facet tags, largest snap distance of the last pass [m])."""
     mesh, cell_tags, facet_tags = domain.mesh, domain.cell_tags, domain.facet_tags
     snapped = 0.0
@@ -113,7 +114,7 @@ def _refine(domain: TumourMesh, passes: list[float | None], surfaces) -> tuple:
         mesh.topology.create_connectivity(tdim - 1, tdim)
         edges = None
         if band is not None:
-            centre, radius = surfaces[tags.TUMOUR_SURFACE]
+            centre, radius = tumour_sphere
             mesh.topology.create_connectivity(tdim, 1)
             edges = dolfinx.mesh.compute_incident_entities(
                 mesh.topology, _cells_near_sphere(mesh, centre, radius, band), tdim, 1)
@@ -124,16 +125,18 @@ def _refine(domain: TumourMesh, passes: list[float | None], surfaces) -> tuple:
         fine.topology.create_connectivity(tdim - 1, tdim)
         cell_tags = dolfinx.mesh.transfer_meshtag(cell_tags, fine, parent_cell)
         facet_tags = dolfinx.mesh.transfer_meshtag(facet_tags, fine, parent_cell, parent_facet)
-        snapped = snap_to_surfaces(fine, facet_tags, surfaces)
+        snapped = snap_to_surfaces(fine, facet_tags, surfaces) if surfaces else 0.0
         mesh = fine
     mesh.name = domain.mesh.name
     cell_tags.name, facet_tags.name = domain.cell_tags.name, domain.facet_tags.name
     return mesh, cell_tags, facet_tags, snapped
 
 
-def refine_uniformly(domain: TumourMesh, refinements: int) -> TumourMesh:
+def refine_uniformly(domain: TumourMesh, refinements: int, *, snap: bool = True) -> TumourMesh:
     """``domain`` refined uniformly ``refinements`` times in parallel, tags carried to the children
-    and curved boundaries snapped (see the module docstring). ``refinements = 0`` returns it as is.
+    and curved boundaries snapped (see the module docstring; ``snap = False`` leaves the new
+    boundary vertices on the coarse chords, to measure the geometric error). ``refinements = 0``
+    returns it as is.
 
     ``geometry`` of the result adds ``refinements`` and ``max_snap_distance_m`` (how far the last
     refinement's boundary midpoints lay off the true surface), ``timings`` adds ``refinement_s``.
@@ -143,19 +146,20 @@ def refine_uniformly(domain: TumourMesh, refinements: int) -> TumourMesh:
     if refinements == 0:
         return domain
     start = time.perf_counter()
-    mesh, cell_tags, facet_tags, snapped = _refine(domain, [None] * refinements, curved_surfaces(domain))
+    surfaces = curved_surfaces(domain) if snap else {}
+    mesh, cell_tags, facet_tags, snapped = _refine(domain, [None] * refinements, surfaces)
     geometry = {**domain.geometry, "refinements": refinements, "max_snap_distance_m": snapped}
     timings = {**domain.timings, "refinement_s": time.perf_counter() - start}
     return replace(domain, mesh=mesh, cell_tags=cell_tags, facet_tags=facet_tags, geometry=geometry, timings=timings)
 
 
-def refine_near_surface(domain: TumourMesh, refinements: int, band: float) -> TumourMesh:
+def refine_near_surface(domain: TumourMesh, refinements: int, band: float, *, snap: bool = True) -> TumourMesh:
     """``domain`` refined ``refinements`` times in parallel in a band around the tumour surface.
 
     Pass ``k`` (1..N) refines the cells within ``band * (N - k + 1) / N`` [m] of the surface (both
     sides), so the cell size halves towards the surface at every ``band / N`` step, as the IFP rim
     ``exp(-d / rim)`` needs; Plaza bisection refines neighbouring cells as much as conformity needs.
-    Tags are carried and curved boundaries snapped as in :func:`refine_uniformly`. Sphere and disc
+    Tags are carried and curved boundaries snapped (``snap``) as in :func:`refine_uniformly`. Sphere and disc
     tumours only. ``geometry`` adds ``rim_refinements``, ``rim_band_m``, ``max_snap_distance_m``;
     ``timings`` adds ``rim_refinement_s``.
     """
@@ -170,7 +174,9 @@ def refine_near_surface(domain: TumourMesh, refinements: int, band: float) -> Tu
         raise ValueError(f"the rim refinement band must be a positive length in metres, got {band!r}")
     start = time.perf_counter()
     passes = [band * (refinements - k) / refinements for k in range(refinements)]
-    mesh, cell_tags, facet_tags, snapped = _refine(domain, passes, curved_surfaces(domain))
+    surfaces = curved_surfaces(domain)
+    mesh, cell_tags, facet_tags, snapped = _refine(domain, passes, surfaces if snap else {},
+                                                   surfaces[tags.TUMOUR_SURFACE])
     geometry = {**domain.geometry, "rim_refinements": refinements, "rim_band_m": band,
                 "max_snap_distance_m": snapped}
     timings = {**domain.timings, "rim_refinement_s": time.perf_counter() - start}

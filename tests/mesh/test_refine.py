@@ -71,19 +71,16 @@ def test_refinement_keeps_tags_and_converges_to_the_true_geometry(shape, h, meas
     assert fine.timings["refinement_s"] > 0 and fine.geometry["refinements"] == 2
 
 
-def test_unsnapped_refinement_would_keep_the_coarse_geometry():
-    """The reference the snapping test improves on: plain bisection keeps the chords of the coarse
-    mesh, so the tumour area does not move towards pi R^2."""
+def test_unsnapped_refinement_would_keep_the_coarse_geometry(global_integral):
+    """The reference the snapping test improves on: plain bisection (``snap=False``) keeps the
+    chords of the coarse mesh, so the area does not move towards pi R^2."""
     coarse = tumour_mesh(COMM, "disc", R, H, mesh_size=4e-4)
-    coarse.mesh.topology.create_entities(1)
-    plain, parent, _ = dolfinx.mesh.refine(coarse.mesh, partitioner=None)
-    one = dolfinx.fem.Constant(plain, 1.0)
-    area = COMM.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(one * ufl.dx)), op=MPI.SUM)
-    snapped = refine_uniformly(coarse, 1)
-    one = dolfinx.fem.Constant(snapped.mesh, 1.0)
-    snapped_area = COMM.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(one * ufl.dx)), op=MPI.SUM)
+    area = lambda domain: global_integral(dolfinx.fem.Constant(domain.mesh, 1.0) * ufl.dx)
+    plain, snapped = refine_uniformly(coarse, 1, snap=False), refine_uniformly(coarse, 1)
     exact = np.pi * (R + H)**2
-    assert abs(snapped_area - exact) < 0.5 * abs(area - exact)
+    assert area(plain) == pytest.approx(area(coarse), rel=1e-12)   # the same polygon
+    assert plain.geometry["max_snap_distance_m"] == 0.0 < snapped.geometry["max_snap_distance_m"]
+    assert abs(area(snapped) - exact) < 0.5 * abs(area(plain) - exact)
 
 
 @pytest.mark.parametrize("build", [
@@ -167,9 +164,9 @@ def test_bad_refinement_settings_are_refused(geometry, message):
 
 
 # ------------------------------------------------------------------ refinement near the tumour surface
-def _ifp_errors(domain, host_thickness: float) -> tuple[int, float, float]:
-    """(DOFs, max nodal |p_h - p| / p_e, ||p_h - p|| / ||p||) of the default-tissue IFP on ``domain``
-    against the Baxter-Jain closed form (p in P3 for the L2 norm)."""
+def _ifp_errors(domain, host_thickness: float) -> tuple[int, float, float, float]:
+    """(DOFs, max nodal |p_h - p| / p_e, ||p_h - p|| / ||p||, |x| - R [m] where the max sits) of the
+    default-tissue IFP on ``domain`` against the Baxter-Jain closed form (p in P3 for the L2 norm)."""
     from hybrid.forward import solve_ifp
     from hybrid.forward.sampling import nodal_samples
     from hybrid.problems.ifp import OuterBoundary, TissueProperties, closed_form_pressure
@@ -180,12 +177,15 @@ def _ifp_errors(domain, host_thickness: float) -> tuple[int, float, float]:
     exact = closed_form_pressure(dim, R, tumour, OuterBoundary(), host, host_thickness)
     solution = solve_ifp(domain, tumour, OuterBoundary(), host)
     coords, values = nodal_samples(solution.pressure)
-    nodal = np.abs(values - exact.pressure(np.linalg.norm(coords[:, :dim], axis=1))).max(initial=0.0)
+    radius = np.linalg.norm(coords[:, :dim], axis=1)
+    errors = np.abs(values - exact.pressure(radius))
+    nodal, where = COMM.allreduce((float(errors.max(initial=-1.0)),
+                                   float(radius[np.argmax(errors)] - R) if errors.size else np.nan), op=MPI.MAX)
     cubic = dolfinx.fem.Function(dolfinx.fem.functionspace(domain.mesh, ("Lagrange", 3)))
     cubic.interpolate(lambda x: exact.pressure(np.linalg.norm(x[:dim], axis=0)))
     total = lambda form: COMM.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(form)), op=MPI.SUM)
     l2 = np.sqrt(total((solution.pressure - cubic) ** 2 * ufl.dx) / total(cubic ** 2 * ufl.dx))
-    return solution.dofs, COMM.allreduce(nodal, op=MPI.MAX) / tumour.effective_pressure, l2
+    return solution.dofs, nodal / tumour.effective_pressure, l2, where
 
 
 def _cells_beyond(domain, distance: float) -> int:
@@ -253,17 +253,43 @@ def test_rim_refined_disc_is_as_accurate_as_a_gmsh_disc_with_more_dofs():
     assert refined[1] <= gmsh[1] and refined[2] <= gmsh[2], (refined, gmsh)
 
 
-def test_rim_refined_sphere_in_host_beats_a_uniform_gmsh_sphere_in_l2():
-    """3-D tumour in host: gmsh at 0.8 mm, two rim refinements (band 4 ln2 rim) against gmsh at
-    0.2 mm everywhere. Measured: 12,281 DOFs, L2 2.08 % against 12,653 DOFs, 2.50 %; but the max
-    nodal error is worse, 7.25 % against 3.92 % of p_e (the coarse cells outside the band, and
-    bisected tetrahedra are less accurate per DOF than gmsh's: benchmarks/refine_accuracy.py), and
-    so is the tumour volume, -0.43 % against -0.35 % (surface edges ~240 um against ~200 um)."""
-    refined_mesh = refine_near_surface(tumour_mesh(COMM, "sphere", R, H, 8e-4), 2, 4 * np.log(2) * RIM)
-    gmsh_mesh = tumour_mesh(COMM, "sphere", R, H, 2e-4)
-    refined, gmsh = _ifp_errors(refined_mesh, H), _ifp_errors(gmsh_mesh, H)   # (DOFs, max, L2)
+@pytest.fixture(scope="module")
+def sphere_in_host_errors():
+    """``_ifp_errors`` of a 2 mm sphere in a 1 mm host: gmsh at 0.8 mm with two rim refinements
+    (band 4 ln2 rim), snapped and not (``snap=False``), and gmsh at 0.2 mm everywhere."""
+    band = 4 * np.log(2) * RIM
+    return {"snapped": _ifp_errors(refine_near_surface(tumour_mesh(COMM, "sphere", R, H, 8e-4), 2, band), H),
+            "unsnapped": _ifp_errors(refine_near_surface(tumour_mesh(COMM, "sphere", R, H, 8e-4), 2, band,
+                                                         snap=False), H),
+            "gmsh": _ifp_errors(tumour_mesh(COMM, "sphere", R, H, 2e-4), H)}
+
+
+def test_rim_refined_sphere_in_host_beats_a_uniform_gmsh_sphere_in_l2(sphere_in_host_errors):
+    """Measured: 12,281 DOFs, L2 2.08 % against gmsh's 12,653 DOFs, 2.50 % (but see the max below)."""
+    refined, gmsh = sphere_in_host_errors["snapped"], sphere_in_host_errors["gmsh"]   # (DOFs, max, L2, where)
     assert refined[0] <= gmsh[0]
     assert refined[2] <= 0.85 * gmsh[2], (refined, gmsh)
+
+
+def test_3d_max_error_sits_in_the_host_rim_and_snapping_removes_the_geometric_part(sphere_in_host_errors):
+    """Where the 3-D max error sits: on both meshes in the host just outside the tumour surface
+    (measured +0.25 mm refined, +0.17 mm gmsh; rim 0.27 mm), where the IFP gradient is K_T / K_N
+    = 4.8 times the tumour's; not at the snapped surface vertices. Without snapping the new
+    vertices stay on the coarse chords and the error is 1.6x larger (max 11.7 % against 7.25 %,
+    L2 3.48 % against 2.08 %); what is left is the approximation of the bisected tetrahedra
+    (the P1 interpolant of the closed form is 1.3x gmsh's there: benchmarks/refine_accuracy.py)."""
+    snapped, unsnapped, gmsh = (sphere_in_host_errors[k] for k in ("snapped", "unsnapped", "gmsh"))
+    for errors in (snapped, gmsh):
+        assert 0 < errors[3] < 2 * RIM, errors
+    assert snapped[1] < 0.75 * unsnapped[1] and snapped[2] < 0.75 * unsnapped[2], (snapped, unsnapped)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10 not met in 3-D: bisected tetrahedra give 1.85x gmsh's "
+                                       "max error at the same DOFs (7.25 % against 3.92 % of p_e)")
+def test_rim_refined_sphere_in_host_max_error_not_worse_than_gmsh(sphere_in_host_errors):
+    """The issue's criterion for the max error, 3-D; strict, so a fix shows as XPASS."""
+    refined, gmsh = sphere_in_host_errors["snapped"], sphere_in_host_errors["gmsh"]
+    assert refined[0] <= gmsh[0] and refined[1] <= gmsh[1], (refined, gmsh)
 
 
 def test_rim_refinement_from_a_toml_file_through_hybrid_forward(tmp_path):
