@@ -15,9 +15,17 @@ circle or sphere (tumour surface, host outer boundary, vessel walls; the table i
 :func:`curved_surfaces`) radially onto that circle or sphere after each refinement, so the refined
 mesh approximates the true geometry as well as a gmsh mesh of the same size. Lengths in metres.
 
-Accuracy per DOF (``benchmarks/refine_accuracy.py``): in 2-D a refined mesh is as accurate as a
-gmsh mesh of the same DOFs; in 3-D the bisected tetrahedra give a larger IFP error than gmsh's at
-the same DOFs (measured numbers: benchmarks/results/refine_accuracy.json).
+Accuracy per DOF (``benchmarks/refine_accuracy.py``, numbers in benchmarks/results/refine_accuracy.json):
+in 2-D a refined mesh is as accurate as a gmsh mesh of the same DOFs. In 3-D it is not: the largest
+nodal IFP error is 0.99-2.1x a uniform gmsh mesh's after one refinement (0.99-1.33x in a host) and
+1.5-2.0x after two or three; against graded gmsh meshes 1.3-2.3x. It sits where gmsh's does (in the
+rim; in a host, on the host side of the tumour surface, where the gradient is K_T / K_N times the
+tumour's), not at snapped vertices; without snapping it is 1.6-11x larger, so snapping removes the
+geometric error. What is left is approximation: the P1 interpolant of the closed form is already
+1.1-1.7x a uniform gmsh mesh's, because Plaza bisection's children are flatter (median quality
+0.56-0.60 against 0.74-0.76, 1.3-2x the vertices per volume at the same edge length). Relaxing the
+vertices next to the snapped ones, centroid or ODT smoothing, and Delaunay/Netgen-optimised coarse
+meshes did not close the gap (measured, not kept).
 """
 
 from __future__ import annotations
