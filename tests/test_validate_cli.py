@@ -3,7 +3,10 @@
 known: the exact map agrees with the FEM up to discretisation and interpolation, a map scaled by
 1.1 is 10 % off, and recovered coefficients equal to the truth reproduce the true FEM field.
 The release kind on the tiny ``hybrid synthesize`` twin of tests/release_twin.py: the true k_rel
-reproduces the held-out noise-free frame, a wrong one misses it (serial and 2 ranks)."""
+reproduces the held-out noise-free frame, a wrong one misses it (serial and 2 ranks). pH-triggered
+release (synthesize with a synthetic pH_e map -> invert pH_50 and steepness -> validate): the
+pipeline runs and flags identifiability; the FEM at the true pH law on the inversion's pH map
+reproduces the held-out truth, pH_50 0.3 lower misses it."""
 
 import json
 import math
@@ -237,28 +240,30 @@ def release_twin(tmp_path_factory):
     return directory
 
 
-def _release_validate(directory, release_rate, name, ranks=1):
-    """Validate the twin's inversion with its inversion.json release rate set to ``release_rate``."""
+def _release_validate(directory, estimates: dict | None, name, ranks=1):
+    """Validate the twin's inversion with its inversion.json estimates set to ``estimates`` (name ->
+    value; None: as trained)."""
     inversion = directory / f"inversion_{name}"
     if not inversion.exists():
         shutil.copytree(directory / "inverted", inversion)
         path = inversion / "inversion.json"
         summary = json.loads(path.read_text())
-        summary["estimates"]["release_rate"]["estimate"] = release_rate
+        for key, value in (estimates or {}).items():
+            summary["estimates"][key]["estimate"] = value
         path.write_text(json.dumps(summary))
     config = directory / f"{name}.toml"
     config.write_text(RELEASE_VALIDATE.format(inversion=inversion.name))
     assert_keys_are_fields(load_crossval_config(config), tomllib.loads(config.read_text()), config)
     out = directory / f"{name}_{ranks}_out"
-    result = run_hybrid("validate", config, "--output", out, ranks=ranks, timeout=300)
+    result = run_hybrid("validate", config, "--output", out, ranks=ranks, timeout=600)
     assert result.returncode == 0, result.stderr
     return _report(out)
 
 
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_release_true_rate_predicts_the_held_out_frame_and_a_wrong_one_does_not(release_twin, ranks):
-    right = _release_validate(release_twin, TRUE_RELEASE_RATE, "true_rate", ranks)
-    wrong = _release_validate(release_twin, 3 * TRUE_RELEASE_RATE, "wrong_rate", ranks)
+    right = _release_validate(release_twin, {"release_rate": TRUE_RELEASE_RATE}, "true_rate", ranks)
+    wrong = _release_validate(release_twin, {"release_rate": 3 * TRUE_RELEASE_RATE}, "wrong_rate", ranks)
     assert right["recovered"]["release_rate"]["value"] == TRUE_RELEASE_RATE
     assert [f["time_s"] for f in right["pinn_vs_fem"]["frames"]] == [1200.0, 2400.0, 3600.0]
     for frame in right["pinn_vs_fem"]["frames"]:
@@ -369,25 +374,6 @@ def ph_twin(tmp_path_factory):
     return directory
 
 
-def _ph_validate(directory, values: dict, name: str, ranks: int = 1) -> dict:
-    """Validate the pH twin's inversion with its estimates set to ``values`` (None: as trained)."""
-    inversion = directory / f"inversion_{name}"
-    if not inversion.exists():
-        shutil.copytree(directory / "inverted", inversion)
-        path = inversion / "inversion.json"
-        summary = json.loads(path.read_text())
-        for key, value in (values or {}).items():
-            summary["estimates"][key]["estimate"] = value
-        path.write_text(json.dumps(summary))
-    config = directory / f"{name}.toml"
-    config.write_text(RELEASE_VALIDATE.format(inversion=inversion.name))
-    assert_keys_are_fields(load_crossval_config(config), tomllib.loads(config.read_text()), config)
-    out = directory / f"{name}_{ranks}_out"
-    result = run_hybrid("validate", config, "--output", out, ranks=ranks, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return _report(out)
-
-
 def test_ph_release_pipeline_runs_and_marks_identifiability(ph_twin):
     """The CLI pipeline with pH_50 and steepness unknown (a short training: no accuracy claim):
     outputs exist, estimates finite and within their bounds, and validate reports the PINN against
@@ -400,7 +386,7 @@ def test_ph_release_pipeline_runs_and_marks_identifiability(ph_twin):
         assert entry["unit"] == "1" and entry["truth"] == {"ph_50": 6.8, "steepness": 2.0}[name]
     for name in ("total_drug", "released_fraction", "networks/seed0.pt"):
         assert (ph_twin / "inverted" / (name if name.endswith(".pt") else f"{name}.nii.gz")).is_file()
-    report = _ph_validate(ph_twin, None, "trained")
+    report = _release_validate(ph_twin, None, "trained")
     assert report["fem"]["ph_map"].endswith("ph.nii.gz")
     assert [f["time_s"] for f in report["pinn_vs_fem"]["frames"]] == [1200.0, 2400.0, 3600.0]
     assert [h["time_s"] for h in report["held_out"]["frames"]] == [2400.0]
@@ -417,8 +403,8 @@ def test_ph_release_fem_at_the_true_law_reproduces_the_held_out_truth(ph_twin, r
     """The FEM of validate with the true pH_50 and steepness on the inversion's pH map is the
     synthesize run itself (same map, mesh and steps): the held-out noise-free frames agree to the
     float32 images; pH_50 0.3 lower misses them."""
-    right = _ph_validate(ph_twin, {"ph_50": 6.8, "steepness": 2.0}, "true_law", ranks)
-    wrong = _ph_validate(ph_twin, {"ph_50": 6.5, "steepness": 2.0}, "wrong_law", ranks)
+    right = _release_validate(ph_twin, {"ph_50": 6.8, "steepness": 2.0}, "true_law", ranks)
+    wrong = _release_validate(ph_twin, {"ph_50": 6.5, "steepness": 2.0}, "wrong_law", ranks)
     held, missed = right["held_out"]["frames"][0], wrong["held_out"]["frames"][0]
     print({q: (held[q]["against_truth"], missed[q]["against_truth"]) for q in ("total_drug", "released_fraction")})
     for quantity in ("total_drug", "released_fraction"):
