@@ -5,7 +5,9 @@ Composition only. Kind "ifp": the IFP map (NIfTI, Pa) -> :class:`hybrid.records.
 released fraction) of a ``hybrid synthesize`` run (:mod:`hybrid.io.observations`) ->
 :func:`hybrid.inverse.images.disc_release_problem` with the known physics of ``[problem]
 transport`` (:func:`release_physics`); frames at t <= 0 and ``[data] held_out_times`` are left out of
-training. Both -> :class:`hybrid.inverse.Trainer` (one per ensemble member, seeds seed, seed + 1, ...).
+training. The release unknowns are a uniform ``release_rate``, or for pH-sensitive liposomes
+``ph_50`` / ``steepness`` of the pH law k(pH_e(x)) on the known ``[data] ph_map`` (else the
+transport's pH map or uniform pH). Both -> :class:`hybrid.inverse.Trainer` (one per ensemble member, seeds seed, seed + 1, ...).
 Writes into ``directory``:
 
 - ``inversion.json``: for every estimate (the scalar unknowns; IFP: the rim thickness
