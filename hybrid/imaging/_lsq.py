@@ -19,11 +19,33 @@ def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8, *, project
     a parameter on a bound whose descent direction points outwards is held there for the
     step (fewer rejected steps when optima lie on bounds). With ``row_aware`` the model is
     called as ``model(p, jac, rows)``, ``rows`` the indices of the rows of ``data`` that p
-    belongs to (models that depend on the data, e.g. ``batched_varpro``).
+    belongs to (models that depend on the data).
     Stops a row when an accepted step lowers its cost by less than ``rtol`` (relative),
     when a step (accepted or not) changes no parameter by more than ``xtol`` (n_p,), if
     given, or when its damping grows past 1e10. Returns (p, rss) with rss (n,), and the
     Jacobian at p (n, n_t, n_p) as a third item with ``return_jac``.
+    """
+    call = model if row_aware else (lambda q, jac, rows: model(q, jac=jac))
+
+    def normal_equations(q, rows):
+        f, jac = call(q, True, rows)
+        r = f - data[rows]
+        jt = jac.transpose(0, 2, 1)
+        return (np.einsum("nt,nt->n", r, r), jt @ jac, (jt @ r[..., None])[..., 0],
+                jac if return_jac else None)
+
+    p, cost, jac = levenberg_marquardt(normal_equations, p0, lower, upper, max_iter, rtol,
+                                       project=project, active_set=active_set, xtol=xtol)
+    return (p, cost, jac) if return_jac else (p, cost)
+
+
+def levenberg_marquardt(normal_equations, p0, lower, upper, max_iter=60, rtol=1e-8, *,
+                        project=None, active_set=False, xtol=None):
+    """The loop of ``batched_lm`` (same arguments and stopping rules) on a model given by
+    ``normal_equations(p, rows)`` -> (cost |r|^2 (m,), J^T J (m, n_p, n_p), J^T r (m, n_p),
+    kept (m, ...) or None) at parameters p (m, n_p) of rows ``rows``, r = f(p) - data.
+    ``kept`` (e.g. the Jacobian) is stored for each row's accepted point. Returns p (n, n_p),
+    cost (n,) and the stored ``kept`` (None if the model keeps nothing).
     """
     p = np.array(p0, dtype=float)
     lower = np.broadcast_to(np.asarray(lower, dtype=float), p.shape)
@@ -34,11 +56,9 @@ def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8, *, project
         return q if project is None else project(q)
 
     p = feasible(p, slice(None))
-    evaluate = model if row_aware else (lambda q, jac, rows: model(q, jac=jac))
-    f, jac = evaluate(p, True, np.arange(p.shape[0]))
-    jac = np.array(jac)  # writable copy (models may return broadcast views)
-    r = f - data
-    cost = np.einsum("nt,nt->n", r, r)
+    cost, hess, grad, kept = normal_equations(p, np.arange(p.shape[0]))
+    hess, grad = np.array(hess), np.array(grad)
+    kept = None if kept is None else np.array(kept)  # writable copy (may be a broadcast view)
     lam = np.full(p.shape[0], 1e-3)
     active = np.isfinite(cost) & (cost > 0)
     eye = np.eye(p.shape[1])
@@ -46,10 +66,7 @@ def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8, *, project
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
-        ja, ra = jac[idx], r[idx]
-        jt = ja.transpose(0, 2, 1)
-        h = jt @ ja
-        g = (jt @ ra[..., None])[..., 0]
+        h, g = hess[idx], grad[idx]
         if active_set:   # hold parameters on a bound that descent would push outwards
             frozen = ((p[idx] <= lower[idx]) & (g > 0)) | ((p[idx] >= upper[idx]) & (g < 0))
             free = ~frozen
@@ -61,13 +78,13 @@ def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8, *, project
         step = np.linalg.solve(a, -g[..., None])[..., 0]
         p0_idx = p[idx]
         p_try = feasible(p0_idx + step, idx)
-        f_try, j_try = evaluate(p_try, True, idx)
-        r_try = f_try - data[idx]
-        c_try = np.einsum("nt,nt->n", r_try, r_try)
+        c_try, h_try, g_try, k_try = normal_equations(p_try, idx)
         ok = np.isfinite(c_try) & (c_try < cost[idx])
         acc = idx[ok]
         small = (cost[acc] - c_try[ok]) <= rtol * cost[acc]
-        p[acc], r[acc], jac[acc], cost[acc] = p_try[ok], r_try[ok], j_try[ok], c_try[ok]
+        p[acc], cost[acc], hess[acc], grad[acc] = p_try[ok], c_try[ok], h_try[ok], g_try[ok]
+        if kept is not None:
+            kept[acc] = k_try[ok]
         lam[acc] = np.maximum(lam[acc] / 3.0, 1e-7)
         rej = idx[~ok]
         lam[rej] *= 4.0
@@ -75,7 +92,7 @@ def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8, *, project
         if xtol is not None:
             active[idx[np.all(np.abs(p_try - p0_idx) <= xtol, axis=1)]] = False
         active[rej[lam[rej] > 1e10]] = False
-    return (p, cost, jac) if return_jac else (p, cost)
+    return p, cost, kept
 
 
 def _dot(x, y):
@@ -111,18 +128,21 @@ def batched_varpro(basis, data, theta0, lower, upper, max_iter=60, rtol=1e-8, xt
     parameters theta (n, q) of data rows ``rows``, and their derivatives (du, dv), each
     a sequence over theta of (n, n_t) arrays (None: zero).
     The amplitudes are eliminated (``nonnegative_two_column_lsq``), so Levenberg-Marquardt
-    runs on theta alone, with Kaufman's Jacobian of the projected model (the part of
-    A du + B dv orthogonal to the columns in use); ``rtol``, ``xtol`` as in ``batched_lm``.
-    Returns theta (n, q), A, B (n,) and rss (n,).
+    runs on theta alone, with Kaufman's Jacobian of the projected model, J = (I - P) D
+    (D = A du + B dv, P the projector onto the columns in use), whose normal equations
+    are assembled from row-wise dot products: J^T J = D^T D - (P D)^T D and J^T r = D^T r
+    (the residual is orthogonal to the columns in use). ``rtol``, ``xtol`` as in
+    ``batched_lm``. Returns theta (n, q), A, B (n,) and rss (n,).
     """
     amplitudes = np.zeros((data.shape[0], 2))     # at the lowest cost evaluated, i.e. at
-    lowest = np.full(data.shape[0], np.inf)        # the point batched_lm accepts last
+    lowest = np.full(data.shape[0], np.inf)        # the point the fit accepts last
 
-    def model(theta, _jac, rows):          # batched_lm always asks for the Jacobian
+    def normal_equations(theta, rows):
         (u, v), (du, dv) = basis(theta, rows)
-        a, b, used, (uu, uv, vv) = nonnegative_two_column_lsq(u, v, data[rows])
-        f = a[:, None] * u + b[:, None] * v
-        cost = _dot(f - data[rows], f - data[rows])
+        y = data[rows]
+        a, b, used, (uu, uv, vv) = nonnegative_two_column_lsq(u, v, y)
+        r = a[:, None] * u + b[:, None] * v - y
+        cost = _dot(r, r)
         better = cost < lowest[rows]
         lowest[rows[better]] = cost[better]
         amplitudes[rows[better]] = np.column_stack([a, b])[better]
@@ -132,16 +152,20 @@ def batched_varpro(basis, data, theta0, lower, upper, max_iter=60, rtol=1e-8, xt
             su = np.where(used[:, 0], np.where(both, vv, 1.0) / np.where(both, det, uu), 0.0)
             sv = np.where(used[:, 1], np.where(both, uu, 1.0) / np.where(both, det, vv), 0.0)
         sx = np.where(both, -uv / det, 0.0)
-        j = np.empty(f.shape + (len(du),))
-        for q, (du_q, dv_q) in enumerate(zip(du, dv)):
-            d = sum(c[:, None] * x for c, x in ((a, du_q), (b, dv_q)) if x is not None)
-            ud, vd = _dot(u, d), _dot(v, d)     # minus the projection onto the used columns
-            alpha, beta = su * ud + sx * vd, sx * ud + sv * vd
-            j[..., q] = d - alpha[:, None] * u - beta[:, None] * v
-        return f, j
+        d = [sum(c[:, None] * x for c, x in ((a, du_q), (b, dv_q)) if x is not None)
+             for du_q, dv_q in zip(du, dv)]
+        ud, vd = [_dot(u, d_q) for d_q in d], [_dot(v, d_q) for d_q in d]
+        n, q = theta.shape
+        hess, grad = np.empty((n, q, q)), np.empty((n, q))
+        for i in range(q):
+            grad[:, i] = _dot(d[i], r)
+            alpha, beta = su * ud[i] + sx * vd[i], sx * ud[i] + sv * vd[i]   # P d_i
+            for j in range(i + 1):
+                hess[:, i, j] = hess[:, j, i] = _dot(d[i], d[j]) - alpha * ud[j] - beta * vd[j]
+        return cost, hess, grad, None
 
-    theta, rss = batched_lm(model, data, theta0, lower, upper, max_iter, rtol, row_aware=True,
-                            xtol=xtol)
+    theta, rss, _ = levenberg_marquardt(normal_equations, theta0, lower, upper, max_iter, rtol,
+                                        xtol=xtol)
     return theta, amplitudes[:, 0], amplitudes[:, 1], rss
 
 

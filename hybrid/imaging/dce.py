@@ -16,22 +16,24 @@ Convolutions are exact for a piecewise-linear AIF (recursion over time vectorise
 voxels, or FFT for long uniform series). Fitting (``fit``): every model has an exact
 linear integral form (Murase 2004 for the Tofts family; Flouri et al., MRM 2016;76:998 for
 the 2CXM and 2CUM), solved by linear least squares for all voxels -- and, with
-``fit_delay``, for every AIF shift of the delay grid at once; the shift with the lowest
-linear residual (refined by a parabola) and the linear solution start one batched
-Levenberg-Marquardt fit over all voxels, with the delay as a free parameter. Without a
-delay the 2CXM and 2CUM have a second start from a grid over the rates of their impulse
-response (for fixed rates they are linear in two amplitudes); each voxel starts from the
-start of lower residual. The delayed 2CXM and 2CUM are fitted by variable projection
-instead (``_fit_delayed_varpro``): over their rates and the delay alone, the two amplitudes
-solved in each evaluation, from the rate grid at every grid delay (2CUM) or at the linear
-solution's delay (2CXM). Box bounds and ve + vp <= 1 are enforced by projection. Where
-the start is not admissible or the fit ends on a bound, the 2CXM and 2CUM are refitted
-from three flows and the lowest residual is kept. Standard errors come from the Jacobian
-at the optimum; parameters the data cannot determine are NaN with a reason code
-(``REASONS``).
+``fit_delay``, for every AIF shift of the delay grid at once; for the Tofts models and
+Patlak the shift with the lowest linear residual (refined by a parabola) and the linear
+solution start one batched Levenberg-Marquardt fit over all voxels, with the delay as a
+free parameter. The 2CXM and 2CUM are fitted by variable projection (``_fit_varpro``):
+for fixed rates of their impulse response they are linear in two amplitudes, so
+Levenberg-Marquardt runs over the rates (and the delay) alone, the amplitudes solved in
+each evaluation, from the best point of a grid over the rates (2CUM with delay: over
+rates and grid delays; 2CXM with delay: at the linear solution's delay). On a uniform
+time grid a delayed AIF's convolutions are windows of one convolution of the AIF
+(``_delayed_convolutions``). Box bounds and ve + vp <= 1 are enforced by projection.
+Where the solution is outside the bounds, the 2CXM and 2CUM continue with the bounded
+model, refitted from three flows where needed, and the lowest residual is kept. Standard
+errors come from the Jacobian at the optimum; parameters the data cannot determine are
+NaN with a reason code (``REASONS``).
 """
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy import fft as sp_fft
 
 from hybrid.imaging._lsq import batched_lm, batched_varpro, standard_errors
@@ -74,6 +76,7 @@ _TO_PUBLIC = {"Ktrans": 60.0, "PS": 60.0, "Fp": 6000.0, "ve": 1.0, "vp": 1.0}
 _START_FP = (5.0, 20.0, 80.0)   # extra 2CXM/2CUM start flows [mL/100 mL/min]
 _RATE_GRID = np.geomspace(1e-3, 10.0, 25)   # 2CXM/2CUM start rates [1/s], ratio 1.47
 _GRID_RATES = np.concatenate([[0.0], _RATE_GRID])   # with 0: the integral of the AIF
+_START_STEPS = (2, 2)   # delayed 2CUM start: every 2nd grid rate at every 2nd grid delay
 _VARPRO_RTOL = 1e-5   # delayed 2CXM/2CUM converged: relative cost decrease below this,
 _VARPRO_XTOL = (1e-3, 1e-2)   # or steps below these in each ln k and in the delay [s]
 _CHUNK = 8192              # at most this many voxels are fitted together ...
@@ -454,31 +457,30 @@ def _rate_grid_search(name, t, cp, ct):
     residual for every pair (n, n_pairs; 2CUM: in the order of ``_RATE_GRID``).
     """
     g = exp_convolve(t, cp, _GRID_RATES)                 # (m, n_t); row 0 is int Cp
-    return _rate_pairs(name, g @ g.T, ct @ g.T)
-
-
-def _rate_pairs(name, gram, proj):
-    """``_rate_grid_search`` from the Gram matrix (m, m) of the grid convolutions and the
-    voxels' projections onto them (n, m)."""
-    rates = _GRID_RATES
+    gram, proj = g @ g.T, ct @ g.T
     if name == "2cum":
-        i, j = np.zeros(rates.size - 1, dtype=int), np.arange(1, rates.size)
-        ri, rj = proj[:, :1], proj[:, 1:]
+        i, j = np.zeros(_RATE_GRID.size, dtype=int), np.arange(1, _GRID_RATES.size)
     else:
-        i, j = np.triu_indices(rates.size, 1)[::-1]      # K+ = rates[i] > K- = rates[j]
-        keep = j > 0
-        i, j = i[keep], j[keep]
-        ri, rj = proj[:, i], proj[:, j]
-    sii, sjj, sij = gram[i, i], gram[j, j], gram[i, j]
+        i, j = np.triu_indices(_GRID_RATES.size, 1)[::-1]   # K+ = rates[i] > K- = rates[j]
+        i, j = i[j > 0], j[j > 0]
+    a, b, rss = _pair_rss(gram[i, i], gram[j, j], gram[i, j], proj[:, i], proj[:, j])
+    pick = np.argmin(rss, axis=1)
+    rows = np.arange(proj.shape[0])
+    rates = _GRID_RATES
+    return rates[i[pick]], rates[j[pick]], a[rows, pick], b[rows, pick], rss[rows, pick], rss
+
+
+def _pair_rss(sii, sjj, sij, ri, rj):
+    """Ct ~ A x_i + B x_j for pairs of grid convolutions x_i, x_j with Gram entries sii,
+    sjj, sij and projections ri = ct.x_i, rj = ct.x_j (broadcasting arrays): amplitudes
+    A, B and residual sum of squares less sum(ct^2) [mM^2], inf where A < 0 or B <= 0."""
     det = sii * sjj - sij * sij
     with np.errstate(divide="ignore", invalid="ignore"):
         a = (sjj * ri - sij * rj) / det
         b = (sii * rj - sij * ri) / det
     rss = -(a * ri + b * rj)
     rss[~((a >= 0) & (b > 0) & (det > 0))] = np.inf
-    pick = np.argmin(rss, axis=1)
-    rows = np.arange(proj.shape[0])
-    return rates[i[pick]], rates[j[pick]], a[rows, pick], b[rows, pick], rss[rows, pick], rss
+    return a, b, rss
 
 
 def _from_rates(name, kp, km, a, b):
@@ -497,87 +499,198 @@ def _from_rates(name, kp, km, a, b):
         return np.stack([fp, ps, ps / w, vp], axis=1)
 
 
-def _rate_grid_start(name, t, cp, ct):
-    """2CXM/2CUM start values from ``_rate_grid_search``: the parameters of the best pair
-    (internal units, clipped to the bounds), whether they were inside the bounds before
-    clipping, and the residual sum of squares of that pair less sum(ct^2) [mM^2]."""
-    kp, km, a, b, rss, _ = _rate_grid_search(name, t, cp, ct)
-    p = _from_rates(name, kp, km, a, b)
-    lo, hi = _BOUNDS[name]
-    admissible = np.all(np.isfinite(p) & (p >= lo) & (p <= hi), axis=1)
-    p = np.where(np.isfinite(p), p, 0.5 * (np.asarray(lo) + np.minimum(hi, 1.0)))
-    return np.clip(p, lo, hi), admissible, rss
+def _delayed_convolutions(t, cp, delay_range):
+    """For a uniformly sampled ``t``: functions of per-row delays d (n,) [s] within
+    ``delay_range`` [s] giving Cp_d (x) k and int Cp_d (Cp_d the AIF delayed by d, as
+    ``_shift_rows``) with their derivatives, from convolutions of one AIF extended (held
+    values) over the delays, no per-row AIF: on a uniform grid the recursion is shift
+    invariant, so a delay of (j + w) samples is the window j..j + n_t of the extended
+    result blended with weight w, less its decayed start value (zero where the window
+    starts before the AIF rises). Exact for the piecewise-linear interpolant.
+
+    Returns ``convolve(k, d)`` -> (y, dy/dk, dy/dd) and ``integral(d)`` -> (u, du/dd),
+    each (n, n_t), or None where ``t`` is not uniform.
+    """
+    step = np.diff(t)
+    if not np.allclose(step, step[0], rtol=1e-9, atol=0.0):
+        return None
+    dt = step[0]
+    before = int(np.ceil(max(delay_range[1], 0.0) / dt)) + 1
+    after = int(np.ceil(max(-delay_range[0], 0.0) / dt)) + 1
+    t_ext = t[0] + dt * np.arange(-before, t.size + after)
+    x_ext = np.interp(t_ext, t, cp)
+    i_ext = _cumtrapz(t_ext, x_ext)
+    since = t - t[0]
+
+    def windows(d):
+        """Start sample j (n,) and weight w (n, 1) of each delay: Cp_d[i] =
+        (1 - w) x_ext[j + i] + w x_ext[j + 1 + i]; on a knot, w = 1 (the segment below:
+        the derivative is the one of a growing delay, as ``_shift_rows``)."""
+        q = before - d / dt
+        j = np.clip(np.ceil(q).astype(int) - 1, 0, before + after - 1)
+        return j, (q - j)[:, None]
+
+    def blend(y, j, w):
+        """(n, n_t) blend of the windows of the rows y (n, N) and their difference."""
+        win = sliding_window_view(y, t.size, axis=-1)
+        lo = win[np.arange(j.size), j] if y.ndim == 2 else win[j]
+        hi = win[np.arange(j.size), j + 1] if y.ndim == 2 else win[j + 1]
+        diff = hi - lo
+        return lo + w * diff, diff
+
+    def integral(d):
+        j, w = windows(d)
+        u, diff = blend(i_ext, j, w)
+        return u - u[:, :1], (diff[:, :1] - diff) / dt
+
+    def convolve(k, d):
+        j, w = windows(d)
+        y_ext, yk_ext = exp_convolve(t_ext, x_ext, k, deriv=True)
+        y, diff = blend(y_ext, j, w)
+        y_k, _ = blend(yk_ext, j, w)
+        y_d = -diff / dt
+        rows = np.flatnonzero((y[:, 0] != 0.0) | (y_k[:, 0] != 0.0) | (y_d[:, 0] != 0.0))
+        if rows.size:          # input before t[0] in the window: remove its decayed part
+            decay = np.exp(-k[rows, None] * since)
+            y0, yk0, yd0 = y[rows, :1], y_k[rows, :1], y_d[rows, :1]
+            y_k[rows] -= decay * (yk0 - since * y0)
+            y[rows] -= decay * y0
+            y_d[rows] -= decay * yd0
+        return y, y_k, y_d
+    return convolve, integral
 
 
-def _impulse_basis(name, t, cp):
-    """Basis of a delayed 2CXM/2CUM for ``batched_varpro``: Ct = A u + B v with
-    u = Cp_d (x) k1 (the 2CUM: int Cp_d) and v = Cp_d (x) k2, Cp_d the AIF delayed by d;
-    theta = (ln k1 (2CXM only), ln k2 [ln 1/s], d [s]). The derivatives in d are the basis
-    of the AIF's derivative in d."""
+def _impulse_basis(name, t, cp, delay_range=None):
+    """Basis of the 2CXM/2CUM for ``batched_varpro``: Ct = A u + B v with u = Cp_d (x) k1
+    (the 2CUM: int Cp_d) and v = Cp_d (x) k2, Cp_d the AIF delayed by d (within
+    ``delay_range`` [s], if given) or the AIF itself; theta = (ln k1 (2CXM only), ln k2
+    [ln 1/s], d [s] (with ``delay_range`` only)). The derivatives in d are the basis of the
+    AIF's derivative in d."""
+    icp = _cumtrapz(t, cp)
+    delayed = delay_range is not None
+    shifted = _delayed_convolutions(t, cp, delay_range) if delayed else None
 
     def basis(theta, rows):
         n = theta.shape[0]
-        cp_d, slope = _shift_rows(t, cp, theta[:, -1], deriv=True)
-        if name == "2cum":
-            k = np.exp(theta[:, 0])
-            v, v_k = exp_convolve(t, cp_d, k, deriv=True)
-            du = (None, _cumtrapz(t, slope))
-            dv = (v_k * k[:, None], exp_convolve(t, slope, k))
-            return (_cumtrapz(t, cp_d), v), (du, dv)
-        k = np.exp(theta[:, :2]).T.ravel()           # k1 rows, then k2 rows
-        g, g_k = exp_convolve(t, np.concatenate([cp_d, cp_d]), k, deriv=True)
+        n_k = 1 if name == "2cum" else 2
+        k = np.exp(theta[:, :n_k]).T.ravel()          # (2CXM: k1 rows, then k2 rows)
+        if shifted is not None:
+            d = theta[:, -1]
+            g, g_k, g_d = shifted[0](k, np.tile(d, n_k))
+        elif delayed:
+            cp_d, slope = _shift_rows(t, cp, theta[:, -1], deriv=True)
+            g, g_k = exp_convolve(t, np.tile(cp_d, (n_k, 1)), k, deriv=True)
+            g_d = exp_convolve(t, np.tile(slope, (n_k, 1)), k)
+        else:
+            g, g_k = exp_convolve(t, cp, k, deriv=True)
         g_k *= k[:, None]                             # d/d ln k
-        g_d = exp_convolve(t, np.concatenate([slope, slope]), k)
-        return (g[:n], g[n:]), ((g_k[:n], None, g_d[:n]), (None, g_k[n:], g_d[n:]))
+        if name == "2cum":
+            if not delayed:
+                return (np.broadcast_to(icp, g.shape), g), ((None,), (g_k,))
+            if shifted is not None:
+                u, u_d = shifted[1](theta[:, -1])
+            else:
+                u, u_d = _cumtrapz(t, cp_d), _cumtrapz(t, slope)
+            return (u, g), ((None, u_d), (g_k, g_d))
+        du, dv = (g_k[:n], None), (None, g_k[n:])
+        if delayed:
+            du, dv = du + (g_d[:n],), dv + (g_d[n:],)
+        return (g[:n], g[n:]), (du, dv)
     return basis
 
 
-def _2cum_delayed_start(t, cp, ct, delays):
-    """Delayed 2CUM start theta (ln k, d) (n, 2): the rate grid searched at every grid
-    delay, its residual refined by a parabola in ln k, then in the delay."""
+def _2cum_start(t, cp, ct, delays=None):
+    """2CUM start theta (ln k [ln 1/s]) (n, 1): the rate grid's residual refined by a
+    parabola in ln k; with the delay grid ``delays`` [s], theta (ln k, d) (n, 2): the best
+    point of a coarser grid over rates and delays (``_START_STEPS``), refined by a parabola
+    in ln k and one in the delay through its neighbours."""
+    log_rates = np.log(_RATE_GRID)
+    if delays is None:
+        return _parabola_minimum(_rate_grid_search("2cum", t, cp, ct)[-1], log_rates)[0][:, None]
     n = ct.shape[0]
-    g = np.stack([exp_convolve(t, shift_aif(t, cp, d), _GRID_RATES) for d in delays])
-    proj = (ct @ g.reshape(-1, t.size).T).reshape(n, delays.size, _GRID_RATES.size)
-    rss, log_k = np.empty((2, n, delays.size))
-    for i in range(delays.size):            # (one product for all delays: BLAS-efficient)
-        all_rss = _rate_pairs("2cum", g[i] @ g[i].T, proj[:, i])[-1]
-        log_k[:, i], rss[:, i] = _parabola_minimum(all_rss, np.log(_RATE_GRID))
-    d0, _ = _parabola_minimum(rss, delays)
-    pick = np.argmin(np.abs(delays[None, :] - d0[:, None]), axis=1)
-    return np.column_stack([log_k[np.arange(n), pick], d0])
+    rates = np.arange(0, _RATE_GRID.size, _START_STEPS[0])
+    at = delays[::_START_STEPS[1]]
+    cols = np.concatenate([[0], 1 + rates])                 # of _GRID_RATES (0: int Cp)
+    g = np.stack([exp_convolve(t, shift_aif(t, cp, d) if d else cp, _GRID_RATES[cols])
+                  for d in at])                             # (delays, rates, n_t)
+    gram = g @ g.transpose(0, 2, 1)
+    proj = (ct @ g.reshape(-1, t.size).T).reshape(n, at.size, cols.size)
+    rss = _pair_rss(gram[:, :1, 0], np.einsum("djj->dj", gram)[:, 1:], gram[:, 0, 1:],
+                    proj[..., :1], proj[..., 1:])[2]          # (n, delays, rates)
+    i_d, i_k = np.divmod(np.argmin(rss.reshape(n, -1), axis=1), rates.size)
+    rows = np.arange(n)
+    log_k = _parabola_minimum(rss[rows, i_d], log_rates[rates])[0]
+    d0 = _parabola_minimum(rss[rows, :, i_k], at)[0]
+    return np.column_stack([log_k, d0])
 
 
-def _2cxm_delayed_start(t, aif_shifts, ct, pick, d0, lls_start):
-    """Delayed 2CXM start theta (ln K+, ln K-, d) (n, 3): the best rate-grid pair at the
-    linear solution's grid delay ``pick`` (index into ``aif_shifts``) and its refined delay
-    ``d0`` [s]; the rates of the linear solution ``lls_start`` where no pair fits."""
+def _2cxm_start(t, aif_shifts, ct, pick, lls_start):
+    """2CXM start theta (ln K+, ln K-) [ln 1/s] (n, 2): the best rate-grid pair at the AIF
+    ``aif_shifts[pick]`` of each voxel (the linear solution's grid delay); the rates of
+    the linear solution ``lls_start`` where no pair fits."""
     rates = _2cxm_rates(lls_start)[:, :2]
     for s in np.unique(pick):
         rows = np.flatnonzero(pick == s)
         kp, km, _, _, rss, _ = _rate_grid_search("2cxm", t, aif_shifts[s], ct[rows])
         fits = np.isfinite(rss)
         rates[rows[fits]] = np.column_stack([kp, km])[fits]
-    return np.column_stack([np.log(np.maximum(rates, 1e-2 * _RATE_GRID[0])), d0])
+    return np.log(np.maximum(rates, 1e-2 * _RATE_GRID[0]))
 
 
-def _fit_delayed_varpro(name, t, cp, ct, delays, theta, max_iter, fallback=None):
-    """Delayed 2CXM/2CUM by variable projection (``batched_varpro``) from ``theta``.
+def _separable(name, p, delayed):
+    """The 2CXM/2CUM parameters p (n, n_p [+ 1 delay]) (internal units) as amplitudes and
+    basis parameters of ``_impulse_basis``: (A, B, theta) (n, 2 + n_theta)."""
+    if name == "2cum":
+        fp, ps, vp = p[:, :3].T
+        flow = fp + ps
+        rates = np.column_stack([fp * ps / flow, fp * fp / flow, np.log(flow / vp)])
+    else:
+        kp, km, e = _2cxm_rates(p[:, :4]).T
+        rates = np.column_stack([p[:, 0] * e, p[:, 0] * (1.0 - e), np.log(kp), np.log(km)])
+    return np.column_stack([rates, p[:, -1]]) if delayed else rates
+
+
+def _separable_model(name, basis, p, delayed):
+    """Ct (n, n_t) and its Jacobian in p (n, n_t, n_p [+ 1]) of the 2CXM/2CUM from its
+    ``_impulse_basis``: J = [u, v, A du + B dv] times d(A, B, theta)/dp (finite
+    differences of ``_separable``, a closed form)."""
+    q = _separable(name, p, delayed)
+    a, b, theta = q[:, 0], q[:, 1], q[:, 2:]
+    (u, v), (du, dv) = basis(theta, None)
+    cols = [u, v] + [sum(c[:, None] * x for c, x in ((a, du_i), (b, dv_i)) if x is not None)
+                     for du_i, dv_i in zip(du, dv)]
+    h = 1e-7 * np.maximum(np.abs(p), 1e-8)
+    chain = np.empty((p.shape[0], q.shape[1], p.shape[1]))
+    for i in range(p.shape[1]):
+        step = p.copy()
+        step[:, i] += h[:, i]
+        chain[:, :, i] = (_separable(name, step, delayed) - q) / h[:, i:i + 1]
+    return a[:, None] * u + b[:, None] * v, np.stack(cols, axis=-1) @ chain
+
+
+def _fit_varpro(name, t, cp, ct, delays, theta, max_iter, fallback=None):
+    """2CXM/2CUM by variable projection (``batched_varpro``) from ``theta``; ``delays``
+    is the delay grid [s] (the delay is fitted, last in theta) or None.
 
     Ct = A u + B v (``_impulse_basis``) with A, B >= 0: Levenberg-Marquardt runs over the
-    rates and the delay alone, the amplitudes being solved in each evaluation, so the flow
+    rates (and the delay) alone, the amplitudes being solved in each evaluation, so the flow
     cannot drift along its valley with the delay. Where the solution's parameters are not
     inside the bounds (a flow above 200 mL/100 mL/min; a response no 2CXM gives, e.g. one
     exponential, which variable projection cannot leave: an unused column's rate has no
     gradient), ``_refine`` continues with the bounded model and a third of the iterations,
-    from the solution or from the ``fallback`` start (p (n, n_p + 1), admissible (n,)),
-    if given, whichever fits better. Returns p (n, n_p + 1) internal units, rss (n,) and
-    the Jacobian at p.
+    from the solution or from the ``fallback`` start (p (n, n_p [+ 1]), admissible (n,)),
+    if given, whichever fits better. Returns p (n, n_p [+ 1 delay]) internal units, rss (n,)
+    and the Jacobian at p.
     """
-    n_k = theta.shape[1] - 1
-    lo = [np.log(_RATE_GRID[0]) - 2.0] * n_k + [delays[0]]
-    hi = [np.log(_RATE_GRID[-1]) + 2.0] * n_k + [delays[-1]]
-    theta, a, b, _ = batched_varpro(_impulse_basis(name, t, cp), ct, theta, lo, hi, max_iter,
-                                    _VARPRO_RTOL, [_VARPRO_XTOL[0]] * n_k + [_VARPRO_XTOL[1]])
+    delayed = delays is not None
+    n_k = 1 if name == "2cum" else 2
+    lo_k, hi_k = np.log(_RATE_GRID[0]) - 2.0, np.log(_RATE_GRID[-1]) + 2.0
+    lo, hi, xtol = [lo_k] * n_k, [hi_k] * n_k, [_VARPRO_XTOL[0]] * n_k
+    if delayed:
+        lo, hi, xtol = lo + [delays[0]], hi + [delays[-1]], xtol + [_VARPRO_XTOL[1]]
+    basis = _impulse_basis(name, t, cp, (delays[0], delays[-1]) if delayed else None)
+    theta, a, b, _ = batched_varpro(basis, ct, theta, lo, hi,
+                                    max_iter, _VARPRO_RTOL, xtol)
     k = np.exp(theta[:, :n_k])
     if name == "2cum":
         kp, km = np.zeros(ct.shape[0]), k[:, 0]
@@ -585,15 +698,18 @@ def _fit_delayed_varpro(name, t, cp, ct, delays, theta, max_iter, fallback=None)
         swap = k[:, 0] < k[:, 1]
         kp, km = np.where(swap, k[:, 1], k[:, 0]), np.where(swap, k[:, 0], k[:, 1])
         a, b = np.where(swap, b, a), np.where(swap, a, b)
-    p = np.column_stack([_from_rates(name, kp, km, a, b), theta[:, -1]])
-    lo, hi = (np.append(bound, delays[i]) for bound, i in zip(_BOUNDS[name], (0, -1)))
+    p = _from_rates(name, kp, km, a, b)
+    lo, hi = (np.asarray(bound, dtype=float) for bound in _BOUNDS[name])
+    if delayed:
+        p = np.column_stack([p, theta[:, -1]])
+        lo, hi = np.append(lo, delays[0]), np.append(hi, delays[-1])
     inside = np.all(np.isfinite(p) & (p >= lo) & (p < hi), axis=1)
     project = _volume_projection(name)
     if project is not None:                   # and ve + vp <= 1
         inside &= np.all(project(p.copy()) == p, axis=1)
-    model = _delayed_model_fn(name, t, cp)
+    model = (_delayed_model_fn if delayed else _model_fn)(name, t, cp)
     rss, jac = np.empty(ct.shape[0]), np.empty(ct.shape + (p.shape[1],))
-    f, jac[inside] = model(p[inside], jac=True)
+    f, jac[inside] = _separable_model(name, basis, p[inside], delayed)
     rss[inside] = np.sum((f - ct[inside]) ** 2, axis=1)
     rest = np.flatnonzero(~inside)
     if rest.size:
@@ -613,39 +729,35 @@ def _fit_delayed_varpro(name, t, cp, ct, delays, theta, max_iter, fallback=None)
 
 def _fit_block(name, t, cp, ct, delays, max_iter):
     """Fit one block of voxels (n, n_t). ``delays`` is None (no delay) or the delay grid;
-    the delayed 2CXM and 2CUM are fitted by ``_fit_delayed_varpro``.
+    the 2CXM and 2CUM are fitted by variable projection (``_fit_varpro``).
 
     Returns (p (n, n_p [+1 delay]) internal units, rss (n,), jac at p)."""
     if name == "2cum" and delays is not None:
-        return _fit_delayed_varpro(name, t, cp, ct, delays,
-                                   _2cum_delayed_start(t, cp, ct, delays), max_iter)
+        return _fit_varpro(name, t, cp, ct, delays, _2cum_start(t, cp, ct, delays), max_iter)
     aif_shifts = [cp] if delays is None else [shift_aif(t, cp, d) if d else cp for d in delays]
     aif, tissue = _lls_columns(name, t, np.stack(aif_shifts), ct)
     x, lls_rss = _lls_solve(aif, tissue, ct)
     lo, hi = (np.asarray(b, dtype=float) for b in _BOUNDS[name])
     if delays is None:
         start, admissible = _lls_params(name, x[:, 0])
+        if name == "2cum":
+            return _fit_varpro(name, t, cp, ct, None, _2cum_start(t, cp, ct), max_iter,
+                               (start, admissible))
+        if name == "2cxm":
+            theta = _2cxm_start(t, aif_shifts, ct, np.zeros(ct.shape[0], dtype=int), start)
+            return _fit_varpro(name, t, cp, ct, None, theta, max_iter, (start, admissible))
         model = _model_fn(name, t, cp)
     else:
         d0, _ = _parabola_minimum(lls_rss, delays)
         pick = np.argmin(np.abs(delays[None, :] - d0[:, None]), axis=1)
         start, admissible = _lls_params(name, x[np.arange(x.shape[0]), pick])
         if name == "2cxm":
-            return _fit_delayed_varpro(name, t, cp, ct, delays,
-                                       _2cxm_delayed_start(t, aif_shifts, ct, pick, d0, start),
-                                       max_iter, (np.column_stack([start, d0]), admissible))
+            theta = np.column_stack([_2cxm_start(t, aif_shifts, ct, pick, start), d0])
+            return _fit_varpro(name, t, cp, ct, delays, theta, max_iter,
+                               (np.column_stack([start, d0]), admissible))
         start = np.column_stack([start, d0])
         model = _delayed_model_fn(name, t, cp)
         lo, hi = np.append(lo, delays[0]), np.append(hi, delays[-1])
-    if name in ("2cxm", "2cum"):
-        # keep, per voxel, the better of the linear and the rate-grid start
-        grid, grid_ok, _ = _rate_grid_start(name, t, cp, ct)
-        project = _volume_projection(name)
-        if project is not None:
-            grid = project(grid)
-        costs = [np.sum((model(q) - ct) ** 2, axis=1) for q in (start, grid)]
-        use = costs[1] < costs[0]
-        start[use], admissible[use] = grid[use], grid_ok[use]
     return _refine(name, ct, start, admissible, model, lo, hi, max_iter)
 
 

@@ -547,14 +547,14 @@ def test_delayed_fit_cpu_time_within_3x_undelayed(model):
 
 @pytest.mark.parametrize("name, rate_index, amplitudes", [("2cxm", (12, 5), (0.004, 0.001)),
                                                           ("2cum", (None, 12), (0.001, 0.004))])
-def test_rate_grid_start_is_exact_for_rates_on_the_grid(name, rate_index, amplitudes):
+def test_rate_grid_search_is_exact_for_rates_on_the_grid(name, rate_index, amplitudes):
     """Ct = A (Cp (x) K+) + B (Cp (x) K-) with grid rates (2CUM: K+ = 0) is recovered
-    exactly: the start's parameters reproduce Ct through the public forward model."""
+    exactly: the best pair's parameters reproduce Ct through the public forward model."""
     grid = dce._RATE_GRID
     rates = [0.0 if i is None else grid[i] for i in rate_index]
     ct = sum(a * dce.exp_convolve(T_SYN, CP_SYN, [k])[0] for a, k in zip(amplitudes, rates))
-    p, admissible, _ = dce._rate_grid_start(name, T_SYN, CP_SYN, ct[None])
-    assert admissible[0]
+    kp, km, a, b, _, _ = dce._rate_grid_search(name, T_SYN, CP_SYN, ct[None])
+    p = dce._from_rates(name, kp, km, a, b)
     public = {key: p[0, i] * dce._TO_PUBLIC[key] for i, key in enumerate(dce._PARAMS[name])}
     forward = dce.two_cxm if name == "2cxm" else dce.two_cum
     np.testing.assert_allclose(forward(T_SYN, CP_SYN, **public), ct, rtol=0, atol=1e-12)
@@ -613,3 +613,41 @@ def test_delayed_2cum_with_a_one_value_delay_grid():
     np.testing.assert_allclose(got["delay_s"], 4.0)
     np.testing.assert_allclose(got["Fp"], [30.0, 60.0], rtol=1e-4)
     np.testing.assert_allclose(got["vp"], [0.05, 0.08], rtol=1e-4)
+
+
+@pytest.mark.parametrize("baseline", [0.0, 0.3])     # an AIF that is 0, or not, before arrival
+def test_delayed_convolutions_equal_convolving_the_delayed_aif(baseline):
+    """Windows of one convolution of the extended AIF equal the convolutions of each row's
+    delayed AIF, with their derivatives in k and in the delay, on and between the knots
+    and at both ends of the delay range; the same for int Cp_d."""
+    cp = CP_SYN + baseline
+    rng = np.random.default_rng(21)
+    delays = np.concatenate([rng.uniform(-10, 10, 200), [-10.0, -2.0, 0.0, 2.0, 4.0, 10.0]])
+    k = np.exp(rng.uniform(-9, 4, delays.size))
+    convolve, integral = dce._delayed_convolutions(T_SYN, cp, (-10.0, 10.0))
+    cp_d, slope = dce._shift_rows(T_SYN, cp, delays, deriv=True)
+    expected = (*dce.exp_convolve(T_SYN, cp_d, k, deriv=True), dce.exp_convolve(T_SYN, slope, k),
+                dce._cumtrapz(T_SYN, cp_d), dce._cumtrapz(T_SYN, slope))
+    for got, ref in zip((*convolve(k, delays), *integral(delays)), expected):
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("name", ["2cum", "2cxm"])
+@pytest.mark.parametrize("delayed", [False, True])
+def test_separable_jacobian_equals_the_model_jacobian(name, delayed):
+    """The 2CXM/2CUM Jacobian assembled from the variable-projection basis (used for the
+    standard errors) equals the model's own, to the finite-difference accuracy."""
+    rng = np.random.default_rng(4)
+    n = 20
+    cols = [rng.uniform(10, 80, n) / 6000, rng.uniform(0.02, 0.3, n) / 60]
+    cols += [rng.uniform(0.1, 0.5, n)] if name == "2cxm" else []
+    cols += [rng.uniform(0.02, 0.1, n)] + ([rng.uniform(0, 8, n)] if delayed else [])
+    p = np.column_stack(cols)
+    basis = dce._impulse_basis(name, T_SYN, CP_SYN, (-10.0, 10.0) if delayed else None)
+    f, jac = dce._separable_model(name, basis, p, delayed)
+    model = (dce._delayed_model_fn if delayed else dce._model_fn)(name, T_SYN, CP_SYN)
+    f_ref, jac_ref = model(p, jac=True)
+    np.testing.assert_allclose(f, f_ref, rtol=0, atol=1e-12 * np.abs(f_ref).max())
+    for i in range(p.shape[1]):
+        np.testing.assert_allclose(jac[..., i], jac_ref[..., i], rtol=0,
+                                   atol=1e-6 * np.abs(jac_ref[..., i]).max())
