@@ -23,9 +23,11 @@ rim; in a host, on the host side of the tumour surface, where the gradient is K_
 tumour's), not at snapped vertices; without snapping it is 1.6-11x larger, so snapping removes the
 geometric error. What is left is approximation: the P1 interpolant of the closed form is already
 1.1-1.7x a uniform gmsh mesh's, because Plaza bisection's children are flatter (median quality
-0.56-0.60 against 0.74-0.76, 1.3-2x the vertices per volume at the same edge length). Relaxing the
-vertices next to the snapped ones, centroid or ODT smoothing, and Delaunay/Netgen-optimised coarse
-meshes did not close the gap (measured, not kept).
+0.56-0.60 against 0.74-0.76, 1.3-2x the vertices per volume at the same edge length; a regular
+tetrahedron's Plaza children have quality 0.40-1, median 0.5). Relaxing the vertices next to the
+snapped ones, centroid or ODT smoothing, Delaunay/Netgen-optimised coarse meshes, and DOLFINx's
+red ``uniform_refine`` (better median shape, worse worst shapes: 1.2-1.9x Plaza's max error) did
+not close the gap (measured, not kept).
 """
 
 from __future__ import annotations
