@@ -64,6 +64,7 @@ from hybrid.identifiability import analyse
 from hybrid.inverse import (BoundedScalar, CoupledProblem, DrugExchange, HostIFPProblem, RegionCoefficient, Trainer,
                             TrainingConfig, TumourInHost)
 from hybrid.inverse.images import DRUG_FIELDS, drug_at, pressure_at
+from hybrid.inverse.networks import STATE_NETWORK
 from hybrid.io.observations import read_drug_series, read_truth
 from hybrid.records import ObservationOperator
 
@@ -138,10 +139,11 @@ def identifiability(config, domain, truth: dict, observation, step: float = 0.02
             "identifiable": {n: bool(np.isfinite(relative[n]) and relative[n] < TARGETS["scalar"]) for n in names}}
 
 
-def build_problem(config, records, seed: int, width: int, points_interface: int,
-                  initial: dict | None = None) -> CoupledProblem:
+def build_problem(config, records, seed: int, points_interface: int = 256, initial: dict | None = None,
+                  **network) -> CoupledProblem:
     """The coupled PINN of the twin, the known coefficients read from ``config``; ``initial``: start
-    values of the unknowns [SI] (None: those of UNKNOWNS)."""
+    values of the unknowns [SI] (None: those of UNKNOWNS); ``network``: keywords of CoupledProblem
+    (width, sigma, interface_width, flow_points, ...) over the defaults STATE_NETWORK."""
     geometry = config.geometry
     tumour_radius = geometry.tumour_radius
     physics = release_physics(replace(config, geometry=replace(geometry, host_thickness=0.0)), tumour_radius)
@@ -172,7 +174,23 @@ def build_problem(config, records, seed: int, width: int, points_interface: int,
         host_surface_ratio=host.vessel_surface_density / config.tissue.surface_to_volume,
         hindrance=physics["hindrance"], interstitial_fraction=physics["interstitial_fraction"],
         state_scales=(1.0, min(1.0, rate / loss), min(1.0, rate * physics["end_time"])),
-        width=width, depth=4, features=32, sigma=1.0, generator=generator)
+        generator=generator, **(STATE_NETWORK | network))
+
+
+def pretrain_pressure(problem: CoupledProblem, config: TrainingConfig, progress) -> dict:
+    """Train the pressure network alone on its Darcy-Starling residual and interface condition (no
+    data, the scalar unknowns held at their start values) before the joint training: the drug's
+    vascular source depends on p_e - p, only ~35 Pa of ~1500 Pa at the tumour centre. Returns the
+    last history record (with the seconds)."""
+    scalars = [u.raw for u in problem.flow.scalar_unknowns()]
+    for raw in scalars:
+        raw.requires_grad_(False)
+    try:
+        result = Trainer(problem.flow, config, progress=progress).run()
+    finally:
+        for raw in scalars:
+            raw.requires_grad_(True)
+    return result.history[-1] | {"seconds": result.seconds}
 
 
 def nodal(function, values: np.ndarray):
@@ -189,6 +207,15 @@ def main() -> None:
     parser.add_argument("--lbfgs", type=int, default=200)
     parser.add_argument("--points", type=int, default=1024, help="collocation points")
     parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--sigma", type=float, default=1.0, help="Fourier feature scale of the drug network")
+    parser.add_argument("--interface-width", type=float, default=0.05,
+                        help="width of the tanh(phi / w) input of the drug network (nondimensional; 0: none)")
+    parser.add_argument("--flow-points", type=int, default=4096, help="the pressure's own collocation points")
+    parser.add_argument("--pretrain-adam", type=int, default=300, help="pressure-only Adam steps first")
+    parser.add_argument("--pretrain-lbfgs", type=int, default=200, help="pressure-only L-BFGS iterations first")
+    parser.add_argument("--lbfgs-resample", action="store_true", help="RAD-redraw points between L-BFGS chunks")
+    parser.add_argument("--unknowns-from-step", type=int, default=500,
+                        help="joint Adam steps with the unknowns held at their start values first")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="float32")
@@ -202,6 +229,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.adam, args.lbfgs, args.points, args.width = 30, 0, 256, 16
+        args.pretrain_adam, args.pretrain_lbfgs, args.flow_points, args.unknowns_from_step = 20, 0, 512, 10
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     config, observation = load_synthesize_config(TOML)
@@ -221,10 +249,16 @@ def main() -> None:
     folder = args.work / "synthesize"
     records = (read_drug_series(folder / "observations.nii.gz", "total_drug", operator),
                read_drug_series(folder / "released_fraction.nii.gz", "released_fraction", operator))
-    problem = build_problem(config, records, args.seed, args.width, 256, truth if args.start_at_truth else None)
+    problem = build_problem(config, records, args.seed, 256, truth if args.start_at_truth else None, width=args.width,
+                            sigma=args.sigma, interface_width=args.interface_width, flow_points=args.flow_points)
     training = TrainingConfig(adam_steps=args.adam, lbfgs_steps=args.lbfgs, collocation_points=args.points,
-                              dtype=args.dtype, seed=args.seed, progress_every=100)
+                              dtype=args.dtype, seed=args.seed, progress_every=100, lbfgs_resample=args.lbfgs_resample,
+                              unknowns_from_step=args.unknowns_from_step)
+    pretraining = replace(training, adam_steps=args.pretrain_adam, lbfgs_steps=args.pretrain_lbfgs,
+                          collocation_points=args.flow_points or args.points, lbfgs_resample=False)
     cpu0, wall0 = time.process_time(), time.perf_counter()
+    pretrained = (pretrain_pressure(problem, pretraining, lambda line: print("pressure", line, flush=True))
+                  if args.pretrain_adam + args.pretrain_lbfgs else None)
     result = Trainer(problem, training, progress=lambda line: print(line, flush=True)).run()
     train_s, train_cpu_s = time.perf_counter() - wall0, time.process_time() - cpu0
     problem = problem.cpu().double().eval()
@@ -262,7 +296,12 @@ def main() -> None:
            "scalars": scalars, "pressure_relative_l2": pressure_error, "drug_relative_l2": drug_errors,
            "identifiability": ident,
            "training": {"adam_steps": args.adam, "lbfgs_steps": args.lbfgs, "collocation_points": args.points,
-                        "width": args.width, "dtype": args.dtype, "threads": args.threads, "seconds": train_s,
+                        "width": args.width, "sigma": args.sigma, "interface_width": args.interface_width,
+                        "flow_points": args.flow_points, "lbfgs_resample": args.lbfgs_resample,
+                        "unknowns_from_step": args.unknowns_from_step,
+                        "pressure_pretraining": {"adam_steps": args.pretrain_adam, "lbfgs_steps": args.pretrain_lbfgs,
+                                                 "last": pretrained},
+                        "dtype": args.dtype, "threads": args.threads, "seconds": train_s,
                         "cpu_seconds": train_cpu_s, "final_loss": result.history[-1] if result.history else None},
            "fem": {"synthesize_s": synthesize_s, "identifiability_s": identifiability_s,
                    "nodes": int(pressure_nodes.shape[0])},

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from hybrid.inverse.geometry import Ball
-from hybrid.inverse.networks import FourierFeatureMLP
+from hybrid.inverse.networks import STATE_NETWORK, FourierFeatureMLP
 from hybrid.inverse.problems import IFPProblem, TransportProblem
 from hybrid.inverse.residuals import DrugExchange, ElKarehSecombUptake, cell_drug_residual, gradient, \
     transport_residuals
@@ -37,14 +37,25 @@ __all__ = ["TumourInHost", "RegionCoefficient", "HostIFPProblem", "CoupledProble
 
 
 class LevelSetInput(torch.nn.Module):
-    """``network`` of (x~, t~, |phi(x~)|) called with (x~, t~): fields that may kink at the interface."""
+    """``network`` of (x~, t~, |phi(x~)|) called with (x~, t~): fields that may kink at the interface.
+    With ``interface_width`` w [1, nondimensional] > 0 it also sees tanh(phi / w), a smooth step of
+    width w across the interface: fields that change steeply there (a margin band of width ~w)."""
 
-    def __init__(self, network: torch.nn.Module, geometry: "TumourInHost"):
+    def __init__(self, network: torch.nn.Module, geometry: "TumourInHost", interface_width: float = 0.0):
         super().__init__()
-        self.network, self.geometry = network, geometry
+        if interface_width < 0:
+            raise ValueError(f"interface_width must be >= 0 (0: no step input), got {interface_width}")
+        self.network, self.geometry, self.interface_width = network, geometry, float(interface_width)
+
+    @staticmethod
+    def extra_inputs(interface_width: float) -> int:
+        """Number of inputs after (x~, t~): |phi| and, with an interface width, tanh(phi / w)."""
+        return 2 if interface_width else 1
 
     def forward(self, xt: torch.Tensor) -> torch.Tensor:
-        return self.network(torch.cat([xt, self.geometry.level_set(xt[:, :-1]).abs()], dim=1))
+        phi = self.geometry.level_set(xt[:, :-1])
+        inputs = [xt, phi.abs()] + ([torch.tanh(phi / self.interface_width)] if self.interface_width else [])
+        return self.network(torch.cat(inputs, dim=1))
 
 
 @dataclass(frozen=True)
@@ -150,22 +161,44 @@ class CoupledProblem(TransportProblem):
     P S/V of each carrier is the given ``exchange_*`` one (tumour S/V) times ``host_surface_ratio``
     = S/V_host / S/V_tumour [1] in the host; ``uptake`` None (linear, coefficient ``uptake_rate``)
     or an :class:`~hybrid.inverse.residuals.ElKarehSecombUptake` (then dC_I/dt = U(C_F, C_I)).
-    The state network also sees |phi| (module doc). Other keywords: :class:`TransportProblem`
-    (``cell_drug`` is always on)."""
+    The state network also sees |phi| and, with ``interface_width`` > 0, tanh(phi / w)
+    (:class:`LevelSetInput`). ``flow_points`` > 0: the flow's terms are taken on their own
+    ``flow_points`` uniform points of the domain, redrawn whenever collocation points are sampled,
+    instead of the drug's collocation points (the steady pressure is cheap per point, and on a few
+    hundred points L-BFGS fits a pressure whose residual is small there only). Other keywords:
+    :class:`TransportProblem` (``cell_drug`` is always on)."""
 
     def __init__(self, geometry: TumourInHost, coefficients: dict, *, flow: HostIFPProblem,
-                 host_surface_ratio: float = 1.0, uptake: ElKarehSecombUptake | None = None, **keywords):
+                 host_surface_ratio: float = 1.0, uptake: ElKarehSecombUptake | None = None,
+                 interface_width: float = 0.0, flow_points: int = 0, **keywords):
         if not isinstance(geometry, TumourInHost) or not isinstance(flow, HostIFPProblem):
             raise TypeError("CoupledProblem needs a TumourInHost geometry and a HostIFPProblem flow")
         if host_surface_ratio < 0:
             raise ValueError(f"host_surface_ratio must be >= 0, got {host_surface_ratio}")
+        if flow_points < 0:
+            raise ValueError(f"flow_points must be >= 0 (0: the drug's collocation points), got {flow_points}")
         super().__init__(geometry, coefficients, flow=flow, cell_drug=True, **keywords)
-        shape = {name: keywords.get(name, default) for name, default in (("width", 64), ("depth", 4),
-                                                                         ("features", 32), ("sigma", 1.0))}
-        self.network = LevelSetInput(FourierFeatureMLP(geometry.dim + 2, 3, generator=keywords.get("generator"),
-                                                       **shape), geometry)
+        shape = {name: keywords.get(name, default) for name, default in STATE_NETWORK.items()}
+        inputs = geometry.dim + 1 + LevelSetInput.extra_inputs(interface_width)
+        self.network = LevelSetInput(FourierFeatureMLP(inputs, 3, generator=keywords.get("generator"), **shape),
+                                     geometry, interface_width)
         self.host_surface_ratio = float(host_surface_ratio)
         self.uptake = uptake
+        self.flow_points = int(flow_points)
+        self.register_buffer("flow_x", geometry.sample(self.flow_points, torch.Generator().manual_seed(0)))
+
+    def sample_collocation(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` (x~, t~) points; also redraws the flow's own points (``flow_points``) from ``generator``."""
+        if self.flow_points:
+            self.flow_x.copy_(self.geometry.sample(self.flow_points, generator, dtype=self.flow_x.dtype,
+                                                   device=self.flow_x.device))
+        return super().sample_collocation(n, generator)
+
+    def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = super().loss_terms(points)
+        if self.flow_points:   # the flow's terms on its own points
+            terms.update({f"{name}_ifp": value for name, value in self.flow.loss_terms(self.flow_x.clone()).items()})
+        return terms
 
     def _regional(self, exchange: DrugExchange | None, x: torch.Tensor) -> DrugExchange | None:
         """``exchange`` with P S/V per point: tumour value, times host_surface_ratio in the host."""

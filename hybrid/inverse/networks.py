@@ -13,7 +13,11 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["FourierFeatureMLP"]
+__all__ = ["FourierFeatureMLP", "STATE_NETWORK"]
+
+# default shape of the drug state networks (space-time fields): hidden width and depth, number of
+# Fourier features and their scale sigma (nondimensional inputs)
+STATE_NETWORK = {"width": 64, "depth": 4, "features": 32, "sigma": 1.0}
 
 
 class FourierFeatureMLP(nn.Module):

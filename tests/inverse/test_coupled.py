@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hybrid.inverse.coupled import CoupledProblem, HostIFPProblem, RegionCoefficient, TumourInHost
+from hybrid.inverse.coupled import CoupledProblem, HostIFPProblem, LevelSetInput, RegionCoefficient, TumourInHost
 from hybrid.inverse.residuals import ElKarehSecombUptake, cell_drug_residual
 from hybrid.problems.ifp import OuterBoundary, TissueProperties, closed_form_pressure
 from hybrid.problems.parameters import default
@@ -182,10 +182,30 @@ def test_coupled_drug_residuals_of_the_release_closed_form_are_zero_and_a_wrong_
     assert float(wrong[0].detach().abs().max()) > 0.1
 
 
+def test_flow_terms_on_their_own_points_redrawn_with_the_collocation_points():
+    geometry = TumourInHost(2, R_O, tumour_radius=R_T)
+    flow = HostIFPProblem(geometry, _host_coefficients(geometry), generator=torch.Generator().manual_seed(0))
+    problem = CoupledProblem(geometry, {"diffusivity_lipo": D_L, "diffusivity_free": D_F, "release_rate": K_REL},
+                             flow=flow, end_time=T, concentration_scale=C0, flow_points=300, interface_width=0.05,
+                             width=8, depth=1, features=4).double()
+    generator = torch.Generator().manual_seed(1)
+    points = problem.sample_collocation(50, generator)
+    own = problem.flow_x.clone()
+    assert own.shape == (300, 2) and bool(geometry.contains(own).all())
+    terms = problem.loss_terms(points.clone())
+    assert torch.equal(terms["pde_ifp"], flow.loss_terms(own.clone())["pde"])
+    assert not torch.equal(terms["pde_ifp"], flow.loss_terms(points[:, :-1].clone())["pde"])
+    problem.sample_collocation(50, generator)
+    assert not torch.equal(problem.flow_x, own)
+    assert problem.network.network.layers[0].in_features == 2 * 4 + 5   # (x, y, t, |phi|, tanh(phi / w))
+
+
 def test_region_coefficient_and_geometry_refuse_bad_input():
     with pytest.raises(ValueError, match="tumour_radius"):
         TumourInHost(2, R_O, tumour_radius=R_O)
     geometry = TumourInHost(2, R_O, tumour_radius=R_T)
+    with pytest.raises(ValueError, match="interface_width"):
+        LevelSetInput(torch.nn.Identity(), geometry, interface_width=-0.1)
     x = torch.tensor([[0.1, 0.0], [0.9, 0.0]], dtype=torch.float64)
     value = RegionCoefficient(geometry, "k", 3.0)(x, {"k": torch.tensor(7.0, dtype=torch.float64)})
     assert value.tolist() == [7.0, 3.0]

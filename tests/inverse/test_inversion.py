@@ -67,9 +67,11 @@ def test_release_twin_recovers_the_release_rate():
     assert abs(k / twins.K_REL - 1) < 0.05
 
 
-def test_checkpoint_and_resume_reproduce_the_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("lbfgs_resample", [False, True])
+def test_checkpoint_and_resume_reproduce_the_uninterrupted_run(tmp_path, lbfgs_resample):
     observations = twins.ifp_observations(noise=0.02, voxels=16)
-    common = dict(collocation_points=64, dtype="float64", resample_every=20, balance_every=10, progress_every=0)
+    common = dict(collocation_points=64, dtype="float64", resample_every=20, balance_every=10, progress_every=0,
+                  lbfgs_resample=lbfgs_resample)
     straight = Trainer(twins.ifp_problem(observations), TrainingConfig(adam_steps=60, lbfgs_steps=50, **common))
     straight.run()
     path = tmp_path / "state.pt"
@@ -84,6 +86,9 @@ def test_checkpoint_and_resume_reproduce_the_uninterrupted_run(tmp_path):
     for (name, a), b in zip(straight.problem.state_dict().items(), resumed.problem.state_dict().values()):
         assert torch.equal(a, b), name
     assert resumed.problem.estimates() == straight.problem.estimates()
+    after_adam = Trainer(twins.ifp_problem(observations), TrainingConfig(adam_steps=60, **common))
+    after_adam.run()
+    assert torch.equal(after_adam.points, straight.points) != lbfgs_resample   # redrawn between L-BFGS chunks
     with pytest.raises(ValueError, match="different training config"):
         Trainer(twins.ifp_problem(observations), TrainingConfig(adam_steps=60, **(common | {"dtype": "float32"}))
                 ).resume(path)
@@ -111,3 +116,17 @@ def test_training_threads_setting():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
+
+
+def test_unknowns_held_at_their_start_for_the_first_steps():
+    """``unknowns_from_step``: the scalar unknowns keep their start values while the networks train,
+    then move (the networks' learning rate is untouched)."""
+    observations = twins.ifp_observations(noise=0.02, voxels=16)
+    start = twins.ifp_problem(observations).estimates()
+    common = dict(collocation_points=64, progress_every=1, dtype="float64")
+    trainer = Trainer(twins.ifp_problem(observations), TrainingConfig(adam_steps=30, unknowns_from_step=20, **common))
+    history = trainer.run().history
+    held = [h["estimates"] for h in history if h["step"] <= 20]
+    assert len(held) == 20 and all(e["conductivity"] == start["conductivity"][0] for e in held)
+    assert history[-1]["estimates"]["conductivity"] != start["conductivity"][0]
+    assert history[19]["terms"] != history[0]["terms"]   # the networks trained meanwhile
