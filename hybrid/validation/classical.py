@@ -15,9 +15,9 @@ every unknown with weight on them gets an infinite standard error (no lucky numb
   (the squared rim length), so the Jacobian in (log K, log Lp S/V) has the null vector (1, 1).
 - :func:`fit_release_rate`: drug images (total drug or released fraction) at the frame times ->
   log k_rel of a liposomal formulation, over transport solves on the same mesh and flow.
-- :func:`release_identifiability`: the Fisher information (Cramer-Rao bounds) of release-law
-  unknowns held in ``dolfinx.fem.Constant`` s (k_rel, or pH_50 and the steepness of a pH law) for
-  given drug images, from :func:`release_images` runs.
+- :func:`fit_release_law` and :func:`release_identifiability`: the fit and the Fisher information
+  (Cramer-Rao bounds) of release-law unknowns held in ``dolfinx.fem.Constant`` s (k_rel, or pH_50
+  and the steepness of a pH law on a pH map) for given drug images, from :func:`release_images` runs.
 
 DOLFINx lives here; torch never (tests/test_layering.py).
 """
@@ -39,8 +39,8 @@ from hybrid.identifiability import analyse, central_jacobian
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 from hybrid.problems.release import released_fraction
 
-__all__ = ["Fit", "fit", "fit_ifp", "fit_release_rate", "IFP_UNKNOWNS", "ifp_tissue", "release_images",
-           "release_identifiability"]
+__all__ = ["Fit", "fit", "fit_ifp", "fit_release_rate", "fit_release_law", "IFP_UNKNOWNS", "ifp_tissue",
+           "release_images", "release_identifiability"]
 
 IFP_UNKNOWNS = {"full": ("log_K", "log_LpSV", "p_e"), "reduced": ("log_K_over_LpSV", "p_e")}
 """Unknowns of :func:`fit_ifp`: K [m^2/(Pa s)], Lp S/V [1/(Pa s)], K/(Lp S/V) [m^2] (natural logs), p_e [Pa]."""
@@ -192,6 +192,54 @@ def release_images(setup, model, frame_times, shape, affine_mm: np.ndarray, poin
     return {"total_drug": np.stack(totals, axis=-1), "released_fraction": np.stack(fractions, axis=-1)}
 
 
+class _ReleaseLaw:
+    """Release-law unknowns held in ``dolfinx.fem.Constant`` s of ``setup.solver.model``'s release
+    rate: ``constants`` name -> (Constant, ``log``), fitted as ln(value) where ``log`` else as the
+    value (e.g. pH_50 [1]); :meth:`images` of a vector of fitted variables (sets the constants)."""
+
+    def __init__(self, setup, constants: dict, frame_times, shape, affine_mm, points_per_axis: int):
+        self.setup, self.constants = setup, constants
+        self.frame_times, self.shape, self.affine_mm, self.points_per_axis = frame_times, shape, affine_mm, points_per_axis
+        self.logs = np.array([log for _, log in constants.values()], dtype=bool)
+        self.names = tuple(f"ln_{name}" if log else name for name, (_, log) in constants.items())
+
+    def current(self) -> np.ndarray:
+        """The fitted variables of the constants' current values."""
+        values = np.array([float(c.value) for c, _ in self.constants.values()])
+        return np.where(self.logs, np.log(values), values)
+
+    def set(self, theta) -> None:
+        for (constant, _), value, log in zip(self.constants.values(), theta, self.logs):
+            constant.value = float(np.exp(value)) if log else float(value)
+
+    def images(self, theta) -> dict:
+        self.set(theta)
+        return release_images(self.setup, self.setup.solver.model, self.frame_times, self.shape, self.affine_mm,
+                              self.points_per_axis)
+
+
+def fit_release_law(setup, constants: dict, frame_times, images: dict, noise_sd: dict, affine_mm,
+                    points_per_axis: int = 3, *, bounds, **options) -> Fit:
+    """Least squares of release-law unknowns (``constants`` as for :func:`release_identifiability`,
+    started from their current values and left at the estimate) on the finite voxels of
+    ``images`` (quantity "total_drug" and/or "released_fraction" -> (nx, ny, nz, frames) at
+    ``frame_times`` [s], > 0) with noise ``noise_sd[quantity]`` (image unit); ``bounds`` (lower,
+    upper) in the fitted variables (logs where ``log``). Each residual is one transport run. Collective."""
+    law = _ReleaseLaw(setup, constants, frame_times, next(iter(images.values())).shape[:3], affine_mm,
+                      points_per_axis)
+
+    def residual(theta):
+        predicted = law.images(theta)
+        parts = []
+        for quantity, image in images.items():
+            use = np.isfinite(image) & np.isfinite(predicted[quantity])
+            parts.append((predicted[quantity][use] - image[use]) / noise_sd[quantity])
+        return np.concatenate(parts)
+    result = fit(residual, law.names, law.current(), bounds, **options)
+    law.set(result.estimate)
+    return result
+
+
 def release_identifiability(setup, constants: dict, frame_times, images: dict, noise_sd: dict, affine_mm,
                             points_per_axis: int = 3, *, step: float = 0.02, rank_tolerance: float = 1e-4):
     """Practical identifiability (:func:`hybrid.identifiability.analyse`) of release-law unknowns
@@ -200,22 +248,16 @@ def release_identifiability(setup, constants: dict, frame_times, images: dict, n
     data: the finite voxels of ``images`` (quantity -> (nx, ny, nz, frames) at ``frame_times`` [s],
     > 0) with Gaussian noise ``noise_sd[quantity]`` (> 0, the image unit). Jacobian by central
     differences of ``step`` (2 transport runs per unknown); the constants are restored. Collective."""
-    names = list(constants)
-    start = np.array([float(c.value) for c, _ in constants.values()])
-    logs = np.array([log for _, log in constants.values()])
-    theta0 = np.where(logs, np.log(start), start)
-    shape = next(iter(images.values())).shape[:3]
+    law = _ReleaseLaw(setup, constants, frame_times, next(iter(images.values())).shape[:3], affine_mm,
+                      points_per_axis)
+    theta0 = law.current()
     observed = {q: np.isfinite(image) for q, image in images.items()}
 
     def scaled(theta):
-        for (constant, _), value, log in zip(constants.values(), theta, logs):
-            constant.value = float(np.exp(value)) if log else float(value)
-        predicted = release_images(setup, setup.solver.model, frame_times, shape, affine_mm, points_per_axis)
+        predicted = law.images(theta)
         return np.concatenate([predicted[q][observed[q]] / noise_sd[q] for q in images])
     try:
         jacobian = central_jacobian(scaled, theta0, step)
     finally:
-        for (constant, _), value in zip(constants.values(), start):
-            constant.value = float(value)
-    return analyse(jacobian, [f"ln_{n}" if log else n for n, log in zip(names, logs)],
-                   relative_threshold=rank_tolerance)
+        law.set(theta0)
+    return analyse(jacobian, law.names, relative_threshold=rank_tolerance)
