@@ -111,6 +111,21 @@ def test_sphere_outflow_and_balance_with_the_iterative_flux_solver():
     assert cell_balance(solution) < 1e-9
 
 
+def test_sphere_in_host_with_no_flux_boundary_pins_the_multiplier_in_the_block_solver():
+    """3-D, no free boundary: the pinned multiplier sits in the zero diagonal block of the nest
+    matrix of the fieldsplit solver; balance in every cell, u.n = 0 outside."""
+    delta = TUMOUR.rim_thickness
+    domain = tumour_mesh(COMM, "sphere", 1.2e-3, 0.6e-3, 2.5e-4, surface_mesh_size=delta / 2,
+                         refinement_width=2 * delta)
+    solution = solve_ifp(domain, TUMOUR, OuterBoundary("no_flux"), HOST)
+    assert cell_balance(solution) < 1e-9
+    n = ufl.FacetNormal(domain.mesh)
+    ds = ufl.Measure("ds", domain=domain.mesh, subdomain_data=domain.facet_tags)
+    dx = ufl.Measure("dx", domain=domain.mesh, subdomain_data=domain.cell_tags)
+    leak = total(abs(ufl.dot(solution.flux, n)) * ds(tags.OUTER_BOUNDARY))
+    assert leak < 1e-12 * abs(total(ufl.div(solution.flux) * dx(tags.TUMOUR)))
+
+
 @pytest.mark.parametrize("degree", [1, 2])
 def test_cellwise_balance_with_no_flux_boundary(degree):
     """No free boundary (the multiplier is pinned in one cell): balance in every cell, u.n = 0 outside."""
