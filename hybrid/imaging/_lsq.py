@@ -9,7 +9,7 @@ import numpy as np
 
 
 def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8, *, project=None,
-               active_set=False, return_jac=False, row_aware=False, xtol=None):
+               active_set=False, return_jtj=False, row_aware=False, xtol=None):
     """Minimise sum_t (f(p)_t - data_t)^2 independently for each row.
 
     ``model(p, jac=True)`` maps parameters (n, n_p) to predictions (n, n_t) and
@@ -22,8 +22,8 @@ def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8, *, project
     belongs to (models that depend on the data).
     Stops a row when an accepted step lowers its cost by less than ``rtol`` (relative),
     when a step (accepted or not) changes no parameter by more than ``xtol`` (n_p,), if
-    given, or when its damping grows past 1e10. Returns (p, rss) with rss (n,), and the
-    Jacobian at p (n, n_t, n_p) as a third item with ``return_jac``.
+    given, or when its damping grows past 1e10. Returns (p, rss) with rss (n,), and
+    J^T J at p (n, n_p, n_p) (J the Jacobian) as a third item with ``return_jtj``.
     """
     call = model if row_aware else (lambda q, jac, rows: model(q, jac=jac))
 
@@ -31,21 +31,19 @@ def batched_lm(model, data, p0, lower, upper, max_iter=60, rtol=1e-8, *, project
         f, jac = call(q, True, rows)
         r = f - data[rows]
         jt = jac.transpose(0, 2, 1)
-        return (np.einsum("nt,nt->n", r, r), jt @ jac, (jt @ r[..., None])[..., 0],
-                jac if return_jac else None)
+        return np.einsum("nt,nt->n", r, r), jt @ jac, (jt @ r[..., None])[..., 0]
 
-    p, cost, jac = levenberg_marquardt(normal_equations, p0, lower, upper, max_iter, rtol,
+    p, cost, jtj = levenberg_marquardt(normal_equations, p0, lower, upper, max_iter, rtol,
                                        project=project, active_set=active_set, xtol=xtol)
-    return (p, cost, jac) if return_jac else (p, cost)
+    return (p, cost, jtj) if return_jtj else (p, cost)
 
 
 def levenberg_marquardt(normal_equations, p0, lower, upper, max_iter=60, rtol=1e-8, *,
                         project=None, active_set=False, xtol=None):
     """The loop of ``batched_lm`` (same arguments and stopping rules) on a model given by
-    ``normal_equations(p, rows)`` -> (cost |r|^2 (m,), J^T J (m, n_p, n_p), J^T r (m, n_p),
-    kept (m, ...) or None) at parameters p (m, n_p) of rows ``rows``, r = f(p) - data.
-    ``kept`` (e.g. the Jacobian) is stored for each row's accepted point. Returns p (n, n_p),
-    cost (n,) and the stored ``kept`` (None if the model keeps nothing).
+    ``normal_equations(p, rows)`` -> (cost |r|^2 (m,), J^T J (m, n_p, n_p), J^T r (m, n_p))
+    at parameters p (m, n_p) of rows ``rows``, r = f(p) - data. Returns p (n, n_p), cost
+    (n,) and J^T J at p (n, n_p, n_p).
     """
     p = np.array(p0, dtype=float)
     lower = np.broadcast_to(np.asarray(lower, dtype=float), p.shape)
@@ -56,9 +54,8 @@ def levenberg_marquardt(normal_equations, p0, lower, upper, max_iter=60, rtol=1e
         return q if project is None else project(q)
 
     p = feasible(p, slice(None))
-    cost, hess, grad, kept = normal_equations(p, np.arange(p.shape[0]))
-    hess, grad = np.array(hess), np.array(grad)
-    kept = None if kept is None else np.array(kept)  # writable copy (may be a broadcast view)
+    cost, hess, grad = normal_equations(p, np.arange(p.shape[0]))
+    hess, grad = np.array(hess), np.array(grad)      # writable copies
     lam = np.full(p.shape[0], 1e-3)
     active = np.isfinite(cost) & (cost > 0)
     eye = np.eye(p.shape[1])
@@ -78,13 +75,11 @@ def levenberg_marquardt(normal_equations, p0, lower, upper, max_iter=60, rtol=1e
         step = np.linalg.solve(a, -g[..., None])[..., 0]
         p0_idx = p[idx]
         p_try = feasible(p0_idx + step, idx)
-        c_try, h_try, g_try, k_try = normal_equations(p_try, idx)
+        c_try, h_try, g_try = normal_equations(p_try, idx)
         ok = np.isfinite(c_try) & (c_try < cost[idx])
         acc = idx[ok]
         small = (cost[acc] - c_try[ok]) <= rtol * cost[acc]
         p[acc], cost[acc], hess[acc], grad[acc] = p_try[ok], c_try[ok], h_try[ok], g_try[ok]
-        if kept is not None:
-            kept[acc] = k_try[ok]
         lam[acc] = np.maximum(lam[acc] / 3.0, 1e-7)
         rej = idx[~ok]
         lam[rej] *= 4.0
@@ -92,12 +87,21 @@ def levenberg_marquardt(normal_equations, p0, lower, upper, max_iter=60, rtol=1e
         if xtol is not None:
             active[idx[np.all(np.abs(p_try - p0_idx) <= xtol, axis=1)]] = False
         active[rej[lam[rej] > 1e10]] = False
-    return p, cost, kept
+    return p, cost, hess
 
 
 def _dot(x, y):
     """Row-wise dot products of two (n, n_t) arrays."""
     return np.einsum("nt,nt->n", x, y)
+
+
+def combine_columns(a, x, b, y):
+    """a x + b y per row for amplitudes a, b (n,) and columns x, y (n, n_t), either of
+    which may be None (zero)."""
+    out = a[:, None] * x if x is not None else None
+    if y is None:
+        return out
+    return b[:, None] * y if out is None else np.add(out, b[:, None] * y, out=out)
 
 
 def nonnegative_two_column_lsq(u, v, data):
@@ -152,8 +156,7 @@ def batched_varpro(basis, data, theta0, lower, upper, max_iter=60, rtol=1e-8, xt
             su = np.where(used[:, 0], np.where(both, vv, 1.0) / np.where(both, det, uu), 0.0)
             sv = np.where(used[:, 1], np.where(both, uu, 1.0) / np.where(both, det, vv), 0.0)
         sx = np.where(both, -uv / det, 0.0)
-        d = [sum(c[:, None] * x for c, x in ((a, du_q), (b, dv_q)) if x is not None)
-             for du_q, dv_q in zip(du, dv)]
+        d = [combine_columns(a, du_q, b, dv_q) for du_q, dv_q in zip(du, dv)]
         ud, vd = [_dot(u, d_q) for d_q in d], [_dot(v, d_q) for d_q in d]
         n, q = theta.shape
         hess, grad = np.empty((n, q, q)), np.empty((n, q))
@@ -162,26 +165,26 @@ def batched_varpro(basis, data, theta0, lower, upper, max_iter=60, rtol=1e-8, xt
             alpha, beta = su * ud[i] + sx * vd[i], sx * ud[i] + sv * vd[i]   # P d_i
             for j in range(i + 1):
                 hess[:, i, j] = hess[:, j, i] = _dot(d[i], d[j]) - alpha * ud[j] - beta * vd[j]
-        return cost, hess, grad, None
+        return cost, hess, grad
 
     theta, rss, _ = levenberg_marquardt(normal_equations, theta0, lower, upper, max_iter, rtol,
                                         xtol=xtol)
     return theta, amplitudes[:, 0], amplitudes[:, 1], rss
 
 
-def standard_errors(jac, rss, rel_floor=1e-13):
+def standard_errors(jtj, rss, n_t, rel_floor=1e-13):
     """Asymptotic standard errors sqrt(diag((J^T J)^-1) * rss / (n_t - n_p)) per row.
 
-    ``jac`` (n, n_t, n_p) is the Jacobian at the optimum and ``rss`` (n,) the residual sum
-    of squares. Columns are scaled to unit norm before the inversion, whose eigenvalues are
-    floored at ``rel_floor`` times the largest: a parameter the data cannot determine gets
-    a huge standard error (inf where its Jacobian column is zero).
+    ``jtj`` (n, n_p, n_p) is J^T J at the optimum (J the Jacobian), ``rss`` (n,) the
+    residual sum of squares of ``n_t`` samples. J^T J is scaled to unit diagonal before
+    the inversion, whose eigenvalues are floored at ``rel_floor`` times the largest: a
+    parameter the data cannot determine gets a huge standard error (inf where its
+    Jacobian column is zero).
     """
-    n_t, n_p = jac.shape[1], jac.shape[2]
+    n_p = jtj.shape[-1]
     if n_t <= n_p:
         raise ValueError(f"{n_t} samples cannot give standard errors for {n_p} parameters")
-    jtj = jac.transpose(0, 2, 1) @ jac
-    scale = np.sqrt(np.einsum("npp->np", jtj))
+    scale = np.sqrt(np.maximum(np.einsum("npp->np", jtj), 0.0))
     safe = np.where(scale > 0, scale, 1.0)
     w, v = np.linalg.eigh(jtj / (safe[:, :, None] * safe[:, None, :]))
     w = np.maximum(w, rel_floor * np.abs(w).max(axis=1, keepdims=True) + 1e-300)

@@ -36,7 +36,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import fft as sp_fft
 
-from hybrid.imaging._lsq import batched_lm, batched_varpro, standard_errors
+from hybrid.imaging._lsq import (batched_lm, batched_varpro, combine_columns,
+                                 nonnegative_two_column_lsq, standard_errors)
 from hybrid.imaging.aif import (measured_aif, parker_aif, plasma_aif, plasma_aif_from_blood_signal,
                                 population_plasma_aif, preclinical_aif, shift_aif)
 from hybrid.imaging.signal import fit_t1_vfa, signal_to_concentration, spgr_signal
@@ -76,11 +77,12 @@ _TO_PUBLIC = {"Ktrans": 60.0, "PS": 60.0, "Fp": 6000.0, "ve": 1.0, "vp": 1.0}
 _START_FP = (5.0, 20.0, 80.0)   # extra 2CXM/2CUM start flows [mL/100 mL/min]
 _RATE_GRID = np.geomspace(1e-3, 10.0, 25)   # 2CXM/2CUM start rates [1/s], ratio 1.47
 _GRID_RATES = np.concatenate([[0.0], _RATE_GRID])   # with 0: the integral of the AIF
-_START_STEPS = (2, 2)   # delayed 2CUM start: every 2nd grid rate at every 2nd grid delay
-_VARPRO_RTOL = 1e-5   # delayed 2CXM/2CUM converged: relative cost decrease below this,
-_VARPRO_XTOL = (1e-3, 1e-2)   # or steps below these in each ln k and in the delay [s]
+_START_STEPS = (1, 2)   # delayed 2CUM start grid: every grid rate, every 2nd grid delay
+_VARPRO_RTOL = {False: 1e-6, True: 1e-5}   # 2CXM/2CUM (without, with delay) converged:
+_VARPRO_XTOL = (1e-4, 1e-3, 1e-2)   # relative cost decrease below rtol, or steps below these
+                                    # in each ln k (without, with delay) and in the delay [s]
 _CHUNK = 8192              # at most this many voxels are fitted together ...
-_JAC_ELEMENTS = 2 ** 22    # ... and fewer when the Jacobian would exceed this size
+_JAC_ELEMENTS = 2 ** 23    # ... and fewer when the Jacobian would exceed this size
 _FFT_MIN_STEPS = 128   # longer uniformly sampled series of ...
 _FFT_MAX_ROWS = 32     # ... fewer rows are convolved by FFT (the recursion vectorises better)
 
@@ -457,17 +459,20 @@ def _rate_grid_search(name, t, cp, ct):
     residual for every pair (n, n_pairs; 2CUM: in the order of ``_RATE_GRID``).
     """
     g = exp_convolve(t, cp, _GRID_RATES)                 # (m, n_t); row 0 is int Cp
-    gram, proj = g @ g.T, ct @ g.T
+    gram = g @ g.T                   # projections: voxels last (long inner loops), and not by
+    proj = np.einsum("mt,nt->mn", g, ct)   # threaded BLAS (per-group calls of a delayed 2CXM)
     if name == "2cum":
         i, j = np.zeros(_RATE_GRID.size, dtype=int), np.arange(1, _GRID_RATES.size)
     else:
         i, j = np.triu_indices(_GRID_RATES.size, 1)[::-1]   # K+ = rates[i] > K- = rates[j]
         i, j = i[j > 0], j[j > 0]
-    a, b, rss = _pair_rss(gram[i, i], gram[j, j], gram[i, j], proj[:, i], proj[:, j])
-    pick = np.argmin(rss, axis=1)
-    rows = np.arange(proj.shape[0])
+    a, b, rss = _pair_rss(*(x[:, None] for x in (gram[i, i], gram[j, j], gram[i, j])),
+                          proj[i], proj[j])
+    pick = np.argmin(rss, axis=0)
+    rows = np.arange(proj.shape[1])
     rates = _GRID_RATES
-    return rates[i[pick]], rates[j[pick]], a[rows, pick], b[rows, pick], rss[rows, pick], rss
+    return (rates[i[pick]], rates[j[pick]], a[pick, rows], b[pick, rows], rss[pick, rows],
+            rss.T)
 
 
 def _pair_rss(sii, sjj, sij, ri, rj):
@@ -476,11 +481,12 @@ def _pair_rss(sii, sjj, sij, ri, rj):
     A, B and residual sum of squares less sum(ct^2) [mM^2], inf where A < 0 or B <= 0."""
     det = sii * sjj - sij * sij
     with np.errstate(divide="ignore", invalid="ignore"):
-        a = (sjj * ri - sij * rj) / det
-        b = (sii * rj - sij * ri) / det
-    rss = -(a * ri + b * rj)
-    rss[~((a >= 0) & (b > 0) & (det > 0))] = np.inf
-    return a, b, rss
+        cj, cij, ci = (np.where(det > 0, c / det, np.nan) for c in (sjj, sij, sii))
+    a = cj * ri - cij * rj
+    b = ci * rj - cij * ri
+    rss = a * ri
+    rss += b * rj
+    return a, b, np.where((a >= 0) & (b > 0), -rss, np.inf)
 
 
 def _from_rates(name, kp, km, a, b):
@@ -531,12 +537,14 @@ def _delayed_convolutions(t, cp, delay_range):
         return j, (q - j)[:, None]
 
     def blend(y, j, w):
-        """(n, n_t) blend of the windows of the rows y (n, N) and their difference."""
-        win = sliding_window_view(y, t.size, axis=-1)
-        lo = win[np.arange(j.size), j] if y.ndim == 2 else win[j]
-        hi = win[np.arange(j.size), j + 1] if y.ndim == 2 else win[j + 1]
-        diff = hi - lo
-        return lo + w * diff, diff
+        """(n, n_t) blend of the windows of the rows y (n, N) (or of one row y (N,)) and
+        the difference of their two samples."""
+        win = sliding_window_view(y, t.size + 1, axis=-1)
+        span = win[np.arange(j.size), j] if y.ndim == 2 else win[j]      # (n, n_t + 1)
+        diff = span[:, 1:] - span[:, :-1]
+        span = span[:, :-1]
+        span += w * diff
+        return span, diff
 
     def integral(d):
         j, w = windows(d)
@@ -546,9 +554,9 @@ def _delayed_convolutions(t, cp, delay_range):
     def convolve(k, d):
         j, w = windows(d)
         y_ext, yk_ext = exp_convolve(t_ext, x_ext, k, deriv=True)
-        y, diff = blend(y_ext, j, w)
+        y, y_d = blend(y_ext, j, w)
         y_k, _ = blend(yk_ext, j, w)
-        y_d = -diff / dt
+        y_d *= -1.0 / dt
         rows = np.flatnonzero((y[:, 0] != 0.0) | (y_k[:, 0] != 0.0) | (y_d[:, 0] != 0.0))
         if rows.size:          # input before t[0] in the window: remove its decayed part
             decay = np.exp(-k[rows, None] * since)
@@ -602,8 +610,8 @@ def _impulse_basis(name, t, cp, delay_range=None):
 def _2cum_start(t, cp, ct, delays=None):
     """2CUM start theta (ln k [ln 1/s]) (n, 1): the rate grid's residual refined by a
     parabola in ln k; with the delay grid ``delays`` [s], theta (ln k, d) (n, 2): the best
-    point of a coarser grid over rates and delays (``_START_STEPS``), refined by a parabola
-    in ln k and one in the delay through its neighbours."""
+    point of a coarser grid over rates and delays (``_START_STEPS``), refined by the
+    quadratic through its 3 x 3 neighbourhood (else by a parabola in each direction)."""
     log_rates = np.log(_RATE_GRID)
     if delays is None:
         return _parabola_minimum(_rate_grid_search("2cum", t, cp, ct)[-1], log_rates)[0][:, None]
@@ -614,13 +622,32 @@ def _2cum_start(t, cp, ct, delays=None):
     g = np.stack([exp_convolve(t, shift_aif(t, cp, d) if d else cp, _GRID_RATES[cols])
                   for d in at])                             # (delays, rates, n_t)
     gram = g @ g.transpose(0, 2, 1)
-    proj = (ct @ g.reshape(-1, t.size).T).reshape(n, at.size, cols.size)
-    rss = _pair_rss(gram[:, :1, 0], np.einsum("djj->dj", gram)[:, 1:], gram[:, 0, 1:],
-                    proj[..., :1], proj[..., 1:])[2]          # (n, delays, rates)
-    i_d, i_k = np.divmod(np.argmin(rss.reshape(n, -1), axis=1), rates.size)
+    proj = (g.reshape(-1, t.size) @ ct.T).reshape(at.size, cols.size, n)   # (voxels last)
+    rss = _pair_rss(gram[:, :1, :1], np.einsum("djj->dj", gram)[:, 1:, None],
+                    gram[:, 1:, :1], proj[:, :1], proj[:, 1:])[2]    # (delays, rates, n)
+    i_d, i_k = np.divmod(np.argmin(rss.reshape(-1, n), axis=0), rates.size)
     rows = np.arange(n)
-    log_k = _parabola_minimum(rss[rows, i_d], log_rates[rates])[0]
-    d0 = _parabola_minimum(rss[rows, :, i_k], at)[0]
+    log_k = _parabola_minimum(rss[i_d, :, rows], log_rates[rates])[0]
+    d0 = _parabola_minimum(rss[:, i_k, rows].T, at)[0]
+    # where the best point is inside the grid: the minimum of the quadratic through its
+    # 3 x 3 neighbourhood (the rate and the delay are correlated), if within one step
+    inner = np.flatnonzero((i_d > 0) & (i_d < at.size - 1) & (i_k > 0) & (i_k < rates.size - 1))
+    near = rss[i_d[inner, None, None] + np.arange(-1, 2)[:, None],
+               i_k[inner, None, None] + np.arange(-1, 2), inner[:, None, None]]   # (m, 3, 3)
+    with np.errstate(divide="ignore", invalid="ignore"):     # (inf: no admissible pair)
+        grad = 0.5 * np.stack([near[:, 2, 1] - near[:, 0, 1], near[:, 1, 2] - near[:, 1, 0]], 1)
+        hxx = near[:, 2, 1] - 2 * near[:, 1, 1] + near[:, 0, 1]
+        hyy = near[:, 1, 2] - 2 * near[:, 1, 1] + near[:, 1, 0]
+        hxy = 0.25 * (near[:, 2, 2] - near[:, 2, 0] - near[:, 0, 2] + near[:, 0, 0])
+        det = hxx * hyy - hxy * hxy
+        step_d = -(hyy * grad[:, 0] - hxy * grad[:, 1]) / det
+        step_k = -(hxx * grad[:, 1] - hxy * grad[:, 0]) / det
+    fits = (hxx > 0) & (det > 0) & (np.abs(step_d) <= 1) & (np.abs(step_k) <= 1)
+    rows = inner[fits]
+    if rows.size:
+        d0[rows] = at[i_d[rows]] + step_d[fits] * (at[1] - at[0])
+        log_k[rows] = log_rates[rates][i_k[rows]] + step_k[fits] * (
+            log_rates[rates[1]] - log_rates[rates[0]])
     return np.column_stack([log_k, d0])
 
 
@@ -642,30 +669,62 @@ def _separable(name, p, delayed):
     basis parameters of ``_impulse_basis``: (A, B, theta) (n, 2 + n_theta)."""
     if name == "2cum":
         fp, ps, vp = p[:, :3].T
-        flow = fp + ps
+        flow = np.maximum(fp + ps, 1e-12)
         rates = np.column_stack([fp * ps / flow, fp * fp / flow, np.log(flow / vp)])
     else:
         kp, km, e = _2cxm_rates(p[:, :4]).T
-        rates = np.column_stack([p[:, 0] * e, p[:, 0] * (1.0 - e), np.log(kp), np.log(km)])
+        rates = np.column_stack([p[:, 0] * e, p[:, 0] * (1.0 - e),
+                                 np.log(np.maximum(kp, 1e-300)), np.log(np.maximum(km, 1e-300))])
     return np.column_stack([rates, p[:, -1]]) if delayed else rates
 
 
-def _separable_model(name, basis, p, delayed):
-    """Ct (n, n_t) and its Jacobian in p (n, n_t, n_p [+ 1]) of the 2CXM/2CUM from its
-    ``_impulse_basis``: J = [u, v, A du + B dv] times d(A, B, theta)/dp (finite
-    differences of ``_separable``, a closed form)."""
+def _separable_parts(name, basis, p, delayed):
+    """Ct (n, n_t) of the 2CXM/2CUM at p (n, n_p [+ 1]) from its ``_impulse_basis``, the
+    columns [u, v, A du + B dv] (n, n_t) each of its Jacobian in (A, B, theta), and
+    C = d(A, B, theta)/dp (n, 2 + n_theta, n_p [+ 1]) (finite differences of the closed
+    form ``_separable``): the Jacobian in p is the columns times C."""
     q = _separable(name, p, delayed)
     a, b, theta = q[:, 0], q[:, 1], q[:, 2:]
     (u, v), (du, dv) = basis(theta, None)
-    cols = [u, v] + [sum(c[:, None] * x for c, x in ((a, du_i), (b, dv_i)) if x is not None)
-                     for du_i, dv_i in zip(du, dv)]
+    cols = [u, v] + [combine_columns(a, du_i, b, dv_i) for du_i, dv_i in zip(du, dv)]
     h = 1e-7 * np.maximum(np.abs(p), 1e-8)
     chain = np.empty((p.shape[0], q.shape[1], p.shape[1]))
     for i in range(p.shape[1]):
         step = p.copy()
         step[:, i] += h[:, i]
         chain[:, :, i] = (_separable(name, step, delayed) - q) / h[:, i:i + 1]
-    return a[:, None] * u + b[:, None] * v, np.stack(cols, axis=-1) @ chain
+    return a[:, None] * u + b[:, None] * v, cols, chain
+
+
+def _separable_model(name, basis, p, delayed):
+    """Ct (n, n_t) of the 2CXM/2CUM at p (n, n_p [+ 1]) and J^T J (n, n_p [+ 1], n_p [+ 1])
+    of its Jacobian J = [u, v, A du + B dv] C (``_separable_parts``): C^T G C with G the
+    Gram matrix of the columns (row-wise dot products)."""
+    f, cols, chain = _separable_parts(name, basis, p, delayed)
+    gram = np.empty((p.shape[0], len(cols), len(cols)))
+    for i, x in enumerate(cols):
+        for j in range(i + 1):
+            gram[:, i, j] = gram[:, j, i] = np.einsum("nt,nt->n", x, cols[j])
+    return f, chain.transpose(0, 2, 1) @ gram @ chain
+
+
+def _separable_cost(basis, theta, ct):
+    """Residual sum of squares (n,) [mM^2] of the best Ct = A u + B v, A, B >= 0, for the
+    basis parameters theta (n, q) of ``_impulse_basis``."""
+    u, v = basis(theta, None)[0]
+    a, b = nonnegative_two_column_lsq(u, v, ct)[:2]
+    r = a[:, None] * u + b[:, None] * v - ct
+    return np.einsum("nt,nt->n", r, r)
+
+
+def _separable_model_fn(name, basis, delayed):
+    """``model(p, jac)`` of the 2CXM/2CUM (parameters (model..., [delay])) evaluated from
+    its ``_impulse_basis``, as ``_model_fn`` / ``_delayed_model_fn``."""
+
+    def model(p, jac=False):
+        f, cols, chain = _separable_parts(name, basis, p, delayed)
+        return (f, np.stack(cols, axis=-1) @ chain) if jac else f
+    return model
 
 
 def _fit_varpro(name, t, cp, ct, delays, theta, max_iter, fallback=None):
@@ -678,19 +737,19 @@ def _fit_varpro(name, t, cp, ct, delays, theta, max_iter, fallback=None):
     inside the bounds (a flow above 200 mL/100 mL/min; a response no 2CXM gives, e.g. one
     exponential, which variable projection cannot leave: an unused column's rate has no
     gradient), ``_refine`` continues with the bounded model and a third of the iterations,
-    from the solution or from the ``fallback`` start (p (n, n_p [+ 1]), admissible (n,)),
-    if given, whichever fits better. Returns p (n, n_p [+ 1 delay]) internal units, rss (n,)
-    and the Jacobian at p.
+    from the solution or from the ``fallback`` start, if given, whichever fits better:
+    ``fallback(rows)`` -> (p (m, n_p [+ 1]), admissible (m,)) for those rows. Returns p
+    (n, n_p [+ 1 delay]) internal units, rss (n,) and J^T J at p (J the Jacobian).
     """
     delayed = delays is not None
     n_k = 1 if name == "2cum" else 2
     lo_k, hi_k = np.log(_RATE_GRID[0]) - 2.0, np.log(_RATE_GRID[-1]) + 2.0
-    lo, hi, xtol = [lo_k] * n_k, [hi_k] * n_k, [_VARPRO_XTOL[0]] * n_k
+    lo, hi, xtol = [lo_k] * n_k, [hi_k] * n_k, [_VARPRO_XTOL[delayed]] * n_k
     if delayed:
-        lo, hi, xtol = lo + [delays[0]], hi + [delays[-1]], xtol + [_VARPRO_XTOL[1]]
+        lo, hi, xtol = lo + [delays[0]], hi + [delays[-1]], xtol + [_VARPRO_XTOL[2]]
     basis = _impulse_basis(name, t, cp, (delays[0], delays[-1]) if delayed else None)
     theta, a, b, _ = batched_varpro(basis, ct, theta, lo, hi,
-                                    max_iter, _VARPRO_RTOL, xtol)
+                                    max_iter, _VARPRO_RTOL[delayed], xtol)
     k = np.exp(theta[:, :n_k])
     if name == "2cum":
         kp, km = np.zeros(ct.shape[0]), k[:, 0]
@@ -707,9 +766,9 @@ def _fit_varpro(name, t, cp, ct, delays, theta, max_iter, fallback=None):
     project = _volume_projection(name)
     if project is not None:                   # and ve + vp <= 1
         inside &= np.all(project(p.copy()) == p, axis=1)
-    model = (_delayed_model_fn if delayed else _model_fn)(name, t, cp)
-    rss, jac = np.empty(ct.shape[0]), np.empty(ct.shape + (p.shape[1],))
-    f, jac[inside] = _separable_model(name, basis, p[inside], delayed)
+    model = _separable_model_fn(name, basis, delayed)
+    rss, jtj = np.empty(ct.shape[0]), np.empty((ct.shape[0], p.shape[1], p.shape[1]))
+    f, jtj[inside] = _separable_model(name, basis, p[inside], delayed)
     rss[inside] = np.sum((f - ct[inside]) ** 2, axis=1)
     rest = np.flatnonzero(~inside)
     if rest.size:
@@ -719,19 +778,20 @@ def _fit_varpro(name, t, cp, ct, delays, theta, max_iter, fallback=None):
             start = project(start)
         admissible = np.zeros(rest.size, bool)
         if fallback is not None:
-            cost = [np.sum((model(q) - ct[rest]) ** 2, axis=1) for q in (start, fallback[0][rest])]
+            other, other_ok = fallback(rest)
+            cost = [np.sum((model(q) - ct[rest]) ** 2, axis=1) for q in (start, other)]
             use = cost[1] < cost[0]
-            start[use], admissible[use] = fallback[0][rest][use], fallback[1][rest][use]
-        p[rest], rss[rest], jac[rest] = _refine(name, ct[rest], start, admissible, model, lo, hi,
+            start[use], admissible[use] = other[use], other_ok[use]
+        p[rest], rss[rest], jtj[rest] = _refine(name, ct[rest], start, admissible, model, lo, hi,
                                                 max_iter // 3)
-    return p, rss, jac
+    return p, rss, jtj
 
 
 def _fit_block(name, t, cp, ct, delays, max_iter):
     """Fit one block of voxels (n, n_t). ``delays`` is None (no delay) or the delay grid;
     the 2CXM and 2CUM are fitted by variable projection (``_fit_varpro``).
 
-    Returns (p (n, n_p [+1 delay]) internal units, rss (n,), jac at p)."""
+    Returns (p (n, n_p [+1 delay]) internal units, rss (n,), J^T J at p)."""
     if name == "2cum" and delays is not None:
         return _fit_varpro(name, t, cp, ct, delays, _2cum_start(t, cp, ct, delays), max_iter)
     aif_shifts = [cp] if delays is None else [shift_aif(t, cp, d) if d else cp for d in delays]
@@ -740,12 +800,15 @@ def _fit_block(name, t, cp, ct, delays, max_iter):
     lo, hi = (np.asarray(b, dtype=float) for b in _BOUNDS[name])
     if delays is None:
         start, admissible = _lls_params(name, x[:, 0])
-        if name == "2cum":
-            return _fit_varpro(name, t, cp, ct, None, _2cum_start(t, cp, ct), max_iter,
-                               (start, admissible))
-        if name == "2cxm":
-            theta = _2cxm_start(t, aif_shifts, ct, np.zeros(ct.shape[0], dtype=int), start)
-            return _fit_varpro(name, t, cp, ct, None, theta, max_iter, (start, admissible))
+        if name in ("2cxm", "2cum"):     # per voxel the better of the rate grid's start
+            theta = (_2cum_start(t, cp, ct) if name == "2cum" else       # and the linear one
+                     _2cxm_start(t, aif_shifts, ct, np.zeros(ct.shape[0], dtype=int), start))
+            linear = _separable(name, start, False)[:, 2:]
+            costs = [_separable_cost(_impulse_basis(name, t, cp), q, ct) for q in (theta, linear)]
+            use = (costs[1] < costs[0]) & admissible
+            theta[use] = linear[use]
+            return _fit_varpro(name, t, cp, ct, None, theta, max_iter,
+                               lambda rows: (start[rows], admissible[rows]))
         model = _model_fn(name, t, cp)
     else:
         d0, _ = _parabola_minimum(lls_rss, delays)
@@ -753,8 +816,9 @@ def _fit_block(name, t, cp, ct, delays, max_iter):
         start, admissible = _lls_params(name, x[np.arange(x.shape[0]), pick])
         if name == "2cxm":
             theta = np.column_stack([_2cxm_start(t, aif_shifts, ct, pick, start), d0])
+            start = np.column_stack([start, d0])
             return _fit_varpro(name, t, cp, ct, delays, theta, max_iter,
-                               (np.column_stack([start, d0]), admissible))
+                               lambda rows: (start[rows], admissible[rows]))
         start = np.column_stack([start, d0])
         model = _delayed_model_fn(name, t, cp)
         lo, hi = np.append(lo, delays[0]), np.append(hi, delays[-1])
@@ -764,8 +828,8 @@ def _fit_block(name, t, cp, ct, delays, max_iter):
 def _refine(name, ct, start, admissible, model, lo, hi, max_iter):
     """Bounded Levenberg-Marquardt of ``model`` from ``start``; for the 2CXM and 2CUM,
     where the start was not ``admissible`` or the fit ends on a bound, also from other
-    flows, keeping the lowest residual. Returns (p, rss, jac at p)."""
-    lm = dict(rtol=1e-6, project=_volume_projection(name), active_set=True, return_jac=True)
+    flows, keeping the lowest residual. Returns (p, rss, J^T J at p)."""
+    lm = dict(rtol=1e-6, project=_volume_projection(name), active_set=True, return_jtj=True)
     best = batched_lm(model, ct, start, lo, hi, max_iter, **lm)
     if name in ("2cxm", "2cum"):
         on_limit = np.any(_at_limit(name, best[0]), axis=1)
@@ -878,8 +942,8 @@ def fit(t_s, ct_mM, cp_mM, model, fit_delay=False, *, mask=None,
     chunk = int(np.clip(_JAC_ELEMENTS // (t.size * len(names)), 64, _CHUNK))
     for s in range(0, idx.size, chunk):
         sel = idx[s:s + chunk]
-        p, rss, jac = _fit_block(model, t, cp, flat[sel], delays, max_iter)
-        se = standard_errors(jac, rss)
+        p, rss, jtj = _fit_block(model, t, cp, flat[sel], delays, max_iter)
+        se = standard_errors(jtj, rss, t.size)
         code = np.zeros(sel.size, dtype=np.uint8)
         failed = ~np.isfinite(rss)
         code[failed] |= _NOT_FITTED
