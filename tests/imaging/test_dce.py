@@ -527,9 +527,10 @@ def test_delayed_fit_cpu_time_within_3x_undelayed(model):
     vectorised fit of 4096 voxels with the delay against one without, <= 3x, with the
     delay found within 1 s where the data determine it (standard error <= 0.5 s: 57% of
     the 2CXM voxels, 66% of the 2CUM ones; 97% and 98% of them are within 1 s, and 89%
-    and 92% of all voxels). Measured at load 4-6 on 2 cores: 2CXM 2.1-2.5x (3.0-3.4x
-    before its delayed fit used variable projection), 2CUM 2.0-2.4x. Runs alternate and
-    the fastest of three counts, so a busy machine slows both."""
+    and 92% of all voxels). Measured at load 4-6 on 2 cores: 2CXM 1.9-2.4x, 2CUM 2.0-2.1x
+    (with both fits by variable projection and the undelayed ones about 1.5-2x faster than
+    before; 2CUM 3.4-4.1x while its undelayed fit started from the rate grid alone). Runs
+    alternate and the fastest of three counts, so a busy machine slows both."""
     plain, _ = _benchmark_voxels(model, 4096, False, seed=11)
     lagged, delay = _benchmark_voxels(model, 4096, True, seed=12)
     best = {}
