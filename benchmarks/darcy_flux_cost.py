@@ -5,7 +5,8 @@ values, p = 0 on the outer sphere, P1; a uniform gmsh mesh refined once in paral
 (``refine_uniformly``), as ``hybrid forward`` builds it. Per run and rank: peak resident memory
 (getrusage) after the mesh, after the pressure solve, after the flux (``IFPSolution.flux``,
 RT1 + DG0 multiplier) and after its P1 output copy (``IFPSolution.velocity``); the pressure solve
-and flux times, the flux solver's Krylov iterations (from PETSc's converged-reason line), the cell
+and flux times (wall and process CPU, the slowest rank; CPU time is the steadier of the two on a
+loaded machine), the flux solver's Krylov iterations (from PETSc's converged-reason line), the cell
 balance (max |int_T (div u - source)| over the largest |int_T source|) and the tumour-surface
 outflow against the closed form. Peak RSS only grows, so a stage's increase is what it needed
 beyond the stages before it.
@@ -13,7 +14,9 @@ beyond the stages before it.
 Each case runs in its own process (``--worker``), serially at two sizes and under
 ``mpirun -n 2`` at the smaller one. Results are merged into benchmarks/results/darcy_flux_cost.json
 under ``--label`` (e.g. ``before`` for the solver of an older commit, ``after`` for this one).
-``--solver`` passes ``-hybrid_flux_*`` PETSc options to compare solvers on the same code.
+PETSc options after ``--`` (``-hybrid_flux_*``) reach the flux solver where
+:data:`hybrid.forward.ifp.FLUX_PETSC_OPTIONS` does not set them (e.g. GAMG tuning); an older
+solver is measured by putting that commit's ``hybrid/`` first on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -57,11 +60,15 @@ def worker(args) -> None:
     h = (VERTICES_TIMES_H3 * GROWTH / args.dofs) ** (1 / 3)
     domain = refine_uniformly(tumour_mesh(comm, "sphere", RADIUS, HOST, h), 1)
     memory = {"mesh": peak_memory_mib(comm)}
+    cpu = time.process_time()
     start = time.perf_counter()
     solution = solve_ifp(domain, tumour, OuterBoundary("dirichlet", 0.0), host)
     pressure_s = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
+    pressure_cpu_s = comm.allreduce(time.process_time() - cpu, op=MPI.MAX)
     memory["pressure"] = peak_memory_mib(comm)
+    cpu = time.process_time()
     flux = solution.flux
+    flux_cpu_s = comm.allreduce(time.process_time() - cpu, op=MPI.MAX)
     flux_s = comm.allreduce(solution.flux_time_s, op=MPI.MAX)
     memory["flux"] = peak_memory_mib(comm)
     start = time.perf_counter()
@@ -84,7 +91,8 @@ def worker(args) -> None:
         print("RESULT " + json.dumps({
             "ranks": comm.size, "pressure_dofs": solution.dofs, "flux_dofs": flux_dofs,
             "cells": mesh.topology.index_map(3).size_global, "pressure_s": pressure_s,
-            "pressure_iterations": solution.iterations, "flux_s": flux_s, "velocity_s": velocity_s,
+            "pressure_iterations": solution.iterations, "flux_s": flux_s,
+            "pressure_cpu_s": pressure_cpu_s, "flux_cpu_s": flux_cpu_s, "velocity_s": velocity_s,
             "peak_memory_MiB_per_rank": memory, "cell_balance": balance,
             "margin_outflow_relative_error": outflow / exact - 1}), flush=True)
 
@@ -107,6 +115,7 @@ def main() -> None:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dofs", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--label", default="after", help="name of this run in the JSON report")
+    parser.add_argument("--note", default="", help="what this run measures, e.g. the commit of an older solver")
     parser.add_argument("--cases", type=int, nargs="*", help="indices into the case list (default all)")
     parser.add_argument("--output", type=Path, default=HERE.parent / "results" / "darcy_flux_cost.json")
     parser.add_argument("solver", nargs="*", help="extra PETSc options after --, e.g. -hybrid_flux_ksp_type gmres")
@@ -121,7 +130,8 @@ def main() -> None:
         rows.append(row)
         m = row["peak_memory_MiB_per_rank"]
         print(f"{row['ranks']} rank(s) {row['pressure_dofs']:>8d} p-DOFs {row['flux_dofs']:>8d} flux DOFs: "
-              f"pressure {row['pressure_s']:.1f} s, flux {row['flux_s']:.1f} s ({row['flux_iterations']} it), "
+              f"pressure {row['pressure_s']:.1f} s (CPU {row['pressure_cpu_s']:.1f}), flux {row['flux_s']:.1f} s "
+              f"(CPU {row['flux_cpu_s']:.1f}, {row['flux_iterations']} it), "
               f"P1 copy {row['velocity_s']:.1f} s; peak MiB/rank pressure {max(m['pressure']):.0f} "
               f"flux {max(m['flux']):.0f} velocity {max(m['velocity']):.0f}; balance {row['cell_balance']:.1e}, "
               f"outflow error {row['margin_outflow_relative_error']:+.2e}", flush=True)
@@ -132,7 +142,7 @@ def main() -> None:
                          "p = 0 outside, P1 pressure, RT1 + DG0 flux; uniform gmsh mesh refined once")
     report["runs"][args.label] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": commit, "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+        "commit": commit, "note": args.note, "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "load_average": os.getloadavg(), "solver_options": args.solver, "cases": rows}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=1) + "\n")
