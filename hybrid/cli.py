@@ -317,7 +317,7 @@ def _invert(args, comm, log) -> None:
 
     config = _with_output(everywhere(comm, lambda: load_invert_config(args.config)), args)
     inputs = (args.config, config.data.observations, config.data.released_fraction, config.data.truth,
-              config.problem.transport)
+              config.problem.transport, config.data.ph_map)
     with _outputs(comm, config.output.directory, args.overwrite, inputs) as staging:
         on_rank0(comm, lambda: run_invert(config, staging, log, resume=args.resume))
     log(f"done: outputs in {config.output.directory}")
@@ -329,7 +329,7 @@ def _validate(args, comm, log) -> None:
     from hybrid.config.crossval import load_crossval_config
 
     config = _with_output(everywhere(comm, lambda: load_crossval_config(args.config)), args)
-    inputs = (args.config, config.inversion.directory, config.invert.data.truth)
+    inputs = (args.config, config.inversion.directory, config.invert.data.truth, config.invert.data.ph_map)
     with _outputs(comm, config.output.directory, args.overwrite, inputs) as staging:
         run_crossval(config, staging, comm, log)
     log(f"done: outputs in {config.output.directory}")
