@@ -173,7 +173,9 @@ def _2cxm_rates(p):
 
 def _model_fn(name, t, cp):
     """Return model(p, jac) -> Ct (n, n_t), and with ``jac`` also the Jacobian
-    (n, n_t, n_p); internal units. ``cp`` is one AIF (n_t,) or one per row (n, n_t)."""
+    (n, n_t, n_p) (Tofts models and Patlak; the 2CXM and 2CUM are differentiated through
+    their variable-projection basis, ``_separable_model_fn``); internal units. ``cp`` is
+    one AIF (n_t,) or one per row (n, n_t)."""
     if name == "patlak":
         icp = _cumtrapz(t, cp)
 
@@ -205,53 +207,28 @@ def _model_fn(name, t, cp):
         icp = _cumtrapz(t, cp)
 
         def model(p, jac=False):
+            _no_jacobian(name, jac)
             fp, ps, vp = p.T
             flow = np.maximum(fp + ps, 1e-12)
-            k = flow / vp
-            g = exp_convolve(t, cp, k, deriv=jac)
-            g, gk = g if jac else (g, None)
-            a = (fp * ps / flow)[:, None]
-            b = (fp * fp / flow)[:, None]
-            f = a * icp + b * g
-            if not jac:
-                return f
-            # J = [int Cp, g, dg/dk] @ chain, one (3 x 3) chain per row
-            d2 = flow * flow
-            chain = np.zeros((p.shape[0], 3, 3))
-            chain[:, 0, 0], chain[:, 0, 1] = ps * ps / d2, fp * fp / d2
-            chain[:, 1, 0], chain[:, 1, 1] = fp * (fp + 2 * ps) / d2, -fp * fp / d2
-            chain[:, 2, :2] = (b[:, 0] / vp)[:, None]
-            chain[:, 2, 2] = -b[:, 0] * k / vp
-            basis = np.stack([np.broadcast_to(icp, g.shape), g, gk], axis=-1)
-            return f, basis @ chain
+            g = exp_convolve(t, cp, flow / vp)
+            return (fp * ps / flow)[:, None] * icp + (fp * fp / flow)[:, None] * g
         return model
 
     def model(p, jac=False):
-        rates = _2cxm_rates(p)
-        kp, km, e = rates.T
+        _no_jacobian(name, jac)
+        kp, km, e = _2cxm_rates(p).T
         n = p.shape[0]
-        both = exp_convolve(t, cp if cp.ndim == 1 else np.concatenate([cp, cp]),
-                            np.concatenate([kp, km]), deriv=jac)    # K+ rows, then K- rows
-        g, gk = both if jac else (both, None)
-        gm, diff = g[n:], g[:n] - g[n:]
-        shape = gm + e[:, None] * diff
-        fp = p[:, :1]
-        f = fp * shape
-        if not jac:
-            return f
-        # chain rule through (K+, K-, E), whose derivatives are cheap finite differences:
-        # J = [dg+/dK+, dg-/dK-, g+ - g-, shape] @ chain, one (4 x 4) chain per row
-        h = 1e-7 * np.maximum(np.abs(p), 1e-8)
-        chain = np.zeros((n, 4, 4))
-        for i in range(4):
-            ph = p.copy()
-            ph[:, i] += h[:, i]
-            chain[:, :3, i] = (_2cxm_rates(ph) - rates) / h[:, i:i + 1]
-        chain[:, :3] *= (fp * np.column_stack([e, 1.0 - e, np.ones(n)]))[:, :, None]
-        chain[:, 3, 0] = 1.0
-        basis = np.stack([gk[:n], gk[n:], diff, shape], axis=-1)
-        return f, basis @ chain
+        g = exp_convolve(t, cp if cp.ndim == 1 else np.concatenate([cp, cp]),
+                         np.concatenate([kp, km]))                  # K+ rows, then K- rows
+        return p[:, :1] * (g[n:] + e[:, None] * (g[:n] - g[n:]))
     return model
+
+
+def _no_jacobian(name, jac):
+    """Refuse a Jacobian request for the 2CXM/2CUM forward model."""
+    if jac:
+        raise ValueError(f"the {name} Jacobian comes from its variable-projection basis: use "
+                         "_separable_model_fn")
 
 
 # ---- forward models (public units; parameters broadcast over leading axes) ----
