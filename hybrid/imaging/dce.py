@@ -550,15 +550,19 @@ def _impulse_basis(name, t, cp, delay_range=None):
     (the 2CUM: int Cp_d) and v = Cp_d (x) k2, Cp_d the AIF delayed by d (within
     ``delay_range`` [s], if given) or the AIF itself; theta = (ln k1 (2CXM only), ln k2
     [ln 1/s], d [s] (with ``delay_range`` only)). The derivatives in d are the basis of the
-    AIF's derivative in d."""
+    AIF's derivative in d. ``basis(theta, rows)`` -> ((u, v), (du, dv)) as ``batched_varpro``
+    wants; without a delay, ``basis(theta, rows, deriv=False)`` -> (u, v)."""
     icp = _cumtrapz(t, cp)
     delayed = delay_range is not None
     shifted = _delayed_convolutions(t, cp, delay_range) if delayed else None
 
-    def basis(theta, rows):
+    def basis(theta, rows, deriv=True):
         n = theta.shape[0]
         n_k = 1 if name == "2cum" else 2
         k = np.exp(theta[:, :n_k]).T.ravel()          # (2CXM: k1 rows, then k2 rows)
+        if not (deriv or delayed):                    # the columns (u, v) alone
+            g = exp_convolve(t, cp, k)
+            return (np.broadcast_to(icp, g.shape), g) if name == "2cum" else (g[:n], g[n:])
         if shifted is not None:
             d = theta[:, -1]
             g, g_k, g_d = shifted[0](k, np.tile(d, n_k))
@@ -687,8 +691,8 @@ def _separable_model(name, basis, p, delayed):
 
 def _separable_cost(basis, theta, ct):
     """Residual sum of squares (n,) [mM^2] of the best Ct = A u + B v, A, B >= 0, for the
-    basis parameters theta (n, q) of ``_impulse_basis``."""
-    u, v = basis(theta, None)[0]
+    basis parameters theta (n, q) of an undelayed ``_impulse_basis``."""
+    u, v = basis(theta, None, deriv=False)
     a, b = nonnegative_two_column_lsq(u, v, ct)[:2]
     r = a[:, None] * u + b[:, None] * v - ct
     return np.einsum("nt,nt->n", r, r)
@@ -781,8 +785,10 @@ def _fit_block(name, t, cp, ct, delays, max_iter):
             theta = (_2cum_start(t, cp, ct) if name == "2cum" else       # and the linear one
                      _2cxm_start(t, aif_shifts, ct, np.zeros(ct.shape[0], dtype=int), start))
             linear = _separable(name, start, False)[:, 2:]
-            costs = [_separable_cost(_impulse_basis(name, t, cp), q, ct) for q in (theta, linear)]
-            use = (costs[1] < costs[0]) & admissible
+            rows = np.flatnonzero(admissible)
+            costs = [_separable_cost(_impulse_basis(name, t, cp), q[rows], ct[rows])
+                     for q in (theta, linear)]
+            use = rows[costs[1] < costs[0]]
             theta[use] = linear[use]
             return _fit_varpro(name, t, cp, ct, None, theta, max_iter,
                                lambda rows: (start[rows], admissible[rows]))
