@@ -44,7 +44,9 @@ Measured on the shared 2-core box (load 4-8, 2 torch threads, float32), issue 9 
   rate 3e-3: still every target missed (k_rel -96 %, K_T -65 %, p_e -37 %; pressure 36 %, total
   drug 35-55 %). p_e passes its true value near step 1200 (1596 Pa) and goes on falling; k_rel
   first rises (1.0 -> 1.2e-5 1/s) and then falls. A shorter run (1500 steps, 396 s) stopped at
-  p_e -10 %, pressure 9 %, k_rel -82 %, K_T -66 %.
+  p_e -10 %, pressure 9 %, k_rel -82 %, K_T -66 %. Started at the truth with the same stages
+  (``pinn_twin_host_staged_start_at_truth.json``, 1500 steps, 251 s, load 2.6-4.2) the estimates
+  leave it once released: p_e -38 %, k_rel -55 %, K_T +2.5 %; pressure 37 %, total drug 32-46 %.
 
 Why (``pinn_twin_host_diagnosis.py``, at the truth): the liposome source is the solvent drag
 (1 - sigma) Lp S/V (p_e - p) C_p, and p_e - p is ~35 Pa of ~1500 Pa at the tumour centre, so 1 Pa
