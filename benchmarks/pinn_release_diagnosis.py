@@ -1,0 +1,338 @@
+"""Why the release PINN leaves the truth (issue 9): the FEM ground truth of the pH-release twin
+(examples/synthesize_ph_release.toml) against the continuous equations the PINN enforces.
+
+Stage ``fem`` (DOLFINx): re-runs the twin (``hybrid.commands.synthesize.run_synthesize``, noise 0)
+with the example's time discretisation (backward Euler, 300 s) and with a fine one (BDF2, 10 s),
+and reports the difference of the observed voxel quantities (total drug, released fraction, per
+species) between the two, against the example's noise level (5 % of the series maximum): a
+difference of the order of the noise in the data means the synthetic images are not a solution of
+the continuous equations the PINN enforces, so its loss has its minimum elsewhere.
+
+Stage ``pinn`` (torch, 1 thread): builds the example's release problem (as ``hybrid invert``
+does) and, with the true pH law, the data misfit of each FEM truth through the PINN's own
+observation operator (the clean FEM voxel values put in place of the noisy data), and the PDE
+residual the PINN reaches when its networks are fitted to the fine FEM truth by supervised
+regression (the residual of the true state, up to the networks' representation error).
+
+Run from the repository root:
+    .venv/bin/python benchmarks/pinn_release_diagnosis.py fem
+    .venv/bin/python benchmarks/pinn_release_diagnosis.py pinn
+Writes benchmarks/results/pinn_release_diagnosis.json (both stages merge into it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "examples" / "synthesize_ph_release.toml"
+INVERT = ROOT / "examples" / "invert_ph_release.toml"
+WORK = Path(os.environ.get("DIAGNOSIS_DIR", "/tmp/pinn_release_diagnosis"))
+RESULTS = ROOT / "benchmarks" / "results" / "pinn_release_diagnosis.json"
+SCHEMES = {"example_be_300s": (1, 300.0), "fine_bdf2_10s": (2, 10.0)}
+FIELDS = ("liposomal_drug", "free_drug", "cell_drug", "total_drug", "released_fraction")
+
+
+def _load(name: str) -> dict[str, np.ndarray]:
+    import nibabel
+    return {field: np.asarray(nibabel.load(WORK / name / "truth" / f"{field}.nii.gz").get_fdata())
+            for field in FIELDS}
+
+
+def _merge(key: str, value) -> None:
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    data[key] = value
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def fem_stage() -> dict:
+    from mpi4py import MPI
+    from hybrid.commands.synthesize import run_synthesize
+    from hybrid.config.synthesize import load_synthesize_config
+
+    transport, observation = load_synthesize_config(CONFIG)
+    observation = replace(observation, noise=0.0)
+    timings = {}
+    for name, (order, step) in SCHEMES.items():
+        if (WORK / name / "truth.json").exists():   # already run
+            continue
+        config = replace(transport, time=replace(transport.time, order=order, step=step),
+                         output=replace(transport.output, directory=WORK / name))
+        start = time.perf_counter()
+        run_synthesize(config, observation, MPI.COMM_WORLD, lambda *_: None)
+        timings[name] = time.perf_counter() - start
+    coarse, fine = _load("example_be_300s"), _load("fine_bdf2_10s")
+    times = list(observation.times)
+    out = {"frame_times_s": times, "wall_s": timings, "load": os.getloadavg()[0],
+           "noise_relative_to_series_max": 0.05, "per_field": {}}
+    for field in FIELDS:
+        scale = float(np.nanmax(np.abs(fine[field])))
+        diff = coarse[field] - fine[field]
+        frames = []
+        for i in range(len(times)):
+            f, d = fine[field][..., i], diff[..., i]
+            ok = np.isfinite(f) & np.isfinite(d)
+            if not ok.any():
+                frames.append(None)
+                continue
+            frames.append({"rel_l2": float(np.linalg.norm(d[ok]) / max(np.linalg.norm(f[ok]), 1e-300)),
+                           "rms_over_series_max": float(np.sqrt(np.mean(d[ok] ** 2)) / scale),
+                           "mean_signed_over_series_max": float(np.mean(d[ok]) / scale)})
+        out["per_field"][field] = {"series_max_fine": scale, "coarse_minus_fine_by_frame": frames}
+    out["fine_snapshots"] = str(_snapshots(transport))
+    return out
+
+
+def _snapshots(transport, every_s: float = 60.0) -> Path:
+    """Nodal C_L, C_F, C_I [mol/m^3] of the fine FEM run (BDF2, 10 s) every ``every_s`` s with the
+    node coordinates [m], saved to WORK/fine_snapshots.npz (serial)."""
+    from mpi4py import MPI
+    from hybrid.commands.transport import setup_transport
+
+    path = WORK / "fine_snapshots.npz"
+    if path.exists():
+        return path
+    order, step = SCHEMES["fine_bdf2_10s"]
+    config = replace(transport, time=replace(transport.time, order=order, step=step),
+                     release=replace(transport.release, ph_map=WORK / "fine_bdf2_10s" / "truth" / "ph.nii.gz"))
+    setup = setup_transport(config, MPI.COMM_SELF, lambda *_: None, {})
+    solver = setup.solver
+    species = solver.species()
+    coordinates = species[0].function_space.tabulate_dof_coordinates()[:, :2]
+    times, values = [0.0], [np.stack([f.x.array.copy() for f in species])]
+    try:
+        for index in range(1, int(round(config.time.end / step)) + 1):
+            solver.step(step)
+            if index % int(round(every_s / step)) == 0:
+                times.append(solver.time)
+                values.append(np.stack([f.x.array.copy() for f in solver.species()]))
+    finally:
+        solver.close()
+    np.savez(path, coordinates=coordinates, times=np.array(times), values=np.stack(values))
+    return path
+
+
+class FemTruth:
+    """The fine FEM solution at nondimensional (x~, t~) points of a release problem: linear in each
+    Delaunay triangle of the nodes (the P1 field on the FEM's own triangles up to the
+    triangulation), linear between snapshots in time; points outside the node hull (between the
+    mesh polygon and the circle) take the nearest node."""
+
+    def __init__(self, path: Path, length: float, time_scale: float):
+        from scipy.spatial import Delaunay, cKDTree
+        data = np.load(path)
+        self.nodes, self.times, self.values = data["coordinates"], data["times"], data["values"]
+        self.triangulation, self.tree = Delaunay(self.nodes), cKDTree(self.nodes)
+        self.length, self.time_scale = length, time_scale
+
+    def __call__(self, xt: np.ndarray) -> np.ndarray:
+        """(n, 3) C_L, C_F, C_I [mol/m^3] at ``xt`` (n, 3) nondimensional."""
+        x, t = xt[:, :2] * self.length, np.clip(xt[:, 2] * self.time_scale, 0.0, self.times[-1])
+        simplex = self.triangulation.find_simplex(x)
+        inside = simplex >= 0
+        transform = self.triangulation.transform[simplex[inside]]
+        b = np.einsum("nij,nj->ni", transform[:, :2], x[inside] - transform[:, 2])
+        weights = np.zeros((len(x), 3))
+        vertices = np.zeros((len(x), 3), dtype=int)
+        weights[inside] = np.column_stack([b, 1.0 - b.sum(axis=1)])
+        vertices[inside] = self.triangulation.simplices[simplex[inside]]
+        weights[~inside, 0] = 1.0
+        vertices[~inside, 0] = self.tree.query(x[~inside])[1]
+        k = np.clip(np.searchsorted(self.times, t) - 1, 0, len(self.times) - 2)
+        theta = ((t - self.times[k]) / (self.times[k + 1] - self.times[k]))[:, None]
+        out = np.zeros((len(x), 3))
+        for species in range(3):
+            before = self.values[k[:, None], species, vertices]
+            after = self.values[k[:, None] + 1, species, vertices]
+            out[:, species] = (((1 - theta) * before + theta * after) * weights).sum(axis=1)
+        return out
+
+
+def _set_truth(problem, truth: dict[str, float]) -> None:
+    import torch
+    with torch.no_grad():
+        for unknown in problem.scalar_unknowns():
+            unknown.raw.copy_(torch.tensor(unknown._to_raw(truth[unknown.name])))
+
+
+def _terms(problem, points) -> dict[str, float]:
+    """Loss terms (nondimensional mean squares) and their gradient w.r.t. each unknown's value."""
+    import torch
+    values = [u() for u in problem.scalar_unknowns()]
+    terms = problem.loss_terms(points.clone())
+    out = {name: float(value.detach()) for name, value in terms.items()}
+    for name, value in terms.items():
+        grads = torch.autograd.grad(value, [u.raw for u in problem.scalar_unknowns()], retain_graph=True,
+                                    allow_unused=True)
+        for unknown, raw_grad in zip(problem.scalar_unknowns(), grads):
+            if raw_grad is None:
+                continue
+            dvalue_draw = torch.autograd.grad(unknown(), unknown.raw)[0]   # chain rule to the value
+            out[f"d_{name}/d_{unknown.name}"] = float(raw_grad / dvalue_draw)
+    out["estimates"] = {u.name: float(u().detach()) for u in problem.scalar_unknowns()}
+    return out
+
+
+def _supervised_fit(problem, fem: FemTruth, steps: int, points: int, seed: int) -> dict:
+    """Fit the problem's state networks to the FEM truth (mean square of each state relative to
+    its maximum, the problem's own ansatz); returns the final relative errors per state."""
+    import torch
+    generator = torch.Generator().manual_seed(seed)
+    xt = problem.sample_collocation(points, generator)
+    target = torch.as_tensor(fem(xt.numpy()), dtype=xt.dtype)
+    scale = target.abs().amax(dim=0)
+    optimiser = torch.optim.Adam(problem.network.parameters(), lr=1e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps, eta_min=1e-5)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        loss = (((torch.cat(problem.states(xt), dim=1) - target) / scale) ** 2).mean()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+    test = problem.sample_collocation(points, generator)
+    with torch.no_grad():
+        reference = torch.as_tensor(fem(test.numpy()), dtype=test.dtype)
+        error = torch.cat(problem.states(test), dim=1) - reference
+    return {name: float(error[:, i].norm() / reference[:, i].norm())
+            for i, name in enumerate(("liposomal_drug", "free_drug", "cell_drug"))} | {"final_loss": float(loss.detach())}
+
+
+def _clean_data_misfit(problem, config) -> dict:
+    """Per data record: mean square (nondimensional, the PINN's units) of the noisy data minus the
+    clean FEM voxel values of the same voxels (the floor the PINN's data terms can reach), and the
+    noise level squared it should equal."""
+    import nibabel
+    import torch
+    from hybrid.commands.invert import observation_records
+    out = {}
+    truth_dir = Path(config.data.truth).parent / "truth"
+    for record, data in zip(observation_records(config)[1], problem.data):
+        clean = np.asarray(nibabel.load(truth_dir / f"{record.quantity}.nii.gz").get_fdata())
+        voxels, frames, values = record.observed()
+        clean_values = clean[voxels[:, 0], voxels[:, 1], voxels[:, 2], frames]
+        keep = np.isfinite(clean_values)
+        diff = (values - clean_values)[keep] / data.value_scale
+        out[record.quantity] = {"noisy_minus_clean_ms": float(np.mean(diff ** 2)),
+                                "noise_sd_squared": float(data.noise ** 2), "voxel_values": int(keep.sum())}
+    return out
+
+
+def _fem_data_terms(problem, fem: FemTruth) -> dict[str, float]:
+    """The problem's data terms with the FEM truth in place of its networks: the fine FEM fields
+    averaged by the PINN's own observation operator (its sub-voxel points and weights) against the
+    noisy data, i.e. the data misfit of the truth as the PINN measures it (should be ~ the noise)."""
+    import torch
+    from types import MethodType
+
+    def fem_states(self, xt):
+        values = torch.as_tensor(fem(xt.detach().numpy()), dtype=xt.dtype)
+        return [values[:, i:i + 1] for i in range(3)]
+    saved = problem.boundary
+    problem.states = MethodType(fem_states, problem)
+    problem._residuals = MethodType(lambda self, points: (), problem)
+    problem.boundary = "free"   # no boundary term (the FEM field has no autograd graph)
+    try:
+        with torch.no_grad():
+            return {name: float(value) for name, value in problem.loss_terms(problem.sample_collocation(
+                8, torch.Generator().manual_seed(0))).items()}
+    finally:
+        del problem.states, problem._residuals
+        problem.boundary = saved
+
+
+def pinn_stage(steps: int = 3000, points: int = 4096) -> dict:
+    import torch
+    from hybrid.commands.invert import build_problems, observation_records
+    from hybrid.config.invert import load_invert_config
+    from hybrid.inverse.images import load_state
+
+    torch.set_num_threads(1)
+    config = load_invert_config(INVERT)
+    release = json.loads(Path(config.data.truth).read_text())["parameters"]["release"]
+    truth = {name: release[name]["value"] for name in ("ph_50", "steepness")}
+    records = observation_records(config)[1]
+    out = {"load_before": os.getloadavg()[0], "truth": {k: truth[k] for k in ("ph_50", "steepness")}}
+    generator = torch.Generator().manual_seed(123)
+
+    trained = build_problems(config, records)[0]
+    load_state(trained, Path(config.output.directory) / "networks" / "seed0.pt", "float64")
+    collocation = trained.sample_collocation(points, generator)
+    out["trained_pinn_at_its_estimates"] = _terms(trained, collocation)
+    _set_truth(trained, truth)
+    out["trained_pinn_networks_at_truth"] = _terms(trained, collocation)
+    fem = FemTruth(WORK / "fine_snapshots.npz", trained.scales.length, trained.scales.time)
+    with torch.no_grad():
+        xt = trained.sample_collocation(points, generator)
+        reference = torch.as_tensor(fem(xt.numpy()), dtype=xt.dtype)
+        states = torch.cat(trained.states(xt), dim=1)
+    out["trained_pinn_vs_fem_rel_l2"] = {name: float((states[:, i] - reference[:, i]).norm() / reference[:, i].norm())
+                                         for i, name in enumerate(("liposomal_drug", "free_drug", "cell_drug"))}
+    out["clean_data_floor"] = _clean_data_misfit(trained, config)
+    out["fem_truth_data_terms"] = _fem_data_terms(trained, fem)
+
+    fitted = build_problems(config, records)[0].double()
+    _set_truth(fitted, truth)
+    start = time.perf_counter()
+    out["supervised_fit"] = _supervised_fit(fitted, fem, steps, points, seed=7)
+    out["supervised_fit"] |= {"steps": steps, "points": points, "wall_s": time.perf_counter() - start,
+                              "load": os.getloadavg()[0]}
+    out["fem_fit_networks_at_truth"] = _terms(fitted, collocation)
+    torch.save(fitted.state_dict(), WORK / "fem_fit.pt")
+    return out
+
+
+VARIANTS = {   # training settings of the drift test (the example's: 256 points, every term balanced)
+    "example_256_all": {"collocation_points": 256, "balance": "all"},
+    "2048_residuals": {"collocation_points": 2048, "balance": "residuals"},
+}
+
+
+def drift_stage(variant: str, steps: int) -> dict:
+    """Start at the truth (unknowns at the true pH law, networks fitted to the FEM truth by the
+    ``pinn`` stage) and train on the PINN's own loss for ``steps`` Adam steps with the example's
+    settings changed by ``VARIANTS[variant]``: if the loss has its minimum at the truth, the
+    estimates stay there."""
+    import torch
+    from dataclasses import asdict
+    from hybrid.commands.invert import build_problems, observation_records
+    from hybrid.config.invert import load_invert_config
+    from hybrid.inverse import Trainer, TrainingConfig
+
+    torch.set_num_threads(1)
+    config = load_invert_config(INVERT)
+    problem = build_problems(config, observation_records(config)[1])[0].double()
+    problem.load_state_dict(torch.load(WORK / "fem_fit.pt", weights_only=True))
+    settings = asdict(config.training)
+    for name in ("checkpoint", "ensemble"):
+        settings.pop(name)
+    settings |= VARIANTS[variant] | {"adam_steps": steps, "lbfgs_steps": 0, "progress_every": 50}
+    start = time.perf_counter()
+    result = Trainer(problem, TrainingConfig(**settings), progress=lambda line: print(line, flush=True)).run()
+    return {"settings": settings, "wall_s": time.perf_counter() - start, "load": os.getloadavg()[0],
+            "start": "truth (6.8, 2.0), networks fitted to the FEM",
+            "history": [{"step": h["step"], "estimates": h["estimates"], "terms": h["terms"],
+                         "weights": h.get("weights")} for h in result.history],
+            "final_estimates": {name: value for name, (value, _) in result.estimates.items()}}
+
+
+if __name__ == "__main__":
+    stage = sys.argv[1] if len(sys.argv) > 1 else "fem"
+    if stage == "fem":
+        result = fem_stage()
+    elif stage == "pinn":
+        result = pinn_stage(*(int(v) for v in sys.argv[2:4]))
+    elif stage == "drift":
+        result = drift_stage(sys.argv[2], int(sys.argv[3]))
+        stage = f"drift_{sys.argv[2]}"
+    else:
+        raise SystemExit(f"unknown stage {stage!r}: fem, pinn or drift")
+    _merge(stage, result)
+    print(json.dumps(result, indent=1))
