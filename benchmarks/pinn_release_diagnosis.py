@@ -289,8 +289,65 @@ def pinn_stage(steps: int = 3000, points: int = 4096) -> dict:
     return out
 
 
+def balance_stage() -> dict:
+    """Representation-free check of the liposomal equation on the FEM truth: at the fine run's
+    nodes with |x| < 0.9 R (away from the edge layer; D_L / L^2 ~ 3e-7 1/s makes diffusion
+    negligible there), the release rate the FEM's C_L implies, k = (J_L - dC_L/dt) / C_L - k_L
+    (central differences of the 60 s snapshots, J_L the PINN's own Kedem-Katchalsky exchange with
+    its plasma curve), against the PINN's coefficient k(pH_e(x)) with the true law (its KnownMap
+    lookup); likewise the free equation (release implied by the FEM's C_F, its own exchange and
+    uptake, over k C_L) and the cell equation (dC_I/dt over k_up C_F). A systematic ratio != 1 is a
+    mismatch in release, exchange, plasma curve, uptake or pH lookup."""
+    import torch
+    from hybrid.commands.invert import build_problems, observation_records
+    from hybrid.config.invert import load_invert_config
+    from hybrid.problems.exchange import kedem_katchalsky_flux
+    from hybrid.problems.namespace import TORCH
+
+    torch.set_num_threads(1)
+    config = load_invert_config(INVERT)
+    problem = build_problems(config, observation_records(config)[1])[0].double()
+    release = json.loads(Path(config.data.truth).read_text())["parameters"]["release"]
+    _set_truth(problem, {name: release[name]["value"] for name in ("ph_50", "steepness")})
+    data = np.load(WORK / "fine_snapshots.npz")
+    nodes, times, values = data["coordinates"], data["times"], data["values"]
+    length = problem.scales.length
+    keep = np.linalg.norm(nodes, axis=1) < 0.9 * length
+    x = torch.as_tensor(nodes[keep] / length)
+    with torch.no_grad():
+        k_pinn = problem.coefficient("release_rate", x).numpy()
+    exchange, phi = problem.exchange[0], problem.interstitial_fraction
+    clearance = float(problem.coefficient("clearance", x))
+    uptake = float(problem.coefficient("uptake_rate", x))
+    rows = []
+    for i in range(2, len(times) - 1, 20):
+        c = values[i, 0, keep]
+        dcdt = (values[i + 1, 0, keep] - values[i - 1, 0, keep]) / (times[i + 1] - times[i - 1])
+        with torch.no_grad():
+            j = kedem_katchalsky_flux(exchange.plasma(torch.tensor(times[i]), TORCH), torch.as_tensor(c) / phi,
+                                      0.0, exchange.reflection, exchange.permeability_surface, TORCH).numpy()
+        k_fem = (j - dcdt) / c - clearance
+        free, cell = values[i, 1, keep], values[i, 2, keep]
+        dfree = (values[i + 1, 1, keep] - values[i - 1, 1, keep]) / (times[i + 1] - times[i - 1])
+        dcell = (values[i + 1, 2, keep] - values[i - 1, 2, keep]) / (times[i + 1] - times[i - 1])
+        with torch.no_grad():
+            j_free = kedem_katchalsky_flux(problem.exchange[1].plasma(torch.tensor(times[i]), TORCH),
+                                           torch.as_tensor(free) / phi, 0.0, problem.exchange[1].reflection,
+                                           problem.exchange[1].permeability_surface, TORCH).numpy()
+        # free equation without diffusion: release the FEM's C_F implies over k(pH) C_L of the PINN
+        released = (dfree - j_free + uptake * free) / (k_pinn * c)
+        taken_up = dcell / (uptake * free)   # cell equation: dC_I/dt over U(C_F) = k_up C_F
+        ratios = {"liposomal_k_fem_over_k_pinn": k_fem / k_pinn, "free_release_fem_over_pinn": released, "cell_uptake_fem_over_pinn": taken_up}
+        rows.append({"time_s": float(times[i])} | {name: [float(np.min(r)), float(np.mean(r)), float(np.max(r))]
+                                                    for name, r in ratios.items()})
+    return {"nodes": int(keep.sum()), "ratios": "[min, mean, max] over the nodes; 1 = the PINN's term "
+            "equals the FEM's", "k_pinn_range_1_per_s": [float(k_pinn.min()), float(k_pinn.max())], "by_time": rows}
+
+
 VARIANTS = {   # training settings of the drift test (the example's: 256 points, every term balanced)
     "example_256_all": {"collocation_points": 256, "balance": "all"},
+    "256_residuals": {"collocation_points": 256, "balance": "residuals"},
+    "2048_all": {"collocation_points": 2048, "balance": "all"},
     "2048_residuals": {"collocation_points": 2048, "balance": "residuals"},
 }
 
@@ -329,6 +386,8 @@ if __name__ == "__main__":
         result = fem_stage()
     elif stage == "pinn":
         result = pinn_stage(*(int(v) for v in sys.argv[2:4]))
+    elif stage == "balance":
+        result = balance_stage()
     elif stage == "drift":
         result = drift_stage(sys.argv[2], int(sys.argv[3]))
         stage = f"drift_{sys.argv[2]}"
