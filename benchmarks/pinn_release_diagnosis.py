@@ -9,15 +9,24 @@ difference of the order of the noise in the data means the synthetic images are 
 the continuous equations the PINN enforces, so its loss has its minimum elsewhere.
 
 Stage ``pinn`` (torch, 1 thread): builds the example's release problem (as ``hybrid invert``
-does) and, with the true pH law, the data misfit of each FEM truth through the PINN's own
-observation operator (the clean FEM voxel values put in place of the noisy data), and the PDE
-residual the PINN reaches when its networks are fitted to the fine FEM truth by supervised
-regression (the residual of the true state, up to the networks' representation error).
+does) and reports the loss terms of the trained example run (``results/invert_ph_release``) at
+its estimates and at the true law, the data terms of the fine FEM truth through the PINN's own
+observation operator (should be ~ the noisy-minus-clean floor), and the PDE residual the networks
+have when fitted to the fine FEM truth by supervised regression (Adam, then L-BFGS).
+
+Stage ``balance`` (torch): the PINN's three equations checked term by term on the FEM nodes
+(no network involved): release, exchange, plasma curve, uptake and pH lookup.
+
+Stage ``drift VARIANT STEPS [LABEL-OF-START [KEY-SUFFIX]]`` (torch): starts at the truth (true law,
+networks from the ``pinn`` stage's regression fit) and trains on the PINN's own loss with the
+example's settings changed as in ``VARIANTS``: whether the loss keeps the truth.
 
 Run from the repository root:
     .venv/bin/python benchmarks/pinn_release_diagnosis.py fem
-    .venv/bin/python benchmarks/pinn_release_diagnosis.py pinn
-Writes benchmarks/results/pinn_release_diagnosis.json (both stages merge into it).
+    .venv/bin/python benchmarks/pinn_release_diagnosis.py pinn 4000 2048 1000
+    .venv/bin/python benchmarks/pinn_release_diagnosis.py balance
+    .venv/bin/python benchmarks/pinn_release_diagnosis.py drift example_256_all 300 "..." lbfgs_fit
+Writes benchmarks/results/pinn_release_diagnosis.json (every stage merges its entry into it).
 """
 
 from __future__ import annotations
@@ -166,7 +175,6 @@ def _set_truth(problem, truth: dict[str, float]) -> None:
 def _terms(problem, points) -> dict[str, float]:
     """Loss terms (nondimensional mean squares) and their gradient w.r.t. each unknown's value."""
     import torch
-    values = [u() for u in problem.scalar_unknowns()]
     terms = problem.loss_terms(points.clone())
     out = {name: float(value.detach()) for name, value in terms.items()}
     for name, value in terms.items():
@@ -181,9 +189,10 @@ def _terms(problem, points) -> dict[str, float]:
     return out
 
 
-def _supervised_fit(problem, fem: FemTruth, steps: int, points: int, seed: int) -> dict:
+def _supervised_fit(problem, fem: FemTruth, steps: int, points: int, seed: int, lbfgs_steps: int) -> dict:
     """Fit the problem's state networks to the FEM truth (mean square of each state relative to
-    its maximum, the problem's own ansatz); returns the final relative errors per state."""
+    its maximum, the problem's own ansatz) by ``steps`` Adam then ``lbfgs_steps`` L-BFGS
+    iterations; returns the relative L2 errors per state on fresh points."""
     import torch
     generator = torch.Generator().manual_seed(seed)
     xt = problem.sample_collocation(points, generator)
@@ -191,12 +200,19 @@ def _supervised_fit(problem, fem: FemTruth, steps: int, points: int, seed: int) 
     scale = target.abs().amax(dim=0)
     optimiser = torch.optim.Adam(problem.network.parameters(), lr=1e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps, eta_min=1e-5)
-    for _ in range(steps):
+    def closure():
         optimiser.zero_grad()
         loss = (((torch.cat(problem.states(xt), dim=1) - target) / scale) ** 2).mean()
         loss.backward()
+        return loss
+    for _ in range(steps):
+        loss = closure()
         optimiser.step()
         schedule.step()
+    if lbfgs_steps:
+        optimiser = torch.optim.LBFGS(problem.network.parameters(), max_iter=lbfgs_steps, history_size=50,
+                                      line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
+        loss = optimiser.step(closure)
     test = problem.sample_collocation(points, generator)
     with torch.no_grad():
         reference = torch.as_tensor(fem(test.numpy()), dtype=test.dtype)
@@ -210,7 +226,6 @@ def _clean_data_misfit(problem, config) -> dict:
     clean FEM voxel values of the same voxels (the floor the PINN's data terms can reach), and the
     noise level squared it should equal."""
     import nibabel
-    import torch
     from hybrid.commands.invert import observation_records
     out = {}
     truth_dir = Path(config.data.truth).parent / "truth"
@@ -248,7 +263,7 @@ def _fem_data_terms(problem, fem: FemTruth) -> dict[str, float]:
         problem.boundary = saved
 
 
-def pinn_stage(steps: int = 3000, points: int = 4096) -> dict:
+def pinn_stage(steps: int = 3000, points: int = 4096, lbfgs_steps: int = 0) -> dict:
     import torch
     from hybrid.commands.invert import build_problems, observation_records
     from hybrid.config.invert import load_invert_config
@@ -281,8 +296,8 @@ def pinn_stage(steps: int = 3000, points: int = 4096) -> dict:
     fitted = build_problems(config, records)[0].double()
     _set_truth(fitted, truth)
     start = time.perf_counter()
-    out["supervised_fit"] = _supervised_fit(fitted, fem, steps, points, seed=7)
-    out["supervised_fit"] |= {"steps": steps, "points": points, "wall_s": time.perf_counter() - start,
+    out["supervised_fit"] = _supervised_fit(fitted, fem, steps, points, seed=7, lbfgs_steps=lbfgs_steps)
+    out["supervised_fit"] |= {"steps": steps, "lbfgs_steps": lbfgs_steps, "points": points, "wall_s": time.perf_counter() - start,
                               "load": os.getloadavg()[0]}
     out["fem_fit_networks_at_truth"] = _terms(fitted, collocation)
     torch.save(fitted.state_dict(), WORK / "fem_fit.pt")
@@ -327,7 +342,7 @@ def balance_stage() -> dict:
             j = kedem_katchalsky_flux(exchange.plasma(torch.tensor(times[i]), TORCH), torch.as_tensor(c) / phi,
                                       0.0, exchange.reflection, exchange.permeability_surface, TORCH).numpy()
         k_fem = (j - dcdt) / c - clearance
-        free, cell = values[i, 1, keep], values[i, 2, keep]
+        free = values[i, 1, keep]
         dfree = (values[i + 1, 1, keep] - values[i - 1, 1, keep]) / (times[i + 1] - times[i - 1])
         dcell = (values[i + 1, 2, keep] - values[i - 1, 2, keep]) / (times[i + 1] - times[i - 1])
         with torch.no_grad():
@@ -349,6 +364,7 @@ VARIANTS = {   # training settings of the drift test (the example's: 256 points,
     "256_residuals": {"collocation_points": 256, "balance": "residuals"},
     "2048_all": {"collocation_points": 2048, "balance": "all"},
     "2048_residuals": {"collocation_points": 2048, "balance": "residuals"},
+    "2048_residuals_data_x0.01": {"collocation_points": 2048, "balance": "residuals", "data_factor": 0.01},
 }
 
 
@@ -370,10 +386,16 @@ def drift_stage(variant: str, steps: int) -> dict:
     settings = asdict(config.training)
     for name in ("checkpoint", "ensemble"):
         settings.pop(name)
-    settings |= VARIANTS[variant] | {"adam_steps": steps, "lbfgs_steps": 0, "progress_every": 50}
+    variant_settings = dict(VARIANTS[variant])
+    data_factor = variant_settings.pop("data_factor", 1.0)
+    if data_factor != 1.0:   # data terms scaled down: the PDE penalty relatively data_factor^-1 stronger
+        loss_terms = problem.loss_terms
+        problem.loss_terms = lambda points: {name: value * data_factor if name.startswith("data") else value
+                                             for name, value in loss_terms(points).items()}
+    settings |= variant_settings | {"adam_steps": steps, "lbfgs_steps": 0, "progress_every": 50}
     start = time.perf_counter()
     result = Trainer(problem, TrainingConfig(**settings), progress=lambda line: print(line, flush=True)).run()
-    return {"settings": settings, "wall_s": time.perf_counter() - start, "load": os.getloadavg()[0],
+    return {"settings": settings, "data_factor": data_factor, "wall_s": time.perf_counter() - start, "load": os.getloadavg()[0],
             "start": "truth (6.8, 2.0), networks fitted to the FEM",
             "history": [{"step": h["step"], "estimates": h["estimates"], "terms": h["terms"],
                          "weights": h.get("weights")} for h in result.history],
@@ -385,12 +407,13 @@ if __name__ == "__main__":
     if stage == "fem":
         result = fem_stage()
     elif stage == "pinn":
-        result = pinn_stage(*(int(v) for v in sys.argv[2:4]))
+        result = pinn_stage(*(int(v) for v in sys.argv[2:5]))
     elif stage == "balance":
         result = balance_stage()
     elif stage == "drift":
         result = drift_stage(sys.argv[2], int(sys.argv[3]))
-        stage = f"drift_{sys.argv[2]}"
+        result["networks_start"] = sys.argv[4] if len(sys.argv) > 4 else "the last `pinn` stage's supervised fit"
+        stage = f"drift_{sys.argv[2]}" + (f"_{sys.argv[5]}" if len(sys.argv) > 5 else "")
     else:
         raise SystemExit(f"unknown stage {stage!r}: fem, pinn or drift")
     _merge(stage, result)
