@@ -365,6 +365,7 @@ VARIANTS = {   # training settings of the drift test (the example's: 256 points,
     "2048_all": {"collocation_points": 2048, "balance": "all"},
     "2048_residuals": {"collocation_points": 2048, "balance": "residuals"},
     "2048_residuals_data_x0.01": {"collocation_points": 2048, "balance": "residuals", "data_factor": 0.01},
+    "2048_frozen_networks": {"collocation_points": 2048, "balance": "none", "freeze": True},
 }
 
 
@@ -388,6 +389,8 @@ def drift_stage(variant: str, steps: int) -> dict:
         settings.pop(name)
     variant_settings = dict(VARIANTS[variant])
     data_factor = variant_settings.pop("data_factor", 1.0)
+    if variant_settings.pop("freeze", False):   # only the unknowns move: the law the fitted state prefers
+        problem.network.requires_grad_(False)
     if data_factor != 1.0:   # data terms scaled down: the PDE penalty relatively data_factor^-1 stronger
         loss_terms = problem.loss_terms
         problem.loss_terms = lambda points: {name: value * data_factor if name.startswith("data") else value
