@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hybrid.inverse.networks import FourierFeatureMLP
+from hybrid.inverse.networks import STATE_NETWORK, FourierFeatureMLP
 from hybrid.inverse.observation import VoxelAverage
 from hybrid.inverse.residuals import (DrugExchange, cell_drug_residual, darcy_starling_residual, gradient,
                                       transport_residuals)
@@ -187,8 +187,10 @@ class TransportProblem(InverseProblem):
                  initial_free: Callable | None = None, boundary: str = "dirichlet",
                  exchange_lipo: DrugExchange | None = None, exchange_free: DrugExchange | None = None,
                  flow: IFPProblem | None = None, hindrance: float = 1.0, free_binding_ratio: float = 0.0,
-                 interstitial_fraction: float = 1.0, boundary_points: int = 256, width: int = 64, depth: int = 4,
-                 features: int = 32, sigma: float = 1.0, generator: torch.Generator | None = None,
+                 interstitial_fraction: float = 1.0, boundary_points: int = 256,
+                 width: int = STATE_NETWORK["width"], depth: int = STATE_NETWORK["depth"],
+                 features: int = STATE_NETWORK["features"], sigma: float = STATE_NETWORK["sigma"],
+                 generator: torch.Generator | None = None,
                  cell_drug: bool = False, state_scales: tuple[float, ...] | None = None):
         if boundary not in ("dirichlet", "free", "no_flux"):
             raise ValueError(f"boundary must be 'dirichlet', 'free' or 'no_flux', got {boundary!r}")
