@@ -11,6 +11,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hybrid.imaging.chunks import fit_in_chunks
+from hybrid.io.zspectra import POWER_TOL_UT
 from hybrid.records import ParameterMaps, VoxelGrid
 
 __all__ = ["run_maps", "MAP_UNITS"]
@@ -203,7 +204,7 @@ def _cest_powers_uT(settings, series, second_series) -> tuple:
     need = "needed to pair each series with its calibration vials"
     powers = (_saturation_b1_uT(series, settings.series, need),
               _saturation_b1_uT(second_series, settings.series_second_power, need))
-    if abs(powers[0] - powers[1]) <= 1e-3:
+    if abs(powers[0] - powers[1]) <= POWER_TOL_UT:
         raise ValueError(f"{settings.series_second_power} and {settings.series} were both saturated at {powers[0]:g} uT "
                          f"({SATURATION_B1_KEY}); series_second_power must be the same offsets at another B1")
     return powers

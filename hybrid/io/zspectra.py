@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_zspectra_csv", "write_zspectra_csv"]
+__all__ = ["POWER_TOL_UT", "read_zspectra_csv", "write_zspectra_csv"]
 
 _COLUMNS = ("pH", "Conc(mM)", "ApproT1(sec)", "Temp", "SatPower(uT)", "SatTime(ms)")
-_POWER_TOL_UT = 1e-3
+POWER_TOL_UT = 1e-3
 """Saturation powers closer than this [uT] are the same power."""
 
 
@@ -38,12 +38,12 @@ def read_zspectra_csv(path: str | Path, *, keep_reference: bool = True, referenc
     power = data[:, _COLUMNS.index("SatPower(uT)")]
     present = ", ".join(f"{p:g}" for p in np.unique(power))
     if power_uT is None:
-        if np.ptp(power) > _POWER_TOL_UT:
+        if np.ptp(power) > POWER_TOL_UT:
             raise ValueError(f"{path} holds spectra at saturation powers {present} uT; select one (power_uT; "
                              "for hybrid maps: SaturationB1_T [T] in the CEST series sidecar)")
         rows_kept = np.ones(power.size, bool)
     else:
-        rows_kept = np.abs(power - power_uT) <= _POWER_TOL_UT
+        rows_kept = np.abs(power - power_uT) <= POWER_TOL_UT
         if not rows_kept.any():
             raise ValueError(f"{path} has no spectra at saturation power {power_uT:g} uT (SatPower(uT) holds "
                              f"{present} uT); add the calibration vials measured at {power_uT:g} uT")
