@@ -188,9 +188,8 @@ def release_physics(transport, radius: float, ph_map: Path | None = None) -> dic
                 "lymphatic_pressure": tumour.lymphatic_pressure, "far_pressure": transport.flow.far_field_pressure}
     ph_law = None
     if formulation == "ph_sensitive":
-        ph_law = {"ph_50": default("pH_50"), "steepness": default("n_pH"), "base_rate": default("k_rel_L"),
-                  "max_rate": default("k_max_pH"), "ph": transport.release.ph, "ph_volume": None, "ph_grid": None,
-                  "slice_index": transport.geometry.slice_index}
+        ph_law = release.ph_law_constants() | {"ph": transport.release.ph, "ph_volume": None, "ph_grid": None,
+                                               "slice_index": transport.geometry.slice_index}
         ph_map = ph_map or transport.release.ph_map
         if ph_map is not None:
             volume, affine = read_volume(ph_map)

@@ -32,8 +32,7 @@ from hybrid.commands.transport import build_domain, setup_transport
 from hybrid.config.synthesize import QUANTITIES, ObservationConfig, PhMapConfig
 from hybrid.config.transport import TransportConfig
 from hybrid.forward.image_sampling import observe_on_grid
-from hybrid.problems.parameters import default
-from hybrid.problems.release import released_fraction
+from hybrid.problems.release import PH_LAW_UNITS, ph_law_constants, released_fraction
 
 __all__ = ["run_synthesize", "observation_grid", "frame_stops", "radial_ph_map", "PH_MAP"]
 
@@ -112,11 +111,9 @@ def _release_parameters(config: TransportConfig) -> dict:
     ph_map = config.release.ph_map
     where = (str(Path(ph_map).relative_to(config.output.directory)) if Path(ph_map).is_relative_to(
         config.output.directory) else str(ph_map)) if ph_map is not None else None
-    return {"release": {"ph_50": {"value": default("pH_50"), "unit": "1"},
-                        "steepness": {"value": default("n_pH"), "unit": "1"},
-                        "base_rate": {"value": default("k_rel_L"), "unit": "1/s"},
-                        "max_rate": {"value": default("k_max_pH"), "unit": "1/s"},
-                        "ph": {"value": config.release.ph, "unit": "1"} if ph_map is None else {"map": where}}}
+    constants = {name: {"value": value, "unit": PH_LAW_UNITS[name]} for name, value in ph_law_constants().items()}
+    ph = {"value": config.release.ph, "unit": "1"} if ph_map is None else {"map": where}
+    return {"release": constants | {"ph": ph}}
 
 
 def _parameters(config: TransportConfig, solver) -> dict:

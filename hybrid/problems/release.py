@@ -22,10 +22,21 @@ from __future__ import annotations
 import math
 
 from hybrid.problems.namespace import LN10, Namespace, logistic, namespace_of
-from hybrid.problems.parameters import value_or_default
+from hybrid.problems.parameters import default, value_or_default
 
-__all__ = ["ph_release_rate", "thermal_release_rate", "intravascular_released_fraction", "released_fraction",
+__all__ = ["PH_LAW_UNITS", "ph_law_constants", "ph_release_rate", "thermal_release_rate", "intravascular_released_fraction", "released_fraction",
            "released_fraction_misfit"]
+
+
+PH_LAW_UNITS = {"ph_50": "1", "steepness": "1", "base_rate": "1/s", "max_rate": "1/s"}
+"""Units of the pH law's constants, by :func:`ph_release_rate` keyword."""
+
+_PH_LAW_SYMBOLS = {"ph_50": "pH_50", "steepness": "n_pH", "base_rate": "k_rel_L", "max_rate": "k_max_pH"}
+
+
+def ph_law_constants() -> dict[str, float]:
+    """The pH law's table constants by :func:`ph_release_rate` keyword (units ``PH_LAW_UNITS``)."""
+    return {name: default(symbol) for name, symbol in _PH_LAW_SYMBOLS.items()}
 
 
 def ph_release_rate(ph, *, base_rate=None, max_rate=None, ph_50=None, steepness=None,

@@ -85,3 +85,14 @@ def test_released_fraction_numpy_and_torch_agree_and_zero_total_is_nan():
     observed = np.array([0.2, 0.5, 0.1, 0.9, 0.4])
     np.testing.assert_allclose(released_fraction_misfit(encapsulated[1:], total[1:], observed[1:]),
                                total[1:] * (expected[1:] - observed[1:]), rtol=1e-14)
+
+
+def test_ph_law_constants_are_the_rate_law_defaults():
+    """The one table of the pH law's constants is what ph_release_rate uses when none is given."""
+    from hybrid.problems.release import PH_LAW_UNITS, ph_law_constants
+
+    constants = ph_law_constants()
+    assert set(constants) == set(PH_LAW_UNITS)
+    ph = np.linspace(5.5, 8.0, 11)
+    np.testing.assert_allclose(ph_release_rate(ph, **constants), ph_release_rate(ph), rtol=1e-15)
+    assert constants["max_rate"] > constants["base_rate"] > 0
