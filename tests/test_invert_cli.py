@@ -243,6 +243,25 @@ def test_release_refuses_mixed_or_misplaced_ph_law_unknowns(release_twin):
     assert_one_error(run_hybrid("invert", path), "[data] released_fraction, held_out_times and ph_map belong to")
 
 
+def test_release_on_a_synthesized_ph_map_requires_the_map(release_twin):
+    """A synthesize configuration with [observation.ph_map] made its data on that map: without
+    [data] ph_map the inversion would use the uniform [release] ph, so loading refuses it."""
+    from hybrid.config.validate import ConfigError
+
+    mapped = release_twin / "synthesize_ph_map.toml"
+    mapped.write_text((release_twin / "synthesize.toml").read_text()
+                      + "\n[observation.ph_map]\ncore = 6.4\nrim = 7.2\nvoxel_size_mm = 0.1\n")
+    text = invert_config(release_twin).read_text().replace('transport = "synthesize.toml"',
+                                                          'transport = "synthesize_ph_map.toml"')
+    path = release_twin / "ph_map_missing.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"\[data\] ph_map is required.*truth/ph.nii.gz"):
+        load_invert_config(path)
+    path.write_text(text.replace("[data]", '[data]\nph_map = "synth/truth/ph.nii.gz"'))
+    assert load_invert_config(path).data.ph_map == release_twin / "synth" / "truth" / "ph.nii.gz"
+    assert load_invert_config(invert_config(release_twin)).data.ph_map is None   # no map synthesized: uniform pH
+
+
 @pytest.mark.slow
 def test_release_twin_recovered_through_the_cli(tmp_path):
     """The SLOW twin of tests/release_twin.py (1 mm disc without flow, k_rel 5.06e-5 1/s, total drug

@@ -69,11 +69,17 @@ at t <= 0 (pre-injection) and ``held_out_times`` are not trained on.
 pH-triggered release (formulation "ph_sensitive"): instead of ``release_rate`` declare ``ph_50``
 and/or ``steepness`` (pH_50 and Hill exponent n of k(pH_e) = k_b + (k_max - k_b) / (1 + 10^{n (pH_e -
 pH_50)}), hybrid/problems/release.py; the others table values); the PINN's release rate is k(pH_e(x))
-of the known pH map, the same function the FEM uses::
+of the known pH map (the PINN interpolates the map (``hybrid.inverse.maps.KnownMap``) at each of its points; the
+FEM samples it at the P1 vertices and interpolates between them)::
 
     [data]
-    ph_map = "../results/synthesize_ph_release/truth/ph.nii.gz"   # optional: pH_e [1]; default the
-                                          # transport's [release] ph_map, else its uniform [release] ph
+    ph_map = "../results/synthesize_ph_release/truth/ph.nii.gz"   # pH_e [1]; default the transport's
+                                          # [release] ph_map, else its uniform [release] ph
+
+When ``[problem] transport`` is a synthesize configuration with ``[observation.ph_map]`` (its data
+came from the pH map it wrote to ``truth/ph.nii.gz``), ``[data] ph_map`` is required: without it
+the inversion would silently use the uniform ``[release] ph`` instead of the map the data came
+from, so loading stops with a ConfigError naming the key rather than guessing the file.
 
     [unknowns.ph_50]                      # [1]
     lower = 6.0
@@ -295,6 +301,14 @@ def _problem(table, base: Path, unknowns: dict) -> ProblemConfig:
                                             positive=True))
 
 
+def _synthesizes_ph_map(transport: Path) -> bool:
+    """Whether ``transport`` is a synthesize TOML file with ``[observation.ph_map]`` (False if absent)."""
+    if not Path(transport).is_file():
+        return False
+    observation = read_toml(Path(transport)).get("observation")
+    return isinstance(observation, dict) and "ph_map" in observation
+
+
 def invert_config_from_dict(data: dict, origin: str = "<config>", base: Path = Path(".")) -> InvertConfig:
     """Validate a parsed ``hybrid invert`` TOML (module docstring)."""
     try:
@@ -307,7 +321,11 @@ def invert_config_from_dict(data: dict, origin: str = "<config>", base: Path = P
             raise ConfigError("declare at least one unknown as an [unknowns.NAME] table")
         unknowns = {name: _unknown(name, table) for name, table in unknowns_table.items()}
         problem = _problem(data.get("problem", {}), base, unknowns)
-        return InvertConfig(data=_data(data.get("data", {}), base, problem.kind), problem=problem,
+        data_config = _data(data.get("data", {}), base, problem.kind)
+        if problem.kind == "release" and data_config.ph_map is None and _synthesizes_ph_map(problem.transport):
+            raise ConfigError(f"[data] ph_map is required: [problem] transport {problem.transport} synthesized its "
+                              "data on a pH_e map ([observation.ph_map]); set it to that run's truth/ph.nii.gz")
+        return InvertConfig(data=data_config, problem=problem,
                             unknowns=Unknowns(unknowns), training=_training(data.get("training", {}), base),
                             output=output_from_table(data.get("output"), base))
     except ConfigError as exc:
