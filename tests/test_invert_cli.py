@@ -262,6 +262,17 @@ def test_release_on_a_synthesized_ph_map_requires_the_map(release_twin):
     assert load_invert_config(invert_config(release_twin)).data.ph_map is None   # no map synthesized: uniform pH
 
 
+def test_release_truth_values_need_the_unknowns(release_twin):
+    """A release truth has the rate or the pH law: which truths to read is the caller's choice."""
+    from hybrid.commands.invert import truth_values
+
+    truth = release_twin / "synth" / "truth.json"
+    with pytest.raises(ValueError, match="needs the unknowns' names"):
+        truth_values(truth, "release")
+    assert truth_values(truth, "release", ["release_rate"]) == {"release_rate": pytest.approx(TRUE_RELEASE_RATE,
+                                                                                               rel=1e-9)}
+
+
 @pytest.mark.slow
 def test_release_twin_recovered_through_the_cli(tmp_path):
     """The SLOW twin of tests/release_twin.py (1 mm disc without flow, k_rel 5.06e-5 1/s, total drug

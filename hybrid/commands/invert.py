@@ -123,9 +123,12 @@ def trained_problems(config: InvertConfig, directory: Path) -> list:
     return problems
 
 
-def truth_values(path: Path, kind: str = "ifp", unknowns=RELEASE_UNKNOWNS) -> dict[str, float]:
+def truth_values(path: Path, kind: str = "ifp", unknowns=None) -> dict[str, float]:
     """True coefficients [SI] of ``kind`` from a ``hybrid synthesize`` truth.json (release: those of
-    the ``unknowns`` names); IFP also the rim thickness [m]."""
+    the ``unknowns`` names, required); IFP also the rim thickness [m]."""
+    if kind == "release" and unknowns is None:
+        raise ValueError("truth_values of the release kind needs the unknowns' names (a truth has either the rate "
+                         "or the pH law)")
     parameters = read_truth(path).parameters
     names = IFP_COEFFICIENTS if kind == "ifp" else [name for name in RELEASE_UNKNOWNS if name in unknowns]
     missing = [_TRUTH_KEYS[name] for name in names if _TRUTH_KEYS[name] not in parameters]
