@@ -33,7 +33,7 @@ from hybrid.inverse.residuals import DrugExchange, ElKarehSecombUptake, cell_dru
 from hybrid.inverse.unknowns import BoundedScalar
 from hybrid.problems.uptake import linear_uptake
 
-__all__ = ["TumourInHost", "RegionCoefficient", "HostIFPProblem", "CoupledProblem"]
+__all__ = ["TumourInHost", "RegionCoefficient", "RegionSplitNetwork", "HostIFPProblem", "CoupledProblem"]
 
 
 class LevelSetInput(torch.nn.Module):
@@ -56,6 +56,25 @@ class LevelSetInput(torch.nn.Module):
         phi = self.geometry.level_set(xt[:, :-1])
         inputs = [xt, phi.abs()] + ([torch.tanh(phi / self.interface_width)] if self.interface_width else [])
         return self.network(torch.cat(inputs, dim=1))
+
+
+class RegionSplitNetwork(torch.nn.Module):
+    """Two networks of (x~, t~, phi(x~)), one for each side of the interface phi = 0.
+    ``continuous`` False: N_T in the tumour (phi < 0), N_H in the host (fields may jump at the
+    interface). ``continuous`` True: N_T + max(phi, 0) N_H everywhere (the value is continuous by
+    construction, the normal derivative may jump): the concentration-continuity condition is exact."""
+
+    def __init__(self, tumour: torch.nn.Module, host: torch.nn.Module, geometry: "TumourInHost",
+                 continuous: bool = True):
+        super().__init__()
+        self.tumour, self.host, self.geometry, self.continuous = tumour, host, geometry, bool(continuous)
+
+    def forward(self, xt: torch.Tensor) -> torch.Tensor:
+        phi = self.geometry.level_set(xt[:, :-1])
+        inputs = torch.cat([xt, phi], dim=1)
+        if self.continuous:
+            return self.tumour(inputs) + torch.relu(phi) * self.host(inputs)
+        return torch.where(phi < 0.0, self.tumour(inputs), self.host(inputs))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,112 @@
+"""Can a tumour / host split drug network represent the margin of the tumour-in-host twin? (issue 9)
+
+The supervised check of pinn_twin_host_diagnosis.py (the drug network fitted directly to the FEM
+liposomal / free / cell drug at every mesh node and every 600 s, 3000 Adam steps of 4096 nodes,
+unknowns at the truth) for several drug networks of the same shape (STATE_NETWORK each):
+
+- ``tanh``: CoupledProblem's network, inputs (x~, t~, |phi|, tanh(phi / 0.05)) (the baseline);
+- ``signed``: one network of (x~, t~, phi, |phi|) (a derivative jump representable at phi = 0);
+- ``split``: RegionSplitNetwork, one network in the tumour and one in the host (may jump);
+- ``continuous``: RegionSplitNetwork N_T + max(phi, 0) N_H (continuous by construction).
+
+Reported per network: relative L2 of the fit (liposomal also by region) and the mean-square PINN
+residuals of the fit by region (tumour r < 0.9 mm, margin 0.9-1.2 mm, host), the flow from the
+pressure network trained alone on 4096 own points (300 Adam + 300 L-BFGS, cached in --work).
+Writes benchmarks/results/pinn_twin_host_split.json. Serial, one torch thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+from mpi4py import MPI
+
+import pinn_twin_host as twin
+import pinn_twin_host_diagnosis as diagnosis
+from hybrid.commands.transport import build_domain, setup_transport
+from hybrid.config.synthesize import load_synthesize_config
+from hybrid.inverse.coupled import RegionSplitNetwork
+from hybrid.inverse.networks import STATE_NETWORK, FourierFeatureMLP
+from hybrid.io.observations import read_drug_series, read_truth
+from hybrid.records import ObservationOperator
+from dataclasses import replace
+
+NETWORKS = ("tanh", "signed", "split", "continuous")
+
+
+class SignedLevelSetInput(torch.nn.Module):
+    """``network`` of (x~, t~, phi, |phi|) called with (x~, t~)."""
+
+    def __init__(self, network: torch.nn.Module, geometry):
+        super().__init__()
+        self.network, self.geometry = network, geometry
+
+    def forward(self, xt: torch.Tensor) -> torch.Tensor:
+        phi = self.geometry.level_set(xt[:, :-1])
+        return self.network(torch.cat([xt, phi, phi.abs()], dim=1))
+
+
+def drug_network(kind: str, geometry, seed: int) -> torch.nn.Module:
+    """The drug network ``kind`` (module doc) of STATE_NETWORK sub-networks, float64."""
+    generator = torch.Generator().manual_seed(seed)
+    if kind == "signed":
+        return SignedLevelSetInput(FourierFeatureMLP(5, 3, generator=generator, **STATE_NETWORK), geometry).double()
+    tumour, host = (FourierFeatureMLP(4, 3, generator=generator, **STATE_NETWORK) for _ in range(2))
+    return RegionSplitNetwork(tumour, host, geometry, continuous=kind == "continuous").double()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS))
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--suffix", default="", help="appended to each network's key in the JSON (e.g. _9000)")
+    parser.add_argument("--output", type=Path, default=twin.HERE / "results" / "pinn_twin_host_split.json")
+    parser.add_argument("--work", type=Path, default=twin.HERE.parent / "results" / "pinn_twin_host")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    config, observation = load_synthesize_config(twin.TOML)
+    config = replace(config, output=replace(config.output, directory=args.work / "synthesize"))
+    folder = args.work / "synthesize"
+    if not (folder / "truth.json").exists():
+        from hybrid.commands.synthesize import run_synthesize
+        run_synthesize(config, observation, MPI.COMM_SELF, twin.quiet)
+    parameters = read_truth(folder / "truth.json").parameters
+    truth = {name: parameters[key][0] for name, (*_, key) in twin.UNKNOWNS.items()}
+    operator = ObservationOperator(points_per_axis=observation.points_per_axis, dim=2)
+    records = (read_drug_series(folder / "observations.nii.gz", "total_drug", operator),
+               read_drug_series(folder / "released_fraction.nii.gz", "released_fraction", operator))
+    problem = twin.build_problem(config, records, 0, 256, truth, interface_width=0.05).double()
+    for unknown in problem.scalar_unknowns():
+        unknown.raw.requires_grad_(False)
+    domain = build_domain(config, MPI.COMM_SELF, twin.quiet, {})
+    cache = args.work / "split_cache.pt"
+    out = json.loads(args.output.read_text()) if args.output.exists() else {}
+    out |= {"benchmark": "pinn_twin_host_split", "unknowns_at_truth": truth}
+    if cache.exists():
+        saved = torch.load(cache)
+        problem.flow.load_state_dict(saved["flow"])
+        xt, target, out["pressure"] = saved["xt"], saved["target"], saved["pressure"]
+    else:
+        setup = setup_transport(config, MPI.COMM_SELF, twin.quiet, {}, domain=domain)
+        setup.solver.close()
+        start = {k: v.clone() for k, v in problem.flow.state_dict().items()}
+        out["pressure"] = diagnosis.pressure_check(problem, setup.pressure, start, 4096, 300, 300)
+        xt, target = diagnosis.fem_node_fields(problem, config, domain, truth)
+        torch.save({"flow": problem.flow.state_dict(), "xt": xt, "target": target, "pressure": out["pressure"]},
+                   cache)
+    tanh_network = problem.network
+    for kind in args.networks:
+        problem.network = tanh_network if kind == "tanh" else drug_network(kind, problem.geometry, 0)
+        load = os.getloadavg()
+        result = diagnosis.supervised_fit(problem, xt, target, args.steps)
+        out.setdefault("supervised", {})[kind + args.suffix] = result | {"load_average": {"before": load, "after": os.getloadavg()}}
+        print(kind, json.dumps(result, indent=1), flush=True)
+        args.output.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
