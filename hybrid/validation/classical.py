@@ -111,14 +111,20 @@ def ifp_tissue(tumour: TissueProperties, names, theta) -> TissueProperties:
                    vascular_pressure=pv)
 
 
-def _scaled_residual(image: np.ndarray, noise_sd: float, predict: Callable[[np.ndarray], np.ndarray]):
-    """theta -> (prediction - image) / sd over the voxels finite in both."""
-    image = np.asarray(image, dtype=float)
+def _scaled_residual(images: dict, noise_sd: dict, predict: Callable[[np.ndarray], dict]):
+    """theta -> (prediction - image) / ``noise_sd[quantity]`` over the voxels finite in each of
+    ``images`` (quantity -> array; the data fix the voxels, so every residual has the same length),
+    quantities concatenated; ValueError where the prediction is not finite on an observed voxel."""
+    images = {quantity: np.asarray(image, dtype=float) for quantity, image in images.items()}
+    observed = {quantity: np.isfinite(image) for quantity, image in images.items()}
 
     def residual(theta):
         predicted = predict(theta)
-        use = np.isfinite(image) & np.isfinite(predicted)
-        return (predicted[use] - image[use]) / noise_sd
+        scaled = np.concatenate([(predicted[q][observed[q]] - images[q][observed[q]]) / noise_sd[q] for q in images])
+        if not np.isfinite(scaled).all():
+            raise ValueError("the model predicts no finite value in a voxel the image observes; set the image's "
+                             "voxels outside the mesh to NaN")
+        return scaled
     return residual
 
 
@@ -143,8 +149,8 @@ def fit_ifp(domain, tumour: TissueProperties, boundary: OuterBoundary, image: np
 
     def predict(theta):
         pressure = solve_ifp(domain, ifp_tissue(tumour, names, theta), boundary).pressure
-        return observe_on_grid(pressure, shape, affine_mm)
-    return fit(_scaled_residual(image, noise_sd, predict), names, x0, bounds, **options)
+        return {"ifp": observe_on_grid(pressure, shape, affine_mm)}
+    return fit(_scaled_residual({"ifp": image}, {"ifp": noise_sd}, predict), names, x0, bounds, **options)
 
 
 def fit_release_rate(setup, frame_times, images: np.ndarray, affine_mm: np.ndarray, noise_sd: float, *,
@@ -154,16 +160,13 @@ def fit_release_rate(setup, frame_times, images: np.ndarray, affine_mm: np.ndarr
     its solver is closed here) to ``images`` (nx, ny, nz, frames) of ``quantity`` ("total_drug"
     [mol/m^3 of tissue] or "released_fraction" [1]) at ``frame_times`` [s] (all > 0), noise
     ``noise_sd`` in the image unit. Each residual is one transport run to the last frame time
-    with the steps of ``setup.config.time.step`` landing on the frame times. Collective."""
+    with the steps of ``setup.config.time.step`` landing on the frame times. The fit of
+    :func:`fit_release_law` with ln k_rel (named "ln_release_rate") the one unknown. Collective."""
     setup.solver.close()
     rate = dolfinx.fem.Constant(setup.domain.mesh, float(np.exp(x0)))
-    model = replace(setup.solver.model, release_rate=rate)
-    shape = np.shape(images)[:3]
-
-    def predict(theta):
-        rate.value = float(np.exp(theta[0]))
-        return release_images(setup, model, frame_times, shape, affine_mm)[quantity]
-    return fit(_scaled_residual(images, noise_sd, predict), ("log_k_rel",), [x0], bounds, **options)
+    law = _ReleaseLaw(setup, replace(setup.solver.model, release_rate=rate), {"release_rate": (rate, True)},
+                      frame_times, np.shape(images)[:3], affine_mm, 3)
+    return _fit_law(law, {quantity: images}, {quantity: noise_sd}, bounds, options)
 
 
 def release_images(setup, model, frame_times, shape, affine_mm: np.ndarray, points_per_axis: int = 3) -> dict:
@@ -193,12 +196,13 @@ def release_images(setup, model, frame_times, shape, affine_mm: np.ndarray, poin
 
 
 class _ReleaseLaw:
-    """Release-law unknowns held in ``dolfinx.fem.Constant`` s of ``setup.solver.model``'s release
-    rate: ``constants`` name -> (Constant, ``log``), fitted as ln(value) where ``log`` else as the
-    value (e.g. pH_50 [1]); :meth:`images` of a vector of fitted variables (sets the constants)."""
+    """Release-law unknowns held in ``dolfinx.fem.Constant`` s of ``model``'s release rate (a
+    TransportModel run on ``setup``'s domain and flow): ``constants`` name -> (Constant, ``log``),
+    fitted as ln(value) where ``log`` else as the value (e.g. pH_50 [1]); :meth:`images` of a
+    vector of fitted variables (sets the constants)."""
 
-    def __init__(self, setup, constants: dict, frame_times, shape, affine_mm, points_per_axis: int):
-        self.setup, self.constants = setup, constants
+    def __init__(self, setup, model, constants: dict, frame_times, shape, affine_mm, points_per_axis: int):
+        self.setup, self.model, self.constants = setup, model, constants
         self.frame_times, self.shape, self.affine_mm, self.points_per_axis = frame_times, shape, affine_mm, points_per_axis
         self.logs = np.array([log for _, log in constants.values()], dtype=bool)
         self.names = tuple(f"ln_{name}" if log else name for name, (_, log) in constants.items())
@@ -214,7 +218,7 @@ class _ReleaseLaw:
 
     def images(self, theta) -> dict:
         self.set(theta)
-        return release_images(self.setup, self.setup.solver.model, self.frame_times, self.shape, self.affine_mm,
+        return release_images(self.setup, self.model, self.frame_times, self.shape, self.affine_mm,
                               self.points_per_axis)
 
 
@@ -225,17 +229,14 @@ def fit_release_law(setup, constants: dict, frame_times, images: dict, noise_sd:
     ``images`` (quantity "total_drug" and/or "released_fraction" -> (nx, ny, nz, frames) at
     ``frame_times`` [s], > 0) with noise ``noise_sd[quantity]`` (image unit); ``bounds`` (lower,
     upper) in the fitted variables (logs where ``log``). Each residual is one transport run. Collective."""
-    law = _ReleaseLaw(setup, constants, frame_times, next(iter(images.values())).shape[:3], affine_mm,
-                      points_per_axis)
+    law = _ReleaseLaw(setup, setup.solver.model, constants, frame_times, next(iter(images.values())).shape[:3],
+                      affine_mm, points_per_axis)
+    return _fit_law(law, images, noise_sd, bounds, options)
 
-    def residual(theta):
-        predicted = law.images(theta)
-        parts = []
-        for quantity, image in images.items():
-            use = np.isfinite(image) & np.isfinite(predicted[quantity])
-            parts.append((predicted[quantity][use] - image[use]) / noise_sd[quantity])
-        return np.concatenate(parts)
-    result = fit(residual, law.names, law.current(), bounds, **options)
+
+def _fit_law(law: _ReleaseLaw, images: dict, noise_sd: dict, bounds, options: dict) -> Fit:
+    """Least squares of ``law``'s unknowns from their current values; the constants left at the estimate."""
+    result = fit(_scaled_residual(images, noise_sd, law.images), law.names, law.current(), bounds, **options)
     law.set(result.estimate)
     return result
 
@@ -248,16 +249,11 @@ def release_identifiability(setup, constants: dict, frame_times, images: dict, n
     data: the finite voxels of ``images`` (quantity -> (nx, ny, nz, frames) at ``frame_times`` [s],
     > 0) with Gaussian noise ``noise_sd[quantity]`` (> 0, the image unit). Jacobian by central
     differences of ``step`` (2 transport runs per unknown); the constants are restored. Collective."""
-    law = _ReleaseLaw(setup, constants, frame_times, next(iter(images.values())).shape[:3], affine_mm,
-                      points_per_axis)
+    law = _ReleaseLaw(setup, setup.solver.model, constants, frame_times, next(iter(images.values())).shape[:3],
+                      affine_mm, points_per_axis)
     theta0 = law.current()
-    observed = {q: np.isfinite(image) for q, image in images.items()}
-
-    def scaled(theta):
-        predicted = law.images(theta)
-        return np.concatenate([predicted[q][observed[q]] / noise_sd[q] for q in images])
     try:
-        jacobian = central_jacobian(scaled, theta0, step)
+        jacobian = central_jacobian(_scaled_residual(images, noise_sd, law.images), theta0, step)
     finally:
         law.set(theta0)
     return analyse(jacobian, law.names, relative_threshold=rank_tolerance)
