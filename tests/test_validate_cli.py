@@ -398,6 +398,23 @@ def test_ph_release_pipeline_runs_and_marks_identifiability(ph_twin):
         assert identifiability["unknowns"][name]["cramer_rao_sd"] > 0
 
 
+@pytest.mark.parametrize("name, value, sd, log, identifiable", [
+    ("ph_50", 6.8, 0.04, False, True),          # 0.04 pH
+    ("ph_50", 6.8, 0.2, False, False),          # 0.2 pH: only 2.9 % of the value, yet the law is not pinned
+    ("ph_50", 6.8, 0.2 / 6.8, True, False),     # the same sd in ln pH_50
+    ("steepness", 2.0, 0.04, True, True),       # 4 % in ln n
+    ("steepness", 2.0, 0.2, False, False),      # 10 % of the value
+    ("release_rate", 5e-5, 1e-6, False, True)])  # 2 % of the value
+def test_identifiability_rule_is_absolute_in_ph_and_relative_otherwise(name, value, sd, log, identifiable):
+    """pH_50 is already logarithmic: its Cramer-Rao sd is judged in pH units (0.05), the others
+    relative to the value (5 %)."""
+    from hybrid.commands.crossval import identifiability_spread
+
+    spread, limit = identifiability_spread(name, value, sd, log)
+    assert (spread <= limit) is identifiable
+    assert limit == 0.05
+
+
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_ph_release_fem_at_the_true_law_reproduces_the_held_out_truth(ph_twin, ranks):
     """The FEM of validate with the true pH_50 and steepness on the inversion's pH map is the

@@ -39,8 +39,15 @@ from hybrid.identifiability import analyse, central_jacobian
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 from hybrid.problems.release import released_fraction
 
-__all__ = ["Fit", "fit", "fit_ifp", "fit_release_rate", "fit_release_law", "IFP_UNKNOWNS", "ifp_tissue",
+__all__ = ["RANK_TOLERANCE", "IDENTIFIABILITY_STEP", "Fit", "fit", "fit_ifp", "fit_release_rate", "fit_release_law", "IFP_UNKNOWNS", "ifp_tissue",
            "release_images", "release_identifiability"]
+
+RANK_TOLERANCE = 1e-4
+"""Singular values at most this fraction of the largest count as unseen directions (unidentifiable)."""
+
+IDENTIFIABILITY_STEP = 0.02
+"""Central-difference step of :func:`release_identifiability` in the fitted variables (ln of a
+log unknown [1], else its unit, e.g. pH)."""
 
 IFP_UNKNOWNS = {"full": ("log_K", "log_LpSV", "p_e"), "reduced": ("log_K_over_LpSV", "p_e")}
 """Unknowns of :func:`fit_ifp`: K [m^2/(Pa s)], Lp S/V [1/(Pa s)], K/(Lp S/V) [m^2] (natural logs), p_e [Pa]."""
@@ -73,8 +80,8 @@ class Fit:
                 "status": self.status}
 
 
-def fit(residual: Callable[[np.ndarray], np.ndarray], names, x0, bounds, *, rank_tolerance: float = 1e-4,
-        diff_step: float = 1e-4, jacobian_step: float = 1e-3, max_nfev: int = 50) -> Fit:
+def fit(residual: Callable[[np.ndarray], np.ndarray], names, x0, bounds, *,
+        rank_tolerance: float = RANK_TOLERANCE, diff_step: float = 1e-4, jacobian_step: float = 1e-3, max_nfev: int = 50) -> Fit:
     """Least squares of ``residual(theta)`` (scaled by the noise sd) from ``x0`` within ``bounds``
     ((lower, upper) arrays); counts the calls of ``residual`` (each one FEM solve). The fitted
     variables should be O(1)-sensitive (logs, or pressures in Pa): ``jacobian_step`` is absolute."""
@@ -242,7 +249,8 @@ def _fit_law(law: _ReleaseLaw, images: dict, noise_sd: dict, bounds, options: di
 
 
 def release_identifiability(setup, constants: dict, frame_times, images: dict, noise_sd: dict, affine_mm,
-                            points_per_axis: int = 3, *, step: float = 0.02, rank_tolerance: float = 1e-4):
+                            points_per_axis: int = 3, *, step: float = IDENTIFIABILITY_STEP,
+                            rank_tolerance: float = RANK_TOLERANCE):
     """Practical identifiability (:func:`hybrid.identifiability.analyse`) of release-law unknowns
     at their current values: ``constants`` name -> (``dolfinx.fem.Constant`` in ``setup.solver.model``'s
     release rate, ``log``), varied as ln(value) where ``log`` else as the value (e.g. pH_50 [1]);
