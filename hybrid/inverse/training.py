@@ -16,7 +16,8 @@ residual-adaptive collocation, checkpoints and resume, a progress line, seeds an
   their start values for the first ``unknowns_from_step`` steps, so that the state networks first
   fit the data and residuals: from untrained networks the residuals' gradients drive the unknowns
   far off, e.g. k_rel to -95 % on the 2-D tumour-in-host twin as the free-drug residual,
-  -k_rel C_L while C_F ~ 0, is balanced to a large weight), then
+  -k_rel C_L while C_F ~ 0, is balanced to a large weight; at the release their Adam moments
+  restart from zero, so the hold's gradients do not steer them), then
   L-BFGS with strong-Wolfe line search (``lbfgs_steps`` iterations) on the last points and weights;
   with ``lbfgs_resample`` the points are RAD-redrawn between L-BFGS chunks (of ``_LBFGS_CHUNK``
   iterations; the curvature history is kept): on fixed points L-BFGS can fit a field whose residual
@@ -82,6 +83,9 @@ class TrainingConfig:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         if self.adam_steps < 0 or self.lbfgs_steps < 0 or self.collocation_points < 1:
             raise ValueError("adam_steps and lbfgs_steps must be >= 0 and collocation_points >= 1")
+        if not 0 <= self.unknowns_from_step <= self.adam_steps:
+            raise ValueError(f"unknowns_from_step must be between 0 and adam_steps ({self.adam_steps}), got "
+                             f"{self.unknowns_from_step}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 (or None for torch's default), got {self.threads!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -216,6 +220,8 @@ class Trainer:
             if c.balance != "none" and c.balance_every and self.step % c.balance_every == 0:
                 self._balance()
             if c.unknowns_from_step and len(self.adam.param_groups) > 1:   # the unknowns' group: held, then released
+                if self.step == c.unknowns_from_step:
+                    _restart_moments(self.adam, self.adam.param_groups[1])
                 rate = c.unknown_learning_rate if self.step >= c.unknowns_from_step else 0.0
                 _set_learning_rate(self.adam.param_groups[1], rate, use_graph)
             terms = self._captured_adam_step() if use_graph else self._adam_step()
@@ -294,6 +300,16 @@ class Trainer:
         self.generator.set_state(state["generator"])
         self.step, self.seconds, self.history = state["step"], state["seconds"], state["history"]
         return self
+
+
+def _restart_moments(adam: torch.optim.Adam, group: dict) -> None:
+    """Zero Adam's step count and moments of ``group``'s parameters in place (a CUDA graph keeps
+    its tensors), so that gradients seen while the group was held (lr 0) do not steer its first
+    steps."""
+    for parameter in group["params"]:
+        for value in adam.state.get(parameter, {}).values():
+            if isinstance(value, torch.Tensor):
+                value.zero_()
 
 
 def _set_learning_rate(group: dict, rate: float, captured: bool) -> None:

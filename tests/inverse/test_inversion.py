@@ -130,3 +130,19 @@ def test_unknowns_held_at_their_start_for_the_first_steps():
     assert len(held) == 20 and all(e["conductivity"] == start["conductivity"][0] for e in held)
     assert history[-1]["estimates"]["conductivity"] != start["conductivity"][0]
     assert history[19]["terms"] != history[0]["terms"]   # the networks trained meanwhile
+
+
+def test_released_unknowns_start_adam_afresh():
+    """The hold leaves no trace in Adam: the first step after ``unknowns_from_step`` moves each raw
+    unknown by the learning rate, as a fresh Adam's first step does (moments accumulated during
+    the hold would scale it by their stale history); the hold must lie within the Adam steps."""
+    for bad in (-1, 31):
+        with pytest.raises(ValueError, match="unknowns_from_step"):
+            TrainingConfig(adam_steps=30, unknowns_from_step=bad)
+    config = TrainingConfig(adam_steps=21, unknowns_from_step=20, collocation_points=64, progress_every=0,
+                            dtype="float64", unknown_learning_rate=1e-2)
+    trainer = Trainer(twins.ifp_problem(twins.ifp_observations(noise=0.02, voxels=16)), config)
+    raw = lambda: torch.cat([p.detach().flatten() for u in trainer.problem.scalar_unknowns() for p in u.parameters()])
+    start = raw().clone()
+    trainer.run()
+    np.testing.assert_allclose((raw() - start).abs().numpy(), 1e-2, rtol=1e-5)
