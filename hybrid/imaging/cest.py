@@ -297,23 +297,34 @@ def fit_zspectrum(offsets_ppm, z, pools: tuple[LorentzPool, ...] | None = None, 
                               max_rms=max_rms, max_iter=max_iter, water_tol_ppm=water_tol_ppm)[0]
 
 
+_NOISE_FIT_TERMS = 3
+"""Terms of the polynomial (a quadratic) :func:`off_resonance_noise_sd` removes from each side."""
+
+
 def off_resonance_noise_sd(offsets_ppm, z, beyond_ppm: float = 8.0, ref_ppm: float = 20.0) -> np.ndarray:
     """Noise SD of each spectrum in ``z`` (..., n_offsets), raw or normalised, as a fraction of its
-    off-resonance level: the SD of successive differences of the samples at
-    ``beyond_ppm`` <= |offset| < ``ref_ppm`` (no CEST line there; each side in offset order, so a
-    linear baseline slope cancels) over sqrt(2), divided by their mean. Needs >= 2 such samples on
-    a side (3 in all); returns the voxel shape."""
+    off-resonance level: the residual of a least-squares quadratic in the offset fitted on each
+    side to the samples at ``beyond_ppm`` <= |offset| < ``ref_ppm`` (no CEST line there; offsets
+    may be uneven), root of the residual sum of squares over its degrees of freedom (n - 3 a side,
+    pooled), divided by the samples' mean. The quadratic absorbs the smooth water and MT tails, so
+    a noiseless spectrum gives ~0 (successive differences would report their slope and curvature
+    as noise). Uses the sides with >= 4 such samples (one at least); returns the voxel shape."""
     off, z = _check(offsets_ppm, z)
     sides = [(off >= beyond_ppm) & (off < ref_ppm), (off <= -beyond_ppm) & (off > -ref_ppm)]
-    sides = [side for side in sides if side.sum() >= 2]
-    if sum(int(side.sum()) for side in sides) < 3:
-        raise ValueError(f"need >= 3 offsets at {beyond_ppm:g} <= |offset| < {ref_ppm:g} ppm (>= 2 on a side) to "
-                         "estimate the noise; acquire offsets there or fit without noise weights")
-    diffs = np.concatenate([np.diff(z[..., np.flatnonzero(side)[np.argsort(off[side])]], axis=-1)
-                            for side in sides], axis=-1)
+    sides = [side for side in sides if side.sum() >= _NOISE_FIT_TERMS + 1]
+    if not sides:
+        raise ValueError(f"need >= {_NOISE_FIT_TERMS + 1} offsets at {beyond_ppm:g} <= |offset| < {ref_ppm:g} ppm on "
+                         "one side to estimate the noise; acquire offsets there or fit without noise weights")
+    squares, dof = 0.0, 0
+    for side in sides:
+        x = off[side]
+        basis = np.linalg.qr(np.vander((x - x.mean()) / np.ptp(x), _NOISE_FIT_TERMS))[0]   # orthonormal columns
+        samples = z[..., side]
+        squares = squares + np.sum((samples - (samples @ basis) @ basis.T) ** 2, axis=-1)
+        dof += x.size - _NOISE_FIT_TERMS
     level = z[..., np.any(sides, axis=0)].mean(axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.std(diffs, axis=-1) / np.sqrt(2) / level
+        return np.sqrt(squares / dof) / level
 
 
 def _relative_weights(noise_sd, shape, n_spec) -> np.ndarray:
