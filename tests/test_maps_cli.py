@@ -319,8 +319,9 @@ def test_unusable_calibration_spectra_exit_2_with_one_error_line(vial_study, tmp
 def test_two_powers_on_the_phantom(phantom_dir):
     """``maps_two_powers.toml`` as ``hybrid phantom`` writes it: the 3 and 2 uT series fitted jointly,
     the mean ST ratio calibrated on the phantom's vial spectra at both powers (vials.csv; 30 mM in
-    water, unlike the tissue). Measured on this 24x24 phantom: ROI-mean pH errors -0.022..+0.001,
-    voxel RMS 0.017-0.069, every voxel valid; the 3 uT series alone (maps.toml, amplitude ratio)
+    water, unlike the tissue). Measured on this 24x24 phantom: ROI-mean pH errors -0.020..-0.001,
+    voxel RMS 0.017-0.065 (-0.022..+0.001 and 0.017-0.069 with the earlier successive-difference
+    noise weights), every voxel valid; the 3 uT series alone (maps.toml, amplitude ratio)
     gives RMS 0.026-0.085 and 99.7 % valid."""
     from hybrid.imaging.phantom import LABELS, REGIONS
 
@@ -338,7 +339,7 @@ def test_two_powers_on_the_phantom(phantom_dir):
     for region in ("host", "rim", "core", "necrotic"):
         error = ph[labels == LABELS[region]] - REGIONS[region]["pH"]
         print(f"\ntwo powers, {region}: ROI error {np.nanmean(error):+.3f}, voxel RMS {np.sqrt(np.nanmean(error ** 2)):.3f}")
-        assert abs(np.nanmean(error)) < 0.05 and np.sqrt(np.nanmean(error ** 2)) < 0.14
+        assert abs(np.nanmean(error)) < 0.05 and np.sqrt(np.nanmean(error ** 2)) < 0.1
 
 
 @pytest.fixture(scope="module")
@@ -375,7 +376,7 @@ def _two_power_toml(root, name, extra="", series="cest_2uT.nii.gz", second="cest
 def test_two_powers_on_measured_vials(two_power_vials):
     """Measured 2 and 3 uT vials through the CLI: the calibration is the one the library gives on
     the table (noise-weighted joint fit of both powers, mean ratio; measured: st, linear,
-    leave-one-out 0.103 pH, nested 0.18 with ratio = "auto"; without noise weights 0.106 / 0.17),
+    leave-one-out 0.107 pH, nested 0.18 with ratio = "auto"; without noise weights 0.106 / 0.17),
     the calibration vials read back as pH + residual wherever their float32 image stays inside
     the calibrated ratio range, and the held-out vials (another T1) are read where their ratio
     falls inside it. ``noise_weighted = false`` gives the unweighted library calibration."""
