@@ -24,8 +24,8 @@ import math
 from hybrid.problems.namespace import LN10, Namespace, logistic, namespace_of
 from hybrid.problems.parameters import default, value_or_default
 
-__all__ = ["PH_LAW_UNITS", "ph_law_constants", "ph_release_rate", "thermal_release_rate", "intravascular_released_fraction", "released_fraction",
-           "released_fraction_misfit"]
+__all__ = ["PH_LAW_UNITS", "ph_law_constants", "ph_release_rate", "thermal_release_rate",
+           "intravascular_released_fraction", "released_fraction", "released_fraction_misfit"]
 
 
 PH_LAW_UNITS = {"ph_50": "1", "steepness": "1", "base_rate": "1/s", "max_rate": "1/s"}

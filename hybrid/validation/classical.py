@@ -39,8 +39,8 @@ from hybrid.identifiability import analyse, central_jacobian
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 from hybrid.problems.release import released_fraction
 
-__all__ = ["RANK_TOLERANCE", "IDENTIFIABILITY_STEP", "Fit", "fit", "fit_ifp", "fit_release_rate", "fit_release_law", "IFP_UNKNOWNS", "ifp_tissue",
-           "release_images", "release_identifiability"]
+__all__ = ["RANK_TOLERANCE", "IDENTIFIABILITY_STEP", "Fit", "fit", "fit_ifp", "fit_release_rate", "fit_release_law",
+           "IFP_UNKNOWNS", "ifp_tissue", "release_images", "release_identifiability"]
 
 RANK_TOLERANCE = 1e-4
 """Singular values at most this fraction of the largest count as unseen directions (unidentifiable)."""
@@ -80,8 +80,8 @@ class Fit:
                 "status": self.status}
 
 
-def fit(residual: Callable[[np.ndarray], np.ndarray], names, x0, bounds, *,
-        rank_tolerance: float = RANK_TOLERANCE, diff_step: float = 1e-4, jacobian_step: float = 1e-3, max_nfev: int = 50) -> Fit:
+def fit(residual: Callable[[np.ndarray], np.ndarray], names, x0, bounds, *, rank_tolerance: float = RANK_TOLERANCE,
+        diff_step: float = 1e-4, jacobian_step: float = 1e-3, max_nfev: int = 50) -> Fit:
     """Least squares of ``residual(theta)`` (scaled by the noise sd) from ``x0`` within ``bounds``
     ((lower, upper) arrays); counts the calls of ``residual`` (each one FEM solve). The fitted
     variables should be O(1)-sensitive (logs, or pressures in Pa): ``jacobian_step`` is absolute."""
