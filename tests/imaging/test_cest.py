@@ -441,9 +441,10 @@ def test_off_resonance_noise_sd(offsets, smooth_limit):
     (with MT, 2 and 3 uT; the water and MT tails are not noise; measured at most 7e-5 on the
     0.1 ppm grid, 5e-4 on the measured offsets, where successive differences gave 1e-3 to
     4e-3), and the SD of Gaussian noise added to them, as a fraction of the off-resonance level
-    (mean of 200 voxels within 20 %; the root of an unbiased variance with few degrees of freedom reads a little low), on the test grid and on
-    the measured tables' uneven offsets (8-12 ppm: 5 and 4 samples); reference offsets beyond
-    20 ppm are not used; too few such offsets are refused."""
+    (mean of 200 voxels within 20 %; the root of an unbiased variance with few degrees of
+    freedom reads a little low), on the test grid and on the measured tables' uneven offsets
+    (8-12 ppm: 5 and 4 samples); reference offsets beyond 20 ppm are not used; too few such
+    offsets are refused."""
     rng = np.random.default_rng(3)
     for b1 in (2e-6, 3e-6):
         clean = bm.simulate_iopamidol(offsets, np.linspace(6.2, 7.3, 12), mt=MT, b1=b1)
