@@ -32,7 +32,7 @@ voxels; everything is vectorised over voxels. Conventions (reference imaging.md 
   their independent noise (``hybrid maps`` with ``[cest] series_second_power``; noise-weighted by
   default); ``b1_ratio`` is the B1-ratiometric index of one amide (Longo et al. 2014). On the measured 2/3 uT vials (four T1 series of eight) the mean ST ratio of the joint
   fit has a noise floor 5-25 % below the better single power's, a leave-one-out error of
-  0.03-0.11 pH over pH 6.5-7.3 (nested 0.09-0.12) and 0.11-0.26 over pH 6.2-7.3; the 2/3 uT
+  0.03-0.11 pH over pH 6.5-7.3 (nested 0.10-0.13) and 0.11-0.26 over pH 6.2-7.3; the 2/3 uT
   B1 ratio hardly depends on pH (the powers are too close): benchmarks/cest_ph.py. Below pH 6.5
   both amides saturate and every ratio flattens: calibrate and read over pH 6.5-7.3.
 """
