@@ -204,7 +204,8 @@ class CoupledProblem(TransportProblem):
         self.host_surface_ratio = float(host_surface_ratio)
         self.uptake = uptake
         self.flow_points = int(flow_points)
-        self.register_buffer("flow_x", geometry.sample(self.flow_points, torch.Generator().manual_seed(0)))
+        self.register_buffer("flow_x", geometry.sample(self.flow_points, torch.Generator().manual_seed(0)),
+                             persistent=self.flow_points > 0)
 
     def sample_collocation(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` (x~, t~) points; also redraws the flow's own points (``flow_points``) from ``generator``."""
@@ -213,11 +214,9 @@ class CoupledProblem(TransportProblem):
                                                    device=self.flow_x.device))
         return super().sample_collocation(n, generator)
 
-    def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
-        terms = super().loss_terms(points)
-        if self.flow_points:   # the flow's terms on its own points
-            terms.update({f"{name}_ifp": value for name, value in self.flow.loss_terms(self.flow_x.clone()).items()})
-        return terms
+    def _flow_points(self, points: torch.Tensor) -> torch.Tensor:
+        """The flow's own points (``flow_points`` > 0), else those of the drug's collocation ``points``."""
+        return self.flow_x.clone() if self.flow_points else super()._flow_points(points)
 
     def _regional(self, exchange: DrugExchange | None, x: torch.Tensor) -> DrugExchange | None:
         """``exchange`` with P S/V per point: tumour value, times host_surface_ratio in the host."""

@@ -301,6 +301,11 @@ class TransportProblem(InverseProblem):
         return {"darcy_flux": -conductivity * grad_p, "flux_divergence": vascular - lymphatic,
                 "fluid_source": vascular, "lymphatic_sink": lymphatic}
 
+    def _flow_points(self, points: torch.Tensor) -> torch.Tensor:
+        """The nondimensional space points (n, dim) on which the flow's loss terms are taken: those
+        of the collocation ``points`` (x~, t~)."""
+        return points[:, :-1].detach().clone()
+
     def pointwise_residual(self, points: torch.Tensor) -> torch.Tensor:
         squares = sum(r**2 for r in self._residuals(points))
         if self.flow is not None:
@@ -310,7 +315,7 @@ class TransportProblem(InverseProblem):
     def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
         terms = {f"pde_{name}": (r**2).mean() for name, r in zip(("lipo", "free", "cell"), self._residuals(points))}
         if self.flow is not None:
-            for name, value in self.flow.loss_terms(points[:, :-1].detach().clone()).items():
+            for name, value in self.flow.loss_terms(self._flow_points(points)).items():
                 terms[f"{name}_ifp"] = value
         if self.boundary == "no_flux":
             xt = self.boundary_xt.clone().requires_grad_(True)

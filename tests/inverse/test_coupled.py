@@ -193,12 +193,26 @@ def test_flow_terms_on_their_own_points_redrawn_with_the_collocation_points():
     points = problem.sample_collocation(50, generator)
     own = problem.flow_x.clone()
     assert own.shape == (300, 2) and bool(geometry.contains(own).all())
+    evaluated_on = []   # the flow's terms are computed once per step, on its own points only
+    flow_loss_terms = flow.loss_terms
+    flow.loss_terms = lambda x: evaluated_on.append(x.shape[0]) or flow_loss_terms(x)
     terms = problem.loss_terms(points.clone())
+    del flow.loss_terms
+    assert evaluated_on == [300]
     assert torch.equal(terms["pde_ifp"], flow.loss_terms(own.clone())["pde"])
     assert not torch.equal(terms["pde_ifp"], flow.loss_terms(points[:, :-1].clone())["pde"])
     problem.sample_collocation(50, generator)
     assert not torch.equal(problem.flow_x, own)
     assert problem.network.network.layers[0].in_features == 2 * 4 + 5   # (x, y, t, |phi|, tanh(phi / w))
+    assert "flow_x" in problem.state_dict()
+
+
+def test_flow_points_are_not_saved_when_the_flow_uses_the_collocation_points():
+    geometry = TumourInHost(2, R_O, tumour_radius=R_T)
+    flow = HostIFPProblem(geometry, _host_coefficients(geometry), generator=torch.Generator().manual_seed(0))
+    problem = CoupledProblem(geometry, {"diffusivity_lipo": D_L, "diffusivity_free": D_F, "release_rate": K_REL},
+                             flow=flow, end_time=T, concentration_scale=C0, width=8, depth=1, features=4)
+    assert "flow_x" not in problem.state_dict()
 
 
 def test_region_coefficient_and_geometry_refuse_bad_input():
