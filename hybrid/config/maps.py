@@ -112,7 +112,7 @@ class MapsConfig:
                                        # of the two powers' ratios; calibration_spectra must then
                                        # hold the vials at both powers (rows in the same vial order)
         noise_weighted = true          # with series_second_power: weight each power's residuals in
-                                       # the joint fit by 1 / its noise SD (from |offset| 8-20 ppm)
+                                       # the joint fit by 1 / its noise SD (quadratic-fit residual at |offset| 8-20 ppm)
         calibration_ph = [6.2, ...]    # calibration vials: pH ...
         calibration_ratio = [-0.45, ...]  # ... and their ratio (same `ratio` method and pools)
         calibration_spectra = "vials.csv" # or: the vials' Z-spectra, one row each with its pH
