@@ -276,7 +276,8 @@ def main() -> None:
                               unknowns_from_step=args.unknowns_from_step, balance=args.balance,
                               unknown_learning_rate=args.unknown_lr)
     pretraining = replace(training, adam_steps=args.pretrain_adam, lbfgs_steps=args.pretrain_lbfgs,
-                          collocation_points=args.flow_points or args.points, lbfgs_resample=False)
+                          collocation_points=args.flow_points or args.points, lbfgs_resample=False,
+                          unknowns_from_step=0)   # the unknowns are held during pressure pre-training anyway
     cpu0, wall0 = time.process_time(), time.perf_counter()
     pretrained = (pretrain_pressure(problem, pretraining, lambda line: print("pressure", line, flush=True))
                   if args.pretrain_adam + args.pretrain_lbfgs else None)
