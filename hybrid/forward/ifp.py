@@ -247,9 +247,9 @@ class LinearSolveStats:
 def solve_linear(a, L, bcs, solution, options: dict, prefix: str,
                  fields: tuple[str, ...] = ()) -> LinearSolveStats:
     """Assemble ``a u = L`` with Dirichlet ``bcs`` and solve it into ``solution`` with PETSc options
-    ``options`` (under ``prefix``, so a user's -prefix_ksp_* options also apply). ``options`` are
-    in PETSc's options database only for this solve: afterwards each key has its previous value
-    again (a user's command-line option included) or is gone.
+    ``options`` under ``prefix``. An option already in PETSc's options database under ``prefix``
+    (a user's ``-prefix_ksp_*`` on the command line or in PETSC_OPTIONS) wins over the same key of
+    ``options``; the other keys are in the database only for this solve, which leaves it as it was.
 
     Block systems: ``a`` a list of rows of bilinear forms (None for an empty block), ``L`` a list
     of linear forms and ``solution`` a list of Functions, one per block, named ``fields``. With
@@ -259,9 +259,11 @@ def solve_linear(a, L, bcs, solution, options: dict, prefix: str,
     from petsc4py import PETSc
 
     t0 = time.perf_counter()
+    database = PETSc.Options()
+    added = {key: value for key, value in options.items() if not database.hasName(prefix + key)}
     a_form, L_form = dolfinx.fem.form(a), dolfinx.fem.form(L)
     blocked = isinstance(solution, (list, tuple))
-    nest = blocked and options.get("pc_type") == "fieldsplit"
+    nest = blocked and database.getString(prefix + "pc_type", options.get("pc_type")) == "fieldsplit"
     A = dolfinx.fem.petsc.assemble_matrix(a_form, bcs=bcs, kind="nest" if nest else None)
     A.assemble()
     if blocked:
@@ -282,9 +284,7 @@ def solve_linear(a, L, bcs, solution, options: dict, prefix: str,
     t1 = time.perf_counter()
     solver = PETSc.KSP().create(A.getComm())
     solver.setOptionsPrefix(prefix)
-    database = PETSc.Options()
-    previous = {key: database.getString(prefix + key) for key in options if database.hasName(prefix + key)}
-    for key, value in options.items():
+    for key, value in added.items():
         database[prefix + key] = value
     try:
         solver.setOperators(A)
@@ -299,11 +299,8 @@ def solve_linear(a, L, bcs, solution, options: dict, prefix: str,
         for function in solution if blocked else [solution]:
             function.x.scatter_forward()
     finally:
-        for key in options:
-            if key in previous:
-                database[prefix + key] = previous[key]
-            else:
-                database.delValue(prefix + key)
+        for key in added:
+            database.delValue(prefix + key)
         for petsc_object in (solver, A, b) + ((x,) if blocked else ()):
             petsc_object.destroy()
     return LinearSolveStats(t1 - t0, time.perf_counter() - t1, iterations)

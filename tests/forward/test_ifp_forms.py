@@ -1,15 +1,20 @@
 """The IFP solver's forms compile once for all meshes and coefficient values, and its PETSc options
-leave the global options database as they found it.
+leave the global options database as they found it, a user's options winning over them.
 
 Before the fix: the conditioning factors (``scale``, ``k_ref``, ``mass_scale``) and the Robin data
 entered the UFL forms as Python floats, so a second solve with another conductivity compiled new
 kernels (1.7 s pressure, 3.7 s flux on a small sphere, benchmarks/ifp_form_compile.py); and
-solve_linear deleted a user's ``-hybrid_ifp_*`` option of the same name after the solve."""
+solve_linear deleted a user's ``-hybrid_ifp_*`` option of the same name after the solve. Then it
+overwrote such an option during the solve, so a user's ``-hybrid_flux_ksp_type`` or
+``-hybrid_ifp_ksp_rtol`` never reached the solver when a default or ``[solver] petsc_options`` set
+the same key."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 SCRIPT = """
 import sys
@@ -59,3 +64,47 @@ def test_solver_options_leave_a_users_option_in_place():
         assert not database.hasName("hybrid_ifp_pc_type")   # the solver's own options are gone
     finally:
         database.delValue("hybrid_ifp_ksp_rtol")
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("prefix", ["hybrid_ifp_", "hybrid_flux_"])
+def test_a_users_option_wins_over_config_and_defaults_and_stays(prefix, tmp_path):
+    """Precedence: the user's options database (command line, PETSC_OPTIONS) > ``petsc_options``
+    passed in (config) > built-in defaults. Read back from the KSP's own ``-ksp_view`` report.
+    Defaults: pressure CG, rtol 1e-10; flux (2-D) preonly + LU."""
+    from mpi4py import MPI
+
+    from hybrid.forward import solve_ifp   # loads the FEM stack before petsc4py
+    from petsc4py import PETSc
+    from hybrid.forward.verification import unit_square_domain
+    from hybrid.problems.ifp import OuterBoundary, TissueProperties
+
+    comm = MPI.COMM_WORLD
+    report = Path(comm.bcast(str(tmp_path), root=0)) / "ksp.txt"
+    user = {"ksp_type": "gmres", "ksp_rtol": "1e-4", "ksp_view": f"ascii:{report}"}
+    config = {"ksp_type": "bcgs", "ksp_rtol": 1e-6, "ksp_max_it": 777}
+    database = PETSc.Options()
+    for key, value in user.items():
+        database[prefix + key] = value
+    try:
+        solution = solve_ifp(unit_square_domain(comm, 4), TissueProperties.defaults("tumour"), OuterBoundary(),
+                             petsc_options=config if prefix == "hybrid_ifp_" else None)
+        if prefix == "hybrid_flux_":
+            solution.flux
+        for key, value in user.items():
+            assert database.getString(prefix + key) == value
+        assert not database.hasName(prefix + "pc_type")   # the solver's own options are gone
+        assert not database.hasName(prefix + "ksp_max_it")
+    finally:
+        for key in user:
+            database.delValue(prefix + key)
+    comm.barrier()
+    view = report.read_text()
+    assert f"KSP Object: ({prefix})" in view
+    assert "type: gmres" in view
+    assert "relative=0.0001," in view
+    if prefix == "hybrid_ifp_":
+        assert "maximum iterations=777," in view   # config over the default 1000
+        assert "PC Object: (hybrid_ifp_)" in view and "type: gamg" in view   # default where neither sets it
+    else:
+        assert "type: lu" in view
