@@ -14,9 +14,10 @@ beyond the stages before it.
 Each case runs in its own process (``--worker``), serially at two sizes and under
 ``mpirun -n 2`` at the smaller one. Results are merged into benchmarks/results/darcy_flux_cost.json
 under ``--label`` (e.g. ``before`` for the solver of an older commit, ``after`` for this one).
-PETSc options after ``--`` (``-hybrid_flux_*``) reach the flux solver where
-:data:`hybrid.forward.ifp.FLUX_PETSC_OPTIONS` does not set them (e.g. GAMG tuning); an older
-solver is measured by putting that commit's ``hybrid/`` first on ``PYTHONPATH``.
+PETSc options after ``--`` (``-hybrid_flux_*``) reach the flux solver and win over
+:data:`hybrid.forward.ifp.FLUX_PETSC_OPTIONS` (e.g. ``-hybrid_flux_ksp_gmres_restart 30`` or GAMG
+tuning); an older solver is measured by putting that commit's ``hybrid/`` first on ``PYTHONPATH``
+(before commit 6ce4104, options that FLUX_PETSC_OPTIONS sets were overwritten by it).
 """
 
 from __future__ import annotations
