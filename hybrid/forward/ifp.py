@@ -184,7 +184,8 @@ def solve_ifp(domain: TumourMesh, tumour: TissueProperties, boundary: OuterBound
     ``filtration_coefficient`` (Lp) [m/(Pa s)] by a DOLFINx Function or UFL expression. A vessel
     wall uses the Lp and p_e of the cells it bounds (region values or these fields).
     ``source`` is an optional extra volume source [1/s] (UFL), used by manufactured-solution
-    tests. ``petsc_options`` update :data:`DEFAULT_PETSC_OPTIONS`.
+    tests. ``petsc_options`` update :data:`DEFAULT_PETSC_OPTIONS`; a user's ``-hybrid_ifp_*`` PETSc
+    options win over both (:func:`solve_linear`).
     """
     if degree not in (1, 2, 3):
         raise ValueError(f"degree must be 1, 2 or 3, got {degree}")
