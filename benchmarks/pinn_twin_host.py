@@ -72,17 +72,17 @@ import torch
 from mpi4py import MPI
 
 from hybrid.commands.crossval import relative_l2
-from hybrid.commands.invert import release_physics
+from hybrid.commands.invert import coupled_physics, with_tumour_flow
 from hybrid.commands.synthesize import frame_stops, observation_grid, run_synthesize
 from hybrid.commands.transport import build_domain, setup_transport
 from hybrid.config.synthesize import load_synthesize_config
 from hybrid.forward.image_sampling import observe_on_grid
 from hybrid.forward.transport import TransportSolver
 from hybrid.identifiability import analyse
-from hybrid.inverse import (BoundedScalar, CoupledProblem, DrugExchange, HostIFPProblem, RegionCoefficient, Trainer,
-                            TrainingConfig, TumourInHost)
+from hybrid.config.invert import COUPLED_UNKNOWNS
+from hybrid.inverse import CoupledProblem, Trainer, TrainingConfig
+from hybrid.inverse.coupled import TUMOUR_FLOW_UNKNOWNS, pretrain_pressure, tumour_host_problem
 from hybrid.inverse.images import DRUG_FIELDS, drug_at, pressure_at
-from hybrid.inverse.networks import STATE_NETWORK
 from hybrid.io.observations import read_drug_series, read_truth
 from hybrid.records import ObservationOperator
 
@@ -90,8 +90,8 @@ HERE = Path(__file__).resolve().parent
 TOML = HERE / "pinn_twin_host.toml"
 UNKNOWNS = {   # name: (unit, lower, upper, initial, log, truth.json key)
     "release_rate": ("1/s", 1e-7, 1e-3, 1e-5, True, "release_rate"),
-    "tumour_conductivity": ("m^2/(Pa s)", 3e-15, 3e-13, 1e-14, True, "tumour.hydraulic_conductivity"),
-    "tumour_effective_pressure": ("Pa", 100.0, 4000.0, 2500.0, True, "tumour_derived.effective_pressure"),
+    "conductivity": ("m^2/(Pa s)", 3e-15, 3e-13, 1e-14, True, "tumour.hydraulic_conductivity"),   # the tumour's
+    "effective_pressure": ("Pa", 100.0, 4000.0, 2500.0, True, "tumour_derived.effective_pressure"),
 }
 TARGETS = {"scalar": 0.05, "pressure": 0.05, "drug": 0.02, "cpu_seconds": 900.0}
 
@@ -100,17 +100,10 @@ def quiet(_line: str) -> None:
     """A log that drops the FEM's progress lines."""
 
 
-def with_tumour(config, conductivity: float, effective_pressure: float):
-    """``config`` with the tumour's K [m^2/(Pa s)] and p_e [Pa] (through p_v = p_e + sigma (pi_v - pi_i))."""
-    t = config.tumour
-    vascular = effective_pressure + t.reflection_coefficient * (t.plasma_oncotic_pressure - t.interstitial_oncotic_pressure)
-    return replace(config, tumour=replace(t, hydraulic_conductivity=conductivity, vascular_pressure=vascular))
-
-
 def fem_frames(config, domain, values: dict, times, on_frame) -> None:
     """FEM transport of ``config`` with ``values`` (the three unknowns [SI]); ``on_frame(t, species)``
     at every frame time of ``times`` [s]."""
-    config = with_tumour(config, values["tumour_conductivity"], values["tumour_effective_pressure"])
+    config = with_tumour_flow(config, values)
     setup = setup_transport(config, MPI.COMM_SELF, quiet, {}, domain=domain)
     setup.solver.close()
     solver = TransportSolver(setup.domain, replace(setup.solver.model, release_rate=values["release_rate"]),
@@ -159,56 +152,17 @@ def identifiability(config, domain, truth: dict, observation, step: float = 0.02
 
 def build_problem(config, records, seed: int, points_interface: int = 256, initial: dict | None = None,
                   **network) -> CoupledProblem:
-    """The coupled PINN of the twin, the known coefficients read from ``config``; ``initial``: start
-    values of the unknowns [SI] (None: those of UNKNOWNS); ``network``: keywords of CoupledProblem
-    (width, sigma, interface_width, flow_points, ...) over the defaults STATE_NETWORK."""
-    geometry = config.geometry
-    tumour_radius = geometry.tumour_radius
-    physics = release_physics(replace(config, geometry=replace(geometry, host_thickness=0.0)), tumour_radius)
-    region = TumourInHost(2, tumour_radius + geometry.host_thickness, tumour_radius=tumour_radius)
-    generator = torch.Generator().manual_seed(seed)
+    """The coupled PINN of the twin (:func:`hybrid.inverse.coupled.tumour_host_problem`, as ``hybrid
+    invert`` kind "coupled" builds it), the known coefficients read from ``config``; ``initial``:
+    start values of the unknowns [SI] (None: those of UNKNOWNS); ``network``: keywords of
+    CoupledProblem (width, sigma, interface_width, flow_points, ...) over the defaults STATE_NETWORK."""
     start = {name: spec[3] for name, spec in UNKNOWNS.items()} | (initial or {})
-    unknowns = {name: BoundedScalar(name, unit, lo, hi, initial=start[name], log=log)
-                for name, (unit, lo, hi, _, log, _) in UNKNOWNS.items()}
-    tumour, host = config.tumour, config.host
-    flow = HostIFPProblem(region, {
-        "conductivity": RegionCoefficient(region, "tumour_conductivity", host.hydraulic_conductivity),
-        "vascular_exchange": RegionCoefficient(region, tumour.vascular_exchange, host.vascular_exchange),
-        "effective_pressure": RegionCoefficient(region, "tumour_effective_pressure", host.effective_pressure),
-        "lymphatic_filtration": RegionCoefficient(region, tumour.lymphatic_filtration, host.lymphatic_filtration),
-        "lymphatic_pressure": RegionCoefficient(region, tumour.lymphatic_pressure, host.lymphatic_pressure),
-        "tumour_conductivity": unknowns["tumour_conductivity"],
-        "tumour_effective_pressure": unknowns["tumour_effective_pressure"]},
-        far_pressure=physics["flow"]["far_pressure"], pressure_scale=1000.0, interface_points=points_interface,
-        generator=generator)
-    rate = start["release_rate"]
-    loss = physics["uptake_rate"] + physics["exchange_free"]["permeability_surface"] / physics["interstitial_fraction"]
-    scale = float(np.nanmax(np.abs(records[0].values)))
-    return CoupledProblem(
-        region, {name: physics[name] for name in ("diffusivity_lipo", "diffusivity_free", "uptake_rate", "clearance")}
-        | {"release_rate": unknowns["release_rate"]}, flow=flow, end_time=physics["end_time"],
-        concentration_scale=scale, observations=records, boundary="no_flux",
-        exchange_lipo=DrugExchange(**physics["exchange_lipo"]), exchange_free=DrugExchange(**physics["exchange_free"]),
-        host_surface_ratio=host.vessel_surface_density / config.tissue.surface_to_volume,
-        hindrance=physics["hindrance"], interstitial_fraction=physics["interstitial_fraction"],
-        state_scales=(1.0, min(1.0, rate / loss), min(1.0, rate * physics["end_time"])),
-        generator=generator, **(STATE_NETWORK | network))
-
-
-def pretrain_pressure(problem: CoupledProblem, config: TrainingConfig, progress) -> dict:
-    """Train the pressure network alone on its Darcy-Starling residual and interface condition (no
-    data, the scalar unknowns held at their start values) before the joint training: the drug's
-    vascular source depends on p_e - p, only ~35 Pa of ~1500 Pa at the tumour centre. Returns the
-    last history record (with the seconds)."""
-    scalars = [u.raw for u in problem.flow.scalar_unknowns()]
-    for raw in scalars:
-        raw.requires_grad_(False)
-    try:
-        result = Trainer(problem.flow, config, progress=progress).run()
-    finally:
-        for raw in scalars:
-            raw.requires_grad_(True)
-    return result.history[-1] | {"seconds": result.seconds}
+    unknowns = {name: {"lower": lower, "upper": upper, "initial": start[name], "log": log}
+                for name, (_, lower, upper, _, log, _) in UNKNOWNS.items()}
+    physics = coupled_physics(config, config.geometry.tumour_radius)
+    return tumour_host_problem(physics, unknowns, COUPLED_UNKNOWNS, records,
+                               concentration_scale=float(np.nanmax(np.abs(records[0].values))), pressure_scale=1000.0,
+                               seed=seed, interface_points=points_interface, **network)
 
 
 def nodal(function, values: np.ndarray):
@@ -279,13 +233,15 @@ def main() -> None:
                           collocation_points=args.flow_points or args.points, lbfgs_resample=False,
                           unknowns_from_step=0)   # the unknowns are held during pressure pre-training anyway
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    pretrained = (pretrain_pressure(problem, pretraining, lambda line: print("pressure", line, flush=True))
-                  if args.pretrain_adam + args.pretrain_lbfgs else None)
+    pretrained = None
+    if args.pretrain_adam + args.pretrain_lbfgs:
+        pressure = pretrain_pressure(problem, pretraining, lambda line: print("pressure", line, flush=True))
+        pretrained = pressure.history[-1] | {"seconds": pressure.seconds}
     result = Trainer(problem, training, progress=lambda line: print(line, flush=True)).run()
     train_s, train_cpu_s = time.perf_counter() - wall0, time.process_time() - cpu0
     problem = problem.cpu().double().eval()
-    estimates = {name: float(problem.flow.unknowns[name]() if name in problem.flow.unknowns
-                             else problem.unknowns[name]()) for name in UNKNOWNS}
+    trained = problem.estimates()
+    estimates = {name: trained[TUMOUR_FLOW_UNKNOWNS.get(name, name)][0] for name in UNKNOWNS}
 
     # pressure against the FEM truth; drug against a FEM re-solve at the recovered values
     truth_setup = setup_transport(config, MPI.COMM_SELF, quiet, {}, domain=domain)

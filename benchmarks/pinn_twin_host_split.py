@@ -35,12 +35,31 @@ import pinn_twin_host as twin
 import pinn_twin_host_diagnosis as diagnosis
 from hybrid.commands.transport import build_domain, setup_transport
 from hybrid.config.synthesize import load_synthesize_config
-from hybrid.inverse.coupled import RegionSplitNetwork
+from hybrid.inverse.coupled import TumourInHost
 from hybrid.inverse.networks import STATE_NETWORK, FourierFeatureMLP
 from hybrid.io.observations import read_drug_series, read_truth
 from hybrid.records import ObservationOperator
 
 NETWORKS = ("tanh", "signed", "split", "continuous")
+
+
+class RegionSplitNetwork(torch.nn.Module):
+    """Two networks of (x~, t~, phi(x~)), one for each side of the interface phi = 0.
+    ``continuous`` False: N_T in the tumour (phi < 0), N_H in the host (fields may jump at the
+    interface). ``continuous`` True: N_T + max(phi, 0) N_H everywhere (the value is continuous by
+    construction, the normal derivative may jump): the concentration-continuity condition is exact."""
+
+    def __init__(self, tumour: torch.nn.Module, host: torch.nn.Module, geometry: TumourInHost,
+                 continuous: bool = True):
+        super().__init__()
+        self.tumour, self.host, self.geometry, self.continuous = tumour, host, geometry, bool(continuous)
+
+    def forward(self, xt: torch.Tensor) -> torch.Tensor:
+        phi = self.geometry.level_set(xt[:, :-1])
+        inputs = torch.cat([xt, phi], dim=1)
+        if self.continuous:
+            return self.tumour(inputs) + torch.relu(phi) * self.host(inputs)
+        return torch.where(phi < 0.0, self.tumour(inputs), self.host(inputs))
 
 
 class SignedLevelSetInput(torch.nn.Module):

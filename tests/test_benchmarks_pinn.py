@@ -1,6 +1,7 @@
 """benchmarks/pinn_sweep.py and benchmarks/pinn_deepxde.py: smoke runs (JSON + PNG written, the
 numbers hang together), the exchange twin's finite-volume truth against its closed form, the
-time-to-target rule, and the one-line install hint when DeepXDE is missing."""
+time-to-target rule, the one-line install hint when DeepXDE is missing, and the region-split network
+of benchmarks/pinn_twin_host_split.py."""
 
 import json
 import math
@@ -96,3 +97,38 @@ def test_pinn_deepxde_smoke(tmp_path):
         assert run["final_errors"]["rim_thickness"] == pytest.approx(last["rim"] / report["truth"]["rim_thickness_m"] - 1)
     # the closed-form fit to 1 % noise is the best the data allow: well inside the 2 % target
     assert all(abs(e) < 0.02 for e in report["closed_form_fit"][0]["errors"].values())
+
+
+def test_region_split_network_selects_the_side_and_its_continuous_form_kinks_by_the_host_network():
+    """benchmarks/pinn_twin_host_split.py's RegionSplitNetwork (its only user)."""
+    import torch
+
+    import pinn_twin_host_split as split_benchmark
+    from hybrid.inverse.coupled import TumourInHost
+
+    geometry = TumourInHost(2, 2.0e-3, tumour_radius=1.0e-3)
+    rho = geometry.interface_radius
+    radius = torch.tensor([0.2, rho - 1e-7, rho + 1e-7, 0.9], dtype=torch.float64)
+    xt = torch.stack([radius, torch.zeros(4, dtype=torch.float64), torch.full((4,), 0.5, dtype=torch.float64)],
+                     dim=1).requires_grad_(True)
+    phi = geometry.level_set(xt[:, :2]).reshape(-1)
+    split = split_benchmark.RegionSplitNetwork(_affine(1.0, 2.0), _affine(5.0, 0.0), geometry,
+                                               continuous=False)(xt).reshape(-1)
+    assert torch.allclose(split, torch.where(phi < 0, 1.0 + 2.0 * phi, torch.full_like(phi, 5.0)))
+    assert (split[2] - split[1]).abs() > 3.9                          # may jump at the interface
+    field = split_benchmark.RegionSplitNetwork(_affine(1.0, 2.0), _affine(5.0, 0.0), geometry,
+                                               continuous=True)(xt).reshape(-1)
+    assert (field[2] - field[1]).abs() < 1e-5                         # continuous by construction
+    slope = torch.autograd.grad(field.sum(), xt)[0][:, 0] / (xt[:, 0] / rho)   # d/d|x~| = dphi/d|x~| * d/dphi
+    assert torch.allclose(slope[1], torch.tensor(2.0, dtype=torch.float64), rtol=1e-5)
+    assert torch.allclose(slope[2], torch.tensor(2.0 + 5.0, dtype=torch.float64), rtol=1e-5)  # kink: + N_H
+
+
+def _affine(a, b):
+    """A module N(x~, t~, phi) = a + b phi (one output)."""
+    import torch
+
+    class Affine(torch.nn.Module):
+        def forward(self, inputs):
+            return a + b * inputs[:, -1:]
+    return Affine()

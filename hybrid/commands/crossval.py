@@ -38,6 +38,18 @@ Kind "release":
    ``recovered.NAME.identifiable`` is false where the Cramer-Rao sd exceeds 5 % of the value or the
    unknown loads on an unseen direction: such an estimate is not a measurement.
 
+Kind "coupled" (tumour disc in host, pressure and drug recovered together): as "release", with
+the FEM re-solved at the recovered tumour ``conductivity`` and ``effective_pressure`` too (the
+steady IFP of the transport configuration with those, :func:`hybrid.commands.invert.with_tumour_flow`),
+and
+
+- ``pressure``: the pressure network (ensemble mean) at the P1 nodes against the FEM IFP at the
+  recovered values, relative L2 over the mesh (assembled); with a truth, the recovered map
+  ``ifp.nii.gz`` and the FEM IFP voxel-averaged like the data against ``truth/ifp.nii.gz``
+  (relative l2 over the voxels finite in both);
+- identifiability of every unknown (release law, K and p_e) as in step 4, the Jacobian by central
+  differences of FEM runs that re-solve the IFP and the transport at each perturbed value.
+
 Writes ``validation.json`` (every number with its unit) into the output directory.
 """
 
@@ -56,7 +68,7 @@ import dolfinx.fem
 import ufl
 
 from hybrid.config.crossval import CrossvalConfig
-from hybrid.config.invert import IFP_COEFFICIENTS, RELEASE_UNKNOWNS
+from hybrid.config.invert import COUPLED_UNKNOWNS, IFP_COEFFICIENTS, RELEASE_UNKNOWNS
 from hybrid.forward.image_sampling import observe_on_grid, sample_image
 from hybrid.forward.ifp import solve_ifp
 from hybrid.io.nifti import read_dce_series, read_volume
@@ -146,7 +158,7 @@ def run_crossval(config: CrossvalConfig, directory: Path, comm: MPI.Comm, log) -
     """Re-solve, compare and write ``validation.json`` into ``directory`` (collective). Returns its content."""
     from hybrid.collective import on_rank0
 
-    run = _release if config.invert.problem.kind == "release" else _ifp
+    run = _ifp if config.invert.problem.kind == "ifp" else _drug
     result = run(config, comm, log)
     on_rank0(comm, lambda: (Path(directory) / "validation.json").write_text(json.dumps(result, indent=2) + "\n"))
     return result
@@ -218,29 +230,35 @@ def _image_error(predicted: np.ndarray, reference: np.ndarray) -> tuple[float, i
             float(np.abs(difference).max()))
 
 
-def _release(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
-    """Kind "release" (module docstring)."""
+def _quiet(_line: str) -> None:
+    """A log that drops the FEM's progress lines (the identifiability's many runs)."""
+
+
+def _drug(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
+    """Kinds "release" and "coupled" (module docstring)."""
     from dataclasses import replace
 
     from hybrid.collective import everywhere
-    from hybrid.commands.invert import load_transport, observation_records, trained_problems
+    from hybrid.commands.invert import load_transport, observation_records, trained_problems, with_tumour_flow
     from hybrid.commands.synthesize import frame_stops
     from hybrid.commands.transport import build_domain, setup_transport
     from hybrid.inverse.images import DRUG_FIELDS, drug_at
     from hybrid.problems.release import ph_release_rate
 
-    invert, source = config.invert, config.inversion.directory
+    invert, source, kind = config.invert, config.inversion.directory, config.invert.problem.kind
+    units = COUPLED_UNKNOWNS if kind == "coupled" else RELEASE_UNKNOWNS
     inversion = everywhere(comm, lambda: json.loads((source / "inversion.json").read_text()))
     recovered = everywhere(comm, lambda: {name: float(entry["estimate"]) for name, entry in
-                                          inversion["estimates"].items() if name in RELEASE_UNKNOWNS})
-    transport = everywhere(comm, lambda: load_transport(invert.problem.transport))
+                                          inversion["estimates"].items() if name in units})
+    transport = everywhere(comm, lambda: with_tumour_flow(load_transport(invert.problem.transport), recovered))
     if invert.data.ph_map is not None:   # the inversion's known pH_e map, sampled by the FEM as [release] ph_map
         transport = replace(transport, release=replace(transport.release, ph_map=invert.data.ph_map))
     observed, trained_on, trained, held = everywhere(comm, lambda: observation_records(invert))
     problems = everywhere(comm, lambda: trained_problems(invert, source))
     start, stages = time.perf_counter(), {}
     domain = build_domain(transport, comm, log, stages)
-    constants = {name: dolfinx.fem.Constant(domain.mesh, value) for name, value in recovered.items()}
+    constants = {name: dolfinx.fem.Constant(domain.mesh, value) for name, value in recovered.items()
+                 if name in RELEASE_UNKNOWNS}
     law = constants["release_rate"] if "release_rate" in constants else lambda ph: ph_release_rate(ph, **constants)
     setup = setup_transport(transport, comm, log, stages, domain, release_rate=law)
     solver = setup.solver
@@ -267,12 +285,18 @@ def _release(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
                 predictions.append(_held_out(invert, source, species, index, stop, observed, grid, operator,
                                              comm, log))
         nodes_global = species[0].function_space.dofmap.index_map.size_global
-        identifiability = _release_identifiability(invert, setup, constants, trained_on, trained, log)
+        if kind == "release":
+            analyse_images = lambda *data: _release_analysis(setup, constants, *data)
+        else:
+            analyse_images = lambda *data: _coupled_analysis(setup, constants, recovered, law, comm, *data)
+        identifiability = _identifiability(invert, recovered, trained_on, trained, analyse_images, log)
     finally:
         solver.close()
     flags = identifiability["unknowns"] if identifiability["available"] else {}
-    return {"command": "validate", "problem": "release", "inversion": str(source),
-            "recovered": {name: {"value": value, "unit": RELEASE_UNKNOWNS[name],
+    pressure = _pressure(invert, source, setup.pressure, problems, observed[0], comm, log) if kind == "coupled" else None
+    return {"command": "validate", "problem": kind, "inversion": str(source),
+            "pressure": pressure,
+            "recovered": {name: {"value": value, "unit": units[name],
                                  "identifiable": flags[name]["identifiable"] if flags else None}
                           for name, value in recovered.items()},
             "identifiability": identifiability,
@@ -281,7 +305,7 @@ def _release(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
                     "ph_map": None if transport.release.ph_map is None else str(transport.release.ph_map)},
             "pinn_vs_fem": {"frames": frames, "unit": "1", "members": len(problems),
                             "norm": "L2 over the mesh (assembled) of the P1 interpolant of the networks (ensemble "
-                                    "mean) against the FEM at the recovered release law"},
+                                    "mean) against the FEM at the recovered values"},
             "held_out": {"available": bool(predictions), "frames": predictions,
                          "note": None if predictions else "no [data] held_out_times in the invert configuration"},
             "seconds": time.perf_counter() - start, "stages_s": stages}
@@ -304,11 +328,11 @@ def identifiability_spread(name: str, value: float, sd: float, log: bool) -> tup
     return (sd if log else sd / abs(value)), IDENTIFIABLE_RELATIVE_SD
 
 
-def _release_identifiability(invert, setup, constants: dict, trained_on, trained: np.ndarray, log) -> dict:
-    """FEM Fisher information of the release unknowns at the recovered values for the trained frames
-    (:func:`hybrid.validation.classical.release_identifiability`), each unknown marked identifiable
-    or not (:func:`identifiability_spread`); collective."""
-    from hybrid.validation.classical import IDENTIFIABILITY_STEP, RANK_TOLERANCE, release_identifiability
+def _identifiability(invert, recovered: dict, trained_on, trained: np.ndarray, analyse_images, log) -> dict:
+    """Fisher information of the unknowns at the ``recovered`` values [SI] for the trained frames:
+    ``analyse_images(times, images, noise, logs, affine_mm, points_per_axis)`` returns the
+    :class:`hybrid.identifiability.Identifiability` of the FEM images; each unknown marked identifiable or not (:func:`identifiability_spread`); collective."""
+    from hybrid.validation.classical import IDENTIFIABILITY_STEP, RANK_TOLERANCE
 
     if any(record.noise_sd <= 0 for record in trained_on):
         return {"available": False, "note": "noise-free data (NoiseRelativeSD 0): no noise scale for the Fisher "
@@ -316,13 +340,12 @@ def _release_identifiability(invert, setup, constants: dict, trained_on, trained
     times = trained_on[0].frame_times_s[trained]
     images = {record.quantity: record.values[..., trained] for record in trained_on}
     noise = {record.quantity: record.noise_sd for record in trained_on}
-    logs = {name: getattr(invert.unknowns, name).log for name in constants}
-    analysis = release_identifiability(setup, {name: (c, logs[name]) for name, c in constants.items()}, times,
-                                       images, noise, trained_on[0].grid.affine_mm,
-                                       trained_on[0].operator.points_per_axis)
+    logs = {name: getattr(invert.unknowns, name).log for name in recovered}
+    analysis = analyse_images(times, images, noise, logs, trained_on[0].grid.affine_mm,
+                              trained_on[0].operator.points_per_axis)
     unknowns = {}
-    for name, sd in zip(constants, analysis.standard_errors):
-        value = float(constants[name].value)
+    for name, sd in zip(recovered, analysis.standard_errors):
+        value = recovered[name]
         relative = float(sd) if logs[name] else float(sd) / abs(value)
         spread, limit = identifiability_spread(name, value, float(sd), logs[name])
         unknowns[name] = {"variable": f"ln {name}" if logs[name] else name, "cramer_rao_sd": float(sd),
@@ -337,11 +360,83 @@ def _release_identifiability(invert, setup, constants: dict, trained_on, trained
             "frames_s": times.tolist(),
             "method": "Fisher information J^T J of the noise-scaled FEM images (total drug and released fraction as "
                       "observed) at the recovered values, J by central differences (step "
-                      f"{IDENTIFIABILITY_STEP:g} in ln of positive unknowns, in pH units for a linear ph_50); "
+                      f"{IDENTIFIABILITY_STEP:g} in ln of positive unknowns, in pH units for a linear ph_50; "
+                      "a tumour conductivity or effective pressure re-solves the IFP); "
                       "Cramer-Rao bound (hybrid.identifiability)",
             "rule": f"identifiable: Cramer-Rao sd <= {IDENTIFIABLE_PH_SD:g} pH for ph_50 (already logarithmic), "
                     f"<= {IDENTIFIABLE_RELATIVE_SD:g} x the value for the others (the spread against the limit), "
                     f"and no weight on a direction with singular value <= {RANK_TOLERANCE:g} x the largest"}
+
+
+def _release_analysis(setup, constants: dict, times, images: dict, noise: dict, logs: dict, affine_mm,
+                      points_per_axis: int):
+    """Identifiability of the release-law ``constants`` (:func:`hybrid.validation.classical.release_identifiability`)."""
+    from hybrid.validation.classical import release_identifiability
+
+    return release_identifiability(setup, {name: (c, logs[name]) for name, c in constants.items()}, times,
+                                   images, noise, affine_mm, points_per_axis)
+
+
+def _coupled_analysis(setup, constants: dict, recovered: dict, law, comm, times, images: dict, noise: dict,
+                      logs: dict, affine_mm, points_per_axis: int):
+    """Identifiability of the coupled unknowns at ``recovered``: the release-law ``constants`` and
+    the tumour's conductivity / effective pressure, every perturbed value a FEM run of
+    ``setup.config`` with the IFP re-solved (:func:`hybrid.validation.classical.release_images`);
+    the constants are restored."""
+    from hybrid.commands.invert import with_tumour_flow
+    from hybrid.commands.transport import setup_transport
+    from hybrid.identifiability import analyse, central_jacobian
+    from hybrid.validation.classical import (IDENTIFIABILITY_STEP, RANK_TOLERANCE, _scaled_residual,
+                                             release_images)
+
+    names = list(recovered)
+    shape = next(iter(images.values())).shape[:3]
+
+    def predict(theta):
+        values = {name: float(np.exp(v)) if logs[name] else float(v) for name, v in zip(names, theta)}
+        for name, constant in constants.items():
+            constant.value = values[name]
+        run = setup_transport(with_tumour_flow(setup.config, values), comm, _quiet, {}, setup.domain,
+                              release_rate=law)
+        run.solver.close()
+        return release_images(run, run.solver.model, times, shape, affine_mm, points_per_axis)
+
+    theta = np.array([np.log(recovered[name]) if logs[name] else recovered[name] for name in names])
+    try:
+        jacobian = central_jacobian(_scaled_residual(images, noise, predict), theta, IDENTIFIABILITY_STEP)
+    finally:
+        for name, constant in constants.items():
+            constant.value = recovered[name]
+    return analyse(jacobian, [f"ln_{name}" if logs[name] else name for name in names],
+                   relative_threshold=RANK_TOLERANCE)
+
+
+def _pressure(invert, source: Path, fem, problems: list, record, comm, log) -> dict:
+    """Kind "coupled": the pressure networks (ensemble mean) at the P1 nodes against the FEM IFP
+    ``fem`` [Pa] at the recovered values; with a truth, the recovered map and the FEM voxel-averaged
+    like the data against the true map ``truth/ifp.nii.gz`` (module docstring)."""
+    from hybrid.collective import everywhere
+    from hybrid.inverse.images import pressure_at
+
+    nodes = fem.function_space.tabulate_dof_coordinates()
+    pinn = _nodal(fem, np.mean([pressure_at(p.flow, nodes) for p in problems], axis=0), "pinn_pressure_nodes")
+    error = relative_l2(pinn, fem)
+    log(f"pressure: PINN networks at the FEM nodes vs FEM at the recovered values, relative L2 {100 * error:.2f} %")
+    out = {"pinn_vs_fem": {"relative_l2": error, "unit": "1",
+                           "norm": "L2 over the mesh (assembled) of the P1 interpolant of the pressure networks "
+                                   "(ensemble mean) against the FEM IFP at the recovered values"},
+           "against_truth_image": None}
+    if invert.data.truth is not None:
+        truth_path = Path(invert.data.truth).parent / "truth" / "ifp.nii.gz"
+        truth_map, affine = everywhere(comm, lambda: read_volume(truth_path))
+        fem_map = observe_on_grid(fem, truth_map.shape, affine, points_per_axis=record.operator.points_per_axis)
+        pinn_map = everywhere(comm, lambda: read_volume(source / "ifp.nii.gz")[0])
+        errors = {name: _image_error(image, truth_map)[0] for name, image in (("pinn", pinn_map), ("fem", fem_map))}
+        out["against_truth_image"] = errors | {"unit": "1", "image": str(truth_path),
+                                               "norm": "relative l2 over the voxels finite in both"}
+        log(f"pressure against the true map: PINN {100 * errors['pinn']:.2f} %, FEM at the recovered values "
+            f"{100 * errors['fem']:.2f} %")
+    return out
 
 
 def _held_out(invert, source: Path, species, index: int, time_s: float, observed, grid, operator, comm,

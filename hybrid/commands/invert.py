@@ -7,19 +7,26 @@ released fraction) of a ``hybrid synthesize`` run (:mod:`hybrid.io.observations`
 transport`` (:func:`release_physics`); frames at t <= 0 and ``[data] held_out_times`` are left out of
 training. The release unknowns are a uniform ``release_rate``, or for pH-sensitive liposomes
 ``ph_50`` / ``steepness`` of the pH law k(pH_e(x)) on the known ``[data] ph_map`` (else the
-transport's pH map or uniform pH). Both -> :class:`hybrid.inverse.Trainer` (one per ensemble member, seeds seed, seed + 1, ...).
+transport's pH map or uniform pH). Kind "coupled": the same data -> a tumour disc in host
+(:func:`hybrid.inverse.coupled.tumour_host_problem`, the known physics of tumour and host from
+``[problem] transport``, :func:`coupled_physics`) whose pressure is trained with the drug, the
+unknowns among the release ones and the tumour's ``conductivity`` and ``effective_pressure``;
+first the pressure network alone (``[training] pretrain_adam_steps`` / ``pretrain_lbfgs_steps``,
+:func:`hybrid.inverse.coupled.pretrain_pressure`). All -> :class:`hybrid.inverse.Trainer` (one per
+ensemble member, seeds seed, seed + 1, ...).
 Writes into ``directory``:
 
 - ``inversion.json``: for every estimate (the scalar unknowns; IFP: the rim thickness
   sqrt(K / (Lp S/V + LpL SL/V)) [m]) ``estimate``, ``unit``, ``spread`` (sample sd over ensemble
   members; null for one member) and, with a ``truth.json``, ``truth`` and ``relative_error``; the
-  loss history of every member, training seconds, device and dtype; release: the frames trained
-  on and held out, and the PINN's prediction of each held-out frame (relative l2 against the
-  observed frame over the voxels finite in both);
+  loss history of every member, training seconds, device and dtype; release and coupled: the
+  frames trained on and held out, and the PINN's prediction of each held-out frame (relative l2
+  against the observed frame over the voxels finite in both); coupled: the pressure pre-training
+  of every member (last loss record and seconds);
 - recovered fields on the observation grid, voxel-averaged like the data (ensemble mean; NaN where
-  a voxel sees no tissue): ``ifp.nii.gz`` [Pa]; release: ``total_drug``, ``liposomal_drug``,
-  ``free_drug``, ``cell_drug`` [mol/m^3] and ``released_fraction`` [1] (4-D at every frame time
-  after injection, with ``FrameTimes_s``);
+  a voxel sees no tissue): ``ifp.nii.gz`` [Pa] (ifp and coupled); release and coupled:
+  ``total_drug``, ``liposomal_drug``, ``free_drug``, ``cell_drug`` [mol/m^3] and
+  ``released_fraction`` [1] (4-D at every frame time after injection, with ``FrameTimes_s``);
 - ``networks/seed<N>.pt``: each member's trained state (``torch.save`` of the problem's
   state_dict), which ``hybrid validate`` evaluates at the FEM mesh nodes.
 """
@@ -28,18 +35,20 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
-from hybrid.config.invert import IFP_COEFFICIENTS, PH_LAW_UNKNOWNS, RELEASE_UNKNOWNS, InvertConfig
+from hybrid.config.invert import (COUPLED_UNKNOWNS, IFP_COEFFICIENTS, PH_LAW_UNKNOWNS, RELEASE_UNKNOWNS, InvertConfig,
+                                  load_transport)
 from hybrid.io.nifti import read_volume, write_series, write_volume
 from hybrid.io.observations import read_drug_series, read_truth
 from hybrid.records import ObservationOperator, Observations, VoxelGrid
 
 __all__ = ["run_invert", "read_ifp_observations", "read_release_observations", "truth_values", "release_physics",
-           "load_transport", "build_problems", "training_frames", "observation_records", "trained_problems"]
+           "load_transport", "build_problems", "training_frames", "observation_records", "trained_problems",
+           "coupled_physics", "with_tumour_flow", "estimate_names"]
 
 _TRUTH_KEYS = {"conductivity": "tumour.hydraulic_conductivity",
                "vascular_exchange": "tumour_derived.vascular_exchange_LpSV",
@@ -124,13 +133,13 @@ def trained_problems(config: InvertConfig, directory: Path) -> list:
 
 
 def truth_values(path: Path, kind: str = "ifp", unknowns=None) -> dict[str, float]:
-    """True coefficients [SI] of ``kind`` from a ``hybrid synthesize`` truth.json (release: those of
-    the ``unknowns`` names, required); IFP also the rim thickness [m]."""
-    if kind == "release" and unknowns is None:
-        raise ValueError("truth_values of the release kind needs the unknowns' names (a truth has either the rate "
+    """True coefficients [SI] of ``kind`` from a ``hybrid synthesize`` truth.json (release and
+    coupled: those of the ``unknowns`` names, required); IFP also the rim thickness [m]."""
+    if kind != "ifp" and unknowns is None:
+        raise ValueError(f"truth_values of the {kind} kind needs the unknowns' names (a truth has either the rate "
                          "or the pH law)")
     parameters = read_truth(path).parameters
-    names = IFP_COEFFICIENTS if kind == "ifp" else [name for name in RELEASE_UNKNOWNS if name in unknowns]
+    names = IFP_COEFFICIENTS if kind == "ifp" else [name for name in COUPLED_UNKNOWNS if name in unknowns]
     missing = [_TRUTH_KEYS[name] for name in names if _TRUTH_KEYS[name] not in parameters]
     if missing:
         raise ValueError(f"{path}: not a `hybrid synthesize` truth.json of this problem (no {', '.join(missing)}); "
@@ -140,15 +149,6 @@ def truth_values(path: Path, kind: str = "ifp", unknowns=None) -> dict[str, floa
         truth["rim_thickness"] = math.sqrt(truth["conductivity"] / (truth["vascular_exchange"]
                                                                     + truth["lymphatic_filtration"]))
     return truth
-
-
-def load_transport(path: Path):
-    """The TransportConfig of a ``hybrid transport`` or ``hybrid synthesize`` TOML file."""
-    from hybrid.config.synthesize import load_synthesize_config
-    from hybrid.config.transport import load_transport_config
-    from hybrid.config.validate import read_toml
-
-    return load_synthesize_config(path)[0] if "observation" in read_toml(Path(path)) else load_transport_config(path)
 
 
 def release_physics(transport, radius: float, ph_map: Path | None = None) -> dict:
@@ -211,6 +211,49 @@ def release_physics(transport, radius: float, ph_map: Path | None = None) -> dic
                               "reflection": free.reflection}}
 
 
+def coupled_physics(transport, radius: float, ph_map: Path | None = None) -> dict:
+    """Known coefficients [SI] of :func:`hybrid.inverse.coupled.tumour_host_problem` from a
+    TransportConfig of a tumour disc of ``radius`` [m] in host tissue with Darcy flow: the tumour's
+    of :func:`release_physics` (same refusals) and the host's IFP coefficients, the outer radius
+    and the host's S/V relative to the tumour's; ValueError without host or Darcy flow."""
+    from dataclasses import replace
+
+    geometry = transport.geometry
+    if geometry.host_thickness <= 0 or transport.flow.model != "darcy":
+        raise ValueError(f"{transport.output.directory}: the coupled PINN needs a tumour disc in host tissue "
+                         "([geometry] host_thickness > 0) with [flow] model = \"darcy\"")
+    physics = release_physics(replace(transport, geometry=replace(geometry, host_thickness=0.0)), radius, ph_map)
+    host = transport.host
+    return physics | {
+        "tumour_radius": radius, "outer_radius": radius + geometry.host_thickness,
+        "host_flow": {"conductivity": host.hydraulic_conductivity, "vascular_exchange": host.vascular_exchange,
+                      "effective_pressure": host.effective_pressure,
+                      "lymphatic_filtration": host.lymphatic_filtration, "lymphatic_pressure": host.lymphatic_pressure},
+        "host_surface_ratio": host.vessel_surface_density / transport.tissue.surface_to_volume}
+
+
+def with_tumour_flow(transport, values: dict):
+    """``transport`` (a TransportConfig) with the tumour's ``conductivity`` K [m^2/(Pa s)] and
+    ``effective_pressure`` p_e [Pa] of ``values`` where present (p_e through the vascular pressure
+    p_v = p_e + sigma (pi_v - pi_i), the FEM's parameters); other names are ignored."""
+    from dataclasses import replace
+
+    tumour, changes = transport.tumour, {}
+    if "conductivity" in values:
+        changes["hydraulic_conductivity"] = values["conductivity"]
+    if "effective_pressure" in values:
+        changes["vascular_pressure"] = values["effective_pressure"] + tumour.reflection_coefficient * (
+            tumour.plasma_oncotic_pressure - tumour.interstitial_oncotic_pressure)
+    return replace(transport, tumour=replace(tumour, **changes)) if changes else transport
+
+
+def estimate_names(kind: str) -> dict[str, str]:
+    """Name of each unknown in the trained problem's estimates -> its configuration name."""
+    from hybrid.inverse.coupled import TUMOUR_FLOW_UNKNOWNS
+
+    return {inner: name for name, inner in TUMOUR_FLOW_UNKNOWNS.items()} if kind == "coupled" else {}
+
+
 def _seeds(config: InvertConfig) -> list[int]:
     return [config.training.seed + i for i in range(config.training.ensemble)]
 
@@ -225,7 +268,9 @@ def build_problems(config: InvertConfig, observations: tuple[Observations, ...])
         return [disc_ifp_problem(problem.radius, config.known(), unknowns, IFP_COEFFICIENTS, observations[0],
                                  far_pressure=problem.far_pressure, pressure_scale=problem.pressure_scale, seed=seed)
                 for seed in _seeds(config)]
-    physics = release_physics(load_transport(problem.transport), problem.radius, config.data.ph_map)
+    transport = load_transport(problem.transport)
+    physics = (coupled_physics if problem.kind == "coupled" else release_physics)(transport, problem.radius,
+                                                                                  config.data.ph_map)
     if physics["ph_law"] is None and any(name in config.unknowns for name in PH_LAW_UNKNOWNS):
         raise ValueError(f"{problem.transport}: [unknowns] {', '.join(n for n in PH_LAW_UNKNOWNS if n in config.unknowns)}"
                          " need [drug] formulation = \"ph_sensitive\" in the transport configuration")
@@ -233,29 +278,59 @@ def build_problems(config: InvertConfig, observations: tuple[Observations, ...])
         raise ValueError("with a pH map the release rate varies in space: declare [unknowns.ph_50] / "
                          "[unknowns.steepness] instead of [unknowns.release_rate]")
     scale = problem.concentration_scale or float(np.nanmax(np.abs(observations[0].values)))
+    if problem.kind == "coupled":
+        from hybrid.inverse.coupled import tumour_host_problem
+
+        return [tumour_host_problem(physics, unknowns, COUPLED_UNKNOWNS, observations, concentration_scale=scale,
+                                    pressure_scale=problem.pressure_scale, seed=seed,
+                                    interface_points=problem.interface_points, flow_points=problem.flow_points,
+                                    interface_width=problem.interface_width)
+                for seed in _seeds(config)]
     return [disc_release_problem(problem.radius, physics, unknowns, RELEASE_UNKNOWNS, observations,
                                  concentration_scale=scale, pressure_scale=problem.pressure_scale, seed=seed)
             for seed in _seeds(config)]
 
 
-def _train(config: InvertConfig, problems: list, log, resume: bool) -> list:
+def _train(config: InvertConfig, problems: list, log, resume: bool) -> tuple[list, list]:
+    """Train every member; returns (results, the pressure pre-training of each member: None unless
+    kind "coupled" pre-trained it, else its last loss record with the seconds)."""
     from hybrid.inverse import Trainer, TrainingConfig
 
     settings = asdict(config.training)
     checkpoint, _ = settings.pop("checkpoint"), settings.pop("ensemble")
-    results = []
+    pressure_steps = {"adam_steps": settings.pop("pretrain_adam_steps"),
+                      "lbfgs_steps": settings.pop("pretrain_lbfgs_steps")}
+    pretraining = TrainingConfig(**settings | pressure_steps | {
+        "collocation_points": config.problem.flow_points or config.training.collocation_points,
+        "unknowns_from_step": 0})   # the unknowns are held during the pressure pre-training anyway
+    results, pretrained = [], []
     for seed, problem in zip(_seeds(config), problems):
         path = None if checkpoint is None else str(checkpoint) if config.training.ensemble == 1 \
             else f"{checkpoint}.seed{seed}"
         trainer = Trainer(problem, TrainingConfig(**settings | {"seed": seed}, checkpoint=path), progress=log)
+        resumed = False
         if resume:
             if path is None:
                 raise ValueError("--resume needs [training] checkpoint in the configuration")
             if Path(path).exists():
                 trainer.resume(path)
+                resumed = True
                 log(f"resumed member seed {seed} at step {trainer.step} from {path}")
+        pretrained.append(_pretrain(config, problem, replace(pretraining, seed=seed), log)
+                          if not resumed else None)
         results.append(trainer.run())
-    return results
+    return results, pretrained
+
+
+def _pretrain(config: InvertConfig, problem, settings, log) -> dict | None:
+    """Kind "coupled": the pressure network alone first (:func:`hybrid.inverse.coupled.pretrain_pressure`);
+    its last loss record with the seconds, or None (other kinds, or no pre-training steps)."""
+    if config.problem.kind != "coupled" or settings.adam_steps + settings.lbfgs_steps == 0:
+        return None
+    from hybrid.inverse.coupled import pretrain_pressure
+
+    result = pretrain_pressure(problem, settings, lambda line: log(f"pressure pre-training {line}"))
+    return (result.history[-1] if result.history else {}) | {"seconds": result.seconds}
 
 
 def _relative_l2(predicted: np.ndarray, observed: np.ndarray) -> tuple[float, int]:
@@ -276,12 +351,13 @@ def run_invert(config: InvertConfig, directory: Path, log, resume: bool = False)
         f"unknowns {', '.join(config.unknowns)}, {config.training.ensemble} member(s) on {config.training.device} "
         f"({config.training.dtype})")
     problems = build_problems(config, trained_on)
-    results = _train(config, problems, log, resume)
-    estimates = {}
-    for name, (_, unit) in results[0].estimates.items():
-        if kind == "release" and name not in config.unknowns:   # e.g. the known flow's rim thickness
+    results, pretrained = _train(config, problems, log, resume)
+    estimates, names = {}, estimate_names(kind)
+    for inner, (_, unit) in results[0].estimates.items():
+        name = names.get(inner, inner)
+        if kind != "ifp" and name not in config.unknowns:   # e.g. the known flow's rim thickness
             continue
-        values = np.array([r.estimates[name][0] for r in results])
+        values = np.array([r.estimates[inner][0] for r in results])
         entry = {"estimate": float(values.mean()), "unit": unit,
                  "spread": float(values.std(ddof=1)) if values.size > 1 else None, "members": values.tolist()}
         if truth is not None and name in truth:
@@ -293,10 +369,11 @@ def run_invert(config: InvertConfig, directory: Path, log, resume: bool = False)
     if kind == "ifp":
         summary["known"] = {name: {"value": value, "unit": IFP_COEFFICIENTS[name]}
                             for name, value in config.known().items()}
-        pressure = np.mean([voxel_average(p, grid, operator) for p in problems], axis=0)
+    if kind != "release":
+        pressure = np.mean([voxel_average(p if kind == "ifp" else p.flow, grid, operator) for p in problems], axis=0)
         write_volume(directory / "ifp.nii.gz", pressure, grid.affine_mm,
                      description="recovered IFP [Pa] (inverse PINN)", intent_name="IFP [Pa]")
-    else:
+    if kind != "ifp":
         times = records[0].frame_times_s
         after = times > 0
         members = [voxel_series(p, grid, operator, times[after]) for p in problems]
@@ -328,6 +405,7 @@ def run_invert(config: InvertConfig, directory: Path, log, resume: bool = False)
     summary["training"] = {"members": [{"seed": seed, "seconds": r.seconds, "steps": r.steps, "history": r.history}
                                        for seed, r in zip(_seeds(config), results)],
                            "seconds": sum(r.seconds for r in results), "device": results[0].device,
+                           "pressure_pretraining": pretrained if kind == "coupled" else None,
                            "dtype": results[0].dtype,
                            "settings": {k: str(v) if isinstance(v, Path) else v
                                         for k, v in asdict(config.training).items()}}

@@ -14,8 +14,9 @@ point 4) against the FEM. TOML ``[section] key`` = field ``config.section.key``:
     [output]
     directory = "../results/validate_disc"
 
-Kind "release" has no ``[geometry]``: it re-solves the invert run's ``[problem] transport``
-configuration (its mesh and time steps) with the recovered release rate.
+Kinds "release" and "coupled" have no ``[geometry]``: they re-solve the invert run's ``[problem]
+transport`` configuration (its mesh and time steps) with the recovered release rate (coupled: and
+the recovered tumour conductivity and effective pressure).
 Paths (``[inversion] config`` and ``directory``, ``[output] directory``) are relative to this file.
 The truth (optional) is the invert run's ``[data] truth`` (a ``hybrid synthesize`` truth.json)
 with ``truth/`` beside it.
@@ -46,7 +47,7 @@ class InversionSection:
 @dataclass(frozen=True)
 class CrossvalConfig:
     inversion: InversionSection
-    geometry: GeometryConfig | None   # kind "ifp": the FEM mesh; "release": None (the transport's)
+    geometry: GeometryConfig | None   # kind "ifp": the FEM mesh; "release", "coupled": None (the transport's)
     output: OutputConfig
     invert: InvertConfig              # [inversion] config, loaded and validated
 
@@ -63,10 +64,10 @@ def crossval_config_from_dict(data: dict, origin: str = "<config>", base: Path =
         directory = (invert.output.directory if inversion["directory"] is None
                      else relative_path(base, "inversion", "directory", inversion["directory"]))
         geometry = None
-        if invert.problem.kind == "release":
+        if invert.problem.kind != "ifp":
             if "geometry" in data:
-                raise ConfigError("[geometry] is for kind \"ifp\": the release kind re-solves on the mesh of the "
-                                  "invert run's [problem] transport configuration; remove [geometry]")
+                raise ConfigError(f"[geometry] is for kind \"ifp\": the {invert.problem.kind} kind re-solves on the "
+                                  "mesh of the invert run's [problem] transport configuration; remove [geometry]")
         else:
             geometry = geometry_from_table(data.get("geometry", {}), base)
             if geometry.shape != "disc" or geometry.host_thickness != 0:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from hybrid.inverse.geometry import Ball
@@ -31,9 +32,11 @@ from hybrid.inverse.problems import IFPProblem, TransportProblem
 from hybrid.inverse.residuals import DrugExchange, ElKarehSecombUptake, cell_drug_residual, gradient, \
     transport_residuals
 from hybrid.inverse.unknowns import BoundedScalar
+from hybrid.problems.release import ph_release_rate
 from hybrid.problems.uptake import linear_uptake
 
-__all__ = ["TumourInHost", "RegionCoefficient", "RegionSplitNetwork", "HostIFPProblem", "CoupledProblem"]
+__all__ = ["TumourInHost", "RegionCoefficient", "HostIFPProblem", "CoupledProblem", "TUMOUR_FLOW_UNKNOWNS",
+           "tumour_host_problem", "pretrain_pressure"]
 
 
 class LevelSetInput(torch.nn.Module):
@@ -56,25 +59,6 @@ class LevelSetInput(torch.nn.Module):
         phi = self.geometry.level_set(xt[:, :-1])
         inputs = [xt, phi.abs()] + ([torch.tanh(phi / self.interface_width)] if self.interface_width else [])
         return self.network(torch.cat(inputs, dim=1))
-
-
-class RegionSplitNetwork(torch.nn.Module):
-    """Two networks of (x~, t~, phi(x~)), one for each side of the interface phi = 0.
-    ``continuous`` False: N_T in the tumour (phi < 0), N_H in the host (fields may jump at the
-    interface). ``continuous`` True: N_T + max(phi, 0) N_H everywhere (the value is continuous by
-    construction, the normal derivative may jump): the concentration-continuity condition is exact."""
-
-    def __init__(self, tumour: torch.nn.Module, host: torch.nn.Module, geometry: "TumourInHost",
-                 continuous: bool = True):
-        super().__init__()
-        self.tumour, self.host, self.geometry, self.continuous = tumour, host, geometry, bool(continuous)
-
-    def forward(self, xt: torch.Tensor) -> torch.Tensor:
-        phi = self.geometry.level_set(xt[:, :-1])
-        inputs = torch.cat([xt, phi], dim=1)
-        if self.continuous:
-            return self.tumour(inputs) + torch.relu(phi) * self.host(inputs)
-        return torch.where(phi < 0.0, self.tumour(inputs), self.host(inputs))
 
 
 @dataclass(frozen=True)
@@ -247,3 +231,83 @@ class CoupledProblem(TransportProblem):
         r_cell = cell_drug_residual(c_cell, c_free, xt, self.scales.time, uptake)
         scale = self.scales.concentration / self.scales.time
         return tuple(r / scale for r in (r_lipo, r_free, r_cell))
+
+
+TUMOUR_FLOW_UNKNOWNS = {"conductivity": "tumour_conductivity", "effective_pressure": "tumour_effective_pressure"}
+"""IFP coefficients of the tumour that :func:`tumour_host_problem` may take as scalar unknowns
+(the host's stay known), and the names of their unknowns in the problem's estimates."""
+_FLOW_COEFFICIENTS = ("conductivity", "vascular_exchange", "effective_pressure", "lymphatic_filtration",
+                      "lymphatic_pressure")
+
+
+def tumour_host_problem(physics: dict, unknowns: dict[str, dict], units: dict[str, str], observations, *,
+                        concentration_scale: float, pressure_scale: float, seed: int, interface_points: int = 256,
+                        **network) -> CoupledProblem:
+    """The coupled PINN of a 2-D tumour disc in host tissue (:class:`CoupledProblem` with a
+    :class:`HostIFPProblem`), zero drug at t = 0, no diffusive flux through the outer edge, over
+    [0, ``physics["end_time"]``] s.
+
+    ``physics`` (SI): the tumour's release physics of
+    :func:`hybrid.inverse.images.disc_release_problem` (``flow`` the tumour's IFP coefficients and
+    ``far_pressure``), and ``tumour_radius`` [m], ``outer_radius`` [m] (tumour + host),
+    ``host_flow`` (the host's IFP coefficients) and ``host_surface_ratio`` S/V_host / S/V_tumour [1].
+    ``unknowns`` name -> BoundedScalar keywords with ``units[name]``: ``release_rate`` (or
+    ``ph_50`` / ``steepness`` of the pH law) and the tumour's ``conductivity`` and
+    ``effective_pressure`` (:data:`TUMOUR_FLOW_UNKNOWNS`). ``network``: keywords of
+    :class:`CoupledProblem` (width, sigma, interface_width, flow_points, ...) over STATE_NETWORK."""
+    from hybrid.inverse.images import _ph_release, _start
+
+    region = TumourInHost(2, physics["outer_radius"], tumour_radius=physics["tumour_radius"])
+    generator = torch.Generator().manual_seed(seed)
+    scalars = {name: BoundedScalar(name, units[name], **spec) for name, spec in unknowns.items()}
+    tumour_flow, host_flow = physics["flow"], physics["host_flow"]
+    flow_coefficients = {name: RegionCoefficient(region, TUMOUR_FLOW_UNKNOWNS[name] if name in unknowns
+                                                 else tumour_flow[name], host_flow[name])
+                         for name in _FLOW_COEFFICIENTS}
+    flow_coefficients |= {TUMOUR_FLOW_UNKNOWNS[name]: scalars[name] for name in TUMOUR_FLOW_UNKNOWNS
+                          if name in unknowns}
+    flow = HostIFPProblem(region, flow_coefficients, far_pressure=tumour_flow["far_pressure"],
+                          pressure_scale=pressure_scale, interface_points=interface_points, generator=generator)
+    law = physics.get("ph_law")
+    release = {name: scalars[name] for name in ("release_rate", "ph_50", "steepness") if name in unknowns}
+    if "release_rate" not in unknowns:
+        release["release_rate"] = physics["release_rate"] if law is None else _ph_release(law, region.radius,
+                                                                                          unknowns)
+    if "release_rate" in unknowns:
+        rate = _start(unknowns["release_rate"])
+    elif law is not None:   # the rate of the starting law at the median pH
+        ph = law["ph"] if law["ph_volume"] is None else float(np.median(law["ph_volume"]))
+        rate = float(ph_release_rate(ph, base_rate=law["base_rate"], max_rate=law["max_rate"],
+                                     **{name: _start(unknowns[name]) if name in unknowns else law[name]
+                                        for name in ("ph_50", "steepness")}))
+    else:
+        rate = physics["release_rate"]
+    # states kept O(1): free drug ~ k_rel C_L / (its loss rate), cell drug ~ k_rel T C_L
+    loss = physics["uptake_rate"] + physics["exchange_free"]["permeability_surface"] / physics["interstitial_fraction"]
+    return CoupledProblem(
+        region, {name: physics[name] for name in ("diffusivity_lipo", "diffusivity_free", "uptake_rate", "clearance")}
+        | release, flow=flow, end_time=physics["end_time"], concentration_scale=concentration_scale,
+        observations=observations, boundary="no_flux", exchange_lipo=DrugExchange(**physics["exchange_lipo"]),
+        exchange_free=DrugExchange(**physics["exchange_free"]), host_surface_ratio=physics["host_surface_ratio"],
+        hindrance=physics["hindrance"], interstitial_fraction=physics["interstitial_fraction"],
+        free_binding_ratio=physics["free_binding_ratio"],
+        state_scales=(1.0, min(1.0, rate / loss) if loss > 0 else 1.0, min(1.0, rate * physics["end_time"])),
+        generator=generator, **(STATE_NETWORK | network))
+
+
+def pretrain_pressure(problem: CoupledProblem, config, progress=None):
+    """Train the pressure network of ``problem`` alone (a :class:`~hybrid.inverse.TrainingConfig`
+    ``config``) on its Darcy-Starling residual and interface condition, no data, the scalar
+    unknowns held at their current values, before the joint training: the drug's vascular source
+    depends on p_e - p, only ~35 Pa of ~1500 Pa at the tumour centre of the benchmark twin
+    (benchmarks/pinn_twin_host.py). Returns the :class:`~hybrid.inverse.training.TrainingResult`."""
+    from hybrid.inverse.training import Trainer
+
+    scalars = [u.raw for u in problem.flow.scalar_unknowns()]
+    for raw in scalars:
+        raw.requires_grad_(False)
+    try:
+        return Trainer(problem.flow, config, progress=progress).run()
+    finally:
+        for raw in scalars:
+            raw.requires_grad_(True)

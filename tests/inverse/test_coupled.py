@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hybrid.inverse.coupled import CoupledProblem, HostIFPProblem, LevelSetInput, RegionCoefficient, \
-    RegionSplitNetwork, TumourInHost
+from hybrid.inverse.coupled import CoupledProblem, HostIFPProblem, LevelSetInput, RegionCoefficient, TumourInHost
 from hybrid.inverse.residuals import ElKarehSecombUptake, cell_drug_residual
 from hybrid.problems.ifp import OuterBoundary, TissueProperties, closed_form_pressure
 from hybrid.problems.parameters import default
@@ -224,34 +223,6 @@ def test_region_coefficient_and_geometry_refuse_bad_input():
     x = torch.tensor([[0.1, 0.0], [0.9, 0.0]], dtype=torch.float64)
     value = RegionCoefficient(geometry, "k", 3.0)(x, {"k": torch.tensor(7.0, dtype=torch.float64)})
     assert value.tolist() == [7.0, 3.0]
-
-
-class _Affine(torch.nn.Module):
-    """N(x~, t~, phi) = a + b phi (one output)."""
-
-    def __init__(self, a, b):
-        super().__init__()
-        self.a, self.b = a, b
-
-    def forward(self, inputs):
-        return self.a + self.b * inputs[:, -1:]
-
-
-def test_region_split_network_selects_the_side_and_its_continuous_form_kinks_by_the_host_network():
-    geometry = TumourInHost(2, R_O, tumour_radius=R_T)
-    rho = geometry.interface_radius
-    radius = torch.tensor([0.2, rho - 1e-7, rho + 1e-7, 0.9], dtype=torch.float64)
-    xt = torch.stack([radius, torch.zeros(4, dtype=torch.float64), torch.full((4,), 0.5, dtype=torch.float64)],
-                     dim=1).requires_grad_(True)
-    phi = geometry.level_set(xt[:, :2]).reshape(-1)
-    split = RegionSplitNetwork(_Affine(1.0, 2.0), _Affine(5.0, 0.0), geometry, continuous=False)(xt).reshape(-1)
-    assert torch.allclose(split, torch.where(phi < 0, 1.0 + 2.0 * phi, torch.full_like(phi, 5.0)))
-    assert (split[2] - split[1]).abs() > 3.9                          # may jump at the interface
-    field = RegionSplitNetwork(_Affine(1.0, 2.0), _Affine(5.0, 0.0), geometry, continuous=True)(xt).reshape(-1)
-    assert (field[2] - field[1]).abs() < 1e-5                         # continuous by construction
-    slope = torch.autograd.grad(field.sum(), xt)[0][:, 0] / (xt[:, 0] / rho)   # d/d|x~| = dphi/d|x~| * d/dphi
-    assert torch.allclose(slope[1], torch.tensor(2.0, dtype=torch.float64), rtol=1e-5)
-    assert torch.allclose(slope[2], torch.tensor(2.0 + 5.0, dtype=torch.float64), rtol=1e-5)  # kink: + N_H
 
 
 @pytest.mark.slow
