@@ -11,6 +11,7 @@ A coefficient of a problem is one of:
 
 Every problem exposes ``loss_terms(points)`` (dict of nondimensional mean-square terms),
 ``pointwise_residual(points)`` (for residual-adaptive collocation), ``sample_collocation``,
+``uses_collocation`` (whether ``loss_terms`` depends on the points at all),
 ``estimates()`` (current value and unit of every recovered scalar, and derived quantities).
 """
 
@@ -29,6 +30,7 @@ from hybrid.inverse.residuals import (DrugExchange, cell_drug_residual, darcy_st
                                       transport_residuals)
 from hybrid.inverse.scales import Scales
 from hybrid.inverse.unknowns import BoundedField, BoundedScalar
+from hybrid.inverse.weak import SpaceTimeTestFunctions, weak_cell_drug_residual, weak_transport_residuals
 from hybrid.problems.exchange import starling_fluid_flux
 from hybrid.problems.release import released_fraction_misfit
 from hybrid.problems.uptake import linear_uptake
@@ -71,6 +73,12 @@ class InverseProblem(nn.Module):
     def scalar_unknowns(self) -> list[BoundedScalar]:
         """Every scalar unknown of this problem and of the problems it contains."""
         return [module for module in self.modules() if isinstance(module, BoundedScalar)]
+
+    @property
+    def uses_collocation(self) -> bool:
+        """Whether :meth:`loss_terms` depends on its collocation points (residual-adaptive
+        resampling is pointless otherwise)."""
+        return True
 
     def sample_collocation(self, n: int, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
@@ -168,6 +176,11 @@ class TransportProblem(InverseProblem):
     drag of the vascular exchange (phi_V) and the lymphatic clearance (phi_L), so drug images also
     inform the pressure and its unknowns.
 
+    Residual form: strong (pointwise at the collocation points, by autograd) unless
+    :meth:`use_weak_form` gave test functions: then the PDE terms are the mean squares of the weak
+    residuals (:mod:`hybrid.inverse.weak`, network values only, fixed quadrature points; not with
+    a ``flow``), nondimensionalised the same way.
+
     ``cell_drug``: a third state C_I [mol/m^3 of tissue], the drug taken up by cells,
     dC_I/dt = U(C_F) (loss term ``pde_cell``; C_I = 0 at t = 0 exactly), as in the FEM; "total_drug"
     is then C_L + C_F + C_I, and the quantities "cell_drug" and "released_fraction"
@@ -205,6 +218,7 @@ class TransportProblem(InverseProblem):
         if flow is not None and (flow.geometry != geometry):
             raise ValueError(f"the flow problem's geometry {flow.geometry} differs from the transport's {geometry}")
         self.flow = flow
+        self.test_functions = None   # strong residual form (use_weak_form)
         self.cell_drug = cell_drug
         count = 3 if cell_drug else 2
         state_scales = (1.0,) * count if state_scales is None else tuple(float(v) for v in state_scales)
@@ -262,26 +276,56 @@ class TransportProblem(InverseProblem):
         t = torch.rand(n, 1, generator=generator, dtype=x.dtype)
         return torch.cat([x, t], dim=1)
 
+    def use_weak_form(self, test_functions: SpaceTimeTestFunctions | None) -> None:
+        """PDE terms from weak residuals against ``test_functions`` (None: the strong form)."""
+        if test_functions is not None and self.flow is not None:
+            raise ValueError("the weak residual form does not model advection yet: use the strong form with a flow")
+        if test_functions is not None and test_functions.dim != self.geometry.dim:
+            raise ValueError(f"test functions in {test_functions.dim}-D for a {self.geometry.dim}-D problem")
+        self.test_functions = test_functions
+
+    @property
+    def uses_collocation(self) -> bool:
+        return self.test_functions is None or self.flow is not None
+
+    def _equation_coefficients(self, x: torch.Tensor) -> dict:
+        """Keywords of the drug equations at the nondimensional space points ``x`` (no flow terms)."""
+        uptake = self.coefficient("uptake_rate", x)
+        return dict(diffusivity_lipo=self.coefficient("diffusivity_lipo", x),
+                    diffusivity_free=self.coefficient("diffusivity_free", x),
+                    release_rate=self.coefficient("release_rate", x), uptake=lambda c: linear_uptake(c, uptake),
+                    clearance=self.coefficient("clearance", x), interstitial_fraction=self.interstitial_fraction,
+                    exchange_lipo=self.exchange[0], exchange_free=self.exchange[1],
+                    free_binding_ratio=self.free_binding_ratio)
+
     def _residuals(self, points: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Nondimensional residuals (r_L, r_F) (and r_I with ``cell_drug``), each (n,)."""
+        """Nondimensional strong residuals (r_L, r_F) (and r_I with ``cell_drug``), each (n,)."""
         xt = points.requires_grad_(True) if not points.requires_grad else points
         states = self.states(xt)
         c_lipo, c_free = states[:2]
-        x = xt[:, :-1]
-        uptake = self.coefficient("uptake_rate", x)
+        coefficients = self._equation_coefficients(xt[:, :-1])
         flow = self._flow_terms(xt) if self.flow is not None else {}
-        r_lipo, r_free = transport_residuals(
-            c_lipo, c_free, xt, self.scales.length, self.scales.time,
-            diffusivity_lipo=self.coefficient("diffusivity_lipo", x),
-            diffusivity_free=self.coefficient("diffusivity_free", x),
-            release_rate=self.coefficient("release_rate", x), uptake=lambda c: linear_uptake(c, uptake),
-            clearance=self.coefficient("clearance", x), interstitial_fraction=self.interstitial_fraction,
-            exchange_lipo=self.exchange[0], exchange_free=self.exchange[1], hindrance=self.hindrance,
-            free_binding_ratio=self.free_binding_ratio, **flow)
+        r_lipo, r_free = transport_residuals(c_lipo, c_free, xt, self.scales.length, self.scales.time,
+                                             hindrance=self.hindrance, **coefficients, **flow)
         residuals = [r_lipo, r_free]
         if self.cell_drug:   # dC_I/dt = U(C_F)
-            residuals.append(cell_drug_residual(states[2], c_free, xt, self.scales.time,
-                                                lambda c, _: linear_uptake(c, uptake)))
+            uptake = coefficients["uptake"]
+            residuals.append(cell_drug_residual(states[2], c_free, xt, self.scales.time, lambda c, _: uptake(c)))
+        scale = self.scales.concentration / self.scales.time
+        return tuple(r / scale for r in residuals)
+
+    def _weak_residuals(self) -> tuple[torch.Tensor, ...]:
+        """Nondimensional weak residuals per test function, each (n_test,): the networks evaluated
+        once at the test functions' quadrature points."""
+        test = self.test_functions
+        states = self.states(test.points)
+        coefficients = self._equation_coefficients(test.points[:, :-1])
+        residuals = list(weak_transport_residuals(test, states[0], states[1], self.scales.length, self.scales.time,
+                                                  **coefficients))
+        if self.cell_drug:
+            uptake = coefficients["uptake"]
+            residuals.append(weak_cell_drug_residual(test, states[2], states[1], self.scales.time,
+                                                     lambda c, _: uptake(c)))
         scale = self.scales.concentration / self.scales.time
         return tuple(r / scale for r in residuals)
 
@@ -307,13 +351,15 @@ class TransportProblem(InverseProblem):
         return points[:, :-1].detach().clone()
 
     def pointwise_residual(self, points: torch.Tensor) -> torch.Tensor:
+        """Strong residual norm per point (n,) (residual-adaptive collocation, in either form)."""
         squares = sum(r**2 for r in self._residuals(points))
         if self.flow is not None:
             squares = squares + self.flow.pointwise_residual(points[:, :-1].detach().clone()) ** 2
         return torch.sqrt(squares)
 
     def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
-        terms = {f"pde_{name}": (r**2).mean() for name, r in zip(("lipo", "free", "cell"), self._residuals(points))}
+        residuals = self._residuals(points) if self.test_functions is None else self._weak_residuals()
+        terms = {f"pde_{name}": (r**2).mean() for name, r in zip(("lipo", "free", "cell"), residuals)}
         if self.flow is not None:
             for name, value in self.flow.loss_terms(self._flow_points(points)).items():
                 terms[f"{name}_ifp"] = value

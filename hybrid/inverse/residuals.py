@@ -40,8 +40,8 @@ from hybrid.problems.exchange import kedem_katchalsky_flux, starling_fluid_flux
 from hybrid.problems.namespace import TORCH
 from hybrid.problems.uptake import el_kareh_secomb_uptake
 
-__all__ = ["gradient", "laplacian", "darcy_starling_residual", "DrugExchange", "transport_residuals",
-           "ElKarehSecombUptake", "cell_drug_residual"]
+__all__ = ["gradient", "laplacian", "darcy_starling_residual", "DrugExchange", "transport_sources",
+           "transport_residuals", "ElKarehSecombUptake", "cell_drug_residual"]
 
 
 def gradient(u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -92,6 +92,28 @@ class DrugExchange:
     reflection: float = 0.0
 
 
+def transport_sources(c_lipo: torch.Tensor, c_free: torch.Tensor, t: torch.Tensor, *, release_rate, uptake: Callable,
+                      clearance=0.0, interstitial_fraction: float = 1.0, exchange_lipo: DrugExchange | None = None,
+                      exchange_free: DrugExchange | None = None, fluid_source=0.0,
+                      lymphatic_sink=0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The terms of the two drug equations without a derivative (module doc) [mol/(m^3 s)] per
+    point (n,): s_L = -J_L + (k_rel + k_L) C_L + phi_L C_L / phi and s_F = -J_F - k_rel C_L + U(C_F)
+    + phi_L C_F / phi, at times ``t`` [s] (n,); keywords as :func:`transport_residuals`. The strong
+    residual is the derivative terms plus these; the weak one (:mod:`hybrid.inverse.weak`) takes
+    them times the test function."""
+    c_lipo, c_free = c_lipo.reshape(-1), c_free.reshape(-1)
+    phi = interstitial_fraction
+    sources = []
+    for c, exchange in ((c_lipo, exchange_lipo), (c_free, exchange_free)):
+        s = lymphatic_sink * c / phi
+        if exchange is not None:
+            s = s - kedem_katchalsky_flux(exchange.plasma(t, TORCH), c / phi, fluid_source, exchange.reflection,
+                                          exchange.permeability_surface, TORCH)
+        sources.append(s)
+    released = release_rate * c_lipo
+    return sources[0] + released + clearance * c_lipo, sources[1] - released + uptake(c_free)
+
+
 def transport_residuals(c_lipo: torch.Tensor, c_free: torch.Tensor, xt: torch.Tensor, length: float, time: float, *,
                         diffusivity_lipo: float, diffusivity_free: float, release_rate, uptake: Callable,
                         clearance: float = 0.0, interstitial_fraction: float = 1.0,
@@ -111,25 +133,20 @@ def transport_residuals(c_lipo: torch.Tensor, c_free: torch.Tensor, xt: torch.Te
     time derivative is (1 + B) dC_F/dt (as in the FEM's ``TransportModel.free_binding_ratio``).
     """
     dims = xt.shape[1] - 1
-    t_phys = xt[:, -1] * time
     phi = interstitial_fraction
-    residuals = []
-    for c, diffusivity, exchange, hinder, capacity in (
-            (c_lipo.reshape(-1), diffusivity_lipo, exchange_lipo, hindrance, 1.0),
-            (c_free.reshape(-1), diffusivity_free, exchange_free, 1.0, 1.0 + free_binding_ratio)):
+    derivatives = []
+    for c, diffusivity, hinder, capacity in ((c_lipo.reshape(-1), diffusivity_lipo, hindrance, 1.0),
+                                             (c_free.reshape(-1), diffusivity_free, 1.0, 1.0 + free_binding_ratio)):
         lap, grad_c = laplacian(c, xt, dims)
         r = capacity * grad_c[:, -1] / time - diffusivity * lap / length**2
         if darcy_flux is not None:   # div(f u C / phi) = f (u . grad C + C div u) / phi
             r = r + hinder * ((darcy_flux * grad_c[:, :dims]).sum(dim=1) / length + c * flux_divergence) / phi
-        if exchange is not None:
-            r = r - kedem_katchalsky_flux(exchange.plasma(t_phys, TORCH), c / phi, fluid_source, exchange.reflection,
-                                          exchange.permeability_surface, TORCH)
-        residuals.append(r + lymphatic_sink * c / phi)
-    r_lipo, r_free = residuals
-    released = release_rate * c_lipo.reshape(-1)
-    r_lipo = r_lipo + released + clearance * c_lipo.reshape(-1)
-    r_free = r_free - released + uptake(c_free.reshape(-1))
-    return r_lipo, r_free
+        derivatives.append(r)
+    s_lipo, s_free = transport_sources(
+        c_lipo, c_free, xt[:, -1] * time, release_rate=release_rate, uptake=uptake, clearance=clearance,
+        interstitial_fraction=phi, exchange_lipo=exchange_lipo, exchange_free=exchange_free,
+        fluid_source=fluid_source, lymphatic_sink=lymphatic_sink)
+    return derivatives[0] + s_lipo, derivatives[1] + s_free
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,12 @@ residual-adaptive collocation, checkpoints and resume, a progress line, seeds an
 - **Precision and device**: ``dtype`` "float32" or "float64", ``device`` "cpu" or "cuda"; on CUDA
   with ``cuda_graph`` the whole Adam step (losses, double backward, update) is captured once in a
   CUDA graph and replayed (static collocation tensor refilled in place on resampling).
+- **Residual form**: ``residual_form="strong"`` (pointwise, autograd derivatives of the
+  networks) or ``"weak"`` (:mod:`hybrid.inverse.weak`: residuals against space-time test functions,
+  ``weak_cells`` per space axis and ``weak_time_cells`` in time, ``weak_gauss`` Gauss points per
+  cell axis; network values only, on fixed quadrature points, so no resampling); the weak form
+  is for problems with a ``use_weak_form`` method (:class:`~hybrid.inverse.problems.TransportProblem`
+  without flow).
 - **Checkpoints**: every ``checkpoint_every`` steps (and at the end) the full state (parameters,
   optimiser, weights, collocation points, random generator, history) goes to ``checkpoint``;
   :meth:`Trainer.resume` continues from it and reproduces the uninterrupted run.
@@ -43,6 +49,7 @@ import numpy as np
 import torch
 
 from hybrid.inverse.problems import InverseProblem
+from hybrid.inverse.weak import SpaceTimeTestFunctions
 
 __all__ = ["TrainingConfig", "TrainingResult", "Trainer", "ensemble"]
 
@@ -75,6 +82,10 @@ class TrainingConfig:
     checkpoint_every: int = 500
     progress_every: int = 100              # 0: silent
     threads: int | None = None             # torch CPU threads (process-wide); None: torch's default
+    residual_form: str = "strong"          # PDE residuals: "strong" (pointwise) or "weak" (test functions)
+    weak_cells: int = 12                   # weak form: cells per space axis over the domain's diameter
+    weak_time_cells: int = 12              # weak form: cells over [0, end_time]
+    weak_gauss: int = 3                    # weak form: Gauss-Legendre points per cell and axis
 
     def __post_init__(self):
         if self.balance not in ("residuals", "all", "none"):
@@ -86,6 +97,8 @@ class TrainingConfig:
         if not 0 <= self.unknowns_from_step <= self.adam_steps:
             raise ValueError(f"unknowns_from_step must be between 0 and adam_steps ({self.adam_steps}), got "
                              f"{self.unknowns_from_step}")
+        if self.residual_form not in ("strong", "weak"):
+            raise ValueError(f"residual_form must be 'strong' or 'weak', got {self.residual_form!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 (or None for torch's default), got {self.threads!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -114,6 +127,7 @@ class Trainer:
             torch.set_num_threads(config.threads)
         self.device = torch.device(config.device)
         self.dtype = _DTYPES[config.dtype]
+        _set_residual_form(problem, config)
         self.problem = problem.to(device=self.device, dtype=self.dtype)
         self.progress = progress
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -215,7 +229,7 @@ class Trainer:
         use_graph = self.device.type == "cuda" and c.cuda_graph
         start = time.perf_counter()
         while self.step < c.adam_steps:
-            if c.resample_every and self.step and self.step % c.resample_every == 0:
+            if c.resample_every and self.step and self.step % c.resample_every == 0 and self.problem.uses_collocation:
                 self._resample()
             if c.balance != "none" and c.balance_every and self.step % c.balance_every == 0:
                 self._balance()
@@ -229,7 +243,7 @@ class Trainer:
             self._after_step(terms, "adam", start)
         while self.step < self.total_steps:
             chunk = min(_LBFGS_CHUNK, self.total_steps - self.step)
-            if self.lbfgs is not None and c.lbfgs_resample:
+            if self.lbfgs is not None and c.lbfgs_resample and self.problem.uses_collocation:
                 self._resample()
             self.lbfgs = self.lbfgs or _lbfgs(self.problem)
             before = self._lbfgs_iterations()
@@ -300,6 +314,19 @@ class Trainer:
         self.generator.set_state(state["generator"])
         self.step, self.seconds, self.history = state["step"], state["seconds"], state["history"]
         return self
+
+
+def _set_residual_form(problem: InverseProblem, config: TrainingConfig) -> None:
+    """Give ``problem`` the residual form of ``config`` (ValueError if it has no weak form)."""
+    if not hasattr(problem, "use_weak_form"):
+        if config.residual_form == "weak":
+            raise ValueError(f"{type(problem).__name__} has no weak residual form: use residual_form='strong'")
+        return
+    test_functions = None
+    if config.residual_form == "weak":
+        test_functions = SpaceTimeTestFunctions(problem.geometry, cells=config.weak_cells,
+                                                time_cells=config.weak_time_cells, gauss=config.weak_gauss)
+    problem.use_weak_form(test_functions)
 
 
 def _restart_moments(adam: torch.optim.Adam, group: dict) -> None:
