@@ -38,6 +38,7 @@ import dolfinx.fem
 import dolfinx.fem.petsc
 import dolfinx.mesh
 
+from hybrid.forward.petsc_options import add_options, remove_options
 from hybrid.mesh import TumourMesh, tags
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 
@@ -248,9 +249,9 @@ class LinearSolveStats:
 def solve_linear(a, L, bcs, solution, options: dict, prefix: str,
                  fields: tuple[str, ...] = ()) -> LinearSolveStats:
     """Assemble ``a u = L`` with Dirichlet ``bcs`` and solve it into ``solution`` with PETSc options
-    ``options`` under ``prefix``. An option already in PETSc's options database under ``prefix``
-    (a user's ``-prefix_ksp_*`` on the command line or in PETSC_OPTIONS) wins over the same key of
-    ``options``; the other keys are in the database only for this solve, which leaves it as it was.
+    ``options`` under ``prefix``. A user's ``-prefix_*`` option (command line, PETSC_OPTIONS) wins
+    over the same key of ``options``; the other keys are in PETSc's options database only for this
+    solve, which leaves it as it was (:mod:`hybrid.forward.petsc_options`).
 
     Block systems: ``a`` a list of rows of bilinear forms (None for an empty block), ``L`` a list
     of linear forms and ``solution`` a list of Functions, one per block, named ``fields``. With
@@ -260,34 +261,37 @@ def solve_linear(a, L, bcs, solution, options: dict, prefix: str,
     from petsc4py import PETSc
 
     t0 = time.perf_counter()
-    database = PETSc.Options()
-    added = {key: value for key, value in options.items() if not database.hasName(prefix + key)}
     a_form, L_form = dolfinx.fem.form(a), dolfinx.fem.form(L)
     blocked = isinstance(solution, (list, tuple))
-    nest = blocked and database.getString(prefix + "pc_type", options.get("pc_type")) == "fieldsplit"
-    A = dolfinx.fem.petsc.assemble_matrix(a_form, bcs=bcs, kind="nest" if nest else None)
-    A.assemble()
-    if blocked:
-        vector_kind = PETSc.Vec.Type.NEST if nest else PETSc.Vec.Type.MPI
-        b = dolfinx.fem.petsc.assemble_vector(L_form, kind=vector_kind)
-        dolfinx.fem.petsc.apply_lifting(b, a_form, bcs=dolfinx.fem.bcs_by_block(
-            dolfinx.fem.extract_function_spaces(a_form, 1), bcs))
-        for part in b.getNestSubVecs() if nest else [b]:
-            part.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
-        dolfinx.fem.petsc.set_bc(b, dolfinx.fem.bcs_by_block(dolfinx.fem.extract_function_spaces(L_form), bcs))
-        x = dolfinx.fem.petsc.create_vector(dolfinx.fem.extract_function_spaces(L_form), kind=vector_kind)
-    else:
-        b = dolfinx.fem.petsc.assemble_vector(L_form)
-        dolfinx.fem.petsc.apply_lifting(b, [a_form], bcs=[bcs])
-        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
-        dolfinx.fem.petsc.set_bc(b, bcs)
-        x = solution.x.petsc_vec
-    t1 = time.perf_counter()
-    solver = PETSc.KSP().create(A.getComm())
-    solver.setOptionsPrefix(prefix)
-    for key, value in added.items():
-        database[prefix + key] = value
+    added = add_options(options, prefix)
+    owned = []   # PETSc objects created here, freed on return
     try:
+        nest = blocked and PETSc.Options().getString(prefix + "pc_type", "") == "fieldsplit"
+        A = dolfinx.fem.petsc.assemble_matrix(a_form, bcs=bcs, kind="nest" if nest else None)
+        owned.append(A)
+        A.assemble()
+        if blocked:
+            vector_kind = PETSc.Vec.Type.NEST if nest else PETSc.Vec.Type.MPI
+            b = dolfinx.fem.petsc.assemble_vector(L_form, kind=vector_kind)
+            owned.append(b)
+            dolfinx.fem.petsc.apply_lifting(b, a_form, bcs=dolfinx.fem.bcs_by_block(
+                dolfinx.fem.extract_function_spaces(a_form, 1), bcs))
+            for part in b.getNestSubVecs() if nest else [b]:
+                part.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+            dolfinx.fem.petsc.set_bc(b, dolfinx.fem.bcs_by_block(dolfinx.fem.extract_function_spaces(L_form), bcs))
+            x = dolfinx.fem.petsc.create_vector(dolfinx.fem.extract_function_spaces(L_form), kind=vector_kind)
+            owned.append(x)
+        else:
+            b = dolfinx.fem.petsc.assemble_vector(L_form)
+            owned.append(b)
+            dolfinx.fem.petsc.apply_lifting(b, [a_form], bcs=[bcs])
+            b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+            dolfinx.fem.petsc.set_bc(b, bcs)
+            x = solution.x.petsc_vec
+        t1 = time.perf_counter()
+        solver = PETSc.KSP().create(A.getComm())
+        owned.append(solver)
+        solver.setOptionsPrefix(prefix)
         solver.setOperators(A)
         if nest:
             solver.getPC().setType("fieldsplit")
@@ -300,9 +304,8 @@ def solve_linear(a, L, bcs, solution, options: dict, prefix: str,
         for function in solution if blocked else [solution]:
             function.x.scatter_forward()
     finally:
-        for key in added:
-            database.delValue(prefix + key)
-        for petsc_object in (solver, A, b) + ((x,) if blocked else ()):
+        remove_options(added)
+        for petsc_object in owned:
             petsc_object.destroy()
     return LinearSolveStats(t1 - t0, time.perf_counter() - t1, iterations)
 

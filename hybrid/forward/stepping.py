@@ -9,8 +9,12 @@ step is backward Euler, which keeps the global error O(dt^2)). Time derivative a
 :class:`PersistentSolver` solves one residual ``F(u; v) = 0`` per call: forms compiled once,
 Jacobian matrix assembled only when it changes (every Newton iteration for a nonlinear residual;
 only when ``a0 / dt`` or a coefficient changes for a linear one), one PETSc KSP kept for the
-whole run (the preconditioner is rebuilt only with the matrix), PETSc options under a prefix
-unique to the solver (removed from the options database by :meth:`PersistentSolver.close`).
+whole run (the preconditioner is rebuilt only with the matrix). PETSc options: the KSP reads them
+under a numbered prefix unique to the solver (``hybrid_heat_0_``), so two solvers alive at once
+keep their own; a user addresses the un-numbered one (``-hybrid_heat_ksp_rtol``, which PETSc
+looks up when the numbered key is not set), and it wins over the options passed in
+(:mod:`hybrid.forward.petsc_options`). :meth:`PersistentSolver.close` removes what the solver
+added to the options database.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import ufl
 
 import dolfinx.fem
 import dolfinx.fem.petsc
+
+from hybrid.forward.petsc_options import add_options, remove_options
 
 __all__ = ["BDFScheme", "PersistentSolver", "SolverTimings"]
 
@@ -84,8 +90,10 @@ class PersistentSolver:
     ``linear=True`` (the residual is affine in ``u``): one Newton step per call, the Jacobian is
     reassembled only when :meth:`solve` is told it changed. ``linear=False``: Newton iterations
     until the residual norm falls below ``rtol`` times its first value (or ``atol``), the
-    Jacobian reassembled each iteration. ``options``: PETSc options set under ``prefix`` plus a
-    unique number (``prefix`` stays the handle a user can address on the command line).
+    Jacobian reassembled each iteration. ``options``: PETSc options (config over defaults), set
+    under ``prefix`` plus a unique number, where the KSP reads them; a user's ``-prefix_*``
+    option (command line, PETSC_OPTIONS) wins over the same key and reaches every solver of
+    that ``prefix``, a ``-prefix<number>_*`` option only that one.
     """
 
     def __init__(self, residual, unknown: dolfinx.fem.Function, bcs: list, options: dict, prefix: str,
@@ -101,10 +109,7 @@ class PersistentSolver:
         self._b = dolfinx.fem.petsc.create_vector(unknown.function_space)
         self._du = dolfinx.fem.petsc.create_vector(unknown.function_space)
         self.prefix = f"{prefix}{next(_instances)}_"
-        self._options = dict(options)
-        database = PETSc.Options()
-        for key, value in self._options.items():
-            database[self.prefix + key] = value
+        self._added_options = add_options(options, self.prefix)
         self.ksp = PETSc.KSP().create(unknown.function_space.mesh.comm)
         self.ksp.setOptionsPrefix(self.prefix)
         self.ksp.setOperators(self._A)
@@ -174,11 +179,7 @@ class PersistentSolver:
         out.x.scatter_forward()
 
     def close(self) -> None:
-        """Free the PETSc objects and remove this solver's options from the database."""
-        from petsc4py import PETSc
-
-        database = PETSc.Options()
-        for key in self._options:
-            database.delValue(self.prefix + key)
+        """Free the PETSc objects and remove the options this solver added to the database."""
+        remove_options(self._added_options)
         for petsc_object in (self.ksp, self._A, self._b, self._du):
             petsc_object.destroy()
