@@ -45,7 +45,8 @@ import dolfinx.mesh
 from hybrid.mesh import tags
 from hybrid.mesh.builders import TumourMesh
 
-__all__ = ["refine_uniformly", "refine_near_surface", "curved_surfaces", "snap_to_surfaces"]
+__all__ = ["refine_uniformly", "refine_near_surface", "bisect_cells", "longest_edges", "curved_surfaces",
+           "snap_to_surfaces"]
 
 
 def curved_surfaces(domain: TumourMesh) -> dict[int, tuple[np.ndarray, float]]:
@@ -112,35 +113,70 @@ def _cells_near_sphere(mesh: dolfinx.mesh.Mesh, centre: np.ndarray, radius: floa
     return cells[(distance.min(axis=1) <= band) & (distance.max(axis=1) >= -band)]
 
 
+def _refine_once(mesh: dolfinx.mesh.Mesh, cell_tags, facet_tags, edges: np.ndarray | None, surfaces) -> tuple:
+    """``mesh`` refined once in parallel: all cells (``edges = None``) or the local ``edges``
+    (Plaza bisection, plus what conformity needs); tags carried, the boundaries in ``surfaces``
+    (see :func:`curved_surfaces`; none: left on the coarse chords) snapped.
+    Returns (mesh, cell tags, facet tags, largest snap distance [m])."""
+    tdim = mesh.topology.dim
+    mesh.topology.create_entities(1)
+    mesh.topology.create_connectivity(tdim - 1, tdim)
+    # partitioner=None: children stay on their parent's rank, no ghost cells (as the gmsh mesh);
+    # with the default (ghost layer rebuilt) transfer_meshtag crashed under MPI in DOLFINx 0.11
+    fine, parent_cell, parent_facet = dolfinx.mesh.refine(
+        mesh, edges, partitioner=None, option=dolfinx.mesh.RefinementOption.parent_cell_and_facet)
+    fine.topology.create_connectivity(tdim - 1, tdim)
+    fine.name = mesh.name
+    cell_tags = dolfinx.mesh.transfer_meshtag(cell_tags, fine, parent_cell)
+    facet_tags = dolfinx.mesh.transfer_meshtag(facet_tags, fine, parent_cell, parent_facet)
+    snapped = snap_to_surfaces(fine, facet_tags, surfaces) if surfaces else 0.0
+    return fine, cell_tags, facet_tags, snapped
+
+
 def _refine(domain: TumourMesh, passes: list[float | None], surfaces, tumour_sphere=None) -> tuple:
     """``domain`` refined once per entry of ``passes``: uniformly for ``None``, else the cells
-    within that band [m] of ``tumour_sphere`` (centre [m], radius [m]); tags carried, the boundaries in ``surfaces``
-    (see :func:`curved_surfaces`; none: left on the coarse chords) snapped.
+    within that band [m] of ``tumour_sphere`` (centre [m], radius [m]); see :func:`_refine_once`.
     Returns (mesh, cell tags, facet tags, largest snap distance of the last pass [m])."""
     mesh, cell_tags, facet_tags = domain.mesh, domain.cell_tags, domain.facet_tags
     snapped = 0.0
     for band in passes:
-        tdim = mesh.topology.dim
-        mesh.topology.create_entities(1)
-        mesh.topology.create_connectivity(tdim - 1, tdim)
         edges = None
         if band is not None:
+            tdim = mesh.topology.dim
             centre, radius = tumour_sphere
+            mesh.topology.create_entities(1)
             mesh.topology.create_connectivity(tdim, 1)
             edges = dolfinx.mesh.compute_incident_entities(
                 mesh.topology, _cells_near_sphere(mesh, centre, radius, band), tdim, 1)
-        # partitioner=None: children stay on their parent's rank, no ghost cells (as the gmsh mesh);
-        # with the default (ghost layer rebuilt) transfer_meshtag crashed under MPI in DOLFINx 0.11
-        fine, parent_cell, parent_facet = dolfinx.mesh.refine(
-            mesh, edges, partitioner=None, option=dolfinx.mesh.RefinementOption.parent_cell_and_facet)
-        fine.topology.create_connectivity(tdim - 1, tdim)
-        cell_tags = dolfinx.mesh.transfer_meshtag(cell_tags, fine, parent_cell)
-        facet_tags = dolfinx.mesh.transfer_meshtag(facet_tags, fine, parent_cell, parent_facet)
-        snapped = snap_to_surfaces(fine, facet_tags, surfaces) if surfaces else 0.0
-        mesh = fine
-    mesh.name = domain.mesh.name
+        mesh, cell_tags, facet_tags, snapped = _refine_once(mesh, cell_tags, facet_tags, edges, surfaces)
     cell_tags.name, facet_tags.name = domain.cell_tags.name, domain.facet_tags.name
     return mesh, cell_tags, facet_tags, snapped
+
+
+def longest_edges(mesh: dolfinx.mesh.Mesh, cells: np.ndarray) -> np.ndarray:
+    """Local indices of the longest edge of each of the local ``cells`` (no repeats)."""
+    tdim = mesh.topology.dim
+    mesh.topology.create_entities(1)
+    mesh.topology.create_connectivity(tdim, 1)
+    mesh.topology.create_connectivity(1, tdim)
+    per_cell = {2: 3, 3: 6}[tdim]
+    edges = np.asarray(mesh.topology.connectivity(tdim, 1).array).reshape(-1, per_cell)[cells]
+    nodes = dolfinx.mesh.entities_to_geometry(mesh, 1, edges.ravel().astype(np.int32))
+    x = mesh.geometry.x
+    length = np.linalg.norm(x[nodes[:, 0]] - x[nodes[:, 1]], axis=1).reshape(-1, per_cell)
+    return np.unique(edges[np.arange(len(cells)), np.argmax(length, axis=1)]).astype(np.int32)
+
+
+def bisect_cells(domain: TumourMesh, cells: np.ndarray) -> TumourMesh:
+    """``domain`` with the longest edge of each of ``cells`` (local indices of owned cells; any
+    rank may pass none) bisected in parallel, plus what conformity needs (Plaza), tags carried
+    and curved boundaries snapped. The step of adaptive refinement
+    (``hybrid.forward.adaptive``); ``geometry`` and ``timings`` are left as they were."""
+    mesh, cell_tags, facet_tags, _ = _refine_once(domain.mesh, domain.cell_tags, domain.facet_tags,
+                                                  longest_edges(domain.mesh, np.asarray(cells, dtype=np.int32)),
+                                                  curved_surfaces(domain))
+    cell_tags.name, facet_tags.name = domain.cell_tags.name, domain.facet_tags.name
+    return replace(domain, mesh=mesh, cell_tags=cell_tags, facet_tags=facet_tags)
 
 
 def refine_uniformly(domain: TumourMesh, refinements: int, *, snap: bool = True) -> TumourMesh:
