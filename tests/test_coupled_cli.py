@@ -1,0 +1,258 @@
+"""``hybrid invert`` / ``hybrid validate`` kind "coupled" (a tumour disc in host tissue, pressure
+and release kinetics from drug images) end to end on a tiny ``hybrid synthesize`` twin: the files,
+keys and units of both outputs and that every error is computed (few training steps: the values
+are not expected to be small); the FEM re-solve at the true values reproduces the held-out
+noise-free frame and the true IFP map (so the recovered K and p_e reach the FEM as the synthesize
+run set them), a wrong tumour conductivity misses both (serial and 2 ranks); the configuration
+refusals as one-line errors; the TOML key = field rule on the examples."""
+
+import json
+import math
+import shutil
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_helpers import assert_one_error, run_hybrid
+from config_keys import assert_keys_are_fields
+from hybrid.config.crossval import load_crossval_config
+from hybrid.config.invert import load_invert_config
+
+nib = pytest.importorskip("nibabel")
+
+SYNTHESIZE = """
+[geometry]
+shape = "disc"
+tumour_radius = 1.0e-3
+host_thickness = {host}
+mesh_size = 2.5e-4
+[flow]
+model = "{flow}"
+[drug]
+formulation = "ph_sensitive"
+[release]
+ph = 6.8
+[plasma]
+model = "dose"
+dose = 50.0
+dose_unit = "mg/m^2"
+[time]
+end = 1200.0
+step = 400.0
+[observation]
+times = [-60.0, 400.0, 800.0, 1200.0]
+voxel_size_mm = 0.25
+noise = 0.05
+seed = 2
+quantities = ["total_drug", "released_fraction"]
+[output]
+directory = "synth"
+"""
+
+INVERT = """
+[data]
+observations = "synth/observations.nii.gz"
+released_fraction = "synth/released_fraction.nii.gz"
+truth = "synth/truth.json"
+held_out_times = [800.0]
+[problem]
+kind = "coupled"
+radius = 1.0e-3
+transport = "{transport}"
+flow_points = 64
+interface_points = 16
+[unknowns.release_rate]
+lower = 1.0e-7
+upper = 1.0e-3
+initial = 1.0e-5
+[unknowns.conductivity]
+lower = 3.0e-15
+upper = 3.0e-13
+initial = 1.0e-14
+[unknowns.effective_pressure]
+lower = 100.0
+upper = 4000.0
+initial = 2500.0
+[training]
+pretrain_adam_steps = 3
+pretrain_lbfgs_steps = 1
+adam_steps = 4
+unknowns_from_step = 2
+unknown_learning_rate = 3.0e-3
+lbfgs_steps = 0
+collocation_points = 64
+dtype = "float64"
+seed = 0
+threads = 1
+balance = "all"
+[output]
+directory = "inverted"
+"""
+
+VALIDATE = """
+[inversion]
+config = "invert.toml"
+directory = "{inversion}"
+[output]
+directory = "unused"
+"""
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+UNITS = {"release_rate": "1/s", "conductivity": "m^2/(Pa s)", "effective_pressure": "Pa"}
+
+
+def _invert_config(directory: Path, name="invert.toml", transport="synthesize.toml", text=INVERT) -> Path:
+    path = directory / name
+    path.write_text(text.format(transport=transport))
+    return path
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory):
+    """The tiny twin synthesized and inverted through the command line."""
+    directory = tmp_path_factory.mktemp("coupled")
+    (directory / "synthesize.toml").write_text(SYNTHESIZE.format(host=5.0e-4, flow="darcy"))
+    result = run_hybrid("synthesize", directory / "synthesize.toml", timeout=300)
+    assert result.returncode == 0, result.stderr
+    config = _invert_config(directory)
+    assert_keys_are_fields(load_invert_config(config), tomllib.loads(config.read_text()), config)
+    result = run_hybrid("invert", config, "--output", directory / "inverted", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "pressure pre-training step 4/4" in result.stdout and "step 4/4" in result.stdout
+    return directory
+
+
+def test_invert_writes_estimates_units_truth_errors_pressure_and_drug_maps(twin):
+    summary = json.loads((twin / "inverted" / "inversion.json").read_text())
+    assert summary["problem"] == "coupled" and set(summary["estimates"]) == set(UNITS)
+    truth = json.loads((twin / "synth" / "truth.json").read_text())["parameters"]
+    true_values = {"release_rate": truth["release_rate"]["value"],
+                   "conductivity": truth["tumour"]["hydraulic_conductivity"]["value"],
+                   "effective_pressure": truth["tumour_derived"]["effective_pressure"]["value"]}
+    for name, entry in summary["estimates"].items():
+        assert entry["unit"] == UNITS[name] and entry["spread"] is None and len(entry["members"]) == 1
+        assert entry["truth"] == pytest.approx(true_values[name], rel=1e-12)
+        assert entry["relative_error"] == pytest.approx(abs(entry["estimate"] - entry["truth"]) / entry["truth"])
+    assert summary["frames"]["held_out"] == [False, False, True, False]
+    held = summary["held_out_prediction"]
+    assert [h["time_s"] for h in held] == [800.0] and math.isfinite(held[0]["total_drug"]["relative_l2"])
+    training = summary["training"]
+    assert training["members"][0]["history"][-1]["step"] == 4
+    assert training["settings"]["pretrain_adam_steps"] == 3 and training["settings"]["unknowns_from_step"] == 2
+    pretraining = training["pressure_pretraining"][0]
+    assert pretraining["step"] == 4 and pretraining["seconds"] > 0 and "interface" in pretraining["terms"]
+    observed = nib.load(str(twin / "synth" / "observations.nii.gz"))
+    ifp = nib.load(str(twin / "inverted" / "ifp.nii.gz"))
+    true_ifp = np.asarray(nib.load(str(twin / "synth" / "truth" / "ifp.nii.gz")).get_fdata())
+    assert ifp.shape == observed.shape[:3] and np.allclose(ifp.affine, observed.affine)
+    data = np.asarray(ifp.get_fdata())
+    assert np.array_equal(np.isnan(data), np.isnan(true_ifp)) and np.isfinite(data).any()   # same voxels see tissue
+    for name in ("total_drug", "liposomal_drug", "free_drug", "cell_drug", "released_fraction"):
+        image = nib.load(str(twin / "inverted" / f"{name}.nii.gz"))
+        assert image.shape == observed.shape[:3] + (3,)
+        assert json.loads((twin / "inverted" / f"{name}.json").read_text())["FrameTimes_s"] == [400.0, 800.0, 1200.0]
+    assert (twin / "inverted" / "networks" / "seed0.pt").is_file()
+
+
+def _validate(directory: Path, estimates: dict | None, name: str, ranks: int = 1) -> dict:
+    """``hybrid validate`` of the twin's inversion with its estimates set to ``estimates`` (None: as trained)."""
+    inversion = directory / f"inversion_{name}"
+    if not inversion.exists():
+        shutil.copytree(directory / "inverted", inversion)
+        path = inversion / "inversion.json"
+        summary = json.loads(path.read_text())
+        for key, value in (estimates or {}).items():
+            summary["estimates"][key]["estimate"] = value
+        path.write_text(json.dumps(summary))
+    config = directory / f"validate_{name}.toml"
+    config.write_text(VALIDATE.format(inversion=inversion.name))
+    assert_keys_are_fields(load_crossval_config(config), tomllib.loads(config.read_text()), config)
+    out = directory / f"validated_{name}_{ranks}"
+    result = run_hybrid("validate", config, "--output", out, ranks=ranks, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return json.loads((out / "validation.json").read_text())
+
+
+def test_validate_reports_pressure_drug_held_out_and_identifiability(twin):
+    report = _validate(twin, None, "trained")
+    assert report["problem"] == "coupled"
+    assert {name: entry["unit"] for name, entry in report["recovered"].items()} == UNITS
+    pressure = report["pressure"]
+    assert pressure["pinn_vs_fem"]["unit"] == "1" and math.isfinite(pressure["pinn_vs_fem"]["relative_l2"])
+    assert all(math.isfinite(pressure["against_truth_image"][name]) for name in ("pinn", "fem"))
+    frames = report["pinn_vs_fem"]["frames"]
+    assert [f["time_s"] for f in frames] == [400.0, 800.0, 1200.0]
+    for frame in frames:
+        assert set(frame["relative_l2"]) == {"liposomal_drug", "free_drug", "cell_drug", "total_drug"}
+        assert all(math.isfinite(v) for v in frame["relative_l2"].values())
+    held = report["held_out"]["frames"]
+    assert [h["time_s"] for h in held] == [800.0]
+    assert all(math.isfinite(held[0]["total_drug"][who]["relative_l2"]) for who in ("fem", "pinn"))
+    identifiability = report["identifiability"]
+    assert identifiability["available"] and set(identifiability["unknowns"]) == set(UNITS)
+    for name, entry in identifiability["unknowns"].items():
+        assert entry["variable"] == f"ln {name}" and entry["cramer_rao_sd"] > 0
+        assert report["recovered"][name]["identifiable"] == entry["identifiable"]
+    assert len(identifiability["singular_values"]) == 3 and identifiability["frames_s"] == [400.0, 1200.0]
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_fem_at_the_true_values_reproduces_the_truth_and_a_wrong_conductivity_does_not(twin, ranks):
+    """The re-solve at the true k_rel, K and p_e is the synthesize run (same mesh, steps, IFP):
+    float32 images only; K x 3 changes the IFP map and the held-out frame."""
+    truth = {name: entry["truth"] for name, entry in
+             json.loads((twin / "inverted" / "inversion.json").read_text())["estimates"].items()}
+    right = _validate(twin, truth, "truth", ranks)
+    wrong = _validate(twin, truth | {"conductivity": 3 * truth["conductivity"]}, "wrong_conductivity", ranks)
+    assert right["pressure"]["against_truth_image"]["fem"] < 1e-5
+    assert wrong["pressure"]["against_truth_image"]["fem"] > 0.01   # measured 3.7 %: same plateau, wider rim
+    for quantity in ("total_drug", "released_fraction"):
+        assert right["held_out"]["frames"][0][quantity]["against_truth"]["fem"] < 1e-4
+    assert wrong["held_out"]["frames"][0]["total_drug"]["against_truth"]["fem"] > 1e-3
+    if ranks == 2:
+        serial = json.loads((twin / "validated_truth_1" / "validation.json").read_text())
+        assert right["fem"]["nodes"] == serial["fem"]["nodes"]
+        assert right["pressure"]["pinn_vs_fem"]["relative_l2"] == pytest.approx(
+            serial["pressure"]["pinn_vs_fem"]["relative_l2"], rel=1e-6)
+        for one, two in zip(serial["pinn_vs_fem"]["frames"], right["pinn_vs_fem"]["frames"]):
+            for name, value in one["relative_l2"].items():
+                assert two["relative_l2"][name] == pytest.approx(value, rel=1e-6)
+
+
+@pytest.mark.parametrize("synthesize, change, message", [
+    (SYNTHESIZE.format(host=0.0, flow="darcy"), None, "kind \"coupled\" needs a tumour disc in host tissue"),
+    (SYNTHESIZE.format(host=5.0e-4, flow="none"), None, "set it to \"darcy\""),
+    (None, ("[unknowns.conductivity]", "[unknowns.vascular_exchange]"),
+     "unknown(s) vascular_exchange are not unknowns of the coupled problem"),
+    (None, ("kind = \"coupled\"", "kind = \"coupled\"\nconductivity = 1e-13"),
+     "the coupled kind takes its known coefficients from [problem] transport"),
+    (None, ("radius = 1.0e-3", "radius = 2.0e-3"), "[problem] radius 0.002 m must equal the tumour_radius 0.001 m"),
+    (None, ("{transport}", "missing.toml"), "missing.toml: no such file"),
+    (None, ("adam_steps = 4", "adam_steps = 1"), "unknowns_from_step (2) must not exceed adam_steps (1)"),
+    (None, ("kind = \"coupled\"", "kind = \"release\""), "[problem] flow_points, interface_points belong(s) to kind"),
+])
+def test_configuration_refusals_are_one_line_errors(tmp_path, synthesize, change, message):
+    (tmp_path / "synthesize.toml").write_text(synthesize or SYNTHESIZE.format(host=5.0e-4, flow="darcy"))
+    text = INVERT if change is None else INVERT.replace(*change)
+    config = _invert_config(tmp_path, text=text)
+    assert_one_error(run_hybrid("invert", config, "--output", tmp_path / "out"), message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_pretraining_keys_belong_to_the_coupled_kind(tmp_path):
+    (tmp_path / "synthesize.toml").write_text(SYNTHESIZE.format(host=0.0, flow="darcy"))
+    text = (INVERT.replace("kind = \"coupled\"", "kind = \"release\"").replace("flow_points = 64\n", "")
+            .replace("interface_points = 16\n", "").replace("[unknowns.conductivity]\nlower = 3.0e-15\nupper = 3.0e-13\n"
+                                                            "initial = 1.0e-14\n", "")
+            .replace("[unknowns.effective_pressure]\nlower = 100.0\nupper = 4000.0\ninitial = 2500.0\n", ""))
+    assert_one_error(run_hybrid("invert", _invert_config(tmp_path, text=text)),
+                     "[training] pretrain_adam_steps, pretrain_lbfgs_steps belong(s) to kind \"coupled\"")
+
+
+@pytest.mark.parametrize("name, loader", [("invert_coupled.toml", load_invert_config),
+                                          ("validate_coupled.toml", load_crossval_config)])
+def test_example_keys_are_fields(name, loader):
+    path = EXAMPLES / name
+    assert_keys_are_fields(loader(path), tomllib.loads(path.read_text()), path)
