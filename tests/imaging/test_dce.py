@@ -132,8 +132,21 @@ def tcxm_delayed_fits():
 # (OSIPI/DCE-DSC-MRI_CodeCollection test/DCEmodels/test_DCEmodels_2CXM_MJT_UoEdinburgh_UK.py at
 # c4b593a3cce6199d48d0045afdb242dd695a2685, test_DCEmodels_2CXM_LEK_UoEdinburgh_UK.py at
 # e1a1f818084428df96c1b6b67b2149782ed76c31), so this xfail is ours, not an OSIPI-accepted failure.
+# Not our delay model: the data (mjt320/DCE-functions DCEFunc_PKP2Conc: AIF samples held over
+# their 0.5 s interval, exact integrals of the impulse response) are delayed by exactly 10
+# samples, where our linearly interpolated shift is exact; at the truth the two forward models
+# differ by <= 2.2e-6 mM (noise sd 0.001 mM). Residual sum of squares, in units of 0.001^2 mM^2
+# over the 600 samples, truth vs optimum: ours 572.8 vs 559.2 (PS 0.128, delay 5.065 s); the
+# generator's held samples shifted continuously 572.7 vs 559.3 (PS 0.131, delay 5.046 s); a
+# quadratic AIF interpolant (MJT_UoEdinburgh's) 573.0 vs 559.5 (PS 0.132); delay fixed at
+# 5 s: PS 0.137 under both. Every model puts the truth 13.4-13.6 above its optimum. They differ
+# only in how a sub-sample shift interpolates the AIF, which moves PS by 0.2 standard errors,
+# across OSIPI's limit 0.130 (ours below, the others above), and ours fits the samples best.
+# Held samples are the generator's discretisation, not a sampled continuous AIF; we keep ours.
 NOISE_LIMITED = {"case_8_delayed": "the least-squares optimum of these samples has PS 0.128 "
-                                   "+- 0.015 /min, outside OSIPI's 0.15 +- 0.02"}
+                                   "+- 0.015 /min, outside OSIPI's 0.15 +- 0.02; residual sum of "
+                                   "squares at the truth 572.8, at the optimum 559.2 (units of the "
+                                   "noise variance 1e-6 mM^2, 600 samples)"}
 
 
 @pytest.mark.parametrize(
