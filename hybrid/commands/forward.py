@@ -28,15 +28,17 @@ def closed_form(config: ForwardConfig) -> RadialSolution | None:
                                 config.boundary.outer_boundary(), config.host, geometry.host_thickness)
 
 
-def _solve(config: ForwardConfig, domain, fields: dict):
-    """solve_ifp for this run; a PETSc failure (bad option, no convergence) as one ValueError line."""
+def _solve(config: ForwardConfig, domain, fields: dict, degree: int | None = None):
+    """solve_ifp for this run (``degree``: the configured one unless given); a PETSc failure (bad
+    option, no convergence) as one ValueError line."""
     from petsc4py import PETSc
 
     from hybrid.forward import solve_ifp
 
     try:
         return solve_ifp(domain, config.tumour, config.boundary.outer_boundary(), config.host,
-                         degree=config.solver.degree, petsc_options=config.solver.petsc_options, fields=fields)
+                         degree=degree or config.solver.degree, petsc_options=config.solver.petsc_options,
+                         fields=fields)
     except PETSc.Error as exc:
         raise ValueError(f"the IFP linear solve failed (PETSc {petsc_failure(exc)}); check [solver] petsc_options "
                          f"{config.solver.petsc_options or '(none set)'}") from None
@@ -76,15 +78,35 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
     stages["mesh_s"] = time.perf_counter() - start
     stages.update(domain.timings)   # meshing_s (gmsh, rank 0), distribution_s, refinement_s
     memory = {"after_mesh": peak_memory_mib(comm)}
-    fields, image_stats = {}, None
+    ktrans_image = None
     if config.images.ktrans is not None:
-        from hybrid.forward.image_sampling import vascular_exchange_from_ktrans
         from hybrid.io.nifti import read_volume
 
-        ktrans, affine_mm = everywhere(comm, lambda: read_volume(config.images.ktrans))
-        slice_index = geometry.slice_index if domain.dim == 2 and ktrans.shape[2] > 1 else None
-        fields["vascular_exchange"], image_stats = vascular_exchange_from_ktrans(
-            domain, ktrans, affine_mm, config.tumour, config.host, slice_index=slice_index)
+        ktrans_image = everywhere(comm, lambda: read_volume(config.images.ktrans))
+
+    def image_fields(mesh) -> tuple[dict, dict | None]:
+        """The coefficient fields of ``[images]`` on ``mesh`` and their statistics (none without images)."""
+        if ktrans_image is None:
+            return {}, None
+        from hybrid.forward.image_sampling import vascular_exchange_from_ktrans
+
+        ktrans, affine_mm = ktrans_image
+        slice_index = geometry.slice_index if mesh.dim == 2 and ktrans.shape[2] > 1 else None
+        exchange, stats = vascular_exchange_from_ktrans(mesh, ktrans, affine_mm, config.tumour, config.host,
+                                                        slice_index=slice_index)
+        return {"vascular_exchange": exchange}, stats
+
+    if geometry.adaptive_dofs:
+        from hybrid.forward.adaptive import adapt_to_budget
+
+        log(f"refining adaptively (P1 residual indicator, Doerfler marking) to {geometry.adaptive_dofs} P1 DOFs")
+        domain = everywhere(comm, lambda: adapt_to_budget(
+            domain, lambda mesh: _solve(config, mesh, image_fields(mesh)[0], degree=1), geometry.adaptive_dofs))
+        stages["adaptive_s"] = domain.timings["adaptive_s"]
+        memory["after_adaptive"] = peak_memory_mib(comm)
+        log(f"{domain.geometry['adaptive_steps']} adaptive refinement(s) in {stages['adaptive_s']:.2f} s")
+    fields, image_stats = image_fields(domain)
+    if image_stats is not None:
         log(f"Lp S/V scaled by Ktrans / region mean from {config.images.ktrans.name} (tumour mean "
             f"{image_stats['mean_tumour_ktrans_per_min']:.3g} /min)")
     log(f"solving IFP with degree {config.solver.degree} on {comm.size} rank(s)")

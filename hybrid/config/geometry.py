@@ -13,6 +13,7 @@ __all__ = ["SHAPES", "PARTITIONERS", "GeometryConfig", "geometry_from_table"]
 
 SHAPES = ("sphere", "disc", "slab", "krogh", "vessels", "mask")
 PARTITIONERS = ("scotch", "kahip", "parmetis")   # the PyPI DOLFINx has scotch and kahip
+ADAPTIVE_SHAPES = ("sphere", "disc")   # where adaptive refinement (hybrid.forward.adaptive) is measured
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,15 @@ class GeometryConfig:
     refinements: int = 0                     # uniform parallel refinements of the gmsh mesh (each: h / 2)
     rim_refinements: int = 0                 # sphere/disc: parallel refinements near the tumour surface
     rim_band: float | None = None            # width of the widest rim refinement; default 2 ln2 N rim
+    adaptive_dofs: int = 0                   # hybrid forward: refine adaptively to this many P1 DOFs (0: off)
     partitioner: str = "scotch"              # graph partitioner of the gmsh mesh: scotch | kahip | parmetis
 
     def resolved(self, rim_thickness: float) -> "GeometryConfig":
         """Fill the surface refinement from the IFP rim thickness ``sqrt(K/(Lp S/V))`` [m].
 
         Default surface size: rim / 4, or ``2^rim_refinements`` times that on the gmsh mesh when the
-        rim is refined in parallel afterwards. Default ``rim_band``: ``2 ln 2 * rim_refinements *
+        rim is refined in parallel afterwards, or ``mesh_size`` with ``adaptive_dofs`` (adaptive
+        refinement finds the rim). Default ``rim_band``: ``2 ln 2 * rim_refinements *
         rim``, so the cell size doubles every ``2 ln 2 * rim`` from the surface, which spreads the
         P1 error ``h^2 |p''|`` of ``p ~ exp(-d / rim)`` evenly. Perivascular shapes keep ``None``:
         their builders resolve vessel walls by vessel radius.
@@ -53,7 +56,8 @@ class GeometryConfig:
         finite = math.isfinite(rim_thickness)
         surface = self.surface_mesh_size
         if surface is None:
-            surface = min(self.mesh_size, rim_thickness / 4 * 2 ** self.rim_refinements) if finite else self.mesh_size
+            surface = (min(self.mesh_size, rim_thickness / 4 * 2 ** self.rim_refinements)
+                       if finite and not self.adaptive_dofs else self.mesh_size)
         width = self.refinement_width
         if width is None:
             width = 2 * rim_thickness if finite else 0.0
@@ -94,6 +98,13 @@ def geometry_from_table(table: dict, base: Path) -> GeometryConfig:
         if isinstance(values[name], bool) or not isinstance(values[name], int) or not 0 <= values[name] <= 6:
             raise ConfigError(f"[geometry] {name} must be an integer from 0 to 6 (each splits the refined "
                               f"cells into 4 in 2-D, 8 in 3-D), got {values[name]!r}")
+    adaptive = values["adaptive_dofs"]
+    if isinstance(adaptive, bool) or not isinstance(adaptive, int) or adaptive < 0:
+        raise ConfigError(f"[geometry] adaptive_dofs must be a non-negative integer (a budget of P1 DOFs, "
+                          f"0: no adaptive refinement), got {adaptive!r}")
+    if adaptive and values["shape"] not in ADAPTIVE_SHAPES:
+        raise ConfigError(f"[geometry] adaptive_dofs needs shape = {' or '.join(map(repr, ADAPTIVE_SHAPES))} "
+                          f"(where it is measured; its error indicator has no vessel-wall term and no 1-D form), got {values['shape']!r}")
     if values["rim_refinements"] and values["shape"] not in ("sphere", "disc"):
         raise ConfigError(f'[geometry] rim_refinements needs shape = "sphere" or "disc" (a tumour surface to '
                           f'refine towards), got {values["shape"]!r}; use refinements')

@@ -164,9 +164,10 @@ def test_bad_refinement_settings_are_refused(geometry, message):
 
 
 # ------------------------------------------------------------------ refinement near the tumour surface
-def _ifp_errors(domain, host_thickness: float) -> tuple[int, float, float, float]:
-    """(DOFs, max nodal |p_h - p| / p_e, ||p_h - p|| / ||p||, |x| - R [m] where the max sits) of the
-    default-tissue IFP on ``domain`` against the Baxter-Jain closed form (p in P3 for the L2 norm)."""
+def _ifp_errors(domain, host_thickness: float, radius: float = R) -> tuple[int, float, float, float]:
+    """(DOFs, max nodal |p_h - p| / p_e, ||p_h - p|| / ||p||, |x| - radius [m] where the max sits) of
+    the default-tissue IFP on ``domain`` (tumour of ``radius`` [m]) against the Baxter-Jain closed
+    form (p in P3 for the L2 norm)."""
     from hybrid.forward import solve_ifp
     from hybrid.forward.sampling import nodal_samples
     from hybrid.problems.ifp import OuterBoundary, TissueProperties, closed_form_pressure
@@ -174,13 +175,13 @@ def _ifp_errors(domain, host_thickness: float) -> tuple[int, float, float, float
     tumour = TissueProperties.defaults("tumour")
     host = TissueProperties.defaults("host") if host_thickness > 0 else None
     dim = domain.dim
-    exact = closed_form_pressure(dim, R, tumour, OuterBoundary(), host, host_thickness)
+    exact = closed_form_pressure(dim, radius, tumour, OuterBoundary(), host, host_thickness)
     solution = solve_ifp(domain, tumour, OuterBoundary(), host)
     coords, values = nodal_samples(solution.pressure)
-    radius = np.linalg.norm(coords[:, :dim], axis=1)
-    errors = np.abs(values - exact.pressure(radius))
+    distance = np.linalg.norm(coords[:, :dim], axis=1)
+    errors = np.abs(values - exact.pressure(distance))
     nodal, where = COMM.allreduce((float(errors.max(initial=-1.0)),
-                                   float(radius[np.argmax(errors)] - R) if errors.size else np.nan), op=MPI.MAX)
+                                   float(distance[np.argmax(errors)] - radius) if errors.size else np.nan), op=MPI.MAX)
     cubic = dolfinx.fem.Function(dolfinx.fem.functionspace(domain.mesh, ("Lagrange", 3)))
     cubic.interpolate(lambda x: exact.pressure(np.linalg.norm(x[:dim], axis=0)))
     total = lambda form: COMM.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(form)), op=MPI.SUM)
@@ -253,19 +254,35 @@ def test_rim_refined_disc_is_as_accurate_as_a_gmsh_disc_with_more_dofs():
     assert refined[1] <= gmsh[1] and refined[2] <= gmsh[2], (refined, gmsh)
 
 
+def _adaptive(shape: str, radius: float, host_thickness: float, mesh_size: float, dof_budget: int):
+    """A gmsh mesh at ``mesh_size`` refined adaptively for the default-tissue IFP up to ``dof_budget``."""
+    from hybrid.forward import solve_ifp
+    from hybrid.forward.adaptive import adapt_to_budget
+    from hybrid.problems.ifp import OuterBoundary, TissueProperties
+
+    host = TissueProperties.defaults("host") if host_thickness > 0 else None
+    solve = lambda domain: solve_ifp(domain, TissueProperties.defaults("tumour"), OuterBoundary(), host)
+    return adapt_to_budget(tumour_mesh(COMM, shape, radius, host_thickness, mesh_size), solve, dof_budget)
+
+
 @pytest.fixture(scope="module")
 def sphere_in_host_errors():
     """``_ifp_errors`` of a 2 mm sphere in a 1 mm host: gmsh at 0.8 mm with two rim refinements
-    (band 4 ln2 rim), snapped and not (``snap=False``), and gmsh at 0.2 mm everywhere."""
+    (band 4 ln2 rim), snapped and not (``snap=False``), gmsh at 0.2 mm everywhere, and gmsh at
+    0.8 mm refined adaptively up to the DOFs of the 0.2 mm mesh."""
     band = 4 * np.log(2) * RIM
+    gmsh = _ifp_errors(tumour_mesh(COMM, "sphere", R, H, 2e-4), H)
     return {"snapped": _ifp_errors(refine_near_surface(tumour_mesh(COMM, "sphere", R, H, 8e-4), 2, band), H),
             "unsnapped": _ifp_errors(refine_near_surface(tumour_mesh(COMM, "sphere", R, H, 8e-4), 2, band,
                                                          snap=False), H),
-            "gmsh": _ifp_errors(tumour_mesh(COMM, "sphere", R, H, 2e-4), H)}
+            "gmsh": gmsh,
+            "adaptive": _ifp_errors(_adaptive("sphere", R, H, 8e-4, gmsh[0]), H)}
 
 
 def test_rim_refined_sphere_in_host_beats_a_uniform_gmsh_sphere_in_l2(sphere_in_host_errors):
-    """Measured: 12,281 DOFs, L2 2.08 % against gmsh's 12,653 DOFs, 2.50 % (but see the max below)."""
+    """Measured: 12,281 DOFs, L2 2.08 % against gmsh's 12,653 DOFs, 2.50 %; but its max error is
+    1.85x gmsh's (7.25 % against 3.92 % of p_e): rim refinement alone does not meet issue 10's
+    criterion in 3-D, adaptive refinement does (below)."""
     refined, gmsh = sphere_in_host_errors["snapped"], sphere_in_host_errors["gmsh"]   # (DOFs, max, L2, where)
     assert refined[0] <= gmsh[0]
     assert refined[2] <= 0.85 * gmsh[2], (refined, gmsh)
@@ -284,12 +301,50 @@ def test_3d_max_error_sits_in_the_host_rim_and_snapping_removes_the_geometric_pa
     assert snapped[1] < 0.75 * unsnapped[1] and snapped[2] < 0.75 * unsnapped[2], (snapped, unsnapped)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 not met in 3-D: bisected tetrahedra give 1.85x gmsh's "
-                                       "max error at the same DOFs (7.25 % against 3.92 % of p_e)")
-def test_rim_refined_sphere_in_host_max_error_not_worse_than_gmsh(sphere_in_host_errors):
-    """The issue's criterion for the max error, 3-D; strict, so a fix shows as XPASS."""
-    refined, gmsh = sphere_in_host_errors["snapped"], sphere_in_host_errors["gmsh"]
-    assert refined[0] <= gmsh[0] and refined[1] <= gmsh[1], (refined, gmsh)
+def test_adaptive_sphere_in_host_not_worse_than_gmsh_in_max_and_l2(sphere_in_host_errors):
+    """Issue 10's criterion in 3-D, met by adaptive refinement (residual indicator, Doerfler
+    marking, longest-edge bisection) from the same 0.8 mm mesh. Measured: 12,459 DOFs, max 3.38 %
+    of p_e, L2 1.63 % against gmsh's 12,653 DOFs, 3.92 %, 2.50 %. (The case the strategy was
+    chosen on; the two tests below are cases it was not tuned on.)"""
+    adaptive, gmsh = sphere_in_host_errors["adaptive"], sphere_in_host_errors["gmsh"]
+    assert adaptive[0] <= gmsh[0]
+    assert adaptive[1] <= gmsh[1] and adaptive[2] <= gmsh[2], (adaptive, gmsh)
+
+
+def test_adaptive_sphere_in_a_thicker_host_not_worse_than_gmsh():
+    """A case the strategy was not tuned on: 1.5 mm sphere in a 1.5 mm host, adaptive from 0.8 mm
+    against gmsh at 0.2 mm. Measured: 12,392 DOFs, max 2.12 %, L2 1.80 % against 12,431 DOFs,
+    4.53 %, 2.90 %."""
+    radius, host = 1.5e-3, 1.5e-3
+    gmsh = _ifp_errors(tumour_mesh(COMM, "sphere", radius, host, 2e-4), host, radius)
+    adaptive = _ifp_errors(_adaptive("sphere", radius, host, 8e-4, gmsh[0]), host, radius)
+    assert adaptive[0] <= gmsh[0]
+    assert adaptive[1] <= gmsh[1] and adaptive[2] <= gmsh[2], (adaptive, gmsh)
+
+
+@pytest.fixture(scope="module")
+def sphere_alone_errors():
+    """``_ifp_errors`` of a 2 mm sphere without host: gmsh at 0.12 mm, and gmsh at 0.8 mm refined
+    adaptively up to its DOFs."""
+    gmsh = _ifp_errors(tumour_mesh(COMM, "sphere", R, 0.0, 1.2e-4), 0.0)
+    return {"gmsh": gmsh, "adaptive": _ifp_errors(_adaptive("sphere", R, 0.0, 8e-4, gmsh[0]), 0.0)}
+
+
+def test_adaptive_sphere_alone_not_worse_than_gmsh_in_l2(sphere_alone_errors):
+    """Not tuned on either. Measured: 15,323 DOFs, L2 1.18 % against gmsh's 15,743 DOFs, 1.24 %."""
+    adaptive, gmsh = sphere_alone_errors["adaptive"], sphere_alone_errors["gmsh"]
+    assert adaptive[0] <= gmsh[0] and adaptive[2] <= gmsh[2], (adaptive, gmsh)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10 not met for a 3-D tumour without host: adaptive refinement "
+                                       "gives 1.4x gmsh's max error at the same DOFs (2.48 % against 1.76 %)")
+def test_adaptive_sphere_alone_max_error_not_worse_than_gmsh(sphere_alone_errors):
+    """The max error of the tumour alone, where the IFP falls to the Dirichlet value at the surface
+    and a uniform gmsh mesh is already well matched to it: the bisected tetrahedra lose (the max
+    sits 0.06 mm inside the surface; 1.3-1.4x gmsh's from 15k to 60k DOFs, measured); strict, so a
+    fix shows as XPASS."""
+    adaptive, gmsh = sphere_alone_errors["adaptive"], sphere_alone_errors["gmsh"]
+    assert adaptive[1] <= gmsh[1], (adaptive, gmsh)
 
 
 def test_rim_refinement_from_a_toml_file_through_hybrid_forward(tmp_path):
@@ -324,6 +379,53 @@ def test_rim_refinement_from_a_toml_file_through_hybrid_forward(tmp_path):
     ({"rim_refinements": 1, "rim_band": 0.0}, "rim_band must be > 0"),
 ])
 def test_bad_rim_refinement_settings_are_refused(geometry, message):
+    from hybrid.config import ConfigError
+
+    document = {"geometry": {"shape": "disc", "mesh_size": 1e-4, **geometry}, "output": {"directory": "x"}}
+    with pytest.raises(ConfigError, match=message):
+        forward_config_from_dict(document)
+
+
+def test_adaptive_refinement_from_a_toml_file_through_hybrid_forward(tmp_path):
+    """``[geometry] adaptive_dofs`` reaches the mesh through ``hybrid forward``: the run stays
+    within the budget, summary.json reports what each step did and its time, and the closed-form
+    error beats the coarse mesh it started from; every TOML key is the config field."""
+    import tomllib
+
+    from config_keys import assert_keys_are_fields
+    from hybrid.config import load_forward_config
+
+    tmp_path = Path(COMM.bcast(str(tmp_path), root=0))
+    path = tmp_path / "adaptive.toml"
+    text = (f'[geometry]\nshape = "disc"\ntumour_radius = {R}\nhost_thickness = {H}\nmesh_size = 4e-4\n'
+            f'adaptive_dofs = 3000\n[output]\ndirectory = "out"\nvelocity = false\n')
+    if COMM.rank == 0:
+        path.write_text(text)
+    COMM.Barrier()
+    config = load_forward_config(path)
+    assert_keys_are_fields(config, tomllib.loads(text), path)
+    assert config.geometry.adaptive_dofs == 3000 and config.geometry.surface_mesh_size == 4e-4   # no graded gmsh mesh
+    summary = run_forward(config, COMM).summary
+    mesh, history = summary["mesh"], summary["mesh"]["adaptive_history"]
+    assert 1500 < summary["dofs"] <= 3000 and mesh["adaptive_dofs"] == 3000
+    assert mesh["adaptive_steps"] == len(history) >= 3
+    assert [step["dofs"] for step in history] == sorted(step["dofs"] for step in history)
+    assert history[-1]["estimate"] < 0.5 * history[0]["estimate"]
+    assert summary["wall_time_s"]["adaptive_s"] > 0 and "max_after_adaptive" in summary["peak_memory_MiB"]
+    coarse = run_forward(forward_config_from_dict({"geometry": {**tomllib.loads(text)["geometry"], "adaptive_dofs": 0,
+                                                                "surface_mesh_size": 4e-4},
+                                                   "output": {"directory": str(tmp_path / "coarse"),
+                                                              "velocity": False}}), COMM).summary
+    assert summary["closed_form"]["max_abs_error_Pa"] < 0.25 * coarse["closed_form"]["max_abs_error_Pa"], (summary, coarse)
+
+
+@pytest.mark.parametrize("geometry, message", [
+    ({"adaptive_dofs": -1}, "adaptive_dofs must be a non-negative integer"),
+    ({"adaptive_dofs": 1e4}, "adaptive_dofs must be a non-negative integer"),
+    ({"adaptive_dofs": True}, "adaptive_dofs must be a non-negative integer"),
+    ({"adaptive_dofs": 1000, "shape": "krogh"}, 'adaptive_dofs needs shape = .sphere. or .disc.'),
+])
+def test_bad_adaptive_settings_are_refused(geometry, message):
     from hybrid.config import ConfigError
 
     document = {"geometry": {"shape": "disc", "mesh_size": 1e-4, **geometry}, "output": {"directory": "x"}}
