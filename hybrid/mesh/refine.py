@@ -16,19 +16,37 @@ circle or sphere (tumour surface, host outer boundary, vessel walls; the table i
 mesh approximates the true geometry as well as a gmsh mesh of the same size. Lengths in metres.
 
 Accuracy per DOF (``benchmarks/refine_accuracy.py``, numbers in benchmarks/results/refine_accuracy.json):
-in 2-D a refined mesh is as accurate as a gmsh mesh of the same DOFs. In 3-D it is not: the largest
-nodal IFP error is 0.99-2.1x a uniform gmsh mesh's after one refinement (0.99-1.33x in a host) and
-1.5-2.0x after two or three; against graded gmsh meshes 1.3-2.3x. It sits where gmsh's does (in the
-rim; in a host, on the host side of the tumour surface, where the gradient is K_T / K_N times the
-tumour's), not at snapped vertices; without snapping it is 1.6-11x larger, so snapping removes the
-geometric error. What is left is approximation: the P1 interpolant of the closed form is already
-1.1-1.7x a uniform gmsh mesh's, because Plaza bisection's children are flatter (median quality
-0.56-0.60 against 0.74-0.76, 1.3-2x the vertices per volume at the same edge length; a regular
-tetrahedron's Plaza children have quality 0.40-1, median 0.5). Relaxing the vertices next to the
-snapped ones, centroid or ODT smoothing, smoothing moves kept only where they raise the worst
-quality around the vertex (max error -7 to -26 %, L2 -15 to +16 %), Delaunay/Netgen-optimised
-coarse meshes, and DOLFINx's red ``uniform_refine`` (better median shape, worse worst shapes:
-1.2-1.9x Plaza's max error) did not close the gap (measured, not kept).
+in 2-D a refined mesh is as accurate as a gmsh mesh of the same DOFs. In 3-D uniform and rim
+refinement are not: the largest nodal IFP error is 0.99-2.1x a uniform gmsh mesh's after one
+refinement (0.99-1.33x in a host) and 1.5-2.0x after two or three; against graded gmsh meshes
+1.3-2.3x. It sits where gmsh's does (in the rim; in a host, on the host side of the tumour surface,
+where the gradient is K_T / K_N times the tumour's), not at snapped vertices; without snapping it is
+1.6-11x larger, so snapping removes the geometric error. What is left is approximation: the P1
+interpolant of the closed form is already 1.1-1.7x a uniform gmsh mesh's, because Plaza bisection's
+children are flatter (median quality 0.56-0.60 against 0.74-0.76, 1.3-2x the vertices per volume at
+the same edge length; a regular tetrahedron's Plaza children have quality 0.40-1, median 0.5).
+Relaxing the vertices next to the snapped ones, centroid or ODT smoothing, smoothing moves kept only
+where they raise the worst quality around the vertex (max error -7 to -26 %, L2 -15 to +16 %),
+Delaunay/Netgen-optimised coarse meshes, and DOLFINx's red ``uniform_refine`` (better median shape,
+worse worst shapes: 1.2-1.9x Plaza's max error) did not close the gap (measured, not kept); nor did
+graded or host-side-asymmetric bands (0.4-0.8 mm gmsh, 1-2 passes: max 4.7-7.3 % of p_e at 8-12k
+DOFs against gmsh's 3.92 % at 12.7k; 3.2 % only at 23k DOFs).
+
+What does meet issue 10's criterion in 3-D with a host is adaptive refinement
+(``hybrid.forward.adaptive``, ``[geometry] adaptive_dofs``) with :func:`bisect_cells`: solve,
+residual error indicator, Doerfler marking, bisect the longest edge of each marked cell (Plaza
+closure; every rank refines what it owns), up to a DOF budget. 2 mm sphere in a 1 mm host, from a
+0.8 mm gmsh mesh to the DOFs of a uniform 0.2 mm gmsh mesh: 12,459 DOFs, max 3.38 % of p_e, L2
+1.63 %, against 12,653 DOFs, 3.92 %, 2.50 % (the case it was chosen on). Not tuned on: a 1.5 mm
+sphere in a 1.5 mm host: 12,392 DOFs, 2.12 %, 1.80 % against 12,431, 4.53 %, 2.90 %; a 2 mm
+sphere alone: L2 1.18 % against 1.24 % (15.3k / 15.7k DOFs) but max 2.48 % against 1.76 %
+(1.3-1.4x gmsh's from 15k to 60k DOFs): without a host the uniform gmsh mesh already suits the
+rim, and the bisected tetrahedra's shape loses. Marking all six edges of the marked cells instead
+(8 children; DOFs 3-5x per step) gave 5.0-8.5 % at 5-12k DOFs. L2- and max-norm-weighted
+residual indicators and a gradient-recovery (ZZ) indicator gave about the same in the host
+(2.9-3.3 % at 8-12.6k DOFs); the weighted ones did no better for the tumour alone (2.7-3.6 % at
+11-13k DOFs); not kept. The max error is not monotone over the steps (e.g. 2.8 % at 6.2k DOFs,
+3.2 % at 9-14k).
 """
 
 from __future__ import annotations
