@@ -369,13 +369,21 @@ VARIANTS = {   # training settings of the drift test (the example's: 256 points,
 }
 
 
-def drift_stage(variant: str, steps: int) -> dict:
+def training_settings(config) -> dict:
+    """The ``[training]`` settings of an invert config that are TrainingConfig fields (not the
+    checkpoint, ensemble size or the coupled problem's pressure pre-training)."""
+    from dataclasses import asdict, fields
+    from hybrid.inverse import TrainingConfig
+    names = {f.name for f in fields(TrainingConfig)} - {"checkpoint"}
+    return {name: value for name, value in asdict(config.training).items() if name in names}
+
+
+def drift_stage(variant: str, steps: int, training: dict | None = None) -> dict:
     """Start at the truth (unknowns at the true pH law, networks fitted to the FEM truth by the
     ``pinn`` stage) and train on the PINN's own loss for ``steps`` Adam steps with the example's
-    settings changed by ``VARIANTS[variant]``: if the loss has its minimum at the truth, the
-    estimates stay there."""
+    settings changed by ``VARIANTS[variant]`` and then ``training`` (TrainingConfig fields, e.g.
+    ``residual_form``): if the loss has its minimum at the truth, the estimates stay there."""
     import torch
-    from dataclasses import asdict
     from hybrid.commands.invert import build_problems, observation_records
     from hybrid.config.invert import load_invert_config
     from hybrid.inverse import Trainer, TrainingConfig
@@ -384,9 +392,7 @@ def drift_stage(variant: str, steps: int) -> dict:
     config = load_invert_config(INVERT)
     problem = build_problems(config, observation_records(config)[1])[0].double()
     problem.load_state_dict(torch.load(WORK / "fem_fit.pt", weights_only=True))
-    settings = asdict(config.training)
-    for name in ("checkpoint", "ensemble"):
-        settings.pop(name)
+    settings = training_settings(config)
     variant_settings = dict(VARIANTS[variant])
     data_factor = variant_settings.pop("data_factor", 1.0)
     if variant_settings.pop("freeze", False):   # only the unknowns move: the law the fitted state prefers
@@ -395,7 +401,7 @@ def drift_stage(variant: str, steps: int) -> dict:
         loss_terms = problem.loss_terms
         problem.loss_terms = lambda points: {name: value * data_factor if name.startswith("data") else value
                                              for name, value in loss_terms(points).items()}
-    settings |= variant_settings | {"adam_steps": steps, "lbfgs_steps": 0, "progress_every": 50}
+    settings |= variant_settings | (training or {}) | {"adam_steps": steps, "lbfgs_steps": 0, "progress_every": 50}
     start = time.perf_counter()
     result = Trainer(problem, TrainingConfig(**settings), progress=lambda line: print(line, flush=True)).run()
     return {"settings": settings, "data_factor": data_factor, "wall_s": time.perf_counter() - start, "load": os.getloadavg()[0],

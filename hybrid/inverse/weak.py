@@ -107,11 +107,12 @@ class SpaceTimeTestFunctions(nn.Module):
         values = [f[0] for f in factors]
         value = np.prod(values, axis=0)
         time_derivative = factors[-1][1] * np.prod(values[:-1], axis=0)
-        laplacian = sum(factors[a][2] * np.prod([v for b, v in enumerate(values) if b != a], axis=0) for a in range(dim))
+        laplacian = sum(factors[a][2] * np.prod([v for b, v in enumerate(values) if b != a], axis=0)
+                        for a in range(dim))
         weight = local_weight[index % n_local]
         self.dim = dim
-        for name, array in (("points", points), ("value", value * weight), ("time_derivative", time_derivative * weight),
-                            ("laplacian", laplacian * weight)):
+        for name, array in (("points", points), ("value", value * weight),
+                            ("time_derivative", time_derivative * weight), ("laplacian", laplacian * weight)):
             self.register_buffer(name, torch.as_tensor(array, dtype=torch.float64), persistent=False)
         self.register_buffer("index", torch.as_tensor(index), persistent=False)
         self.register_buffer("volume", self.value.sum(dim=1), persistent=False)

@@ -1,0 +1,197 @@
+"""Weak-form residuals on the pH-release twin (issue 9): does moving every derivative onto test
+functions (hybrid/inverse/weak.py) stop the unknowns absorbing the networks' derivative errors?
+
+The twin, FEM truth and networks fitted to it come from ``benchmarks/pinn_release_diagnosis.py``
+(run its ``fem`` and ``pinn`` stages first; this script imports its code). Truth pH_50 6.8,
+n 2; the strong-form PINN returns pH_50 6.27, n 0.53 from the example's start (7.2, 1.0).
+
+Pre-registered criteria (written before any weak-form run):
+
+- (a) drift: started at the true law with networks regressed onto the FEM truth, 300 Adam steps
+  with the same settings and seed: the weak form helps if |pH_50 - 6.8| and |n - 2| / 2 after the
+  steps are both smaller than the strong form's under the same balance setting.
+- (b) full inversion from the example's start (7.2, 1.0), the example's training settings with
+  ``residual_form = "weak"``: success is pH_50 within 0.05 pH of 6.8 and n within 5 % of 2.
+
+Stages (torch, one thread; each merges its entry into benchmarks/results/pinn_release_weak.json):
+
+- ``cost``: seconds per Adam step (loss, backward) of the release problem, strong form at 256 and
+  2048 collocation points and weak form at 8, 12 and 16 cells per axis (3 Gauss points).
+- ``frozen CELLS``: the state fields held fixed, the PDE terms alone minimised over (pH_50, n)
+  (L-BFGS, from the truth): with the FEM truth's fields (weak form only: a P1 field has no
+  pointwise Laplacian), and with the networks fitted to it in the strong (8192 points) and the
+  weak form; plus the PDE terms of each at the truth. Where the PDE alone puts the law when the
+  fields are right.
+- ``drift VARIANT STEPS FORM [CELLS]``: :func:`pinn_release_diagnosis.drift_stage` with
+  ``residual_form = FORM``.
+- ``invert FORM ADAM LBFGS [BALANCE [CELLS]]``: the full inversion from the example's start.
+
+Run from the repository root, e.g.:
+    .venv/bin/python benchmarks/pinn_release_weak.py cost
+    .venv/bin/python benchmarks/pinn_release_weak.py frozen 12
+    .venv/bin/python benchmarks/pinn_release_weak.py drift example_256_all 300 weak
+    .venv/bin/python benchmarks/pinn_release_weak.py invert weak 2000 300 all
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pinn_release_diagnosis import INVERT, ROOT, WORK, FemTruth, _set_truth, drift_stage, training_settings
+
+RESULTS = ROOT / "benchmarks" / "results" / "pinn_release_weak.json"
+UNKNOWNS = ("ph_50", "steepness")
+
+
+def _merge(key: str, value) -> None:
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    data[key] = value
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def _setup():
+    """(config, truth {ph_50, steepness}, a fresh float64 release problem builder)."""
+    import torch
+    from hybrid.commands.invert import build_problems, observation_records
+    from hybrid.config.invert import load_invert_config
+
+    torch.set_num_threads(1)
+    config = load_invert_config(INVERT)
+    release = json.loads(Path(config.data.truth).read_text())["parameters"]["release"]
+    truth = {name: release[name]["value"] for name in UNKNOWNS}
+    records = observation_records(config)[1]
+    return config, truth, lambda: build_problems(config, records)[0].double()
+
+
+def _test_functions(problem, cells: int):
+    from hybrid.inverse import SpaceTimeTestFunctions
+    return SpaceTimeTestFunctions(problem.geometry, cells=cells, time_cells=cells, gauss=3)
+
+
+def cost_stage(steps: int = 20) -> dict:
+    import torch
+    _, _, build = _setup()
+    out = {"load_before": os.getloadavg()[0], "steps": steps}
+    for label, points, cells in (("strong_256", 256, None), ("strong_2048", 2048, None), ("weak_8", 0, 8),
+                                 ("weak_12", 0, 12), ("weak_16", 0, 16)):
+        problem = build()
+        if cells:
+            problem.use_weak_form(_test_functions(problem, cells))
+        xt = problem.sample_collocation(max(points, 1), torch.Generator().manual_seed(0))
+        optimiser = torch.optim.Adam(problem.parameters(), lr=1e-4)
+        start = time.perf_counter()
+        for _ in range(steps):
+            optimiser.zero_grad()
+            sum(problem.loss_terms(xt.clone()).values()).backward()
+            optimiser.step()
+        entry = {"s_per_step": (time.perf_counter() - start) / steps}
+        if cells:
+            entry |= {"test_functions": len(problem.test_functions),
+                      "quadrature_points": int(problem.test_functions.points.shape[0])}
+        out[label] = entry
+    out["load_after"] = os.getloadavg()[0]
+    return out
+
+
+def _minimise_pde(problem, pde_terms, truth) -> dict:
+    """L-BFGS over the scalar unknowns (from the truth) of the sum of the PDE terms
+    ``pde_terms()`` (dict name -> tensor); the networks are not optimised."""
+    import torch
+    _set_truth(problem, truth)
+    raws = [u.raw for u in problem.scalar_unknowns()]
+    at_truth = {name: float(v.detach()) for name, v in pde_terms().items()}
+    optimiser = torch.optim.LBFGS(raws, lr=1.0, max_iter=200, history_size=20, line_search_fn="strong_wolfe",
+                                  tolerance_grad=1e-14, tolerance_change=1e-16)
+
+    def closure():
+        optimiser.zero_grad()
+        loss = sum(pde_terms().values())
+        loss.backward()
+        return loss
+    start = time.perf_counter()
+    optimiser.step(closure)
+    at_minimum = {name: float(value.detach()) for name, value in pde_terms().items()}
+    return {"pde_terms_at_truth": at_truth, "pde_terms_at_minimum": at_minimum,
+            "minimum": {u.name: float(u().detach()) for u in problem.scalar_unknowns()},
+            "wall_s": time.perf_counter() - start}
+
+
+def frozen_stage(cells: int = 12, strong_points: int = 8192) -> dict:
+    import torch
+    from types import MethodType
+    _, truth, build = _setup()
+    out = {"load_before": os.getloadavg()[0], "truth": truth, "cells": cells}
+    fitted = torch.load(WORK / "fem_fit.pt", weights_only=True)
+
+    problem = build()
+    problem.load_state_dict(fitted)
+    problem.network.requires_grad_(False)
+    points = problem.sample_collocation(strong_points, torch.Generator().manual_seed(11))
+    def strong_terms():
+        return {f"pde_{n}": (r**2).mean() for n, r in zip(("lipo", "free", "cell"), problem._residuals(points.clone()))}
+    out["fitted_networks_strong"] = _minimise_pde(problem, strong_terms, truth) | {"points": strong_points}
+
+    problem.use_weak_form(_test_functions(problem, cells))
+    def weak_terms():
+        return {f"pde_{n}": (r**2).mean() for n, r in zip(("lipo", "free", "cell"), problem._weak_residuals())}
+    out["fitted_networks_weak"] = _minimise_pde(problem, weak_terms, truth)
+    out["test_functions"] = len(problem.test_functions)
+
+    fem = FemTruth(WORK / "fine_snapshots.npz", problem.scales.length, problem.scales.time)
+    values = torch.as_tensor(fem(problem.test_functions.points.numpy()), dtype=torch.float64)
+    problem.states = MethodType(lambda self, xt: [values[:, i:i + 1] for i in range(3)], problem)
+    out["fem_fields_weak"] = _minimise_pde(problem, weak_terms, truth)
+    out["load_after"] = os.getloadavg()[0]
+    return out
+
+
+def invert_stage(form: str, adam: int, lbfgs: int, balance: str | None = None, cells: int = 12) -> dict:
+    """The example's inversion (its training settings, start (7.2, 1.0)) with ``residual_form``
+    ``form``, ``adam`` + ``lbfgs`` steps and, if given, ``balance``."""
+    from hybrid.inverse import Trainer, TrainingConfig
+    config, truth, build = _setup()
+    settings = training_settings(config) | {"adam_steps": adam, "lbfgs_steps": lbfgs, "residual_form": form,
+                                            "weak_cells": cells, "weak_time_cells": cells, "progress_every": 100}
+    settings |= {"balance": balance} if balance else {}
+    load = os.getloadavg()[0]
+    result = Trainer(build(), TrainingConfig(**settings), progress=lambda line: print(line, flush=True)).run()
+    estimates = {name: value for name, (value, _) in result.estimates.items()}
+    success = abs(estimates["ph_50"] - truth["ph_50"]) <= 0.05 and \
+        abs(estimates["steepness"] - truth["steepness"]) <= 0.05 * truth["steepness"]
+    return {"settings": settings, "truth": truth, "estimates": estimates, "success_pre_registered": bool(success),
+            "wall_s": result.seconds, "threads": 1, "load_before": load, "load_after": os.getloadavg()[0],
+            "history": [{"step": h["step"], "estimates": h["estimates"], "terms": h["terms"]} for h in result.history]}
+
+
+if __name__ == "__main__":
+    stage = sys.argv[1] if len(sys.argv) > 1 else "cost"
+    if stage == "cost":
+        key, result = "cost", cost_stage()
+    elif stage == "frozen":
+        cells = int(sys.argv[2]) if len(sys.argv) > 2 else 12
+        key, result = f"frozen_{cells}", frozen_stage(cells)
+    elif stage == "drift":
+        variant, steps, form = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+        cells = int(sys.argv[5]) if len(sys.argv) > 5 else 12
+        training = {"residual_form": form} | ({"weak_cells": cells, "weak_time_cells": cells} if form == "weak" else {})
+        result = drift_stage(variant, steps, training)
+        result["networks_start"] = "pinn_release_diagnosis `pinn` stage fit (4000 Adam + 1000 L-BFGS)"
+        key = f"drift_{variant}_{form}" + (f"_{cells}" if form == "weak" else "")
+    elif stage == "invert":
+        form, adam, lbfgs = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+        balance = sys.argv[5] if len(sys.argv) > 5 else None
+        cells = int(sys.argv[6]) if len(sys.argv) > 6 else 12
+        result = invert_stage(form, adam, lbfgs, balance, cells)
+        key = f"invert_{form}_{adam}_{lbfgs}" + (f"_{balance}" if balance else "")
+        key += f"_{cells}" if form == "weak" else ""
+    else:
+        raise SystemExit(f"unknown stage {stage!r}: cost, frozen, drift or invert")
+    _merge(key, result)
+    print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1))
