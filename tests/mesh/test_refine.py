@@ -347,23 +347,28 @@ def test_adaptive_sphere_alone_max_error_not_worse_than_gmsh(sphere_alone_errors
     assert adaptive[1] <= gmsh[1], (adaptive, gmsh)
 
 
-def test_rim_refinement_from_a_toml_file_through_hybrid_forward(tmp_path):
-    """``[geometry] rim_refinements`` reaches the mesh through ``hybrid forward``; the default band
-    is 2 ln2 N rim and the gmsh surface size 2^N rim / 4; every TOML key is the config field."""
+def _forward_toml(tmp_path, text: str):
+    """The forward configuration of the TOML ``text`` written (by rank 0) to ``tmp_path``/run.toml,
+    loaded on every rank, its keys checked against the config fields."""
     import tomllib
 
     from config_keys import assert_keys_are_fields
     from hybrid.config import load_forward_config
 
-    tmp_path = Path(COMM.bcast(str(tmp_path), root=0))
-    path = tmp_path / "rim.toml"
-    text = (f'[geometry]\nshape = "disc"\ntumour_radius = {R}\nmesh_size = 4e-4\nrim_refinements = 2\n'
-            f'[output]\ndirectory = "out"\nvelocity = false\n')
+    path = Path(COMM.bcast(str(tmp_path), root=0)) / "run.toml"
     if COMM.rank == 0:
         path.write_text(text)
     COMM.Barrier()
     config = load_forward_config(path)
     assert_keys_are_fields(config, tomllib.loads(text), path)
+    return config
+
+
+def test_rim_refinement_from_a_toml_file_through_hybrid_forward(tmp_path):
+    """``[geometry] rim_refinements`` reaches the mesh through ``hybrid forward``; the default band
+    is 2 ln2 N rim and the gmsh surface size 2^N rim / 4; every TOML key is the config field."""
+    config = _forward_toml(tmp_path, f'[geometry]\nshape = "disc"\ntumour_radius = {R}\nmesh_size = 4e-4\n'
+                                     f'rim_refinements = 2\n[output]\ndirectory = "out"\nvelocity = false\n')
     assert config.geometry.rim_band == pytest.approx(4 * np.log(2) * RIM)
     assert config.geometry.surface_mesh_size == pytest.approx(RIM)   # 2^2 rim / 4 < mesh_size
     summary = run_forward(config, COMM).summary
@@ -390,20 +395,9 @@ def test_adaptive_refinement_from_a_toml_file_through_hybrid_forward(tmp_path):
     """``[geometry] adaptive_dofs`` reaches the mesh through ``hybrid forward``: the run stays
     within the budget, summary.json reports what each step did and its time, and the closed-form
     error beats the coarse mesh it started from; every TOML key is the config field."""
-    import tomllib
-
-    from config_keys import assert_keys_are_fields
-    from hybrid.config import load_forward_config
-
-    tmp_path = Path(COMM.bcast(str(tmp_path), root=0))
-    path = tmp_path / "adaptive.toml"
-    text = (f'[geometry]\nshape = "disc"\ntumour_radius = {R}\nhost_thickness = {H}\nmesh_size = 4e-4\n'
-            f'adaptive_dofs = 3000\n[output]\ndirectory = "out"\nvelocity = false\n')
-    if COMM.rank == 0:
-        path.write_text(text)
-    COMM.Barrier()
-    config = load_forward_config(path)
-    assert_keys_are_fields(config, tomllib.loads(text), path)
+    geometry = {"shape": "disc", "tumour_radius": R, "host_thickness": H, "mesh_size": 4e-4}
+    config = _forward_toml(tmp_path, "[geometry]\n" + "".join(f"{k} = {v!r}\n" for k, v in geometry.items())
+                           + 'adaptive_dofs = 3000\n[output]\ndirectory = "out"\nvelocity = false\n')
     assert config.geometry.adaptive_dofs == 3000 and config.geometry.surface_mesh_size == 4e-4   # no graded gmsh mesh
     summary = run_forward(config, COMM).summary
     mesh, history = summary["mesh"], summary["mesh"]["adaptive_history"]
@@ -412,8 +406,8 @@ def test_adaptive_refinement_from_a_toml_file_through_hybrid_forward(tmp_path):
     assert [step["dofs"] for step in history] == sorted(step["dofs"] for step in history)
     assert history[-1]["estimate"] < 0.5 * history[0]["estimate"]
     assert summary["wall_time_s"]["adaptive_s"] > 0 and "max_after_adaptive" in summary["peak_memory_MiB"]
-    coarse = run_forward(forward_config_from_dict({"geometry": {**tomllib.loads(text)["geometry"], "adaptive_dofs": 0,
-                                                                "surface_mesh_size": 4e-4},
+    tmp_path = Path(COMM.bcast(str(tmp_path), root=0))
+    coarse = run_forward(forward_config_from_dict({"geometry": {**geometry, "surface_mesh_size": 4e-4},
                                                    "output": {"directory": str(tmp_path / "coarse"),
                                                               "velocity": False}}), COMM).summary
     assert summary["closed_form"]["max_abs_error_Pa"] < 0.25 * coarse["closed_form"]["max_abs_error_Pa"], (summary, coarse)
