@@ -14,7 +14,14 @@ each built by ``hybrid.mesh.geometry.build_mesh`` from a ``GeometryConfig`` (rim
 - ``rim_refined_unsnapped``: the same without moving the new boundary vertices onto the sphere
   (``snap = False``): how much of the error is the geometry of the coarse chords;
 - ``default_rim_refined``: ``mesh_size = H``, ``rim_refinements = N`` and the defaults of every
-  other size (``GeometryConfig.resolved``), i.e. what a configuration naming only those two gives.
+  other size (``GeometryConfig.resolved``), i.e. what a configuration naming only those two gives;
+- ``adaptive``: gmsh at ``mesh_size = H`` everywhere, then refined adaptively up to
+  ``adaptive_dofs = B`` P1 DOFs (``hybrid.forward.adaptive``: residual indicator, Doerfler
+  marking, longest-edge bisection in parallel); its ``mesh_s`` includes the solves of the steps.
+
+Cases: ``disc``, ``sphere`` (R = 2 mm, alone), ``sphere_host`` (R = 2 mm in a 1 mm host: the case
+the adaptive strategy was chosen on) and ``sphere_host_thick`` (R = 1.5 mm in a 1.5 mm host, not
+tuned on).
 
 Errors: ``max`` = largest |p_h - p| at the pressure DOFs over p_e (what ``summary.json`` reports),
 ``l2`` = ||p_h - p|| / ||p|| over the domain (p interpolated in P3). Where the max sits:
@@ -27,7 +34,7 @@ DOFs) at its DOFs; ``comparison`` holds these ratios (refined / gmsh; <= 1 meets
 their range per family and error and whether every one meets it. Tet quality:
 6 sqrt(2) V / l_rms^3 (1 for a regular tetrahedron), median and minimum.
 
-    python benchmarks/refine_accuracy.py [--cases disc,sphere,sphere_host] [--output ...json]
+    python benchmarks/refine_accuracy.py [--cases disc,sphere,sphere_host,sphere_host_thick] [--output ...json]
 
 Writes the JSON and, with matplotlib, a PNG beside it. Runs under mpirun too.
 """
@@ -50,6 +57,7 @@ import ufl
 
 from hybrid.config.geometry import GeometryConfig
 from hybrid.forward import solve_ifp
+from hybrid.forward.adaptive import adapt_to_budget
 from hybrid.forward.sampling import nodal_samples
 from hybrid.mesh import tumour_mesh
 from hybrid.mesh.geometry import build_mesh
@@ -72,14 +80,20 @@ CASES = {   # shape, tumour radius [m], host thickness [m], families: name -> li
         "graded_refined": [2e-4, 1.36e-4, 1e-4],
         "rim_refined": [(8e-4, 2), (6e-4, 2), (8e-4, 3), (6e-4, 3)],
         "rim_refined_unsnapped": [(8e-4, 2), (8e-4, 3)],
-        "default_rim_refined": [(8e-4, 1), (8e-4, 2)]}),
+        "default_rim_refined": [(8e-4, 1), (8e-4, 2)],
+        "adaptive": [(8e-4, 8327), (8e-4, 15743), (8e-4, 48255)]}),
     "sphere_host": ("sphere", 2e-3, 1e-3, {
         "gmsh_uniform": [3e-4, 2e-4, 1.5e-4, 1e-4],
         "gmsh_graded": [2e-4, 1.6e-4, 1.36e-4, 1e-4, 7e-5],
         "uniform_refined": [3e-4, 2e-4, 1e-4],
         "graded_refined": [2e-4, 1.4e-4, 1e-4, 7e-5],
         "rim_refined": [(8e-4, 2), (8e-4, 3)],
-        "rim_refined_unsnapped": [(8e-4, 2), (8e-4, 3)]}),
+        "rim_refined_unsnapped": [(8e-4, 2), (8e-4, 3)],
+        "adaptive": [(8e-4, 12653), (8e-4, 26629), (8e-4, 84871)]}),
+    "sphere_host_thick": ("sphere", 1.5e-3, 1.5e-3, {
+        "gmsh_uniform": [3e-4, 2e-4, 1.5e-4],
+        "gmsh_graded": [2e-4, 1.6e-4, 1.36e-4],
+        "adaptive": [(8e-4, 6000), (8e-4, 12431), (8e-4, 25000)]}),
 }
 
 
@@ -96,6 +110,8 @@ def geometry_for(family: str, shape: str, radius: float, host: float, size) -> G
         return GeometryConfig(mesh_size=min(8 * size, radius / 2), surface_mesh_size=2 * size, refinements=1,
                               **base).resolved(RIM)
     coarse, levels = size
+    if family == "adaptive":
+        return GeometryConfig(mesh_size=coarse, surface_mesh_size=coarse, adaptive_dofs=levels, **base).resolved(RIM)
     if family in ("rim_refined", "rim_refined_unsnapped"):
         return GeometryConfig(mesh_size=coarse, surface_mesh_size=coarse, rim_refinements=levels,
                               **base).resolved(RIM)
@@ -147,6 +163,9 @@ def measure(comm, geometry: GeometryConfig, host: float, snap: bool = True) -> d
     pressure = lambda x: exact.pressure(np.linalg.norm(x[:dim], axis=0))
     start = time.perf_counter()
     domain = build_mesh(geometry, comm) if snap else unsnapped_mesh(comm, geometry)
+    if geometry.adaptive_dofs:
+        domain = adapt_to_budget(domain, lambda mesh: solve_ifp(mesh, TUMOUR, BOUNDARY, host_tissue),
+                                 geometry.adaptive_dofs)
     mesh_s = time.perf_counter() - start
     solution = solve_ifp(domain, TUMOUR, BOUNDARY, host_tissue)
     coords, values = nodal_samples(solution.pressure)
@@ -173,7 +192,9 @@ def measure(comm, geometry: GeometryConfig, host: float, snap: bool = True) -> d
         "min_tet_quality": float(quality.min()) if quality.size else None,
         "mesh_s": mesh_s,
         "geometry": {k: v for k, v in vars(geometry).items() if k in (
-            "mesh_size", "surface_mesh_size", "refinement_width", "refinements", "rim_refinements", "rim_band")},
+            "mesh_size", "surface_mesh_size", "refinement_width", "refinements", "rim_refinements", "rim_band",
+            "adaptive_dofs")},
+        "adaptive_steps": domain.geometry.get("adaptive_steps"),
     }
 
 
@@ -191,9 +212,11 @@ def compare(families: dict[str, list[dict]]) -> dict:
     """Refined / gmsh error ratio at each refined mesh's DOFs, for both gmsh families and errors."""
     out = {}
     for refined in ("uniform_refined", "graded_refined", "rim_refined", "rim_refined_unsnapped",
-                    "default_rim_refined"):
+                    "default_rim_refined", "adaptive"):
         for row in families.get(refined, []):
             for gmsh in ("gmsh_uniform", "gmsh_graded"):
+                if gmsh not in families:
+                    continue
                 for key in ("max_error_over_pe", "l2_relative_error", "interpolation_max_error_over_pe"):
                     reference = at_dofs(families[gmsh], row["dofs"], key)
                     if reference is not None:
