@@ -249,6 +249,8 @@ def figure(report: dict, path: Path) -> None:
     import matplotlib.ticker
 
     cases = report["cases"]
+    families = dict.fromkeys(f for result in cases.values() for f in result["families"])
+    colours = {family: f"C{i}" for i, family in enumerate(families)}   # the same family, the same colour
     fig, axes = plt.subplots(2, len(cases), figsize=(4.2 * len(cases), 7), squeeze=False)
     for column, (case, result) in enumerate(cases.items()):
         for row, (key, label) in enumerate((("max_error_over_pe", "max nodal error / p_e"),
@@ -256,13 +258,15 @@ def figure(report: dict, path: Path) -> None:
             ax = axes[row, column]
             for family, rows in result["families"].items():
                 rows = sorted(rows, key=lambda r: r["dofs"])
-                ax.loglog([r["dofs"] for r in rows], [r[key] for r in rows], "o-", label=family)
+                ax.loglog([r["dofs"] for r in rows], [r[key] for r in rows], "o-", label=family,
+                          color=colours[family])
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel("P1 DOFs")
             ax.set_ylabel(label)
             ax.set_title(case)
             ax.grid(True, which="both", alpha=0.3)
-    axes[0, 0].legend(fontsize=7)
+    for ax in axes[0]:
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
