@@ -17,6 +17,9 @@ Steps, all measured:
    interface flux condition, liposomal / free / cell drug networks, Darcy flux and Starling terms of
    the pressure, tumour / host S/V; the known coefficients from the same TOML) trained on the two
    image series; unknowns k_rel, K_tumour, p_e,tumour with bounds, started away from the truth.
+   Built and pre-trained as ``hybrid invert`` kind "coupled" does
+   (:func:`hybrid.inverse.coupled.tumour_host_problem`, :func:`hybrid.commands.invert.coupled_physics`,
+   :func:`hybrid.inverse.coupled.pretrain_pressure`).
 3. **Errors**: scalars against truth.json; pressure: relative L2 (assembled over the mesh) of the
    network at the P1 nodes against the FEM IFP of the truth; drug: the same for the liposomal,
    free, cell and total drug against a FEM re-solve at the recovered parameters, at the 3 frames.

@@ -8,7 +8,6 @@ refusals as one-line errors; the TOML key = field rule on the examples."""
 
 import json
 import math
-import shutil
 import tomllib
 from pathlib import Path
 
@@ -19,37 +18,22 @@ from cli_helpers import assert_one_error, run_hybrid
 from config_keys import assert_keys_are_fields
 from hybrid.config.crossval import load_crossval_config
 from hybrid.config.invert import load_invert_config
+from release_twin import SYNTHESIZE as RELEASE_SYNTHESIZE
+from validate_helpers import validate_with_estimates
 
 nib = pytest.importorskip("nibabel")
 
-SYNTHESIZE = """
-[geometry]
-shape = "disc"
-tumour_radius = 1.0e-3
-host_thickness = {host}
-mesh_size = 2.5e-4
-[flow]
-model = "{flow}"
-[drug]
-formulation = "ph_sensitive"
-[release]
-ph = 6.8
-[plasma]
-model = "dose"
-dose = 50.0
-dose_unit = "mg/m^2"
-[time]
-end = 1200.0
-step = 400.0
-[observation]
-times = [-60.0, 400.0, 800.0, 1200.0]
-voxel_size_mm = 0.25
-noise = 0.05
-seed = 2
-quantities = ["total_drug", "released_fraction"]
-[output]
-directory = "synth"
-"""
+SYNTHESIZE = (RELEASE_SYNTHESIZE.replace("tumour_radius = 1.0e-3\n",
+                                         "tumour_radius = 1.0e-3\nhost_thickness = {host}\n")
+              .replace("voxel_size_mm = 0.5", "voxel_size_mm = 0.25"))
+"""The release twin's synthesize template with host tissue ({host} [m]) on 0.25 mm voxels."""
+TWIN = {"end": 1200.0, "step": 400.0, "times": "-60.0, 400.0, 800.0, 1200.0", "noise": 0.05, "seed": 2}
+
+
+def _synthesize(host: float, flow: str) -> str:
+    """The twin's synthesize configuration with ``host`` [m] of host tissue and ``flow``."""
+    return SYNTHESIZE.format(host=host, flow=flow, **TWIN)
+
 
 INVERT = """
 [data]
@@ -91,15 +75,11 @@ balance = "all"
 directory = "inverted"
 """
 
-VALIDATE = """
-[inversion]
-config = "invert.toml"
-directory = "{inversion}"
-[output]
-directory = "unused"
-"""
-
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+PARALLEL_SPREAD = 1e-3
+"""Relative l2 by which this twin's FEM images on 2 ranks may differ from the serial ones: ``hybrid
+synthesize`` of the twin on 1 and 2 ranks, measured: total drug 8.9e-5, released fraction 7.9e-4,
+IFP 6.3e-6 (the release twin without host: < 1e-4, tests/test_validate_cli.py)."""
 UNITS = {"release_rate": "1/s", "conductivity": "m^2/(Pa s)", "effective_pressure": "Pa"}
 
 
@@ -113,7 +93,7 @@ def _invert_config(directory: Path, name="invert.toml", transport="synthesize.to
 def twin(tmp_path_factory):
     """The tiny twin synthesized and inverted through the command line."""
     directory = tmp_path_factory.mktemp("coupled")
-    (directory / "synthesize.toml").write_text(SYNTHESIZE.format(host=5.0e-4, flow="darcy"))
+    (directory / "synthesize.toml").write_text(_synthesize(5.0e-4, "darcy"))
     result = run_hybrid("synthesize", directory / "synthesize.toml", timeout=300)
     assert result.returncode == 0, result.stderr
     config = _invert_config(directory)
@@ -156,27 +136,8 @@ def test_invert_writes_estimates_units_truth_errors_pressure_and_drug_maps(twin)
     assert (twin / "inverted" / "networks" / "seed0.pt").is_file()
 
 
-def _validate(directory: Path, estimates: dict | None, name: str, ranks: int = 1) -> dict:
-    """``hybrid validate`` of the twin's inversion with its estimates set to ``estimates`` (None: as trained)."""
-    inversion = directory / f"inversion_{name}"
-    if not inversion.exists():
-        shutil.copytree(directory / "inverted", inversion)
-        path = inversion / "inversion.json"
-        summary = json.loads(path.read_text())
-        for key, value in (estimates or {}).items():
-            summary["estimates"][key]["estimate"] = value
-        path.write_text(json.dumps(summary))
-    config = directory / f"validate_{name}.toml"
-    config.write_text(VALIDATE.format(inversion=inversion.name))
-    assert_keys_are_fields(load_crossval_config(config), tomllib.loads(config.read_text()), config)
-    out = directory / f"validated_{name}_{ranks}"
-    result = run_hybrid("validate", config, "--output", out, ranks=ranks, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return json.loads((out / "validation.json").read_text())
-
-
 def test_validate_reports_pressure_drug_held_out_and_identifiability(twin):
-    report = _validate(twin, None, "trained")
+    report = validate_with_estimates(twin, None, "trained")
     assert report["problem"] == "coupled"
     assert {name: entry["unit"] for name, entry in report["recovered"].items()} == UNITS
     pressure = report["pressure"]
@@ -201,29 +162,33 @@ def test_validate_reports_pressure_drug_held_out_and_identifiability(twin):
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_fem_at_the_true_values_reproduces_the_truth_and_a_wrong_conductivity_does_not(twin, ranks):
     """The re-solve at the true k_rel, K and p_e is the synthesize run (same mesh, steps, IFP):
-    float32 images only; K x 3 changes the IFP map and the held-out frame."""
+    float32 images only, serially; on 2 ranks up to ``PARALLEL_SPREAD`` off (``hybrid synthesize``
+    of this twin itself differs that much between 1 and 2 ranks). K x 3 changes the IFP map and
+    the held-out frame far more."""
     truth = {name: entry["truth"] for name, entry in
              json.loads((twin / "inverted" / "inversion.json").read_text())["estimates"].items()}
-    right = _validate(twin, truth, "truth", ranks)
-    wrong = _validate(twin, truth | {"conductivity": 3 * truth["conductivity"]}, "wrong_conductivity", ranks)
+    right = validate_with_estimates(twin, truth, "truth", ranks)
+    wrong = validate_with_estimates(twin, truth | {"conductivity": 3 * truth["conductivity"]}, "wrong_conductivity",
+                                    ranks)
+    bound = 1e-4 if ranks == 1 else PARALLEL_SPREAD
     assert right["pressure"]["against_truth_image"]["fem"] < 1e-5
     assert wrong["pressure"]["against_truth_image"]["fem"] > 0.01   # measured 3.7 %: same plateau, wider rim
     for quantity in ("total_drug", "released_fraction"):
-        assert right["held_out"]["frames"][0][quantity]["against_truth"]["fem"] < 1e-4
-    assert wrong["held_out"]["frames"][0]["total_drug"]["against_truth"]["fem"] > 1e-3
+        assert right["held_out"]["frames"][0][quantity]["against_truth"]["fem"] < bound
+        assert wrong["held_out"]["frames"][0][quantity]["against_truth"]["fem"] > 10 * PARALLEL_SPREAD
     if ranks == 2:
-        serial = json.loads((twin / "validated_truth_1" / "validation.json").read_text())
+        serial = json.loads((twin / "truth_1_out" / "validation.json").read_text())
         assert right["fem"]["nodes"] == serial["fem"]["nodes"]
         assert right["pressure"]["pinn_vs_fem"]["relative_l2"] == pytest.approx(
-            serial["pressure"]["pinn_vs_fem"]["relative_l2"], rel=1e-6)
+            serial["pressure"]["pinn_vs_fem"]["relative_l2"], rel=1e-5)
         for one, two in zip(serial["pinn_vs_fem"]["frames"], right["pinn_vs_fem"]["frames"]):
             for name, value in one["relative_l2"].items():
-                assert two["relative_l2"][name] == pytest.approx(value, rel=1e-6)
+                assert two["relative_l2"][name] == pytest.approx(value, rel=PARALLEL_SPREAD)
 
 
 @pytest.mark.parametrize("synthesize, change, message", [
-    (SYNTHESIZE.format(host=0.0, flow="darcy"), None, "kind \"coupled\" needs a tumour disc in host tissue"),
-    (SYNTHESIZE.format(host=5.0e-4, flow="none"), None, "set it to \"darcy\""),
+    (_synthesize(0.0, "darcy"), None, "kind \"coupled\" needs a tumour disc in host tissue"),
+    (_synthesize(5.0e-4, "none"), None, "set it to \"darcy\""),
     (None, ("[unknowns.conductivity]", "[unknowns.vascular_exchange]"),
      "unknown(s) vascular_exchange are not unknowns of the coupled problem"),
     (None, ("kind = \"coupled\"", "kind = \"coupled\"\nconductivity = 1e-13"),
@@ -234,7 +199,7 @@ def test_fem_at_the_true_values_reproduces_the_truth_and_a_wrong_conductivity_do
     (None, ("kind = \"coupled\"", "kind = \"release\""), "[problem] flow_points, interface_points belong(s) to kind"),
 ])
 def test_configuration_refusals_are_one_line_errors(tmp_path, synthesize, change, message):
-    (tmp_path / "synthesize.toml").write_text(synthesize or SYNTHESIZE.format(host=5.0e-4, flow="darcy"))
+    (tmp_path / "synthesize.toml").write_text(synthesize or _synthesize(5.0e-4, "darcy"))
     text = INVERT if change is None else INVERT.replace(*change)
     config = _invert_config(tmp_path, text=text)
     assert_one_error(run_hybrid("invert", config, "--output", tmp_path / "out"), message)
@@ -242,10 +207,10 @@ def test_configuration_refusals_are_one_line_errors(tmp_path, synthesize, change
 
 
 def test_pretraining_keys_belong_to_the_coupled_kind(tmp_path):
-    (tmp_path / "synthesize.toml").write_text(SYNTHESIZE.format(host=0.0, flow="darcy"))
+    (tmp_path / "synthesize.toml").write_text(_synthesize(0.0, "darcy"))
     text = (INVERT.replace("kind = \"coupled\"", "kind = \"release\"").replace("flow_points = 64\n", "")
-            .replace("interface_points = 16\n", "").replace("[unknowns.conductivity]\nlower = 3.0e-15\nupper = 3.0e-13\n"
-                                                            "initial = 1.0e-14\n", "")
+            .replace("interface_points = 16\n", "")
+            .replace("[unknowns.conductivity]\nlower = 3.0e-15\nupper = 3.0e-13\ninitial = 1.0e-14\n", "")
             .replace("[unknowns.effective_pressure]\nlower = 100.0\nupper = 4000.0\ninitial = 2500.0\n", ""))
     assert_one_error(run_hybrid("invert", _invert_config(tmp_path, text=text)),
                      "[training] pretrain_adam_steps, pretrain_lbfgs_steps belong(s) to kind \"coupled\"")
@@ -256,3 +221,16 @@ def test_pretraining_keys_belong_to_the_coupled_kind(tmp_path):
 def test_example_keys_are_fields(name, loader):
     path = EXAMPLES / name
     assert_keys_are_fields(loader(path), tomllib.loads(path.read_text()), path)
+
+
+def test_resume_continues_the_joint_training_without_pre_training_again(twin, tmp_path):
+    checkpoint = f'checkpoint = "{tmp_path / "state.pt"}"\n[output]'
+    first = _invert_config(twin, "first.toml", text=INVERT.replace("[output]", checkpoint))
+    assert run_hybrid("invert", first, "--output", tmp_path / "first", timeout=600).returncode == 0
+    more = _invert_config(twin, "more.toml", text=INVERT.replace("[output]", checkpoint)
+                          .replace("adam_steps = 4", "adam_steps = 6"))
+    resumed = run_hybrid("invert", more, "--output", tmp_path / "resumed", "--resume", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed member seed 0 at step 4" in resumed.stdout and "pressure pre-training" not in resumed.stdout
+    training = json.loads((tmp_path / "resumed" / "inversion.json").read_text())["training"]
+    assert training["members"][0]["history"][-1]["step"] == 6 and training["pressure_pretraining"] == [None]

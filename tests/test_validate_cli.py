@@ -14,7 +14,6 @@ import math
 import numpy as np
 import pytest
 
-import shutil
 import tomllib
 
 from cli_helpers import assert_one_error, run_hybrid
@@ -24,6 +23,7 @@ from hybrid.io.nifti import write_volume
 from hybrid.problems.exact import baxter_jain_pressure
 from hybrid.problems.ifp import TissueProperties
 from release_twin import TRUE_RELEASE_RATE, invert_config, write_release_twin
+from validate_helpers import VALIDATE as RELEASE_VALIDATE, validate_with_estimates
 
 R, K, LPSV, PE = 2e-3, 4.0e-13, 1.9e-6, 1500.0   # rim sqrt(K / Lp S/V) = 0.459 mm
 
@@ -222,15 +222,6 @@ def test_ifp_networks_evaluated_at_the_nodes(twin):
     assert at_nodes["members"] == 1 and 0 < at_nodes["relative_l2"] < 10
 
 
-RELEASE_VALIDATE = """
-[inversion]
-config = "invert.toml"
-directory = "{inversion}"
-[output]
-directory = "unused"
-"""
-
-
 @pytest.fixture(scope="module")
 def release_twin(tmp_path_factory):
     directory = tmp_path_factory.mktemp("validate_release")
@@ -240,30 +231,10 @@ def release_twin(tmp_path_factory):
     return directory
 
 
-def _release_validate(directory, estimates: dict | None, name, ranks=1):
-    """Validate the twin's inversion with its inversion.json estimates set to ``estimates`` (name ->
-    value; None: as trained)."""
-    inversion = directory / f"inversion_{name}"
-    if not inversion.exists():
-        shutil.copytree(directory / "inverted", inversion)
-        path = inversion / "inversion.json"
-        summary = json.loads(path.read_text())
-        for key, value in (estimates or {}).items():
-            summary["estimates"][key]["estimate"] = value
-        path.write_text(json.dumps(summary))
-    config = directory / f"{name}.toml"
-    config.write_text(RELEASE_VALIDATE.format(inversion=inversion.name))
-    assert_keys_are_fields(load_crossval_config(config), tomllib.loads(config.read_text()), config)
-    out = directory / f"{name}_{ranks}_out"
-    result = run_hybrid("validate", config, "--output", out, ranks=ranks, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return _report(out)
-
-
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_release_true_rate_predicts_the_held_out_frame_and_a_wrong_one_does_not(release_twin, ranks):
-    right = _release_validate(release_twin, {"release_rate": TRUE_RELEASE_RATE}, "true_rate", ranks)
-    wrong = _release_validate(release_twin, {"release_rate": 3 * TRUE_RELEASE_RATE}, "wrong_rate", ranks)
+    right = validate_with_estimates(release_twin, {"release_rate": TRUE_RELEASE_RATE}, "true_rate", ranks)
+    wrong = validate_with_estimates(release_twin, {"release_rate": 3 * TRUE_RELEASE_RATE}, "wrong_rate", ranks)
     assert right["recovered"]["release_rate"]["value"] == TRUE_RELEASE_RATE
     assert [f["time_s"] for f in right["pinn_vs_fem"]["frames"]] == [1200.0, 2400.0, 3600.0]
     for frame in right["pinn_vs_fem"]["frames"]:
@@ -386,7 +357,7 @@ def test_ph_release_pipeline_runs_and_marks_identifiability(ph_twin):
         assert entry["unit"] == "1" and entry["truth"] == {"ph_50": 6.8, "steepness": 2.0}[name]
     for name in ("total_drug", "released_fraction", "networks/seed0.pt"):
         assert (ph_twin / "inverted" / (name if name.endswith(".pt") else f"{name}.nii.gz")).is_file()
-    report = _release_validate(ph_twin, None, "trained")
+    report = validate_with_estimates(ph_twin, None, "trained")
     assert report["fem"]["ph_map"].endswith("ph.nii.gz")
     assert [f["time_s"] for f in report["pinn_vs_fem"]["frames"]] == [1200.0, 2400.0, 3600.0]
     assert [h["time_s"] for h in report["held_out"]["frames"]] == [2400.0]
@@ -420,8 +391,8 @@ def test_ph_release_fem_at_the_true_law_reproduces_the_held_out_truth(ph_twin, r
     """The FEM of validate with the true pH_50 and steepness on the inversion's pH map is the
     synthesize run itself (same map, mesh and steps): the held-out noise-free frames agree to the
     float32 images; pH_50 0.3 lower misses them."""
-    right = _release_validate(ph_twin, {"ph_50": 6.8, "steepness": 2.0}, "true_law", ranks)
-    wrong = _release_validate(ph_twin, {"ph_50": 6.5, "steepness": 2.0}, "wrong_law", ranks)
+    right = validate_with_estimates(ph_twin, {"ph_50": 6.8, "steepness": 2.0}, "true_law", ranks)
+    wrong = validate_with_estimates(ph_twin, {"ph_50": 6.5, "steepness": 2.0}, "wrong_law", ranks)
     held, missed = right["held_out"]["frames"][0], wrong["held_out"]["frames"][0]
     print({q: (held[q]["against_truth"], missed[q]["against_truth"]) for q in ("total_drug", "released_fraction")})
     for quantity in ("total_drug", "released_fraction"):

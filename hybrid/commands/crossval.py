@@ -293,9 +293,9 @@ def _drug(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
     finally:
         solver.close()
     flags = identifiability["unknowns"] if identifiability["available"] else {}
-    pressure = _pressure(invert, source, setup.pressure, problems, observed[0], comm, log) if kind == "coupled" else None
-    return {"command": "validate", "problem": kind, "inversion": str(source),
-            "pressure": pressure,
+    pressure = {"pressure": _pressure(invert, source, setup.pressure, problems, observed[0], comm, log)
+                } if kind == "coupled" else {}
+    return {"command": "validate", "problem": kind, "inversion": str(source)} | pressure | {
             "recovered": {name: {"value": value, "unit": units[name],
                                  "identifiable": flags[name]["identifiable"] if flags else None}
                           for name, value in recovered.items()},
@@ -331,7 +331,8 @@ def identifiability_spread(name: str, value: float, sd: float, log: bool) -> tup
 def _identifiability(invert, recovered: dict, trained_on, trained: np.ndarray, analyse_images, log) -> dict:
     """Fisher information of the unknowns at the ``recovered`` values [SI] for the trained frames:
     ``analyse_images(times, images, noise, logs, affine_mm, points_per_axis)`` returns the
-    :class:`hybrid.identifiability.Identifiability` of the FEM images; each unknown marked identifiable or not (:func:`identifiability_spread`); collective."""
+    :class:`hybrid.identifiability.Identifiability` of the FEM images; each unknown marked
+    identifiable or not (:func:`identifiability_spread`); collective."""
     from hybrid.validation.classical import IDENTIFIABILITY_STEP, RANK_TOLERANCE
 
     if any(record.noise_sd <= 0 for record in trained_on):
@@ -370,7 +371,8 @@ def _identifiability(invert, recovered: dict, trained_on, trained: np.ndarray, a
 
 def _release_analysis(setup, constants: dict, times, images: dict, noise: dict, logs: dict, affine_mm,
                       points_per_axis: int):
-    """Identifiability of the release-law ``constants`` (:func:`hybrid.validation.classical.release_identifiability`)."""
+    """Identifiability of the release-law ``constants``
+    (:func:`hybrid.validation.classical.release_identifiability`)."""
     from hybrid.validation.classical import release_identifiability
 
     return release_identifiability(setup, {name: (c, logs[name]) for name, c in constants.items()}, times,

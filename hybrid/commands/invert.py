@@ -216,8 +216,6 @@ def coupled_physics(transport, radius: float, ph_map: Path | None = None) -> dic
     TransportConfig of a tumour disc of ``radius`` [m] in host tissue with Darcy flow: the tumour's
     of :func:`release_physics` (same refusals) and the host's IFP coefficients, the outer radius
     and the host's S/V relative to the tumour's; ValueError without host or Darcy flow."""
-    from dataclasses import replace
-
     geometry = transport.geometry
     if geometry.host_thickness <= 0 or transport.flow.model != "darcy":
         raise ValueError(f"{transport.output.directory}: the coupled PINN needs a tumour disc in host tissue "
@@ -236,8 +234,6 @@ def with_tumour_flow(transport, values: dict):
     """``transport`` (a TransportConfig) with the tumour's ``conductivity`` K [m^2/(Pa s)] and
     ``effective_pressure`` p_e [Pa] of ``values`` where present (p_e through the vascular pressure
     p_v = p_e + sigma (pi_v - pi_i), the FEM's parameters); other names are ignored."""
-    from dataclasses import replace
-
     tumour, changes = transport.tumour, {}
     if "conductivity" in values:
         changes["hydraulic_conductivity"] = values["conductivity"]
