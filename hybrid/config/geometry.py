@@ -103,8 +103,9 @@ def geometry_from_table(table: dict, base: Path) -> GeometryConfig:
         raise ConfigError(f"[geometry] adaptive_dofs must be a non-negative integer (a budget of P1 DOFs, "
                           f"0: no adaptive refinement), got {adaptive!r}")
     if adaptive and values["shape"] not in ADAPTIVE_SHAPES:
-        raise ConfigError(f"[geometry] adaptive_dofs needs shape = {' or '.join(map(repr, ADAPTIVE_SHAPES))} "
-                          f"(where it is measured; its error indicator has no vessel-wall term and no 1-D form), got {values['shape']!r}")
+        shapes = " or ".join(f'"{shape}"' for shape in ADAPTIVE_SHAPES)
+        raise ConfigError(f"[geometry] adaptive_dofs needs shape = {shapes} (where it is measured; its error "
+                          f"indicator has no vessel-wall term and no 1-D form), got {values['shape']!r}")
     if values["rim_refinements"] and values["shape"] not in ("sphere", "disc"):
         raise ConfigError(f'[geometry] rim_refinements needs shape = "sphere" or "disc" (a tumour surface to '
                           f'refine towards), got {values["shape"]!r}; use refinements')
