@@ -117,6 +117,22 @@ def test_transport_config_errors_are_one_line(tmp_path, old, new, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("shape, adaptive_dofs", [("disc", 3000), ("sphere", 0)])
+def test_transport_refuses_adaptive_dofs(tmp_path, shape, adaptive_dofs):
+    """``[geometry] adaptive_dofs`` refines ``hybrid forward``'s mesh only: ``hybrid transport``
+    refuses it (any value) in one line instead of ignoring it, and writes nothing; the same file
+    without the key loads."""
+    import tomllib
+
+    key = f"adaptive_dofs = {adaptive_dofs}"
+    config = tmp_path / "adaptive.toml"
+    config.write_text(REGIONS_CASE.format(shape=shape, mesh_size=2.0e-4, flow="none", host=key))
+    result = run_hybrid("transport", config, "--output", tmp_path / "out", timeout=120)
+    assert_one_error(result, "[geometry] adaptive_dofs is used by hybrid forward only; remove it")
+    assert not (tmp_path / "out").exists()
+    assert transport_config_from_dict(tomllib.loads(config.read_text().replace(key, ""))).geometry.shape == shape
+
+
 def test_transport_config_defaults_come_from_the_parameter_table():
     """Diffusivities, liposome hindrance, albumin binding, cell density and the lethal line default
     to the parameter table (issue 8: one table)."""

@@ -12,6 +12,7 @@ Units are SI throughout (lengths in m, pressures in Pa). Every ``[section] key``
     refinements = 0              # then refined uniformly in parallel N times: h = mesh_size / 2^N
     rim_refinements = 0          # sphere/disc: then N parallel refinements near the tumour surface
     rim_band = 1.0e-3            # m, width of the widest rim refinement (default 2 ln2 N x IFP rim)
+    adaptive_dofs = 0            # sphere/disc: refine adaptively (residual indicator) to this many P1 DOFs; 0: off
     partitioner = "scotch"       # scotch | kahip (| parmetis where DOLFINx has it)
     [tumour]
     hydraulic_conductivity = 3.1e-14   # ... any TissueProperties field
