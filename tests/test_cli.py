@@ -92,3 +92,21 @@ def test_demo_writes_both_parts(tmp_path, ranks):
         assert (tmp_path / path).exists(), path
     again = run_hybrid("demo", "--output", tmp_path, ranks=ranks, timeout=120)
     assert_one_error(again, "is not empty (3 entries: imaging, phantom, verification)")
+
+
+def test_demo_with_relative_output_writes_each_part_in_its_folder(tmp_path):
+    """``hybrid demo --output results/demo`` (as ``make demo``) from another working directory: each
+    part's files, those README.md lists included, are in ``<out>/<part>/``, nothing nested deeper."""
+    result = run_hybrid("demo", "--output", "results/demo", timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "results" / "demo"
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["demo"]
+    assert sorted(p.name for p in out.iterdir()) == ["imaging", "phantom", "verification"]
+    assert sorted(p.name for p in (out / "verification").iterdir()) == ["ifp.h5", "ifp.xdmf", "ifp_demo.png",
+                                                                       "summary.json"]
+    assert sorted(p.name for p in (out / "imaging").iterdir()) == ["ifp.h5", "ifp.xdmf", "ifp_imaging.png",
+                                                                  "summary.json"]
+    for path in ("phantom/maps/Ktrans.nii.gz", "phantom/maps/ve.nii.gz", "phantom/maps/vp.nii.gz",
+                 "phantom/maps/T1.nii.gz", "phantom/maps/pH.nii.gz", "phantom/maps/maps.png"):
+        assert (out / path).is_file(), path
+    assert not [p for p in out.rglob("*") if p.name in ("results", "demo") or p.name.startswith(".hybrid-partial")]

@@ -19,9 +19,10 @@ __all__ = ["DEMO_CONFIG", "run_demo"]
 DEMO_CONFIG = {
     "geometry": {"shape": "disc", "tumour_radius": 4.0e-3, "host_thickness": 2.0e-3, "mesh_size": 1.5e-4},
     "boundary": {"far_field_pressure": 0.0},
-    "output": {"directory": "results/demo"},
+    "output": {"directory": "verification"},
 }
-"""Built-in phantom for ``hybrid demo``: a 2-D tumour (Baxter-Jain values) in host tissue."""
+"""Built-in phantom for ``hybrid demo``: a 2-D tumour (Baxter-Jain values) in host tissue; its paths
+are relative to the demo's output folder, as a TOML file's are to the file's folder."""
 
 
 def _plot_pressure(run: ForwardRun, comm: MPI.Comm, path: Path, tumour_radius: float | None, log) -> None:
@@ -52,8 +53,7 @@ def run_demo(output_directory: Path, comm: MPI.Comm = MPI.COMM_WORLD, log=None) 
 
     log = log or (lambda message: None)
     out = Path(output_directory)
-    document = {**DEMO_CONFIG, "output": {"directory": str(out / "verification")}}
-    config = forward_config_from_dict(document, "built-in demo")
+    config = forward_config_from_dict(DEMO_CONFIG, "built-in demo", base=out)
     log("part 1/2: IFP in a 2-D tumour in host tissue, against the closed form")
     runs = {"verification": run_forward(config, comm, log)}
     _plot_pressure(runs["verification"], comm, out / "verification" / "ifp_demo.png",
@@ -70,10 +70,10 @@ def run_demo(output_directory: Path, comm: MPI.Comm = MPI.COMM_WORLD, log=None) 
                      description="hybrid phantom tumour (rim, core, necrotic)", intent_name="mask")
 
     on_rank0(comm, imaging_stages)
-    imaging = {
+    imaging = {   # paths relative to ``out``, like DEMO_CONFIG's
         "geometry": {"shape": "mask", "mask": "phantom/tumour_mask.nii.gz", "mesh_size": 1.5e-4},
         "images": {"ktrans": "phantom/maps/Ktrans.nii.gz"},
-        "output": {"directory": str(out / "imaging")},
+        "output": {"directory": "imaging"},
     }
     config = forward_config_from_dict(imaging, "built-in demo (imaging)", base=out)
     runs["imaging"] = run_forward(config, comm, log)
