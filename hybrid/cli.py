@@ -37,8 +37,8 @@ commands:
   transport drug transport (liposomal, free, intracellular doxorubicin) from a TOML configuration
   compare   free drug vs non-triggered, pH- and heat-triggered liposomes, with and without radiation
   synthesize twin experiment: FEM transport ground truth -> noisy voxel-averaged drug images + truth
-  invert    inverse PINN: recover IFP coefficients (rim thickness, plateau) from an IFP map (no FEM)
-  validate  cross-validate an invert run: FEM re-solve at the recovered coefficients vs the PINN map
+  invert    inverse PINN: IFP coefficients from an IFP map; release rate/pH law, or both, from drug images
+  validate  cross-validate an invert run: FEM re-solved at the recovered values vs the PINN (IFP, drug)
 
 Units are SI (m, Pa, s) in configurations and outputs unless a key says otherwise.
 """
@@ -108,19 +108,23 @@ def _parser() -> argparse.ArgumentParser:
                     "(+ .json sidecar), truth.json and truth/ (ifp.nii.gz [Pa], ...).",
         config_help="TOML configuration file (transport + [observation])")
     invert = _configured_command(
-        commands, "invert", help="inverse PINN on an IFP map (torch; no FEM needed)",
-        description="Train the inverse PINN (hybrid/inverse/) on the [data] IFP map "
-                    "with the [unknowns] bounds (keys: hybrid/config/invert.py). Writes "
-                    "<output>/inversion.json (estimates, units, spread, truth errors, "
-                    "loss history) and ifp.nii.gz [Pa] on the observation grid.")
+        commands, "invert", help="inverse PINN: IFP coefficients and/or release kinetics from images (torch; no FEM)",
+        description="Train the inverse PINN (hybrid/inverse/) on the [data] images with the "
+                    "[unknowns] bounds (keys: hybrid/config/invert.py). [problem] kind: ifp "
+                    "(IFP coefficients from an IFP map), release (release rate or pH law from "
+                    "drug images), coupled (tumour K and p_e with the release, from drug "
+                    "images). Writes <output>/inversion.json (estimates, units, spread, truth "
+                    "errors, loss history), the recovered maps on the observation grid "
+                    "(ifp.nii.gz [Pa]; drug series [mol/m^3]) and networks/.")
     invert.add_argument("--resume", action="store_true",
                         help="continue from [training] checkpoint after an interruption (same settings)")
     validate = _configured_command(
         commands, "validate", help="cross-validate a `hybrid invert` run against the FEM",
-        description="Re-solve the FEM IFP with the recovered coefficients of an invert "
-                    "run (keys: hybrid/config/crossval.py); relative L2 errors of the PINN "
-                    "map vs the FEM and, with a truth, of the FEM vs the true FEM and of "
-                    "the predicted truth image. Writes <output>/validation.json.")
+        description="Re-solve the FEM (IFP, and the transport for kinds release and coupled) "
+                    "with the recovered values of an invert run (keys: hybrid/config/crossval.py); "
+                    "relative L2 errors of the PINN vs the FEM, of held-out frames and, with a "
+                    "truth, against the truth; identifiability of each release/coupled unknown. "
+                    "Writes <output>/validation.json.")
     for command in (demo, forward, phantom, maps, transport, compare, synthesize, invert, validate):
         command.add_argument("--overwrite", action="store_true",
                              help="replace the contents of a non-empty output directory (only once the run "
