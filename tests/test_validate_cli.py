@@ -197,6 +197,18 @@ def test_radius_mismatch_gives_one_error_line(twin):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("adaptive_dofs", [3000, 0])
+def test_validate_refuses_adaptive_dofs(twin, adaptive_dofs):
+    """``[geometry] adaptive_dofs`` refines ``hybrid forward``'s mesh only: ``hybrid validate``
+    refuses it (any value) in one line instead of ignoring it, and writes nothing."""
+    config = twin / "adaptive.toml"
+    config.write_text(VALIDATE.format(inversion="exact", radius=R).replace(
+        "mesh_size = 2.0e-4", f"mesh_size = 2.0e-4\nadaptive_dofs = {adaptive_dofs}"))
+    result = run_hybrid("validate", config, "--output", twin / "adaptive_out")
+    assert_one_error(result, "[geometry] adaptive_dofs is used by hybrid forward only; remove it")
+    assert not (twin / "adaptive_out").exists()
+
+
 def test_validate_never_imports_torch():
     """FEM code never imports torch (tests/test_layering.py): the command loads it only inside the
     functions that evaluate trained networks."""

@@ -9,7 +9,7 @@ point 4) against the FEM. TOML ``[section] key`` = field ``config.section.key``:
     [geometry]                            # kind "ifp" only, as for `hybrid forward`: the FEM mesh
     shape = "disc"                        # of the re-solve, the inverse problem's domain: a disc
     tumour_radius = 5.0e-3                # without host, m, equal to the invert [problem] radius
-    mesh_size = 2.0e-4                    # m
+    mesh_size = 2.0e-4                    # m (no adaptive_dofs: that is hybrid forward's only)
 
     [output]
     directory = "../results/validate_disc"
@@ -69,6 +69,8 @@ def crossval_config_from_dict(data: dict, origin: str = "<config>", base: Path =
                 raise ConfigError(f"[geometry] is for kind \"ifp\": the {invert.problem.kind} kind re-solves on the "
                                   "mesh of the invert run's [problem] transport configuration; remove [geometry]")
         else:
+            if "adaptive_dofs" in data.get("geometry", {}):
+                raise ConfigError("[geometry] adaptive_dofs is used by hybrid forward only; remove it")
             geometry = geometry_from_table(data.get("geometry", {}), base)
             if geometry.shape != "disc" or geometry.host_thickness != 0:
                 raise ConfigError("[geometry] must be the inverse problem's domain: shape = \"disc\" and "
