@@ -58,9 +58,12 @@ def _fit(domain: TumourMesh, eta2, count: int, refined_dofs: int, dof_budget: in
     return None, None
 
 
-def adapt_to_budget(domain: TumourMesh, solve: Callable, dof_budget: int) -> TumourMesh:
+def adapt_to_budget(domain: TumourMesh, solve: Callable, dof_budget: int,
+                    indicator: Callable = residual_indicator) -> TumourMesh:
     """``domain`` refined adaptively (see the module docstring) until its P1 DOFs would exceed
-    ``dof_budget``. ``solve(domain)`` returns the P1 ``IFPSolution`` on a mesh (collective).
+    ``dof_budget``. ``solve(domain)`` returns the P1 ``IFPSolution`` on a mesh (collective);
+    ``indicator(solution)`` the non-negative value per owned cell that the marking ranks (default
+    :func:`residual_indicator`'s ``eta_T^2``; benchmarks/adaptive_max_error.py measures others).
 
     ``geometry`` of the result adds ``adaptive_dofs`` (the budget), ``adaptive_steps`` (refinements
     made) and ``adaptive_history``: per solved mesh its DOFs, the estimate ``sqrt(sum eta_T^2)``
@@ -74,7 +77,7 @@ def adapt_to_budget(domain: TumourMesh, solve: Callable, dof_budget: int) -> Tum
                          f"initial mesh; raise adaptive_dofs or mesh_size")
     history, steps, last = [], 0, False
     while not last:
-        eta2 = residual_indicator(solve(domain))
+        eta2 = indicator(solve(domain))
         marked = doerfler_marking(eta2, DOERFLER_FRACTION, comm)
         refined = bisect_cells(domain, marked)
         if _dofs(refined) > dof_budget:

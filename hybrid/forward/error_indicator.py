@@ -26,10 +26,10 @@ import dolfinx.fem
 import dolfinx.la
 import dolfinx.mesh
 
-__all__ = ["residual_indicator", "doerfler_marking", "largest_cells"]
+__all__ = ["residual_indicator", "doerfler_marking", "largest_cells", "cellwise_values"]
 
 
-def _cellwise(mesh: dolfinx.mesh.Mesh, expression) -> np.ndarray:
+def cellwise_values(mesh: dolfinx.mesh.Mesh, expression) -> np.ndarray:
     """``expression`` (UFL, cellwise constant or evaluated at the midpoint) per owned cell."""
     space = dolfinx.fem.functionspace(mesh, ("DG", 0))
     values = dolfinx.fem.Function(space)
@@ -54,7 +54,7 @@ def residual_indicator(solution) -> np.ndarray:
                          f"topology {tdim}-D in {gdim}-D")
     conductivity = solution.coefficients["hydraulic_conductivity"]
     cells = np.arange(mesh.topology.index_map(tdim).size_local, dtype=np.int32)
-    k = _cellwise(mesh, conductivity)
+    k = cellwise_values(mesh, conductivity)
     # element residual h_T^2 ||r||_T^2 (quadrature of the P1-dependent source), per owned cell
     dg0 = dolfinx.fem.functionspace(mesh, ("DG", 0))
     h = ufl.CellDiameter(mesh)

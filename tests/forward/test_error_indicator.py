@@ -101,3 +101,24 @@ def test_adaptive_refinement_fills_the_budget_the_same_on_every_partition():
 def test_a_budget_below_the_initial_mesh_is_refused():
     with pytest.raises(ValueError, match="adaptive_dofs = 100 is below the .* DOFs of the initial mesh"):
         adapt_to_budget(tumour_mesh(COMM, "sphere", R, H, 8e-4), _solve, 100)
+
+
+def test_adaptive_refinement_marks_by_the_given_indicator():
+    """``indicator`` replaces the residual one: a value only on the cells with midpoint x > 0 refines
+    that half of a disc in a host, and leaves the cells beyond x < -1 mm as they were."""
+    def right_half(solution):
+        mesh = solution.pressure.function_space.mesh
+        nodes = np.asarray(mesh.geometry.dofmaps[0])[: mesh.topology.index_map(2).size_local]
+        return (mesh.geometry.x[nodes, 0].mean(axis=1) > 0).astype(float)
+
+    def cells_where(domain, inside) -> int:
+        mesh = domain.mesh
+        nodes = np.asarray(mesh.geometry.dofmaps[0])[: mesh.topology.index_map(2).size_local]
+        return COMM.allreduce(int(inside(mesh.geometry.x[nodes, 0].mean(axis=1)).sum()), op=MPI.SUM)
+
+    coarse = tumour_mesh(COMM, "disc", R, H, 4e-4)
+    adapted = adapt_to_budget(tumour_mesh(COMM, "disc", R, H, 4e-4), _solve, 2000, right_half)
+    assert adapted.geometry["adaptive_steps"] >= 2
+    left, right = (lambda x: x < -1e-3), (lambda x: x > 0)
+    assert cells_where(adapted, left) == cells_where(coarse, left)
+    assert cells_where(adapted, right) > 4 * cells_where(coarse, right)
