@@ -47,7 +47,14 @@ against 0.36 %) and 0.73-0.78x its L2: there rim refinement is the better choice
 (8 children; DOFs 3-5x per step) gave 5.0-8.5 % at 5-12k DOFs. L2- and max-norm-weighted
 residual indicators and a gradient-recovery (ZZ) indicator gave about the same in the host
 (2.9-3.3 % at 8-12.6k DOFs); the weighted ones did no better for the tumour alone (2.7-3.6 % at
-11-13k DOFs); not kept. The max error is not monotone over the steps (e.g. 2.8 % at 6.2k DOFs,
+11-13k DOFs); not kept. For the tumour alone the max sits 0.06-0.07 mm deep among bisected cells of
+median quality 0.44-0.47 that the indicator ranks low; the surface triangles are coarser than
+gmsh's (0.15-0.18 against 0.10-0.12 mm; the chord shrink costs 0.1-0.36 % of p_e) and the deeper
+shells, coarser too, exceed gmsh's max as well. Neither an energy term for the sliver between the
+chord facets and the Dirichlet sphere nor a max-norm local estimate with the boundary shift
+``delta_F |grad p_h|`` helped both R = 2 and 1.5 mm without hurting a host (2 mm / 1.5 mm / 1.5 mm
+in host: 1.41/1.47/0.47x and 1.21/1.37/0.61x gmsh's max against the residual's 1.41/1.40/0.47x;
+benchmarks/adaptive_max_error.py); not kept. The max error is not monotone over the steps (e.g. 2.8 % at 6.2k DOFs,
 3.2 % at 9-14k).
 """
 
