@@ -8,7 +8,7 @@ fields the keys below. Unknown keys, missing required keys and impossible values
 file (``[output] directory`` too).
 Example (the Krogh verification case of issue 8)::
 
-    [geometry]                     # as for hybrid forward (krogh | vessels | disc | sphere | slab | mask)
+    [geometry]                     # as for hybrid forward, no adaptive_dofs (krogh | vessels | disc | sphere | slab | mask)
     shape = "krogh"
     vessel_radius = 10.0e-6        # m
     tissue_radius = 120.0e-6       # m
