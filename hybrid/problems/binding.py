@@ -1,4 +1,4 @@
-"""Kinetic binding of free doxorubicin to albumin in the tissue (physics.md §2.2, table k_a, k_d).
+"""Kinetic binding of free doxorubicin to albumin in the tissue (table k_a, k_d).
 
 The bound pool C_B [mol/m^3 of tissue] exchanges with the unbound free drug C_F [mol/m^3 of
 tissue] at the net rate

@@ -1,4 +1,4 @@
-"""Source terms of the Pennes (1948) bioheat equation (SI units, temperatures in kelvin; physics.md §6).
+"""Source terms of the Pennes bioheat equation (Pennes 1948, J Appl Physiol 1:93; SI units, kelvin).
 
     rho c dT/dt = div(k grad T) + omega_b rho_b c_b (T_a - T) + Q_m + Q_ext        [W/m^3]
 

@@ -1,7 +1,7 @@
 """Closed-form steady interstitial fluid pressure (Baxter & Jain 1989) in 1-D, 2-D and 3-D.
 
 Inside each region the Darcy-Starling equation with constant coefficients is the screened
-Poisson equation ``K lap(p) = K lam^2 (p - p_inf)`` (``shared/reference/physics.md`` §1.1), with
+Poisson equation ``K lap(p) = K lam^2 (p - p_inf)`` (Baxter & Jain 1989 Microvasc Res 37:77), with
 
     lam^2 = (Lp S/V + LpL SL/V) / K               [1/m^2]
     p_inf = (Lp S/V p_e + LpL SL/V p_L) / (Lp S/V + LpL SL/V)   [Pa]
@@ -10,7 +10,7 @@ Poisson equation ``K lap(p) = K lam^2 (p - p_inf)`` (``shared/reference/physics.
 Radially symmetric solutions (slab x >= 0, disc/cylinder, sphere) are combinations of two
 basis functions per region; :func:`radial_pressure` glues concentric regions together with
 continuity of ``p`` and of the flux ``K dp/dr`` and a Dirichlet value at the outermost radius.
-:func:`baxter_jain_pressure` gives the textbook single-region formulas (physics.md §1.2),
+:func:`baxter_jain_pressure` gives the textbook single-region formulas (Baxter & Jain 1989),
 used to check the general solver. Everything is SI; exponentials are scaled so that
 ``lam * R`` of several hundred does not overflow.
 """
@@ -168,7 +168,7 @@ def radial_pressure(dim: int, regions: list[RadialRegion], boundary_pressure: fl
 
 
 def baxter_jain_pressure(dim: int, r, R: float, alpha: float, pe: float) -> np.ndarray:
-    """Textbook isolated-tumour IFP with ``p(R) = 0``: physics.md §1.2 (BJ89 eq. 8a).
+    """Textbook isolated-tumour IFP with ``p(R) = 0`` (Baxter & Jain 1989 Microvasc Res 37:77, eq. 8a).
 
     ``alpha = R sqrt(Lp S/V / K)``. Slab: ``1 - cosh(a x)/cosh(a)``; disc:
     ``1 - I0(a r)/I0(a)``; sphere: ``1 - sinh(a r)/(r sinh a)`` (in units of R and p_e).

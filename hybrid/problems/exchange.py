@@ -1,5 +1,6 @@
 """Transvascular exchange per unit tissue volume: Starling fluid flux, Kedem-Katchalsky solute flux
-with the Patlak Peclet correction, and Ktrans -> PS (SI units; physics.md §1.1, §2.1).
+with the Patlak Peclet correction, and Ktrans -> PS (SI units; as in Baxter & Jain 1989 Microvasc
+Res 37:77).
 
     phi_V = Lp S/V (p_v - p - sigma (pi_v - pi_i))                     fluid, [1/s]
     v     = phi_V (1 - sigma_s)                                        solvent drag, [1/s]

@@ -1,8 +1,8 @@
 """Tissue properties and boundary conditions of the Darcy-Starling IFP model (SI units).
 
 ``-div(K grad p) = Lp S/V (p_v - p - sigma (pi_v - pi_i)) - LpL SL/V (p - p_L)``
-(Baxter & Jain 1989/1990; ``shared/reference/physics.md`` §1.1). Defaults come from the
-parameter table :mod:`hybrid.problems.parameters`.
+(Baxter & Jain 1989 Microvasc Res 37:77; lymphatics: Baxter & Jain 1990 Microvasc Res 40:246).
+Defaults come from the parameter table :mod:`hybrid.problems.parameters`.
 """
 
 from __future__ import annotations

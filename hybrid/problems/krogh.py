@@ -1,4 +1,4 @@
-"""Closed-form steady Krogh-cylinder concentration with a first-order sink (physics.md §4.2).
+"""Closed-form steady Krogh-cylinder concentration with a first-order sink (SI units).
 
 Annulus ``R_c <= r <= R_t`` around one vessel, ``D (c'' + c'/r) = k c``, no flux at ``R_t`` and at
 the vessel wall either a Robin condition ``-D c'(R_c) = P (c_v - c(R_c))`` (permeable wall) or a

@@ -1,10 +1,23 @@
 """The one parameter table: every physical default of hybrid, in SI units, with its source.
 
 Each entry is a :class:`Parameter`. Code reads defaults with :func:`default` (or the
-``PARAMETERS`` mapping) and never repeats a number that lives here. Values and sources are
-from ``shared/reference/physics.md`` §0; the tag says how sure the source is
-([V] read in a primary source, [S] seen in public code citing the original,
-[R] recalled, [D] derived).
+``PARAMETERS`` mapping) and never repeats a number that lives here. Each ``source`` names the
+publication or public code a value comes from and ends with a confidence tag; the tags mean the
+same wherever hybrid's docstrings and comments use them:
+
+- [V] seen in a retrieved source: an abstract, a published table or the paper's own numbers;
+- [S] seen in public code or a secondary text that attributes it to the cited original (likely
+  right, the original not read);
+- [R] recalled from the literature, not re-verified: check it before a result depends on it;
+- [D] derived here from tagged inputs (unit conversions, closed forms).
+
+Names used in the sources: BJ89 = Baxter & Jain 1989, Microvasc Res 37:77-104; tumorcode =
+github.com/thierry3000/tumorcode, ``src/iff/calc-ifflow.cpp``; the FlexPDE (tumour-)cord script =
+a public FlexPDE "Tumour cord model using a Krogh cylinder" with the parameter set of El-Kareh &
+Secomb 2000 (Neoplasia 2:325) and Eikenberry 2009 (Theor Biol Med Model 6:16); the public PINN
+script = a public TensorFlow "PINN for Identification of Pressure from Liposome Data" of the model
+of Meaney, Stapleton & Kohandel 2023 (Sci Rep 13:20548) and Stapleton et al. 2013 (PLoS ONE
+8:e81157).
 """
 
 from __future__ import annotations
@@ -95,10 +108,10 @@ PARAMETERS: dict[str, Parameter] = {
                   10e-6, 1e-7, 1e-3, "FlexPDE tumour-cord script [S]"),
         Parameter("r_tissue", "Krogh tissue radius", "m",
                   120e-6, 1e-6, 1e-2, "FlexPDE cord script [S]; O2 limit ~140 um [V]"),
-        # --- drug transport physics (physics.md §0, §2, §3, §5, §6; issue 8) -------------
+        # --- drug transport physics (issue 8) ---------------------------------------------
         # pharmacokinetics (hybrid/problems/pharmacokinetics.py); human reference patient
         Parameter("MW_DOX", "molar mass of doxorubicin (free base, C27H29NO11)", "kg/mol",
-                  _DOX_G_PER_MOL * 1e-3, 0.5, 0.6, "543.5 g/mol, physics.md conventions [V]"),
+                  _DOX_G_PER_MOL * 1e-3, 0.5, 0.6, "543.5 g/mol (free base) [V]"),
         Parameter("body_mass", "body mass of the reference patient", "kg",
                   70.0, 0.01, 300.0, "reference adult 70 kg [R]; a 20 g mouse is 0.02"),
         Parameter("body_surface", "body surface area of the reference patient", "m^2",
@@ -139,8 +152,8 @@ PARAMETERS: dict[str, Parameter] = {
                   530e-12 / 60.0, 1e-16, 1e-8, "530 um^2/min: FlexPDE tumour-cord script [S]"),
         Parameter("D_L", "hindered diffusivity of ~100 nm liposomes in tumour interstitium", "m^2/s",
                   6.6e-12 / 20.0, 1e-16, 1e-10,
-                  "[D]: Stokes-Einstein 6.6e-12 m^2/s (100 nm, 37 C) hindered 20x; physics.md range "
-                  "1e-13 to 1e-12 (5-50x hindrance) [R]; Pluen et al. 2001 PNAS [V qualitative]"),
+                  "[D]: Stokes-Einstein 6.6e-12 m^2/s (100 nm, 37 C, water 0.69 mPa s) hindered 20x; "
+                  "range 1e-13 to 1e-12 (5-50x hindrance) [R]; Pluen et al. 2001 PNAS [V qualitative]"),
         Parameter("f_L", "convective hindrance (retardation) of liposomes, tumour", "1",
                   0.5, 0.0, 1.0, "public PINN script (Stapleton/Meaney-type model) [S]; normal tissue 1.0"),
         Parameter("P_F", "vessel-wall permeability, free doxorubicin", "m/s",
@@ -178,7 +191,7 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("n_pH", "steepness (Hill exponent) of the pH release switch", "1",
                   2.0, 0.1, 10.0, "1-4 [R]; an inverse-problem unknown"),
         Parameter("k_max_pH", "release rate of pH-sensitive liposomes well below pH_50", "1/s",
-                  1.0e-4, 0.0, 10.0, "no published in-vivo constant (physics.md §3.3) [R]: placeholder t1/2 ~ 2 h"),
+                  1.0e-4, 0.0, 10.0, "no published in-vivo rate constant found [R]: placeholder t1/2 ~ 2 h"),
         # cellular uptake and kill (hybrid/problems/uptake.py); El-Kareh & Secomb 2000 Neoplasia 2:325
         Parameter("phi_T", "interstitial (extracellular) volume fraction, tumour", "1",
                   0.4, 0.01, 1.0, "El-Kareh & Secomb lineage, two public implementations [S]"),
@@ -193,7 +206,8 @@ PARAMETERS: dict[str, Parameter] = {
                   1.37e-14 / _DOX_G_PER_MOL, 0.0, 1e-12, "1.37 ng/1e5 cells, El-Kareh & Secomb 2000 via two implementations [S]"),
         Parameter("k_up", "first-order cellular uptake rate of free doxorubicin (linear model)", "1/s",
                   0.02, 0.0, 10.0,
-                  "[D] physics.md §4.3: a steady linear sink matching 24-50 um half-distances needs 0.01-0.025 1/s"),
+                  "[D]: a steady linear Krogh sink (hybrid.problems.krogh) matching the 24-50 um half-distances of "
+                  "Grantab et al. 2012 BMC Cancer 12:214 [V] and Primeau et al. 2005 [R] needs 0.01-0.025 1/s"),
         Parameter("omega", "log-kill coefficient on peak intracellular amount per cell", "1/mol",
                   0.66 * _DOX_G_PER_MOL * 1e14, 0.0, 1e20,
                   "0.66 (ng/1e5 cells)^-1, i.e. 90 % kill at 3.5 ng/1e5 cells [R]: verify in El-Kareh & Secomb 2000"),
@@ -207,7 +221,7 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("m_K_RT", "factor on hydraulic conductivity at the reference dose", "1",
                   1.0, 0.01, 100.0, "sign uncertain: cell loss raises K [R], collagen lowers it (Znati 2003) [R]"),
         Parameter("m_Lp_RT", "factor on vascular filtration coefficient at the reference dose", "1",
-                  1.0, 0.01, 100.0, "no dose-response found (physics.md §5) [R]"),
+                  1.0, 0.01, 100.0, "no dose-response found [R]"),
         Parameter("m_P_RT", "factor on vascular solute permeability at the reference dose", "1",
                   1.0, 0.01, 100.0,
                   "no dose-response found; nanoparticle accumulation up to 6x (Miller 2017 [V]) is not P alone [R]"),

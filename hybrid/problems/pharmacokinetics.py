@@ -1,7 +1,8 @@
 """Plasma concentration of doxorubicin after a dose: free drug, liposomes, constant (SI units).
 
 Free doxorubicin follows a bi-exponential curve per dosed amount,
-``c(t) = D sum_i A_i exp(-a_i t)`` (bolus at t = 0; physics.md §2.2), with amplitudes A_i
+``c(t) = D sum_i A_i exp(-a_i t)`` (bolus at t = 0; table A_F1, A_F2, t_half_F1, t_half_F2, after
+Drummond et al. 1999 Pharmacol Rev 51:691 Table 4), with amplitudes A_i
 [1/m^3] and rates a_i = ln 2 / t1/2,i [1/s]. A constant-rate infusion of the same dose over
 ``T`` is the convolution of that curve with D/T on [0, T], in closed form:
 

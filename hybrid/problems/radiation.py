@@ -1,6 +1,6 @@
-"""Radiation-induced change of the tumour microenvironment before drug delivery (physics.md §5).
+"""Radiation-induced change of the tumour microenvironment before drug delivery.
 
-Model choice (no canonical dose-response law exists for K, Lp, P or p_v; physics.md §5): each
+Model choice (no canonical dose-response law for K, Lp, P or p_v was found in the literature): each
 property q is multiplied by a log-linear dose response
 
     m_q(D) = m_q,ref^(D / D_ref)        (m_q(0) = 1; two courses multiply),

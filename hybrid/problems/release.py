@@ -1,4 +1,4 @@
-"""Release rate of doxorubicin from liposomes, k_rel [1/s] (physics.md §3).
+"""Release rate of doxorubicin from liposomes, k_rel [1/s].
 
 The release term is ``-k_rel C_L`` in the liposome equation and ``+k_rel C_L`` in the free-drug
 equation (for thermosensitive liposomes also inside heated vessels). Three rate laws:
@@ -77,7 +77,8 @@ def intravascular_released_fraction(rate, transit_time=None, xp: Namespace | Non
     the (heated) tissue: ``1 - exp(-k tau)`` for the release ``rate`` k [1/s] (e.g.
     :func:`thermal_release_rate` of the tissue temperature, blood taken at tissue temperature)
     and the vascular ``transit_time`` tau [s] (table ``tau_v`` if None). The released drug adds
-    to the local plasma free drug (physics.md §3)."""
+    to the local plasma free drug (intravascular release of thermosensitive liposomes, Manzoor et al.
+    2012 Cancer Res 72:5566)."""
     xp = xp or namespace_of(rate, transit_time)
     return 1.0 - xp.exp(-rate * value_or_default(transit_time, "tau_v"))
 

@@ -1,4 +1,4 @@
-"""Cellular uptake of free doxorubicin and cell kill (physics.md §2.2-§2.4).
+"""Cellular uptake of free doxorubicin and cell kill (El-Kareh & Secomb 2000, Neoplasia 2:325).
 
 Units (SI, per tissue volume). ``c_free`` is free extracellular drug and ``c_cell`` intracellular
 drug, both in mol per m^3 of **tissue**. El-Kareh & Secomb (2000, Neoplasia 2:325) write the
@@ -15,7 +15,7 @@ with ``+R`` in the intracellular and ``-R`` in the free-drug equation. V_max [mo
 K_E [mol/m^3 of interstitial fluid] and K_I [mol/cell] are the published 0.28 ng/(1e5 cells min),
 0.219 ug/mL and 1.37 ng/1e5 cells converted with M = 543.5 g/mol (parameter table).
 At low concentration the sink is ``rho_c V_max/(phi K_E) ~ 0.53 1/s`` and cells hold
-``rho_c K_I/(phi K_E) ~ 156`` times the free tissue concentration (physics.md §2.3).
+``rho_c K_I/(phi K_E) ~ 156`` times the free tissue concentration [D] (tests/problems/test_uptake.py).
 
 Kill: survival fraction SF = exp(-omega n_max) on the peak per-cell amount n_max; lethal where
 n_max >= the threshold (3.5 ng/1e5 cells). The thermal dose (CEM43) is in :mod:`hybrid.problems.bioheat`.
