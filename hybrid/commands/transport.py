@@ -9,7 +9,7 @@ Composition only: the physics lives in :mod:`hybrid.problems`, the solvers in
 - ``summary.json``: configuration echo, versions, ranks, dofs, wall time per stage, solver
   counts, the mass-balance record of every step, the smallest concentrations and, for the
   Krogh verification case (free drug, linear uptake, constant plasma, no flow), the maximum
-  error of ``free_drug`` against the steady closed form (physics.md §4.2).
+  error of ``free_drug`` against the steady closed form (:mod:`hybrid.problems.krogh`).
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def _krogh_error(config: TransportConfig, solver: TransportSolver, comm) -> dict
     r = np.linalg.norm(space.tabulate_dof_coordinates()[:owned, :2], axis=1)
     error = comm.allreduce(float(np.abs(c_free.x.array[:owned] - exact(r)).max(initial=0.0)), op=MPI.MAX)
     wall = float(exact(np.array([geometry.vessel_radius]))[0])
-    return {"case": "steady Krogh annulus, linear uptake, Robin vessel wall (physics.md §4.2)",
+    return {"case": "steady Krogh annulus, linear uptake, Robin vessel wall (hybrid.problems.krogh)",
             "free_drug_max_abs_error_mol_m3": error, "free_drug_at_wall_exact_mol_m3": wall,
             "relative_to_wall_value": error / wall}
 

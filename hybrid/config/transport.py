@@ -53,7 +53,8 @@ meshes; default table SV_T), ``cell_density`` [1/m^3] (El-Kareh uptake and cell 
 C_I_lethal, 3.5 ng/1e5 cells), ``kill_coefficient`` [1/mol] (SF = exp(-omega n_max); table omega),
 ``profile_bin_width`` [m] (distance bins of the perivascular profiles; default the mesh size),
 ``distal_distance`` [m] (perivascular meshes: lethal fraction and survival reported also for the
-tissue farther than this from every vessel; default 50 um, the perivascular gradient of physics.md §4);
+tissue farther than this from every vessel; default 50 um, the upper end of the measured 24-50 um
+half-distances of doxorubicin from vessels, Grantab et al. 2012 BMC Cancer 12:214, Primeau et al. 2005);
 ``[radiation] dose_Gy`` [Gy] (fractionated dose delivered before the drug: hydraulic conductivity,
 filtration coefficient, microvascular pressure, vessel permeabilities and cell density are
 multiplied by m^(dose/reference_dose), :mod:`hybrid.problems.radiation`) with the factors at the

@@ -1,4 +1,4 @@
-"""Drug exposure and cell kill on the transport mesh (physics.md §2.4, §4; issue 8 point 6), under MPI.
+"""Drug exposure and cell kill on the transport mesh (issue 8 point 6), under MPI.
 
 Accumulated each accepted step from the free ``C_F`` and intracellular ``C_I`` drug [mol/m^3 of
 tissue] of :class:`hybrid.forward.transport.TransportSolver`, as P1 fields:

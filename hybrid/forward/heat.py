@@ -1,4 +1,4 @@
-"""Time-dependent Pennes bioheat equation with DOLFINx, under MPI (``physics.md`` §6).
+"""Time-dependent Pennes bioheat equation (Pennes 1948 J Appl Physiol 1:93) with DOLFINx, under MPI.
 
 Strong form (SI units, temperature T in kelvin)::
 

@@ -1,6 +1,6 @@
 """Steady interstitial fluid pressure (Baxter & Jain 1989) with DOLFINx, under MPI.
 
-Strong form, per tissue region (SI units; ``shared/reference/physics.md`` §1.1)::
+Strong form, per tissue region (SI units; lymphatics: Baxter & Jain 1990 Microvasc Res 40:246)::
 
     -div(K grad p) = Lp S/V (p_e - p) - LpL SL/V (p - p_L)        in the tissue
     p_e = p_v - sigma (pi_v - pi_i)

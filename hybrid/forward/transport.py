@@ -2,8 +2,9 @@
 
 State per tissue volume [mol/m^3]: ``C_L`` (drug encapsulated in liposomes), ``C_F`` (free
 extracellular drug, unbound), ``C_I`` (drug inside cells) and, with kinetic albumin binding
-(:class:`AlbuminBinding`), ``C_B`` (free drug bound to albumin). Conservative form
-(``physics.md`` §2.2)::
+(:class:`AlbuminBinding`), ``C_B`` (free drug bound to albumin). Conservative form, ``div(u C)``
+rather than ``u . grad C`` (they differ by ``C div u``, large in the tumour; uptake of El-Kareh &
+Secomb 2000 Neoplasia 2:325, exchange of Baxter & Jain 1989 Microvasc Res 37:77)::
 
     dC_L/dt + div(f_L u C_L / phi) = div(D_L grad C_L) + J_L - k_rel C_L - k_L C_L
     dC_F/dt + div(u C_F / phi)     = div(D_F grad C_F) + J_F + k_rel C_L - U(C_F, C_I) - R

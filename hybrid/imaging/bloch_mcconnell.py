@@ -12,7 +12,8 @@ Offsets and chemical shifts are in ppm of the water resonance; everything else i
 ``iopamidol_pools`` gives the two amide pools of iopamidol (4.27 and 5.58 ppm) with base-catalysed
 exchange k = k0 + kb * 1e7 * 10**(pH - pKw) and the k0, kb, pKw of the Pagel lab's acidoCEST
 Bloch-fitting parameters (CAMEL-MartyPagel/acidoCEST_MRI_Matlab, ``update_parameters.m`` and
-``acidoCEST_Pagel4_ChemicalData_20220104_FinalVer.mat``; see shared reference imaging.md §3.2).
+``acidoCEST_Pagel4_ChemicalData_20220104_FinalVer.mat`` in ``Analysis Code/``; values in
+``IOPAMIDOL_AMIDES`` and ``PKW_37C``).
 Defaults (9.4 T, 3 uT, 6 s, 30 mM) follow the measured acidoCEST calibration's saturation; at
 9.4 T the fitted log10 ratio of the two amide effects rises monotonically over pH 6.0-7.4, while
 at 7 T the 5.6 ppm line merges with water near pH 7.4.

@@ -1,7 +1,9 @@
 """CEST-MRI: Z-spectrum handling, multi-pool Lorentzian fitting and ratiometric pH (acidoCEST).
 
 Arrays of spectra are ``(..., n_offsets)`` with one 1-D ``offsets_ppm`` (ppm from water) for all
-voxels; everything is vectorised over voxels. Conventions (reference imaging.md §3):
+voxels; everything is vectorised over voxels. Conventions (multi-pool Lorentzian fit: Zaiss et al.
+2011 J Magn Reson 211:149; acidoCEST ratio: Chen et al. 2015 Mol Imaging Biol 17:488; for users:
+README, "CEST pH"):
 
 - Normalisation (``normalize``): by ``s0`` (an unsaturated image, shape ``z.shape[:-1]``) when
   given, else by the mean of the reference offsets ``|offset| >= ref_ppm`` (default 20 ppm;
