@@ -12,7 +12,8 @@ the albumin binding in the tissue:
 For each, the half-distance from the wall [um] (:func:`hybrid.problems.krogh.half_distance` of
 :func:`hybrid.forward.exposure.distance_profile`) of the unbound free drug C_F, of all free drug
 (unbound + bound), of the intracellular C_I and of the total (free + bound + cells) at the given
-times after injection; Grantab et al. 2012 measured 24-43 um on total fluorescence (physics.md §4.3).
+times after injection; Grantab et al. 2012 (BMC Cancer 12:214, Table 3) measured 24-43 um on total
+fluorescence.
 
 Writes benchmarks/results/albumin_binding.json; ``--smoke`` runs a coarse mesh and short times.
 """

@@ -6,7 +6,7 @@
     plasma curve, unbound fraction at the wall, El-Kareh & Secomb saturable uptake; radial
     profiles of free (C_F), intracellular (C_I) and total (C_F + C_I) drug; half-distance from
     the wall. The table's linear sink k_up is run as well (it was derived from the same data,
-    physics.md §4.3, so it is not an independent check).
+    see its source in hybrid/problems/parameters.py, so it is not an independent check).
 (b) Thermosensitive liposomes + hyperthermia versus free drug (Gasselhuber et al. 2010 Int J
     Hyperthermia 26:499: tumour drug 9.3 vs 3.0 ug/g, ~3x, at 0.7 mg/kg, human-scale model).
     Disc tumour (table R) with the steady IFP and its Darcy flux, volume exchange through S/V,
@@ -56,7 +56,7 @@ from hybrid.problems.pharmacokinetics import PlasmaCurve, dose_amount
 
 HERE = Path(__file__).resolve()
 MOUSE_MASS = 0.02                     # kg
-MOUSE_LIPOSOME_HALF_LIFE = 25 * 3600.0  # s, mouse/rat 20-30 h (physics.md §0, Soundararajan 2009)
+MOUSE_LIPOSOME_HALF_LIFE = 25 * 3600.0  # s, mouse/rat 20-30 h (Soundararajan et al. 2009 Nucl Med Biol 36:515) [V]
 UG_PER_G = default("MW_DOX") * 1e3     # mol/m^3 of tissue -> ug/g (1 g/mL tissue)
 GRANTAB_RANGE_UM = (24.0, 43.0)
 GASSELHUBER_RATIO = 9.3 / 3.0
@@ -324,7 +324,7 @@ def main() -> None:
     parser.add_argument("--grantab-doses", type=float, nargs="+", default=[25.0, 5.0, 1.0],
                         help="free doxorubicin bolus doses, mg/kg (Tannock-lab studies: 25 [R]); the "
                              "saturable uptake makes the profile depend on the dose")
-    parser.add_argument("--gasselhuber-dose", type=float, default=0.7, help="mg/kg (physics.md §8)")
+    parser.add_argument("--gasselhuber-dose", type=float, default=0.7, help="mg/kg (Gasselhuber et al. 2010)")
     parser.add_argument("--laginha-dose", type=float, default=6.0, help="liposomal doxorubicin, mg/kg [R]")
     parser.add_argument("--output", type=Path, default=HERE.parent / "results" / "transport_literature.json")
     args = parser.parse_args()
