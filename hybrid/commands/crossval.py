@@ -388,8 +388,8 @@ def _coupled_analysis(setup, constants: dict, recovered: dict, law, comm, times,
     from hybrid.commands.invert import with_tumour_flow
     from hybrid.commands.transport import setup_transport
     from hybrid.identifiability import analyse, central_jacobian
-    from hybrid.validation.classical import (IDENTIFIABILITY_STEP, RANK_TOLERANCE, _scaled_residual,
-                                             release_images)
+    from hybrid.validation.classical import (IDENTIFIABILITY_STEP, RANK_TOLERANCE, release_images,
+                                             scaled_residual)
 
     names = list(recovered)
     shape = next(iter(images.values())).shape[:3]
@@ -405,7 +405,7 @@ def _coupled_analysis(setup, constants: dict, recovered: dict, law, comm, times,
 
     theta = np.array([np.log(recovered[name]) if logs[name] else recovered[name] for name in names])
     try:
-        jacobian = central_jacobian(_scaled_residual(images, noise, predict), theta, IDENTIFIABILITY_STEP)
+        jacobian = central_jacobian(scaled_residual(images, noise, predict), theta, IDENTIFIABILITY_STEP)
     finally:
         for name, constant in constants.items():
             constant.value = recovered[name]

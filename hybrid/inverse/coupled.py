@@ -23,16 +23,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from hybrid.inverse.geometry import Ball
+from hybrid.inverse.images import release_rate_coefficient, release_state_scales
 from hybrid.inverse.networks import STATE_NETWORK, FourierFeatureMLP
 from hybrid.inverse.problems import IFPProblem, TransportProblem
 from hybrid.inverse.residuals import DrugExchange, ElKarehSecombUptake, cell_drug_residual, gradient, \
     transport_residuals
 from hybrid.inverse.unknowns import BoundedScalar
-from hybrid.problems.release import ph_release_rate
 from hybrid.problems.uptake import linear_uptake
 
 __all__ = ["TumourInHost", "RegionCoefficient", "HostIFPProblem", "CoupledProblem", "TUMOUR_FLOW_UNKNOWNS",
@@ -255,8 +254,6 @@ def tumour_host_problem(physics: dict, unknowns: dict[str, dict], units: dict[st
     ``ph_50`` / ``steepness`` of the pH law) and the tumour's ``conductivity`` and
     ``effective_pressure`` (:data:`TUMOUR_FLOW_UNKNOWNS`). ``network``: keywords of
     :class:`CoupledProblem` (width, sigma, interface_width, flow_points, ...) over STATE_NETWORK."""
-    from hybrid.inverse.images import _ph_release, _start
-
     region = TumourInHost(2, physics["outer_radius"], tumour_radius=physics["tumour_radius"])
     generator = torch.Generator().manual_seed(seed)
     scalars = {name: BoundedScalar(name, units[name], **spec) for name, spec in unknowns.items()}
@@ -268,22 +265,9 @@ def tumour_host_problem(physics: dict, unknowns: dict[str, dict], units: dict[st
                           if name in unknowns}
     flow = HostIFPProblem(region, flow_coefficients, far_pressure=tumour_flow["far_pressure"],
                           pressure_scale=pressure_scale, interface_points=interface_points, generator=generator)
-    law = physics.get("ph_law")
     release = {name: scalars[name] for name in ("release_rate", "ph_50", "steepness") if name in unknowns}
     if "release_rate" not in unknowns:
-        release["release_rate"] = physics["release_rate"] if law is None else _ph_release(law, region.radius,
-                                                                                          unknowns)
-    if "release_rate" in unknowns:
-        rate = _start(unknowns["release_rate"])
-    elif law is not None:   # the rate of the starting law at the median pH
-        ph = law["ph"] if law["ph_volume"] is None else float(np.median(law["ph_volume"]))
-        rate = float(ph_release_rate(ph, base_rate=law["base_rate"], max_rate=law["max_rate"],
-                                     **{name: _start(unknowns[name]) if name in unknowns else law[name]
-                                        for name in ("ph_50", "steepness")}))
-    else:
-        rate = physics["release_rate"]
-    # states kept O(1): free drug ~ k_rel C_L / (its loss rate), cell drug ~ k_rel T C_L
-    loss = physics["uptake_rate"] + physics["exchange_free"]["permeability_surface"] / physics["interstitial_fraction"]
+        release["release_rate"] = release_rate_coefficient(physics, region.radius, unknowns)
     return CoupledProblem(
         region, {name: physics[name] for name in ("diffusivity_lipo", "diffusivity_free", "uptake_rate", "clearance")}
         | release, flow=flow, end_time=physics["end_time"], concentration_scale=concentration_scale,
@@ -291,7 +275,7 @@ def tumour_host_problem(physics: dict, unknowns: dict[str, dict], units: dict[st
         exchange_free=DrugExchange(**physics["exchange_free"]), host_surface_ratio=physics["host_surface_ratio"],
         hindrance=physics["hindrance"], interstitial_fraction=physics["interstitial_fraction"],
         free_binding_ratio=physics["free_binding_ratio"],
-        state_scales=(1.0, min(1.0, rate / loss) if loss > 0 else 1.0, min(1.0, rate * physics["end_time"])),
+        state_scales=release_state_scales(physics, unknowns),
         generator=generator, **(STATE_NETWORK | network))
 
 

@@ -18,7 +18,8 @@ from hybrid.inverse.unknowns import BoundedScalar
 from hybrid.problems.release import ph_release_rate, released_fraction
 from hybrid.records import ObservationOperator, Observations, VoxelGrid
 
-__all__ = ["disc_ifp_problem", "disc_release_problem", "voxel_average", "voxel_series", "pressure_at",
+__all__ = ["disc_ifp_problem", "disc_release_problem", "starting_value", "release_rate_coefficient",
+           "release_state_scales", "voxel_average", "voxel_series", "pressure_at",
            "drug_at", "save_state", "load_state"]
 
 DRUG_FIELDS = ("liposomal_drug", "free_drug", "cell_drug", "total_drug")
@@ -55,23 +56,10 @@ def disc_release_problem(radius: float, physics: dict, unknowns: dict[str, dict]
     generator = torch.Generator().manual_seed(seed)
     coefficients = {name: physics[name] for name in ("diffusivity_lipo", "diffusivity_free", "uptake_rate",
                                                      "clearance") if name not in unknowns}
-    law = physics.get("ph_law")
     if "release_rate" not in unknowns:
-        coefficients["release_rate"] = physics["release_rate"] if law is None else _ph_release(law, radius, unknowns)
+        coefficients["release_rate"] = release_rate_coefficient(physics, radius, unknowns)
     coefficients |= {name: BoundedScalar(name, units[name], **spec) for name, spec in unknowns.items()}
     geometry = Ball(2, radius)
-    # states kept O(1): free drug ~ k_rel C_L / (its loss rate), cell drug ~ k_rel T C_L
-    if "release_rate" in unknowns:
-        rate = _start(unknowns["release_rate"])
-    elif law is not None:   # the rate of the starting law at the median pH
-        ph = law["ph"] if law["ph_volume"] is None else float(np.median(law["ph_volume"]))
-        rate = float(ph_release_rate(ph, base_rate=law["base_rate"], max_rate=law["max_rate"],
-                                     **{name: _start(unknowns[name]) if name in unknowns else law[name]
-                                        for name in ("ph_50", "steepness")}))
-    else:
-        rate = physics["release_rate"]
-    loss = physics["uptake_rate"] + physics["exchange_free"]["permeability_surface"] / physics["interstitial_fraction"]
-    state_scales = (1.0, min(1.0, rate / loss) if loss > 0 else 1.0, min(1.0, rate * physics["end_time"]))
     flow = None
     if physics["flow"] is not None:
         flow_coefficients = dict(physics["flow"])
@@ -83,21 +71,27 @@ def disc_release_problem(radius: float, physics: dict, unknowns: dict[str, dict]
         observations=observations, boundary="no_flux", exchange_lipo=DrugExchange(**physics["exchange_lipo"]),
         exchange_free=DrugExchange(**physics["exchange_free"]), flow=flow, hindrance=physics["hindrance"],
         free_binding_ratio=physics["free_binding_ratio"], interstitial_fraction=physics["interstitial_fraction"],
-        generator=generator, cell_drug=True, state_scales=state_scales)
+        generator=generator, cell_drug=True, state_scales=release_state_scales(physics, unknowns))
 
 
-def _start(spec: dict) -> float:
-    """Starting value of a BoundedScalar's keywords: ``initial``, else the geometric (log) or
+def starting_value(spec: dict) -> float:
+    """Starting value of an unknown from its BoundedScalar keywords ``spec`` (``initial``, ``lower``,
+    ``upper``, ``log``; in the unknown's SI unit): ``initial``, else the geometric (log) or
     arithmetic mean of the bounds."""
     if spec["initial"] is not None:
         return spec["initial"]
     return math.sqrt(spec["lower"] * spec["upper"]) if spec["log"] else 0.5 * (spec["lower"] + spec["upper"])
 
 
-def _ph_release(law: dict, radius: float, unknowns) -> Callable:
-    """k(pH_e(x)) [1/s] as a coefficient ``f(x~, values)`` of the pH law ``law`` (see
-    :func:`disc_release_problem`), its ``ph_50`` and ``steepness`` taken from the unknown values
-    where they are unknowns."""
+def release_rate_coefficient(physics: dict, radius: float, unknowns) -> float | Callable:
+    """The release rate k_rel [1/s] when it is not among ``unknowns``: the known
+    ``physics["release_rate"]``, or with a pH law (``physics["ph_law"]``, see
+    :func:`disc_release_problem`) k(pH_e(x)) as a coefficient ``f(x~, values)`` on a domain of radius
+    ``radius`` [m] (the length scale of x~), its ``ph_50`` and ``steepness`` taken from the unknown
+    values where they are among ``unknowns``."""
+    law = physics.get("ph_law")
+    if law is None:
+        return physics["release_rate"]
     if law["ph_volume"] is None:
         ph = lambda x: law["ph"]
     else:
@@ -109,6 +103,26 @@ def _ph_release(law: dict, radius: float, unknowns) -> Callable:
         shape = {name: values[name] for name in ("ph_50", "steepness") if name in values}
         return ph_release_rate(ph(x), base_rate=law["base_rate"], max_rate=law["max_rate"], **fixed, **shape)
     return rate
+
+
+def release_state_scales(physics: dict, unknowns: dict[str, dict]) -> tuple[float, float, float]:
+    """Scales [1] of the (liposomal, free, cell) drug states relative to the concentration scale,
+    keeping each network output O(1): free drug ~ k_rel C_L / (its loss rate k_up + P S/V_free / phi),
+    cell drug ~ k_rel T C_L, each capped at 1. k_rel [1/s] is the starting value of the
+    ``release_rate`` unknown, else that of the starting pH law at the median pH_e, else the known
+    rate; ``physics`` (SI) as in :func:`disc_release_problem`, ``unknowns`` name -> BoundedScalar keywords."""
+    law = physics.get("ph_law")
+    if "release_rate" in unknowns:
+        rate = starting_value(unknowns["release_rate"])
+    elif law is not None:
+        ph = law["ph"] if law["ph_volume"] is None else float(np.median(law["ph_volume"]))
+        rate = float(ph_release_rate(ph, base_rate=law["base_rate"], max_rate=law["max_rate"],
+                                     **{name: starting_value(unknowns[name]) if name in unknowns else law[name]
+                                        for name in ("ph_50", "steepness")}))
+    else:
+        rate = physics["release_rate"]
+    loss = physics["uptake_rate"] + physics["exchange_free"]["permeability_surface"] / physics["interstitial_fraction"]
+    return 1.0, min(1.0, rate / loss) if loss > 0 else 1.0, min(1.0, rate * physics["end_time"])
 
 
 def _voxel_mean(field: Callable, length: float, contains: Callable, grid: VoxelGrid,

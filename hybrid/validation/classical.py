@@ -40,7 +40,7 @@ from hybrid.problems.ifp import OuterBoundary, TissueProperties
 from hybrid.problems.release import released_fraction
 
 __all__ = ["RANK_TOLERANCE", "IDENTIFIABILITY_STEP", "Fit", "fit", "fit_ifp", "fit_release_rate", "fit_release_law",
-           "IFP_UNKNOWNS", "ifp_tissue", "release_images", "release_identifiability"]
+           "IFP_UNKNOWNS", "ifp_tissue", "release_images", "release_identifiability", "scaled_residual"]
 
 RANK_TOLERANCE = 1e-4
 """Singular values at most this fraction of the largest count as unseen directions (unidentifiable)."""
@@ -118,7 +118,7 @@ def ifp_tissue(tumour: TissueProperties, names, theta) -> TissueProperties:
                    vascular_pressure=pv)
 
 
-def _scaled_residual(images: dict, noise_sd: dict, predict: Callable[[np.ndarray], dict]):
+def scaled_residual(images: dict, noise_sd: dict, predict: Callable[[np.ndarray], dict]):
     """theta -> (prediction - image) / ``noise_sd[quantity]`` over the voxels finite in each of
     ``images`` (quantity -> array; the data fix the voxels, so every residual has the same length),
     quantities concatenated; ValueError where the prediction is not finite on an observed voxel."""
@@ -157,7 +157,7 @@ def fit_ifp(domain, tumour: TissueProperties, boundary: OuterBoundary, image: np
     def predict(theta):
         pressure = solve_ifp(domain, ifp_tissue(tumour, names, theta), boundary).pressure
         return {"ifp": observe_on_grid(pressure, shape, affine_mm)}
-    return fit(_scaled_residual({"ifp": image}, {"ifp": noise_sd}, predict), names, x0, bounds, **options)
+    return fit(scaled_residual({"ifp": image}, {"ifp": noise_sd}, predict), names, x0, bounds, **options)
 
 
 def fit_release_rate(setup, frame_times, images: np.ndarray, affine_mm: np.ndarray, noise_sd: float, *,
@@ -243,7 +243,7 @@ def fit_release_law(setup, constants: dict, frame_times, images: dict, noise_sd:
 
 def _fit_law(law: _ReleaseLaw, images: dict, noise_sd: dict, bounds, options: dict) -> Fit:
     """Least squares of ``law``'s unknowns from their current values; the constants left at the estimate."""
-    result = fit(_scaled_residual(images, noise_sd, law.images), law.names, law.current(), bounds, **options)
+    result = fit(scaled_residual(images, noise_sd, law.images), law.names, law.current(), bounds, **options)
     law.set(result.estimate)
     return result
 
@@ -261,7 +261,7 @@ def release_identifiability(setup, constants: dict, frame_times, images: dict, n
                       affine_mm, points_per_axis)
     theta0 = law.current()
     try:
-        jacobian = central_jacobian(_scaled_residual(images, noise_sd, law.images), theta0, step)
+        jacobian = central_jacobian(scaled_residual(images, noise_sd, law.images), theta0, step)
     finally:
         law.set(theta0)
     return analyse(jacobian, law.names, relative_threshold=rank_tolerance)

@@ -150,11 +150,11 @@ def test_residual_voxels_are_fixed_by_the_images():
     """The least-squares residual covers the voxels finite in the images, whatever the prediction:
     a prediction NaN where the image is NaN is ignored, one NaN on an observed voxel is refused
     (before, that voxel silently left the residual and its length changed between evaluations)."""
-    from hybrid.validation.classical import _scaled_residual
+    from hybrid.validation.classical import scaled_residual
 
     image = np.array([1.0, 2.0, np.nan, 4.0])
     prediction = {"a": np.array([1.5, 2.0, np.nan, 3.0])}
-    residual = _scaled_residual({"a": image}, {"a": 0.5}, lambda theta: prediction)
+    residual = scaled_residual({"a": image}, {"a": 0.5}, lambda theta: prediction)
     np.testing.assert_array_equal(residual(None), [1.0, 0.0, -2.0])
     prediction["a"] = np.array([1.5, np.nan, 7.0, 3.0])
     with pytest.raises(ValueError, match="no finite value in a voxel the image observes"):
