@@ -1,4 +1,4 @@
-"""The configuration rule every schema keeps (``shared/DESIGN.md``): a TOML ``[section] key`` is the
+"""The configuration rule every schema keeps (README, per command): a TOML ``[section] key`` is the
 field ``config.section.key`` of the loaded configuration, and a path in the TOML is relative to the
 TOML file. ``assert_keys_are_fields`` checks both for one loaded file."""
 

@@ -133,9 +133,9 @@ def test_compare_scenario_configurations():
 
 @pytest.mark.parametrize("source", ["example", "radiation_factors"])
 def test_compare_toml_keys_are_scenario_config_fields(tmp_path, source):
-    """DESIGN.md: every scenario's configuration has its TOML keys as fields (the sections every
-    scenario shares, and the scenario's own [drug], [heating], [radiation]); [compare]
-    radiation_dose_Gy is the irradiated scenarios' config.radiation.dose_Gy."""
+    """Configuration rule (tests/config_keys.py): every scenario's configuration has its TOML keys
+    as fields (the sections every scenario shares, and the scenario's own [drug], [heating],
+    [radiation]); [compare] radiation_dose_Gy is the irradiated scenarios' config.radiation.dose_Gy."""
     from pathlib import Path
 
     from config_keys import assert_keys_are_fields

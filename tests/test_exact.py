@@ -18,7 +18,7 @@ def test_single_region_matches_textbook(dim, alpha):
 
 
 def test_sphere_outflow_velocity_bj89():
-    """u(R) = (K p_e / R)(alpha coth alpha - 1), physics.md §1.2 / V1."""
+    """u(R) = (K p_e / R)(alpha coth alpha - 1) (Baxter & Jain 1989 Microvasc Res 37:77, eq. 8b)."""
     R, K, pe, alpha = 1e-2, 3.1e-14, 1530.0, 36.8
     solution = radial_pressure(3, [RadialRegion(R, K, alpha / R, pe)], 0.0)
     expected = K * pe / R * (alpha / np.tanh(alpha) - 1.0)
@@ -42,7 +42,7 @@ def test_two_region_continuity_of_pressure_and_flux(dim):
 
 
 def test_rim_thickness_from_table_defaults():
-    """delta = sqrt(K / (Lp S/V)) = 272 um with the BJ89 tumour values (physics.md §0)."""
+    """delta = sqrt(K / (Lp S/V)) = 272 um with the BJ89 tumour values (table K_T, Lp_T, SV_T)."""
     assert TissueProperties.defaults("tumour").rim_thickness == pytest.approx(272e-6, rel=0.01)
 
 

@@ -1,4 +1,4 @@
-"""Design rule (shared/DESIGN.md): FEM code never imports torch; imaging and the PINN never import
+"""Design rule (README, Layout): FEM code never imports torch; imaging and the PINN never import
 DOLFINx. Checked on the source (imports at any depth) and by importing in a clean interpreter."""
 
 import ast

@@ -154,7 +154,7 @@ def test_transport_config_defaults_come_from_the_parameter_table():
 
 def test_dose_plasma_curve_is_the_unbound_fraction():
     """[plasma] model = "dose": the vessel wall sees (1 - albumin_bound_fraction) of the total
-    free-doxorubicin plasma curve (physics.md §2.1); a constant free_concentration is unbound."""
+    free-doxorubicin plasma curve; a constant free_concentration is unbound."""
     import tomllib
 
     from hybrid.commands.plasma import bound_plasma_curve, plasma_curves
@@ -418,8 +418,8 @@ directory = "../results/every"
 
 @pytest.mark.parametrize("text", [EXAMPLE.read_text(), EVERY_SECTION], ids=["krogh_example", "every_section"])
 def test_transport_toml_keys_are_config_fields(tmp_path, text):
-    """DESIGN.md: [section] key is config.section.key (every section of the schema), paths relative
-    to the TOML file."""
+    """Configuration rule (tests/config_keys.py): [section] key is config.section.key (every section
+    of the schema), paths relative to the TOML file."""
     import tomllib
 
     from config_keys import assert_keys_are_fields
@@ -478,8 +478,8 @@ def _regions_run(tmp_path, shape: str, flow: str, host_surface_density: float | 
 def compartment_free_drug(surface_to_volume: float, steps: int = 2, dt: float = 30.0) -> float:
     """Free drug [mol/m^3] of a well-mixed tissue compartment (no gradients) after ``steps``
     backward-Euler steps of ``dt`` [s] from zero: exchange P S/V (c_p - C_F/phi) with a constant
-    plasma c_p = 1e-3 mol/m^3 and linear uptake k C_F (table P_F, phi_T, k_up; physics.md V9 with
-    a constant input, discretised as the solver does)."""
+    plasma c_p = 1e-3 mol/m^3 and linear uptake k C_F (table P_F, phi_T, k_up; a well-mixed
+    compartment dC/dt = k_in c_p - k_out C with a constant input, discretised as the solver does)."""
     phi, k, P, c_p = default("phi_T"), default("k_up"), default("P_F"), 1.0e-3
     ps, free = P * surface_to_volume, 0.0
     for _ in range(steps):
@@ -559,8 +559,9 @@ def test_slab_transport_is_the_compartment_balance_per_region(tmp_path, host):
 @pytest.mark.parametrize("host", [False, True], ids=["alone", "in_host"])
 def test_slab_transport_with_darcy_flow(tmp_path, host):
     """1-D slab with Darcy flow (outflow through the end points, the facets FFCx's vertex rule could
-    not integrate): the mean IFP of each region is the Baxter-Jain slab closed form (physics.md V2,
-    V3), drug leaves through the ends, and the mass balance holds to solver tolerance."""
+    not integrate): the mean IFP of each region is the Baxter-Jain slab closed form
+    (hybrid.problems.exact), drug leaves through the ends, and the mass balance holds to solver
+    tolerance."""
     from dataclasses import replace
 
     from hybrid.problems.ifp import OuterBoundary, TissueProperties, closed_form_pressure

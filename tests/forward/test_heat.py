@@ -1,6 +1,6 @@
-"""Pennes bioheat solver (physics.md §6, §7 V10): steady radial closed form, manufactured solutions
-with observed space and time convergence rates, the target-temperature controller and CEM43.
-Collective: also run under ``mpirun -n 2``."""
+"""Pennes bioheat solver (Pennes 1948 J Appl Physiol 1:93): steady radial closed form,
+manufactured solutions with observed space and time convergence rates, the target-temperature
+controller and CEM43. Collective: also run under ``mpirun -n 2``."""
 
 import numpy as np
 import pytest

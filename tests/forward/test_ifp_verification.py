@@ -1,5 +1,6 @@
-"""IFP solver against closed forms (Baxter & Jain; physics.md §1.2, §7 V1-V5) and manufactured
-solutions with observed convergence rates. Collective: also run under ``mpirun -n 2``."""
+"""IFP solver against closed forms (Baxter & Jain 1989, 1990; :mod:`hybrid.problems.exact`) and
+manufactured solutions with observed convergence rates. Collective: also run under
+``mpirun -n 2``."""
 
 import numpy as np
 import pytest

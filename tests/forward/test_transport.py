@@ -1,10 +1,10 @@
-"""Drug transport solver (issue 8): Krogh annulus against the Bessel closed form (physics.md §4.2,
-§7 V5), manufactured solutions of the coupled three-species system (El-Kareh uptake, release,
-clearance, Kedem-Katchalsky exchange, advection with a non-solenoidal flux) with observed space
-and time rates, global mass balance to solver tolerance and non-negative concentrations with
-the conservative Darcy flux of the IFP solver on a vessel patch; kinetic albumin binding (a fourth
-species) against its exponential relaxation, the equilibrium-binding model and S/V closed forms.
-Collective: also under ``mpirun -n 2``."""
+"""Drug transport solver (issue 8): Krogh annulus against the Bessel closed form
+(:mod:`hybrid.problems.krogh`), manufactured solutions of the coupled three-species system (El-Kareh
+uptake, release, clearance, Kedem-Katchalsky exchange, advection with a non-solenoidal flux) with
+observed space and time rates, global mass balance to solver tolerance and non-negative
+concentrations with the conservative Darcy flux of the IFP solver on a vessel patch; kinetic albumin
+binding (a fourth species) against its exponential relaxation, the equilibrium-binding model and S/V
+closed forms. Collective: also under ``mpirun -n 2``."""
 
 import numpy as np
 import pytest
@@ -78,7 +78,7 @@ def krogh_error(mesh_size: float):
 
 
 def test_krogh_steady_state_matches_the_bessel_closed_form():
-    """c(R_c) = 0.2957 for the physics.md test values; max error < 1e-3 c_v at 4 um cells and
+    """c(R_c) = 0.2957 for the test values ``KROGH``; max error < 1e-3 c_v at 4 um cells and
     falling at least as h^1.5 (measured 7.8e-4 -> 2.5e-4 -> 5.9e-5 at 8, 4, 2 um)."""
     assert krogh_concentration(np.array([10e-6]), **KROGH)[0] == pytest.approx(0.2957, abs=1e-4)
     coarse, balance_coarse, low_coarse = krogh_error(8e-6)
@@ -346,7 +346,7 @@ def test_adaptive_steps_control_the_error_and_keep_the_balance():
     assert errors[1] < 0.4 * errors[0], errors
 
 
-# ---- intravascular release of thermosensitive liposomes (physics.md §3) ---------------------------
+# ---- intravascular release of thermosensitive liposomes (Manzoor et al. 2012 Cancer Res 72:5566) --
 
 def test_intravascular_release_feeds_the_free_drug_at_the_wall():
     """Liposomes that cannot cross the wall (P_L = 0) releasing the fraction f = 1 - exp(-k(T) tau)

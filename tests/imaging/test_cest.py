@@ -21,7 +21,7 @@ MEASURED_OFFSETS = np.array([12, 11, 10, 9, 8, 7.8, 7.6, 7.2, 7, 6.8, 6.6, 6.5, 
                              3.8, 3.7, 3.6, 3.5, 3.4, 3.3, 3.2, 3, 2.8, 2.6, 2.4, 2.2, 2, 1.8, 1.6, 1.4, 1.2, 1, 0.8,
                              0.6, 0.4, 0.2, 0, -0.2, -0.4, -0.6, -0.8, -1, -1.2, -1.4, -1.6, -1.8, -2, -2.3, -2.5,
                              -2.8, -3, -6, -9, -10, -11, -12])   # ppm: tests/data/acidocest tables without 100 ppm
-B0 = 9.4            # T: at 7 T the 5.5 ppm line merges with water near pH 7.4 (imaging.md §3.2)
+B0 = 9.4            # T: at 7 T the 5.5 ppm line merges with water near pH 7.4 (hybrid/imaging/bloch_mcconnell.py)
 NOISE = 0.005       # noise SD as a fraction of S0 (SNR 200), complex Gaussian -> magnitude
 MT = bm.MTPool(fraction=0.05)
 

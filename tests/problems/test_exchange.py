@@ -13,7 +13,7 @@ from hybrid.problems.parameters import MMHG_TO_PA, default
 
 def test_effective_pressure_and_starling_flux_by_hand():
     pe = effective_pressure(default("pv_T"), default("sigma_T"), default("piv_T"), default("pii_T"))
-    assert pe / MMHG_TO_PA == pytest.approx(15.6 - 0.82 * (20 - 15), rel=1e-14)   # 11.5 mmHg (physics.md §0)
+    assert pe / MMHG_TO_PA == pytest.approx(15.6 - 0.82 * (20 - 15), rel=1e-14)   # 11.5 mmHg (BJ89 values)
     exchange = default("Lp_T") * default("SV_T")                                   # 4.2e-7 1/(Pa s)
     assert starling_fluid_flux(0.0, exchange, pe) == pytest.approx(4.2e-7 * 11.5 * MMHG_TO_PA, rel=1e-12)
     assert starling_fluid_flux(pe, exchange, pe) == 0.0
@@ -50,7 +50,7 @@ def test_kedem_katchalsky_limits_and_equivalent_form():
     # exactly zero permeability: the same limits without a division by zero
     assert float(kedem_katchalsky_flux(cp, ci, phi_v, sigma, 0.0)) == phi_v * (1 - sigma) * cp
     assert float(kedem_katchalsky_flux(cp, ci, -phi_v, sigma, 0.0)) == -phi_v * (1 - sigma) * ci
-    # intermediate Pe: equivalent form P S/V Pe (c_p e^Pe - c_i) / (e^Pe - 1) (physics.md §2.1)
+    # intermediate Pe: equivalent form P S/V Pe (c_p e^Pe - c_i) / (e^Pe - 1) [D]
     for phi in (-0.05, -3e-3, 1e-4, 6.4e-4, 0.02, 0.1):
         pe = phi * (1 - sigma) / ps
         expected = ps * pe * (cp * math.exp(pe) - ci) / math.expm1(pe)

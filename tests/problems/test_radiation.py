@@ -43,7 +43,7 @@ def test_default_reproduces_the_measured_ifp_fall_in_the_baxter_jain_sphere():
 
 
 def test_calibration_follows_the_configured_vascular_pressure():
-    """With p_v = 25 mmHg (the other common value, physics.md §9) p_e still falls by 31 %."""
+    """With p_v = 25 mmHg (common in later codes; Baxter & Jain 1989: 15.6) p_e still falls by 31 %."""
     pv = 25.0 * 133.322
     tumour = TissueProperties.defaults("tumour")
     factor = RadiationResponse.defaults(pv=pv).vascular_pressure

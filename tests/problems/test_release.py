@@ -56,7 +56,7 @@ def test_thermal_rate_midpoint_slope_asymptotes():
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         far = thermal_release_rate(np.array([0.0, 273.15 + 37 - 30, 1e4]))
     np.testing.assert_allclose(far, [k_b, k_b, k_max], rtol=1e-14)
-    # physics.md §3.2: release within tens of seconds at 42 C, slow at 37 C (k_37 ~ 1e-4 to 1e-3 1/s)
+    # release within tens of seconds at 42 C, slow at 37 C (k_37 ~ 1e-4 to 1e-3 1/s) [R]
     assert math.log(2) / thermal_release_rate(273.15 + 42) < 60.0
     assert 1e-4 <= thermal_release_rate(273.15 + 37) <= 1e-3
 

@@ -35,7 +35,7 @@ def test_si_rate_equals_published_per_cell_form(c_free, c_cell):
 
 def test_low_concentration_sink_and_saturation():
     k_lin = RHO * default("V_max") / (PHI * default("K_E"))
-    assert k_lin == pytest.approx(0.533, rel=2e-3)           # physics.md §2.3: ~32 1/min ~ 0.53 1/s
+    assert k_lin == pytest.approx(0.533, rel=2e-3)           # ~32 1/min ~ 0.53 1/s [D]
     c = 1e-9
     assert float(el_kareh_secomb_uptake(c, 0.0)) == pytest.approx(k_lin * c, rel=1e-5)
     v_tissue = RHO * default("V_max")                        # saturated influx
@@ -47,7 +47,7 @@ def test_low_concentration_sink_and_saturation():
 def test_equilibrium_partition(c_free):
     """Net flux vanishes where c_cell / (rho K_I) = c_free / (phi K_E); at low c the ratio is ~156."""
     partition = RHO * default("K_I") / (PHI * default("K_E"))
-    assert partition == pytest.approx(156.4, rel=1e-3)       # physics.md §2.3: ~156:1
+    assert partition == pytest.approx(156.4, rel=1e-3)       # ~156:1 [D]
     rate = el_kareh_secomb_uptake(c_free, partition * c_free)
     assert abs(float(rate)) <= 1e-15 * RHO * default("V_max")
 
@@ -61,7 +61,7 @@ def test_survival_fraction_and_lethal_threshold_by_hand():
     lethal_c_cell = default("C_I_lethal") * RHO                # 3.5 ng/1e5 cells as mol/m^3 tissue
     assert lethal_c_cell == pytest.approx(3.5e-14 / MW * 1e15, rel=1e-14)   # 0.0644 mol/m^3
     assert float(ng_per_1e5_cells(lethal_c_cell)) == pytest.approx(3.5, rel=1e-14)
-    # SF = exp(-0.66 x 3.5) = 0.0993: about 90 % kill at the lethal line (physics.md §2.4)
+    # SF = exp(-0.66 x 3.5) = 0.0993: about 90 % kill at the lethal line (table omega [R], C_I_lethal [S])
     assert float(survival_fraction(lethal_c_cell)) == pytest.approx(math.exp(-0.66 * 3.5), rel=1e-13)
     assert float(survival_fraction(0.0)) == 1.0
     indicator = lethal_indicator(np.array([0.0, 0.999, 1.0, 3.0]) * lethal_c_cell)
