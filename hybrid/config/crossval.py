@@ -69,9 +69,7 @@ def crossval_config_from_dict(data: dict, origin: str = "<config>", base: Path =
                 raise ConfigError(f"[geometry] is for kind \"ifp\": the {invert.problem.kind} kind re-solves on the "
                                   "mesh of the invert run's [problem] transport configuration; remove [geometry]")
         else:
-            if "adaptive_dofs" in data.get("geometry", {}):
-                raise ConfigError("[geometry] adaptive_dofs is used by hybrid forward only; remove it")
-            geometry = geometry_from_table(data.get("geometry", {}), base)
+            geometry = geometry_from_table(data.get("geometry", {}), base, adaptive=False)
             if geometry.shape != "disc" or geometry.host_thickness != 0:
                 raise ConfigError("[geometry] must be the inverse problem's domain: shape = \"disc\" and "
                                   f"host_thickness = 0, got shape = {geometry.shape!r}, "

@@ -70,8 +70,11 @@ class GeometryConfig:
         return replace(self, surface_mesh_size=surface, refinement_width=width, rim_band=band)
 
 
-def geometry_from_table(table: dict, base: Path) -> GeometryConfig:
-    """The validated ``[geometry]`` table; a mask path is relative to ``base``."""
+def geometry_from_table(table: dict, base: Path, *, adaptive: bool = True) -> GeometryConfig:
+    """The validated ``[geometry]`` table; a mask path is relative to ``base``. ``adaptive=False``
+    (commands other than hybrid forward) refuses ``adaptive_dofs``."""
+    if not adaptive and isinstance(table, dict) and "adaptive_dofs" in table:
+        raise ConfigError("[geometry] adaptive_dofs is used by hybrid forward only; remove it")
     spec = spec_of(GeometryConfig)
     values = take_keys(table, "geometry", spec)
     if values["shape"] == "mask":

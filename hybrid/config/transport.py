@@ -320,9 +320,7 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
                                         "plasma": REQUIRED, "time": REQUIRED, "heating": None, "exposure": {},
                                         "radiation": None, "solver": {}, "host": None, "output": REQUIRED})
         tumour = tissue_from_table(top["tumour"], "tumour")
-        if isinstance(top["geometry"], dict) and "adaptive_dofs" in top["geometry"]:
-            raise ConfigError("[geometry] adaptive_dofs is used by hybrid forward only; remove it")
-        geometry = geometry_from_table(top["geometry"], base).resolved(tumour.rim_thickness)
+        geometry = geometry_from_table(top["geometry"], base, adaptive=False).resolved(tumour.rim_thickness)
         host = host_from_table(top["host"], geometry)
         flow = _section(FlowConfig, top["flow"], "flow", choices={"model": ("none", "darcy"),
                                                                   "boundary": ("dirichlet", "no_flux")},
