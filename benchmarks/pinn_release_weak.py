@@ -183,7 +183,7 @@ if __name__ == "__main__":
         training = {"residual_form": form} | ({"weak_cells": cells, "weak_time_cells": cells} if form == "weak" else {})
         result = drift_stage(variant, steps, training)
         result["networks_start"] = "pinn_release_diagnosis `pinn` stage fit (4000 Adam + 1000 L-BFGS)"
-        key = f"drift_{variant}_{form}" + (f"_{cells}" if form == "weak" else "")
+        key = f"drift_{variant}_{form}" + (f"_{cells}" if form == "weak" else "") + f"_{steps}_steps"
     elif stage == "invert":
         form, adam, lbfgs = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
         balance = sys.argv[5] if len(sys.argv) > 5 else None

@@ -31,7 +31,8 @@ residual-adaptive collocation, checkpoints and resume, a progress line, seeds an
   ``weak_cells`` per space axis and ``weak_time_cells`` in time, ``weak_gauss`` Gauss points per
   cell axis; network values only, on fixed quadrature points, so no resampling); the weak form
   is for problems with a ``use_weak_form`` method (:class:`~hybrid.inverse.problems.TransportProblem`
-  without flow).
+  without flow). On the pH-release twin it keeps a law started at the truth (n 2.05-2.08 after
+  300 steps, strong 1.54-1.73) but does not by itself recover it from a distant start (weak.py).
 - **Checkpoints**: every ``checkpoint_every`` steps (and at the end) the full state (parameters,
   optimiser, weights, collocation points, random generator, history) goes to ``checkpoint``;
   :meth:`Trainer.resume` continues from it and reproduces the uninterrupted run.
