@@ -28,10 +28,10 @@ cells per axis: 759 test functions, 28 512 points): the FEM truth's own fields g
 onto the FEM truth leave weak terms of 2.1e-3 (strong 1.5e-2) and put it at (6.792, 1.93)
 (strong (6.776, 1.86)); started there, 300 Adam steps end at (6.82, 2.08) / (6.82, 2.05) against
 the strong form's (6.78, 1.73) / (6.75, 1.54), but 1000 steps reach (6.82, 2.14) as the networks
-fit the noise. A full inversion from (7.2, 1.0) still misses:
-(6.62, 0.55) with the example's settings, (6.66, 0.56) with residual balancing (strong form
-(6.27, 0.53) / (6.10, 0.54)), its networks fitting the released-fraction noise (data term
-2-7e-5 against the truth's 7.8e-4); a step costs about what 2048 strong points cost (0.26 s).
+fit the noise. A full inversion from (7.2, 1.0) still misses: (6.62, 0.55) with the example's
+settings, (6.66, 0.56) with residual balancing (strong form (6.27, 0.53) / (6.10, 0.54)), its
+networks fitting the released-fraction noise (data term 2-7e-5 against the truth's 7.8e-4); a
+step costs about what 2048 strong points cost (0.26 s).
 """
 
 from __future__ import annotations
