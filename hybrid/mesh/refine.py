@@ -39,8 +39,8 @@ closure; every rank refines what it owns), up to a DOF budget. 2 mm sphere in a 
 0.8 mm gmsh mesh to the DOFs of a uniform 0.2 mm gmsh mesh: 12,459 DOFs, max 3.38 % of p_e, L2
 1.63 %, against 12,653 DOFs, 3.92 %, 2.50 % (the case it was chosen on). Not tuned on: a 1.5 mm
 sphere in a 1.5 mm host: 12,392 DOFs, 2.12 %, 1.80 % against 12,431, 4.53 %, 2.90 %; a 2 mm
-sphere alone: L2 1.18 % against 1.24 % (15.3k / 15.7k DOFs) but max 2.48 % against 1.76 %
-(1.3-1.4x gmsh's from 15k to 60k DOFs): without a host the uniform gmsh mesh already suits the
+sphere alone: L2 1.18 % against 1.24 % (15.3k / 15.7k DOFs) but max 2.48 % against 1.75 %
+(1.17-1.43x gmsh's at 8k-48k DOFs, benchmarks/results/refine_accuracy.json): without a host the uniform gmsh mesh already suits the
 rim, and the bisected tetrahedra's shape loses. In 2-D (2 mm disc, alone or in a 1 mm host, from
 0.4 mm to 3.1-3.5k DOFs) it has 1.3x a uniform gmsh mesh's max error (0.30 % against 0.24 %, 0.47 %
 against 0.36 %) and 0.73-0.78x its L2: there rim refinement is the better choice. Marking all six edges of the marked cells instead
