@@ -25,12 +25,15 @@ LOADERS = {"ifp_sphere.toml": load_forward_config,
            "synthesize_disc.toml": lambda path: load_synthesize_config(path)[0],
            "synthesize_release.toml": lambda path: load_synthesize_config(path)[0],
            "synthesize_ph_release.toml": lambda path: load_synthesize_config(path)[0],
+           "synthesize_coupled.toml": lambda path: load_synthesize_config(path)[0],
            "invert_disc.toml": load_invert_config,
            "invert_release.toml": load_invert_config,
            "invert_ph_release.toml": load_invert_config,
+           "invert_coupled.toml": load_invert_config,
            "validate_disc.toml": load_crossval_config,
            "validate_release.toml": load_crossval_config,
-           "validate_ph_release.toml": load_crossval_config}
+           "validate_ph_release.toml": load_crossval_config,
+           "validate_coupled.toml": load_crossval_config}
 
 
 @pytest.mark.parametrize("name", sorted(LOADERS))
@@ -48,7 +51,7 @@ def test_example_outputs_land_in_the_checkout_results_folder():
         assert load(EXAMPLES / name).output.directory.resolve().parent == EXAMPLES.parent / "results", name
 
 
-@pytest.mark.parametrize("name", ["invert_disc", "invert_release", "invert_ph_release"])
+@pytest.mark.parametrize("name", ["invert_disc", "invert_release", "invert_ph_release", "invert_coupled"])
 def test_checkpoint_is_relative_to_the_toml_file(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = load_invert_config(os.path.relpath(EXAMPLES / f"{name}.toml", tmp_path))
