@@ -381,36 +381,28 @@ def _release_analysis(setup, constants: dict, times, images: dict, noise: dict, 
 
 def _coupled_analysis(setup, constants: dict, recovered: dict, law, comm, times, images: dict, noise: dict,
                       logs: dict, affine_mm, points_per_axis: int):
-    """Identifiability of the coupled unknowns at ``recovered``: the release-law ``constants`` and
-    the tumour's conductivity / effective pressure, every perturbed value a FEM run of
-    ``setup.config`` with the IFP re-solved (:func:`hybrid.validation.classical.release_images`);
-    the constants are restored."""
+    """Identifiability (:func:`hybrid.validation.classical.identifiability`) of the coupled unknowns
+    at ``recovered``: the release-law ``constants`` and the tumour's conductivity / effective
+    pressure, every perturbed value a FEM run of ``setup.config`` with the IFP re-solved
+    (:func:`hybrid.validation.classical.release_images`); the constants are restored."""
     from hybrid.commands.invert import with_tumour_flow
     from hybrid.commands.transport import setup_transport
-    from hybrid.identifiability import analyse, central_jacobian
-    from hybrid.validation.classical import (IDENTIFIABILITY_STEP, RANK_TOLERANCE, release_images,
-                                             scaled_residual)
+    from hybrid.validation.classical import identifiability, release_images
 
-    names = list(recovered)
     shape = next(iter(images.values())).shape[:3]
 
-    def predict(theta):
-        values = {name: float(np.exp(v)) if logs[name] else float(v) for name, v in zip(names, theta)}
+    def set_constants(values: dict) -> None:
         for name, constant in constants.items():
             constant.value = values[name]
+
+    def predict(values: dict) -> dict:
+        set_constants(values)
         run = setup_transport(with_tumour_flow(setup.config, values), comm, _quiet, {}, setup.domain,
                               release_rate=law)
         run.solver.close()
         return release_images(run, run.solver.model, times, shape, affine_mm, points_per_axis)
 
-    theta = np.array([np.log(recovered[name]) if logs[name] else recovered[name] for name in names])
-    try:
-        jacobian = central_jacobian(scaled_residual(images, noise, predict), theta, IDENTIFIABILITY_STEP)
-    finally:
-        for name, constant in constants.items():
-            constant.value = recovered[name]
-    return analyse(jacobian, [f"ln_{name}" if logs[name] else name for name in names],
-                   relative_threshold=RANK_TOLERANCE)
+    return identifiability(predict, recovered, logs, images, noise, restore=lambda: set_constants(recovered))
 
 
 def _pressure(invert, source: Path, fem, problems: list, record, comm, log) -> dict:

@@ -18,6 +18,8 @@ every unknown with weight on them gets an infinite standard error (no lucky numb
 - :func:`fit_release_law` and :func:`release_identifiability`: the fit and the Fisher information
   (Cramer-Rao bounds) of release-law unknowns held in ``dolfinx.fem.Constant`` s (k_rel, or pH_50
   and the steepness of a pH law on a pH map) for given drug images, from :func:`release_images` runs.
+- :func:`identifiability`: that Fisher information for any image predictor of named unknowns
+  (also the coupled kind of ``hybrid validate``, which re-solves the IFP per prediction).
 
 DOLFINx lives here; torch never (tests/test_layering.py).
 """
@@ -40,13 +42,14 @@ from hybrid.problems.ifp import OuterBoundary, TissueProperties
 from hybrid.problems.release import released_fraction
 
 __all__ = ["RANK_TOLERANCE", "IDENTIFIABILITY_STEP", "Fit", "fit", "fit_ifp", "fit_release_rate", "fit_release_law",
-           "IFP_UNKNOWNS", "ifp_tissue", "release_images", "release_identifiability", "scaled_residual"]
+           "IFP_UNKNOWNS", "ifp_tissue", "release_images", "identifiability", "release_identifiability",
+           "scaled_residual"]
 
 RANK_TOLERANCE = 1e-4
 """Singular values at most this fraction of the largest count as unseen directions (unidentifiable)."""
 
 IDENTIFIABILITY_STEP = 0.02
-"""Central-difference step of :func:`release_identifiability` in the fitted variables (ln of a
+"""Central-difference step of :func:`identifiability` in the fitted variables (ln of a
 log unknown [1], else its unit, e.g. pH)."""
 
 IFP_UNKNOWNS = {"full": ("log_K", "log_LpSV", "p_e"), "reduced": ("log_K_over_LpSV", "p_e")}
@@ -202,31 +205,57 @@ def release_images(setup, model, frame_times, shape, affine_mm: np.ndarray, poin
     return {"total_drug": np.stack(totals, axis=-1), "released_fraction": np.stack(fractions, axis=-1)}
 
 
+def _to_fitted(values: dict, logs: dict) -> np.ndarray:
+    """The fitted variables (in the order of ``logs``) of unknowns at ``values`` (name -> value
+    [SI]): ln(value) where ``logs[name]`` (positive unknowns: relative sensitivities), else the
+    value (e.g. pH_50 [1])."""
+    return np.array([np.log(values[name]) if log else values[name] for name, log in logs.items()], dtype=float)
+
+
+def _from_fitted(theta, logs: dict) -> dict:
+    """Inverse of :func:`_to_fitted`: name -> value [SI] of the fitted variables ``theta``."""
+    return {name: float(np.exp(v)) if log else float(v) for (name, log), v in zip(logs.items(), theta)}
+
+
+def _fitted_names(logs: dict) -> tuple:
+    """Names of the fitted variables: "ln_<name>" where ``logs[name]``, else the name."""
+    return tuple(f"ln_{name}" if log else name for name, log in logs.items())
+
+
 class _ReleaseLaw:
     """Release-law unknowns held in ``dolfinx.fem.Constant`` s of ``model``'s release rate (a
     TransportModel run on ``setup``'s domain and flow): ``constants`` name -> (Constant, ``log``),
     fitted as ln(value) where ``log`` else as the value (e.g. pH_50 [1]); :meth:`images` of a
-    vector of fitted variables (sets the constants)."""
+    vector of fitted variables and :meth:`images_at` of values (both set the constants)."""
 
     def __init__(self, setup, model, constants: dict, frame_times, shape, affine_mm, points_per_axis: int):
         self.setup, self.model, self.constants = setup, model, constants
         self.frame_times, self.shape, self.affine_mm, self.points_per_axis = frame_times, shape, affine_mm, points_per_axis
-        self.logs = np.array([log for _, log in constants.values()], dtype=bool)
-        self.names = tuple(f"ln_{name}" if log else name for name, (_, log) in constants.items())
+        self.logs = {name: log for name, (_, log) in constants.items()}
+        self.names = _fitted_names(self.logs)
+
+    def values(self) -> dict:
+        """name -> the constant's current value."""
+        return {name: float(constant.value) for name, (constant, _) in self.constants.items()}
 
     def current(self) -> np.ndarray:
         """The fitted variables of the constants' current values."""
-        values = np.array([float(c.value) for c, _ in self.constants.values()])
-        return np.where(self.logs, np.log(values), values)
+        return _to_fitted(self.values(), self.logs)
+
+    def set_values(self, values: dict) -> None:
+        for name, (constant, _) in self.constants.items():
+            constant.value = values[name]
 
     def set(self, theta) -> None:
-        for (constant, _), value, log in zip(self.constants.values(), theta, self.logs):
-            constant.value = float(np.exp(value)) if log else float(value)
+        self.set_values(_from_fitted(theta, self.logs))
 
-    def images(self, theta) -> dict:
-        self.set(theta)
+    def images_at(self, values: dict) -> dict:
+        self.set_values(values)
         return release_images(self.setup, self.model, self.frame_times, self.shape, self.affine_mm,
                               self.points_per_axis)
+
+    def images(self, theta) -> dict:
+        return self.images_at(_from_fitted(theta, self.logs))
 
 
 def fit_release_law(setup, constants: dict, frame_times, images: dict, noise_sd: dict, affine_mm,
@@ -248,20 +277,37 @@ def _fit_law(law: _ReleaseLaw, images: dict, noise_sd: dict, bounds, options: di
     return result
 
 
+def identifiability(predict_images: Callable[[dict], dict], values: dict, logs: dict, images: dict, noise_sd: dict, *,
+                    restore: Callable[[], None], step: float = IDENTIFIABILITY_STEP,
+                    rank_tolerance: float = RANK_TOLERANCE):
+    """Practical identifiability (:func:`hybrid.identifiability.analyse`) of the scalar unknowns
+    named in ``logs`` (in its order) at ``values`` (name -> value [SI]), each varied as ln(value)
+    (named "ln_<name>") where ``logs[name]``, else as the value (e.g. pH_50 [1]).
+    ``predict_images(values)`` (name -> value [SI]) returns predicted images (quantity -> array, the unit of ``images``); data: the finite voxels
+    of ``images`` with Gaussian noise ``noise_sd[quantity]`` (> 0, the image unit). Jacobian of
+    the noise-scaled residual by central differences of ``step`` in the fitted variables (2
+    predictions per unknown); ``restore()`` undoes what the predictions changed (e.g.
+    ``dolfinx.fem.Constant`` values), also on an error. Collective (every rank calls it, as
+    ``predict_images`` is a FEM run)."""
+    try:
+        jacobian = central_jacobian(scaled_residual(images, noise_sd, lambda theta: predict_images(
+            _from_fitted(theta, logs))), _to_fitted(values, logs), step)
+    finally:
+        restore()
+    return analyse(jacobian, _fitted_names(logs), relative_threshold=rank_tolerance)
+
+
 def release_identifiability(setup, constants: dict, frame_times, images: dict, noise_sd: dict, affine_mm,
                             points_per_axis: int = 3, *, step: float = IDENTIFIABILITY_STEP,
                             rank_tolerance: float = RANK_TOLERANCE):
-    """Practical identifiability (:func:`hybrid.identifiability.analyse`) of release-law unknowns
-    at their current values: ``constants`` name -> (``dolfinx.fem.Constant`` in ``setup.solver.model``'s
-    release rate, ``log``), varied as ln(value) where ``log`` else as the value (e.g. pH_50 [1]);
-    data: the finite voxels of ``images`` (quantity -> (nx, ny, nz, frames) at ``frame_times`` [s],
-    > 0) with Gaussian noise ``noise_sd[quantity]`` (> 0, the image unit). Jacobian by central
-    differences of ``step`` (2 transport runs per unknown); the constants are restored. Collective."""
+    """:func:`identifiability` of release-law unknowns at their current values: ``constants``
+    name -> (``dolfinx.fem.Constant`` in ``setup.solver.model``'s release rate, ``log``), varied as
+    ln(value) where ``log`` else as the value (e.g. pH_50 [1]); data: the finite voxels of
+    ``images`` (quantity -> (nx, ny, nz, frames) at ``frame_times`` [s], > 0) with Gaussian noise
+    ``noise_sd[quantity]`` (> 0, the image unit). Each prediction is one transport run
+    (:func:`release_images`); the constants are restored. Collective."""
     law = _ReleaseLaw(setup, setup.solver.model, constants, frame_times, next(iter(images.values())).shape[:3],
                       affine_mm, points_per_axis)
-    theta0 = law.current()
-    try:
-        jacobian = central_jacobian(scaled_residual(images, noise_sd, law.images), theta0, step)
-    finally:
-        law.set(theta0)
-    return analyse(jacobian, law.names, relative_threshold=rank_tolerance)
+    values = law.values()
+    return identifiability(law.images_at, values, law.logs, images, noise_sd,
+                           restore=lambda: law.set_values(values), step=step, rank_tolerance=rank_tolerance)

@@ -159,3 +159,41 @@ def test_residual_voxels_are_fixed_by_the_images():
     prediction["a"] = np.array([1.5, np.nan, 7.0, 3.0])
     with pytest.raises(ValueError, match="no finite value in a voxel the image observes"):
         residual(None)
+
+
+def test_identifiability_of_a_closed_form_model_matches_its_fisher_information():
+    """identifiability() on images offset + scale x (two quantities, one NaN voxel, offset varied
+    as itself, scale as ln): names ("offset", "ln_scale"), Cramer-Rao sd the square roots of the
+    diagonal of (J^T J)^-1 with J = [1, scale x] / noise sd over the finite voxels, the predictor
+    given values [SI] (not ln); restore() called after, and also when a prediction fails."""
+    from hybrid.validation.classical import identifiability
+
+    x = np.linspace(0.0, 1.0, 7)
+    truth = {"offset": 0.3, "scale": 2.0}
+    images = {"a": truth["offset"] + truth["scale"] * x, "b": 2 * (truth["offset"] + truth["scale"] * x)}
+    images["a"][3] = np.nan
+    noise_sd = {"a": 0.1, "b": 0.4}
+    seen, restored = [], []
+
+    def predict(values):
+        seen.append(values)
+        line = values["offset"] + values["scale"] * x
+        return {"a": line, "b": 2 * line}
+
+    logs = {"offset": False, "scale": True}
+    analysis = identifiability(predict, truth, logs, images, noise_sd, restore=lambda: restored.append(True),
+                               step=1e-4)
+    assert list(analysis.names) == ["offset", "ln_scale"] and restored == [True]
+    assert all(set(values) == {"offset", "scale"} and values["scale"] > 0 for values in seen) and len(seen) == 4
+    finite = np.isfinite(images["a"])
+    jacobian = np.vstack([np.column_stack([np.ones(finite.sum()), truth["scale"] * x[finite]]) / 0.1,
+                          np.column_stack([2 * np.ones(x.size), 2 * truth["scale"] * x]) / 0.4])
+    expected = np.sqrt(np.diag(np.linalg.inv(jacobian.T @ jacobian)))
+    np.testing.assert_allclose(analysis.standard_errors, expected, rtol=1e-6)
+
+    def failing(values):
+        raise RuntimeError("solver diverged")
+
+    with pytest.raises(RuntimeError, match="solver diverged"):
+        identifiability(failing, truth, logs, images, noise_sd, restore=lambda: restored.append(True))
+    assert restored == [True, True]
