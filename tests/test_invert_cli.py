@@ -1,7 +1,8 @@
 """``hybrid invert``: files and keys, one-line config errors, --resume, no DOLFINx import, a
 small disc IFP twin (closed-form Baxter-Jain map, 5 % noise) recovered through the command line,
-the release kind on a tiny ``hybrid synthesize`` twin (tests/release_twin.py), and the TOML key =
-field rule on the examples.
+the release kind on a tiny ``hybrid synthesize`` twin (tests/release_twin.py), its weak residual
+form (``[training] residual_form = "weak"``) and where it is refused, and the TOML key = field rule
+on the examples.
 
 Measured (slow test; 600 Adam + 200 L-BFGS, 2048 points, float64; 492 s on the shared 2-core box
 under load from other jobs): rim thickness +3.0 %, p_e +1.3 %, K +6.2 % (Lp S/V known), the same
@@ -21,7 +22,7 @@ from cli_helpers import assert_one_error, run_hybrid
 from config_keys import assert_keys_are_fields
 from hybrid.config.invert import load_invert_config
 from hybrid.io.nifti import write_volume
-from release_twin import SLOW, TRUE_RELEASE_RATE, invert_config, write_release_twin
+from release_twin import FAST, SLOW, TRUE_RELEASE_RATE, invert_config, write_release_twin
 
 sys.path.insert(0, str(Path(__file__).parent / "inverse"))
 import twins  # noqa: E402  (tests/inverse/twins.py: the shared closed-form twins)
@@ -288,3 +289,83 @@ def test_release_twin_recovered_through_the_cli(tmp_path):
     entry = summary["estimates"]["release_rate"]
     print(entry, summary["held_out_prediction"])
     assert entry["relative_error"] < 0.12   # measured 8.1 %
+
+
+WEAK = """[training]
+residual_form = "weak"
+weak_cells = 8
+weak_time_cells = 4
+weak_gauss = 2
+"""
+
+
+def _weak_config(directory, name="weak.toml", points=64):
+    """The twin's invert configuration in ``directory`` with the weak form's keys."""
+    path = directory / name
+    path.write_text(invert_config(directory, name, points=points).read_text().replace("[training]\n", WEAK))
+    return path
+
+
+@pytest.fixture(scope="module")
+def still_release_twin(tmp_path_factory):
+    """The fast release twin without flow (the weak form models no advection)."""
+    directory = tmp_path_factory.mktemp("still_release")
+    write_release_twin(directory, FAST | {"flow": "none"})
+    return directory
+
+
+def test_release_weak_form_through_the_cli(still_release_twin):
+    """residual_form = "weak" reaches the Trainer: the weak loss does not depend on the collocation
+    points, so two runs with different numbers of them give the same estimate (the strong form's
+    would differ), and inversion.json records the weak settings."""
+    config = _weak_config(still_release_twin)
+    loaded = load_invert_config(config)
+    assert_keys_are_fields(loaded, tomllib.loads(config.read_text()), config)
+    assert (loaded.training.residual_form, loaded.training.weak_cells, loaded.training.weak_time_cells,
+            loaded.training.weak_gauss) == ("weak", 8, 4, 2)
+    estimates = []
+    for points in (16, 64):
+        out = still_release_twin / f"weak_{points}"
+        result = run_hybrid("invert", _weak_config(still_release_twin, f"weak_{points}.toml", points), "--output",
+                            out, timeout=300)
+        assert result.returncode == 0, result.stderr
+        summary = json.loads((out / "inversion.json").read_text())
+        settings = summary["training"]["settings"]
+        assert (settings["residual_form"], settings["weak_cells"], settings["collocation_points"]) == ("weak", 8,
+                                                                                                        points)
+        assert summary["training"]["members"][0]["history"][-1]["step"] == 3
+        estimates.append(summary["estimates"]["release_rate"]["estimate"])
+    assert estimates[0] == estimates[1]
+    strong = still_release_twin / "strong"
+    result = run_hybrid("invert", invert_config(still_release_twin, "strong.toml", points=16), "--output", strong,
+                        timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((strong / "inversion.json").read_text())["estimates"]["release_rate"]["estimate"] \
+        != estimates[0]
+
+
+@pytest.mark.parametrize("change, message", [
+    (('residual_form = "weak"', 'residual_form = "mixed"'), 'residual_form must be "strong" or "weak"'),
+    (("weak_cells = 8", "weak_cells = 1"), "[training] weak_cells must be an integer >= 2"),
+    (("weak_gauss = 2", "weak_gauss = 0"), "[training] weak_gauss must be an integer >= 1"),
+    (('residual_form = "weak"', 'residual_form = "strong"'), 'weak_cells, weak_time_cells, weak_gauss apply to '
+                                                             'residual_form = "weak" only'),
+    (('kind = "release"', 'kind = "coupled"'), 'residual_form = "weak" applies to kind "release" only, not '
+                                               '"coupled"')])
+def test_weak_form_bad_keys_give_one_error_line(still_release_twin, change, message):
+    path = still_release_twin / "bad_weak.toml"
+    path.write_text(_weak_config(still_release_twin).read_text().replace(*change))
+    out = still_release_twin / "bad_weak"
+    assert_one_error(run_hybrid("invert", path, "--output", out), message)
+    assert not out.exists()
+
+
+def test_weak_form_refused_with_flow_and_for_the_ifp_kind(release_twin, twin):
+    """The fast twin has Darcy flow (advection, which the weak form does not model); kind "ifp" is
+    the steady pressure equation."""
+    assert_one_error(run_hybrid("invert", _weak_config(release_twin)),
+                     "residual_form = \"weak\" does not model advection: [problem] transport")
+    directory, _ = twin
+    path = _config(directory, "weak_ifp.toml")
+    path.write_text(path.read_text().replace("[training]\n", '[training]\nresidual_form = "weak"\n'))
+    assert_one_error(run_hybrid("invert", path), 'applies to kind "release" only, not "ifp"')

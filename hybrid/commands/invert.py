@@ -13,7 +13,9 @@ transport's pH map or uniform pH). Kind "coupled": the same data -> a tumour dis
 unknowns among the release ones and the tumour's ``conductivity`` and ``effective_pressure``;
 first the pressure network alone (``[training] pretrain_adam_steps`` / ``pretrain_lbfgs_steps``,
 :func:`hybrid.inverse.coupled.pretrain_pressure`). All -> :class:`hybrid.inverse.Trainer` (one per
-ensemble member, seeds seed, seed + 1, ...).
+ensemble member, seeds seed, seed + 1, ...) with the ``[training]`` keys as
+:class:`hybrid.inverse.TrainingConfig` fields, among them ``residual_form`` ("weak": kind "release"
+without flow, the test functions of ``weak_cells``, ``weak_time_cells`` and ``weak_gauss``).
 Writes into ``directory``:
 
 - ``inversion.json``: for every estimate (the scalar unknowns; IFP: the rim thickness

@@ -91,6 +91,24 @@ from, so loading stops with a ConfigError naming the key rather than guessing th
     lower = 0.5
     upper = 8.0
 
+Weak residual form (kind "release" only, with ``[flow] model = "none"`` in ``[problem] transport``;
+:mod:`hybrid.inverse.weak`): the drug equations are checked against space-time test functions, so
+only the networks' values enter (no autograd derivatives), on fixed quadrature points (no
+collocation points, no resampling)::
+
+    [training]
+    residual_form = "weak"                # default "strong" (pointwise residuals at collocation points)
+    weak_cells = 12                       # cells per space axis over [-1, 1] (x / radius); >= 2
+    weak_time_cells = 12                  # cells over [0, end_time]; >= 2
+    weak_gauss = 3                        # Gauss-Legendre points per cell and axis; >= 1 (3: see weak.py)
+
+The ``weak_*`` keys apply to ``residual_form = "weak"`` only. Kinds "ifp" and "coupled" and a
+transport with Darcy flow are refused (the weak form models neither the pressure equation nor
+advection). Test functions live on boxes of 2 x 2 cells inside the disc: with 12 cells they cover
+78 % of it, every direction only out to r = 0.83 R (weak.py), so the outer rim is not checked. On
+the pH-release twin the weak form alone does not recover the pH law from a distant start
+(benchmarks/pinn_release_weak.py).
+
 Kind "coupled" (issue 9: interstitial pressure and release kinetics from drug images): a tumour
 disc in host tissue, the steady Darcy-Starling pressure and the liposomal / free / cell drug fed by
 it, trained jointly (:func:`hybrid.inverse.coupled.tumour_host_problem`: a cusp-capturing pressure
@@ -169,6 +187,7 @@ hydraulic conductivity K and effective pressure p_e (the host's coefficients are
 KINDS = ("ifp", "release", "coupled")
 _COUPLED_PROBLEM_KEYS = ("flow_points", "interface_width", "interface_points")
 _COUPLED_TRAINING_KEYS = ("pretrain_adam_steps", "pretrain_lbfgs_steps")
+_WEAK_TRAINING_KEYS = ("weak_cells", "weak_time_cells", "weak_gauss")
 
 
 @dataclass(frozen=True)
@@ -258,6 +277,10 @@ class TrainingSection:
     unknown_learning_rate: float = 1e-2        # Adam learning rate of the unknowns' raw (log-space) parameters
     pretrain_adam_steps: int = 200             # coupled: pressure-only Adam steps before the joint training
     pretrain_lbfgs_steps: int = 100            # coupled: pressure-only L-BFGS iterations after those
+    residual_form: str = "strong"              # PDE residuals: "strong" (pointwise) or "weak" (test functions)
+    weak_cells: int = 12                       # weak form: cells per space axis over [-1, 1] (x / radius)
+    weak_time_cells: int = 12                  # weak form: cells over [0, end_time]
+    weak_gauss: int = 3                        # weak form: Gauss-Legendre points per cell and axis
 
 
 @dataclass(frozen=True)
@@ -299,14 +322,21 @@ def _training(table, base: Path) -> TrainingSection:
         raise ConfigError(f"[training] device must be \"cpu\" or \"cuda\", got {values['device']!r}")
     if values["balance"] not in ("residuals", "all", "none"):
         raise ConfigError(f"[training] balance must be \"residuals\", \"all\" or \"none\", got {values['balance']!r}")
+    if values["residual_form"] not in ("strong", "weak"):
+        raise ConfigError(f"[training] residual_form must be \"strong\" or \"weak\", got {values['residual_form']!r}")
+    misplaced = [key for key in _WEAK_TRAINING_KEYS if key in table and values["residual_form"] != "weak"]
+    if misplaced:
+        raise ConfigError(f"[training] {', '.join(misplaced)} apply to residual_form = \"weak\" only")
     minimum = {"adam_steps": 0, "lbfgs_steps": 0, "collocation_points": 1, "seed": 0, "ensemble": 1,
-               "unknowns_from_step": 0, "pretrain_adam_steps": 0, "pretrain_lbfgs_steps": 0}
+               "unknowns_from_step": 0, "pretrain_adam_steps": 0, "pretrain_lbfgs_steps": 0,
+               "weak_cells": 2, "weak_time_cells": 2, "weak_gauss": 1}
     counts = {name: integer("training", name, values[name], low) for name, low in minimum.items()}
     if counts["unknowns_from_step"] > counts["adam_steps"]:
         raise ConfigError(f"[training] unknowns_from_step ({counts['unknowns_from_step']}) must not exceed "
                           f"adam_steps ({counts['adam_steps']})")
     checkpoint, threads = values["checkpoint"], values["threads"]
     return TrainingSection(**counts, dtype=values["dtype"], device=values["device"], balance=values["balance"],
+                           residual_form=values["residual_form"],
                            unknown_learning_rate=number("training", "unknown_learning_rate",
                                                         values["unknown_learning_rate"], positive=True),
                            threads=None if threads is None else integer("training", "threads", threads, 1),
@@ -405,6 +435,20 @@ def _check_coupled_transport(problem: ProblemConfig) -> None:
                           f"{geometry.tumour_radius:g} m of [problem] transport {problem.transport}")
 
 
+def _check_weak_form(problem: ProblemConfig) -> None:
+    """ConfigError unless the weak residual form applies: kind "release" without flow (the weak form
+    models neither the steady pressure equation nor advection)."""
+    if problem.kind != "release":
+        raise ConfigError(f"[training] residual_form = \"weak\" applies to kind \"release\" only, not "
+                          f"\"{problem.kind}\"; use \"strong\"")
+    if not Path(problem.transport).is_file():
+        raise ConfigError(f"[problem] transport {problem.transport}: no such file")
+    model = load_transport(problem.transport).flow.model
+    if model != "none":
+        raise ConfigError(f"[training] residual_form = \"weak\" does not model advection: [problem] transport "
+                          f"{problem.transport} has [flow] model = {model!r}; use \"strong\" or flow \"none\"")
+
+
 def _synthesizes_ph_map(transport: Path) -> bool:
     """Whether ``transport`` is a synthesize TOML file with ``[observation.ph_map]`` (False if absent)."""
     if not Path(transport).is_file():
@@ -431,6 +475,8 @@ def invert_config_from_dict(data: dict, origin: str = "<config>", base: Path = P
                      and problem.kind != "coupled"]
         if misplaced:
             raise ConfigError(f"[training] {', '.join(misplaced)} belong(s) to kind \"coupled\"")
+        if isinstance(training, dict) and training.get("residual_form") == "weak":
+            _check_weak_form(problem)
         if problem.kind == "coupled":
             _check_coupled_transport(problem)
         if problem.kind != "ifp" and data_config.ph_map is None and _synthesizes_ph_map(problem.transport):

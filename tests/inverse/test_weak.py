@@ -148,3 +148,22 @@ def test_trainer_weak_form_trains_without_resampling_and_refuses_what_it_cannot(
         flowing.use_weak_form(SpaceTimeTestFunctions(flowing.geometry, cells=4, time_cells=4))
     with pytest.raises(ValueError, match="fits inside"):
         SpaceTimeTestFunctions(Ball(2, L), cells=2, time_cells=4)
+
+
+def test_trainer_residual_form_is_the_configs():
+    """A strong config refuses a problem that carries test functions (instead of silently dropping
+    them); a weak config gives it test functions built from its weak_* fields."""
+    problem = TransportProblem(Ball(2, L), {"diffusivity_lipo": D_L, "diffusivity_free": D_F, "release_rate": K_REL},
+                               end_time=T, concentration_scale=C0, boundary="free", width=16, depth=2, features=8,
+                               generator=torch.Generator().manual_seed(0))
+    own = SpaceTimeTestFunctions(problem.geometry, cells=4, time_cells=4)
+    problem.use_weak_form(own)
+    with pytest.raises(ValueError, match="use_weak_form\\(None\\)"):
+        Trainer(problem, TrainingConfig(adam_steps=1, collocation_points=8, progress_every=0))
+    assert problem.test_functions is own
+    Trainer(problem, TrainingConfig(adam_steps=1, collocation_points=8, progress_every=0, residual_form="weak",
+                                    weak_cells=8, weak_time_cells=3))
+    assert problem.test_functions is not own and len(problem.test_functions) == 21 * 2   # 21 boxes x 2 in time
+    problem.use_weak_form(None)
+    Trainer(problem, TrainingConfig(adam_steps=1, collocation_points=8, progress_every=0))
+    assert problem.test_functions is None
