@@ -165,11 +165,14 @@ class FemTruth:
         return out
 
 
-def _set_truth(problem, truth: dict[str, float]) -> None:
+def set_unknowns(problem, values: dict[str, float]) -> None:
+    """Set every scalar unknown of ``problem`` to ``values[name]`` (SI), through the public
+    BoundedScalar: its raw parameter is that of a BoundedScalar started at the value."""
     import torch
+    from hybrid.inverse import BoundedScalar
     with torch.no_grad():
-        for unknown in problem.scalar_unknowns():
-            unknown.raw.copy_(torch.tensor(unknown._to_raw(truth[unknown.name])))
+        for u in problem.scalar_unknowns():
+            u.raw.copy_(BoundedScalar(u.name, u.unit, u.lower, u.upper, initial=values[u.name], log=u.log).raw)
 
 
 def _terms(problem, points) -> dict[str, float]:
@@ -281,7 +284,7 @@ def pinn_stage(steps: int = 3000, points: int = 4096, lbfgs_steps: int = 0) -> d
     load_state(trained, Path(config.output.directory) / "networks" / "seed0.pt", "float64")
     collocation = trained.sample_collocation(points, generator)
     out["trained_pinn_at_its_estimates"] = _terms(trained, collocation)
-    _set_truth(trained, truth)
+    set_unknowns(trained, truth)
     out["trained_pinn_networks_at_truth"] = _terms(trained, collocation)
     fem = FemTruth(WORK / "fine_snapshots.npz", trained.scales.length, trained.scales.time)
     with torch.no_grad():
@@ -294,7 +297,7 @@ def pinn_stage(steps: int = 3000, points: int = 4096, lbfgs_steps: int = 0) -> d
     out["fem_truth_data_terms"] = _fem_data_terms(trained, fem)
 
     fitted = build_problems(config, records)[0].double()
-    _set_truth(fitted, truth)
+    set_unknowns(fitted, truth)
     start = time.perf_counter()
     out["supervised_fit"] = _supervised_fit(fitted, fem, steps, points, seed=7, lbfgs_steps=lbfgs_steps)
     out["supervised_fit"] |= {"steps": steps, "lbfgs_steps": lbfgs_steps, "points": points, "wall_s": time.perf_counter() - start,
@@ -323,7 +326,7 @@ def balance_stage() -> dict:
     config = load_invert_config(INVERT)
     problem = build_problems(config, observation_records(config)[1])[0].double()
     release = json.loads(Path(config.data.truth).read_text())["parameters"]["release"]
-    _set_truth(problem, {name: release[name]["value"] for name in ("ph_50", "steepness")})
+    set_unknowns(problem, {name: release[name]["value"] for name in ("ph_50", "steepness")})
     data = np.load(WORK / "fine_snapshots.npz")
     nodes, times, values = data["coordinates"], data["times"], data["values"]
     length = problem.scales.length

@@ -357,9 +357,13 @@ class TransportProblem(InverseProblem):
             squares = squares + self.flow.pointwise_residual(points[:, :-1].detach().clone()) ** 2
         return torch.sqrt(squares)
 
+    def pde_residuals(self, points: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Nondimensional residuals (r_L, r_F) (and r_I with ``cell_drug``) in the form in use: strong,
+        one per collocation point (n,), or weak, one per test function (n_test,; ``points`` unused)."""
+        return self._residuals(points) if self.test_functions is None else self._weak_residuals()
+
     def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
-        residuals = self._residuals(points) if self.test_functions is None else self._weak_residuals()
-        terms = {f"pde_{name}": (r**2).mean() for name, r in zip(("lipo", "free", "cell"), residuals)}
+        terms = {f"pde_{name}": (r**2).mean() for name, r in zip(("lipo", "free", "cell"), self.pde_residuals(points))}
         if self.flow is not None:
             for name, value in self.flow.loss_terms(self._flow_points(points)).items():
                 terms[f"{name}_ifp"] = value

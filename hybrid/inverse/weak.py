@@ -20,18 +20,26 @@ Test functions (:class:`SpaceTimeTestFunctions`): tensor products of bumps (1 - 
 2 x 2 (x 2) cells of a grid over the nondimensional domain's bounding box x [0, 1] (neighbours
 overlap by one cell), kept where the box lies inside the domain; one shared quadrature (tensor
 Gauss-Legendre per cell) whose points the networks are evaluated on once per step, and psi,
-dpsi/dt~ and lap~ psi precomputed there.
+dpsi/dt~ and lap~ psi precomputed there. Coverage: on a disc the boxes leave a rim unchecked; with
+8 / 12 / 16 / 24 cells (21 / 69 / 137 / 349 boxes in space) they cover 64 / 78 / 82 / 87 % of its
+area and every direction only out to r = 0.71 / 0.83 / 0.84 / 0.89 R (0.90-0.98 R along the
+diagonals): the equations are not checked in the outer annulus, where only the data (and a
+problem's boundary terms) act. Admitting boxes that cross the boundary would need its by-parts
+terms (D C dpsi/dn stays under a no-flux condition), i.e. the networks' values on the boundary.
 
 Measured on the pH-release twin (``benchmarks/pinn_release_weak.py``, truth pH_50 6.8, n 2; 12
 cells per axis: 759 test functions, 28 512 points): the FEM truth's own fields give weak terms of
 5e-7 and, the fields held, the weak terms alone put the law at (6.799, 1.989); networks regressed
 onto the FEM truth leave weak terms of 2.1e-3 (strong 1.5e-2) and put it at (6.792, 1.93)
-(strong (6.776, 1.86)); started there, 300 Adam steps end at (6.82, 2.08) / (6.82, 2.05) against
-the strong form's (6.78, 1.73) / (6.75, 1.54), but 1000 steps reach (6.82, 2.14) as the networks
-fit the noise. A full inversion from (7.2, 1.0) still misses: (6.62, 0.55) with the example's
-settings, (6.66, 0.56) with residual balancing (strong form (6.27, 0.53) / (6.10, 0.54)), its
-networks fitting the released-fraction noise (data term 2-7e-5 against the truth's 7.8e-4); a
-step costs about what 2048 strong points cost (0.26 s).
+(strong (6.776, 1.86)); started there, 300 Adam steps end at (6.82, 2.08) / (6.82, 2.05) with
+balance "all" / "residuals", against the strong form's (6.78, 1.73) / (6.75, 1.54): n stays closer
+to the truth, but the pre-registered criterion (a) (both pH_50 and n closer than the strong form's)
+is missed with balance "all" (pH_50 moves 0.0225 weak against 0.0197 strong) and met only with
+"residuals"; 1000 steps reach (6.82, 2.14) as the networks fit the noise. A full inversion from
+(7.2, 1.0) still misses: (6.62, 0.55) with the example's settings, (6.66, 0.56) with residual
+balancing (strong form (6.27, 0.53) / (6.10, 0.54)), its networks fitting the released-fraction
+noise (data term 2-7e-5 against the truth's 7.8e-4); a step costs about what 2048 strong points
+cost (0.26 s).
 """
 
 from __future__ import annotations
