@@ -27,7 +27,13 @@ Pre-registered criteria (written before any weak-form run):
 
 Outcome (benchmarks/results/pinn_release_weak.json): (a) missed with balance "all" (pH_50 moves
 0.0225 weak against 0.0197 strong; n 2.08 against 1.73), met with "residuals" (6.820, 2.05 against
-6.749, 1.54); (b) missed (6.62, 0.55) / (6.66, 0.56). Coverage: the 12-cell test functions (69
+6.749, 1.54); (b) missed (6.62, 0.55) / (6.66, 0.56); (c) missed and no help: (6.631, 0.558) in
+808 s (load 3.2 -> 1.0). Its data weights settled at 0.6-0.65 (total) and 0.24-0.31 (released
+fraction) with both terms still below their floors (0.6-0.7x and 0.24-0.3x; L-BFGS, weights frozen,
+then took the released fraction to 8.8e-5, 0.11x): a proportional weight keeps a term under its
+floor. But the law left the truth before any noise fitting: at step 200 both data terms were above
+their floors (5.8e-3 against 2.5e-3, 1.5e-3 against 8.3e-4) and n had already fallen from 1.0 to
+0.75 (pH_50 6.83), at step 400 (6.64, 0.71). Coverage: the 12-cell test functions (69
 boxes of 2 x 2 cells inside the disc) cover 78 % of it and every direction only out to r = 0.83 R,
 so the outer rim's equations are not checked (hybrid/inverse/weak.py).
 
