@@ -56,6 +56,7 @@ Run from the repository root, e.g.:
     .venv/bin/python benchmarks/pinn_release_weak.py frozen 12
     .venv/bin/python benchmarks/pinn_release_weak.py drift example_256_all 300 weak
     .venv/bin/python benchmarks/pinn_release_weak.py invert weak 2000 300 all
+    .venv/bin/python benchmarks/pinn_release_weak.py discrepancy weak 2000 300
 """
 
 from __future__ import annotations

@@ -38,7 +38,9 @@ is missed with balance "all" (pH_50 moves 0.0225 weak against 0.0197 strong) and
 "residuals"; 1000 steps reach (6.82, 2.14) as the networks fit the noise. A full inversion from
 (7.2, 1.0) still misses: (6.62, 0.55) with the example's settings, (6.66, 0.56) with residual
 balancing (strong form (6.27, 0.53) / (6.10, 0.54)), its networks fitting the released-fraction
-noise (data term 2-7e-5 against the truth's 7.8e-4); a step costs about what 2048 strong points
+noise (data term 2-7e-5 against the truth's 7.8e-4); data weights held to the noise floor
+(discrepancy principle) do not help, (6.63, 0.56): n falls from 1.0 to 0.75 in the first 200 steps,
+while both data terms are still above their floors. A step costs about what 2048 strong points
 cost (0.26 s).
 """
 
