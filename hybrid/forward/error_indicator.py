@@ -55,16 +55,16 @@ def residual_indicator(solution) -> np.ndarray:
     conductivity = solution.coefficients["hydraulic_conductivity"]
     cells = np.arange(mesh.topology.index_map(tdim).size_local, dtype=np.int32)
     k = cellwise_values(mesh, conductivity)
+    x = mesh.geometry.x[np.asarray(mesh.geometry.dofmaps[0])[cells], :tdim]          # (cells, tdim+1, tdim)
+    diameter = np.max([np.linalg.norm(x[:, i] - x[:, j], axis=1)
+                       for i in range(tdim + 1) for j in range(i)], axis=0)       # h_T, longest edge [m]
     # element residual h_T^2 ||r||_T^2 (quadrature of the P1-dependent source), per owned cell
     dg0 = dolfinx.fem.functionspace(mesh, ("DG", 0))
-    h = ufl.CellDiameter(mesh)
-    residual = dolfinx.fem.assemble_vector(dolfinx.fem.form(
-        h ** 2 * solution.fluid_source ** 2 * ufl.TestFunction(dg0) * ufl.dx))
-    eta2 = residual.array[dg0.dofmap.list[cells, 0]] / k
+    residual = dolfinx.fem.assemble_vector(dolfinx.fem.form(solution.fluid_source ** 2 * ufl.TestFunction(dg0) * ufl.dx))
+    eta2 = diameter ** 2 * residual.array[dg0.dofmap.list[cells, 0]] / k
 
     # flux jumps: grad of the barycentric coordinates; facet j of a simplex is opposite vertex j,
     # its outward normal times its measure is -dim |T| grad(lambda_j)
-    x = mesh.geometry.x[np.asarray(mesh.geometry.dofmaps[0])[cells], :tdim]          # (cells, tdim+1, tdim)
     edges = x[:, 1:] - x[:, :1]
     inverse = np.linalg.inv(edges)                                                   # columns: grad lambda_1..d
     grad_lambda = np.concatenate([-inverse.sum(axis=2, keepdims=True), inverse], axis=2).transpose(0, 2, 1)
@@ -82,8 +82,6 @@ def residual_indicator(solution) -> np.ndarray:
     jump.scatter_reverse(dolfinx.la.InsertMode.add)
     jump.scatter_forward()
     jump.array[dolfinx.mesh.exterior_facet_indices(mesh.topology)] = 0.0
-    diameter = np.max([np.linalg.norm(x[:, i] - x[:, j], axis=1)
-                       for i in range(tdim + 1) for j in range(i)], axis=0)
     facet_measure = np.linalg.norm(normal_measure, axis=2)
     eta2 += 0.5 * diameter / k * (jump.array[facets] ** 2 / facet_measure).sum(axis=1)
     return eta2
