@@ -286,7 +286,7 @@ class TransportProblem(InverseProblem):
 
     @property
     def uses_collocation(self) -> bool:
-        return self.test_functions is None or self.flow is not None
+        return self.test_functions is None   # use_weak_form refuses a flow
 
     def _equation_coefficients(self, x: torch.Tensor) -> dict:
         """Keywords of the drug equations at the nondimensional space points ``x`` (no flow terms)."""
