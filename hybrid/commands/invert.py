@@ -240,8 +240,8 @@ def with_tumour_flow(transport, values: dict):
     if "conductivity" in values:
         changes["hydraulic_conductivity"] = values["conductivity"]
     if "effective_pressure" in values:
-        changes["vascular_pressure"] = values["effective_pressure"] + tumour.reflection_coefficient * (
-            tumour.plasma_oncotic_pressure - tumour.interstitial_oncotic_pressure)
+        # p_v - p_e = sigma (pi_v - pi_i) is unchanged (hybrid.problems.exchange.effective_pressure)
+        changes["vascular_pressure"] = tumour.vascular_pressure + values["effective_pressure"] - tumour.effective_pressure
     return replace(transport, tumour=replace(tumour, **changes)) if changes else transport
 
 
