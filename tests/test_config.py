@@ -112,7 +112,7 @@ def test_host_defaults_when_shell_present():
     (with_("boundary", type="neumann"), r"\[boundary\] type must be dirichlet, robin or no_flux"),
     (with_("boundary", kind="robin"), r"\[boundary\] unknown key\(s\) kind"),
     (with_("images", ktrans_map="k.nii.gz"), r"\[images\] unknown key\(s\) ktrans_map; allowed: ktrans"),
-    (with_("solver", degree=4), "degree must be 1, 2 or 3"),
+    (with_("solver", degree=4), "degree must be one of 1, 2, 3, got 4"),
     ({"geometry": {"shape": "disc"}, "output": {"directory": "x"}}, "missing required key 'mesh_size'"),
     ({"geometry": {"shape": "disc", "mesh_size": 1e-4}}, "missing required key 'output'"),
     (with_("geometry", mesh_size="fine"), "must be a finite number"),
@@ -151,8 +151,8 @@ def test_mask_geometry_errors(geometry, message):
 
 
 @pytest.mark.parametrize("document, message", [
-    (with_("solver", degree=True), r"degree must be 1, 2 or 3 \(an integer\), got True"),
-    (with_("solver", degree=2.0), r"degree must be 1, 2 or 3 \(an integer\), got 2.0"),
+    (with_("solver", degree=True), r"\[solver\] degree must be one of 1, 2, 3, got True \(a boolean, not an integer\)"),
+    (with_("solver", degree=2.0), r"\[solver\] degree must be one of 1, 2, 3, got 2\.0 \(a float, not an integer\)"),
     (with_("solver", petsc_options={"ksp": {"type": "cg"}}), r"petsc_options.ksp is a table; write PETSc options flat"),
     (with_("solver", petsc_options={"ksp_type": ["cg"]}), r"petsc_options.ksp_type must be a string, number"),
     (with_("solver", petsc_options={"ksp_error_if_not_converged": False}), r"would let a solve that did not converge"),
@@ -275,7 +275,8 @@ def test_cest_calibration_from_spectra_keys(tmp_path):
     ('calibration_ph = [6.5, 7.0, 7.2]', r"\[cest\] missing calibration_ratio: give the calibration vials' pH"),
     ('', r"\[cest\] missing calibration_ph and calibration_ratio"),
     ('calibration_spectra = ""', r"\[cest\] calibration_spectra must be a non-empty path string"),
-    ('calibration_spectra = "v.csv"\nratio = "best"', r"\[cest\] ratio must be one of amplitude, st, mtrasym, auto"),
+    ('calibration_spectra = "v.csv"\nratio = "best"',
+     r'\[cest\] ratio must be one of "amplitude", "st", "mtrasym", "auto", got \'best\''),
     ('calibration_spectra = "v.csv"\ncalibration_degree = "best"', r"\[cest\] calibration_degree must be an integer"),
 ])
 def test_inconsistent_cest_calibrations_are_refused(tmp_path, cest, message):

@@ -66,7 +66,8 @@ def test_output_override(phantom_dir, tmp_path):
     (lambda t: t.replace('path = "mask.nii.gz"', 'path = "labels_small.nii.gz"'), "different affines"),
     (lambda t: t.replace("calibration_ph = [6.2, ", "calibration_ph = ["), "give one ratio per calibration pH"),
     (lambda t: t.replace('aif = "preclinical"', 'aif = "measured"'), 'needs aif_mask and blood_t10_s'),
-    (lambda t: t.replace('aif = "preclinical"', 'aif = "human"'), "[dce] aif must be one of parker"),
+    (lambda t: t.replace('aif = "preclinical"', 'aif = "human"'), '[dce] aif must be one of "parker", "preclinical", '
+                                                                          '"measured", got \'human\''),
     (lambda t: t.replace("[dce]", "[dce]\nblood_t10_s = 2.0"), 'apply only to aif = "measured"'),
 ])
 def test_bad_config_exits_2_with_one_error_line(phantom_dir, tmp_path, edit, message):

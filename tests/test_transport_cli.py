@@ -100,11 +100,11 @@ def test_transport_thermosensitive_with_heating(tmp_path):
     ("[output]", "[exposure]\nlethal_amount_per_cell = -1.0\n[output]", "[exposure] lethal_amount_per_cell must be > 0"),
     ("[output]", "[radiation]\ndose_Gy = -1.0\n[output]", "[radiation] dose_Gy must be >= 0"),
     ('uptake = "linear"', 'uptake = "linear"\nalbumin_binding = 1',
-     "[free_drug] albumin_binding must be one of none, equilibrium, kinetic"),
+     '[free_drug] albumin_binding must be one of "none", "equilibrium", "kinetic", got 1'),
     ('formulation = "free"', 'formulation = "magic"', "[drug] formulation must be one of"),
     ("uptake_rate = 0.02", "uptake_rate = -0.02", "[free_drug] uptake_rate must be >= 0"),
     ("step = 10.0", "step = 7200.0", "[time] step (7200.0 s) must not exceed end"),
-    ('model = "none"', 'model = "stokes"', "[flow] model must be none or darcy"),
+    ('model = "none"', 'model = "stokes"', '[flow] model must be "none" or "darcy", got \'stokes\''),
     ("[output]", "[host]\nvessel_surface_density = 5000.0\n[output]", "[host] is given but the geometry has no host"),
 ])
 def test_transport_config_errors_are_one_line(tmp_path, old, new, message):

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from hybrid.config.geometry import GeometryConfig, geometry_from_table
-from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, check_petsc_options, number,
+from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, check_petsc_options, choice, number,
                                     output_from_table, read_toml, relative_path, spec_of, take_keys)
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 
@@ -151,8 +151,7 @@ def forward_config_from_dict(data: dict, origin: str = "<config>", base: Path = 
         images = ImagesConfig(None if ktrans is None else relative_path(base, "images", "ktrans", ktrans))
         boundary = _boundary(take_keys(top["boundary"], "boundary", spec_of(BoundaryConfig)))
         sol = take_keys(top["solver"], "solver", {"degree": 1, "petsc_options": {}})
-        if isinstance(sol["degree"], bool) or not isinstance(sol["degree"], int) or sol["degree"] not in (1, 2, 3):
-            raise ConfigError(f"[solver] degree must be 1, 2 or 3 (an integer), got {sol['degree']!r}")
+        choice("solver", "degree", sol["degree"], (1, 2, 3))
         check_petsc_options(sol["petsc_options"])
         output = output_from_table(top["output"], base, ForwardOutputConfig)
         rim = tumour.rim_thickness

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hybrid.config.validate import ConfigError, integer, number, relative_path, spec_of, take_keys
+from hybrid.config.validate import ConfigError, choice, integer, number, relative_path, spec_of, take_keys
 from hybrid.problems.parameters import PARAMETERS
 
 __all__ = ["SHAPES", "PARTITIONERS", "GeometryConfig", "geometry_from_table"]
@@ -82,12 +82,10 @@ def geometry_from_table(table: dict, base: Path, *, adaptive: bool = True) -> Ge
             raise ConfigError('[geometry] shape = "mask" needs mask = "path/to/tumour_mask.nii.gz"')
         values["mask"] = relative_path(base, "geometry", "mask", values["mask"])
         values["slice_index"] = integer("geometry", "slice_index", values["slice_index"], 0)
-        if not isinstance(values["field_of_view_host"], bool):
-            raise ConfigError("[geometry] field_of_view_host must be true or false")
+        choice("geometry", "field_of_view_host", values["field_of_view_host"], (True, False))
     elif values["mask"] is not None:
         raise ConfigError('[geometry] mask is only used with shape = "mask"')
-    if values["shape"] not in SHAPES:
-        raise ConfigError(f"[geometry] shape must be one of {', '.join(SHAPES)}, got {values['shape']!r}")
+    choice("geometry", "shape", values["shape"], SHAPES)
     for name in ("mesh_size", "tumour_radius", "vessel_radius", "tissue_radius", "patch_size",
                  "min_spacing", "surface_mesh_size", "refinement_width", "rim_band"):
         if values[name] is not None:
@@ -112,9 +110,7 @@ def geometry_from_table(table: dict, base: Path, *, adaptive: bool = True) -> Ge
     if values["rim_refinements"] and values["shape"] not in ("sphere", "disc"):
         raise ConfigError(f'[geometry] rim_refinements needs shape = "sphere" or "disc" (a tumour surface to '
                           f'refine towards), got {values["shape"]!r}; use refinements')
-    if values["partitioner"] not in PARTITIONERS:
-        raise ConfigError(f"[geometry] partitioner must be one of {', '.join(PARTITIONERS)}, "
-                          f"got {values['partitioner']!r}")
+    choice("geometry", "partitioner", values["partitioner"], PARTITIONERS)
     if values["shape"] == "vessels" and values["n_vessels"] < 1:
         raise ConfigError(f'[geometry] shape = "vessels" needs n_vessels >= 1, got {values["n_vessels"]}')
     geometry = GeometryConfig(**values)

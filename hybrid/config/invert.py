@@ -165,7 +165,7 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from hybrid.config.validate import (ConfigError, OutputConfig, integer, number, numbers,
+from hybrid.config.validate import (ConfigError, OutputConfig, choice, integer, number, numbers,
                                     optional_number, output_from_table, read_toml, relative_path, spec_of, take_keys)
 
 __all__ = ["UnknownConfig", "Unknowns", "DataConfig", "ProblemConfig", "TrainingSection", "InvertConfig",
@@ -301,9 +301,7 @@ def _unknown(name: str, table) -> UnknownConfig:
     section = f"unknowns.{name}"
     values = take_keys(table, section, spec_of(UnknownConfig))
     lower, upper = number(section, "lower", values["lower"]), number(section, "upper", values["upper"])
-    log = values["log"]
-    if not isinstance(log, bool):
-        raise ConfigError(f"[{section}] log must be true or false, got {log!r}")
+    log = choice(section, "log", values["log"], (True, False))
     if not lower < upper:
         raise ConfigError(f"[{section}] needs lower < upper, got lower = {lower:g}, upper = {upper:g}")
     if log and lower <= 0:
@@ -316,14 +314,9 @@ def _unknown(name: str, table) -> UnknownConfig:
 
 def _training(table, base: Path) -> TrainingSection:
     values = take_keys(table, "training", spec_of(TrainingSection))
-    if values["dtype"] not in ("float32", "float64"):
-        raise ConfigError(f"[training] dtype must be \"float32\" or \"float64\", got {values['dtype']!r}")
-    if values["device"] not in ("cpu", "cuda"):
-        raise ConfigError(f"[training] device must be \"cpu\" or \"cuda\", got {values['device']!r}")
-    if values["balance"] not in ("residuals", "all", "none"):
-        raise ConfigError(f"[training] balance must be \"residuals\", \"all\" or \"none\", got {values['balance']!r}")
-    if values["residual_form"] not in ("strong", "weak"):
-        raise ConfigError(f"[training] residual_form must be \"strong\" or \"weak\", got {values['residual_form']!r}")
+    for name, allowed in {"dtype": ("float32", "float64"), "device": ("cpu", "cuda"),
+                          "balance": ("residuals", "all", "none"), "residual_form": ("strong", "weak")}.items():
+        choice("training", name, values[name], allowed)
     misplaced = [key for key in _WEAK_TRAINING_KEYS if key in table and values["residual_form"] != "weak"]
     if misplaced:
         raise ConfigError(f"[training] {', '.join(misplaced)} apply to residual_form = \"weak\" only")
@@ -362,9 +355,7 @@ def _data(table, base: Path, kind: str) -> DataConfig:
 def _problem(table, base: Path, unknowns: dict) -> ProblemConfig:
     table = table if isinstance(table, dict) else {}
     values = take_keys(table, "problem", spec_of(ProblemConfig))
-    kind = values["kind"]
-    if kind not in KINDS:
-        raise ConfigError(f"[problem] kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    kind = choice("problem", "kind", values["kind"], KINDS)
     allowed = {"ifp": IFP_COEFFICIENTS, "release": RELEASE_UNKNOWNS, "coupled": COUPLED_UNKNOWNS}[kind]
     misplaced = [key for key in _COUPLED_PROBLEM_KEYS if key in table and kind != "coupled"]
     if misplaced:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, integer, number, numbers, optional_number,
-                                    output_from_table, read_toml, relative_path, spec_of, take_keys)
+from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, choice, integer, number, numbers,
+                                    optional_number, output_from_table, read_toml, relative_path, spec_of, take_keys)
 
 __all__ = ["DceMapsConfig", "VfaConfig", "CestMapsConfig", "MaskConfig", "MapsConfig", "maps_config_from_dict",
            "load_maps_config"]
@@ -148,14 +148,11 @@ class MapsConfig:
 def _dce_maps(table: dict, base: Path) -> DceMapsConfig:
     spec = spec_of(DceMapsConfig)
     v = take_keys(table, "dce", spec)
-    if v["model"] not in DCE_MODELS:
-        raise ConfigError(f"[dce] model must be one of {', '.join(DCE_MODELS)}, got {v['model']!r}")
+    choice("dce", "model", v["model"], DCE_MODELS)
     if not 0.0 <= number("dce", "hematocrit", v["hematocrit"]) < 1.0:
         raise ConfigError(f"[dce] hematocrit must be in [0, 1), got {v['hematocrit']!r}")
-    if not isinstance(v["fit_delay"], bool):
-        raise ConfigError(f"[dce] fit_delay must be true or false, got {v['fit_delay']!r}")
-    if v["aif"] not in DCE_AIFS:
-        raise ConfigError(f"[dce] aif must be one of {', '.join(DCE_AIFS)}, got {v['aif']!r}")
+    choice("dce", "fit_delay", v["fit_delay"], (True, False))
+    choice("dce", "aif", v["aif"], DCE_AIFS)
     measured = ("aif_mask", "blood_t10_s", "blood_r1_per_mM_s")
     if v["aif"] == "measured":
         missing = [key for key in measured[:2] if v[key] is None]
@@ -225,10 +222,8 @@ def _cest_maps(table: dict, base: Path) -> CestMapsConfig:
     if "noise_weighted" in table and v["series_second_power"] is None:
         raise ConfigError("[cest] noise_weighted applies only to two powers; add series_second_power or remove it")
     for key in ("mt", "hydroxyl", "endogenous", "noise_weighted"):
-        if not isinstance(v[key], bool):
-            raise ConfigError(f"[cest] {key} must be true or false, got {v[key]!r}")
-    if v["ratio"] not in CEST_RATIOS + (AUTO,):
-        raise ConfigError(f"[cest] ratio must be one of {', '.join(CEST_RATIOS + (AUTO,))}, got {v['ratio']!r}")
+        choice("cest", key, v[key], (True, False))
+    choice("cest", "ratio", v["ratio"], CEST_RATIOS + (AUTO,))
     ph, ratio, spectra, degree = _cest_calibration(v, base)
     second = v["series_second_power"]
     return CestMapsConfig(relative_path(base, "cest", "series", v["series"]),

@@ -100,7 +100,7 @@ from pathlib import Path
 
 from hybrid.config.forward import host_from_table, tissue_from_table
 from hybrid.config.geometry import GeometryConfig, geometry_from_table
-from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, check_petsc_options, number,
+from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, check_petsc_options, choice, number,
                                     output_from_table, read_toml, relative_path, spec_of, take_keys)
 from hybrid.problems.ifp import TissueProperties
 from hybrid.problems.parameters import PARAMETERS, default
@@ -270,26 +270,15 @@ class TransportConfig:
     host: TissueProperties | None = None       # IFP coefficients and S/V of the host cells; None: no host
 
 
-def _choice(section: str, name: str, value, allowed: tuple) -> None:
-    """ConfigError unless ``value`` is one of ``allowed``."""
-    if isinstance(value, bool) or value not in allowed:
-        options = " or ".join(map(str, allowed)) if len(allowed) == 2 else "one of " + ", ".join(map(str, allowed))
-        raise ConfigError(f"[{section}] {name} must be {options}, got {value!r}")
-
-
 def _section(schema, table, section: str, symbols: dict[str, str] | None = None, choices: dict | None = None,
              **kinds):
     """The ``[section]`` table as a ``schema`` instance: keys checked against its fields (defaults
     filled in), the numbers ``kinds`` (name -> "finite" | "positive" | "non_negative") checked and against the
-    parameter-table bounds of ``symbols`` (name -> table symbol), ``choices`` (name -> allowed
-    values, booleans: (True, False))."""
+    parameter-table bounds of ``symbols`` (name -> table symbol), ``choices`` (name -> the allowed
+    values of :func:`~hybrid.config.validate.choice`; booleans: (True, False))."""
     values = take_keys(table, section, spec_of(schema))
     for name, allowed in (choices or {}).items():
-        if allowed == (True, False):
-            if not isinstance(values[name], bool):
-                raise ConfigError(f"[{section}] {name} must be true or false, got {values[name]!r}")
-        else:
-            _choice(section, name, values[name], allowed)
+        choice(section, name, values[name], allowed)
     for name, kind in kinds.items():
         values[name] = number(section, name, values[name], **({} if kind == "finite" else {kind: True}))
         if symbols and name in symbols:
@@ -381,10 +370,9 @@ def transport_config_from_dict(data: dict, origin: str = "<config>", base: Path 
         time = take_keys(top["time"], "time", spec_of(TimeConfig))
         if time["output_interval"] is None:
             time["output_interval"] = number("time", "end", time["end"], positive=True) / 10
-        time = _section(TimeConfig, time, "time", choices={"adaptive": (True, False)}, end="positive",
-                        step="positive", tolerance="positive", output_interval="positive")
-        if time.order not in (1, 2) or isinstance(time.order, bool):
-            raise ConfigError(f"[time] order must be 1 (backward Euler) or 2 (BDF2), got {time.order!r}")
+        time = _section(TimeConfig, time, "time", choices={"adaptive": (True, False),
+                                                           "order": {1: "backward Euler", 2: "BDF2"}},
+                        end="positive", step="positive", tolerance="positive", output_interval="positive")
         if time.adaptive and time.order != 1:
             raise ConfigError("[time] adaptive = true needs order = 1 (backward Euler; BDF2 steps are equal)")
         if time.step > time.end:

@@ -9,8 +9,8 @@ from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 
 __all__ = ["ConfigError", "REQUIRED", "OutputConfig", "read_toml", "spec_of", "take_keys", "number",
-           "optional_number", "integer", "numbers", "relative_path", "output_from_table", "with_output_directory",
-           "check_petsc_options"]
+           "optional_number", "integer", "choice", "numbers", "relative_path", "output_from_table",
+           "with_output_directory", "check_petsc_options"]
 
 REQUIRED = object()
 """Marks a key without a default in a spec (see :func:`take_keys`)."""
@@ -90,6 +90,29 @@ def integer(section: str, name: str, value, minimum: int) -> int:
     return value
 
 
+_TOML_TYPES = {bool: "a boolean", int: "an integer", float: "a float", str: "a string"}
+
+
+def _as_toml(value) -> str:
+    """``value`` as written in a TOML file: strings quoted, booleans true/false."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
+def choice(section: str, name: str, value, allowed):
+    """``value`` if it is one of ``allowed`` (a tuple, or a dict value -> what it means), of the same
+    TOML type (so true is not the integer 1, 2.0 not 2)."""
+    if any(type(value) is type(option) and value == option for option in allowed):
+        return value
+    options = [_as_toml(option) + (f" ({allowed[option]})" if isinstance(allowed, dict) else "") for option in allowed]
+    options = " or ".join(options) if len(options) == 2 else "one of " + ", ".join(options)
+    equal = [option for option in allowed if value == option]   # True == 1, 2.0 == 2: say why refused
+    mistyped = f" ({_TOML_TYPES.get(type(value), type(value).__name__)}, not {_TOML_TYPES[type(equal[0])]})" \
+        if equal else ""
+    raise ConfigError(f"[{section}] {name} must be {options}, got {value!r}{mistyped}")
+
+
 def numbers(section: str, name: str, value) -> tuple[float, ...]:
     """A non-empty list of finite numbers as a tuple of floats."""
     if not isinstance(value, list) or not value:
@@ -109,8 +132,8 @@ def output_from_table(table, base: Path, schema: type[OutputConfig] = OutputConf
     each a boolean), its ``directory`` relative to ``base`` (the TOML file's folder)."""
     values = take_keys(table if table is not None else {}, "output", spec_of(schema))
     for name, value in values.items():
-        if name != "directory" and not isinstance(value, bool):
-            raise ConfigError(f"[output] {name} must be true or false, got {value!r}")
+        if name != "directory":
+            choice("output", name, value, (True, False))
     values["directory"] = relative_path(base, "output", "directory", values["directory"])
     return schema(**values)
 

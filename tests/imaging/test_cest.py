@@ -618,5 +618,5 @@ def test_cest_config_keys():
     chosen = cest_config({**base, "ratio": "st", "calibration_degree": 2, "endogenous": True})
     assert (chosen.ratio, chosen.calibration_degree, chosen.endogenous) == ("st", 2, True)
     assert cest_config({**base, "calibration_degree": "auto"}).calibration_degree == "auto"
-    with pytest.raises(ConfigError, match=r"\[cest\] ratio must be one of amplitude, st, mtrasym"):
+    with pytest.raises(ConfigError, match=r'\[cest\] ratio must be one of "amplitude", "st", "mtrasym"'):
         cest_config({**base, "ratio": "asym"})

@@ -153,7 +153,7 @@ def test_unknown_partitioner_is_refused_with_the_available_ones():
     ({"refinements": -1}, "refinements must be an integer from 0 to 6"),
     ({"refinements": 1.0}, "refinements must be an integer"),
     ({"refinements": True}, "refinements must be an integer"),
-    ({"partitioner": "metis"}, "partitioner must be one of scotch, kahip, parmetis"),
+    ({"partitioner": "metis"}, 'partitioner must be one of "scotch", "kahip", "parmetis", got \'metis\''),
 ])
 def test_bad_refinement_settings_are_refused(geometry, message):
     from hybrid.config import ConfigError
