@@ -19,9 +19,9 @@ each built by ``hybrid.mesh.geometry.build_mesh`` from a ``GeometryConfig`` (rim
   ``adaptive_dofs = B`` P1 DOFs (``hybrid.forward.adaptive``: residual indicator, Doerfler
   marking, longest-edge bisection in parallel); its ``mesh_s`` includes the solves of the steps.
 
-Cases: ``disc``, ``sphere`` (R = 2 mm, alone), ``sphere_host`` (R = 2 mm in a 1 mm host: the case
-the adaptive strategy was chosen on) and ``sphere_host_thick`` (R = 1.5 mm in a 1.5 mm host, not
-tuned on).
+Cases: ``disc`` and ``disc_host`` (R = 2 mm, alone and in a 1 mm host), ``sphere`` (R = 2 mm, alone),
+``sphere_host`` (R = 2 mm in a 1 mm host: the case the adaptive strategy was chosen on) and
+``sphere_host_thick`` (R = 1.5 mm in a 1.5 mm host, not tuned on).
 
 Errors: ``max`` = largest |p_h - p| at the pressure DOFs over p_e (what ``summary.json`` reports),
 ``l2`` = ||p_h - p|| / ||p|| over the domain (p interpolated in P3). Where the max sits:
@@ -34,9 +34,11 @@ DOFs) at its DOFs; ``comparison`` holds these ratios (refined / gmsh; <= 1 meets
 their range per family and error and whether every one meets it. Tet quality:
 6 sqrt(2) V / l_rms^3 (1 for a regular tetrahedron), median and minimum.
 
-    python benchmarks/refine_accuracy.py [--cases disc,sphere,sphere_host,sphere_host_thick] [--output ...json]
+    python benchmarks/refine_accuracy.py [--cases disc,disc_host,sphere,sphere_host,sphere_host_thick] [--output ...json]
 
-Writes the JSON and, with matplotlib, a PNG beside it. Runs under mpirun too.
+Writes the JSON (the cases run replace theirs in an existing file, the others are kept; each case
+says its ranks and the load average after it) and, with
+matplotlib, a PNG beside it. Runs under mpirun too.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -72,7 +75,11 @@ CASES = {   # shape, tumour radius [m], host thickness [m], families: name -> li
         "gmsh_graded": [1.4e-4, 1e-4, 7e-5, 5e-5, 3.5e-5],
         "uniform_refined": [2e-4, 1.4e-4, 1e-4, 7e-5],
         "rim_refined": [(4e-4, 2), (4e-4, 3), (8e-4, 4), (4e-4, 4)],
-        "default_rim_refined": [(4e-4, 1), (4e-4, 2), (4e-4, 3)]}),
+        "default_rim_refined": [(4e-4, 1), (4e-4, 2), (4e-4, 3)],
+        "adaptive": [(4e-4, 1550), (4e-4, 3106)]}),
+    "disc_host": ("disc", 2e-3, 1e-3, {
+        "gmsh_uniform": [2e-4, 1.4e-4, 1e-4, 7e-5],
+        "adaptive": [(4e-4, 1800), (4e-4, 3500)]}),
     "sphere": ("sphere", 2e-3, 0.0, {
         "gmsh_uniform": [3e-4, 2e-4, 1.5e-4, 1.2e-4, 1e-4, 8e-5, 6.5e-5],
         "gmsh_graded": [2e-4, 1.6e-4, 1.36e-4, 1.1e-4, 8.5e-5, 7e-5],
@@ -277,8 +284,9 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/refine_accuracy.json"))
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
+    previous = json.loads(args.output.read_text()) if args.output.exists() else {}
     report = {"mpi_ranks": comm.size, "machine": platform.node(), "rim_thickness_m": RIM,
-              "units": {"lengths": "m", "errors": "fraction"}, "cases": {}}
+              "units": {"lengths": "m", "errors": "fraction"}, "cases": previous.get("cases", {})}
     for case in args.cases.split(","):
         shape, radius, host, plan = CASES[case]
         families = {}
@@ -293,7 +301,8 @@ def main() -> None:
                           f"L2 {100 * row['l2_relative_error']:.3f} %  "
                           f"interp {100 * row['interpolation_max_error_over_pe']:.3f} %  "
                           f"q {row['median_tet_quality']}", flush=True)
-        report["cases"][case] = {"shape": shape, "tumour_radius_m": radius, "host_thickness_m": host,
+        report["cases"][case] = {"mpi_ranks": comm.size, "load_average_after": os.getloadavg(),
+                                 "shape": shape, "tumour_radius_m": radius, "host_thickness_m": host,
                                  "families": families, "comparison": compare(families)}
         report["cases"][case]["criterion"] = criterion(report["cases"][case]["comparison"])
         if comm.rank == 0:

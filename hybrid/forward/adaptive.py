@@ -8,12 +8,12 @@ refines what it owns, Plaza closure, tags carried, curved boundaries snapped). I
 mesh within ``dof_budget``: when the next Doerfler step would exceed it, only the cells with the
 largest indicators that fit are refined. The final mesh is returned unsolved.
 
-Why bisection of the longest edge and not the 8 Plaza children of every marked cell: measured on a
-2 mm sphere in a 1 mm host from a 0.8 mm gmsh mesh, marking all edges of the marked cells
-multiplies the DOFs 3-5x per step and gives 5.0-8.5 % of p_e max error at 5-12k DOFs; longest-edge
-bisection grows them 1.3-1.8x per step and, filled to a budget of 12,653 DOFs, gives 12,459 DOFs,
-max 3.38 %, L2 1.63 % against a uniform gmsh mesh's 12,653 DOFs, 3.92 %, 2.50 % (the other cases:
-``hybrid.mesh.refine``'s docstring and benchmarks/refine_accuracy.py).
+Why bisection of the longest edge and not the 8 Plaza children of every marked cell: on a 2 mm
+sphere in a 1 mm host from a 0.8 mm gmsh mesh, filled to a budget of 12,653 DOFs, bisection gives
+12,459 DOFs, max 3.38 % of p_e, L2 1.63 % against a uniform gmsh mesh's 12,653 DOFs, 3.92 %, 2.50 %
+(benchmarks/results/refine_accuracy.json); marking all edges of the marked cells grows the DOFs
+several times per step and does worse (``all_edges`` in benchmarks/results/adaptive_max_error.json,
+beside the per-step DOFs of both and the other cases).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from hybrid.mesh.refine import bisect_cells
 __all__ = ["adapt_to_budget", "DOERFLER_FRACTION"]
 
 DOERFLER_FRACTION = 0.5
-"""Share of the squared estimate whose cells each step refines (0.3 and 0.5 measured alike)."""
+"""Share of the squared estimate whose cells each step refines (0.3: ``doerfler_0.3`` in
+benchmarks/results/adaptive_max_error.json)."""
 
 _FIT_TRIES = 4   # shrinking the last step's marked set to fit the budget
 
@@ -41,17 +42,17 @@ def _dofs(domain: TumourMesh) -> int:
     return domain.mesh.topology.index_map(0).size_global
 
 
-def _fit(domain: TumourMesh, eta2, count: int, refined_dofs: int, dof_budget: int):
-    """(marked cells, refined mesh) of the cells with the largest ``eta2`` whose refinement stays
-    within ``dof_budget``, from a step that marked ``count`` cells for ``refined_dofs``; (None, None)
-    where not even a few cells fit."""
+def _fit(domain: TumourMesh, eta2, count: int, refined_dofs: int, dof_budget: int, refine: Callable):
+    """(marked cells, ``refine``-d mesh) of the cells with the largest ``eta2`` whose refinement
+    stays within ``dof_budget``, from a step that marked ``count`` cells for ``refined_dofs``;
+    (None, None) where not even a few cells fit."""
     comm, dofs = domain.mesh.comm, _dofs(domain)
     for _ in range(_FIT_TRIES):
         count = int(0.9 * count * (dof_budget - dofs) / (refined_dofs - dofs))   # DOFs ~ marked cells
         if count < 1:
             break
         marked = largest_cells(eta2, count, comm)
-        refined = bisect_cells(domain, marked)
+        refined = refine(domain, marked)
         refined_dofs = _dofs(refined)
         if refined_dofs <= dof_budget:
             return marked, refined
@@ -59,16 +60,22 @@ def _fit(domain: TumourMesh, eta2, count: int, refined_dofs: int, dof_budget: in
 
 
 def adapt_to_budget(domain: TumourMesh, solve: Callable, dof_budget: int,
-                    indicator: Callable = residual_indicator) -> TumourMesh:
+                    indicator: Callable = residual_indicator, *, doerfler_fraction: float = DOERFLER_FRACTION,
+                    refine: Callable = bisect_cells) -> TumourMesh:
     """``domain`` refined adaptively (see the module docstring) until its P1 DOFs would exceed
     ``dof_budget``. ``solve(domain)`` returns the P1 ``IFPSolution`` on a mesh (collective);
     ``indicator(solution)`` the non-negative value per owned cell that the marking ranks (default
-    :func:`residual_indicator`'s ``eta_T^2``; benchmarks/adaptive_max_error.py measures others).
+    :func:`residual_indicator`'s ``eta_T^2``), ``doerfler_fraction`` the share of its sum marked per
+    step, ``refine(domain, cells)`` the refinement of the marked local cells (default
+    :func:`bisect_cells`); benchmarks/adaptive_max_error.py measures other choices.
 
     ``geometry`` of the result adds ``adaptive_dofs`` (the budget), ``adaptive_steps`` (refinements
-    made) and ``adaptive_history``: per solved mesh its DOFs, the estimate ``sqrt(sum eta_T^2)``
-    [sqrt(Pa m^dim / s)] and the cells then marked; ``timings`` adds ``adaptive_s`` (solves,
-    indicators and refinements).
+    made) and ``adaptive_history``, one entry per solved mesh: its DOFs, the estimate
+    ``sqrt(sum eta_T^2)`` [sqrt(Pa m^dim / s)] and the cells then marked and refined. The mesh a
+    refinement within the budget ends on is not solved, so the history has ``adaptive_steps``
+    entries; where not even a few of the largest cells fit the budget, the last step is given up
+    and the final mesh is the last solved one: ``adaptive_steps + 1`` entries, the last with
+    ``marked_cells`` 0. ``timings`` adds ``adaptive_s`` (solves, indicators and refinements).
     """
     comm = domain.mesh.comm
     start = time.perf_counter()
@@ -78,10 +85,11 @@ def adapt_to_budget(domain: TumourMesh, solve: Callable, dof_budget: int,
     history, steps, last = [], 0, False
     while not last:
         eta2 = indicator(solve(domain))
-        marked = doerfler_marking(eta2, DOERFLER_FRACTION, comm)
-        refined = bisect_cells(domain, marked)
+        marked = doerfler_marking(eta2, doerfler_fraction, comm)
+        refined = refine(domain, marked)
         if _dofs(refined) > dof_budget:
-            marked, refined = _fit(domain, eta2, comm.allreduce(len(marked), op=MPI.SUM), _dofs(refined), dof_budget)
+            marked, refined = _fit(domain, eta2, comm.allreduce(len(marked), op=MPI.SUM), _dofs(refined), dof_budget,
+                                   refine)
             last = True
         history.append({"dofs": _dofs(domain), "estimate": comm.allreduce(float(eta2.sum()), op=MPI.SUM) ** 0.5,
                         "marked_cells": comm.allreduce(len(marked), op=MPI.SUM) if refined is not None else 0})

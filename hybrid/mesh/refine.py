@@ -25,12 +25,11 @@ where the gradient is K_T / K_N times the tumour's), not at snapped vertices; wi
 interpolant of the closed form is already 1.1-1.7x a uniform gmsh mesh's, because Plaza bisection's
 children are flatter (median quality 0.56-0.60 against 0.74-0.76, 1.3-2x the vertices per volume at
 the same edge length; a regular tetrahedron's Plaza children have quality 0.40-1, median 0.5).
-Relaxing the vertices next to the snapped ones, centroid or ODT smoothing, smoothing moves kept only
-where they raise the worst quality around the vertex (max error -7 to -26 %, L2 -15 to +16 %),
-Delaunay/Netgen-optimised coarse meshes, and DOLFINx's red ``uniform_refine`` (better median shape,
-worse worst shapes: 1.2-1.9x Plaza's max error) did not close the gap (measured, not kept); nor did
-graded or host-side-asymmetric bands (0.4-0.8 mm gmsh, 1-2 passes: max 4.7-7.3 % of p_e at 8-12k
-DOFs against gmsh's 3.92 % at 12.7k; 3.2 % only at 23k DOFs).
+Relaxing the vertices next to the snapped ones, centroid or ODT smoothing of these meshes,
+Delaunay/Netgen-optimised coarse meshes, DOLFINx's red ``uniform_refine`` (better median shape,
+worse worst shapes), and graded or host-side-asymmetric bands (0.4-0.8 mm gmsh, 1-2 passes) were
+tried and did not close the gap; they were not kept, and no benchmark in the repository
+reproduces those runs.
 
 What does meet issue 10's criterion in 3-D with a host is adaptive refinement
 (``hybrid.forward.adaptive``, ``[geometry] adaptive_dofs``) with :func:`bisect_cells`: solve,
@@ -40,14 +39,15 @@ closure; every rank refines what it owns), up to a DOF budget. 2 mm sphere in a 
 1.63 %, against 12,653 DOFs, 3.92 %, 2.50 % (the case it was chosen on). Not tuned on: a 1.5 mm
 sphere in a 1.5 mm host: 12,392 DOFs, 2.12 %, 1.80 % against 12,431, 4.53 %, 2.90 %; a 2 mm
 sphere alone: L2 1.18 % against 1.24 % (15.3k / 15.7k DOFs) but max 2.48 % against 1.75 %
-(1.17-1.43x gmsh's at 8k-48k DOFs, benchmarks/results/refine_accuracy.json): without a host the uniform gmsh mesh already suits the
-rim, and the bisected tetrahedra's shape loses. In 2-D (2 mm disc, alone or in a 1 mm host, from
-0.4 mm to 3.1-3.5k DOFs) it has 1.3x a uniform gmsh mesh's max error (0.30 % against 0.24 %, 0.47 %
-against 0.36 %) and 0.73-0.78x its L2: there rim refinement is the better choice. Marking all six edges of the marked cells instead
-(8 children; DOFs 3-5x per step) gave 5.0-8.5 % at 5-12k DOFs. L2- and max-norm-weighted
-residual indicators and a gradient-recovery (ZZ) indicator gave about the same in the host
-(2.9-3.3 % at 8-12.6k DOFs); the weighted ones did no better for the tumour alone (2.7-3.6 % at
-11-13k DOFs); not kept. For the tumour alone the max sits 0.06-0.07 mm deep among bisected cells of
+(1.17-1.43x gmsh's at 8k-48k DOFs, benchmarks/results/refine_accuracy.json): without a host the
+uniform gmsh mesh already suits the rim, and the bisected tetrahedra's shape loses. In 2-D (2 mm
+disc, alone or in a 1 mm host, from 0.4 mm to 3.1-3.5k DOFs; refine_accuracy.json, cases ``disc``
+and ``disc_host``) it has 1.3x a uniform gmsh mesh's max error (0.30 % against 0.24 %, 0.47 %
+against 0.36 %) and 0.73-0.78x its L2: there rim refinement is the better choice. Marking all
+six edges of the marked cells instead (8 children per cell) and a max-norm-weighted residual
+indicator did worse or no better (benchmarks/results/adaptive_max_error.json, ``all_edges`` and
+``max_norm``); L2-weighted and gradient-recovery (ZZ) indicators were tried too and not kept (no
+benchmark in the repository reproduces them). For the tumour alone the max sits 0.06-0.07 mm deep among bisected cells of
 median quality 0.44-0.47 that the indicator ranks low; the surface triangles are coarser than
 gmsh's (0.15-0.18 against 0.10-0.12 mm; the chord shrink costs 0.1-0.36 % of p_e) and the deeper
 shells, coarser too, exceed gmsh's max as well. Neither an energy term for the sliver between the

@@ -103,6 +103,18 @@ def test_a_budget_below_the_initial_mesh_is_refused():
         adapt_to_budget(tumour_mesh(COMM, "sphere", R, H, 8e-4), _solve, 100)
 
 
+def test_a_budget_no_refinement_fits_ends_on_the_last_solved_mesh():
+    """The give-up case: a budget of the initial mesh's DOFs, which no bisection fits. The history
+    holds one entry per solved mesh, so one more than the refinements made, the last marking none."""
+    coarse = tumour_mesh(COMM, "disc", R, H, 4e-4)
+    budget = coarse.mesh.topology.index_map(0).size_global
+    adapted = adapt_to_budget(coarse, _solve, budget)
+    history = adapted.geometry["adaptive_history"]
+    assert adapted.geometry["adaptive_steps"] == 0 and len(history) == adapted.geometry["adaptive_steps"] + 1
+    assert history[-1]["marked_cells"] == 0 and history[-1]["dofs"] == budget > 0
+    assert adapted.mesh is coarse.mesh and history[-1]["estimate"] > 0
+
+
 def test_adaptive_refinement_marks_by_the_given_indicator():
     """``indicator`` replaces the residual one: a value only on the cells with midpoint x > 0 refines
     that half of a disc in a host, and leaves the cells beyond x < -1 mm as they were."""
