@@ -1,4 +1,4 @@
-"""Where the 3-D max IFP error of adaptive refinement sits for a tumour alone, and two indicators aimed at it.
+"""Where the 3-D max IFP error of adaptive refinement sits for a tumour alone, and variants aimed at it.
 
 Problem as in benchmarks/refine_accuracy.py: Baxter-Jain IFP, default tumour (and host) values,
 ``p = 0`` on the outer boundary, P1. Cases: a sphere alone of R = 2 mm against gmsh at 0.12 mm
@@ -15,20 +15,40 @@ by indicator (0 = largest); the surface triangulation: median longest edge [m], 
 centroids below the sphere [m], volume deficit; and the max error after the mesh is scaled
 radially to the exact volume (what the mean chord shrink of the Dirichlet surface costs).
 
-``indicators``: adaptive max and L2 errors (and their ratios to gmsh's) with the cell value marked
+``variants``: adaptive max and L2 errors (and their ratios to gmsh's), the DOFs of every solved
+mesh (``history_dofs``) and the median and smallest tet quality, with the cell value marked
 (Doerfler 0.5 on it) being
-- ``residual``: the library's ``eta_T^2`` [Pa m^3 / s, as K Pa^2 m];
+- ``residual``: the library's ``eta_T^2`` [Pa m^3 / s, as K Pa^2 m] (``hybrid.forward.adaptive``'s
+  default);
 - ``residual_geometry``: plus, on cells with a facet F on the curved Dirichlet boundary, the energy
   ``K |grad p_h|^2 |F| delta_F`` of the sliver between the chord facet and the sphere (delta_F [m]:
   sag of the facet centroid), the error energy the discrete domain leaves out;
 - ``max_norm``: the square of the local max-norm estimate ``h_T eta_T / sqrt(K_T |T|)`` [Pa]
   (``|e| ~ h |grad e|`` on the cell);
 - ``max_norm_geometry``: the square of 1/8 of it (the P1 interpolation constant, ``h^2 |p''| / 8``)
-  plus the boundary shift ``delta_F |grad p_h|`` [Pa] of cells on the curved Dirichlet boundary.
+  plus the boundary shift ``delta_F |grad p_h|`` [Pa] of cells on the curved Dirichlet boundary;
+
+or with ``residual`` marking and another step:
+- ``doerfler_0.3``: Doerfler fraction 0.3 instead of 0.5;
+- ``all_edges``: every edge of the marked cells bisected (Plaza: 8 children per marked cell)
+  instead of the longest;
+- ``smoothed_each_step``: after each bisection, 3 sweeps of quality-guarded Laplacian smoothing of
+  the interior vertices (``hybrid.mesh.smooth.smooth_interior``: tagged and boundary vertices stay,
+  a move is taken back where it lowers the worst quality around the vertex);
+- ``smoothed_at_end``: the same 3 sweeps once, on the final mesh only.
+
+Pre-registered before the smoothing variants were first run (issue 10, tumour-alone max error):
+smoothing fixes it if one of the two smoothing variants has ``max_over_gmsh <= 1.00`` for
+``sphere_2mm`` AND ``max_over_gmsh <= 0.86`` for both ``sphere_host`` and ``sphere_host_thick``
+(their ``residual`` ratios lie in 0.47-0.86x; 0.86 is the top of refine_accuracy.json's 0.59-0.86x)
+AND ``l2_over_gmsh <= 1.00`` in all three. ``sphere_1.5mm`` is reported, not part of the criterion.
+Met: that variant becomes the adaptive default. Missed: the smoothing stays out of the library's
+adaptive path and the tumour-alone xfail stays.
 
     python benchmarks/adaptive_max_error.py [--output benchmarks/results/adaptive_max_error.json]
 
-Serial (the locate diagnostics gather per-cell arrays; the indicators run under mpirun too).
+Serial (the locate diagnostics gather per-cell arrays; the variants run under mpirun too);
+``--variants`` runs some of them (the reference ``gmsh_uniform`` always).
 """
 
 from __future__ import annotations
@@ -40,6 +60,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +75,8 @@ from hybrid.forward import solve_ifp
 from hybrid.forward.adaptive import adapt_to_budget
 from hybrid.forward.error_indicator import cellwise_values, residual_indicator
 from hybrid.mesh import tumour_mesh
+from hybrid.mesh.refine import _refine_once, bisect_cells, curved_surfaces
+from hybrid.mesh.smooth import smooth_interior
 from hybrid.problems.ifp import closed_form_pressure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -65,6 +88,8 @@ CASES = {   # tumour radius [m], host thickness [m], uniform gmsh mesh size [m]
 COARSE = 8e-4      # m, gmsh mesh the adaptive refinement starts from
 SHELLS = [0.0, 0.05e-3, 0.1e-3, 0.2e-3, 0.3e-3, 0.5e-3, 0.8e-3, 1.2e-3, math.inf]   # depths R - |x| [m]
 INDICATORS = ("residual", "residual_geometry", "max_norm", "max_norm_geometry")
+SMOOTHING_SWEEPS = 3
+VARIANTS = INDICATORS + ("doerfler_0.3", "all_edges", "smoothed_each_step", "smoothed_at_end")
 
 
 def solver(host: float):
@@ -110,6 +135,44 @@ def indicator(kind: str, outer_radius: float):
         local = h * np.sqrt(eta2 / (k * volume))
         return local ** 2 if kind == "max_norm" else (local / 8 + sag * gradient) ** 2
     return value
+
+
+def all_edges(domain, cells: np.ndarray):
+    """``domain`` with every edge of the local ``cells`` bisected (Plaza), tags carried, snapped."""
+    mesh, tdim = domain.mesh, domain.mesh.topology.dim
+    mesh.topology.create_entities(1)
+    mesh.topology.create_connectivity(tdim, 1)
+    edges = dolfinx.mesh.compute_incident_entities(mesh.topology, np.asarray(cells, dtype=np.int32), tdim, 1)
+    fine, cell_tags, facet_tags, _ = _refine_once(mesh, domain.cell_tags, domain.facet_tags, edges,
+                                                  curved_surfaces(domain))
+    return replace(domain, mesh=fine, cell_tags=cell_tags, facet_tags=facet_tags)
+
+
+def smoothed(domain):
+    """``domain`` after :data:`SMOOTHING_SWEEPS` guarded Laplacian sweeps (in place)."""
+    smooth_interior(domain.mesh, domain.facet_tags, SMOOTHING_SWEEPS)
+    return domain
+
+
+def adapted(comm, variant: str, radius: float, host: float, dof_budget: int):
+    """The 0.8 mm gmsh sphere refined adaptively up to ``dof_budget`` by ``variant`` (module docstring)."""
+    coarse = tumour_mesh(comm, "sphere", radius, host, COARSE)
+    if variant in INDICATORS:
+        return adapt_to_budget(coarse, solver(host), dof_budget, indicator(variant, radius + host))
+    if variant == "doerfler_0.3":
+        return adapt_to_budget(coarse, solver(host), dof_budget, doerfler_fraction=0.3)
+    if variant == "all_edges":
+        return adapt_to_budget(coarse, solver(host), dof_budget, refine=all_edges)
+    if variant == "smoothed_each_step":
+        return adapt_to_budget(coarse, solver(host), dof_budget,
+                               refine=lambda domain, cells: smoothed(bisect_cells(domain, cells)))
+    return smoothed(adapt_to_budget(coarse, solver(host), dof_budget))   # smoothed_at_end
+
+
+def quality_summary(comm, domain) -> dict:
+    """Median and smallest tet quality of ``domain`` (over all ranks)."""
+    values = np.concatenate(comm.allgather(tet_quality(domain.mesh)))
+    return {"median_tet_quality": float(np.median(values)), "min_tet_quality": float(values.min())}
 
 
 def errors(comm, domain, radius: float, host: float) -> dict:
@@ -183,11 +246,13 @@ def located(domain, radius: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/adaptive_max_error.json"))
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
     report = {"machine": {"node": platform.node(), "ranks": comm.size, "load_average_before": os.getloadavg()},
-              "problem": __doc__.split("\n\n")[1], "locate": {}, "indicators": {}}
+              "problem": __doc__.split("\n\n")[1], "smoothing_sweeps": SMOOTHING_SWEEPS, "locate": {},
+              "variants": {}}
     start = time.perf_counter()
     for name in args.cases.split(","):
         radius, host, size = CASES[name]
@@ -197,18 +262,19 @@ def main() -> None:
             report["locate"][name] = {"gmsh": located(gmsh, radius), "adaptive": located(adaptive, radius)}
             gmsh = tumour_mesh(comm, "sphere", radius, host, size)   # located() scaled it
         reference = errors(comm, gmsh, radius, host)
-        rows = {"gmsh_uniform": reference | {"mesh_size_m": size}}
-        for kind in INDICATORS:
-            domain = adapt_to_budget(tumour_mesh(comm, "sphere", radius, host, COARSE), solver(host),
-                                     reference["dofs"], indicator(kind, radius + host))
-            row = errors(comm, domain, radius, host)
+        rows = {"gmsh_uniform": reference | {"mesh_size_m": size} | quality_summary(comm, gmsh)}
+        for kind in args.variants.split(","):
+            domain = adapted(comm, kind, radius, host, reference["dofs"])
+            row = errors(comm, domain, radius, host) | quality_summary(comm, domain)
             rows[kind] = row | {"max_over_gmsh": row["max_error_over_pe"] / reference["max_error_over_pe"],
-                                "l2_over_gmsh": row["l2_relative_error"] / reference["l2_relative_error"]}
+                                "l2_over_gmsh": row["l2_relative_error"] / reference["l2_relative_error"],
+                                "history_dofs": [step["dofs"] for step in domain.geometry["adaptive_history"]]}
             if comm.rank == 0:
                 print(f"{name:18s} {kind:18s} {row['dofs']:6d} DOFs  max {rows[kind]['max_over_gmsh']:.2f}x  "
                       f"L2 {rows[kind]['l2_over_gmsh']:.2f}x gmsh's ({reference['max_error_over_pe']:.4f}, "
-                      f"{reference['l2_relative_error']:.4f})", flush=True)
-        report["indicators"][name] = rows
+                      f"{reference['l2_relative_error']:.4f})  quality median {row['median_tet_quality']:.3f} "
+                      f"min {row['min_tet_quality']:.3f}", flush=True)
+        report["variants"][name] = rows
     report["wall_s"] = time.perf_counter() - start
     report["machine"]["load_average_after"] = os.getloadavg()
     if comm.rank == 0:

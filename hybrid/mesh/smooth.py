@@ -1,0 +1,141 @@
+"""Quality-guarded Laplacian smoothing of the interior vertices of a distributed simplex mesh.
+
+A sweep moves every free vertex (on no boundary facet and no tagged facet, so the tumour surface,
+the outer boundary and the regions stay where they are) to the mean of its edge neighbours, all
+at once, then takes back the moves that lower the worst quality of the cells around a moved vertex,
+round after round until every move kept passes. Quality is signed (negative for a cell turned
+inside out), so no cell is inverted and the worst quality of the mesh never falls. Quality:
+``4 sqrt(3) A / sum l^2`` (triangles) and ``6 sqrt(2) V / l_rms^3`` (tetrahedra), 1 when regular.
+
+MPI: the neighbour sums of a vertex are accumulated on DOLFINx's vertex index map (every edge
+counted once, by the rank that owns it; reverse scatter with add, then forward) and the worst
+quality around a vertex is reduced with min over the ranks holding it, so every copy of a shared
+vertex moves to the same place and the mesh does not depend on the partition (to round-off).
+Affine (degree-1) geometry only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from mpi4py import MPI
+
+import hybrid._fem_stack  # noqa: F401  (before dolfinx)
+import dolfinx.la
+import dolfinx.mesh
+
+__all__ = ["smooth_interior", "cell_quality"]
+
+
+def cell_quality(points: np.ndarray) -> np.ndarray:
+    """Signed shape quality of simplices ``points`` (cells, dim + 1, dim) [m]: 1 for a regular one,
+    0 for a flat one, negative for a negative orientation."""
+    dim = points.shape[2]
+    edges = points[:, 1:] - points[:, :1]
+    lengths2 = sum(((points[:, j] - points[:, i]) ** 2).sum(axis=1) for i in range(dim + 1) for j in range(i + 1, dim + 1))
+    measure = np.linalg.det(edges) / math.factorial(dim)
+    if dim == 2:
+        return 4 * math.sqrt(3) * measure / lengths2
+    return 6 * math.sqrt(2) * measure / (lengths2 / 6) ** 1.5
+
+
+class _VertexField:
+    """Per-vertex values (owned and ghost) made consistent across ranks."""
+
+    def __init__(self, mesh: dolfinx.mesh.Mesh):
+        self.index_map = mesh.topology.index_map(0)
+        self.comm = mesh.comm
+        self.size = self.index_map.size_local + self.index_map.num_ghosts
+
+    def summed(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (vertices, k) summed over every rank's copy of each vertex."""
+        width = values.shape[1]
+        vector = dolfinx.la.vector(self.index_map, width)
+        vector.array[:] = values.ravel()
+        vector.scatter_reverse(dolfinx.la.InsertMode.add)
+        vector.scatter_forward()
+        return vector.array.reshape(-1, width).copy()
+
+    def minimum(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (vertices,) reduced with min over every rank's copy of each vertex."""
+        values = values.copy()
+        ghosts, owners = self.index_map.ghosts, self.index_map.owners
+        local = self.index_map.size_local
+        outgoing = [[] for _ in range(self.comm.size)]
+        for rank in np.unique(owners):
+            mine = owners == rank
+            outgoing[rank] = (ghosts[mine], values[local:][mine])
+        for message in self.comm.alltoall(outgoing):
+            if len(message):
+                np.minimum.at(values, message[0] - self.index_map.local_range[0], message[1])
+        vector = dolfinx.la.vector(self.index_map, 1)
+        vector.array[:] = values
+        vector.scatter_forward()
+        return vector.array.copy()
+
+
+def smooth_interior(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags, sweeps: int) -> dict:
+    """Move the free vertices of ``mesh`` in place by ``sweeps`` guarded Laplacian sweeps (module
+    docstring). Vertices on boundary facets and on facets in ``facet_tags`` stay put. Returns, over
+    all ranks, the cells' minimum quality before and after, the vertices moved in the last sweep
+    and the largest distance [m] any vertex moved."""
+    if sweeps < 0:
+        raise ValueError(f"smoothing sweeps must be >= 0, got {sweeps}")
+    tdim, gdim = mesh.topology.dim, mesh.geometry.dim
+    if tdim != gdim or tdim not in (2, 3) or mesh.geometry.cmaps[0].degree != 1:
+        raise ValueError("smoothing needs an affine triangle or tetrahedron mesh in its own space")
+    comm = mesh.comm
+    mesh.topology.create_entities(1)
+    mesh.topology.create_connectivity(1, 0)
+    mesh.topology.create_connectivity(tdim - 1, tdim)
+    mesh.topology.create_connectivity(0, tdim)
+    vertices = _VertexField(mesh)
+    node = dolfinx.mesh.entities_to_geometry(mesh, 0, np.arange(vertices.size, dtype=np.int32)).ravel()
+    cells = np.arange(mesh.topology.index_map(tdim).size_local, dtype=np.int32)
+    cell_vertices = dolfinx.mesh.entities_to_geometry(mesh, tdim, cells)   # nodes, mapped to vertices below
+    vertex_of_node = np.empty(len(mesh.geometry.x), dtype=np.int64)
+    vertex_of_node[node] = np.arange(vertices.size)
+    cell_vertices = vertex_of_node[cell_vertices]
+    edges = np.asarray(mesh.topology.connectivity(1, 0).array).reshape(-1, 2)[: mesh.topology.index_map(1).size_local]
+
+    fixed_facets = np.union1d(dolfinx.mesh.exterior_facet_indices(mesh.topology), facet_tags.indices)
+    fixed = np.zeros((vertices.size, 1))
+    fixed[dolfinx.mesh.compute_incident_entities(mesh.topology, fixed_facets.astype(np.int32), tdim - 1, 0)] = 1
+    free = vertices.summed(fixed)[:, 0] == 0
+
+    x = mesh.geometry.x[node, :gdim].copy()
+    start = x.copy()
+    orientation = np.sign(cell_quality(x[cell_vertices]))
+
+    def worst_around(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        quality = orientation * cell_quality(positions[cell_vertices])
+        worst = np.full(vertices.size, np.inf)
+        np.minimum.at(worst, cell_vertices.ravel(), np.repeat(quality, tdim + 1))
+        return vertices.minimum(worst), quality
+
+    smallest = lambda quality: comm.allreduce(float(quality.min(initial=np.inf)), op=MPI.MIN)
+    before = smallest(worst_around(x)[1])
+    moved_vertices = 0
+    for _ in range(sweeps):
+        neighbours = np.zeros((vertices.size, gdim + 1))
+        for a, b in ((0, 1), (1, 0)):
+            np.add.at(neighbours, edges[:, a], np.hstack([x[edges[:, b]], np.ones((len(edges), 1))]))
+        neighbours = vertices.summed(neighbours)
+        target = neighbours[:, :gdim] / np.maximum(neighbours[:, gdim:], 1)
+        worst_old, _ = worst_around(x)
+        move = free.copy()
+        while True:
+            trial = np.where(move[:, None], target, x)
+            worst_new, _ = worst_around(trial)
+            rejected = move & (worst_new < worst_old)
+            if not comm.allreduce(bool(rejected.any()), op=MPI.LOR):
+                break
+            move &= ~rejected
+        x = trial
+        moved_vertices = comm.allreduce(int(move[: vertices.index_map.size_local].sum()), op=MPI.SUM)
+    mesh.geometry.x[node, :gdim] = x
+    distance = np.linalg.norm(x - start, axis=1).max(initial=0.0)
+    return {"min_quality_before": before, "min_quality_after": smallest(worst_around(x)[1]),
+            "moved_vertices_last_sweep": moved_vertices,
+            "max_move_m": comm.allreduce(float(distance), op=MPI.MAX)}
