@@ -36,7 +36,16 @@ from hybrid.problems.release import released_fraction_misfit
 from hybrid.problems.uptake import linear_uptake
 from hybrid.records import Observations
 
-__all__ = ["InverseProblem", "IFPProblem", "TransportProblem"]
+__all__ = ["InverseProblem", "IFPProblem", "TransportProblem", "causal_weights"]
+
+
+def causal_weights(slice_losses: torch.Tensor, epsilon) -> torch.Tensor:
+    """Causal weights (Wang, Sankaran & Perdikaris, CMAME 2024) of time slices in order, (M,):
+    w_i = exp(-epsilon sum_{k<i} L_k) of the slice losses ``slice_losses`` (M,) [1]; w_1 = 1, and
+    no gradient flows through them."""
+    losses = slice_losses.detach()
+    earlier = torch.cat([torch.zeros_like(losses[:1]), torch.cumsum(losses, dim=0)[:-1]])
+    return torch.exp(-epsilon * earlier)
 
 
 class InverseProblem(nn.Module):
@@ -179,7 +188,8 @@ class TransportProblem(InverseProblem):
     Residual form: strong (pointwise at the collocation points, by autograd) unless
     :meth:`use_weak_form` gave test functions: then the PDE terms are the mean squares of the weak
     residuals (:mod:`hybrid.inverse.weak`, network values only, fixed quadrature points; not with
-    a ``flow``), nondimensionalised the same way.
+    a ``flow``), nondimensionalised the same way. The strong terms can be weighted causally in
+    time (:meth:`use_causal_weights`).
 
     ``cell_drug``: a third state C_I [mol/m^3 of tissue], the drug taken up by cells,
     dC_I/dt = U(C_F) (loss term ``pde_cell``; C_I = 0 at t = 0 exactly), as in the FEM; "total_drug"
@@ -219,6 +229,7 @@ class TransportProblem(InverseProblem):
             raise ValueError(f"the flow problem's geometry {flow.geometry} differs from the transport's {geometry}")
         self.flow = flow
         self.test_functions = None   # strong residual form (use_weak_form)
+        self.causal_slices, self.causal_frozen = 0, False   # plain-mean PDE terms (use_causal_weights)
         self.cell_drug = cell_drug
         count = 3 if cell_drug else 2
         state_scales = (1.0,) * count if state_scales is None else tuple(float(v) for v in state_scales)
@@ -280,9 +291,30 @@ class TransportProblem(InverseProblem):
         """PDE terms from weak residuals against ``test_functions`` (None: the strong form)."""
         if test_functions is not None and self.flow is not None:
             raise ValueError("the weak residual form does not model advection yet: use the strong form with a flow")
+        if test_functions is not None and self.causal_slices:
+            raise ValueError("causal weights are for the strong form: call use_causal_weights(0) first")
         if test_functions is not None and test_functions.dim != self.geometry.dim:
             raise ValueError(f"test functions in {test_functions.dim}-D for a {self.geometry.dim}-D problem")
         self.test_functions = test_functions
+
+    def use_causal_weights(self, slices: int) -> None:
+        """Causal weighting of the strong PDE terms (0: off, plain means): the collocation points,
+        ordered by t~, form ``slices`` equal-count slices (their number must be a multiple); each
+        term is (1/M) sum_i w_i L_i, L_i its mean square on slice i, w = :func:`causal_weights` of
+        the equations' summed slice losses with the buffer ``causal_epsilon`` [1] (0 until set).
+        The buffer ``causal_weights`` (M,) holds the last weights; with ``causal_frozen`` they are
+        reused instead of recomputed (a fixed objective, e.g. for L-BFGS)."""
+        if slices < 0:
+            raise ValueError(f"causal slices must be >= 0 (0: off), got {slices}")
+        if slices and self.test_functions is not None:
+            raise ValueError("causal weights are for the strong form: call use_weak_form(None) first")
+        for name in ("causal_epsilon", "causal_weights"):
+            self._buffers.pop(name, None)
+        self.causal_slices, self.causal_frozen = int(slices), False
+        if slices:
+            dtype = self.state_scales.dtype
+            self.register_buffer("causal_epsilon", torch.zeros((), dtype=dtype, device=self.state_scales.device))
+            self.register_buffer("causal_weights", torch.ones(slices, dtype=dtype, device=self.state_scales.device))
 
     @property
     def uses_collocation(self) -> bool:
@@ -362,8 +394,26 @@ class TransportProblem(InverseProblem):
         one per collocation point (n,), or weak, one per test function (n_test,; ``points`` unused)."""
         return self._residuals(points) if self.test_functions is None else self._weak_residuals()
 
+    def _causal_pde_terms(self, residuals: tuple[torch.Tensor, ...], times: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Causally weighted strong PDE terms (:meth:`use_causal_weights`) of the residuals (n,)
+        at points of nondimensional times ``times`` (n,)."""
+        slices = self.causal_slices
+        if times.shape[0] % slices:
+            raise ValueError(f"{times.shape[0]} collocation points do not split into {slices} equal causal slices: "
+                             "use a multiple of the slice count")
+        order = torch.argsort(times.detach())
+        losses = torch.stack([(r[order] ** 2).reshape(slices, -1).mean(dim=1) for r in residuals])   # (terms, M)
+        weights = self.causal_weights.clone() if self.causal_frozen else causal_weights(losses.sum(dim=0),
+                                                                                       self.causal_epsilon)
+        self.causal_weights.copy_(weights)
+        return {f"pde_{name}": (weights * loss).mean() for name, loss in zip(("lipo", "free", "cell"), losses)}
+
     def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
-        terms = {f"pde_{name}": (r**2).mean() for name, r in zip(("lipo", "free", "cell"), self.pde_residuals(points))}
+        residuals = self.pde_residuals(points)
+        if self.causal_slices:   # strong form only (use_weak_form refuses it)
+            terms = self._causal_pde_terms(residuals, points[:, -1])
+        else:
+            terms = {f"pde_{name}": (r**2).mean() for name, r in zip(("lipo", "free", "cell"), residuals)}
         if self.flow is not None:
             for name, value in self.flow.loss_terms(self._flow_points(points)).items():
                 terms[f"{name}_ifp"] = value

@@ -39,6 +39,13 @@ residual-adaptive collocation, checkpoints and resume, a progress line, seeds an
   is missed with balance "all" (pH_50 moves 0.0225 weak against 0.0197 strong) and met with
   balance "residuals"; nor does the weak form by itself recover the law from a distant start
   (weak.py).
+- **Causal weights** (Wang, Sankaran & Perdikaris, CMAME 2024; ``causal_slices`` > 0, strong form,
+  problems with a ``use_causal_weights`` method): the strong PDE terms weight the collocation
+  points' time slices by w_i = exp(-eps sum_{k<i} L_k) (:meth:`TransportProblem.use_causal_weights
+  <hybrid.inverse.problems.TransportProblem.use_causal_weights>`), so later times are fitted (and
+  pull the unknowns) only once earlier ones are. eps runs through ``causal_epsilon``: it moves to
+  the next value after an Adam step whose min_i w_i exceeds ``_CAUSAL_ADVANCE`` (the paper's rule);
+  L-BFGS keeps the last Adam weights (a fixed objective). Off (0) changes nothing.
 - **Checkpoints**: every ``checkpoint_every`` steps (and at the end) the full state (parameters,
   optimiser, weights, collocation points, random generator, history) goes to ``checkpoint``;
   :meth:`Trainer.resume` continues from it and reproduces the uninterrupted run.
@@ -63,6 +70,7 @@ __all__ = ["TrainingConfig", "TrainingResult", "Trainer", "ensemble"]
 _GRAPH_WARMUP = 3        # eager Adam steps before the CUDA graph is captured
 _LBFGS_CHUNK = 25        # L-BFGS iterations between records and checkpoints
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_CAUSAL_ADVANCE = 0.99   # causal weights: the next eps once every w_i exceeds this
 
 
 @dataclass(frozen=True)
@@ -93,8 +101,11 @@ class TrainingConfig:
     weak_cells: int = 12                   # weak form: cells per space axis over [-1, 1] (x / length scale)
     weak_time_cells: int = 12              # weak form: cells over [0, end_time]
     weak_gauss: int = 3                    # weak form: Gauss-Legendre points per cell and axis
+    causal_slices: int = 0                 # causal weights: time slices of the collocation points (0: off)
+    causal_epsilon: tuple[float, ...] = (1e-2, 1e-1, 1.0, 10.0, 100.0)   # eps schedule [1] (the paper's)
 
     def __post_init__(self):
+        object.__setattr__(self, "causal_epsilon", tuple(float(v) for v in self.causal_epsilon))
         if self.balance not in ("residuals", "all", "none"):
             raise ValueError(f"balance must be 'residuals', 'all' or 'none', got {self.balance!r}")
         if self.dtype not in _DTYPES:
@@ -106,6 +117,13 @@ class TrainingConfig:
                              f"{self.unknowns_from_step}")
         if self.residual_form not in ("strong", "weak"):
             raise ValueError(f"residual_form must be 'strong' or 'weak', got {self.residual_form!r}")
+        if self.causal_slices < 0 or (self.causal_slices and self.collocation_points % self.causal_slices):
+            raise ValueError(f"causal_slices must be 0 (off) or divide collocation_points ({self.collocation_points}), "
+                             f"got {self.causal_slices}")
+        if self.causal_slices and self.residual_form != "strong":
+            raise ValueError("causal_slices weights the strong form's residuals: set residual_form='strong' or causal_slices=0")
+        if not self.causal_epsilon or not all(0 <= v < math.inf for v in self.causal_epsilon):
+            raise ValueError(f"causal_epsilon must be a non-empty list of finite values >= 0, got {self.causal_epsilon}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 (or None for torch's default), got {self.threads!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -136,7 +154,11 @@ class Trainer:
         self.device = torch.device(config.device)
         self.dtype = _DTYPES[config.dtype]
         _set_residual_form(problem, config)
+        _set_causal(problem, config)
         self.problem = problem.to(device=self.device, dtype=self.dtype)
+        self.causal_stage = 0   # index into config.causal_epsilon
+        if config.causal_slices:
+            self.problem.causal_epsilon.fill_(config.causal_epsilon[0])
         self.progress = progress
         self.generator = torch.Generator().manual_seed(config.seed)
         scalars = [p for u in problem.scalar_unknowns() for p in u.parameters()]
@@ -197,6 +219,13 @@ class Trainer:
         self.adam.step()
         return terms
 
+    def _advance_causal(self) -> None:
+        """The next eps of the schedule once every causal weight exceeds ``_CAUSAL_ADVANCE``."""
+        if self.causal_stage + 1 < len(self.config.causal_epsilon) and \
+                float(self.problem.causal_weights.min()) > _CAUSAL_ADVANCE:
+            self.causal_stage += 1
+            self.problem.causal_epsilon.fill_(self.config.causal_epsilon[self.causal_stage])
+
     def _lbfgs_iterations(self) -> int:
         state = self.lbfgs.state[self.lbfgs.param_groups[0]["params"][0]]
         return int(state.get("n_iter", 0))
@@ -249,6 +278,10 @@ class Trainer:
             terms = self._captured_adam_step() if use_graph else self._adam_step()
             self.step += 1
             self._after_step(terms, "adam", start)
+            if c.causal_slices:
+                self._advance_causal()
+        if c.causal_slices:
+            self.problem.causal_frozen = self.step < self.total_steps   # L-BFGS: the last Adam weights
         while self.step < self.total_steps:
             chunk = min(_LBFGS_CHUNK, self.total_steps - self.step)
             if self.lbfgs is not None and c.lbfgs_resample and self.problem.uses_collocation:
@@ -280,6 +313,9 @@ class Trainer:
                       "weights": {k: float(v) for k, v in self.weights.items()},
                       "estimates": {k: v for k, (v, _) in self.problem.estimates().items()},
                       "seconds": self.seconds + time.perf_counter() - start}
+            if c.causal_slices:
+                record |= {"causal_epsilon": float(self.problem.causal_epsilon),
+                           "causal_weights": self.problem.causal_weights.tolist()}
             if not all(math.isfinite(v) for v in record["terms"].values()):
                 raise FloatingPointError(f"loss became non-finite at step {self.step} ({record['terms']}); "
                                          "lower the learning rates or use dtype='float64'")
@@ -295,7 +331,7 @@ class Trainer:
                  "problem": self.problem.state_dict(), "adam": self.adam.state_dict(),
                  "lbfgs": self.lbfgs.state_dict() if self.lbfgs is not None else None,
                  "weights": {k: v.cpu() for k, v in self.weights.items()}, "points": self.points.cpu(),
-                 "generator": self.generator.get_state(), "history": self.history}
+                 "generator": self.generator.get_state(), "history": self.history, "causal_stage": self.causal_stage}
         path = Path(path)
         partial = path.with_name(path.name + ".partial")
         torch.save(state, partial)
@@ -321,6 +357,7 @@ class Trainer:
         self.points.copy_(state["points"])
         self.generator.set_state(state["generator"])
         self.step, self.seconds, self.history = state["step"], state["seconds"], state["history"]
+        self.causal_stage = state.get("causal_stage", 0)   # (absent before causal weights); eps is a problem buffer
         return self
 
 
@@ -339,6 +376,14 @@ def _set_residual_form(problem: InverseProblem, config: TrainingConfig) -> None:
         return
     problem.use_weak_form(SpaceTimeTestFunctions(problem.geometry, cells=config.weak_cells,
                                                  time_cells=config.weak_time_cells, gauss=config.weak_gauss))
+
+
+def _set_causal(problem: InverseProblem, config: TrainingConfig) -> None:
+    """Give ``problem`` the causal weighting of ``config`` (0 slices: off); ValueError if it has none."""
+    if hasattr(problem, "use_causal_weights"):
+        problem.use_causal_weights(config.causal_slices)
+    elif config.causal_slices:
+        raise ValueError(f"{type(problem).__name__} has no causal residual weights: use causal_slices=0")
 
 
 def _restart_moments(adam: torch.optim.Adam, group: dict) -> None:
@@ -369,8 +414,10 @@ def _lbfgs(problem) -> torch.optim.LBFGS:
 def _progress_line(record: dict, total: int, estimates: dict[str, tuple[float, str]]) -> str:
     terms = " ".join(f"{k} {v:.2e}" for k, v in record["terms"].items())
     values = " ".join(f"{k}={v:.4g} {u}" for k, (v, u) in estimates.items())
+    causal = (f" | causal eps {record['causal_epsilon']:.3g} min w {min(record['causal_weights']):.3f}"
+              if "causal_weights" in record else "")
     return (f"step {record['step']}/{total} [{record['phase']}] loss {record['loss']:.3e} | {terms} | "
-            f"{values} | {record['seconds']:.1f} s")
+            f"{values}{causal} | {record['seconds']:.1f} s")
 
 
 def ensemble(build: Callable[[int], InverseProblem], seeds, config: TrainingConfig,
