@@ -255,6 +255,7 @@ def _drug(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
         transport = replace(transport, release=replace(transport.release, ph_map=invert.data.ph_map))
     observed, trained_on, trained, held = everywhere(comm, lambda: observation_records(invert))
     problems = everywhere(comm, lambda: trained_problems(invert, source))
+    series = _held_out_series(invert, source, [record.quantity for record in observed], comm) if any(held) else {}
     start, stages = time.perf_counter(), {}
     domain = build_domain(transport, comm, log, stages)
     constants = {name: dolfinx.fem.Constant(domain.mesh, value) for name, value in recovered.items()
@@ -282,8 +283,7 @@ def _drug(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
                 + ", ".join(f"{name} {100 * e:.2f} %" for name, e in errors.items()))
             index = int(np.flatnonzero(np.isclose(times, stop))[0])
             if held[index]:
-                predictions.append(_held_out(invert, source, species, index, stop, observed, grid, operator,
-                                             comm, log))
+                predictions.append(_held_out(series, species, index, stop, observed, grid, operator, log))
         nodes_global = species[0].function_space.dofmap.index_map.size_global
         if kind == "release":
             analyse_images = lambda *data: _release_analysis(setup, constants, *data)
@@ -433,31 +433,42 @@ def _pressure(invert, source: Path, fem, problems: list, record, comm, log) -> d
     return out
 
 
-def _held_out(invert, source: Path, species, index: int, time_s: float, observed, grid, operator, comm,
-              log) -> dict:
-    """FEM and PINN predictions of one held-out frame against the observed (and true) frame."""
+def _held_out_series(invert, source: Path, quantities: list[str], comm) -> dict:
+    """The 4-D series the held-out frames are taken from, each read once (on one rank, shared):
+    quantity -> {"pinn": the invert run's map series in ``source``, "truth": the noise-free
+    ``truth/QUANTITY.nii.gz`` beside the invert run's ``[data] truth``, or None without one}."""
     from hybrid.collective import everywhere
 
+    truth = None if invert.data.truth is None else Path(invert.data.truth).parent / "truth"
+    read = lambda path: everywhere(comm, lambda: read_dce_series(path))
+    return {quantity: {"pinn": read(source / f"{quantity}.nii.gz"),
+                       "truth": None if truth is None else read(truth / f"{quantity}.nii.gz")}
+            for quantity in quantities}
+
+
+def _frame(series, time_s: float) -> np.ndarray:
+    """The frame at ``time_s`` [s] of a 4-D ``series`` (its FrameTimes_s axis)."""
+    return series.data[..., int(np.flatnonzero(np.isclose(series.axis, time_s))[0])]
+
+
+def _held_out(series: dict, species, index: int, time_s: float, observed, grid, operator, log) -> dict:
+    """FEM and PINN predictions of one held-out frame against the observed (and true) frame, the
+    PINN and true frames taken from ``series`` (:func:`_held_out_series`)."""
     shape, affine = grid.shape, grid.affine_mm
     on_grid = lambda function: observe_on_grid(function, shape, affine, points_per_axis=operator.points_per_axis)
     parts = [on_grid(function) for function in species]
     fem_fields = {"total_drug": sum(parts)}
     fem_fields["released_fraction"] = released_fraction(parts[0], fem_fields["total_drug"])
     entry = {"time_s": time_s, "frame": index}
-    def frame(path: Path) -> np.ndarray:
-        """The frame at ``time_s`` of the 4-D series at ``path`` (FrameTimes_s sidecar)."""
-        series = everywhere(comm, lambda: read_dce_series(path))
-        return series.data[..., int(np.flatnonzero(np.isclose(series.axis, time_s))[0])]
-
     for record in observed:
         quantity = record.quantity
-        pinn_frame = frame(source / f"{quantity}.nii.gz")
+        pinn_frame = _frame(series[quantity]["pinn"], time_s)
         item = {"unit": "1", "against": "the observed (noisy) frame"}
         for name, predicted in (("fem", fem_fields[quantity]), ("pinn", pinn_frame)):
             error, voxels, _ = _image_error(predicted, record.values[..., index])
             item[name] = {"relative_l2": error, "voxels": voxels}
-        if invert.data.truth is not None:
-            true_frame = frame(Path(invert.data.truth).parent / "truth" / f"{quantity}.nii.gz")
+        if series[quantity]["truth"] is not None:
+            true_frame = _frame(series[quantity]["truth"], time_s)
             item["against_truth"] = {name: _image_error(predicted, true_frame)[0]
                                      for name, predicted in (("fem", fem_fields[quantity]), ("pinn", pinn_frame))}
         entry[quantity] = item
