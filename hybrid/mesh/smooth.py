@@ -1,9 +1,10 @@
-"""Quality-guarded Laplacian smoothing of the interior vertices of a distributed simplex mesh.
+"""Quality-guarded Laplacian smoothing of the vertices of a distributed simplex mesh.
 
-A sweep moves every free vertex (on no boundary facet and no tagged facet, so the tumour surface,
-the outer boundary and the regions stay where they are) to the mean of its edge neighbours, all
-at once, then takes back the moves that lower the worst quality of the cells around a moved vertex,
-round after round until every move kept passes. Quality is signed (negative for a cell turned
+A sweep moves every free vertex (on no boundary facet and no tagged facet, so the regions keep
+their boundaries) to the mean of its edge neighbours, and, where asked, every vertex of a tagged
+circle or sphere (tumour surface, outer boundary) to the mean of its neighbours on that surface,
+put back onto it; all at once. It then takes back the moves that lower the worst quality of the
+cells around a moved vertex, round after round until every move kept passes. Quality is signed (negative for a cell turned
 inside out), so no cell is inverted and the worst quality of the mesh never falls. Quality:
 ``4 sqrt(3) A / sum l^2`` (triangles) and ``6 sqrt(2) V / l_rms^3`` (tetrahedra), 1 when regular.
 
@@ -25,7 +26,7 @@ import hybrid._fem_stack  # noqa: F401  (before dolfinx)
 import dolfinx.la
 import dolfinx.mesh
 
-__all__ = ["smooth_interior", "cell_quality"]
+__all__ = ["smooth_vertices", "cell_quality"]
 
 
 def cell_quality(points: np.ndarray) -> np.ndarray:
@@ -40,16 +41,16 @@ def cell_quality(points: np.ndarray) -> np.ndarray:
     return 6 * math.sqrt(2) * measure / (lengths2 / 6) ** 1.5
 
 
-class _VertexField:
-    """Per-vertex values (owned and ghost) made consistent across ranks."""
+class _SharedValues:
+    """Per-entity values (owned and ghost) of one dimension made consistent across ranks."""
 
-    def __init__(self, mesh: dolfinx.mesh.Mesh):
-        self.index_map = mesh.topology.index_map(0)
+    def __init__(self, mesh: dolfinx.mesh.Mesh, dim: int):
+        self.index_map = mesh.topology.index_map(dim)
         self.comm = mesh.comm
         self.size = self.index_map.size_local + self.index_map.num_ghosts
 
     def summed(self, values: np.ndarray) -> np.ndarray:
-        """``values`` (vertices, k) summed over every rank's copy of each vertex."""
+        """``values`` (entities, k) summed over every rank's copy of each entity."""
         width = values.shape[1]
         vector = dolfinx.la.vector(self.index_map, width)
         vector.array[:] = values.ravel()
@@ -57,8 +58,14 @@ class _VertexField:
         vector.scatter_forward()
         return vector.array.reshape(-1, width).copy()
 
+    def flagged(self, local: np.ndarray) -> np.ndarray:
+        """Mask of the entities that ``local`` (local indices) names on any rank."""
+        flags = np.zeros((self.size, 1))
+        flags[local] = 1
+        return self.summed(flags)[:, 0] > 0
+
     def minimum(self, values: np.ndarray) -> np.ndarray:
-        """``values`` (vertices,) reduced with min over every rank's copy of each vertex."""
+        """``values`` (entities,) reduced with min over every rank's copy of each entity."""
         values = values.copy()
         ghosts, owners = self.index_map.ghosts, self.index_map.owners
         local = self.index_map.size_local
@@ -75,9 +82,25 @@ class _VertexField:
         return vector.array.copy()
 
 
-def smooth_interior(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags, sweeps: int) -> dict:
-    """Move the free vertices of ``mesh`` in place by ``sweeps`` guarded Laplacian sweeps (module
-    docstring). Vertices on boundary facets and on facets in ``facet_tags`` stay put. Returns, over
+def _neighbour_mean(vertices: _SharedValues, x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Per vertex the mean position of its neighbours along ``edges`` (owned edges, each counted
+    once over all ranks); the vertex itself where it has none."""
+    sums = np.zeros((vertices.size, x.shape[1] + 1))
+    for a, b in ((0, 1), (1, 0)):
+        np.add.at(sums, edges[:, a], np.hstack([x[edges[:, b]], np.ones((len(edges), 1))]))
+    sums = vertices.summed(sums)
+    count = sums[:, -1:]
+    return np.where(count > 0, sums[:, :-1] / np.maximum(count, 1), x)
+
+
+def smooth_vertices(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags, sweeps: int,
+                    surfaces: dict[int, tuple[np.ndarray, float]] | None = None) -> dict:
+    """Move the vertices of ``mesh`` in place by ``sweeps`` guarded Laplacian sweeps (module
+    docstring). Interior vertices move to the mean of their neighbours. Vertices on boundary facets
+    and on facets in ``facet_tags`` stay put, except those on the facets of exactly one tag of
+    ``surfaces`` (tag -> centre [m], radius [m] of its circle/sphere, as
+    :func:`hybrid.mesh.refine.curved_surfaces`) and on no other boundary or tagged facet: they
+    move to the mean of their neighbours on that surface, put back radially onto it. Returns, over
     all ranks, the cells' minimum quality before and after, the vertices moved in the last sweep
     and the largest distance [m] any vertex moved."""
     if sweeps < 0:
@@ -90,7 +113,9 @@ def smooth_interior(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags, 
     mesh.topology.create_connectivity(1, 0)
     mesh.topology.create_connectivity(tdim - 1, tdim)
     mesh.topology.create_connectivity(0, tdim)
-    vertices = _VertexField(mesh)
+    mesh.topology.create_connectivity(tdim - 1, 0)
+    mesh.topology.create_connectivity(tdim - 1, 1)
+    vertices = _SharedValues(mesh, 0)
     node = dolfinx.mesh.entities_to_geometry(mesh, 0, np.arange(vertices.size, dtype=np.int32)).ravel()
     cells = np.arange(mesh.topology.index_map(tdim).size_local, dtype=np.int32)
     cell_vertices = dolfinx.mesh.entities_to_geometry(mesh, tdim, cells)   # nodes, mapped to vertices below
@@ -99,10 +124,20 @@ def smooth_interior(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags, 
     cell_vertices = vertex_of_node[cell_vertices]
     edges = np.asarray(mesh.topology.connectivity(1, 0).array).reshape(-1, 2)[: mesh.topology.index_map(1).size_local]
 
-    fixed_facets = np.union1d(dolfinx.mesh.exterior_facet_indices(mesh.topology), facet_tags.indices)
-    fixed = np.zeros((vertices.size, 1))
-    fixed[dolfinx.mesh.compute_incident_entities(mesh.topology, fixed_facets.astype(np.int32), tdim - 1, 0)] = 1
-    free = vertices.summed(fixed)[:, 0] == 0
+    surfaces = surfaces or {}
+    bound_facets = np.union1d(dolfinx.mesh.exterior_facet_indices(mesh.topology), facet_tags.indices).astype(np.int32)
+    on = lambda facets, dim: dolfinx.mesh.compute_incident_entities(mesh.topology, facets, tdim - 1, dim)
+    sliding_facets = {tag: facet_tags.find(tag) for tag in surfaces}
+    pinned = vertices.flagged(on(np.setdiff1d(bound_facets, np.concatenate([[], *sliding_facets.values()]))
+                                 .astype(np.int32), 0))
+    on_surface = {tag: vertices.flagged(on(facets, 0)) for tag, facets in sliding_facets.items()}
+    surface_count = sum(on_surface.values(), np.zeros(vertices.size, dtype=int))
+    free = ~vertices.flagged(on(bound_facets, 0))
+    slides = {tag: mask & ~pinned & (surface_count == 1) for tag, mask in on_surface.items()}
+    edge_values = _SharedValues(mesh, 1)
+    surface_edges = edge_values.flagged(np.concatenate([[], *(facets if tdim == 2 else on(facets, 1)
+                                                              for facets in sliding_facets.values())]).astype(np.int32))
+    surface_edges = edges[surface_edges[: len(edges)]]
 
     x = mesh.geometry.x[node, :gdim].copy()
     start = x.copy()
@@ -118,13 +153,15 @@ def smooth_interior(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags, 
     before = smallest(worst_around(x)[1])
     moved_vertices = 0
     for _ in range(sweeps):
-        neighbours = np.zeros((vertices.size, gdim + 1))
-        for a, b in ((0, 1), (1, 0)):
-            np.add.at(neighbours, edges[:, a], np.hstack([x[edges[:, b]], np.ones((len(edges), 1))]))
-        neighbours = vertices.summed(neighbours)
-        target = neighbours[:, :gdim] / np.maximum(neighbours[:, gdim:], 1)
+        target = _neighbour_mean(vertices, x, edges)
+        if slides:
+            on_sphere = _neighbour_mean(vertices, x, surface_edges)
+            for tag, mask in slides.items():
+                centre, radius = surfaces[tag]
+                offset = on_sphere[mask] - centre[:gdim]
+                target[mask] = centre[:gdim] + offset * (radius / np.linalg.norm(offset, axis=1))[:, None]
         worst_old, _ = worst_around(x)
-        move = free.copy()
+        move = free | sum(slides.values(), np.zeros(vertices.size, dtype=bool))
         while True:
             trial = np.where(move[:, None], target, x)
             worst_new, _ = worst_around(trial)
