@@ -268,6 +268,47 @@ def test_release_true_rate_predicts_the_held_out_frame_and_a_wrong_one_does_not(
                 assert two["relative_l2"][name] == pytest.approx(value, rel=1e-6)
 
 
+def test_held_out_series_are_read_once_and_each_frame_from_its_own_time(release_twin, tmp_path, monkeypatch):
+    """Two held-out frames (20 and 40 min): each PINN map series and truth series is read once per
+    validate run, not once per frame, and each frame's PINN-against-truth error is that of its own
+    frames in the files (relative l2 over the voxels finite in both)."""
+    from collections import Counter
+    from pathlib import Path
+
+    from mpi4py import MPI
+
+    import hybrid.commands.crossval as crossval
+    from hybrid.io.nifti import read_dce_series
+
+    config = invert_config(release_twin, "invert_two_held.toml", held_out="1200.0, 2400.0")
+    inverted = release_twin / "inverted_two_held"
+    result = run_hybrid("invert", config, "--output", inverted, timeout=300)
+    assert result.returncode == 0, result.stderr
+    validate = release_twin / "validate_two_held.toml"
+    validate.write_text(RELEASE_VALIDATE.format(inversion=inverted.name).replace("invert.toml", config.name))
+    reads = Counter()
+
+    def counted(path):
+        reads[Path(path).relative_to(release_twin).as_posix()] += 1
+        return read_dce_series(path)
+    monkeypatch.setattr(crossval, "read_dce_series", counted)
+    report = crossval.run_crossval(load_crossval_config(validate), tmp_path, MPI.COMM_WORLD, lambda line: None)
+    quantities = ("total_drug", "released_fraction")
+    assert reads == {f"{folder}/{quantity}.nii.gz": 1 for folder in (inverted.name, "synth/truth")
+                     for quantity in quantities}
+    frames = report["held_out"]["frames"]
+    assert [entry["time_s"] for entry in frames] == [1200.0, 2400.0]
+    for entry in frames:
+        for quantity in quantities:
+            pinn, truth = (read_dce_series(folder / f"{quantity}.nii.gz") for folder in (inverted, release_twin
+                                                                                          / "synth" / "truth"))
+            pinn, truth = (series.data[..., int(np.flatnonzero(np.isclose(series.axis, entry["time_s"]))[0])]
+                           for series in (pinn, truth))
+            use = np.isfinite(pinn) & np.isfinite(truth)
+            expected = np.linalg.norm(pinn[use] - truth[use]) / np.linalg.norm(truth[use])
+            assert entry[quantity]["against_truth"]["pinn"] == pytest.approx(expected, rel=1e-12)
+
+
 def test_release_with_geometry_gives_one_error_line(release_twin):
     config = release_twin / "with_geometry.toml"
     config.write_text(RELEASE_VALIDATE.format(inversion="inverted") + "[geometry]\nshape = \"disc\"\n")
