@@ -303,9 +303,11 @@ def test_3d_max_error_sits_in_the_host_rim_and_snapping_removes_the_geometric_pa
 
 def test_adaptive_sphere_in_host_not_worse_than_gmsh_in_max_and_l2(sphere_in_host_errors):
     """Issue 10's criterion in 3-D, met by adaptive refinement (residual indicator, Doerfler
-    marking, longest-edge bisection) from the same 0.8 mm mesh. Measured: 12,459 DOFs, max 3.38 %
-    of p_e, L2 1.63 % against gmsh's 12,653 DOFs, 3.92 %, 2.50 %. (The case the strategy was
-    chosen on; the two tests below are cases it was not tuned on.)"""
+    marking, longest-edge bisection, guarded smoothing) from the same 0.8 mm mesh. Measured:
+    12,496 DOFs, max 3.29 % of p_e, L2 1.38 % against gmsh's 12,653 DOFs, 3.92 %, 2.50 %
+    (unsmoothed 12,459 DOFs, 3.38 %, 1.63 %). (The case the bisection was chosen on; the tests
+    below are cases it was not tuned on; the smoothing was checked on all three:
+    benchmarks/adaptive_max_error.py.)"""
     adaptive, gmsh = sphere_in_host_errors["adaptive"], sphere_in_host_errors["gmsh"]
     assert adaptive[0] <= gmsh[0]
     assert adaptive[1] <= gmsh[1] and adaptive[2] <= gmsh[2], (adaptive, gmsh)
@@ -313,7 +315,7 @@ def test_adaptive_sphere_in_host_not_worse_than_gmsh_in_max_and_l2(sphere_in_hos
 
 def test_adaptive_sphere_in_a_thicker_host_not_worse_than_gmsh():
     """A case the strategy was not tuned on: 1.5 mm sphere in a 1.5 mm host, adaptive from 0.8 mm
-    against gmsh at 0.2 mm. Measured: 12,392 DOFs, max 2.12 %, L2 1.80 % against 12,431 DOFs,
+    against gmsh at 0.2 mm. Measured: 12,365 DOFs, max 2.10 %, L2 1.67 % against 12,431 DOFs,
     4.53 %, 2.90 %."""
     radius, host = 1.5e-3, 1.5e-3
     gmsh = _ifp_errors(tumour_mesh(COMM, "sphere", radius, host, 2e-4), host, radius)
@@ -331,24 +333,20 @@ def sphere_alone_errors():
 
 
 def test_adaptive_sphere_alone_not_worse_than_gmsh_in_l2(sphere_alone_errors):
-    """Not tuned on either. Measured: 15,323 DOFs, L2 1.18 % against gmsh's 15,743 DOFs, 1.24 %."""
+    """Not tuned on either. Measured: 15,704 DOFs, L2 0.93 % against gmsh's 15,743 DOFs, 1.24 %."""
     adaptive, gmsh = sphere_alone_errors["adaptive"], sphere_alone_errors["gmsh"]
     assert adaptive[0] <= gmsh[0] and adaptive[2] <= gmsh[2], (adaptive, gmsh)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 not met for a 3-D tumour without host: adaptive refinement "
-                                       "gives 1.4x gmsh's max error at the same DOFs (2.48 % against 1.75 %)")
 def test_adaptive_sphere_alone_max_error_not_worse_than_gmsh(sphere_alone_errors):
     """The max error of the tumour alone, where the IFP falls to the Dirichlet value at the surface
-    and a uniform gmsh mesh is already well matched to it: the bisected tetrahedra lose (the max
-    sits 0.06 mm inside the surface; 1.17-1.43x gmsh's at 8k-48k DOFs, measured); strict, so a
-    fix shows as XPASS. Located (benchmarks/adaptive_max_error.py): a node 0.059 mm deep, p_h below
-    p, among bisected cells of quality 0.23-0.87 (median 0.47; gmsh's at its max 0.64) that the
-    indicator ranks low (1.3e-4 of it); the rim cells are as long as gmsh's (0.18 mm) but there
-    are twice as many, the surface facets are coarser (0.18 against 0.12 mm: volume deficit 2.1e-3
-    against 1.3e-3, whose mean shrink costs 0.36 of the 2.48 %), and every shell down to 0.8 mm
-    deep exceeds gmsh's 1.75 %. A geometry term for the curved Dirichlet surface and a max-norm
-    local estimate with it did not fix it (1.41x and 1.21x here, 1.47x and 1.37x at R = 1.5 mm)."""
+    and a uniform gmsh mesh is already well matched to it. Measured: 15,704 DOFs, max 1.740 % of
+    p_e against gmsh's 1.755 % (0.99x), met only since the bisected meshes are smoothed with the
+    surface vertices sliding on the sphere (criterion pre-registered in
+    benchmarks/adaptive_max_error.py, met at its second try): unsmoothed 2.48 % (1.41x), sitting
+    0.06 mm deep among flat bisected cells (median quality 0.63 against gmsh's 0.76; smoothed
+    0.67); interior smoothing alone gave 1.04x. The margin is small, and a 1.5 mm tumour alone
+    still has 1.10x gmsh's max error (benchmarks/results/adaptive_max_error.json)."""
     adaptive, gmsh = sphere_alone_errors["adaptive"], sphere_alone_errors["gmsh"]
     assert adaptive[1] <= gmsh[1], (adaptive, gmsh)
 
