@@ -34,7 +34,27 @@ runs' (pinn_release_weak.json) PDE terms are ~0.06 at step 100 and ~1e-2 at step
   early drift can be compared with the baseline's (earlier measured: n 0.75 at step 200).
 - If a causal run succeeds: the same run from a second start (6.4, 3.0), to show it is not luck.
 
-Outcome: (filled in after the runs)
+Outcome (benchmarks/results/pinn_release_causal.json; 2-core CPU shared with other jobs, one
+torch thread; every run made is listed): no success and no help.
+
+    run            pH_50   n       |pH_50-6.8| |n-2|   n @200  wall    load (1-min, before/after)
+    baseline       6.258   0.527   0.542       1.473   0.724   503 s   1.5 / 6.5
+    causal_paper   6.283   0.526   0.517       1.474   0.700   328 s   5.8 / 4.7
+    causal_eps10   6.660   0.505   0.140       1.495   0.552   291 s   5.9 / 5.6
+
+causal_paper sat at eps 0.1 until step ~600 and at eps 1 after (min w 0.84-0.93): barely causal,
+and its path is the baseline's. causal_eps10 was causal for real (w_16 ~ 0 until step 300, min w
+0.24 at 500, 0.81 at 2000; L-BFGS kept 0.81) and got pH_50 closer, but n fell faster than in the
+baseline (0.71 at step 100, 0.55 at 200) and ended at its lower bound 0.5. So the drift is not
+caused by late-time residuals: ``pull`` (post-hoc, not pre-registered) shows the only force on the
+unknowns is the PDE residual (the data terms' gradients w.r.t. pH_50 and n are exactly 0: the
+law enters through the equations only); at the start both plain PDE terms push pH_50 and n down
+(d/d raw +0.075, +0.047 for pde_lipo), and the causal eps-10 terms (all weight on the first slice,
+w_2 = 1.5e-7) pull ~1000x less, yet under Adam (a per-parameter normalised step, lr 1e-2 on the
+raw parameter) the unknowns move as fast whenever the sign of their gradient persists: down-weighting
+residuals does not slow them, only a different sign would. The early-time residuals of untrained
+networks pull n down at least as hard as the late ones. Not run: the second start (no success),
+causal weights in the weak form (not implemented).
 
 Run from the repository root (each run merges its entry into
 benchmarks/results/pinn_release_causal.json):
@@ -42,6 +62,7 @@ benchmarks/results/pinn_release_causal.json):
     .venv/bin/python benchmarks/pinn_release_causal.py causal_paper
     .venv/bin/python benchmarks/pinn_release_causal.py causal_eps10
     .venv/bin/python benchmarks/pinn_release_causal.py causal_eps10 6.4 3.0     # second start
+    .venv/bin/python benchmarks/pinn_release_causal.py pull     # post-hoc: the terms' pull at the start
 """
 
 from __future__ import annotations
@@ -91,6 +112,32 @@ def run(name: str, start: dict[str, float] | None = None) -> dict:
             "trajectory": [{k: h[k] for k in keep if k in h} for h in result.history]}
 
 
+def pull(slices: int = 16, epsilon: float = 10.0, points: int = 256) -> dict:
+    """Post-hoc diagnostic (not pre-registered): each loss term of the untrained example problem
+    (seed 0, ``points`` collocation points of seed 0) and its gradient w.r.t. the raw parameter of
+    each unknown (raw = logit of the value's position in its bounds, so the sign is that of
+    d/d value), with plain and with causal PDE terms (``slices``, ``epsilon``)."""
+    import torch
+    _, _, build = _setup()
+    out = {"points": points, "load": list(os.getloadavg())}
+    for label, (m, eps) in {"plain": (0, 0.0), f"causal_{slices}_eps{epsilon:g}": (slices, epsilon)}.items():
+        problem = build()
+        problem.use_causal_weights(m)
+        if m:
+            problem.causal_epsilon.fill_(eps)
+        terms = problem.loss_terms(problem.sample_collocation(points, torch.Generator().manual_seed(0)))
+        raws = {u.name: u.raw for u in problem.scalar_unknowns()}
+        entry = {}
+        for name, value in terms.items():
+            grads = torch.autograd.grad(value, list(raws.values()), retain_graph=True, allow_unused=True)
+            entry[name] = {"value": value.item()} | {f"d_d_raw_{n}": 0.0 if g is None else g.item()
+                                                     for n, g in zip(raws, grads)}
+        if m:
+            entry["causal_weights"] = problem.causal_weights.tolist()
+        out[label] = entry
+    return out
+
+
 def _merge(key: str, value) -> None:
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     data[key] = value
@@ -99,6 +146,9 @@ def _merge(key: str, value) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["pull"]:
+        _merge("pull_at_start", pull())
+        raise SystemExit(0)
     if len(sys.argv) not in (2, 4) or sys.argv[1] not in RUNS:
         raise SystemExit(f"usage: pinn_release_causal.py {{{','.join(RUNS)}}} [PH_50 N]")
     name = sys.argv[1]
