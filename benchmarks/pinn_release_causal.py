@@ -52,8 +52,9 @@ law enters through the equations only); at the start both plain PDE terms push p
 (d/d raw +0.075, +0.047 for pde_lipo), and the causal eps-10 terms (all weight on the first slice,
 w_2 = 1.5e-7) pull ~1000x less, yet under Adam (a per-parameter normalised step, lr 1e-2 on the
 raw parameter) the unknowns move as fast whenever the sign of their gradient persists: down-weighting
-residuals does not slow them, only a different sign would. The early-time residuals of untrained
-networks pull n down at least as hard as the late ones. Not run: the second start (no success),
+residuals does not slow them, only a different sign would. The first slice's residual alone
+already pushes n down (d/d raw +6e-6; pH_50 up, -7e-5), so n falls with or without the later
+slices. Not run: the second start (no success),
 causal weights in the weak form (not implemented).
 
 Run from the repository root (each run merges its entry into
