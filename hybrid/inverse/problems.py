@@ -188,8 +188,8 @@ class TransportProblem(InverseProblem):
     Residual form: strong (pointwise at the collocation points, by autograd) unless
     :meth:`use_weak_form` gave test functions: then the PDE terms are the mean squares of the weak
     residuals (:mod:`hybrid.inverse.weak`, network values only, fixed quadrature points; not with
-    a ``flow``), nondimensionalised the same way. The strong terms can be weighted causally in
-    time (:meth:`use_causal_weights`).
+    a ``flow``), nondimensionalised the same way. Either form's PDE terms can be weighted causally
+    in time (:meth:`use_causal_weights`).
 
     ``cell_drug``: a third state C_I [mol/m^3 of tissue], the drug taken up by cells,
     dC_I/dt = U(C_F) (loss term ``pde_cell``; C_I = 0 at t = 0 exactly), as in the FEM; "total_drug"
@@ -291,23 +291,20 @@ class TransportProblem(InverseProblem):
         """PDE terms from weak residuals against ``test_functions`` (None: the strong form)."""
         if test_functions is not None and self.flow is not None:
             raise ValueError("the weak residual form does not model advection yet: use the strong form with a flow")
-        if test_functions is not None and self.causal_slices:
-            raise ValueError("causal weights are for the strong form: call use_causal_weights(0) first")
         if test_functions is not None and test_functions.dim != self.geometry.dim:
             raise ValueError(f"test functions in {test_functions.dim}-D for a {self.geometry.dim}-D problem")
         self.test_functions = test_functions
 
     def use_causal_weights(self, slices: int) -> None:
-        """Causal weighting of the strong PDE terms (0: off, plain means): the collocation points,
-        ordered by t~, form ``slices`` equal-count slices (their number must be a multiple); each
-        term is (1/M) sum_i w_i L_i, L_i its mean square on slice i, w = :func:`causal_weights` of
-        the equations' summed slice losses with the buffer ``causal_epsilon`` [1] (0 until set).
-        The buffer ``causal_weights`` (M,) holds the last weights; with ``causal_frozen`` they are
+        """Causal weighting of the PDE terms (0: off, plain means): the residuals, ordered by t~
+        (of the collocation points, or of the centres of the test functions' boxes), form
+        ``slices`` equal-count slices (their number must be a multiple); each term is
+        (1/M) sum_i w_i L_i, L_i its mean square on slice i, w = :func:`causal_weights` of the
+        equations' summed slice losses with the buffer ``causal_epsilon`` [1] (0 until set). The
+        buffer ``causal_weights`` (M,) holds the last weights; with ``causal_frozen`` they are
         reused instead of recomputed (a fixed objective, e.g. for L-BFGS)."""
         if slices < 0:
             raise ValueError(f"causal slices must be >= 0 (0: off), got {slices}")
-        if slices and self.test_functions is not None:
-            raise ValueError("causal weights are for the strong form: call use_weak_form(None) first")
         for name in ("causal_epsilon", "causal_weights"):
             self._buffers.pop(name, None)
         self.causal_slices, self.causal_frozen = int(slices), False
@@ -395,12 +392,12 @@ class TransportProblem(InverseProblem):
         return self._residuals(points) if self.test_functions is None else self._weak_residuals()
 
     def _causal_pde_terms(self, residuals: tuple[torch.Tensor, ...], times: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Causally weighted strong PDE terms (:meth:`use_causal_weights`) of the residuals (n,)
-        at points of nondimensional times ``times`` (n,)."""
+        """Causally weighted PDE terms (:meth:`use_causal_weights`) of the residuals (n,) at
+        nondimensional times ``times`` (n,)."""
         slices = self.causal_slices
         if times.shape[0] % slices:
-            raise ValueError(f"{times.shape[0]} collocation points do not split into {slices} equal causal slices: "
-                             "use a multiple of the slice count")
+            raise ValueError(f"{times.shape[0]} residuals (collocation points or test functions) do not split into "
+                             f"{slices} equal causal slices: use a slice count that divides them")
         order = torch.argsort(times.detach())
         losses = torch.stack([(r[order] ** 2).reshape(slices, -1).mean(dim=1) for r in residuals])   # (terms, M)
         weights = self.causal_weights.clone() if self.causal_frozen else causal_weights(losses.sum(dim=0),
@@ -410,8 +407,10 @@ class TransportProblem(InverseProblem):
 
     def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
         residuals = self.pde_residuals(points)
-        if self.causal_slices:   # strong form only (use_weak_form refuses it)
-            terms = self._causal_pde_terms(residuals, points[:, -1])
+        if self.causal_slices:
+            test = self.test_functions
+            times = points[:, -1] if test is None else test.points[test.index, -1].mean(dim=1)   # weak: box centres
+            terms = self._causal_pde_terms(residuals, times)
         else:
             terms = {f"pde_{name}": (r**2).mean() for name, r in zip(("lipo", "free", "cell"), residuals)}
         if self.flow is not None:

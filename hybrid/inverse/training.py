@@ -39,9 +39,11 @@ residual-adaptive collocation, checkpoints and resume, a progress line, seeds an
   is missed with balance "all" (pH_50 moves 0.0225 weak against 0.0197 strong) and met with
   balance "residuals"; nor does the weak form by itself recover the law from a distant start
   (weak.py).
-- **Causal weights** (Wang, Sankaran & Perdikaris, CMAME 2024; ``causal_slices`` > 0, strong form,
-  problems with a ``use_causal_weights`` method): the strong PDE terms weight the collocation
-  points' time slices by w_i = exp(-eps sum_{k<i} L_k) (:meth:`TransportProblem.use_causal_weights
+- **Causal weights** (Wang, Sankaran & Perdikaris, CMAME 2024; ``causal_slices`` > 0, problems
+  with a ``use_causal_weights`` method): the PDE terms weight time slices of the collocation
+  points (strong form; ``causal_slices`` divides ``collocation_points``) or of the test
+  functions (weak form; it divides their ``weak_time_cells - 1`` rows in time) by
+  w_i = exp(-eps sum_{k<i} L_k) (:meth:`TransportProblem.use_causal_weights
   <hybrid.inverse.problems.TransportProblem.use_causal_weights>`), so later times are fitted (and
   pull the unknowns) only once earlier ones are. eps runs through ``causal_epsilon``: it moves to
   the next value after an Adam step whose min_i w_i exceeds ``_CAUSAL_ADVANCE`` (the paper's rule);
@@ -105,7 +107,7 @@ class TrainingConfig:
     weak_cells: int = 12                   # weak form: cells per space axis over [-1, 1] (x / length scale)
     weak_time_cells: int = 12              # weak form: cells over [0, end_time]
     weak_gauss: int = 3                    # weak form: Gauss-Legendre points per cell and axis
-    causal_slices: int = 0                 # causal weights: time slices of the collocation points (0: off)
+    causal_slices: int = 0                 # causal weights: time slices of the PDE residuals (0: off)
     causal_epsilon: tuple[float, ...] = (1e-2, 1e-1, 1.0, 10.0, 100.0)   # eps schedule [1] (the paper's)
 
     def __post_init__(self):
@@ -121,11 +123,10 @@ class TrainingConfig:
                              f"{self.unknowns_from_step}")
         if self.residual_form not in ("strong", "weak"):
             raise ValueError(f"residual_form must be 'strong' or 'weak', got {self.residual_form!r}")
-        if self.causal_slices < 0 or (self.causal_slices and self.collocation_points % self.causal_slices):
-            raise ValueError(f"causal_slices must be 0 (off) or divide collocation_points ({self.collocation_points}), "
-                             f"got {self.causal_slices}")
-        if self.causal_slices and self.residual_form != "strong":
-            raise ValueError("causal_slices weights the strong form's residuals: set residual_form='strong' or causal_slices=0")
+        what, count = (("collocation_points", self.collocation_points) if self.residual_form == "strong" else
+                       ("weak_time_cells - 1 (the test functions' rows in time)", self.weak_time_cells - 1))
+        if self.causal_slices < 0 or (self.causal_slices and count % self.causal_slices):
+            raise ValueError(f"causal_slices must be 0 (off) or divide {what} ({count}), got {self.causal_slices}")
         if not self.causal_epsilon or not all(0 <= v < math.inf for v in self.causal_epsilon):
             raise ValueError(f"causal_epsilon must be a non-empty list of finite values >= 0, got {self.causal_epsilon}")
         if self.threads is not None and self.threads < 1:

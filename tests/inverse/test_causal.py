@@ -118,7 +118,7 @@ def test_trainer_schedule_advances_when_every_weight_is_near_one_and_lbfgs_keeps
 @pytest.mark.parametrize("settings, message", [
     (dict(causal_slices=5, collocation_points=16), "divide collocation_points"),
     (dict(causal_slices=-1), "causal_slices must be 0"),
-    (dict(causal_slices=4, residual_form="weak"), "strong form"),
+    (dict(causal_slices=4, residual_form="weak", weak_time_cells=12), "weak_time_cells - 1"),
     (dict(causal_epsilon=()), "causal_epsilon"),
     (dict(causal_epsilon=(1.0, -1.0)), "causal_epsilon"),
     (dict(causal_epsilon=(math.inf,)), "causal_epsilon"),
@@ -137,5 +137,27 @@ def test_problems_without_causal_weights_or_with_uneven_slices_are_refused():
     problem.use_causal_weights(5)
     with pytest.raises(ValueError, match="equal causal slices"):
         problem.loss_terms(_points(24))
-    with pytest.raises(ValueError, match="strong form"):
-        problem.use_weak_form(SpaceTimeTestFunctions(problem.geometry, cells=4, time_cells=4))
+
+
+def test_weak_form_slices_are_the_test_functions_rows_in_time():
+    """Weak form: one slice per row of test functions in time (time_cells - 1 rows of equal size),
+    ordered by the time of their boxes; the Trainer accepts a slice count dividing the rows."""
+    problem = _problem()
+    problem.use_weak_form(SpaceTimeTestFunctions(problem.geometry, cells=8, time_cells=5))
+    test = problem.test_functions
+    rows = torch.floor(test.points[test.index, -1].min(dim=1).values * 5)   # row r: boxes on cells r, r + 1 in time
+    assert torch.bincount(rows.long()).tolist() == [len(test) // 4] * 4
+    residuals = [r.detach() for r in problem.pde_residuals(None)]
+    row_losses = torch.stack([torch.stack([(r[rows == k] ** 2).mean() for k in range(4)]) for r in residuals])
+    eps = 1.0 / row_losses.sum().item()
+    weights = causal_weights(row_losses.sum(dim=0), eps)
+    problem.use_causal_weights(4)
+    problem.causal_epsilon.fill_(eps)
+    terms = problem.loss_terms(None)
+    assert 0.3 < weights.min() < 0.9
+    for name, losses in zip(("pde_lipo", "pde_free", "pde_cell"), row_losses):
+        assert terms[name].item() == pytest.approx((weights * losses).mean().item(), rel=1e-12)
+    config = TrainingConfig(adam_steps=2, collocation_points=8, residual_form="weak", weak_cells=8, weak_time_cells=5,
+                            causal_slices=2, causal_epsilon=(eps,), progress_every=1, dtype="float64")
+    history = Trainer(_problem(), config).run().history
+    assert len(history[-1]["causal_weights"]) == 2 and history[-1]["causal_weights"][0] == 1.0
