@@ -34,6 +34,13 @@ runs' (pinn_release_weak.json) PDE terms are ~0.06 at step 100 and ~1e-2 at step
   early drift can be compared with the baseline's (earlier measured: n 0.75 at step 200).
 - If a causal run succeeds: the same run from a second start (6.4, 3.0), to show it is not luck.
 
+Pre-registration, weak form (written after the strong runs below, before its run): the causal
+weights extended to the weak form (slices = the 11 rows of test functions in time of 12 time
+cells). One run, ``weak_causal_eps10``: weak form, 12 cells, M = 11, fixed eps = 10, otherwise
+the settings above. Its baseline is pinn_release_weak.json's ``invert_weak_2000_300_12`` (weak,
+balance "all", same seed and code path: (6.620, 0.554)), not re-run (1210 s). Success as above;
+"helps" if both |pH_50 - 6.8| and |n - 2| are smaller than that baseline's.
+
 Outcome (benchmarks/results/pinn_release_causal.json; 2-core CPU shared with other jobs, one
 torch thread; every run made is listed): no success and no help.
 
@@ -63,6 +70,7 @@ benchmarks/results/pinn_release_causal.json):
     .venv/bin/python benchmarks/pinn_release_causal.py causal_paper
     .venv/bin/python benchmarks/pinn_release_causal.py causal_eps10
     .venv/bin/python benchmarks/pinn_release_causal.py causal_eps10 6.4 3.0     # second start
+    .venv/bin/python benchmarks/pinn_release_causal.py weak_causal_eps10
     .venv/bin/python benchmarks/pinn_release_causal.py pull     # post-hoc: the terms' pull at the start
 """
 
@@ -79,7 +87,9 @@ from pinn_release_weak import _setup
 RESULTS = ROOT / "benchmarks" / "results" / "pinn_release_causal.json"
 RUNS = {"baseline": {},
         "causal_paper": {"causal_slices": 16, "causal_epsilon": (1e-2, 1e-1, 1.0, 10.0, 100.0)},
-        "causal_eps10": {"causal_slices": 16, "causal_epsilon": (10.0,)}}
+        "causal_eps10": {"causal_slices": 16, "causal_epsilon": (10.0,)},
+        "weak_causal_eps10": {"residual_form": "weak", "weak_cells": 12, "weak_time_cells": 12, "causal_slices": 11,
+                              "causal_epsilon": (10.0,)}}
 COMMON = {"adam_steps": 2000, "lbfgs_steps": 300, "residual_form": "strong", "balance": "all",
           "progress_every": 100, "threads": 1}
 
