@@ -58,7 +58,7 @@ Result (1 rank, load 5.6-5.3): met, narrowly. ``smoothed_sliding_each_step`` 0.9
 ``sphere_2mm`` (1.740 % against 1.755 %, now 0.5 mm deep), 0.84x and 0.46x in the hosts, L2 0.75x,
 0.55x, 0.57x; median tet quality 0.668, smallest 0.285. Not in the criterion: ``sphere_1.5mm``
 1.10x (1.31 % against 1.19 %). It became ``hybrid.forward.adaptive``'s default
-(``bisect_and_smooth``); the other variants name ``refine=bisect_cells`` (unsmoothed) explicitly.
+(``smooth_refined``); the other variants name ``smooth=None`` (unsmoothed) or their own smoothing.
 
     python benchmarks/adaptive_max_error.py [--output benchmarks/results/adaptive_max_error.json]
 
@@ -91,7 +91,7 @@ from hybrid.forward import solve_ifp
 from hybrid.forward.adaptive import SMOOTHING_SWEEPS, adapt_to_budget
 from hybrid.forward.error_indicator import cellwise_values, residual_indicator
 from hybrid.mesh import tumour_mesh
-from hybrid.mesh.refine import _refine_once, bisect_cells, curved_surfaces
+from hybrid.mesh.refine import _refine_once, curved_surfaces
 from hybrid.mesh.smooth import smooth_vertices
 from hybrid.problems.ifp import closed_form_pressure
 
@@ -174,17 +174,16 @@ def adapted(comm, variant: str, radius: float, host: float, dof_budget: int):
     """The 0.8 mm gmsh sphere refined adaptively up to ``dof_budget`` by ``variant`` (module docstring)."""
     coarse = tumour_mesh(comm, "sphere", radius, host, COARSE)
     if variant in INDICATORS:
-        return adapt_to_budget(coarse, solver(host), dof_budget, indicator(variant, radius + host), refine=bisect_cells)
+        return adapt_to_budget(coarse, solver(host), dof_budget, indicator(variant, radius + host), smooth=None)
     if variant == "doerfler_0.3":
-        return adapt_to_budget(coarse, solver(host), dof_budget, doerfler_fraction=0.3, refine=bisect_cells)
+        return adapt_to_budget(coarse, solver(host), dof_budget, doerfler_fraction=0.3, smooth=None)
     if variant == "all_edges":
-        return adapt_to_budget(coarse, solver(host), dof_budget, refine=all_edges)
+        return adapt_to_budget(coarse, solver(host), dof_budget, refine=all_edges, smooth=None)
     if variant == "smoothed_each_step":
-        return adapt_to_budget(coarse, solver(host), dof_budget,
-                               refine=lambda domain, cells: smoothed(bisect_cells(domain, cells)))
+        return adapt_to_budget(coarse, solver(host), dof_budget, smooth=smoothed)
     if variant == "smoothed_sliding_each_step":   # the library's default since it met the criterion
         return adapt_to_budget(coarse, solver(host), dof_budget)
-    return smoothed(adapt_to_budget(coarse, solver(host), dof_budget, refine=bisect_cells))   # smoothed_at_end
+    return smoothed(adapt_to_budget(coarse, solver(host), dof_budget, smooth=None))   # smoothed_at_end
 
 
 def quality_summary(comm, domain) -> dict:
@@ -283,7 +282,7 @@ def main() -> None:
         gmsh = tumour_mesh(comm, "sphere", radius, host, size)
         if host == 0 and comm.size == 1 and "residual" in variants:
             adaptive = adapt_to_budget(tumour_mesh(comm, "sphere", radius, 0.0, COARSE), solver(0.0), dofs(gmsh),
-                                       refine=bisect_cells)
+                                       smooth=None)
             report["locate"][name] = {"gmsh": located(gmsh, radius), "adaptive": located(adaptive, radius)}
             gmsh = tumour_mesh(comm, "sphere", radius, host, size)   # located() scaled it
         reference = errors(comm, gmsh, radius, host)

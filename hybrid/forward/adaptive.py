@@ -5,7 +5,7 @@ Each step solves the IFP on the current mesh, computes the residual indicator of
 :data:`DOERFLER_FRACTION` of the estimate (Doerfler marking, global threshold), bisects the
 longest edge of each marked cell, in parallel (:func:`hybrid.mesh.refine.bisect_cells`: every rank
 refines what it owns, Plaza closure, tags carried, curved boundaries snapped), and smooths the
-result (:func:`bisect_and_smooth`: :data:`SMOOTHING_SWEEPS` quality-guarded Laplacian sweeps,
+result (:func:`smooth_refined`: :data:`SMOOTHING_SWEEPS` quality-guarded Laplacian sweeps,
 :func:`hybrid.mesh.smooth.smooth_vertices`, the vertices of the tumour surface and the outer
 boundary sliding on their spheres). It stops at the last mesh within ``dof_budget``: when the next
 Doerfler step would exceed it, only the cells with the largest indicators that fit are refined.
@@ -35,7 +35,7 @@ from hybrid.mesh import TumourMesh
 from hybrid.mesh.refine import bisect_cells, curved_surfaces
 from hybrid.mesh.smooth import smooth_vertices
 
-__all__ = ["adapt_to_budget", "bisect_and_smooth", "DOERFLER_FRACTION", "SMOOTHING_SWEEPS"]
+__all__ = ["adapt_to_budget", "smooth_refined", "DOERFLER_FRACTION", "SMOOTHING_SWEEPS"]
 
 DOERFLER_FRACTION = 0.5
 """Share of the squared estimate whose cells each step refines (0.3 gave 1.29x, 0.87x, 0.60x
@@ -70,23 +70,23 @@ def _fit(domain: TumourMesh, eta2, count: int, refined_dofs: int, dof_budget: in
     return None, None
 
 
-def bisect_and_smooth(domain: TumourMesh, cells) -> TumourMesh:
-    """The refinement of one adaptive step: :func:`bisect_cells` on the local ``cells``, then
-    :data:`SMOOTHING_SWEEPS` guarded sweeps with the curved surfaces' vertices sliding on them."""
-    refined = bisect_cells(domain, cells)
-    smooth_vertices(refined.mesh, refined.facet_tags, SMOOTHING_SWEEPS, curved_surfaces(refined))
-    return refined
+def smooth_refined(domain: TumourMesh) -> None:
+    """The smoothing of each refined mesh kept: :data:`SMOOTHING_SWEEPS` guarded sweeps, the curved
+    surfaces' vertices sliding on them (in place)."""
+    smooth_vertices(domain.mesh, domain.facet_tags, SMOOTHING_SWEEPS, curved_surfaces(domain))
 
 
 def adapt_to_budget(domain: TumourMesh, solve: Callable, dof_budget: int,
                     indicator: Callable = residual_indicator, *, doerfler_fraction: float = DOERFLER_FRACTION,
-                    refine: Callable = bisect_and_smooth) -> TumourMesh:
+                    refine: Callable = bisect_cells, smooth: Callable | None = smooth_refined) -> TumourMesh:
     """``domain`` refined adaptively (see the module docstring) until its P1 DOFs would exceed
     ``dof_budget``. ``solve(domain)`` returns the P1 ``IFPSolution`` on a mesh (collective);
     ``indicator(solution)`` the non-negative value per owned cell that the marking ranks (default
     :func:`residual_indicator`'s ``eta_T^2``), ``doerfler_fraction`` the share of its sum marked per
     step, ``refine(domain, cells)`` the refinement of the marked local cells (default
-    :func:`bisect_and_smooth`); benchmarks/adaptive_max_error.py measures other choices.
+    :func:`bisect_cells`), ``smooth(domain)`` what is done in place to each refined mesh kept
+    (default :func:`smooth_refined`; None: nothing); benchmarks/adaptive_max_error.py measures
+    other choices.
 
     ``geometry`` of the result adds ``adaptive_dofs`` (the budget), ``adaptive_steps`` (refinements
     made) and ``adaptive_history``, one entry per solved mesh: its DOFs, the estimate
@@ -113,6 +113,8 @@ def adapt_to_budget(domain: TumourMesh, solve: Callable, dof_budget: int,
         history.append({"dofs": _dofs(domain), "estimate": comm.allreduce(float(eta2.sum()), op=MPI.SUM) ** 0.5,
                         "marked_cells": comm.allreduce(len(marked), op=MPI.SUM) if refined is not None else 0})
         if refined is not None:
+            if smooth is not None:
+                smooth(refined)
             domain, steps = refined, steps + 1
     geometry = {**domain.geometry, "adaptive_dofs": dof_budget, "adaptive_steps": steps, "adaptive_history": history}
     timings = {**domain.timings, "adaptive_s": time.perf_counter() - start}

@@ -143,14 +143,17 @@ def smooth_vertices(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags, 
     start = x.copy()
     orientation = np.sign(cell_quality(x[cell_vertices]))
 
-    def worst_around(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        quality = orientation * cell_quality(positions[cell_vertices])
+    def quality_of(positions: np.ndarray, cells=slice(None)) -> np.ndarray:
+        return orientation[cells] * cell_quality(positions[cell_vertices[cells]])
+
+    def worst_around(quality: np.ndarray) -> np.ndarray:
         worst = np.full(vertices.size, np.inf)
         np.minimum.at(worst, cell_vertices.ravel(), np.repeat(quality, tdim + 1))
-        return vertices.minimum(worst), quality
+        return vertices.minimum(worst)
 
     smallest = lambda quality: comm.allreduce(float(quality.min(initial=np.inf)), op=MPI.MIN)
-    before = smallest(worst_around(x)[1])
+    quality = quality_of(x)
+    before = smallest(quality)
     moved_vertices = 0
     for _ in range(sweeps):
         target = _neighbour_mean(vertices, x, edges)
@@ -160,19 +163,22 @@ def smooth_vertices(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags, 
                 centre, radius = surfaces[tag]
                 offset = on_sphere[mask] - centre[:gdim]
                 target[mask] = centre[:gdim] + offset * (radius / np.linalg.norm(offset, axis=1))[:, None]
-        worst_old, _ = worst_around(x)
+        worst_old = worst_around(quality)
         move = free | sum(slides.values(), np.zeros(vertices.size, dtype=bool))
+        trial = np.where(move[:, None], target, x)
+        quality = quality_of(trial)
         while True:
-            trial = np.where(move[:, None], target, x)
-            worst_new, _ = worst_around(trial)
-            rejected = move & (worst_new < worst_old)
+            rejected = move & (worst_around(quality) < worst_old)
             if not comm.allreduce(bool(rejected.any()), op=MPI.LOR):
                 break
             move &= ~rejected
+            trial[rejected] = x[rejected]
+            changed = np.flatnonzero(rejected[cell_vertices].any(axis=1))   # only their cells change
+            quality[changed] = quality_of(trial, changed)
         x = trial
         moved_vertices = comm.allreduce(int(move[: vertices.index_map.size_local].sum()), op=MPI.SUM)
     mesh.geometry.x[node, :gdim] = x
     distance = np.linalg.norm(x - start, axis=1).max(initial=0.0)
-    return {"min_quality_before": before, "min_quality_after": smallest(worst_around(x)[1]),
+    return {"min_quality_before": before, "min_quality_after": smallest(quality),
             "moved_vertices_last_sweep": moved_vertices,
             "max_move_m": comm.allreduce(float(distance), op=MPI.MAX)}

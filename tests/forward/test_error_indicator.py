@@ -98,6 +98,23 @@ def test_adaptive_refinement_fills_the_budget_the_same_on_every_partition():
     assert [step["dofs"] for step in alone.geometry["adaptive_history"]] == [step["dofs"] for step in history]
 
 
+def test_adaptive_meshes_are_smoothed_unless_asked_not_to():
+    """The default smooths every refined mesh (guarded, surfaces sliding): its median cell shape is
+    better than plain bisection's (``smooth=None``) from the same mesh and budget (measured 0.669
+    against 0.626). The worst is not compared: the two runs bisect different cells (0.238, 0.239)."""
+    from hybrid.mesh.smooth import cell_quality
+
+    def qualities(domain) -> tuple[float, float]:
+        mesh = domain.mesh
+        nodes = np.asarray(mesh.geometry.dofmaps[0])[: mesh.topology.index_map(3).size_local]
+        quality = np.abs(np.concatenate(COMM.allgather(cell_quality(mesh.geometry.x[nodes]))))
+        return quality.min(), np.median(quality)
+
+    smoothed = qualities(adapt_to_budget(tumour_mesh(COMM, "sphere", R, 0.0, 8e-4), _solve, 3000))
+    plain = qualities(adapt_to_budget(tumour_mesh(COMM, "sphere", R, 0.0, 8e-4), _solve, 3000, smooth=None))
+    assert smoothed[1] > plain[1] + 0.02 and smoothed[0] > 0, (smoothed, plain)
+
+
 def test_a_budget_below_the_initial_mesh_is_refused():
     with pytest.raises(ValueError, match="adaptive_dofs = 100 is below the .* DOFs of the initial mesh"):
         adapt_to_budget(tumour_mesh(COMM, "sphere", R, H, 8e-4), _solve, 100)
