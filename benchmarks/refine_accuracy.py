@@ -17,7 +17,8 @@ each built by ``hybrid.mesh.geometry.build_mesh`` from a ``GeometryConfig`` (rim
   other size (``GeometryConfig.resolved``), i.e. what a configuration naming only those two gives;
 - ``adaptive``: gmsh at ``mesh_size = H`` everywhere, then refined adaptively up to
   ``adaptive_dofs = B`` P1 DOFs (``hybrid.forward.adaptive``: residual indicator, Doerfler
-  marking, longest-edge bisection in parallel); its ``mesh_s`` includes the solves of the steps.
+  marking, longest-edge bisection in parallel, guarded smoothing); its ``mesh_s`` includes the
+  solves of the steps.
 
 Cases: ``disc`` and ``disc_host`` (R = 2 mm, alone and in a 1 mm host), ``sphere`` (R = 2 mm, alone),
 ``sphere_host`` (R = 2 mm in a 1 mm host: the case the adaptive strategy was chosen on) and
@@ -36,8 +37,9 @@ their range per family and error and whether every one meets it. Tet quality:
 
     python benchmarks/refine_accuracy.py [--cases disc,disc_host,sphere,sphere_host,sphere_host_thick] [--output ...json]
 
-Writes the JSON (the cases run replace theirs in an existing file, the others are kept; each case
-says its ranks and the load average after it) and, with
+Writes the JSON (the cases run replace theirs in an existing file, the others are kept; with
+``--families``, only those families of a case are run and replaced; each case says its ranks and the
+load average after its last run) and, with
 matplotlib, a PNG beside it. Runs under mpirun too.
 """
 
@@ -281,6 +283,8 @@ def figure(report: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--families", default=None, help="only these families (comma-separated); the others "
+                        "are kept from the existing JSON")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/refine_accuracy.json"))
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
@@ -289,8 +293,11 @@ def main() -> None:
               "units": {"lengths": "m", "errors": "fraction"}, "cases": previous.get("cases", {})}
     for case in args.cases.split(","):
         shape, radius, host, plan = CASES[case]
-        families = {}
-        for family, sizes in plan.items():
+        families = report["cases"].get(case, {}).get("families", {}) if args.families else {}
+        run = set(args.families.split(",")) if args.families else set(plan)
+        for family in run:
+            families.pop(family, None)
+        for family, sizes in ((f, sizes) for f, sizes in plan.items() if f in run):
             for size in sizes:
                 row = measure(comm, geometry_for(family, shape, radius, host, size), host,
                               snap=family != "rim_refined_unsnapped")
