@@ -4,9 +4,13 @@ A sweep moves every free vertex (on no boundary facet and no tagged facet, so th
 their boundaries) to the mean of its edge neighbours, and, where asked, every vertex of a tagged
 circle or sphere (tumour surface, outer boundary) to the mean of its neighbours on that surface,
 put back onto it; all at once. It then takes back the moves that lower the worst quality of the
-cells around a moved vertex, round after round until every move kept passes. Quality is signed (negative for a cell turned
-inside out), so no cell is inverted and the worst quality of the mesh never falls. Quality:
-``4 sqrt(3) A / sum l^2`` (triangles) and ``6 sqrt(2) V / l_rms^3`` (tetrahedra), 1 when regular.
+cells around a moved vertex, round after round until every move kept passes. Quality is signed
+(negative for a cell turned inside out), so no cell is inverted and the worst quality of the mesh
+never falls. Quality: ``4 sqrt(3) A / sum l^2`` (triangles) and ``6 sqrt(2) V / l_rms^3``
+(tetrahedra), 1 when regular. Used after each step of adaptive refinement
+(``hybrid.forward.adaptive``): there 3 sweeps with sliding surfaces raise the median tet quality
+of a bisected 2 mm tumour at 15.7k DOFs from 0.63 to 0.67 (gmsh's 0.76) and its smallest from
+0.23 to 0.29 (benchmarks/results/adaptive_max_error.json).
 
 MPI: the neighbour sums of a vertex are accumulated on DOLFINx's vertex index map (every edge
 counted once, by the rank that owns it; reverse scatter with add, then forward) and the worst
@@ -34,7 +38,8 @@ def cell_quality(points: np.ndarray) -> np.ndarray:
     0 for a flat one, negative for a negative orientation."""
     dim = points.shape[2]
     edges = points[:, 1:] - points[:, :1]
-    lengths2 = sum(((points[:, j] - points[:, i]) ** 2).sum(axis=1) for i in range(dim + 1) for j in range(i + 1, dim + 1))
+    lengths2 = sum(((points[:, j] - points[:, i]) ** 2).sum(axis=1)
+                   for i in range(dim + 1) for j in range(i + 1, dim + 1))
     measure = np.linalg.det(edges) / math.factorial(dim)
     if dim == 2:
         return 4 * math.sqrt(3) * measure / lengths2
