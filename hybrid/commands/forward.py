@@ -99,7 +99,8 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
     if geometry.adaptive_dofs:
         from hybrid.forward.adaptive import adapt_to_budget
 
-        log(f"refining adaptively (P1 residual indicator, Doerfler marking, longest-edge bisection, guarded smoothing) to {geometry.adaptive_dofs} P1 DOFs")
+        log("refining adaptively (P1 residual indicator, Doerfler marking, longest-edge bisection, guarded "
+            f"smoothing) to {geometry.adaptive_dofs} P1 DOFs")
         domain = everywhere(comm, lambda: adapt_to_budget(
             domain, lambda mesh: _solve(config, mesh, image_fields(mesh)[0], degree=1), geometry.adaptive_dofs))
         stages["adaptive_s"] = domain.timings["adaptive_s"]
