@@ -48,6 +48,8 @@ torch thread; every run made is listed): no success and no help.
     baseline       6.258   0.527   0.542       1.473   0.724   503 s   1.5 / 6.5
     causal_paper   6.283   0.526   0.517       1.474   0.700   328 s   5.8 / 4.7
     causal_eps10   6.660   0.505   0.140       1.495   0.552   291 s   5.9 / 5.6
+    weak baseline  6.620   0.554   0.180       1.446   0.753   1210 s  4.6 / 3.1  (pinn_release_weak.json)
+    weak_causal_eps10 6.651 0.517  0.149       1.483   0.556   1039 s  3.6 / 1.5
 
 causal_paper sat at eps 0.1 until step ~600 and at eps 1 after (min w 0.84-0.93): barely causal,
 and its path is the baseline's. causal_eps10 was causal for real (w_16 ~ 0 until step 300, min w
@@ -61,8 +63,10 @@ w_2 = 1.5e-7) pull ~1000x less, yet under Adam (a per-parameter normalised step,
 raw parameter) the unknowns move as fast whenever the sign of their gradient persists: down-weighting
 residuals does not slow them, only a different sign would. The first slice's residual alone
 already pushes n down (d/d raw +6e-6; pH_50 up, -7e-5), so n falls with or without the later
-slices. Not run: the second start (no success),
-causal weights in the weak form (not implemented).
+slices. The weak form behaves the same: with causal weights (M = 11, eps 10; w ~ 0 past the first
+rows until step ~150, min w 0.83 at 500, 0.975 from 2000) n fell to 0.66 by step 100 and 0.556
+by 200 (weak baseline 0.81 / 0.75) and pH_50 ended closer: no help. Not run: the second start
+(no success).
 
 Run from the repository root (each run merges its entry into
 benchmarks/results/pinn_release_causal.json):
