@@ -63,8 +63,8 @@ w_2 = 1.5e-7) pull ~1000x less, yet under Adam (a per-parameter normalised step,
 raw parameter) the unknowns move as fast whenever the sign of their gradient persists: down-weighting
 residuals does not slow them, only a different sign would. The first slice's residual alone
 already pushes n down (d/d raw +6e-6; pH_50 up, -7e-5), so n falls with or without the later
-slices. The weak form behaves the same: with causal weights (M = 11, eps 10; w ~ 0 past the first
-rows until step ~150, min w 0.83 at 500, 0.975 from 2000) n fell to 0.66 by step 100 and 0.556
+slices. The weak form behaves the same: with causal weights (M = 11, eps 10; min w 0.000 at step
+100, 0.14 at 200, 0.83 at 500, 0.975 from 2000) n fell to 0.66 by step 100 and 0.556
 by 200 (weak baseline 0.81 / 0.75) and pH_50 ended closer: no help. Not run: the second start
 (no success).
 
