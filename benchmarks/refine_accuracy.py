@@ -67,6 +67,7 @@ from hybrid.forward.sampling import nodal_samples
 from hybrid.mesh import tumour_mesh
 from hybrid.mesh.geometry import build_mesh
 from hybrid.mesh.refine import refine_near_surface
+from hybrid.mesh.smooth import cell_quality
 from hybrid.problems.ifp import OuterBoundary, TissueProperties, closed_form_pressure
 
 TUMOUR, HOST, BOUNDARY = TissueProperties.defaults("tumour"), TissueProperties.defaults("host"), OuterBoundary()
@@ -132,11 +133,7 @@ def tet_quality(mesh) -> np.ndarray:
     if mesh.topology.dim != 3:
         return np.empty(0)
     nodes = np.asarray(mesh.geometry.dofmaps[0])[: mesh.topology.index_map(3).size_local]
-    p = mesh.geometry.x[nodes]
-    edges = [p[:, j] - p[:, i] for i in range(4) for j in range(i + 1, 4)]
-    volume = np.abs(np.einsum("ij,ij->i", edges[0], np.cross(edges[1], edges[2]))) / 6
-    l_rms = np.sqrt(sum((e ** 2).sum(axis=1) for e in edges) / 6)
-    return 6 * math.sqrt(2) * volume / l_rms ** 3
+    return np.abs(cell_quality(mesh.geometry.x[nodes]))
 
 
 def unsnapped_mesh(comm, geometry: GeometryConfig):

@@ -434,7 +434,7 @@ def _pressure(invert, source: Path, fem, problems: list, record, comm, log) -> d
 
 
 def _held_out_series(invert, source: Path, quantities: list[str], comm) -> dict:
-    """The 4-D series the held-out frames are taken from, each read once (on one rank, shared):
+    """The 4-D series the held-out frames are taken from, each read once per run (by every rank):
     quantity -> {"pinn": the invert run's map series in ``source``, "truth": the noise-free
     ``truth/QUANTITY.nii.gz`` beside the invert run's ``[data] truth``, or None without one}."""
     from hybrid.collective import everywhere

@@ -18,8 +18,8 @@ in a 1.5 mm host 0.46x (0.47x), L2 0.55-0.75x; but a 1.5 mm tumour alone, not in
 1.10x (1.40x unsmoothed). The smoothing met the criterion pre-registered there at its second try
 (interior vertices only: 1.04x for the 2 mm tumour alone), narrowly: 1, 2 or 5 sweeps instead of
 3 give 1.03-1.12x for the 2 mm tumour alone (``sliding_sweeps_N`` there). Why bisection of the longest edge and
-not the 8 Plaza children of every marked cell: marking all edges grows the DOFs 4-5x per step
-against 1.4-1.8x and gives 1.4-1.9x gmsh's max error (``all_edges`` there, with the DOFs of every
+not the 8 Plaza children of every marked cell: marking all edges grows the DOFs 3-5x per step
+against 1.4-1.8x and gives 1.4-2.3x gmsh's max error (``all_edges`` there, with the DOFs of every
 step).
 """
 

@@ -50,8 +50,8 @@ residual-adaptive collocation, checkpoints and resume, a progress line, seeds an
   L-BFGS keeps the last Adam weights (a fixed objective). Off (0) changes nothing. On the
   pH-release twin (benchmarks/pinn_release_causal.py, 16 slices) it does not recover the law from
   (7.2, 1.0): (6.28, 0.53) with the paper's schedule, (6.66, 0.50) with eps 10, against (6.26, 0.53)
-  without (weak form, eps 10: (6.65, 0.52) against (6.62, 0.55)); n falls as fast or faster: Adam's normalised steps move the unknowns as fast under
-  small causal weights, and the first time slice's residual alone already pushes n down.
+  without (weak form, eps 10: (6.65, 0.52) against (6.62, 0.55)); n falls as fast or faster: Adam's
+  normalised steps move the unknowns as fast under small causal weights, and the first time slice's residual alone already pushes n down.
 - **Checkpoints**: every ``checkpoint_every`` steps (and at the end) the full state (parameters,
   optimiser, weights, collocation points, random generator, history) goes to ``checkpoint``;
   :meth:`Trainer.resume` continues from it and reproduces the uninterrupted run.

@@ -40,7 +40,8 @@ gmsh mesh to the DOFs of uniform gmsh meshes (benchmarks/results/refine_accuracy
 ``adaptive``; max / L2 over gmsh's): 2 mm sphere in a 1 mm host (the case the bisection was
 chosen on) 0.48-0.84x / 0.55-0.64x, 1.5 mm in a 1.5 mm host 0.46-0.86x / 0.57-0.58x, 2 mm
 sphere alone 0.90-1.00x / 0.74-0.80x at 8k-48k DOFs. The tumour alone is met narrowly and only
-with the smoothing: unsmoothed bisection gave 1.17-1.43x there (the max 0.06-0.07 mm deep among
+with the smoothing: unsmoothed bisection gave 1.41x there at 15.7k DOFs (``residual`` in
+benchmarks/results/adaptive_max_error.json; the max 0.06-0.07 mm deep among
 bisected cells of median quality 0.44-0.47, surface edges 0.15-0.18 against gmsh's 0.10-0.12 mm:
 ``locate`` in benchmarks/results/adaptive_max_error.json), smoothing of interior vertices only
 1.04x, 1, 2 or 5 sweeps instead of 3 give 1.03-1.12x, and a 1.5 mm sphere alone is still 1.10x

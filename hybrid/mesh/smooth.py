@@ -106,8 +106,8 @@ def smooth_vertices(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags, 
     ``surfaces`` (tag -> centre [m], radius [m] of its circle/sphere, as
     :func:`hybrid.mesh.refine.curved_surfaces`) and on no other boundary or tagged facet: they
     move to the mean of their neighbours on that surface, put back radially onto it. Returns, over
-    all ranks, the cells' minimum quality before and after, the vertices moved in the last sweep
-    and the largest distance [m] any vertex moved."""
+    all ranks, the cells' minimum quality before and after and the largest distance [m] any
+    vertex moved."""
     if sweeps < 0:
         raise ValueError(f"smoothing sweeps must be >= 0, got {sweeps}")
     tdim, gdim = mesh.topology.dim, mesh.geometry.dim
@@ -159,7 +159,6 @@ def smooth_vertices(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags, 
     smallest = lambda quality: comm.allreduce(float(quality.min(initial=np.inf)), op=MPI.MIN)
     quality = quality_of(x)
     before = smallest(quality)
-    moved_vertices = 0
     for _ in range(sweeps):
         target = _neighbour_mean(vertices, x, edges)
         if slides:
@@ -181,9 +180,7 @@ def smooth_vertices(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags, 
             changed = np.flatnonzero(rejected[cell_vertices].any(axis=1))   # only their cells change
             quality[changed] = quality_of(trial, changed)
         x = trial
-        moved_vertices = comm.allreduce(int(move[: vertices.index_map.size_local].sum()), op=MPI.SUM)
     mesh.geometry.x[node, :gdim] = x
-    distance = np.linalg.norm(x - start, axis=1).max(initial=0.0)
+    displacement = np.linalg.norm(x - start, axis=1)
     return {"min_quality_before": before, "min_quality_after": smallest(quality),
-            "moved_vertices_last_sweep": moved_vertices,
-            "max_move_m": comm.allreduce(float(distance), op=MPI.MAX)}
+            "max_move_m": comm.allreduce(float(displacement.max(initial=0.0)), op=MPI.MAX)}

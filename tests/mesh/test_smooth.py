@@ -18,9 +18,10 @@ COMM = MPI.COMM_WORLD
 R, H = 2e-3, 1e-3
 
 
-def _bisected(comm, shape: str, h: float):
-    """A tumour in a host with the cells of midpoint x > 0 bisected twice: graded, flattened cells."""
-    domain = tumour_mesh(comm, shape, R, H, h)
+def _bisected(comm, shape: str, h: float, host: float = H):
+    """A tumour in a host of thickness ``host`` [m] (0: the tumour alone) with the cells of midpoint
+    x > 0 bisected twice: graded, flattened cells."""
+    domain = tumour_mesh(comm, shape, R, host, h)
     for _ in range(2):
         mesh = domain.mesh
         nodes = np.asarray(mesh.geometry.dofmaps[0])[: mesh.topology.index_map(domain.dim).size_local]
@@ -70,10 +71,12 @@ def test_smoothing_keeps_tagged_vertices_and_raises_the_worst_quality(shape, h):
 
 
 @pytest.mark.parametrize("shape, h", [("disc", 4e-4), ("sphere", 8e-4)])
-def test_surface_vertices_slide_on_their_sphere(shape, h):
-    """With ``surfaces``, the vertices of the tumour surface and the outer boundary move along
-    their circle/sphere and stay on it; no cell is inverted, the worst quality rises."""
-    domain = _bisected(COMM, shape, h)
+@pytest.mark.parametrize("host", [H, 0.0], ids=["in_host", "alone"])
+def test_surface_vertices_slide_on_their_sphere(shape, h, host):
+    """With ``surfaces``, the vertices of the tumour surface and the outer boundary (the tumour
+    surface itself when alone) move along their circle/sphere and stay on it; no cell is
+    inverted, the worst quality rises."""
+    domain = _bisected(COMM, shape, h, host)
     mesh, dim = domain.mesh, domain.dim
     surfaces = curved_surfaces(domain)
     position = _vertex_positions(domain)
