@@ -71,10 +71,10 @@ def _fit(domain: TumourMesh, eta2, count: int, refined_dofs: int, dof_budget: in
     return None, None
 
 
-def smooth_refined(domain: TumourMesh) -> None:
-    """The smoothing of each refined mesh kept: :data:`SMOOTHING_SWEEPS` guarded sweeps, the curved
-    surfaces' vertices sliding on them (in place)."""
-    smooth_vertices(domain.mesh, domain.facet_tags, SMOOTHING_SWEEPS, curved_surfaces(domain))
+def smooth_refined(domain: TumourMesh, sweeps: int = SMOOTHING_SWEEPS) -> None:
+    """The smoothing of each refined mesh kept: ``sweeps`` guarded sweeps, the curved surfaces'
+    vertices sliding on them (in place)."""
+    smooth_vertices(domain.mesh, domain.facet_tags, sweeps, curved_surfaces(domain))
 
 
 def adapt_to_budget(domain: TumourMesh, solve: Callable, dof_budget: int,

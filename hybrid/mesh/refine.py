@@ -68,8 +68,8 @@ import dolfinx.mesh
 from hybrid.mesh import tags
 from hybrid.mesh.builders import TumourMesh
 
-__all__ = ["refine_uniformly", "refine_near_surface", "bisect_cells", "longest_edges", "curved_surfaces",
-           "snap_to_surfaces"]
+__all__ = ["refine_uniformly", "refine_near_surface", "bisect_cells", "bisect_edges", "longest_edges",
+           "curved_surfaces", "snap_to_surfaces"]
 
 
 def curved_surfaces(domain: TumourMesh) -> dict[int, tuple[np.ndarray, float]]:
@@ -190,16 +190,21 @@ def longest_edges(mesh: dolfinx.mesh.Mesh, cells: np.ndarray) -> np.ndarray:
     return np.unique(edges[np.arange(len(cells)), np.argmax(length, axis=1)]).astype(np.int32)
 
 
-def bisect_cells(domain: TumourMesh, cells: np.ndarray) -> TumourMesh:
-    """``domain`` with the longest edge of each of ``cells`` (local indices of owned cells; any
-    rank may pass none) bisected in parallel, plus what conformity needs (Plaza), tags carried
-    and curved boundaries snapped. The step of adaptive refinement
-    (``hybrid.forward.adaptive``); ``geometry`` and ``timings`` are left as they were."""
+def bisect_edges(domain: TumourMesh, edges: np.ndarray) -> TumourMesh:
+    """``domain`` with the local ``edges`` (any rank may pass none) bisected in parallel, plus what
+    conformity needs (Plaza), tags carried and curved boundaries snapped; ``geometry`` and
+    ``timings`` are left as they were."""
     mesh, cell_tags, facet_tags, _ = _refine_once(domain.mesh, domain.cell_tags, domain.facet_tags,
-                                                  longest_edges(domain.mesh, np.asarray(cells, dtype=np.int32)),
-                                                  curved_surfaces(domain))
+                                                  np.asarray(edges, dtype=np.int32), curved_surfaces(domain))
     cell_tags.name, facet_tags.name = domain.cell_tags.name, domain.facet_tags.name
     return replace(domain, mesh=mesh, cell_tags=cell_tags, facet_tags=facet_tags)
+
+
+def bisect_cells(domain: TumourMesh, cells: np.ndarray) -> TumourMesh:
+    """``domain`` with the longest edge of each of ``cells`` (local indices of owned cells; any
+    rank may pass none) bisected (:func:`bisect_edges`). The step of adaptive refinement
+    (``hybrid.forward.adaptive``)."""
+    return bisect_edges(domain, longest_edges(domain.mesh, np.asarray(cells, dtype=np.int32)))
 
 
 def refine_uniformly(domain: TumourMesh, refinements: int, *, snap: bool = True) -> TumourMesh:
