@@ -40,20 +40,31 @@ Pre-registration (written and committed before any run of this script):
 
 Outcome: not yet measured.
 
+Post-hoc diagnostic (written after both runs, before its own run; no success criterion):
+``at_release FORM``: the hold phase alone (the run's settings with 1000 Adam steps, the law held
+throughout, no L-BFGS), then the networks frozen and the sum of the unweighted PDE terms
+minimised over (pH_50, n) by L-BFGS (pinn_release_weak.py's ``_minimise_pde``; strong form on 8192
+points of seed 11), once from the truth and once from the start (7.2, 1.0). Where the PDE of the
+held networks puts the law: if at low n, the hold's networks, fitted with the law at its start,
+carry that law's bias into the release.
+
 Run from the repository root (each run merges its entry into
 benchmarks/results/pinn_release_hold.json):
     .venv/bin/python benchmarks/pinn_release_hold.py weak_hold
     .venv/bin/python benchmarks/pinn_release_hold.py strong_hold
     .venv/bin/python benchmarks/pinn_release_hold.py weak_hold 6.4 3.0     # second start
+    .venv/bin/python benchmarks/pinn_release_hold.py at_release weak       # post-hoc diagnostic
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pinn_release_causal
-from pinn_release_diagnosis import ROOT
+from pinn_release_diagnosis import ROOT, training_settings
+from pinn_release_weak import _minimise_pde, _setup
 
 RESULTS = ROOT / "benchmarks" / "results" / "pinn_release_hold.json"
 HOLD = {"weak_hold": {"residual_form": "weak", "weak_cells": 12, "weak_time_cells": 12, "balance": "residuals",
@@ -69,7 +80,36 @@ def _merge(key: str, value) -> None:
     RESULTS.write_text(json.dumps(data, indent=1) + "\n")
 
 
+def at_release(form: str, strong_points: int = 8192) -> dict:
+    """Post-hoc: train ``{form}_hold``'s hold phase only, freeze the networks, and minimise the
+    unweighted PDE terms over the law from the truth and from the start (module doc)."""
+    import torch
+    from hybrid.inverse import Trainer, TrainingConfig
+    config, truth, build = _setup()
+    name = f"{form}_hold"
+    settings = training_settings(config) | pinn_release_causal.COMMON | HOLD[name]
+    settings |= {"adam_steps": settings["unknowns_from_step"], "lbfgs_steps": 0}
+    problem = build()
+    start = {u.name: float(u().detach()) for u in problem.scalar_unknowns()}
+    load = os.getloadavg()
+    result = Trainer(problem, TrainingConfig(**settings), progress=lambda line: print(line, flush=True)).run()
+    problem.network.requires_grad_(False)
+    points = problem.sample_collocation(strong_points, torch.Generator().manual_seed(11))
+
+    def pde_terms():   # weak: the Trainer's test functions (``points`` unused)
+        residuals = problem.pde_residuals(points.clone())
+        return {f"pde_{n}": (r**2).mean() for n, r in zip(("lipo", "free", "cell"), residuals)}
+    return {"settings": settings, "start": start, "truth": truth, "hold_wall_s": result.seconds,
+            "terms_at_release": result.history[-1]["terms"], "from_truth": _minimise_pde(problem, pde_terms, truth),
+            "from_start": _minimise_pde(problem, pde_terms, start), "machine": pinn_release_causal._machine(),
+            "load_before": list(load), "load_after": list(os.getloadavg())}
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "at_release" and sys.argv[2] in ("weak", "strong"):
+        _merge(f"at_release_{sys.argv[2]}", outcome := at_release(sys.argv[2]))
+        print(json.dumps(outcome, indent=1))
+        raise SystemExit(0)
     if len(sys.argv) not in (2, 4) or sys.argv[1] not in HOLD:
         raise SystemExit(f"usage: pinn_release_hold.py {{{','.join(HOLD)}}} [PH_50 N]")
     name = sys.argv[1]
