@@ -44,7 +44,9 @@ Post-hoc diagnostic (written after both runs, before its own run; no success cri
 ``at_release FORM``: the hold phase alone (the run's settings with 1000 Adam steps, the law held
 throughout, no L-BFGS), then the networks frozen and the sum of the unweighted PDE terms
 minimised over (pH_50, n) by L-BFGS (pinn_release_weak.py's ``_minimise_pde``; strong form on 8192
-points of seed 11), once from the truth and once from the start (7.2, 1.0). Where the PDE of the
+points of seed 11), once from the truth and once from the start (7.2, 1.0), and the same for the
+PDE terms times the Trainer's balance weights at the release (``weighted_*``; ``_minimise_pde``
+labels its starting value "truth" in ``pde_terms_at_truth`` whichever start it is given). Where the PDE of the
 held networks puts the law: if at low n, the hold's networks, fitted with the law at its start,
 carry that law's bias into the release.
 
@@ -96,13 +98,18 @@ def at_release(form: str, strong_points: int = 8192) -> dict:
     problem.network.requires_grad_(False)
     points = problem.sample_collocation(strong_points, torch.Generator().manual_seed(11))
 
-    def pde_terms():   # weak: the Trainer's test functions (``points`` unused)
+    weights = result.history[-1]["weights"]
+
+    def pde_terms(weighted: bool = False):   # weak: the Trainer's test functions (``points`` unused)
         residuals = problem.pde_residuals(points.clone())
-        return {f"pde_{n}": (r**2).mean() for n, r in zip(("lipo", "free", "cell"), residuals)}
+        return {f"pde_{n}": (weights[f"pde_{n}"] if weighted else 1.0) * (r**2).mean()
+                for n, r in zip(("lipo", "free", "cell"), residuals)}
     return {"settings": settings, "start": start, "truth": truth, "hold_wall_s": result.seconds,
-            "terms_at_release": result.history[-1]["terms"], "from_truth": _minimise_pde(problem, pde_terms, truth),
-            "from_start": _minimise_pde(problem, pde_terms, start), "machine": pinn_release_causal._machine(),
-            "load_before": list(load), "load_after": list(os.getloadavg())}
+            "terms_at_release": result.history[-1]["terms"], "weights_at_release": weights,
+            "from_truth": _minimise_pde(problem, pde_terms, truth), "from_start": _minimise_pde(problem, pde_terms, start),
+            "weighted_from_truth": _minimise_pde(problem, lambda: pde_terms(True), truth),
+            "weighted_from_start": _minimise_pde(problem, lambda: pde_terms(True), start),
+            "machine": pinn_release_causal._machine(), "load_before": list(load), "load_after": list(os.getloadavg())}
 
 
 if __name__ == "__main__":
