@@ -38,17 +38,53 @@ Pre-registration (written and committed before any run of this script):
 - A run that cannot finish by the session's cut-off is stopped and its trajectory so far reported
   as cut (progress lines in the log).
 
-Outcome: not yet measured.
-
 Post-hoc diagnostic (written after both runs, before its own run; no success criterion):
 ``at_release FORM``: the hold phase alone (the run's settings with 1000 Adam steps, the law held
 throughout, no L-BFGS), then the networks frozen and the sum of the unweighted PDE terms
 minimised over (pH_50, n) by L-BFGS (pinn_release_weak.py's ``_minimise_pde``; strong form on 8192
 points of seed 11), once from the truth and once from the start (7.2, 1.0), and the same for the
 PDE terms times the Trainer's balance weights at the release (``weighted_*``; ``_minimise_pde``
-labels its starting value "truth" in ``pde_terms_at_truth`` whichever start it is given). Where the PDE of the
-held networks puts the law: if at low n, the hold's networks, fitted with the law at its start,
-carry that law's bias into the release.
+labels its starting value "truth" in ``pde_terms_at_truth`` whichever start it is given). Where
+the PDE of the held networks puts the law: if at low n, the hold's networks, fitted with the law
+at its start, carry that law's bias into the release.
+
+Outcome (benchmarks/results/pinn_release_hold.json; 2-core AMD EPYC shared with other helpers,
+the two runs at the same time, one torch thread each; 1-min load 0.05 at the start, 1.0-1.7 while
+both ran, 2.6 peak, 0.8-1.6 with weak_hold alone; every run made is listed): no success; the weak
+form "helps" by the pre-registered rule, in pH_50 only in substance; the strong form does not.
+
+    run          pH_50   n       |pH_50-6.8| |n-2|   without hold      wall   load 1-min before/after
+    weak_hold    6.841   0.611   0.041       1.389   (6.661, 0.560)    748 s  0.05 / 1.35
+    strong_hold  6.091   0.574   0.709       1.426   (6.099, 0.544)    116 s  0.05 / 1.74
+
+weak_hold misses on n; its pH_50 is within 0.05 only as a point on a path still moving (6.889 at
+the end of Adam, then -0.004 per 25 L-BFGS iterations to 6.841): not an estimate to claim, and the
+second start was not run (no success). strong_hold's pH_50 error is larger than without the hold
+(0.709 against 0.701): no help.
+
+The law falls the moment it is released, in both forms, with the networks already fitted:
+(pH_50, n) at steps 1100 / 1200 / 1500 / 2000 are (7.155, 0.882) / (7.101, 0.797) / (6.959,
+0.672) / (6.889, 0.613) weak and (6.918, 0.739) / (6.606, 0.663) / (6.266, 0.592) / (6.091,
+0.575) strong; without the hold the "residuals" runs had (7.026, 0.819) / (6.832, 0.754) weak and
+(6.990, 0.811) / (6.823, 0.717) strong at steps 100 / 200: after the hold n falls about as fast.
+At the release (step 1000) the weak run's data terms were 3.0e-3 (total drug; its noise floor 2.5e-3, pinn_release_weak
+criterion (c)) and 1.3e-4 (released fraction; 0.15x its floor 8.3e-4): the networks fit the data,
+the released fraction below its noise, with the law held at (7.2, 1.0); the PDE terms then were
+2.5e-3 / 6.0e-5 / 6.5e-4 (lipo / free / cell). Strong: data 6.2e-3 / 7.3e-4, pde_lipo rising
+during the hold (9.2e-3 at step 600, 1.8e-2 at 1000).
+
+``at_release`` (post-hoc; the hold phase re-run, identical trajectory): the held networks have
+adapted to the held law. With them frozen, the PDE terms at the truth are far worse than at the
+start (weak: pde_free 2.3e-2 against 6.0e-5, pde_lipo 1.8e-2 against 2.5e-3; strong: 3.7e-2
+against 1.1e-3), and minimising the PDE over the law alone gives, from either start,
+    weak    unweighted (7.141, 1.082)   balance-weighted (7.207, 0.972)
+    strong  unweighted (7.077, 0.860)   balance-weighted (7.255, 0.749)
+so the hold does not give fields from which the law can be read: the PDE terms train the networks
+during the hold and bake the start law into them, and what follows the release is a joint descent
+of networks and law (the strong weighted minimum's n 0.75 matches the run's n 0.74 at step 1100;
+the weak one's frozen minimum stays at the start, so its fall is the joint descent alone).
+Untested, needs a library change: a hold with the PDE terms off (data and boundary terms only),
+so that the networks fit the data without any law before the law is released.
 
 Run from the repository root (each run merges its entry into
 benchmarks/results/pinn_release_hold.json):
@@ -106,7 +142,8 @@ def at_release(form: str, strong_points: int = 8192) -> dict:
                 for n, r in zip(("lipo", "free", "cell"), residuals)}
     return {"settings": settings, "start": start, "truth": truth, "hold_wall_s": result.seconds,
             "terms_at_release": result.history[-1]["terms"], "weights_at_release": weights,
-            "from_truth": _minimise_pde(problem, pde_terms, truth), "from_start": _minimise_pde(problem, pde_terms, start),
+            "from_truth": _minimise_pde(problem, pde_terms, truth),
+            "from_start": _minimise_pde(problem, pde_terms, start),
             "weighted_from_truth": _minimise_pde(problem, lambda: pde_terms(True), truth),
             "weighted_from_start": _minimise_pde(problem, lambda: pde_terms(True), start),
             "machine": pinn_release_causal._machine(), "load_before": list(load), "load_after": list(os.getloadavg())}
