@@ -92,8 +92,24 @@ so the hold does not give fields from which the law can be read: the PDE terms t
 during the hold and bake the start law into them, and what follows the release is a joint descent
 of networks and law (the strong weighted minimum's n 0.75 matches the run's n 0.74 at step 1100;
 the weak one's frozen minimum stays at the start, so its fall is the joint descent alone).
-Untested, needs a library change: a hold with the PDE terms off (data and boundary terms only),
-so that the networks fit the data without any law before the law is released.
+
+Outcome, data-first hold (load 1-min 0.36 before, 1.0-1.4 while both ran): no success; the strong
+form "helps" by the rule, the weak form does not.
+
+    run               pH_50   n       |pH_50-6.8| |n-2|   without hold      wall   load before/after
+    weak_data_hold    6.327   0.598   0.473       1.402   (6.661, 0.560)    463 s  0.36 / 1.15
+    strong_data_hold  6.247   0.602   0.553       1.398   (6.099, 0.544)     90 s  0.36 / 1.64
+
+Without the PDE the networks did not fit the data better but worse: at step 1000 the data terms
+were 6.1e-3 / 3.2e-3 weak and 6.7e-3 / 5.9e-3 strong (total drug / released fraction; floors
+2.5e-3 / 8.3e-4), against 3.0e-3 / 1.3e-4 and 6.2e-3 / 7.3e-4 with the PDE on during the hold,
+and the released-fraction term oscillated (strong: 9.9e-4 at step 400, 6.6e-3 at 500). On release
+the law fell along the same path as in every other run: (7.086, 0.848) / (6.985, 0.782) / (6.652,
+0.680) / (6.338, 0.600) weak and (7.080, 0.833) / (6.995, 0.768) / (6.615, 0.653) / (6.251,
+0.603) strong at steps 1100 / 1200 / 1500 / 2000. So neither hold changes where n goes: from any
+networks seen here (untrained, fitted with the law held, fitted to the data alone) the joint
+descent takes n to 0.5-0.6 within about 1000 Adam steps of the release; only networks fitted to
+the FEM truth (pinn_release_weak criterion (a)) kept the law.
 
 Run from the repository root (each run merges its entry into
 benchmarks/results/pinn_release_hold.json):
