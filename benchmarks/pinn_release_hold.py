@@ -77,8 +77,9 @@ The law falls the moment it is released, in both forms, with the networks alread
 0.575) strong; without the hold the "residuals" runs had (7.026, 0.819) / (6.832, 0.754) weak and
 (6.990, 0.811) / (6.823, 0.717) strong at steps 100 / 200: after the hold n falls about as fast.
 At the release (step 1000) the weak run's data terms were 3.0e-3 (total drug; its noise floor
-2.5e-3, pinn_release_weak criterion (c)) and 1.3e-4 (released fraction; 0.15x its floor 8.3e-4): the networks fit the data,
-the released fraction below its noise, with the law held at (7.2, 1.0); the PDE terms then were
+2.5e-3, pinn_release_weak criterion (c)) and 1.3e-4 (released fraction; 0.15x its floor 8.3e-4):
+the networks fit the data, the released fraction below its noise, with the law held at (7.2, 1.0);
+the PDE terms then were
 2.5e-3 / 6.0e-5 / 6.5e-4 (lipo / free / cell). Strong: data 6.2e-3 / 7.3e-4, pde_lipo rising
 during the hold (9.2e-3 at step 600, 1.8e-2 at 1000).
 
