@@ -85,8 +85,8 @@ import os
 import platform
 import sys
 
-from pinn_release_diagnosis import ROOT, set_unknowns, training_settings
-from pinn_release_weak import _setup
+from pinn_release_diagnosis import ROOT, merge_entry, set_unknowns, training_settings
+from pinn_release_weak import setup
 
 RESULTS = ROOT / "benchmarks" / "results" / "pinn_release_causal.json"
 RUNS = {"baseline": {},
@@ -105,18 +105,20 @@ def _machine() -> dict:
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
 
 
-def run(name: str, start: dict[str, float] | None = None) -> dict:
+def run(name: str, start: dict[str, float] | None = None, trainer: type | None = None) -> dict:
     """One pre-registered run: the example's inversion with ``RUNS[name]``, from the example's
-    start or ``start`` {ph_50, steepness}."""
+    start or ``start`` {ph_50, steepness}, by ``trainer`` (a ``hybrid.inverse.Trainer`` subclass;
+    None: the Trainer itself)."""
     from hybrid.inverse import Trainer, TrainingConfig
-    config, truth, build = _setup()
+    trainer = trainer or Trainer
+    config, truth, build = setup()
     settings = training_settings(config) | COMMON | RUNS[name]
     problem = build()
     if start is not None:
         set_unknowns(problem, start)
     begin = {u.name: float(u().detach()) for u in problem.scalar_unknowns()}
     load = os.getloadavg()
-    result = Trainer(problem, TrainingConfig(**settings), progress=lambda line: print(line, flush=True)).run()
+    result = trainer(problem, TrainingConfig(**settings), progress=lambda line: print(line, flush=True)).run()
     estimates = {name: value for name, (value, _) in result.estimates.items()}
     errors = {"ph_50": abs(estimates["ph_50"] - truth["ph_50"]), "steepness": abs(estimates["steepness"] - truth["steepness"])}
     success = errors["ph_50"] <= 0.05 and errors["steepness"] <= 0.05 * truth["steepness"]
@@ -133,7 +135,7 @@ def pull(slices: int = 16, epsilon: float = 10.0, points: int = 256) -> dict:
     each unknown (raw = logit of the value's position in its bounds, so the sign is that of
     d/d value), with plain and with causal PDE terms (``slices``, ``epsilon``)."""
     import torch
-    _, _, build = _setup()
+    _, _, build = setup()
     out = {"points": points, "load": list(os.getloadavg())}
     for label, (m, eps) in {"plain": (0, 0.0), f"causal_{slices}_eps{epsilon:g}": (slices, epsilon)}.items():
         problem = build()
@@ -153,16 +155,9 @@ def pull(slices: int = 16, epsilon: float = 10.0, points: int = 256) -> dict:
     return out
 
 
-def _merge(key: str, value) -> None:
-    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    data[key] = value
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(data, indent=1) + "\n")
-
-
 if __name__ == "__main__":
     if sys.argv[1:] == ["pull"]:
-        _merge("pull_at_start", pull())
+        merge_entry(RESULTS, "pull_at_start", pull())
         raise SystemExit(0)
     if len(sys.argv) not in (2, 4) or sys.argv[1] not in RUNS:
         raise SystemExit(f"usage: pinn_release_causal.py {{{','.join(RUNS)}}} [PH_50 N]")
@@ -170,5 +165,5 @@ if __name__ == "__main__":
     start = {"ph_50": float(sys.argv[2]), "steepness": float(sys.argv[3])} if len(sys.argv) == 4 else None
     key = name + (f"_from_{sys.argv[2]}_{sys.argv[3]}" if start else "")
     outcome = run(name, start)
-    _merge(key, outcome)
+    merge_entry(RESULTS, key, outcome)
     print(json.dumps({k: v for k, v in outcome.items() if k != "trajectory"}, indent=1))

@@ -55,11 +55,12 @@ def _load(name: str) -> dict[str, np.ndarray]:
             for field in FIELDS}
 
 
-def _merge(key: str, value) -> None:
-    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+def merge_entry(results: Path, key: str, value) -> None:
+    """Set ``key`` of the JSON object in ``results`` to ``value``, keeping its other entries."""
+    data = json.loads(results.read_text()) if results.exists() else {}
     data[key] = value
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(data, indent=1) + "\n")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def fem_stage() -> dict:
@@ -428,5 +429,5 @@ if __name__ == "__main__":
         stage = f"drift_{sys.argv[2]}" + (f"_{sys.argv[5]}" if len(sys.argv) > 5 else "")
     else:
         raise SystemExit(f"unknown stage {stage!r}: fem, pinn or drift")
-    _merge(stage, result)
+    merge_entry(RESULTS, stage, result)
     print(json.dumps(result, indent=1))

@@ -41,9 +41,9 @@ Pre-registration (written and committed before any run of this script):
 Post-hoc diagnostic (written after both runs, before its own run; no success criterion):
 ``at_release FORM``: the hold phase alone (the run's settings with 1000 Adam steps, the law held
 throughout, no L-BFGS), then the networks frozen and the sum of the unweighted PDE terms
-minimised over (pH_50, n) by L-BFGS (pinn_release_weak.py's ``_minimise_pde``; strong form on 8192
+minimised over (pH_50, n) by L-BFGS (pinn_release_weak.py's ``minimise_pde``; strong form on 8192
 points of seed 11), once from the truth and once from the start (7.2, 1.0), and the same for the
-PDE terms times the Trainer's balance weights at the release (``weighted_*``; ``_minimise_pde``
+PDE terms times the Trainer's balance weights at the release (``weighted_*``; ``minimise_pde``
 labels its starting value "truth" in ``pde_terms_at_truth`` whichever start it is given). Where
 the PDE of the held networks puts the law: if at low n, the hold's networks, fitted with the law
 at its start, carry that law's bias into the release.
@@ -129,8 +129,8 @@ import os
 import sys
 
 import pinn_release_causal
-from pinn_release_diagnosis import ROOT, training_settings
-from pinn_release_weak import _minimise_pde, _setup
+from pinn_release_diagnosis import ROOT, merge_entry, training_settings
+from pinn_release_weak import minimise_pde, setup
 
 RESULTS = ROOT / "benchmarks" / "results" / "pinn_release_hold.json"
 HOLD = {"weak_hold": {"residual_form": "weak", "weak_cells": 12, "weak_time_cells": 12, "balance": "residuals",
@@ -152,19 +152,12 @@ def _data_first_trainer():
     return DataFirstTrainer
 
 
-def _merge(key: str, value) -> None:
-    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    data[key] = value
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(data, indent=1) + "\n")
-
-
 def at_release(form: str, strong_points: int = 8192) -> dict:
     """Post-hoc: train ``{form}_hold``'s hold phase only, freeze the networks, and minimise the
     unweighted PDE terms over the law from the truth and from the start (module doc)."""
     import torch
     from hybrid.inverse import Trainer, TrainingConfig
-    config, truth, build = _setup()
+    config, truth, build = setup()
     name = f"{form}_hold"
     settings = training_settings(config) | pinn_release_causal.COMMON | HOLD[name]
     settings |= {"adam_steps": settings["unknowns_from_step"], "lbfgs_steps": 0}
@@ -183,16 +176,16 @@ def at_release(form: str, strong_points: int = 8192) -> dict:
                 for n, r in zip(("lipo", "free", "cell"), residuals)}
     return {"settings": settings, "start": start, "truth": truth, "hold_wall_s": result.seconds,
             "terms_at_release": result.history[-1]["terms"], "weights_at_release": weights,
-            "from_truth": _minimise_pde(problem, pde_terms, truth),
-            "from_start": _minimise_pde(problem, pde_terms, start),
-            "weighted_from_truth": _minimise_pde(problem, lambda: pde_terms(True), truth),
-            "weighted_from_start": _minimise_pde(problem, lambda: pde_terms(True), start),
+            "from_truth": minimise_pde(problem, pde_terms, truth),
+            "from_start": minimise_pde(problem, pde_terms, start),
+            "weighted_from_truth": minimise_pde(problem, lambda: pde_terms(True), truth),
+            "weighted_from_start": minimise_pde(problem, lambda: pde_terms(True), start),
             "machine": pinn_release_causal._machine(), "load_before": list(load), "load_after": list(os.getloadavg())}
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "at_release" and sys.argv[2] in ("weak", "strong"):
-        _merge(f"at_release_{sys.argv[2]}", outcome := at_release(sys.argv[2]))
+        merge_entry(RESULTS, f"at_release_{sys.argv[2]}", outcome := at_release(sys.argv[2]))
         print(json.dumps(outcome, indent=1))
         raise SystemExit(0)
     if len(sys.argv) not in (2, 4) or sys.argv[1] not in HOLD:
@@ -200,9 +193,6 @@ if __name__ == "__main__":
     name = sys.argv[1]
     start = {"ph_50": float(sys.argv[2]), "steepness": float(sys.argv[3])} if len(sys.argv) == 4 else None
     key = name + (f"_from_{sys.argv[2]}_{sys.argv[3]}" if start else "")
-    if name.endswith("_data_hold"):   # pinn_release_causal.run takes the Trainer from hybrid.inverse at call time
-        import hybrid.inverse
-        hybrid.inverse.Trainer = _data_first_trainer()
-    outcome = pinn_release_causal.run(name, start)
-    _merge(key, outcome)
+    outcome = pinn_release_causal.run(name, start, _data_first_trainer() if name.endswith("_data_hold") else None)
+    merge_entry(RESULTS, key, outcome)
     print(json.dumps({k: v for k, v in outcome.items() if k != "trajectory"}, indent=1))

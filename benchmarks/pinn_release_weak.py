@@ -67,22 +67,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from pinn_release_diagnosis import INVERT, ROOT, WORK, FemTruth, drift_stage, set_unknowns, training_settings
+from pinn_release_diagnosis import (INVERT, ROOT, WORK, FemTruth, drift_stage, merge_entry, set_unknowns,
+                                    training_settings)
 
 RESULTS = ROOT / "benchmarks" / "results" / "pinn_release_weak.json"
 UNKNOWNS = ("ph_50", "steepness")
 
 
-def _merge(key: str, value) -> None:
-    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    data[key] = value
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(data, indent=1) + "\n")
-
-
-def _setup():
+def setup():
     """(config, truth {ph_50, steepness}, a fresh float64 release problem builder)."""
     import torch
     from hybrid.commands.invert import build_problems, observation_records
@@ -103,7 +95,7 @@ def _test_functions(problem, cells: int):
 
 def cost_stage(steps: int = 20) -> dict:
     import torch
-    _, _, build = _setup()
+    _, _, build = setup()
     out = {"load_before": os.getloadavg()[0], "steps": steps}
     for label, points, cells in (("strong_256", 256, None), ("strong_2048", 2048, None), ("weak_8", 0, 8),
                                  ("weak_12", 0, 12), ("weak_16", 0, 16)):
@@ -126,7 +118,7 @@ def cost_stage(steps: int = 20) -> dict:
     return out
 
 
-def _minimise_pde(problem, pde_terms, truth) -> dict:
+def minimise_pde(problem, pde_terms, truth) -> dict:
     """L-BFGS over the scalar unknowns (from the truth) of the sum of the PDE terms
     ``pde_terms()`` (dict name -> tensor); the networks are not optimised."""
     import torch
@@ -152,7 +144,7 @@ def _minimise_pde(problem, pde_terms, truth) -> dict:
 def frozen_stage(cells: int = 12, strong_points: int = 8192) -> dict:
     import torch
     from types import MethodType
-    _, truth, build = _setup()
+    _, truth, build = setup()
     out = {"load_before": os.getloadavg()[0], "truth": truth, "cells": cells}
     fitted = torch.load(WORK / "fem_fit.pt", weights_only=True)
 
@@ -163,16 +155,16 @@ def frozen_stage(cells: int = 12, strong_points: int = 8192) -> dict:
     def pde_terms():   # the form in use: strong at ``points``, or weak (``points`` unused)
         residuals = problem.pde_residuals(points.clone())
         return {f"pde_{n}": (r**2).mean() for n, r in zip(("lipo", "free", "cell"), residuals)}
-    out["fitted_networks_strong"] = _minimise_pde(problem, pde_terms, truth) | {"points": strong_points}
+    out["fitted_networks_strong"] = minimise_pde(problem, pde_terms, truth) | {"points": strong_points}
 
     problem.use_weak_form(_test_functions(problem, cells))
-    out["fitted_networks_weak"] = _minimise_pde(problem, pde_terms, truth)
+    out["fitted_networks_weak"] = minimise_pde(problem, pde_terms, truth)
     out["test_functions"] = len(problem.test_functions)
 
     fem = FemTruth(WORK / "fine_snapshots.npz", problem.scales.length, problem.scales.time)
     values = torch.as_tensor(fem(problem.test_functions.points.numpy()), dtype=torch.float64)
     problem.states = MethodType(lambda self, xt: [values[:, i:i + 1] for i in range(3)], problem)
-    out["fem_fields_weak"] = _minimise_pde(problem, pde_terms, truth)
+    out["fem_fields_weak"] = minimise_pde(problem, pde_terms, truth)
     out["load_after"] = os.getloadavg()[0]
     return out
 
@@ -181,7 +173,7 @@ def invert_stage(form: str, adam: int, lbfgs: int, balance: str | None = None, c
     """The example's inversion (its training settings, start (7.2, 1.0)) with ``residual_form``
     ``form``, ``adam`` + ``lbfgs`` steps and, if given, ``balance``."""
     from hybrid.inverse import Trainer, TrainingConfig
-    config, truth, build = _setup()
+    config, truth, build = setup()
     settings = training_settings(config) | {"adam_steps": adam, "lbfgs_steps": lbfgs, "residual_form": form,
                                             "weak_cells": cells, "weak_time_cells": cells, "progress_every": 100}
     settings |= {"balance": balance} if balance else {}
@@ -215,7 +207,7 @@ def discrepancy_stage(form: str, adam: int, lbfgs: int, cells: int = 12, noise: 
     """Criterion (c): data weights w_d = min(1, L_d / F_d) (:func:`noise_floors`) every 100 Adam
     steps, frozen for L-BFGS; balance "residuals"."""
     from hybrid.inverse import Trainer, TrainingConfig
-    config, truth, build = _setup()
+    config, truth, build = setup()
     problem = build()
     floors = noise_floors(problem, noise)
     weights = {name: 1.0 for name in floors}
@@ -278,5 +270,5 @@ if __name__ == "__main__":
         key = f"discrepancy_{form}_{adam}_{lbfgs}" + (f"_{cells}" if form == "weak" else "")
     else:
         raise SystemExit(f"unknown stage {stage!r}: cost, frozen, drift, invert or discrepancy")
-    _merge(key, result)
+    merge_entry(RESULTS, key, result)
     print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1))
