@@ -84,6 +84,7 @@ import json
 import os
 import platform
 import sys
+from pathlib import Path
 
 from pinn_release_diagnosis import ROOT, merge_entry, set_unknowns, training_settings
 from pinn_release_weak import setup
@@ -155,15 +156,21 @@ def pull(slices: int = 16, epsilon: float = 10.0, points: int = 256) -> dict:
     return out
 
 
+def run_from_command_line(args: list[str], names, script: str, results: Path, trainer=None) -> None:
+    """``NAME [PH_50 N]`` from ``args``: :func:`run` of run NAME (one of ``names``) from the example's
+    start or (PH_50, N), by ``trainer(NAME)`` (None: the Trainer), merged into ``results``."""
+    if len(args) not in (1, 3) or args[0] not in names:
+        raise SystemExit(f"usage: {script} {{{','.join(names)}}} [PH_50 N]")
+    name = args[0]
+    start = {"ph_50": float(args[1]), "steepness": float(args[2])} if len(args) == 3 else None
+    key = name + (f"_from_{args[1]}_{args[2]}" if start else "")
+    outcome = run(name, start, trainer(name) if trainer else None)
+    merge_entry(results, key, outcome)
+    print(json.dumps({k: v for k, v in outcome.items() if k != "trajectory"}, indent=1))
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["pull"]:
         merge_entry(RESULTS, "pull_at_start", pull())
         raise SystemExit(0)
-    if len(sys.argv) not in (2, 4) or sys.argv[1] not in RUNS:
-        raise SystemExit(f"usage: pinn_release_causal.py {{{','.join(RUNS)}}} [PH_50 N]")
-    name = sys.argv[1]
-    start = {"ph_50": float(sys.argv[2]), "steepness": float(sys.argv[3])} if len(sys.argv) == 4 else None
-    key = name + (f"_from_{sys.argv[2]}_{sys.argv[3]}" if start else "")
-    outcome = run(name, start)
-    merge_entry(RESULTS, key, outcome)
-    print(json.dumps({k: v for k, v in outcome.items() if k != "trajectory"}, indent=1))
+    run_from_command_line(sys.argv[1:], RUNS, "pinn_release_causal.py", RESULTS)

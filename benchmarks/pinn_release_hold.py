@@ -188,11 +188,6 @@ if __name__ == "__main__":
         merge_entry(RESULTS, f"at_release_{sys.argv[2]}", outcome := at_release(sys.argv[2]))
         print(json.dumps(outcome, indent=1))
         raise SystemExit(0)
-    if len(sys.argv) not in (2, 4) or sys.argv[1] not in HOLD:
-        raise SystemExit(f"usage: pinn_release_hold.py {{{','.join(HOLD)}}} [PH_50 N]")
-    name = sys.argv[1]
-    start = {"ph_50": float(sys.argv[2]), "steepness": float(sys.argv[3])} if len(sys.argv) == 4 else None
-    key = name + (f"_from_{sys.argv[2]}_{sys.argv[3]}" if start else "")
-    outcome = pinn_release_causal.run(name, start, _data_first_trainer() if name.endswith("_data_hold") else None)
-    merge_entry(RESULTS, key, outcome)
-    print(json.dumps({k: v for k, v in outcome.items() if k != "trajectory"}, indent=1))
+    pinn_release_causal.run_from_command_line(
+        sys.argv[1:], HOLD, "pinn_release_hold.py", RESULTS,
+        trainer=lambda name: _data_first_trainer() if name.endswith("_data_hold") else None)
