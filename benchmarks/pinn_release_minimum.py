@@ -23,6 +23,10 @@ Pre-registration (written and committed before the run):
   weak form every unweighted term is evaluated on fixed test functions, boundary points and
   observations (the collocation points are not used), so the two runs' final terms are values of
   the same functions of the parameters.
+  Added after the truth-start run was launched (its step-100 line seen, nothing else): the baseline
+  is also re-run here (``default_start``, same settings, the example's start), at the same time as
+  a second process, to check that today's code reproduces the JSON entry; the comparison uses the
+  JSON entry unless the re-run differs, and then reports both.
 - Compared at the end of both runs (the last recorded step, after L-BFGS): (pH_50, n); the
   UNWEIGHTED data terms (data_total_drug, data_released_fraction), PDE terms (pde_lipo, pde_free,
   pde_cell) and bc_no_flux; the data sum, the PDE sum (pde_* + bc) and the sum of all unweighted
@@ -40,6 +44,7 @@ Outcome: (filled in after the run)
 
 Run from the repository root (merges into benchmarks/results/pinn_release_minimum.json):
     .venv/bin/python benchmarks/pinn_release_minimum.py truth_start 6.8 2.0
+    .venv/bin/python benchmarks/pinn_release_minimum.py default_start   # the baseline, re-run
     .venv/bin/python benchmarks/pinn_release_minimum.py compare   # the table above, from both JSONs
 """
 
@@ -54,6 +59,7 @@ from pinn_release_diagnosis import ROOT, merge_entry
 RESULTS = ROOT / "benchmarks" / "results" / "pinn_release_minimum.json"
 BASELINE = ROOT / "benchmarks" / "results" / "pinn_release_weak.json", "invert_weak_2000_300_residuals_12"
 RUNS = {"truth_start": {"residual_form": "weak", "weak_cells": 12, "weak_time_cells": 12, "balance": "residuals"}}
+RUNS["default_start"] = RUNS["truth_start"]   # the baseline re-run from the example's start (reproducibility)
 pinn_release_causal.RUNS |= RUNS   # pinn_release_causal.run: the causal baseline's settings | RUNS[name]
 
 
