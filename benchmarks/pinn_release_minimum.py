@@ -62,13 +62,13 @@ start: 1.16e-3 -> 1.06e-3 weighted over its last 50 iterations, pH_50 +0.004 per
 
 Post-hoc (not pre-registered; pinn_release_weak.json ``drift_2048_residuals_weak_12_1000_steps``,
 the same weak problem, test functions and data, unweighted terms): with networks first regressed
-onto the FEM truth and the law at the truth, 1000 Adam steps of this loss end at (6.824, 2.144)
-with data sum 7.58e-4 (total drug 7.03e-4, released fraction 5.5e-5), PDE sum 1.06e-4, total
-8.6e-4: 20-26 % below the drifted runs' totals, PDE 3.7-4.2x lower, data 9 % higher (the drifted runs fit
-the released fraction below its noise floor, 8.3e-4). So a state near the true law with a lower
-loss exists; the drift is an optimisation (path) problem of the joint network + law descent from
-untrained networks, which takes n to ~0.55 from either start, with a small data-side bias (noise
-fitting) favouring the drifted law.
+onto the FEM truth and the law at the truth, 1000 Adam steps of this loss (no L-BFGS) end at
+(6.824, 2.144) (n 7 % off) with data sum 7.58e-4 (total drug 7.03e-4, released fraction 5.5e-5),
+PDE sum 1.06e-4, total 8.6e-4: 20-26 % below the two runs' totals, PDE 3.7-4.2x lower, data 5-9 %
+higher (the drifted runs fit the released fraction further below its noise floor 8.3e-4). So a
+state near the true law with a lower loss exists: the drift is an optimisation (path) problem of
+the joint network + law descent from untrained networks, which takes n to ~0.55 from either
+start, with a small data-side bias (noise fitting) favouring the drifted law.
 
 Run from the repository root (merges into benchmarks/results/pinn_release_minimum.json):
     .venv/bin/python benchmarks/pinn_release_minimum.py truth_start 6.8 2.0
