@@ -47,9 +47,12 @@ the comparison below and a post-hoc look at an earlier run say the drifted law i
 point of the loss than the truth: it is where the joint descent from untrained networks goes.
 
     run            start        pH_50  n      data sum  PDE sum   total     wall    load before/after
-    default_start  (7.2, 1.0)   6.661  0.560  6.97e-4   3.87e-4   1.085e-3  (JSON)
+    default_start  (7.2, 1.0)   6.661  0.560  6.97e-4   3.87e-4   1.085e-3  1353 s  1.7 / 1.4
     truth_start    (6.8, 2.0)   6.618  0.551  7.20e-4   4.45e-4   1.164e-3  1259 s  1.2 / 4.1
     (final unweighted terms; data = total drug + released fraction, PDE = lipo + free + cell + bc)
+
+The default-start re-run reproduced pinn_release_weak.json's entry bit for bit (every recorded
+estimate and term of its 32 records identical), so the comparison uses that run.
 
 truth_start final terms: data_total_drug 7.00e-4, data_released_fraction 1.99e-5, pde_lipo 3.50e-4,
 pde_free 6.0e-7, pde_cell 9.19e-5, bc_no_flux 2.06e-6 (default: 6.80e-4, 1.76e-5, 3.00e-4, 8.0e-7,
