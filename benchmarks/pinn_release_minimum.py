@@ -136,7 +136,12 @@ def fitted_start(adam: int = 2000, lbfgs: int = 300) -> dict:
     import hybrid.inverse as inverse
     config_class = inverse.TrainingConfig
     override = {"lbfgs_steps": lbfgs, "progress_every": 100}
-    inverse.TrainingConfig = lambda **settings: config_class(**settings | override)
+
+    class FullBudget(config_class):   # the same fields; the override applied on construction
+        def __init__(self, **settings):
+            super().__init__(**settings | override)
+
+    inverse.TrainingConfig = FullBudget
     try:
         result = drift_stage("2048_residuals", adam, {"residual_form": "weak", "weak_cells": 12, "weak_time_cells": 12})
     finally:
