@@ -400,10 +400,10 @@ class TransportProblem(InverseProblem):
                              f"{slices} equal causal slices: use a slice count that divides them")
         order = torch.argsort(times.detach())
         losses = torch.stack([(r[order] ** 2).reshape(slices, -1).mean(dim=1) for r in residuals])   # (terms, M)
-        weights = self.causal_weights.clone() if self.causal_frozen else causal_weights(losses.sum(dim=0),
-                                                                                       self.causal_epsilon)
-        self.causal_weights.copy_(weights)
-        return {f"pde_{name}": (weights * loss).mean() for name, loss in zip(("lipo", "free", "cell"), losses)}
+        if not self.causal_frozen:
+            self.causal_weights.copy_(causal_weights(losses.sum(dim=0), self.causal_epsilon))
+        return {f"pde_{name}": (self.causal_weights * loss).mean()
+                for name, loss in zip(("lipo", "free", "cell"), losses)}
 
     def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
         residuals = self.pde_residuals(points)

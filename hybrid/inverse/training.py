@@ -51,7 +51,8 @@ residual-adaptive collocation, checkpoints and resume, a progress line, seeds an
   pH-release twin (benchmarks/pinn_release_causal.py, 16 slices) it does not recover the law from
   (7.2, 1.0): (6.28, 0.53) with the paper's schedule, (6.66, 0.50) with eps 10, against (6.26, 0.53)
   without (weak form, eps 10: (6.65, 0.52) against (6.62, 0.55)); n falls as fast or faster: Adam's
-  normalised steps move the unknowns as fast under small causal weights, and the first time slice's residual alone already pushes n down.
+  normalised steps move the unknowns as fast under small causal weights, and the first time slice's
+  residual alone already pushes n down.
 - **Checkpoints**: every ``checkpoint_every`` steps (and at the end) the full state (parameters,
   optimiser, weights, collocation points, random generator, history) goes to ``checkpoint``;
   :meth:`Trainer.resume` continues from it and reproduces the uninterrupted run.
@@ -128,7 +129,8 @@ class TrainingConfig:
         if self.causal_slices < 0 or (self.causal_slices and count % self.causal_slices):
             raise ValueError(f"causal_slices must be 0 (off) or divide {what} ({count}), got {self.causal_slices}")
         if not self.causal_epsilon or not all(0 <= v < math.inf for v in self.causal_epsilon):
-            raise ValueError(f"causal_epsilon must be a non-empty list of finite values >= 0, got {self.causal_epsilon}")
+            raise ValueError(f"causal_epsilon must be a non-empty list of finite values >= 0, "
+                             f"got {self.causal_epsilon}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 (or None for torch's default), got {self.threads!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():

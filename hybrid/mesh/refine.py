@@ -47,8 +47,8 @@ bisected cells of median quality 0.44-0.47, surface edges 0.15-0.18 against gmsh
 1.04x, 1, 2 or 5 sweeps instead of 3 give 1.03-1.12x, and a 1.5 mm sphere alone is still 1.10x
 with the smoothing (1.40x without); the pre-registered criterion, its two tries and the variants
 that did not help (Doerfler 0.3, all edges of the marked cells, a chord-sliver energy term,
-max-norm estimates) are in benchmarks/adaptive_max_error.py and its JSON. L2-weighted and gradient-recovery (ZZ) indicators
-were tried too and not kept (no benchmark in the repository reproduces them). In 2-D (2 mm disc
+max-norm estimates) are in benchmarks/adaptive_max_error.py and its JSON. L2-weighted and
+gradient-recovery (ZZ) indicators were tried too and not kept (no benchmark in the repository reproduces them). In 2-D (2 mm disc
 from 0.4 mm to 1.5-3.5k DOFs; refine_accuracy.json, cases ``disc`` and ``disc_host``) adaptive
 refinement has 1.15-1.25x a uniform gmsh mesh's max error alone (0.60-0.67x its L2) and
 0.71-0.87x in a 1 mm host: for a disc alone rim refinement is the better choice.
