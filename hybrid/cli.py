@@ -6,7 +6,7 @@ One error path for every command: a failure that every rank knows about (input e
 stage that ends with :func:`hybrid.collective.everywhere` / ``on_rank0``) prints one
 ``hybrid: error: ...`` line and exits with status 2 on every rank; a failure on one rank only
 prints its line there and aborts all ranks (status 2), so none hangs. SIGINT and SIGTERM stop
-every rank within about a second, print one line and exit 130 / 143. Outputs are written as one
+every rank within seconds, print one line and exit 130 / 143. Outputs are written as one
 transaction (:mod:`hybrid.io.outputs`): complete, with ``summary.json`` last, or absent.
 """
 
@@ -154,53 +154,91 @@ def _version() -> str:
     return __version__
 
 
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived (a BaseException, so that no ``except Exception`` swallows it)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 INTERRUPT_GRACE_S = 1.0
-"""After a signal, the main thread has this long to unwind (it cannot while a C call such as gmsh
-meshing or an MPI wait runs); then a watchdog thread ends the process."""
+"""After a signal, the main thread has this long to reach Python code, where it ends the process (it
+cannot while a C call such as gmsh meshing or an MPI wait runs); then a watchdog thread does."""
 
 
-def _exit_interrupted(rank: int, signum: int) -> None:
-    """Remove this run's partial outputs, print one line (rank 0) and end the process: 128 + signum."""
-    from hybrid.io.outputs import discard_active
+class _Interrupts:
+    """SIGINT/SIGTERM end the process where its main thread stands, without unwinding the stack.
 
-    discard_active()
-    if rank == 0:
-        print(f"hybrid: interrupted by {signal.Signals(signum).name}; partial outputs removed",
-              file=sys.stderr, flush=True)
-    else:  # mpirun kills the other ranks when one ends: give rank 0 the time to clean up and print
-        time.sleep(2 * INTERRUPT_GRACE_S)
-    sys.stdout.flush()
-    os._exit(128 + signum)  # no MPI_Finalize: other ranks may be inside a collective call
+    Unwinding would run ``finally`` blocks and ``with`` exits (closing an HDF5 file, destroying a
+    PETSc solver) that are collective calls the other ranks never join: those ranks wait in another
+    collective call, both hold the GIL, no handler can run and the job hangs. A rank that cannot
+    reach Python code because it waits in a collective call is ended by mpirun when another rank
+    exits. Rank 0 removes the partial outputs and prints the one line; if rank 0 is the rank that
+    waits, the first other rank to take the staging folder does (:meth:`OutputTransaction.discard`).
 
+    Only the commit of the outputs is never cut: a signal during it is held until it ends, and one
+    after it is ignored (the outputs are complete; the run only has to exit 0)."""
 
-def _handle_interrupts(rank: int) -> None:
-    """SIGINT/SIGTERM raise :class:`Interrupted` in the main thread; a watchdog thread, woken through
-    the signal wakeup fd, ends the process if the main thread has not done so within the grace time."""
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(write_fd, False)
-    signal.set_wakeup_fd(write_fd)
+    def __init__(self):
+        self.rank = 0
+        self.committing = False
+        self.held_signal: int | None = None
+        self.outputs_complete = False
+        self.exiting = threading.Lock()   # the main thread's handler and the watchdog may both exit
 
-    def handler(signum, frame):
+    def install(self, rank: int) -> None:
+        """Handle SIGINT/SIGTERM in the main thread; a watchdog thread, woken through the signal
+        wakeup fd, ends the process if the main thread has not within the grace time."""
+        self.rank = rank
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd)
+        for name in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(name, self._handler)
+        threading.Thread(target=self._watchdog, args=(read_fd,), name="hybrid-interrupt-watchdog",
+                         daemon=True).start()
+
+    def _handler(self, signum, frame) -> None:
         for name in (signal.SIGINT, signal.SIGTERM):
             signal.signal(name, signal.SIG_IGN)  # one interrupt is enough; the watchdog has woken
-        raise Interrupted(signum)
+        if self.committing:
+            self.held_signal = signum
+        elif not self.outputs_complete:
+            self.exit(signum)
 
-    def watchdog():
+    def _watchdog(self, read_fd: int) -> None:
         signum = os.read(read_fd, 1)[0]
         time.sleep(INTERRUPT_GRACE_S)
-        _exit_interrupted(rank, signum)
+        while self.committing:
+            time.sleep(0.05)
+        if not self.outputs_complete:
+            self.exit(signum)
 
-    for name in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(name, handler)
-    threading.Thread(target=watchdog, name="hybrid-interrupt-watchdog", daemon=True).start()
+    @contextlib.contextmanager
+    def commit(self):
+        """The commit of the outputs (collective): not cut by a signal; signals after it are ignored."""
+        self.committing = True
+        try:
+            yield
+        except BaseException:
+            self.committing = False
+            if self.held_signal is not None:
+                self.exit(self.held_signal)
+            raise
+        self.outputs_complete = True
+        self.committing = False
+
+    def exit(self, signum: int) -> None:
+        """Remove this run's partial outputs, print one line and end the process: 128 + signum."""
+        from hybrid.io.outputs import discard_active
+
+        with self.exiting:
+            if self.rank > 0:  # rank 0 cleans up, prints and exits, and mpirun ends this rank
+                time.sleep(2 * INTERRUPT_GRACE_S)
+            removed = discard_active()
+            if self.rank == 0 or removed:
+                # os.write, not print: the main thread may have been stopped inside a print
+                os.write(2, f"hybrid: interrupted by {signal.Signals(signum).name}; partial outputs removed\n"
+                         .encode())
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+            os._exit(128 + signum)  # no MPI_Finalize: other ranks may be inside a collective call
+
+
+_INTERRUPTS = _Interrupts()
 
 
 @contextlib.contextmanager
@@ -211,13 +249,17 @@ def _outputs(comm, directory: Path, overwrite: bool, inputs=()):
     from hybrid.io.outputs import OutputTransaction
 
     transaction = OutputTransaction(directory, overwrite=overwrite, inputs=inputs)
-    staging = comm.bcast(on_rank0(comm, transaction.open), root=0)
+    staging, created = comm.bcast(on_rank0(comm, lambda: (transaction.open(), transaction.created_directory)),
+                                  root=0)
+    if comm.rank > 0:
+        transaction.follow(staging, created)
     try:
         yield staging
-        on_rank0(comm, transaction.commit)
+        with _INTERRUPTS.commit():
+            on_rank0(comm, transaction.commit)
+        transaction.forget()
     except BaseException:
-        if comm.rank == 0:
-            transaction.discard()
+        transaction.discard()  # on every rank: the first to take the staging folder removes it
         raise
 
 
@@ -356,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     comm = MPI.COMM_WORLD
     started = time.perf_counter()
     if threading.current_thread() is threading.main_thread():
-        _handle_interrupts(comm.rank)
+        _INTERRUPTS.install(comm.rank)
 
     def log(message: str) -> None:
         if comm.rank == 0:
@@ -364,8 +406,6 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         COMMANDS[args.command](args, comm, log)
-    except Interrupted as exc:
-        _exit_interrupted(comm.rank, exc.signum)
     except RunError as exc:  # raised on every rank
         if comm.rank == 0:
             print(f"hybrid: error: {exc}", file=sys.stderr, flush=True)

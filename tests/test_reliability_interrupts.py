@@ -9,12 +9,13 @@ interrupted run exited 2."""
 import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from cli_helpers import hybrid_command
+from cli_helpers import MPIRUN, hybrid_command
 
 SLOW_DISC = """\
 [geometry]
@@ -122,3 +123,41 @@ def test_sigterm_while_fields_are_written_leaves_a_complete_set(tmp_path, ranks)
         summary = json.loads(now["summary.json"])
         assert {summary["outputs"]["fields"], "ifp.h5", "summary.json"} <= set(now)
         assert summary["mesh"]["cells"] > 10 * json.loads(previous["summary.json"])["mesh"]["cells"]
+
+
+SIGNAL_RANK1_AFTER_MESH = """\
+import os, signal, sys
+from mpi4py import MPI
+import hybrid._fem_stack
+import dolfinx.io
+
+write_mesh = dolfinx.io.XDMFFile.write_mesh
+
+def write_mesh_then_signal_rank1(self, *args, **kwargs):
+    write_mesh(self, *args, **kwargs)
+    if MPI.COMM_WORLD.rank == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+dolfinx.io.XDMFFile.write_mesh = write_mesh_then_signal_rank1
+from hybrid.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+"""``hybrid`` whose rank 1 alone gets SIGTERM between writing the mesh and the first field, while
+rank 0 is already inside the next collective HDF5 write (holding the GIL, so no handler runs there)."""
+
+
+def test_sigterm_to_one_rank_between_collective_writes(tmp_path):
+    """Before the fix, rank 1 unwound through the ``with XDMFFile`` exit, a collective close that
+    rank 0 never joined: both ranks waited for ever. Now rank 1 exits where it stands; as rank 0
+    cannot clean up, rank 1 removes the staging folder (and the output directory it created),
+    prints the one line, and mpirun ends rank 0."""
+    out = tmp_path / "out"
+    config = tmp_path / "disc.toml"
+    config.write_text(MEDIUM_DISC.format(h=1e-4, out=out))
+    result = subprocess.run([MPIRUN, "-n", "2", sys.executable, "-c", SIGNAL_RANK1_AFTER_MESH, "forward", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 143, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("hybrid:")]
+    assert lines == ["hybrid: interrupted by SIGTERM; partial outputs removed"], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists(), list(out.iterdir())

@@ -53,6 +53,24 @@ def test_discard_leaves_nothing_behind(tmp_path):
     assert not (tmp_path / "new" / "out").exists()
 
 
+def test_one_process_of_a_run_discards_the_staging_folder(tmp_path):
+    """Rank 0 opens, another rank follows; after an interrupt either may discard, the first one
+    does (True) and the other finds nothing (False); after a commit, nobody discards."""
+    opened = OutputTransaction(tmp_path / "out")
+    (opened.open() / "ifp.h5").write_bytes(b"x")
+    follower = OutputTransaction(tmp_path / "out")
+    follower.follow(opened.staging, opened.created_directory)
+    assert follower.discard() is True
+    assert opened.discard() is False
+    assert not (tmp_path / "out").exists()
+
+    committed = OutputTransaction(tmp_path / "out")
+    (committed.open() / "summary.json").write_text("{}")
+    committed.commit()
+    assert committed.discard() is False
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["summary.json"]
+
+
 @pytest.mark.parametrize("setup, kwargs, message", [
     (lambda out: (out.mkdir(), (out / "summary.json").write_text("{}")), {}, "is not empty (1 entries: summary.json)"),
     (lambda out: out.write_text("a file"), {"overwrite": True}, "is an existing file, not a directory"),

@@ -11,7 +11,9 @@ An output directory that already holds files is refused unless ``overwrite`` is 
 previous contents are deleted at commit time (``summary.json`` first), never before the new run
 has succeeded. A directory that contains an input of the run is refused even with ``overwrite``.
 
-These functions touch the file system and are meant for one process (rank 0 under MPI).
+These functions touch the file system and are meant for one process (rank 0 under MPI); the
+other ranks of a run :meth:`~OutputTransaction.follow` rank 0's transaction, so that whichever rank
+is still able to after an interrupt removes the staging folder (:func:`discard_active`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class OutputTransaction:
         self.overwrite = overwrite
         self.inputs = [Path(p) for p in inputs if p is not None]
         self.staging = self.directory / f"{STAGING_PREFIX}{os.getpid()}"
-        self._created_directory = False
+        self.created_directory = False  # set by open(): this run created the directory
 
     def open(self) -> Path:
         """Check the output directory, create it and the staging folder; returns the staging folder."""
@@ -64,7 +66,7 @@ class OutputTransaction:
                 out.mkdir(parents=True)
             except OSError as exc:
                 raise ValueError(f"cannot create output directory {out}: {exc.strerror}") from None
-            self._created_directory = True
+            self.created_directory = True
         if not os.access(out, os.W_OK | os.X_OK):
             raise ValueError(f"output directory {out} is not writable")
         try:
@@ -73,6 +75,18 @@ class OutputTransaction:
             raise ValueError(f"cannot write into output directory {out}: {exc.strerror}") from None
         _active.append(self)
         return self.staging
+
+    def follow(self, staging: Path, created_directory: bool) -> None:
+        """Take on the staging folder (and whether the run created the output directory) that
+        another process of the same run opened, so that this process can discard it too."""
+        self.staging = Path(staging)
+        self.created_directory = created_directory
+        _active.append(self)
+
+    def forget(self) -> None:
+        """No longer discard this transaction after an interrupt (it was committed elsewhere)."""
+        if self in _active:
+            _active.remove(self)
 
     def previous_entries(self) -> list[Path]:
         """What ``directory`` holds besides staging folders (of this or of an earlier, killed run)."""
@@ -90,18 +104,28 @@ class OutputTransaction:
         for entry in staged:
             entry.rename(self.directory / entry.name)
         self.staging.rmdir()
-        _active.remove(self)
+        self.forget()
 
-    def discard(self) -> None:
-        """Remove the staged files (and the output directory if this run created it and it is empty)."""
-        shutil.rmtree(self.staging, ignore_errors=True)
-        if self._created_directory:
+    def discard(self) -> bool:
+        """Remove the staged files (and the output directory if this run created it and it is empty).
+
+        Several processes of a run may call this at once: the one whose atomic rename takes the
+        staging folder removes it and returns True; the others, and a call after a commit, return False."""
+        self.forget()
+        doomed = self.staging.with_name(f"{self.staging.name}.removing-{os.getpid()}")
+        try:
+            self.staging.rename(doomed)
+        except FileNotFoundError:
+            return False
+        except OSError:  # cannot rename (permissions): remove it where it is
+            doomed = self.staging
+        shutil.rmtree(doomed, ignore_errors=True)
+        if self.created_directory:
             try:
                 self.directory.rmdir()
             except OSError:
                 pass
-        if self in _active:
-            _active.remove(self)
+        return True
 
 
 @contextlib.contextmanager
@@ -122,7 +146,7 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def discard_active() -> None:
-    """Discard every open transaction of this process (after an interrupt)."""
-    for transaction in list(_active):
-        transaction.discard()
+def discard_active() -> bool:
+    """Discard every open transaction of this process (after an interrupt); True if this process
+    removed a staging folder (no other process of the run had)."""
+    return any([transaction.discard() for transaction in list(_active)])
