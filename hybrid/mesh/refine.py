@@ -40,16 +40,11 @@ gmsh mesh to the DOFs of uniform gmsh meshes (benchmarks/results/refine_accuracy
 ``adaptive``; max / L2 over gmsh's): 2 mm sphere in a 1 mm host (the case the bisection was
 chosen on) 0.48-0.84x / 0.55-0.64x, 1.5 mm in a 1.5 mm host 0.46-0.86x / 0.57-0.58x, 2 mm
 sphere alone 0.90-1.00x / 0.74-0.80x at 8k-48k DOFs. The tumour alone is met narrowly and only
-with the smoothing: unsmoothed bisection gave 1.41x there at 15.7k DOFs (``residual`` in
-benchmarks/results/adaptive_max_error.json; the max 0.06-0.07 mm deep among
-bisected cells of median quality 0.44-0.47, surface edges 0.15-0.18 against gmsh's 0.10-0.12 mm:
-``locate`` in benchmarks/results/adaptive_max_error.json), smoothing of interior vertices only
-1.04x, 1, 2 or 5 sweeps instead of 3 give 1.03-1.12x, and a 1.5 mm sphere alone is still 1.10x
-with the smoothing (1.40x without); the pre-registered criterion, its two tries and the variants
-that did not help (Doerfler 0.3, all edges of the marked cells, a chord-sliver energy term,
-max-norm estimates) are in benchmarks/adaptive_max_error.py and its JSON. L2-weighted and
-gradient-recovery (ZZ) indicators were tried too and not kept (no benchmark in the repository reproduces them). In 2-D (2 mm disc
-from 0.4 mm to 1.5-3.5k DOFs; refine_accuracy.json, cases ``disc`` and ``disc_host``) adaptive
+with the smoothing; that criterion, its tries and the variants that did not help are in
+:mod:`hybrid.forward.adaptive` and benchmarks/adaptive_max_error.py. L2-weighted and
+gradient-recovery (ZZ) indicators were tried too and not kept (no benchmark in the repository
+reproduces them). In 2-D (2 mm disc from 0.4 mm to 1.5-3.5k DOFs; refine_accuracy.json, cases
+``disc`` and ``disc_host``) adaptive
 refinement has 1.15-1.25x a uniform gmsh mesh's max error alone (0.60-0.67x its L2) and
 0.71-0.87x in a 1 mm host: for a disc alone rim refinement is the better choice.
 """
@@ -93,6 +88,12 @@ def curved_surfaces(domain: TumourMesh) -> dict[int, tuple[np.ndarray, float]]:
     return {}
 
 
+def onto_sphere(points: np.ndarray, centre: np.ndarray, radius: float) -> np.ndarray:
+    """``points`` [m] (n, gdim) moved radially onto the circle/sphere of ``radius`` [m] around ``centre``."""
+    offset = points - centre[:points.shape[1]]
+    return centre[:points.shape[1]] + offset * (radius / np.linalg.norm(offset, axis=1))[:, None]
+
+
 def snap_to_surfaces(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags,
                      surfaces: dict[int, tuple[np.ndarray, float]]) -> float:
     """Move the vertices of the facets tagged in ``surfaces`` radially onto their circle or sphere.
@@ -120,9 +121,8 @@ def snap_to_surfaces(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags,
         if np.any(distance <= 0.5 * radius):
             raise ValueError(f"facets tagged {tag} are not near the surface of radius {radius} m "
                              f"around {centre[:gdim]}: cannot snap them")
-        snapped = centre[:gdim] + offset * (radius / distance)[:, None]
         moved = max(moved, float(np.abs(distance - radius).max(initial=0.0)))
-        x[nodes, :gdim] = snapped
+        x[nodes, :gdim] = onto_sphere(x[nodes, :gdim], centre, radius)
     return mesh.comm.allreduce(moved, op=MPI.MAX)
 
 

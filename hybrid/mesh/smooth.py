@@ -30,6 +30,8 @@ import hybrid._fem_stack  # noqa: F401  (before dolfinx)
 import dolfinx.la
 import dolfinx.mesh
 
+from hybrid.mesh.refine import onto_sphere
+
 __all__ = ["smooth_vertices", "cell_quality"]
 
 
@@ -164,9 +166,7 @@ def smooth_vertices(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags, 
         if slides:
             on_sphere = _neighbour_mean(vertices, x, surface_edges)
             for tag, mask in slides.items():
-                centre, radius = surfaces[tag]
-                offset = on_sphere[mask] - centre[:gdim]
-                target[mask] = centre[:gdim] + offset * (radius / np.linalg.norm(offset, axis=1))[:, None]
+                target[mask] = onto_sphere(on_sphere[mask], *surfaces[tag])
         worst_old = worst_around(quality)
         move = free | sum(slides.values(), np.zeros(vertices.size, dtype=bool))
         trial = np.where(move[:, None], target, x)
