@@ -34,6 +34,29 @@ Pre-registration (written and committed before the run):
   default run's (0.139, 1.440); "no help" otherwise. Also reported: the final unweighted total (all
   six terms) against the default run's 1.085e-3.
 
+Outcome (entry ``fem_start_2000_300``; 2-core AMD EPYC shared with a CI run and other helpers, one
+process, one torch thread; 1-min load 3.3-4.4 during, 3.75 after): by the rule "improves", not
+"success". The start FEM differs from the FEM truth by 14 % (liposomal), 65 % (free) and 68 % (cell)
+relative L2; the fit reached 1.2 %, 1.9 %, 2.3 % of the start FEM (78 s); the FEM solve took 2.7 s;
+the training 741 s.
+
+    step   100    200    500    1000   1500   2000   2300 (after 300 L-BFGS)
+    pH_50  7.089  6.975  6.847  6.823  6.824  6.811  6.823
+    n      0.892  0.865  0.934  1.081  1.148  1.131  1.202
+
+Final (6.823, 1.202): |pH_50 - 6.8| 0.023 (default 0.139), |n - 2| 0.798 (default 1.440); n is
+40 % low. Final unweighted terms: data_total_drug 5.31e-4, data_released_fraction 3.48e-5, pde_lipo
+1.68e-4, pde_free 1.1e-6, pde_cell 2.24e-5, bc_no_flux 6.2e-7; data sum 5.66e-4, PDE sum 1.92e-4,
+total 7.59e-4: 30 % below the default start's 1.085e-3 (lower in both sums: 6.97e-4, 3.87e-4) but
+above the truth-fitted start's 6.16e-4 (pinn_release_minimum ``fitted_start_2000_300``). pH_50 is
+found (within 0.05 of 6.8 at every record from step 500 on); n fell only to 0.865 (step 200; the
+default run's to 0.56), then rose ~0.03 per 100 Adam steps to 1.168 at step 1600, was knocked back
+to 1.10-1.17 by Adam's loss spikes (1700-2000), and rose +0.007 per 25 L-BFGS iterations at the end
+with the loss still falling (7.63e-4 -> 7.45e-4 weighted over the last 25): not converged. So with the
+networks regressed onto a FEM solve at the START law, n no longer collapses (to ~0.56 from untrained
+networks) and moves toward the truth, but too slowly for this budget; pH_50 is as good as from the
+truth-fitted start.
+
 Run from the repository root (after pinn_release_diagnosis ``fem``; the FEM start and the fit are
 written to $WARMSTART_DIR, default /tmp/s16/W; merges into
 benchmarks/results/pinn_release_warmstart.json):
