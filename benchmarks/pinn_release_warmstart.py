@@ -57,10 +57,30 @@ networks regressed onto a FEM solve at the START law, n no longer collapses (to 
 networks) and moves toward the truth, but too slowly for this budget; pH_50 is as good as from the
 truth-fitted start.
 
+Pre-registration of two follow-up runs (written and committed before either run; both launched at
+once, two processes, one torch thread each):
+
+- (a) ``fem_start_6000_900``: exactly ``fem_start`` but 6000 Adam + 900 L-BFGS. Question: does n
+  keep rising to the truth with a longer budget? Rule (final record): "success" as above; "improves
+  on fem_start" if not success but |n - 2| < 0.798 and |pH_50 - 6.8| < 0.05; "no gain" otherwise.
+  Also recorded: the first step at which n is in [1.9, 2.1], if any.
+- (b) ``fem_start_example``: the same FEM start and supervised fit, then the EXAMPLE's own training
+  as ``hybrid invert examples/invert_ph_release.toml`` runs it (its [training] unchanged: strong
+  residuals, balance "all", 2000 Adam + 300 L-BFGS, 256 points, float64, seed 0; run as
+  pinn_release_weak ``invert_stage("strong", 2000, 300)``, which keeps the config's balance). Its
+  baseline: the same training from untrained networks, pinn_release_causal.json ``baseline``
+  (causal off; (6.258, 0.527)). Rule: "success" as above; "improves" if both |pH_50 - 6.8| and
+  |n - 2| are smaller than the baseline's (0.542, 1.473); "no help" otherwise.
+- Both record (pH_50, n) and the unweighted terms every 100 Adam steps (and the trainer's L-BFGS
+  records). The FEM start snapshots are those of the ``fem_start`` run (WORK/fine_snapshots.npz,
+  the identical computation, reused); the supervised fit is recomputed (same settings, seed 7).
+
 Run from the repository root (after pinn_release_diagnosis ``fem``; the FEM start and the fit are
 written to $WARMSTART_DIR, default /tmp/s16/W; merges into
 benchmarks/results/pinn_release_warmstart.json):
     .venv/bin/python benchmarks/pinn_release_warmstart.py fem_start
+    .venv/bin/python benchmarks/pinn_release_warmstart.py fem_start 6000 900
+    .venv/bin/python benchmarks/pinn_release_warmstart.py fem_start_example
 """
 
 from __future__ import annotations
