@@ -259,7 +259,8 @@ def _outputs(comm, directory: Path, overwrite: bool, inputs=()):
             on_rank0(comm, transaction.commit)
         transaction.forget()
     except BaseException:
-        transaction.discard()  # on every rank: the first to take the staging folder removes it
+        if comm.rank == 0:
+            transaction.discard()
         raise
 
 
@@ -413,8 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001  (not agreed on: print here, end every rank)
         from hybrid.io.outputs import discard_active
 
-        discard_active()
-        if comm.rank > 0:  # if rank 0 failed too, it prints and aborts first: one line, not one per rank
+        if comm.rank == 0:
+            discard_active()  # rank 0 only: when another rank fails alone, rank 0 may still be writing
+        else:  # if rank 0 failed too, it prints and aborts first: one line, not one per rank
             time.sleep(INTERRUPT_GRACE_S)
         if os.environ.get("HYBRID_TRACEBACK"):
             traceback.print_exc()
