@@ -12,6 +12,8 @@ Read top to bottom, this is the data flow of an inversion:
    (DCE-MRI), extracellular pH [1] (CEST-MRI), on the same grid.
 5. :class:`Truth` — what a twin experiment used (parameters with units, true fields on the grid),
    for reporting errors only; an inversion never reads it.
+6. :class:`FemSnapshots` — nodal FEM fields in time (a forward solve the PINN is warm-started on,
+   ``[training] warm_start = "fem"`` of ``hybrid invert``).
 
 ``hybrid maps`` hands its fits to the output stage (and to 4.) as :class:`ParameterMaps`.
 
@@ -26,7 +28,7 @@ import numpy as np
 
 from hybrid.imaging.grid import voxel_to_world_m
 
-__all__ = ["VoxelGrid", "ObservationOperator", "Observations", "KnownMaps", "Truth", "ParameterMaps"]
+__all__ = ["VoxelGrid", "ObservationOperator", "Observations", "KnownMaps", "Truth", "ParameterMaps", "FemSnapshots"]
 
 
 @dataclass(frozen=True)
@@ -180,3 +182,30 @@ class ParameterMaps:
     def known_maps(self) -> KnownMaps:
         """The Ktrans [1/min] and pH maps (where fitted) as known inputs of an inversion."""
         return KnownMaps(self.grid, ktrans_per_min=self.images.get("Ktrans"), ph=self.images.get("pH"))
+
+
+@dataclass(frozen=True)
+class FemSnapshots:
+    """Nodal values of FEM fields at a sequence of times: ``coordinates`` (nodes, dim) [m],
+    ``times`` (snapshots,) [s, increasing], ``values`` (snapshots, len(species), nodes) in
+    [mol/m^3 of tissue], ``species`` the field names in the order of ``values``' second axis."""
+
+    coordinates: np.ndarray
+    times: np.ndarray
+    values: np.ndarray
+    species: tuple[str, ...]
+
+    def __post_init__(self):
+        coordinates = np.asarray(self.coordinates, dtype=float)
+        times = np.asarray(self.times, dtype=float)
+        values = np.asarray(self.values, dtype=float)
+        if coordinates.ndim != 2 or times.ndim != 1 or times.size < 2 or np.any(np.diff(times) <= 0):
+            raise ValueError(f"snapshots need (nodes, dim) coordinates and >= 2 increasing times, got shapes "
+                             f"{coordinates.shape} and {times.shape}")
+        if values.shape != (times.size, len(self.species), coordinates.shape[0]):
+            raise ValueError(f"values shape {values.shape} is not (times, species, nodes) = "
+                             f"({times.size}, {len(self.species)}, {coordinates.shape[0]})")
+        object.__setattr__(self, "coordinates", coordinates)
+        object.__setattr__(self, "times", times)
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "species", tuple(self.species))
