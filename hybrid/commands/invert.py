@@ -1,4 +1,5 @@
-"""``hybrid invert CONFIG.toml``: the inverse PINN on images (never DOLFINx; torch only inside hybrid.inverse).
+"""``hybrid invert CONFIG.toml``: the inverse PINN on images (torch only inside hybrid.inverse; DOLFINx
+only for ``[training] warm_start = "fem"``).
 
 Composition only. Kind "ifp": the IFP map (NIfTI, Pa) -> :class:`hybrid.records.Observations` ->
 :func:`hybrid.inverse.images.disc_ifp_problem`. Kind "release": the total-drug series (and the
@@ -16,6 +17,10 @@ first the pressure network alone (``[training] pretrain_adam_steps`` / ``pretrai
 ensemble member, seeds seed, seed + 1, ...) with the ``[training]`` keys as
 :class:`hybrid.inverse.TrainingConfig` fields, among them ``residual_form`` ("weak": kind "release"
 without flow, the test functions of ``weak_cells``, ``weak_time_cells`` and ``weak_gauss``).
+``[training] warm_start = "fem"`` (kind "release"): before training, the FEM forward solve of
+``[problem] transport`` at the unknowns' start values (:func:`_fem_at_start`; the only path that
+imports DOLFINx, lazily) and each member's state networks regressed onto its nodal fields
+(:mod:`hybrid.inverse.warm_start`); skipped for a member resumed from its checkpoint.
 Writes into ``directory``:
 
 - ``inversion.json``: for every estimate (the scalar unknowns; IFP: the rim thickness
@@ -24,7 +29,9 @@ Writes into ``directory``:
   loss history of every member, training seconds, device and dtype; release and coupled: the
   frames trained on and held out, and the PINN's prediction of each held-out frame (relative l2
   against the observed frame over the voxels finite in both); coupled: the pressure pre-training
-  of every member (last loss record and seconds);
+  of every member (last loss record and seconds); with ``warm_start = "fem"``, ``training.warm_start``:
+  per member (not resumed) the start values, FEM seconds and snapshot count, the fit's relative L2
+  errors per state [1] on fresh points, its final loss and seconds (null without a warm start);
 - recovered fields on the observation grid, voxel-averaged like the data (ensemble mean; NaN where
   a voxel sees no tissue): ``ifp.nii.gz`` [Pa] (ifp and coupled); release and coupled:
   ``total_drug``, ``liposomal_drug``, ``free_drug``, ``cell_drug`` [mol/m^3] and
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -59,6 +67,8 @@ _TRUTH_KEYS = {"conductivity": "tumour.hydraulic_conductivity",
                "lymphatic_pressure": "tumour.lymphatic_pressure",
                "release_rate": "release_rate", "ph_50": "release.ph_50", "steepness": "release.steepness"}
 """Where each coefficient lives in ``hybrid synthesize``'s truth.json ``parameters``."""
+WARM_START_INTERVAL_S = 60.0
+"""Time between the FEM snapshots of the warm start [s] (every step where ``[time] step`` is coarser)."""
 
 
 def read_ifp_observations(config: InvertConfig) -> Observations:
@@ -296,12 +306,14 @@ def _train(config: InvertConfig, problems: list, log, resume: bool) -> tuple[lis
 
     settings = asdict(config.training)
     checkpoint, _ = settings.pop("checkpoint"), settings.pop("ensemble")
+    warm_start = settings.pop("warm_start") == "fem"
+    fit_settings = {name: settings.pop(f"warm_start_{name}") for name in ("adam_steps", "lbfgs_steps", "points")}
     pressure_steps = {"adam_steps": settings.pop("pretrain_adam_steps"),
                       "lbfgs_steps": settings.pop("pretrain_lbfgs_steps")}
     pretraining = TrainingConfig(**settings | pressure_steps | {
         "collocation_points": config.problem.flow_points or config.training.collocation_points,
         "unknowns_from_step": 0})   # the unknowns are held during the pressure pre-training anyway
-    results, pretrained = [], []
+    results, pretrained, warm_starts, fem = [], [], [], None
     for seed, problem in zip(_seeds(config), problems):
         path = None if checkpoint is None else str(checkpoint) if config.training.ensemble == 1 \
             else f"{checkpoint}.seed{seed}"
@@ -314,10 +326,81 @@ def _train(config: InvertConfig, problems: list, log, resume: bool) -> tuple[lis
                 trainer.resume(path)
                 resumed = True
                 log(f"resumed member seed {seed} at step {trainer.step} from {path}")
+        if warm_start and resumed:
+            log(f"warm start skipped for member seed {seed}: its networks come from the checkpoint")
+        elif warm_start:
+            fem = fem or _fem_at_start(config, problem, log)
+            warm_starts.append(_warm_start(problem, seed, fit_settings, *fem, log))
         pretrained.append(_pretrain(config, problem, replace(pretraining, seed=seed), log)
                           if not resumed else None)
         results.append(trainer.run())
-    return results, pretrained
+    return results, pretrained, warm_starts if warm_start else None
+
+
+def _fem_at_start(config: InvertConfig, problem, log) -> tuple:
+    """``[training] warm_start = "fem"``: the FEM forward solve of ``[problem] transport`` (serial,
+    COMM_SELF; DOLFINx imported here only) with the release law at ``problem``'s unknowns' start
+    values and the inversion's pH_e map, over the PINN's time domain [0, end_time] in the
+    transport's own equal steps (``[time] step``, ``order``; not adaptive). Returns the nodal C_L,
+    C_F, C_I every ``WARM_START_INTERVAL_S`` s (every step if coarser) as FemSnapshots, the start
+    values [SI] and the seconds."""
+    from mpi4py import MPI
+
+    from hybrid.commands.transport import setup_transport
+    from hybrid.forward.transport import SPECIES
+    from hybrid.problems.namespace import UFL
+    from hybrid.problems.release import ph_release_rate
+    from hybrid.records import FemSnapshots
+
+    start = time.perf_counter()
+    values = {u.name: float(u().detach()) for u in problem.scalar_unknowns() if u.name in RELEASE_UNKNOWNS}
+    law = values["release_rate"] if "release_rate" in values else \
+        lambda ph: ph_release_rate(ph, xp=UFL, **{name: values[name] for name in PH_LAW_UNKNOWNS if name in values})
+    transport = _with_ph_map(load_transport(config.problem.transport), config.data.ph_map)
+    end = problem.scales.time   # the PINN's time domain [0, end_time] s
+    steps = max(1, math.ceil(end / transport.time.step - 1e-9))
+    dt = end / steps
+    every = max(1, round(WARM_START_INTERVAL_S / dt))
+    log(f"warm start: FEM at the initial values {', '.join(f'{k} = {v:.4g}' for k, v in values.items())}: "
+        f"{steps} steps of {dt:g} s to {end:g} s")
+    setup = setup_transport(transport, MPI.COMM_SELF, lambda line: log(f"warm start FEM: {line}"), {},
+                            release_rate=law)
+    solver = setup.solver
+    try:
+        species = solver.species()
+        coordinates = species[0].function_space.tabulate_dof_coordinates()[:, :setup.domain.dim]
+        times, fields = [0.0], [np.stack([f.x.array.copy() for f in species[:3]])]
+        for index in range(1, steps + 1):
+            solver.step(dt)
+            if index % every == 0 or index == steps:
+                times.append(solver.time)
+                fields.append(np.stack([f.x.array.copy() for f in solver.species()[:3]]))
+    finally:
+        solver.close()
+    snapshots = FemSnapshots(coordinates, np.array(times), np.stack(fields), SPECIES)
+    seconds = time.perf_counter() - start
+    log(f"warm start: FEM at the initial values {seconds:.1f} s ({len(times)} snapshots, {coordinates.shape[0]} nodes)")
+    return snapshots, values, seconds
+
+
+def _warm_start(problem, seed: int, settings: dict, snapshots, values: dict, fem_seconds: float, log) -> dict:
+    """Fit ``problem``'s state networks onto the FEM ``snapshots`` (:func:`hybrid.inverse.warm_start.fit_states`
+    with ``settings``: adam_steps, lbfgs_steps, points; seed ``seed``); the record of inversion.json."""
+    from hybrid.inverse.warm_start import SnapshotInterpolant, fit_states
+
+    target = SnapshotInterpolant(snapshots, problem.scales.length, problem.scales.time, species=problem.STATES)
+    fit = fit_states(problem, target, seed=seed, **settings)
+    log(f"warm start: fit of member seed {seed} {fit.seconds:.1f} s, relative L2 "
+        + ", ".join(f"{name} {100 * error:.2f} %" for name, error in fit.relative_l2.items()))
+    return {"seed": seed, "start": values, "fem_seconds": fem_seconds, "snapshots": len(snapshots.times),
+            "fit_seconds": fit.seconds, "relative_l2": fit.relative_l2, "final_loss": fit.final_loss,
+            "fit": settings}
+
+
+def _with_ph_map(transport, ph_map: Path | None):
+    """``transport`` with ``[release] ph_map`` set to the inversion's ``[data] ph_map`` where given
+    (the FEM then samples the pH_e map the PINN interpolates)."""
+    return transport if ph_map is None else replace(transport, release=replace(transport.release, ph_map=ph_map))
 
 
 def _pretrain(config: InvertConfig, problem, settings, log) -> dict | None:
@@ -349,7 +432,7 @@ def run_invert(config: InvertConfig, directory: Path, log, resume: bool = False)
         f"unknowns {', '.join(config.unknowns)}, {config.training.ensemble} member(s) on {config.training.device} "
         f"({config.training.dtype})")
     problems = build_problems(config, trained_on)
-    results, pretrained = _train(config, problems, log, resume)
+    results, pretrained, warm_starts = _train(config, problems, log, resume)
     estimates, names = {}, estimate_names(kind)
     for inner, (_, unit) in results[0].estimates.items():
         name = names.get(inner, inner)
@@ -404,6 +487,7 @@ def run_invert(config: InvertConfig, directory: Path, log, resume: bool = False)
                                        for seed, r in zip(_seeds(config), results)],
                            "seconds": sum(r.seconds for r in results), "device": results[0].device,
                            "pressure_pretraining": pretrained if kind == "coupled" else None,
+                           "warm_start": warm_starts,
                            "dtype": results[0].dtype,
                            "settings": {k: str(v) if isinstance(v, Path) else v
                                         for k, v in asdict(config.training).items()}}

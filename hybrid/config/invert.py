@@ -109,6 +109,22 @@ advection). Test functions live on boxes of 2 x 2 cells inside the disc: with 12
 the pH-release twin the weak form alone does not recover the pH law from a distant start
 (benchmarks/pinn_release_weak.py).
 
+Warm start (kind "release" only; refused for "ifp" and "coupled", not built there)::
+
+    [training]
+    warm_start = "fem"                    # default "none": untrained networks
+    warm_start_adam_steps = 4000          # the fit's Adam steps (default 4000)
+    warm_start_lbfgs_steps = 1000         # then L-BFGS iterations (default 1000)
+    warm_start_points = 2048              # its collocation points (default 2048)
+
+With ``"fem"``, ``hybrid invert`` first solves the forward problem of ``[problem] transport`` (FEM,
+serial, its own time step; DOLFINx is imported only then) with the release law at the unknowns'
+start values (``initial``, else the mean of the bounds) and the pH_e map of the inversion, and
+regresses each member's state networks onto the nodal C_L, C_F, C_I (every 60 s, or every step if
+coarser; :mod:`hybrid.inverse.warm_start`). No truth enters. The ``warm_start_*`` keys apply to
+``warm_start = "fem"`` only. On the pH-release twin this kept the pH law
+from drifting (benchmarks/pinn_release_warmstart.py). A member resumed from its checkpoint skips it.
+
 Kind "coupled" (issue 9: interstitial pressure and release kinetics from drug images): a tumour
 disc in host tissue, the steady Darcy-Starling pressure and the liposomal / free / cell drug fed by
 it, trained jointly (:func:`hybrid.inverse.coupled.tumour_host_problem`: a cusp-capturing pressure
@@ -169,7 +185,8 @@ from hybrid.config.validate import (ConfigError, OutputConfig, choice, integer, 
                                     optional_number, output_from_table, read_toml, relative_path, spec_of, take_keys)
 
 __all__ = ["UnknownConfig", "Unknowns", "DataConfig", "ProblemConfig", "TrainingSection", "InvertConfig",
-           "IFP_COEFFICIENTS", "RELEASE_UNKNOWNS", "PH_LAW_UNKNOWNS", "COUPLED_UNKNOWNS", "invert_config_from_dict",
+           "IFP_COEFFICIENTS", "RELEASE_UNKNOWNS", "PH_LAW_UNKNOWNS", "COUPLED_UNKNOWNS", "WARM_STARTS",
+           "invert_config_from_dict",
            "load_invert_config", "load_transport"]
 
 IFP_COEFFICIENTS = {"conductivity": "m^2/(Pa s)", "vascular_exchange": "1/(Pa s)", "effective_pressure": "Pa",
@@ -188,6 +205,13 @@ KINDS = ("ifp", "release", "coupled")
 _COUPLED_PROBLEM_KEYS = ("flow_points", "interface_width", "interface_points")
 _COUPLED_TRAINING_KEYS = ("pretrain_adam_steps", "pretrain_lbfgs_steps")
 _WEAK_TRAINING_KEYS = ("weak_cells", "weak_time_cells", "weak_gauss")
+_WARM_START_KEYS = ("warm_start_adam_steps", "warm_start_lbfgs_steps", "warm_start_points")
+FIT_ADAM_STEPS, FIT_LBFGS_STEPS, FIT_POINTS = 4000, 1000, 2048
+"""Defaults of the warm start's fit (:func:`hybrid.inverse.warm_start.fit_states`): Adam steps,
+L-BFGS iterations, collocation points [count]; those of benchmarks/pinn_release_warmstart.py, whose
+fit reached 1.2 / 1.9 / 2.3 % relative L2 (C_L / C_F / C_I) on the pH-release twin in 78 s."""
+WARM_STARTS = {"none": "untrained networks", "fem": "networks fitted to a FEM solve at the unknowns' start values"}
+"""Values of ``[training] warm_start`` and what the networks start from."""
 
 
 @dataclass(frozen=True)
@@ -281,6 +305,10 @@ class TrainingSection:
     weak_cells: int = 12                       # weak form: cells per space axis over [-1, 1] (x / radius)
     weak_time_cells: int = 12                  # weak form: cells over [0, end_time]
     weak_gauss: int = 3                        # weak form: Gauss-Legendre points per cell and axis
+    warm_start: str = "none"                   # "fem": networks fitted to a FEM solve at the start values first
+    warm_start_adam_steps: int = FIT_ADAM_STEPS     # warm start: Adam steps of the fit
+    warm_start_lbfgs_steps: int = FIT_LBFGS_STEPS   # warm start: L-BFGS iterations after them
+    warm_start_points: int = FIT_POINTS             # warm start: collocation points of the fit
 
 
 @dataclass(frozen=True)
@@ -315,21 +343,26 @@ def _unknown(name: str, table) -> UnknownConfig:
 def _training(table, base: Path) -> TrainingSection:
     values = take_keys(table, "training", spec_of(TrainingSection))
     for name, allowed in {"dtype": ("float32", "float64"), "device": ("cpu", "cuda"),
-                          "balance": ("residuals", "all", "none"), "residual_form": ("strong", "weak")}.items():
+                          "balance": ("residuals", "all", "none"), "residual_form": ("strong", "weak"),
+                          "warm_start": WARM_STARTS}.items():
         choice("training", name, values[name], allowed)
     misplaced = [key for key in _WEAK_TRAINING_KEYS if key in table and values["residual_form"] != "weak"]
     if misplaced:
         raise ConfigError(f"[training] {', '.join(misplaced)} apply to residual_form = \"weak\" only")
+    misplaced = [key for key in _WARM_START_KEYS if key in table and values["warm_start"] != "fem"]
+    if misplaced:
+        raise ConfigError(f"[training] {', '.join(misplaced)} apply to warm_start = \"fem\" only")
     minimum = {"adam_steps": 0, "lbfgs_steps": 0, "collocation_points": 1, "seed": 0, "ensemble": 1,
                "unknowns_from_step": 0, "pretrain_adam_steps": 0, "pretrain_lbfgs_steps": 0,
-               "weak_cells": 2, "weak_time_cells": 2, "weak_gauss": 1}
+               "weak_cells": 2, "weak_time_cells": 2, "weak_gauss": 1,
+               "warm_start_adam_steps": 0, "warm_start_lbfgs_steps": 0, "warm_start_points": 1}
     counts = {name: integer("training", name, values[name], low) for name, low in minimum.items()}
     if counts["unknowns_from_step"] > counts["adam_steps"]:
         raise ConfigError(f"[training] unknowns_from_step ({counts['unknowns_from_step']}) must not exceed "
                           f"adam_steps ({counts['adam_steps']})")
     checkpoint, threads = values["checkpoint"], values["threads"]
     return TrainingSection(**counts, dtype=values["dtype"], device=values["device"], balance=values["balance"],
-                           residual_form=values["residual_form"],
+                           residual_form=values["residual_form"], warm_start=values["warm_start"],
                            unknown_learning_rate=number("training", "unknown_learning_rate",
                                                         values["unknown_learning_rate"], positive=True),
                            threads=None if threads is None else integer("training", "threads", threads, 1),
@@ -468,6 +501,9 @@ def invert_config_from_dict(data: dict, origin: str = "<config>", base: Path = P
             raise ConfigError(f"[training] {', '.join(misplaced)} belong(s) to kind \"coupled\"")
         if isinstance(training, dict) and training.get("residual_form") == "weak":
             _check_weak_form(problem)
+        if isinstance(training, dict) and training.get("warm_start", "none") != "none" and problem.kind != "release":
+            raise ConfigError(f"[training] warm_start = \"{training['warm_start']}\" is built for kind \"release\" only, "
+                              f"not \"{problem.kind}\"; remove it or set it to \"none\"")
         if problem.kind == "coupled":
             _check_coupled_transport(problem)
         if problem.kind != "ifp" and data_config.ph_map is None and _synthesizes_ph_map(problem.transport):

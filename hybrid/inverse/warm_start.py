@@ -24,15 +24,8 @@ import torch
 
 from hybrid.records import FemSnapshots
 
-__all__ = ["SnapshotInterpolant", "StateFit", "fit_states", "FIT_ADAM_STEPS", "FIT_LBFGS_STEPS", "FIT_POINTS"]
+__all__ = ["SnapshotInterpolant", "StateFit", "fit_states"]
 
-FIT_ADAM_STEPS = 4000
-"""Adam steps of the supervised fit (benchmarks/pinn_release_warmstart.py: with 1000 L-BFGS
-iterations after them, 1.2 / 1.9 / 2.3 % relative L2 for C_L / C_F / C_I on the pH-release twin)."""
-FIT_LBFGS_STEPS = 1000
-"""L-BFGS iterations of the supervised fit after the Adam steps (strong Wolfe line search)."""
-FIT_POINTS = 2048
-"""Collocation points [count] of the supervised fit (fixed sample), and of its error check (fresh)."""
 FIT_LEARNING_RATE = 1e-3
 """Adam learning rate [1] at the start of the cosine schedule."""
 FIT_FINAL_LEARNING_RATE = 1e-5
@@ -96,15 +89,17 @@ class StateFit:
     seconds: float
 
 
-def fit_states(problem, target, *, seed: int, adam_steps: int = FIT_ADAM_STEPS,
-               lbfgs_steps: int = FIT_LBFGS_STEPS, points: int = FIT_POINTS) -> StateFit:
+def fit_states(problem, target, *, seed: int, adam_steps: int, lbfgs_steps: int, points: int) -> StateFit:
     """Regress ``problem.network`` (its states ``problem.states``, named ``problem.STATES``) onto
     ``target`` (nondimensional (n, dim + 1) numpy points -> (n, states) [mol/m^3] in that order,
     e.g. a :class:`SnapshotInterpolant`): ``adam_steps`` Adam steps (cosine schedule from
     ``FIT_LEARNING_RATE`` to ``FIT_FINAL_LEARNING_RATE``) then ``lbfgs_steps`` L-BFGS iterations on
     the mean square of each state's error over its largest target value, at ``points`` collocation
     points of the problem drawn with ``seed``; only the networks move (not the unknowns). Runs in
-    the problem's dtype and device."""
+    the problem's dtype and device. ``hybrid invert``'s defaults (``[training] warm_start_*``,
+    hybrid/config/invert.py): 4000 Adam steps, 1000 L-BFGS iterations, 2048 points, those of
+    benchmarks/pinn_release_warmstart.py (1.2 / 1.9 / 2.3 % relative L2 for C_L / C_F / C_I on the
+    pH-release twin)."""
     start = time.perf_counter()
     parameter = next(problem.network.parameters())
     generator = torch.Generator().manual_seed(seed)
