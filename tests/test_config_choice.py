@@ -81,6 +81,8 @@ def test_the_documents_edited_below_load(schema):
     ("invert", "training", "device", "gpu", '"cpu" or "cuda"'),
     ("invert", "training", "balance", "some", '"residuals", "all", "none"'),
     ("invert", "training", "residual_form", "mixed", '"strong" or "weak"'),
+    ("invert", "training", "warm_start", "truth", '"none" (untrained networks) or "fem" (networks fitted to a FEM '
+                                                  "solve at the unknowns' start values)"),
     ("invert", "problem", "kind", "flow", '"ifp", "release", "coupled"'),
     ("invert", "unknowns.effective_pressure", "log", 0, "true or false"),
     ("transport", "time", "order", True, "1 (backward Euler) or 2 (BDF2)"),

@@ -501,7 +501,7 @@ def invert_config_from_dict(data: dict, origin: str = "<config>", base: Path = P
             raise ConfigError(f"[training] {', '.join(misplaced)} belong(s) to kind \"coupled\"")
         if isinstance(training, dict) and training.get("residual_form") == "weak":
             _check_weak_form(problem)
-        if isinstance(training, dict) and training.get("warm_start", "none") != "none" and problem.kind != "release":
+        if isinstance(training, dict) and training.get("warm_start") == "fem" and problem.kind != "release":
             raise ConfigError(f"[training] warm_start = \"{training['warm_start']}\" is built for kind \"release\" only, "
                               f"not \"{problem.kind}\"; remove it or set it to \"none\"")
         if problem.kind == "coupled":
