@@ -301,7 +301,8 @@ def build_problems(config: InvertConfig, observations: tuple[Observations, ...])
 
 def _train(config: InvertConfig, problems: list, log, resume: bool) -> tuple[list, list]:
     """Train every member; returns (results, the pressure pre-training of each member: None unless
-    kind "coupled" pre-trained it, else its last loss record with the seconds)."""
+    kind "coupled" pre-trained it, else its last loss record with the seconds, the warm-start
+    record of each member not resumed (:func:`_warm_start`; None without ``warm_start = "fem"``))."""
     from hybrid.inverse import Trainer, TrainingConfig
 
     settings = asdict(config.training)
