@@ -502,8 +502,8 @@ def invert_config_from_dict(data: dict, origin: str = "<config>", base: Path = P
         if isinstance(training, dict) and training.get("residual_form") == "weak":
             _check_weak_form(problem)
         if isinstance(training, dict) and training.get("warm_start") == "fem" and problem.kind != "release":
-            raise ConfigError(f"[training] warm_start = \"{training['warm_start']}\" is built for kind \"release\" only, "
-                              f"not \"{problem.kind}\"; remove it or set it to \"none\"")
+            raise ConfigError(f"[training] warm_start = \"fem\" is built for kind \"release\" only, not "
+                              f"\"{problem.kind}\"; remove it or set it to \"none\"")
         if problem.kind == "coupled":
             _check_coupled_transport(problem)
         if problem.kind != "ifp" and data_config.ph_map is None and _synthesizes_ph_map(problem.transport):

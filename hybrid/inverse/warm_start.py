@@ -127,7 +127,8 @@ def fit_states(problem, target, *, seed: int, adam_steps: int, lbfgs_steps: int,
         return loss
 
     optimiser = torch.optim.Adam(parameters, lr=FIT_LEARNING_RATE)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(adam_steps, 1), eta_min=FIT_FINAL_LEARNING_RATE)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(adam_steps, 1),
+                                                          eta_min=FIT_FINAL_LEARNING_RATE)
     for _ in range(adam_steps):
         closure()
         optimiser.step()
