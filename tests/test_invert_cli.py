@@ -353,9 +353,15 @@ def test_release_weak_form_through_the_cli(still_release_twin):
     (('kind = "release"', 'kind = "coupled"'), 'residual_form = "weak" applies to kind "release" only, not '
                                                '"coupled"')])
 def test_weak_form_bad_keys_give_one_error_line(still_release_twin, change, message):
-    path = still_release_twin / "bad_weak.toml"
-    path.write_text(_weak_config(still_release_twin).read_text().replace(*change))
-    out = still_release_twin / "bad_weak"
+    assert_config_change_refused(_weak_config(still_release_twin), change, message)
+
+
+def assert_config_change_refused(config: Path, change: tuple[str, str], message: str) -> None:
+    """``config`` with ``change`` applied is refused with one error line holding ``message``, and
+    writes nothing."""
+    path = config.with_name(f"bad_{config.name}")
+    path.write_text(config.read_text().replace(*change))
+    out = config.with_name(f"bad_{config.stem}_out")
     assert_one_error(run_hybrid("invert", path, "--output", out), message)
     assert not out.exists()
 
@@ -404,7 +410,6 @@ def test_release_warm_start_through_the_cli(still_release_twin, tmp_path):
     summary = json.loads((out / "inversion.json").read_text())
     assert summary["training"]["settings"]["warm_start"] == "fem"
     [record] = summary["training"]["warm_start"]
-    print(record)
     assert record["seed"] == 0 and record["start"] == {"release_rate": pytest.approx(1e-5, rel=1e-9)}
     assert record["snapshots"] == 7 and record["fem_seconds"] > 0 and record["fit_seconds"] > 0   # every 600 s step
     assert record["fit"] == {"adam_steps": 1000, "lbfgs_steps": 300, "points": 1024}
@@ -425,11 +430,7 @@ def test_release_warm_start_through_the_cli(still_release_twin, tmp_path):
     (('kind = "release"', 'kind = "coupled"'), 'warm_start = "fem" is built for kind "release" only, not '
                                                '"coupled"')])
 def test_warm_start_bad_keys_give_one_error_line(still_release_twin, change, message):
-    path = still_release_twin / "bad_warm.toml"
-    path.write_text(_warm_config(still_release_twin).read_text().replace(*change))
-    out = still_release_twin / "bad_warm"
-    assert_one_error(run_hybrid("invert", path, "--output", out), message)
-    assert not out.exists()
+    assert_config_change_refused(_warm_config(still_release_twin), change, message)
 
 
 def test_warm_start_refused_for_the_ifp_kind(twin):
