@@ -236,10 +236,9 @@ def _quiet(_line: str) -> None:
 
 def _drug(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
     """Kinds "release" and "coupled" (module docstring)."""
-    from dataclasses import replace
-
     from hybrid.collective import everywhere
-    from hybrid.commands.invert import load_transport, observation_records, trained_problems, with_tumour_flow
+    from hybrid.commands.invert import (load_transport, observation_records, trained_problems, with_ph_map,
+                                        with_tumour_flow)
     from hybrid.commands.synthesize import frame_stops
     from hybrid.commands.transport import build_domain, setup_transport
     from hybrid.inverse.images import DRUG_FIELDS, drug_at
@@ -250,9 +249,8 @@ def _drug(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
     inversion = everywhere(comm, lambda: json.loads((source / "inversion.json").read_text()))
     recovered = everywhere(comm, lambda: {name: float(entry["estimate"]) for name, entry in
                                           inversion["estimates"].items() if name in units})
-    transport = everywhere(comm, lambda: with_tumour_flow(load_transport(invert.problem.transport), recovered))
-    if invert.data.ph_map is not None:   # the inversion's known pH_e map, sampled by the FEM as [release] ph_map
-        transport = replace(transport, release=replace(transport.release, ph_map=invert.data.ph_map))
+    transport = everywhere(comm, lambda: with_ph_map(with_tumour_flow(load_transport(invert.problem.transport),
+                                                                       recovered), invert.data.ph_map))
     observed, trained_on, trained, held = everywhere(comm, lambda: observation_records(invert))
     problems = everywhere(comm, lambda: trained_problems(invert, source))
     series = _held_out_series(invert, source, [record.quantity for record in observed], comm) if any(held) else {}

@@ -357,7 +357,7 @@ def _fem_at_start(config: InvertConfig, problem, log) -> tuple:
     values = {u.name: float(u().detach()) for u in problem.scalar_unknowns() if u.name in RELEASE_UNKNOWNS}
     law = values["release_rate"] if "release_rate" in values else \
         lambda ph: ph_release_rate(ph, xp=UFL, **{name: values[name] for name in PH_LAW_UNKNOWNS if name in values})
-    transport = _with_ph_map(load_transport(config.problem.transport), config.data.ph_map)
+    transport = with_ph_map(load_transport(config.problem.transport), config.data.ph_map)
     end = problem.scales.time   # the PINN's time domain [0, end_time] s
     steps = max(1, math.ceil(end / transport.time.step - 1e-9))
     dt = end / steps
@@ -398,7 +398,7 @@ def _warm_start(problem, seed: int, settings: dict, snapshots, values: dict, fem
             "fit": settings}
 
 
-def _with_ph_map(transport, ph_map: Path | None):
+def with_ph_map(transport, ph_map: Path | None):
     """``transport`` with ``[release] ph_map`` set to the inversion's ``[data] ph_map`` where given
     (the FEM then samples the pH_e map the PINN interpolates)."""
     return transport if ph_map is None else replace(transport, release=replace(transport.release, ph_map=ph_map))
