@@ -75,6 +75,28 @@ once, two processes, one torch thread each):
   records). The FEM start snapshots are those of the ``fem_start`` run (WORK/fine_snapshots.npz,
   the identical computation, reused); the supervised fit is recomputed (same settings, seed 7).
 
+Outcome (a) (entry ``fem_start_6000_900``; same machine, run beside (b) for its first ~400 s; 1-min
+load 5.8 at the start of training, 2.0 at the end): by the rule "no gain"; n never entered [1.9,
+2.1] (its maximum 1.173 at step 1800). The fit recomputed to the same 1.2 %, 1.9 %, 2.3 % (164 s);
+the training 2084 s. Steps 1-2000 repeat fem_start's records exactly (constant Adam rate, same
+seed).
+
+    step   500    1000   2000   2500   3000   4000   5000   6000   6900 (after 900 L-BFGS)
+    pH_50  6.847  6.823  6.811  6.784  6.780  6.751  6.736  6.720  6.719
+    n      0.934  1.081  1.131  0.821  0.845  0.697  0.633  0.598  0.599
+
+Final (6.719, 0.599): |pH_50 - 6.8| 0.081, |n - 2| 1.401 (fem_start: 0.023, 0.798). Final
+unweighted terms: data_total_drug 8.13e-4, data_released_fraction 5.0e-5, pde_lipo 6.28e-4,
+pde_free 1e-8, pde_cell 6.9e-5, bc_no_flux 1e-8; data sum 8.64e-4, PDE sum 6.97e-4, total 1.56e-3,
+twice fem_start's 7.59e-4 (the unweighted total at step 2000 was 9.85e-4, at 6000 2.83e-3, pde_lipo
+1.5e-4 -> 1.5e-3). n did not keep rising: Adam's loss spikes (steps 2300, 2500, 2900, 3200, 3600,
+4000, 4400, 4800, 5100, 5700) each knocked it down (1.13 -> 0.82 at 2500, then to 0.76, 0.71, 0.70, 0.66,
+0.63, 0.62, 0.60), and between spikes it recovered at most 0.012 per 100 steps, while pH_50 slid
+from 6.81 to 6.72; 900 L-BFGS iterations lowered the weighted loss 2.0e-3 -> 1.23e-3 with the law
+fixed (n 0.5984 -> 0.5988, pH_50 6.717 -> 6.719). So the longer budget does not carry the FEM warm
+start to the truth: with Adam at this rate the law drifts back toward the untrained runs' (0.56),
+and fem_start's 1.20 was a point on the way, not a trend.
+
 Outcome (b) (entry ``fem_start_example``; 2-core AMD EPYC shared with (a) and other helpers, one
 torch thread; 1-min load 6.0 at the start of training, 4.8 after): by the rule "improves", not
 "success". FEM start reused (distances 14 / 65 / 68 % as above); the fit recomputed to the same
