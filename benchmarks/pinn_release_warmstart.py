@@ -93,9 +93,9 @@ twice fem_start's 7.59e-4 (the unweighted total at step 2000 was 9.85e-4, at 600
 4000, 4400, 4800, 5100, 5700) each knocked it down (1.13 -> 0.82 at 2500, then to 0.76, 0.71,
 0.70, 0.66, 0.63, 0.62, 0.60), and between spikes it recovered at most 0.012 per 100 steps,
 while pH_50 slid from 6.81 to 6.72; 900 L-BFGS iterations lowered the weighted loss 2.2e-3 ->
-1.23e-3 with the law fixed (n 0.5984 -> 0.5988, pH_50 6.717 -> 6.719). So the longer budget does not carry the FEM warm
-start to the truth: with Adam at this rate the law drifts back toward the untrained runs' (0.56);
-fem_start's n rising to 1.20 is not a trend that more steps continue.
+1.23e-3 with the law fixed (n 0.5984 -> 0.5988, pH_50 6.717 -> 6.719). So the longer budget does
+not carry the FEM warm start to the truth: with Adam at this rate the law drifts back toward the
+untrained runs' (0.56); fem_start's n rising to 1.20 is not a trend that more steps continue.
 
 Outcome (b) (entry ``fem_start_example``; 2-core AMD EPYC shared with (a) and other helpers, one
 torch thread; 1-min load 6.0 at the start of training, 4.8 after): by the rule "improves", not
