@@ -130,40 +130,16 @@ def _snapshots(transport, every_s: float = 60.0) -> Path:
     return path
 
 
-class FemTruth:
-    """The fine FEM solution at nondimensional (x~, t~) points of a release problem: linear in each
-    Delaunay triangle of the nodes (the P1 field on the FEM's own triangles up to the
-    triangulation), linear between snapshots in time; points outside the node hull (between the
-    mesh polygon and the circle) take the nearest node."""
+def fem_truth(path: Path, length: float, time_scale: float):
+    """The FEM snapshots saved by :func:`_snapshots` (``path``) at nondimensional (x~, t~) points of
+    a release problem: C_L, C_F, C_I [mol/m^3] (:class:`hybrid.inverse.warm_start.SnapshotInterpolant`:
+    P1 on the Delaunay triangles of the nodes, linear in time, the nearest node outside the hull)."""
+    from hybrid.inverse.warm_start import SnapshotInterpolant
+    from hybrid.records import FemSnapshots
 
-    def __init__(self, path: Path, length: float, time_scale: float):
-        from scipy.spatial import Delaunay, cKDTree
-        data = np.load(path)
-        self.nodes, self.times, self.values = data["coordinates"], data["times"], data["values"]
-        self.triangulation, self.tree = Delaunay(self.nodes), cKDTree(self.nodes)
-        self.length, self.time_scale = length, time_scale
-
-    def __call__(self, xt: np.ndarray) -> np.ndarray:
-        """(n, 3) C_L, C_F, C_I [mol/m^3] at ``xt`` (n, 3) nondimensional."""
-        x, t = xt[:, :2] * self.length, np.clip(xt[:, 2] * self.time_scale, 0.0, self.times[-1])
-        simplex = self.triangulation.find_simplex(x)
-        inside = simplex >= 0
-        transform = self.triangulation.transform[simplex[inside]]
-        b = np.einsum("nij,nj->ni", transform[:, :2], x[inside] - transform[:, 2])
-        weights = np.zeros((len(x), 3))
-        vertices = np.zeros((len(x), 3), dtype=int)
-        weights[inside] = np.column_stack([b, 1.0 - b.sum(axis=1)])
-        vertices[inside] = self.triangulation.simplices[simplex[inside]]
-        weights[~inside, 0] = 1.0
-        vertices[~inside, 0] = self.tree.query(x[~inside])[1]
-        k = np.clip(np.searchsorted(self.times, t) - 1, 0, len(self.times) - 2)
-        theta = ((t - self.times[k]) / (self.times[k + 1] - self.times[k]))[:, None]
-        out = np.zeros((len(x), 3))
-        for species in range(3):
-            before = self.values[k[:, None], species, vertices]
-            after = self.values[k[:, None] + 1, species, vertices]
-            out[:, species] = (((1 - theta) * before + theta * after) * weights).sum(axis=1)
-        return out
+    data = np.load(path)
+    return SnapshotInterpolant(FemSnapshots(data["coordinates"], data["times"], data["values"], FIELDS[:3]),
+                               length, time_scale)
 
 
 def set_unknowns(problem, values: dict[str, float]) -> None:
@@ -193,36 +169,15 @@ def _terms(problem, points) -> dict[str, float]:
     return out
 
 
-def _supervised_fit(problem, fem: FemTruth, steps: int, points: int, seed: int, lbfgs_steps: int) -> dict:
-    """Fit the problem's state networks to the FEM truth (mean square of each state relative to
-    its maximum, the problem's own ansatz) by ``steps`` Adam then ``lbfgs_steps`` L-BFGS
-    iterations; returns the relative L2 errors per state on fresh points."""
-    import torch
-    generator = torch.Generator().manual_seed(seed)
-    xt = problem.sample_collocation(points, generator)
-    target = torch.as_tensor(fem(xt.numpy()), dtype=xt.dtype)
-    scale = target.abs().amax(dim=0)
-    optimiser = torch.optim.Adam(problem.network.parameters(), lr=1e-3)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps, eta_min=1e-5)
-    def closure():
-        optimiser.zero_grad()
-        loss = (((torch.cat(problem.states(xt), dim=1) - target) / scale) ** 2).mean()
-        loss.backward()
-        return loss
-    for _ in range(steps):
-        loss = closure()
-        optimiser.step()
-        schedule.step()
-    if lbfgs_steps:
-        optimiser = torch.optim.LBFGS(problem.network.parameters(), max_iter=lbfgs_steps, history_size=50,
-                                      line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
-        loss = optimiser.step(closure)
-    test = problem.sample_collocation(points, generator)
-    with torch.no_grad():
-        reference = torch.as_tensor(fem(test.numpy()), dtype=test.dtype)
-        error = torch.cat(problem.states(test), dim=1) - reference
-    return {name: float(error[:, i].norm() / reference[:, i].norm())
-            for i, name in enumerate(("liposomal_drug", "free_drug", "cell_drug"))} | {"final_loss": float(loss.detach())}
+def supervised_fit(problem, fem, steps: int, points: int, seed: int, lbfgs_steps: int) -> dict:
+    """The problem's state networks regressed onto ``fem`` (:func:`hybrid.inverse.warm_start.fit_states`:
+    ``steps`` Adam then ``lbfgs_steps`` L-BFGS iterations at ``points`` points drawn with ``seed``):
+    the relative L2 error per state on fresh points and the final loss (after the last step; entries
+    written before the fit moved into hybrid.inverse hold the loss at the start of L-BFGS)."""
+    from hybrid.inverse.warm_start import fit_states
+
+    fit = fit_states(problem, fem, seed=seed, adam_steps=steps, lbfgs_steps=lbfgs_steps, points=points)
+    return fit.relative_l2 | {"final_loss": fit.final_loss}
 
 
 def _clean_data_misfit(problem, config) -> dict:
@@ -244,7 +199,7 @@ def _clean_data_misfit(problem, config) -> dict:
     return out
 
 
-def _fem_data_terms(problem, fem: FemTruth) -> dict[str, float]:
+def _fem_data_terms(problem, fem) -> dict[str, float]:
     """The problem's data terms with the FEM truth in place of its networks: the fine FEM fields
     averaged by the PINN's own observation operator (its sub-voxel points and weights) against the
     noisy data, i.e. the data misfit of the truth as the PINN measures it (should be ~ the noise)."""
@@ -287,7 +242,7 @@ def pinn_stage(steps: int = 3000, points: int = 4096, lbfgs_steps: int = 0) -> d
     out["trained_pinn_at_its_estimates"] = _terms(trained, collocation)
     set_unknowns(trained, truth)
     out["trained_pinn_networks_at_truth"] = _terms(trained, collocation)
-    fem = FemTruth(WORK / "fine_snapshots.npz", trained.scales.length, trained.scales.time)
+    fem = fem_truth(WORK / "fine_snapshots.npz", trained.scales.length, trained.scales.time)
     with torch.no_grad():
         xt = trained.sample_collocation(points, generator)
         reference = torch.as_tensor(fem(xt.numpy()), dtype=xt.dtype)
@@ -300,7 +255,7 @@ def pinn_stage(steps: int = 3000, points: int = 4096, lbfgs_steps: int = 0) -> d
     fitted = build_problems(config, records)[0].double()
     set_unknowns(fitted, truth)
     start = time.perf_counter()
-    out["supervised_fit"] = _supervised_fit(fitted, fem, steps, points, seed=7, lbfgs_steps=lbfgs_steps)
+    out["supervised_fit"] = supervised_fit(fitted, fem, steps, points, seed=7, lbfgs_steps=lbfgs_steps)
     out["supervised_fit"] |= {"steps": steps, "lbfgs_steps": lbfgs_steps, "points": points, "wall_s": time.perf_counter() - start,
                               "load": os.getloadavg()[0]}
     out["fem_fit_networks_at_truth"] = _terms(fitted, collocation)

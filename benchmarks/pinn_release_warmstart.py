@@ -21,7 +21,7 @@ Pre-registration (written and committed before the run):
   release law k(pH_e) = ph_release_rate(pH_e, pH_50 = 7.2, n = 1.0) (``setup_transport``'s
   ``release_rate``; the table's k_b and k_max), :func:`start_snapshots`; (2) the example's
   networks (float64, built as ``hybrid invert`` does) regressed onto it by
-  pinn_release_diagnosis ``_supervised_fit`` with the settings of the diagnosis' ``pinn`` stage that
+  pinn_release_diagnosis ``supervised_fit`` with the settings of the diagnosis' ``pinn`` stage that
   made fem_fit.pt (4000 Adam + 1000 L-BFGS, 2048 points, seed 7); (3) unknowns at (7.2, 1.0); (4)
   the full weak "residuals" training of pinn_release_weak ``invert_stage("weak", 2000, 300,
   "residuals", 12)`` (the example's training settings, weak form 12 x 12 cells, 2000 Adam + 300
@@ -141,7 +141,7 @@ import numpy as np
 
 import pinn_release_diagnosis as diagnosis
 import pinn_release_weak
-from pinn_release_diagnosis import CONFIG, ROOT, FemTruth, _supervised_fit, merge_entry, set_unknowns
+from pinn_release_diagnosis import CONFIG, ROOT, fem_truth, merge_entry, set_unknowns, supervised_fit
 from pinn_release_minimum import BASELINE, _sums
 
 RESULTS = ROOT / "benchmarks" / "results" / "pinn_release_warmstart.json"
@@ -194,9 +194,9 @@ def fem_start(adam: int = 2000, lbfgs: int = 300, form: str = "weak", balance: s
            "start_fem_vs_truth_fem_rel_l2": _distance_to_truth(path)}
     problem = build()
     set_unknowns(problem, START)
-    fem = FemTruth(path, problem.scales.length, problem.scales.time)
+    fem = fem_truth(path, problem.scales.length, problem.scales.time)
     start = time.perf_counter()
-    out["supervised_fit"] = _supervised_fit(problem, fem, fit_steps, fit_points, seed=7, lbfgs_steps=fit_lbfgs)
+    out["supervised_fit"] = supervised_fit(problem, fem, fit_steps, fit_points, seed=7, lbfgs_steps=fit_lbfgs)
     out["supervised_fit"] |= {"steps": fit_steps, "lbfgs_steps": fit_lbfgs, "points": fit_points,
                               "wall_s": time.perf_counter() - start, "load": os.getloadavg()[0]}
     set_unknowns(problem, START)   # the fit moves only the networks; the start made explicit

@@ -67,7 +67,7 @@ import sys
 import time
 from pathlib import Path
 
-from pinn_release_diagnosis import (INVERT, ROOT, WORK, FemTruth, drift_stage, merge_entry, set_unknowns,
+from pinn_release_diagnosis import (INVERT, ROOT, WORK, drift_stage, fem_truth, merge_entry, set_unknowns,
                                     training_settings)
 
 RESULTS = ROOT / "benchmarks" / "results" / "pinn_release_weak.json"
@@ -161,7 +161,7 @@ def frozen_stage(cells: int = 12, strong_points: int = 8192) -> dict:
     out["fitted_networks_weak"] = minimise_pde(problem, pde_terms, truth)
     out["test_functions"] = len(problem.test_functions)
 
-    fem = FemTruth(WORK / "fine_snapshots.npz", problem.scales.length, problem.scales.time)
+    fem = fem_truth(WORK / "fine_snapshots.npz", problem.scales.length, problem.scales.time)
     values = torch.as_tensor(fem(problem.test_functions.points.numpy()), dtype=torch.float64)
     problem.states = MethodType(lambda self, xt: [values[:, i:i + 1] for i in range(3)], problem)
     out["fem_fields_weak"] = minimise_pde(problem, pde_terms, truth)
