@@ -108,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
                     "(+ .json sidecar), truth.json and truth/ (ifp.nii.gz [Pa], ...).",
         config_help="TOML configuration file (transport + [observation])")
     invert = _configured_command(
-        commands, "invert", help="inverse PINN: IFP coefficients and/or release kinetics from images (torch; no FEM)",
+        commands, "invert", help="inverse PINN: IFP coefficients and/or release kinetics from images "
+                                 "(torch; FEM only for [training] warm_start = \"fem\")",
         description="Train the inverse PINN (hybrid/inverse/) on the [data] images with the "
                     "[unknowns] bounds (keys: hybrid/config/invert.py). [problem] kind: ifp "
                     "(IFP coefficients from an IFP map), release (release rate or pH law from "
@@ -182,7 +183,7 @@ class _Interrupts:
     def install(self, rank: int) -> None:
         """Handle SIGINT/SIGTERM in the main thread; a watchdog thread, woken through the signal
         wakeup fd, ends the process if the main thread has not within the grace time."""
-        self.rank = rank
+        self.rank, self.committing, self.held_signal, self.outputs_complete = rank, False, None, False
         read_fd, write_fd = os.pipe()
         os.set_blocking(write_fd, False)
         signal.set_wakeup_fd(write_fd)
@@ -222,19 +223,25 @@ class _Interrupts:
         self.committing = False
 
     def exit(self, signum: int) -> None:
-        """Remove this run's partial outputs, print one line and end the process: 128 + signum."""
+        """Remove this run's partial outputs, print one line and end the process: 128 + signum (or
+        return, if the main thread completed the outputs meanwhile)."""
         from hybrid.io.outputs import discard_active
 
         with self.exiting:
             if self.rank > 0:  # rank 0 cleans up, prints and exits, and mpirun ends this rank
                 time.sleep(2 * INTERRUPT_GRACE_S)
+            while self.committing:   # the main thread went on into the commit meanwhile
+                time.sleep(0.05)
+            if self.outputs_complete:
+                return
             removed = discard_active()
             if self.rank == 0 or removed:
                 # os.write, not print: the main thread may have been stopped inside a print
                 os.write(2, f"hybrid: interrupted by {signal.Signals(signum).name}; partial outputs removed\n"
                          .encode())
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
+            if threading.current_thread() is threading.main_thread():   # the watchdog could block on its lock
+                with contextlib.suppress(Exception):
+                    sys.stdout.flush()
             os._exit(128 + signum)  # no MPI_Finalize: other ranks may be inside a collective call
 
 
@@ -256,6 +263,7 @@ def _outputs(comm, directory: Path, overwrite: bool, inputs=()):
     try:
         yield staging
         with _INTERRUPTS.commit():
+            comm.barrier()   # every rank holds its signals before rank 0 starts moving files
             on_rank0(comm, transaction.commit)
         transaction.forget()
     except BaseException:

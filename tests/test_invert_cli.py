@@ -438,3 +438,15 @@ def test_warm_start_refused_for_the_ifp_kind(twin):
     path = _config(directory, "warm_ifp.toml")
     path.write_text(path.read_text().replace("[training]\n", '[training]\nwarm_start = "fem"\n'))
     assert_one_error(run_hybrid("invert", path), 'warm_start = "fem" is built for kind "release" only, not "ifp"')
+
+
+def test_warm_start_without_dolfinx_says_what_to_do(still_release_twin):
+    """On a node without the FEM stack (a GPU node), the FEM warm start is refused at once with one
+    line, not with a ModuleNotFoundError after the first member has trained."""
+    code = "import sys; sys.modules['dolfinx'] = None; from hybrid.cli import main; sys.exit(main(sys.argv[1:]))"
+    out = still_release_twin / "no_dolfinx"
+    result = subprocess.run([sys.executable, "-c", code, "invert", str(_warm_config(still_release_twin)), "--output",
+                             str(out)], capture_output=True, text=True, timeout=120)
+    assert_one_error(result, 'warm_start = "fem" solves the forward problem with DOLFINx, which this Python does not '
+                             'have')
+    assert not out.exists()

@@ -161,3 +161,40 @@ def test_sigterm_to_one_rank_between_collective_writes(tmp_path):
     assert lines == ["hybrid: interrupted by SIGTERM; partial outputs removed"], result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists(), list(out.iterdir())
+
+
+SIGNAL_RANK0_DURING_COMMIT = """\
+import os, signal, sys
+from mpi4py import MPI
+from hybrid.io.outputs import OutputTransaction
+
+commit = OutputTransaction.commit
+
+def signal_then_commit(self):
+    os.kill(os.getpid(), signal.SIGTERM)   # handled at the next line of Python: inside the commit
+    commit(self)
+
+OutputTransaction.commit = signal_then_commit
+from hybrid.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+"""``hybrid`` whose rank 0 gets SIGTERM as it starts moving the staged files into place."""
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_sigterm_during_the_commit_is_held_and_the_run_completes(tmp_path, ranks):
+    """A signal during the commit must not cut it (a half-moved set, the old one already deleted):
+    the commit finishes, the signal is then too late to matter, and the run exits 0 with the new set."""
+    out = tmp_path / "out"
+    config = tmp_path / "disc.toml"
+    config.write_text(MEDIUM_DISC.format(h=4e-4, out=out))
+    assert subprocess.run(hybrid_command("forward", config), capture_output=True, timeout=120).returncode == 0
+    config.write_text(MEDIUM_DISC.format(h=2e-4, out=out))
+    launcher = [MPIRUN, "-n", str(ranks)] if ranks > 1 else []
+    result = subprocess.run([*launcher, sys.executable, "-c", SIGNAL_RANK0_DURING_COMMIT, "forward", str(config),
+                             "--overwrite"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "interrupted" not in result.stderr
+    names = sorted(path.name for path in out.iterdir())
+    assert names == ["ifp.h5", "ifp.xdmf", "summary.json"], names
+    assert json.loads((out / "summary.json").read_text())["mesh"]["cells"] > 0

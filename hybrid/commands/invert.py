@@ -42,6 +42,7 @@ Writes into ``directory``:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import time
@@ -299,7 +300,7 @@ def build_problems(config: InvertConfig, observations: tuple[Observations, ...])
             for seed in _seeds(config)]
 
 
-def _train(config: InvertConfig, problems: list, log, resume: bool) -> tuple[list, list]:
+def _train(config: InvertConfig, problems: list, log, resume: bool) -> tuple[list, list, list | None]:
     """Train every member; returns (results, the pressure pre-training of each member: None unless
     kind "coupled" pre-trained it, else its last loss record with the seconds, the warm-start
     record of each member not resumed (:func:`_warm_start`; None without ``warm_start = "fem"``))."""
@@ -427,6 +428,9 @@ def run_invert(config: InvertConfig, directory: Path, log, resume: bool = False)
     from hybrid.inverse.images import save_state, voxel_average, voxel_series
 
     kind, directory = config.problem.kind, Path(directory)
+    if config.training.warm_start == "fem" and importlib.util.find_spec("dolfinx") is None:
+        raise ValueError('[training] warm_start = "fem" solves the forward problem with DOLFINx, which this Python '
+                         'does not have: install hybrid with its FEM stack here, or set warm_start = "none"')
     truth = truth_values(config.data.truth, kind, config.unknowns) if config.data.truth is not None else None
     records, trained_on, trained, held = observation_records(config)
     log(f"{kind} inversion: {sum(int(np.isfinite(r.values).sum()) for r in trained_on)} observed voxel values, "

@@ -119,11 +119,12 @@ Warm start (kind "release" only; refused for "ifp" and "coupled", not built ther
 
 With ``"fem"``, ``hybrid invert`` first solves the forward problem of ``[problem] transport`` (FEM,
 serial, its own time step; DOLFINx is imported only then) with the release law at the unknowns'
-start values (``initial``, else the mean of the bounds) and the pH_e map of the inversion, and
-regresses each member's state networks onto the nodal C_L, C_F, C_I (every 60 s, or every step if
-coarser; :mod:`hybrid.inverse.warm_start`). No truth enters. The ``warm_start_*`` keys apply to
-``warm_start = "fem"`` only. On the pH-release twin this kept the pH law
-from drifting (benchmarks/pinn_release_warmstart.py). A member resumed from its checkpoint skips it.
+start values (``initial``, else the geometric (log) / arithmetic mean of the bounds) and the pH_e
+map of the inversion, and regresses each member's state networks onto the nodal C_L, C_F, C_I (every
+60 s, or every step if coarser; :mod:`hybrid.inverse.warm_start`). No truth enters. The
+``warm_start_*`` keys apply to ``warm_start = "fem"`` only. On the pH-release twin it kept n from
+collapsing over 2000 + 300 steps, but not over longer training
+(benchmarks/pinn_release_warmstart.py). A member resumed from its checkpoint skips it.
 
 Kind "coupled" (issue 9: interstitial pressure and release kinetics from drug images): a tumour
 disc in host tissue, the steady Darcy-Starling pressure and the liposomal / free / cell drug fed by

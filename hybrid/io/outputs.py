@@ -93,18 +93,22 @@ class OutputTransaction:
         return [p for p in self.directory.iterdir() if not p.name.startswith(STAGING_PREFIX)]
 
     def commit(self) -> None:
-        """Replace the previous contents by the staged files, ``summary.json`` last."""
+        """Replace the previous contents by the staged files, ``summary.json`` last. The staging
+        folder is first taken by an atomic rename, so that no :meth:`discard` of another process
+        can remove files half-way through (it finds nothing; a commit after a discard raises)."""
+        committing = self.staging.with_name(f"{self.staging.name}.committing")
+        self.staging.rename(committing)
+        self.forget()
         old_summary = self.directory / SUMMARY
         if old_summary.exists():
             old_summary.unlink()  # from here on the old set no longer claims to be complete
         for entry in self.directory.iterdir():
-            if entry != self.staging:
+            if entry != committing:
                 _remove(entry)
-        staged = sorted(self.staging.iterdir(), key=lambda p: p.name == SUMMARY)
+        staged = sorted(committing.iterdir(), key=lambda p: p.name == SUMMARY)
         for entry in staged:
             entry.rename(self.directory / entry.name)
-        self.staging.rmdir()
-        self.forget()
+        committing.rmdir()
 
     def discard(self) -> bool:
         """Remove the staged files (and the output directory if this run created it and it is empty).

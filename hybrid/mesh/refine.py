@@ -63,7 +63,7 @@ import dolfinx.mesh
 from hybrid.mesh import tags
 from hybrid.mesh.builders import TumourMesh
 
-__all__ = ["refine_uniformly", "refine_near_surface", "bisect_cells", "bisect_edges", "longest_edges",
+__all__ = ["refine_uniformly", "refine_near_surface", "bisect_cells", "bisect_edges", "longest_edges", "onto_sphere",
            "curved_surfaces", "snap_to_surfaces"]
 
 

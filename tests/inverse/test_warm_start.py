@@ -79,7 +79,6 @@ def test_fit_reaches_a_smooth_field():
     before = {name: p.detach().clone() for name, p in problem.named_parameters()}
     fit = fit_states(problem, SnapshotInterpolant(_snapshots(_smooth, nodes, times), R, T), seed=1,
                      adam_steps=300, lbfgs_steps=600, points=1024)
-    print(fit)
     assert set(fit.relative_l2) == set(SPECIES) and fit.seconds > 0
     assert all(error < 0.02 for error in fit.relative_l2.values())
     changed = {name for name, p in problem.named_parameters() if not torch.equal(p, before[name])}
