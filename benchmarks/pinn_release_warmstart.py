@@ -142,6 +142,27 @@ at 1e-4 (the unknowns' ``unknown_learning_rate`` 1e-2 unchanged) n should keep r
 - Both record (pH_50, n) and the unweighted terms every 100 Adam steps (and the trainer's L-BFGS
   records); one process, one torch thread.
 
+Outcome (a) (entry ``fem_start_lr1e-4``; 2-core AMD EPYC shared with a CI run and other helpers,
+one process, one torch thread; 1-min load 2.1 at the start of training, 2.3 after): by the rule
+"improves on fem_start", not "success"; no loss spike (the unweighted total fell at every Adam
+record, its largest record-to-record ratio 0.98). FEM start reused (14 / 65 / 68 % from the FEM
+truth); the fit recomputed to the same 1.2 %, 1.9 %, 2.3 % (67 s); the training 675 s.
+
+    step   100    200    300    500    1000   1500   2000   2300 (after 300 L-BFGS)
+    pH_50  6.970  6.824  6.784  6.788  6.808  6.815  6.817  6.817
+    n      0.829  0.846  0.899  1.042  1.344  1.495  1.533  1.593
+
+Final (6.817, 1.593): |pH_50 - 6.8| 0.017 (fem_start 0.023), |n - 2| 0.407 (fem_start 0.798); n
+is 20 % low. Final unweighted terms: data_total_drug 5.98e-4, data_released_fraction 5.13e-5,
+pde_lipo 1.65e-4, pde_free 1.0e-6, pde_cell 2.85e-5, bc_no_flux 1.2e-6; data sum 6.49e-4, PDE sum
+1.96e-4, total 8.45e-4: 11 % ABOVE fem_start's 7.59e-4 (data higher, PDE about equal), so the
+lower rate gives a better law at a higher loss (the networks fit the data less in the budget). n
+rose ~0.06-0.07 per 100 steps to step 1000 (fem_start: ~0.03), then slowed to ~0.006 per 100
+steps at 1700-2000 (1.513 -> 1.533) without any drop, and L-BFGS added 0.06 (+0.005-0.008 per 25
+iterations, loss still falling 1.19e-3 -> 8.52e-4 weighted): not converged. pH_50 within 0.05
+of 6.8 from step 200 on. So the spikes at 1e-3 were part of what held n back, but at 1e-4 n's
+rise flattens by step 2000; whether it reaches 2 is (b)'s question.
+
 Run from the repository root (after pinn_release_diagnosis ``fem``; the FEM start and the fit are
 written to $WARMSTART_DIR, default /tmp/s16/W; merges into
 benchmarks/results/pinn_release_warmstart.json):
