@@ -450,3 +450,15 @@ def test_warm_start_without_dolfinx_says_what_to_do(still_release_twin):
     assert_one_error(result, 'warm_start = "fem" solves the forward problem with DOLFINx, which this Python does not '
                              'have')
     assert not out.exists()
+
+
+def test_network_learning_rate_key(still_release_twin):
+    """``[training] learning_rate`` (the networks' Adam rate, e.g. 1e-4 after a warm start,
+    benchmarks/pinn_release_warmstart.py) reaches the training settings; zero is refused."""
+    path = still_release_twin / "learning_rate.toml"
+    path.write_text(invert_config(still_release_twin).read_text().replace("[training]\n",
+                                                                           "[training]\nlearning_rate = 1e-4\n"))
+    assert load_invert_config(path).training.learning_rate == 1e-4
+    path.write_text(path.read_text().replace("learning_rate = 1e-4", "learning_rate = 0"))
+    with pytest.raises(ValueError, match="learning_rate"):
+        load_invert_config(path)

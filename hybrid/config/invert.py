@@ -25,6 +25,7 @@ Kind "ifp" (steady Darcy-Starling IFP on a disc, from an IFP map)::
     [training]
     adam_steps = 600
     lbfgs_steps = 200
+    learning_rate = 1e-3                  # Adam learning rate of the networks (default 1e-3)
     collocation_points = 2048
     dtype = "float64"                     # or "float32"
     device = "cpu"                        # or "cuda"
@@ -299,6 +300,7 @@ class TrainingSection:
     checkpoint: Path | None = None
     threads: int | None = None                 # torch CPU threads; None: torch's default (all cores)
     unknowns_from_step: int = 0                # Adam steps with the scalar unknowns held at their start
+    learning_rate: float = 1e-3                # Adam learning rate of the networks
     unknown_learning_rate: float = 1e-2        # Adam learning rate of the unknowns' raw (log-space) parameters
     pretrain_adam_steps: int = 200             # coupled: pressure-only Adam steps before the joint training
     pretrain_lbfgs_steps: int = 100            # coupled: pressure-only L-BFGS iterations after those
@@ -364,6 +366,7 @@ def _training(table, base: Path) -> TrainingSection:
     checkpoint, threads = values["checkpoint"], values["threads"]
     return TrainingSection(**counts, dtype=values["dtype"], device=values["device"], balance=values["balance"],
                            residual_form=values["residual_form"], warm_start=values["warm_start"],
+                           learning_rate=number("training", "learning_rate", values["learning_rate"], positive=True),
                            unknown_learning_rate=number("training", "unknown_learning_rate",
                                                         values["unknown_learning_rate"], positive=True),
                            threads=None if threads is None else integer("training", "threads", threads, 1),
