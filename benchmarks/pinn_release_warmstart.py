@@ -169,7 +169,7 @@ rule "improves on fem_start", not "success", but n FELL after step 2000: it neve
 2.1] (maximum 1.533 at step 2000). The fit recomputed to the same 1.2 %, 1.9 %, 2.3 % (65 s); the
 training 1920 s. Steps 1-2000 repeat (a)'s records exactly. No loss spike by the definition (largest
 record-to-record ratio of the unweighted total 1.005; the weighted loss jumped at 3500 and 5800,
-1.16e-3 -> 1.52e-3 and 1.26e-3 -> 1.85e-3, while the balance weights were being updated).
+1.16e-3 -> 1.52e-3 and 1.26e-3 -> 1.85e-3, by the weights, not the terms).
 
     step   500    1000   2000   2500   3000   4000   5000   6000   6900 (after 900 L-BFGS)
     pH_50  6.788  6.808  6.817  6.816  6.814  6.813  6.811  6.809  6.815
@@ -184,7 +184,7 @@ data_total_drug fell 8.72e-4 -> 7.76e-4). From step 2000 n slid smoothly, ~0.004
 (1.533 -> 1.368 at 6000), and 900 L-BFGS iterations lowered the weighted loss 1.26e-3 -> 9.43e-4
 with n 1.368 -> 1.352. So the lower rate removes the spikes and ends far better than the 1e-3 run
 at the same budget, but n does not keep rising: the law still drifts down, only slowly; the
-hypothesis (spikes alone hold n back) is refuted; (a)'s 1.59 is a transient peak at that budget.
+hypothesis (spikes alone hold n back) is refuted; (a)'s 1.59 is L-BFGS on a transient Adam peak.
 
 Run from the repository root (after pinn_release_diagnosis ``fem``; the FEM start and the fit are
 written to $WARMSTART_DIR, default /tmp/s16/W; merges into
