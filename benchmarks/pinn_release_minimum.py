@@ -122,7 +122,7 @@ RUNS["default_start"] = RUNS["truth_start"]   # the baseline re-run from the exa
 pinn_release_causal.RUNS |= RUNS   # pinn_release_causal.run: the causal baseline's settings | RUNS[name]
 
 
-def _sums(terms: dict[str, float]) -> dict[str, float]:
+def term_sums(terms: dict[str, float]) -> dict[str, float]:
     """Unweighted data sum, PDE sum (pde_* and bc_*) and total of one run's final terms."""
     data = sum(v for k, v in terms.items() if k.startswith("data"))
     pde = sum(v for k, v in terms.items() if not k.startswith("data"))
@@ -135,7 +135,7 @@ def compare() -> dict:
     path, key = BASELINE
     default = json.loads(path.read_text())[key]["history"][-1]
     truth = json.loads(RESULTS.read_text())["truth_start_from_6.8_2.0"]["trajectory"][-1]
-    runs = {name: {"step": h["step"], "estimates": h["estimates"], "terms": h["terms"], "sums": _sums(h["terms"])}
+    runs = {name: {"step": h["step"], "estimates": h["estimates"], "terms": h["terms"], "sums": term_sums(h["terms"])}
             for name, h in (("default_start", default), ("truth_start", truth))}
     lower = {k: min(runs, key=lambda r: runs[r]["terms"][k]) for k in default["terms"]}
     lower |= {k: min(runs, key=lambda r: runs[r]["sums"][k]) for k in ("data_sum", "pde_sum", "total")}
@@ -161,11 +161,11 @@ def fitted_start(adam: int = 2000, lbfgs: int = 300) -> dict:
         inverse.TrainingConfig = config_class
     result["settings"] |= override
     final = result["history"][-1]
-    result["final_sums"] = sums = _sums(final["terms"])
+    result["final_sums"] = sums = term_sums(final["terms"])
     estimates = final["estimates"]
     in_box = abs(estimates["ph_50"] - 6.8) <= 0.05 and abs(estimates["steepness"] - 2.0) <= 0.05 * 2.0
     path, key = BASELINE   # the default-start run: its final unweighted total (1.085e-3, table above)
-    default_total = _sums(json.loads(path.read_text())[key]["history"][-1]["terms"])["total"]
+    default_total = term_sums(json.loads(path.read_text())[key]["history"][-1]["terms"])["total"]
     result["default_start_total"] = default_total
     result["outcome"] = ("survives" if in_box and sums["total"] < default_total else
                          "drifts late" if not in_box else "mixed")

@@ -187,7 +187,7 @@ at the same budget, but n does not keep rising: the law still drifts down, only 
 hypothesis (spikes alone hold n back) is refuted; (a)'s 1.59 is L-BFGS on a transient Adam peak.
 
 Run from the repository root (after pinn_release_diagnosis ``fem``; the FEM start and the fit are
-written to $WARMSTART_DIR, default /tmp/s16/W; merges into
+written to $WARMSTART_DIR, default /tmp/pinn_release_warmstart; merges into
 benchmarks/results/pinn_release_warmstart.json):
     .venv/bin/python benchmarks/pinn_release_warmstart.py fem_start
     .venv/bin/python benchmarks/pinn_release_warmstart.py fem_start 6000 900
@@ -210,10 +210,10 @@ import numpy as np
 import pinn_release_diagnosis as diagnosis
 import pinn_release_weak
 from pinn_release_diagnosis import CONFIG, ROOT, fem_truth, merge_entry, set_unknowns, supervised_fit
-from pinn_release_minimum import BASELINE, _sums
+from pinn_release_minimum import BASELINE, term_sums
 
 RESULTS = ROOT / "benchmarks" / "results" / "pinn_release_warmstart.json"
-WORK = Path(os.environ.get("WARMSTART_DIR", "/tmp/s16/W"))
+WORK = Path(os.environ.get("WARMSTART_DIR", "/tmp/pinn_release_warmstart"))
 START = {"ph_50": 7.2, "steepness": 1.0}   # the example's start of the unknowns [1]
 SPECIES = ("liposomal_drug", "free_drug", "cell_drug")
 
@@ -293,7 +293,7 @@ def outcome(history: list[dict], reference: dict[str, float], better: str, other
     error = errors(final["estimates"])
     success = error["ph_50"] <= 0.05 and error["steepness"] <= 0.05 * 2.0
     entered = next((h["step"] for h in history if 1.9 <= h["estimates"]["steepness"] <= 2.1), None)
-    return {"error": error, "reference_error": reference, "final_sums": _sums(final["terms"]),
+    return {"error": error, "reference_error": reference, "final_sums": term_sums(final["terms"]),
             "first_step_n_in_1.9_2.1": entered,
             "outcome": "success" if success else better if all(error[k] < reference[k] for k in error) else otherwise}
 
