@@ -152,7 +152,8 @@ def test_disk_full_while_writing_fields_keeps_the_previous_set(tmp_path, previou
     assert result.returncode == 2, result.stderr
     lines = error_lines(result)
     # the HDF5 write is collective: each rank that sees it fail says so (one line each)
-    assert 1 <= len(lines) <= ranks and all("could not write" in line and "free space" in line for line in lines)
+    assert 1 <= len(lines) <= ranks and all("could not write" in line and "free space" in line for line in lines), \
+        result.stderr
     assert "Traceback" not in result.stderr
     assert snapshot(previous) == before
 
