@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import importlib.util
 import os
 import signal
 import sys
@@ -371,6 +373,10 @@ def _invert(args, comm, log) -> None:
     from hybrid.config.invert import load_invert_config
 
     config = _with_output(everywhere(comm, lambda: load_invert_config(args.config)), args)
+    if config.training.warm_start == "fem" and importlib.util.find_spec("dolfinx") is not None:
+        # PETSc initialises collectively over all ranks when first imported: import the FEM stack on
+        # every rank here, not only inside rank 0's warm-start solve (rank 0 waited for ever there)
+        everywhere(comm, lambda: importlib.import_module("hybrid.commands.transport"))
     inputs = (args.config, config.data.observations, config.data.released_fraction, config.data.truth,
               config.problem.transport, config.data.ph_map)
     with _outputs(comm, config.output.directory, args.overwrite, inputs) as staging:

@@ -462,3 +462,14 @@ def test_network_learning_rate_key(still_release_twin):
     path.write_text(path.read_text().replace("learning_rate = 1e-4", "learning_rate = 0"))
     with pytest.raises(ValueError, match="learning_rate"):
         load_invert_config(path)
+
+
+def test_warm_start_under_mpirun(still_release_twin):
+    """``hybrid invert`` trains on rank 0 only; the warm start's FEM stack must still be imported on
+    every rank (PETSc initialises collectively): before the fix rank 0 waited for ever there."""
+    out = still_release_twin / "warm_two_ranks"
+    path = _warm_config(still_release_twin, "warm_two_ranks.toml", adam=5, lbfgs=0, points=64)
+    result = run_hybrid("invert", path, "--output", out, ranks=2, timeout=300)
+    assert result.returncode == 0, result.stderr
+    [record] = json.loads((out / "inversion.json").read_text())["training"]["warm_start"]
+    assert record["fit"] == {"adam_steps": 5, "lbfgs_steps": 0, "points": 64}
