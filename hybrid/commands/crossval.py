@@ -242,7 +242,7 @@ def _drug(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
     from hybrid.commands.synthesize import frame_stops
     from hybrid.commands.transport import build_domain, setup_transport
     from hybrid.inverse.images import DRUG_FIELDS, drug_at
-    from hybrid.problems.release import ph_release_rate
+    from hybrid.problems.release import release_law
 
     invert, source, kind = config.invert, config.inversion.directory, config.invert.problem.kind
     units = COUPLED_UNKNOWNS if kind == "coupled" else RELEASE_UNKNOWNS
@@ -258,7 +258,7 @@ def _drug(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
     domain = build_domain(transport, comm, log, stages)
     constants = {name: dolfinx.fem.Constant(domain.mesh, value) for name, value in recovered.items()
                  if name in RELEASE_UNKNOWNS}
-    law = constants["release_rate"] if "release_rate" in constants else lambda ph: ph_release_rate(ph, **constants)
+    law = release_law(constants)
     setup = setup_transport(transport, comm, log, stages, domain, release_rate=law)
     solver = setup.solver
     grid, operator = observed[0].grid, observed[0].operator

@@ -350,14 +350,11 @@ def _fem_at_start(config: InvertConfig, problem, log) -> tuple:
 
     from hybrid.commands.transport import setup_transport
     from hybrid.forward.transport import SPECIES
-    from hybrid.problems.namespace import UFL
-    from hybrid.problems.release import ph_release_rate
+    from hybrid.problems.release import release_law
     from hybrid.records import FemSnapshots
 
     start = time.perf_counter()
     values = {u.name: float(u().detach()) for u in problem.scalar_unknowns() if u.name in RELEASE_UNKNOWNS}
-    law = values["release_rate"] if "release_rate" in values else \
-        lambda ph: ph_release_rate(ph, xp=UFL, **{name: values[name] for name in PH_LAW_UNKNOWNS if name in values})
     transport = with_ph_map(load_transport(config.problem.transport), config.data.ph_map)
     end = problem.scales.time   # the PINN's time domain [0, end_time] s
     steps = max(1, math.ceil(end / transport.time.step - 1e-9))
@@ -366,7 +363,7 @@ def _fem_at_start(config: InvertConfig, problem, log) -> tuple:
     log(f"warm start: FEM at the initial values {', '.join(f'{k} = {v:.4g}' for k, v in values.items())}: "
         f"{steps} steps of {dt:g} s to {end:g} s")
     setup = setup_transport(transport, MPI.COMM_SELF, lambda line: log(f"warm start FEM: {line}"), {},
-                            release_rate=law)
+                            release_rate=release_law(values))
     solver = setup.solver
     try:
         species = solver.species()

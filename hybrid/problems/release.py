@@ -24,7 +24,7 @@ import math
 from hybrid.problems.namespace import LN10, Namespace, logistic, namespace_of
 from hybrid.problems.parameters import default, value_or_default
 
-__all__ = ["PH_LAW_UNITS", "ph_law_constants", "ph_release_rate", "thermal_release_rate",
+__all__ = ["PH_LAW_UNITS", "ph_law_constants", "ph_release_rate", "release_law", "thermal_release_rate",
            "intravascular_released_fraction", "released_fraction", "released_fraction_misfit"]
 
 
@@ -54,6 +54,15 @@ def ph_release_rate(ph, *, base_rate=None, max_rate=None, ph_50=None, steepness=
     n = value_or_default(steepness, "n_pH")
     # 1 / (1 + 10^{n (pH - pH_50)}) = logistic(-n ln10 (pH - pH_50))
     return k_b + (k_max - k_b) * logistic(-n * LN10 * (ph - ph_50), xp)
+
+
+def release_law(values: dict):
+    """The release rate of an inversion's release unknowns ``values``: a uniform ``"release_rate"``
+    [1/s] as given, else k(pH) [1/s], :func:`ph_release_rate` with the given ``"ph_50"`` and
+    ``"steepness"`` (floats, or DOLFINx Constants to change later) and the table's other constants."""
+    if "release_rate" in values:
+        return values["release_rate"]
+    return lambda ph: ph_release_rate(ph, **values)
 
 
 def thermal_release_rate(temperature, *, base_rate=None, max_rate=None, transition=None, width=None,

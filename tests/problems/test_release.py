@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hybrid.problems.parameters import default
-from hybrid.problems.release import ph_release_rate, thermal_release_rate
+from hybrid.problems.release import ph_release_rate, release_law, thermal_release_rate
 
 K_B, K_MAX = 1.0e-6, 2.0e-4
 
@@ -17,6 +17,15 @@ def test_ph_rate_matches_hill_form(ph):
     expected = K_B + (K_MAX - K_B) / (1.0 + 10.0 ** (2.5 * (ph - 6.7)))
     got = ph_release_rate(ph, base_rate=K_B, max_rate=K_MAX, ph_50=6.7, steepness=2.5)
     assert float(got) == pytest.approx(expected, rel=1e-13)
+
+
+def test_release_law_of_the_inversion_unknowns():
+    """A uniform rate is the rate; pH_50 and n give the pH law with the table's k_b and k_max."""
+    assert release_law({"release_rate": 3e-5}) == 3e-5
+    law = release_law({"ph_50": 6.9, "steepness": 1.5})
+    ph = np.array([6.2, 6.9, 7.4])
+    np.testing.assert_allclose(law(ph), ph_release_rate(ph, ph_50=6.9, steepness=1.5), rtol=1e-15)
+    assert law(6.9) == pytest.approx((default("k_rel_L") + default("k_max_pH")) / 2, rel=1e-14)
 
 
 def test_ph_rate_is_half_maximal_at_ph50_with_the_hill_slope():
