@@ -52,11 +52,27 @@ Pre-registration (written and committed before any real run):
 
 Outcome: not yet run.
 
+Post hoc (written after the pre-registered stages had run and been read, committed before these
+runs): the truth-start run ended at k_rel -17 %, p_e -23 % with its data terms 7x below the total
+drug's noise floor (balance "all" gave the data weights ~560 / 330 against pde_lipo's 0.31).
+Two questions:
+
+- Stage ``frozen``: where do the PDE terms alone put the unknowns for fixed networks? The networks
+  of E (fitted) and of A (truth-start final) frozen, the three unknowns alone minimise the sum of
+  the unweighted non-data terms (the data terms do not depend on them then) on the evaluation
+  points, L-BFGS (strong Wolfe) for 40 iterations from each state's own unknowns. Reported: the
+  minimiser and its terms. No rule: a description of the bias the networks' residuals impose.
+- Stage ``residuals``: ``truth_start`` with balance "residuals" (data weight 1, the library's
+  default) instead of "all"; the same rule (holds / drifts / mixed at 5 % / 20 %), its unweighted
+  terms on the evaluation points against A and B, and its field errors.
+
 Run from the repository root (merges into benchmarks/results/pinn_twin_host_minimum.json; the
 states go to $HOST_MINIMUM_DIR):
     .venv/bin/python benchmarks/pinn_twin_host_minimum.py all        # fit, truth_start, drift, compare
     .venv/bin/python benchmarks/pinn_twin_host_minimum.py STAGE      # one stage (the earlier ones' states)
     .venv/bin/python benchmarks/pinn_twin_host_minimum.py all --smoke   # tiny sizes, writes to the directory
+    .venv/bin/python benchmarks/pinn_twin_host_minimum.py frozen       # post hoc (after all)
+    .venv/bin/python benchmarks/pinn_twin_host_minimum.py residuals    # post hoc (after fit)
 """
 
 from __future__ import annotations
@@ -92,9 +108,9 @@ TRAINING = {"collocation_points": 512, "dtype": "float32", "seed": 0, "progress_
             "unknown_learning_rate": 3e-3, "lbfgs_resample": False}
 SIZES = {   # pre-registered (module doc); smoke: tiny, for a check that the stages run
     "full": {"pressure_fit": (4096, 300, 300), "supervised_steps": 9000, "adam": 1500, "lbfgs": 100,
-             "drift_pretrain": (200, 100), "drift_hold": 400, "evaluation_points": 4096},
+             "drift_pretrain": (200, 100), "drift_hold": 400, "evaluation_points": 4096, "frozen_iterations": 40},
     "smoke": {"pressure_fit": (512, 20, 5), "supervised_steps": 30, "adam": 20, "lbfgs": 5,
-              "drift_pretrain": (10, 5), "drift_hold": 10, "evaluation_points": 256},
+              "drift_pretrain": (10, 5), "drift_hold": 10, "evaluation_points": 256, "frozen_iterations": 3},
 }
 EVALUATION_SEED = 2026
 HOLDS, DRIFTS = 0.05, 0.20   # relative error of every / any unknown
@@ -190,15 +206,73 @@ def load_fit(twin_data: Twin, directory: Path):
     return problem, saved["fem"]
 
 
-def truth_start_stage(twin_data: Twin, sizes: dict, directory: Path) -> dict:
-    """The fitted state trained as the inversion, unknowns released at once (module doc); saves
-    truth_start.pt."""
+def truth_start_stage(twin_data: Twin, sizes: dict, directory: Path, balance: str = TRAINING["balance"],
+                      name: str = "truth_start") -> dict:
+    """The fitted state trained as the inversion with ``balance``, unknowns released at once (module
+    doc); saves ``name``.pt."""
     problem, fem = load_fit(twin_data, directory)
-    config = TrainingConfig(adam_steps=sizes["adam"], lbfgs_steps=sizes["lbfgs"], unknowns_from_step=0, **TRAINING)
-    result = Trainer(problem, config, progress=lambda line: print("truth_start", line, flush=True)).run()
-    torch.save(problem.state_dict(), directory / "truth_start.pt")
+    settings = TRAINING | {"balance": balance}
+    config = TrainingConfig(adam_steps=sizes["adam"], lbfgs_steps=sizes["lbfgs"], unknowns_from_step=0, **settings)
+    result = Trainer(problem, config, progress=lambda line: print(name, line, flush=True)).run()
+    torch.save(problem.state_dict(), directory / f"{name}.pt")
     return {"settings": {"adam_steps": sizes["adam"], "lbfgs_steps": sizes["lbfgs"], "unknowns_from_step": 0}
-            | TRAINING, "seconds": result.seconds, "history": result.history}
+            | settings, "seconds": result.seconds, "history": result.history}
+
+
+def outcome_label(values: dict, truth: dict) -> str:
+    """"holds" (every unknown within HOLDS of truth), "drifts" (any beyond DRIFTS) or "mixed"."""
+    worst = max(abs(e) for e in relative_errors(values, truth).values())
+    return "holds" if worst <= HOLDS else "drifts" if worst > DRIFTS else "mixed"
+
+
+def state(twin_data: Twin, directory: Path, name: str):
+    """The float64 problem with the state ``name``.pt of ``directory``."""
+    problem = twin_data.problem().double()
+    problem.load_state_dict(torch.load(directory / f"{name}.pt"))
+    return problem
+
+
+def final_values(problem) -> dict:
+    return unknown_values({k: v for k, (v, _) in problem.estimates().items()})
+
+
+def residuals_stage(twin_data: Twin, sizes: dict, directory: Path) -> dict:
+    """Post hoc (module doc): truth_start with balance "residuals"; rule, unweighted terms, fields."""
+    entry = truth_start_stage(twin_data, sizes, directory, "residuals", "truth_start_residuals")
+    problem, fem = state(twin_data, directory, "truth_start_residuals"), load_fit(twin_data, directory)[1]
+    values = final_values(problem)
+    return entry | {"estimates": values, "relative_errors": relative_errors(values, twin_data.truth),
+                    "label": outcome_label(values, twin_data.truth),
+                    "unweighted": unweighted_terms(problem, sizes["evaluation_points"]),
+                    "fields": field_errors(problem, fem)}
+
+
+def frozen_stage(twin_data: Twin, sizes: dict, directory: Path) -> dict:
+    """Post hoc (module doc): the unknowns alone minimising the non-data terms, networks frozen."""
+    out = {}
+    for name, problem in (("E_fitted_start", load_fit(twin_data, directory)[0]),
+                          ("A_truth_start_final", state(twin_data, directory, "truth_start"))):
+        for parameter in problem.parameters():
+            parameter.requires_grad_(False)
+        raws = [u.raw.requires_grad_(True) for u in problem.scalar_unknowns()]
+        xt = problem.sample_collocation(sizes["evaluation_points"], torch.Generator().manual_seed(EVALUATION_SEED))
+        physics = lambda: sum(v for k, v in problem.loss_terms(xt.clone()).items() if not k.startswith("data"))
+        start_values, start_loss = final_values(problem), float(physics().detach())
+        optimiser = torch.optim.LBFGS(raws, lr=1.0, max_iter=sizes["frozen_iterations"], history_size=20,
+                                      line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
+
+        def closure():
+            optimiser.zero_grad()
+            loss = physics()
+            loss.backward()
+            return loss
+        optimiser.step(closure)
+        values = final_values(problem)
+        out[name] = {"start": start_values, "start_physics_sum": start_loss, "minimiser": values,
+                     "relative_errors": relative_errors(values, twin_data.truth),
+                     "unweighted": unweighted_terms(problem, sizes["evaluation_points"])}
+        print(name, json.dumps(out[name], default=float), flush=True)
+    return out
 
 
 def drift_stage(twin_data: Twin, sizes: dict, directory: Path) -> dict:
@@ -222,19 +296,15 @@ def drift_stage(twin_data: Twin, sizes: dict, directory: Path) -> dict:
 def compare_stage(twin_data: Twin, sizes: dict, directory: Path) -> dict:
     """Unweighted terms of the states A-E on one set of points, field errors, the decision (module doc)."""
     fitted, fem = load_fit(twin_data, directory)
-    truth_start, drift = twin_data.problem().double(), twin_data.problem().double()
-    truth_start.load_state_dict(torch.load(directory / "truth_start.pt"))
-    drift.load_state_dict(torch.load(directory / "drift.pt"))
+    truth_start, drift = state(twin_data, directory, "truth_start"), state(twin_data, directory, "drift")
     states = {"A_truth_start_final": truth_start, "B_drift_final": drift,
               "C_truth_start_networks_at_drift_unknowns": with_unknowns(truth_start, drift),
               "D_drift_networks_at_true_unknowns": with_unknowns(drift, fitted), "E_fitted_start": fitted}
     losses = {name: unweighted_terms(problem, sizes["evaluation_points"]) for name, problem in states.items()}
     truth = twin_data.truth
-    final = {name: unknown_values({k: v for k, (v, _) in problem.estimates().items()})
-             for name, problem in (("A_truth_start_final", truth_start), ("B_drift_final", drift))}
+    final = {"A_truth_start_final": final_values(truth_start), "B_drift_final": final_values(drift)}
     errors = {name: relative_errors(values, truth) for name, values in final.items()}
-    worst = max(abs(e) for e in errors["A_truth_start_final"].values())
-    label = "holds" if worst <= HOLDS else "drifts" if worst > DRIFTS else "mixed"
+    label = outcome_label(final["A_truth_start_final"], truth)
     lower = losses["A_truth_start_final"]["total"] < losses["B_drift_final"]["total"]
     conclusion = ("path problem" if label == "holds" and lower else
                   "the loss's minimum is not at the truth" if label == "drifts" else "mixed")
@@ -251,12 +321,13 @@ def compare_stage(twin_data: Twin, sizes: dict, directory: Path) -> dict:
                                  "final_terms_on_its_own_points": stored["history"][-1]["terms"]}}
 
 
-STAGES = ("fit", "truth_start", "drift", "compare")
+STAGES = ("fit", "truth_start", "drift", "compare")   # pre-registered; "all" runs these
+POST_HOC = {"frozen": frozen_stage, "residuals": residuals_stage}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=STAGES + ("all",))
+    parser.add_argument("stage", choices=STAGES + tuple(POST_HOC) + ("all",))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; states and JSON in $HOST_MINIMUM_DIR/smoke")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -272,7 +343,7 @@ def main() -> None:
         if stage == "compare":
             entry = compare_stage(twin_data, sizes, directory)
         else:
-            entry = {"fit": fit_stage, "truth_start": truth_start_stage, "drift": drift_stage}[stage](
+            entry = ({"fit": fit_stage, "truth_start": truth_start_stage, "drift": drift_stage} | POST_HOC)[stage](
                 twin_data, sizes, directory)
         results[stage] = entry | {"wall_s": time.perf_counter() - start,
                                   "load_average": {"before": load, "after": os.getloadavg()}}
