@@ -69,9 +69,9 @@ bc 1.6e-5, data total drug 3.59e-4, released fraction 9.4e-5 (E: 1.21, 1.2e-2, 7
 4.25e-4). The fit: pressure 0.28 % (2.2-2.7 Pa RMS, 48 s), drug 3.1 / 2.9 / 3.5 % (9000 Adam,
 244 s; liposomal residual of the fit 5.4 in the margin band against 0.03 / 0.007 in tumour / host).
 Truth start (150 s, 1500 Adam + 100 L-BFGS): p_e falls from the first records on (1486 Pa at step
-100, 1410 at 300, 1299 at 700, 1212 at 1100, 1168 at 1500, 1177 after L-BFGS), k_rel to -7 % by
-step 500 and -17 % by 1100, then flat; K_T stays within 0.7 %. Unlike the release twin, the
-truth with FEM-fitted networks is NOT a low point of this loss: E's total is 3.7x B's (its
+100, 1410 at 300, 1299 at 700, 1212 at 1100, 1168 at 1500, 1177 after L-BFGS), k_rel to -9 % by
+step 500 and -16 % by 1100, then flat; K_T stays within 0.7 %. Unlike the release twin, the
+truth with FEM-fitted networks is NOT a low point of this loss: E's total is 3.5x B's (its
 liposomal residual in the margin and the no-flux term the supervised fit does not enforce), and
 the descent from E lowers it 3.7x while taking p_e and k_rel away. A ends 7 % below B in total
 (data 14x lower, physics 5 % lower) and much nearer the truth, so the start matters too, but
