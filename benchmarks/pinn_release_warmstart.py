@@ -204,6 +204,16 @@ the weighted loss jumped at 3500 and 5800 by the weights alone. With every weigh
   after it by the final record (a slide: more than 0.05).
 - One process, one torch thread; records every 100 Adam steps and the trainer's L-BFGS records.
 
+Pre-registration of a CLI replicate (written and committed before its run, 2026-11-27, while
+``fem_start_6000_900_lr1e-4_balance_none`` was at Adam step ~3500 with (6.832, 1.976)): the same
+settings through the command line a user runs, ``hybrid invert examples/invert_ph_release_warm.toml``
+(the example's config with warm_start "fem" (4000 + 1000 at 2048 points, the defaults), weak form
+12 x 12, balance "none", learning_rate 1e-4, 6000 Adam + 900 L-BFGS; one member, seed 0, so the
+warm start's fit uses seed 0, not the benchmark's 7). Rule on inversion.json's estimates:
+"success" if pH_50 is within 0.05 of 6.8 AND n within 5 % of 2; otherwise "fails", with the
+numbers. The held-out 3 h frame is then checked by ``hybrid validate`` (a config like
+examples/validate_ph_release.toml pointing at this run's output) and reported as measured.
+
 Run from the repository root (after pinn_release_diagnosis ``fem``; the FEM start and the fit are
 written to $WARMSTART_DIR, default /tmp/pinn_release_warmstart; merges into
 benchmarks/results/pinn_release_warmstart.json):
