@@ -203,9 +203,10 @@ def noise_floors(problem, noise: float) -> dict[str, float]:
     return floors
 
 
-def discrepancy_stage(form: str, adam: int, lbfgs: int, cells: int = 12, noise: float = 0.05) -> dict:
+def discrepancy_stage(form: str, adam: int, lbfgs: int, cells: int = 12, noise: float = 0.05,
+                      balance: str = "residuals") -> dict:
     """Criterion (c): data weights w_d = min(1, L_d / F_d) (:func:`noise_floors`) every 100 Adam
-    steps, frozen for L-BFGS; balance "residuals"."""
+    steps, frozen for L-BFGS; ``balance`` "residuals" (PDE terms balanced) or "none"."""
     from hybrid.inverse import Trainer, TrainingConfig
     config, truth, build = setup()
     problem = build()
@@ -215,7 +216,7 @@ def discrepancy_stage(form: str, adam: int, lbfgs: int, cells: int = 12, noise: 
     loss_terms = problem.loss_terms
     settings = training_settings(config) | {"adam_steps": adam, "lbfgs_steps": lbfgs, "residual_form": form,
                                             "weak_cells": cells, "weak_time_cells": cells, "progress_every": 100,
-                                            "balance": "residuals"}
+                                            "balance": balance}
     trainer = None
 
     def weighted_terms(points):
