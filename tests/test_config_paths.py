@@ -29,11 +29,16 @@ LOADERS = {"ifp_sphere.toml": load_forward_config,
            "invert_disc.toml": load_invert_config,
            "invert_release.toml": load_invert_config,
            "invert_ph_release.toml": load_invert_config,
+           "invert_ph_release_warm.toml": load_invert_config,
            "invert_coupled.toml": load_invert_config,
            "validate_disc.toml": load_crossval_config,
            "validate_release.toml": load_crossval_config,
            "validate_ph_release.toml": load_crossval_config,
            "validate_coupled.toml": load_crossval_config}
+
+
+def test_every_example_is_checked_here():
+    assert sorted(path.name for path in EXAMPLES.glob("*.toml")) == sorted(LOADERS)
 
 
 @pytest.mark.parametrize("name", sorted(LOADERS))
@@ -51,7 +56,8 @@ def test_example_outputs_land_in_the_checkout_results_folder():
         assert load(EXAMPLES / name).output.directory.resolve().parent == EXAMPLES.parent / "results", name
 
 
-@pytest.mark.parametrize("name", ["invert_disc", "invert_release", "invert_ph_release", "invert_coupled"])
+@pytest.mark.parametrize("name", ["invert_disc", "invert_release", "invert_ph_release", "invert_ph_release_warm",
+                                  "invert_coupled"])
 def test_checkpoint_is_relative_to_the_toml_file(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = load_invert_config(os.path.relpath(EXAMPLES / f"{name}.toml", tmp_path))
