@@ -273,6 +273,15 @@ frame: FEM at the estimates 1.2 % (total drug), 9.7 % (released fraction); PINN 
 law at the nodes: total drug 6.8-13.1 %, cell drug 15.9-42.8 % (1-4 h); both unknowns identifiable
 (Cramer-Rao 0.07 % and 2.8 %).
 
+Pre-registration of a noise-free control (written and committed before its run, 2026-11-27):
+is the overshoot of n with fixed weights the networks fitting the noise? ``hybrid synthesize`` of
+examples/synthesize_ph_release.toml with ``[observation] noise = 0`` (everything else, seed
+included, unchanged), then ``hybrid invert`` with examples/invert_ph_release_warm.toml's settings
+unchanged and its ``[data]`` paths pointed at that output. Rule (final estimates): "noise fitting"
+if pH_50 is within 0.05 of 6.8, n within 5 % of 2 AND n stays in [1.9, 2.1] from its first entry
+to the end; "bias without noise" if n ends above 2.1 (the overshoot is there without noise);
+"mixed" otherwise, described.
+
 Run from the repository root (after pinn_release_diagnosis ``fem``; the FEM start and the fit are
 written to $WARMSTART_DIR, default /tmp/pinn_release_warmstart; merges into
 benchmarks/results/pinn_release_warmstart.json):
