@@ -256,8 +256,8 @@ _INTERRUPTS = _Interrupts()
 
 def _wait_until_stderr_is_read(timeout_s: float = 2.0) -> None:
     """Wait until the launcher has read what this process wrote to its stderr pipe. MPICH's
-    launcher drops output still in the pipe when MPI_Abort ends the job (seen: the error line lost
-    after a long HDF5 diagnostic, 12 runs in 30); a file or terminal is not waited for."""
+    launcher drops output still in the pipe when MPI_Abort ends the job (seen: the disk-full error
+    line lost after rank 1's HDF5 diagnostic in 7 runs of 80); a file or terminal is not waited for."""
     with contextlib.suppress(OSError):
         if not stat.S_ISFIFO(os.fstat(2).st_mode) and not stat.S_ISSOCK(os.fstat(2).st_mode):
             return
