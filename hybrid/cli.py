@@ -257,7 +257,7 @@ _INTERRUPTS = _Interrupts()
 def _wait_until_stderr_is_read(timeout_s: float = 2.0) -> None:
     """Wait until the launcher has read what this process wrote to its stderr pipe. MPICH's
     launcher drops output still in the pipe when MPI_Abort ends the job (seen: the disk-full error
-    line lost after rank 1's HDF5 diagnostic in 7 runs of 80). Only a pipe (what MPICH's launcher
+    line lost after rank 1's HDF5 diagnostic in 7 runs of 60). Only a pipe (what MPICH's launcher
     gives) is waited for: on a file, terminal or socket FIONREAD does not count unread output."""
     with contextlib.suppress(OSError):
         if not stat.S_ISFIFO(os.fstat(2).st_mode):

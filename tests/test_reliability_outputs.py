@@ -168,7 +168,7 @@ WAITS_FOR_STDERR = ("import os, time; from hybrid.cli import _wait_until_stderr_
 
 def test_a_rank_about_to_abort_waits_until_its_error_line_is_read():
     """MPICH's launcher drops what is still in a rank's stderr pipe when MPI_Abort ends the job:
-    the disk-full error line above was lost after rank 1's long HDF5 diagnostic (7 runs in 80 with
+    the disk-full error line above was lost after rank 1's long HDF5 diagnostic (7 runs in 60 with
     two runs at once). The aborting rank now waits until the pipe has been read."""
     child = subprocess.Popen([sys.executable, "-c", WAITS_FOR_STDERR], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert child.stdout.readline() == b"written\n"
