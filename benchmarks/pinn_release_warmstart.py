@@ -340,8 +340,7 @@ def start_snapshots() -> Path:
     given the law as ``release_rate``."""
     import hybrid.commands.transport as transport_module
     from hybrid.config.synthesize import load_synthesize_config
-    from hybrid.problems.namespace import UFL
-    from hybrid.problems.release import ph_release_rate
+    from hybrid.problems.release import release_law
 
     ph_map = WORK / "fine_bdf2_10s" / "truth" / "ph.nii.gz"
     if not ph_map.exists():
@@ -349,8 +348,7 @@ def start_snapshots() -> Path:
         ph_map.symlink_to(diagnosis.WORK / "fine_bdf2_10s" / "truth" / "ph.nii.gz")
     transport = load_synthesize_config(CONFIG)[0]
     setup, work = transport_module.setup_transport, diagnosis.WORK
-    transport_module.setup_transport = functools.partial(
-        setup, release_rate=lambda ph: ph_release_rate(ph, ph_50=START["ph_50"], steepness=START["steepness"], xp=UFL))
+    transport_module.setup_transport = functools.partial(setup, release_rate=release_law(START))
     diagnosis.WORK = WORK
     try:
         return diagnosis._snapshots(transport)
