@@ -15,10 +15,14 @@ Points, in this order so that the most important come first when time runs short
 ``big`` (>= 10M DOFs on the most ranks), strong scaling at ~1M DOFs (1..N ranks), weak scaling at
 ~250k DOFs per rank (1..N), strong scaling at ~8M DOFs (N..1). Fields written: the pressure
 (``[output] velocity = false``) unless ``--velocity``. ``--smoke`` shrinks every size
-about 40 times (a local 2-core check). Each point is one ``mpirun -n R`` of this script in
+about 40 times (a local 2-core check). ``--points study:ranks,...`` runs just those points, in
+that order (e.g. the ones a shorter earlier session could not reach); ``--append`` keeps the
+points already in the output JSON (a point run again replaces its row) and stamps every new row
+with this run's machine and time. Each point is one ``mpirun -n R`` of this script in
 ``--worker`` mode; the driver writes the JSON (and, with matplotlib, a PNG) after every point.
 
     python benchmarks/cluster_scaling.py --ranks 1,2,4,8,16 --budget-s 540
+    python benchmarks/cluster_scaling.py --points weak_250k:16,strong_8M:16 --append --budget-s 300
     python benchmarks/cluster_scaling.py --smoke --ranks 1,2
 """
 
@@ -40,6 +44,7 @@ HERE = Path(__file__).resolve()
 RADIUS, HOST = 4e-3, 2e-3          # m
 VERTICES_TIMES_H3 = 9.0e-7         # m^3: gmsh vertices of this sphere-in-host at size h, times h^3 (measured)
 GROWTH = 7.6                       # DOFs (vertices) per refinement, measured 7.3 (first) to 7.9
+STUDIES = ("big", "strong_1M", "weak_250k", "strong_8M")
 
 
 def mesh_size_for(dofs: float, refinements: int) -> float:
@@ -47,18 +52,33 @@ def mesh_size_for(dofs: float, refinements: int) -> float:
     return (VERTICES_TIMES_H3 * GROWTH ** refinements / dofs) ** (1 / 3)
 
 
+def scaling_point(study: str, ranks: int, smoke: bool) -> dict:
+    """One point of ``study`` on ``ranks`` ranks: its target DOFs, refinements and coarse mesh size."""
+    scale = 1 / 40 if smoke else 1.0
+    dofs, refinements = {"big": (max(12e6 * scale * ranks / 16, 1e5 if smoke else 1.2e7), 3),
+                         "strong_1M": (1e6 * scale, 2), "weak_250k": (2.5e5 * scale * ranks, 2),
+                         "strong_8M": (8e6 * scale, 2)}[study]
+    return {"study": study, "ranks": ranks, "dofs": dofs, "refinements": refinements,
+            "mesh_size_m": mesh_size_for(dofs, refinements)}
+
+
 def plan(ranks: list[int], smoke: bool) -> list[dict]:
     """The points, most important first."""
-    scale = 1 / 40 if smoke else 1.0
-    top = max(ranks)
-    points = [{"study": "big", "ranks": top, "dofs": max(12e6 * scale * top / 16, 1e5 if smoke else 1.2e7),
-               "refinements": 3}]
-    points += [{"study": "strong_1M", "ranks": r, "dofs": 1e6 * scale, "refinements": 2} for r in ranks]
-    points += [{"study": "weak_250k", "ranks": r, "dofs": 2.5e5 * scale * r, "refinements": 2} for r in ranks]
-    points += [{"study": "strong_8M", "ranks": r, "dofs": 8e6 * scale, "refinements": 2} for r in reversed(ranks)]
-    for p in points:
-        p["mesh_size_m"] = mesh_size_for(p["dofs"], p["refinements"])
-    return points
+    return ([scaling_point("big", max(ranks), smoke)]
+            + [scaling_point("strong_1M", r, smoke) for r in ranks]
+            + [scaling_point("weak_250k", r, smoke) for r in ranks]
+            + [scaling_point("strong_8M", r, smoke) for r in reversed(ranks)])
+
+
+def chosen_points(spec: str, smoke: bool) -> list[dict]:
+    """``"study:ranks,..."`` -> those points, in that order."""
+    chosen = []
+    for item in spec.split(","):
+        study, _, ranks = item.partition(":")
+        if study not in STUDIES or not ranks.isdigit() or int(ranks) < 1:
+            raise SystemExit(f"--points: {item!r} is not study:ranks with study one of {', '.join(STUDIES)}")
+        chosen.append(scaling_point(study, int(ranks), smoke))
+    return chosen
 
 
 # ----------------------------------------------------------------------------------- worker
@@ -160,7 +180,7 @@ def figure(report: dict, path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    studies = [s for s in ("strong_1M", "weak_250k", "strong_8M", "big")
+    studies = [s for s in STUDIES[1:] + STUDIES[:1]
                if any(r["study"] == s and "hybrid" in r for r in report["points"])]
     if not studies:
         return
@@ -190,7 +210,11 @@ def main(argv=None):
     ap.add_argument("--smoke", action="store_true", help="sizes about 40 times smaller")
     ap.add_argument("--output", type=Path, default=HERE.parent / "results" / "cluster_scaling.json")
     ap.add_argument("--budget-s", type=float, default=3600, help="stop starting points after this many seconds")
-    ap.add_argument("--studies", default="big,strong_1M,weak_250k,strong_8M")
+    ap.add_argument("--studies", default=",".join(STUDIES))
+    ap.add_argument("--points", default=None, help="study:ranks,... : just these points, in this order "
+                                                   "(instead of --ranks/--studies)")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the points already in --output (a point run again replaces its row)")
     ap.add_argument("--partitioner", default="scotch")
     ap.add_argument("--velocity", action="store_true",
                     help="also compute and write the conservative Darcy flux (a mixed RT solve, ~10x the "
@@ -230,8 +254,21 @@ def main(argv=None):
                     "python": platform.python_version(), "load_average_before": list(os.getloadavg())},
         "points": [],
     }
+    todo = (chosen_points(args.points, args.smoke) if args.points else
+            [p for p in plan(ranks, args.smoke) if p["study"] in studies])
+    if args.append and args.output.exists():
+        earlier = json.loads(args.output.read_text())
+        if earlier["smoke"] != args.smoke:
+            raise SystemExit(f"--append: {args.output} has smoke = {earlier['smoke']}, this run {args.smoke}")
+        new = {(p["study"], p["ranks"]) for p in todo}
+        report = {**earlier, "points": [p for p in earlier["points"] if (p["study"], p["ranks"]) not in new]}
+        stamp = {"timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                             "python": platform.python_version(), "load_average_before": list(os.getloadavg())}}
+    else:
+        stamp = {}
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    for point in (p for p in plan(ranks, args.smoke) if p["study"] in studies):
+    for point in todo:
         left = args.budget_s - (time.perf_counter() - start)
         if left < 5:
             report["points"].append({**point, "skipped": "time budget spent"})
@@ -251,11 +288,15 @@ def main(argv=None):
             except subprocess.TimeoutExpired:
                 row = {**point, "skipped": f"timed out after {left:.0f} s (time budget)"}
             row["launch_wall_s"] = time.perf_counter() - t0
+        row.update(stamp)
         if "failed" in row:
             print(f"[{point['study']} {point['ranks']} rank(s)] FAILED\n{row['failed']}", flush=True)
         report["points"].append(row)
-        report["wall_s"] = time.perf_counter() - start
-        report["machine"]["load_average_after"] = list(os.getloadavg())
+        if stamp:
+            row["load_average_after"] = list(os.getloadavg())
+        else:
+            report["wall_s"] = time.perf_counter() - start
+            report["machine"]["load_average_after"] = list(os.getloadavg())
         args.output.write_text(json.dumps(report, indent=2) + "\n")
         figure(report, args.output.with_suffix(".png"))
     print_table(report)

@@ -104,13 +104,18 @@ def test_transport_performance_smoke(tmp_path):
 
 def test_cluster_scaling_smoke(tmp_path):
     """One- and two-rank points of the cluster study: both solvers on the same mesh, the strong
-    series on one mesh, the weak series growing with the ranks, JSON and figure written."""
+    series on one mesh, the weak series growing with the ranks, JSON and figure written; a second
+    run with ``--points --append`` adds its point to the first run's rows, stamped with its machine."""
     out = tmp_path / "cluster.json"
-    _run("cluster_scaling.py", "--smoke", "--ranks", "1,2", "--studies", "strong_1M,weak_250k",
-         "--output", out, "--scratch", tmp_path, timeout=600)
+    _run("cluster_scaling.py", "--smoke", "--ranks", "1,2", "--studies", "strong_1M", "--output", out,
+         "--scratch", tmp_path, timeout=600)
+    _run("cluster_scaling.py", "--smoke", "--points", "weak_250k:2,weak_250k:1", "--append", "--output", out,
+         "--scratch", tmp_path, timeout=600)
     report = json.loads(out.read_text())
     points = {(p["study"], p["ranks"]): p for p in report["points"]}
     assert set(points) == {("strong_1M", 1), ("strong_1M", 2), ("weak_250k", 1), ("weak_250k", 2)}
+    assert [key for key in points][2:] == [("weak_250k", 2), ("weak_250k", 1)]   # --points' order
+    assert "machine" in points[("weak_250k", 2)] and "machine" not in points[("strong_1M", 1)]
     for (study, ranks), p in points.items():
         hybrid, bare = p["hybrid"], p["bare"]
         assert hybrid["dofs"] == bare["dofs"] and bare["converged_reason"] > 0

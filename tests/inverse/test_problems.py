@@ -61,6 +61,22 @@ def test_cuda_graph_step_matches_the_eager_step():
         assert graph.estimates[name][0] == pytest.approx(value, rel=1e-9), name
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("residual_form", ["strong", "weak"])
+def test_cuda_graph_step_matches_the_eager_step_for_the_release_problem(residual_form):
+    """The drug-transport problem (two networks, data terms through the observation operator) in
+    both residual forms: the captured step is the eager step."""
+    observations = twins.release_observations(voxels=8)
+    common = dict(adam_steps=30, collocation_points=64, dtype="float64", device="cuda", progress_every=0,
+                  resample_every=10, balance_every=10, residual_form=residual_form, weak_cells=4,
+                  weak_time_cells=5)
+    eager = Trainer(twins.release_problem(observations), TrainingConfig(cuda_graph=False, **common)).run()
+    graph = Trainer(twins.release_problem(observations), TrainingConfig(cuda_graph=True, **common)).run()
+    assert graph.device.startswith("cuda")
+    for name, (value, _) in eager.estimates.items():
+        assert graph.estimates[name][0] == pytest.approx(value, rel=1e-9), name
+
+
 def test_transport_with_a_flow_problem_couples_pressure_and_drug():
     """The transport residual sees the Darcy flux of the pressure network: its gradient reaches the
     pressure network and the flow's unknown conductivity; both problems' terms and estimates appear."""
