@@ -488,6 +488,7 @@ def run_invert(config: InvertConfig, directory: Path, log, resume: bool = False)
     summary["training"] = {"members": [{"seed": seed, "seconds": r.seconds, "steps": r.steps, "history": r.history}
                                        for seed, r in zip(_seeds(config), results)],
                            "seconds": sum(r.seconds for r in results), "device": results[0].device,
+                           "cuda_graph": all(r.cuda_graph for r in results),
                            "pressure_pretraining": pretrained if kind == "coupled" else None,
                            "warm_start": warm_starts,
                            "dtype": results[0].dtype,

@@ -93,6 +93,14 @@ class TumourInHost(Ball):
         return self.interface_radius * direction, direction.clone()
 
 
+def tensor_like(value, like: torch.Tensor) -> torch.Tensor:
+    """``value`` (a number or a tensor) as a 0-d or same-shape tensor of ``like``'s dtype and device.
+    A number is filled in on the device, not copied from the host: a CUDA graph can capture that."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype=like.dtype, device=like.device)
+    return torch.full((), float(value), dtype=like.dtype, device=like.device)
+
+
 class RegionCoefficient:
     """A coefficient with one value in the tumour and one in the host (the problems' callable
     coefficients ``f(x~, unknowns)``): each value is a number [SI] or the name of a scalar unknown."""
@@ -104,8 +112,7 @@ class RegionCoefficient:
         return unknowns[region_value] if isinstance(region_value, str) else region_value
 
     def __call__(self, x: torch.Tensor, unknowns: dict) -> torch.Tensor:
-        tumour, host = (torch.as_tensor(self.value(v, unknowns), dtype=x.dtype, device=x.device)
-                        for v in (self.tumour, self.host))
+        tumour, host = (tensor_like(self.value(v, unknowns), x) for v in (self.tumour, self.host))
         return torch.where(self.geometry.in_tumour(x), tumour, host)
 
 
@@ -149,8 +156,7 @@ class HostIFPProblem(IFPProblem):
         rule = self._known.get("conductivity")
         if isinstance(rule, RegionCoefficient):
             unknowns = {name: u() for name, u in self.unknowns.items() if isinstance(u, BoundedScalar)}
-            return torch.as_tensor(rule.value(rule.tumour if tumour_side else rule.host, unknowns),
-                                   dtype=x.dtype, device=x.device)
+            return tensor_like(rule.value(rule.tumour if tumour_side else rule.host, unknowns), x)
         return self.coefficient("conductivity", x)
 
     def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -205,7 +211,7 @@ class CoupledProblem(TransportProblem):
         """``exchange`` with P S/V per point: tumour value, times host_surface_ratio in the host."""
         if exchange is None:
             return None
-        factor = torch.where(self.geometry.in_tumour(x), 1.0, self.host_surface_ratio).to(x.dtype)
+        factor = torch.where(self.geometry.in_tumour(x), tensor_like(1.0, x), tensor_like(self.host_surface_ratio, x))
         return DrugExchange(exchange.plasma, exchange.permeability_surface * factor, exchange.reflection)
 
     def _residuals(self, points: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -1,18 +1,21 @@
 """Known voxel maps (Ktrans, pH) as inputs of PINN coefficients.
 
-A map is looked up with the imaging module's own interpolation (:func:`hybrid.imaging.grid.interpolate`,
-trilinear between voxel centres, nearest edge voxel outside), the same lookup the FEM uses to
-sample images onto meshes, so both sides see the same coefficient. Maps are fixed inputs: the
-lookup runs in numpy on detached points and returns a constant tensor (no gradient in x; on CUDA
-it costs one host round trip per evaluation).
+A map is looked up as the imaging module's interpolation does (:func:`hybrid.imaging.grid.interpolate`
+with ``outside="nearest"``: trilinear between voxel centres or the voxel containing the point,
+continuous voxel indices clamped to the image, so the edge voxel's value beyond it), the lookup
+the FEM uses to sample images onto meshes, so both sides see the same coefficient
+(tests/inverse/test_maps.py checks the two agree). It runs in torch on the points' device (no host
+round trip, so a CUDA graph can capture it). Maps are fixed inputs: no gradient in x.
 """
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
-from hybrid.imaging.grid import interpolate, world_m_to_voxel
+from hybrid.imaging.grid import world_m_to_voxel
 from hybrid.records import KnownMaps, VoxelGrid
 
 __all__ = ["KnownMap"]
@@ -28,8 +31,11 @@ class KnownMap:
             raise ValueError(f"map shape {volume.shape} does not match grid {grid.shape}")
         if not np.isfinite(volume).all():
             raise ValueError("the map has NaN/inf voxels: fill them first (e.g. np.nan_to_num or a median)")
+        if method not in ("linear", "nearest"):
+            raise ValueError(f"method must be 'linear' or 'nearest', got {method!r}")
         self.volume, self.grid, self.length = volume, grid, float(length)
         self.slice_index, self.method = slice_index, method
+        self._tensors: dict = {}   # (device, dim) -> (volume, index matrix, index offset, last index)
 
     @classmethod
     def from_known_maps(cls, maps: KnownMaps, name: str, length: float, **kwargs) -> "KnownMap":
@@ -39,10 +45,36 @@ class KnownMap:
             raise ValueError(f"the known maps have no {name!r} map")
         return cls(volume, maps.grid, length, **kwargs)
 
+    def _on(self, device: torch.device, dim: int) -> tuple[torch.Tensor, ...]:
+        """The volume and the affine map x [m] -> continuous voxel indices ijk = x M + o (float64
+        tensors on ``device``; made once per device and dimension, outside any CUDA graph capture)."""
+        key = (str(device), dim)
+        if key not in self._tensors:
+            slice_index = self.slice_index if dim == 2 else None
+            offset = world_m_to_voxel(self.grid.affine_mm, np.zeros((1, 3)), slice_index)[0]
+            matrix = world_m_to_voxel(self.grid.affine_mm, np.eye(3)[:dim], slice_index) - offset   # (dim, 3)
+            last = np.array(self.volume.shape, dtype=float) - 1.0
+            self._tensors[key] = tuple(torch.as_tensor(a, dtype=torch.float64, device=device)
+                                       for a in (self.volume, matrix, offset, last))
+        return self._tensors[key]
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        points = x.detach().cpu().double().numpy() * self.length
-        dim = points.shape[1]
-        xyz = np.concatenate([points, np.zeros((points.shape[0], 3 - dim))], axis=1)
-        ijk = world_m_to_voxel(self.grid.affine_mm, xyz, self.slice_index if dim == 2 else None)
-        values, _ = interpolate(self.volume, ijk, method=self.method, outside="nearest")
-        return torch.as_tensor(values, dtype=x.dtype, device=x.device)
+        """Map values (n,) at nondimensional points ``x`` (n, dim), in ``x``'s dtype and device."""
+        volume, matrix, offset, last = self._on(x.device, x.shape[1])
+        q = torch.minimum(torch.clamp((x.detach().double() * self.length) @ matrix + offset, min=0.0), last)
+        if self.method == "nearest":
+            i, j, k = torch.floor(q + 0.5).long().unbind(dim=1)
+            return volume[i, j, k].to(x.dtype)
+        low = torch.floor(q)
+        fraction = q - low
+        low = low.long()
+        high = torch.minimum(low + 1, last.long())
+        value = torch.zeros_like(fraction[:, 0])
+        for corner in itertools.product((False, True), repeat=3):
+            weight = torch.ones_like(value)
+            index = []
+            for axis, upper in enumerate(corner):
+                weight = weight * (fraction[:, axis] if upper else 1.0 - fraction[:, axis])
+                index.append(high[:, axis] if upper else low[:, axis])
+            value = value + weight * volume[index[0], index[1], index[2]]
+        return value.to(x.dtype)

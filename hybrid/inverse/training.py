@@ -25,7 +25,8 @@ residual-adaptive collocation, checkpoints and resume, a progress line, seeds an
   the points, 4.9 on fresh points of the margin band).
 - **Precision and device**: ``dtype`` "float32" or "float64", ``device`` "cpu" or "cuda"; on CUDA
   with ``cuda_graph`` the whole Adam step (losses, double backward, update) is captured once in a
-  CUDA graph and replayed (static collocation tensor refilled in place on resampling).
+  CUDA graph and replayed (static collocation tensor refilled in place on resampling); should the
+  capture fail (an operation a graph cannot hold), training goes on with eager steps and says so.
 - **Residual form**: ``residual_form="strong"`` (pointwise, autograd derivatives of the
   networks) or ``"weak"`` (:mod:`hybrid.inverse.weak`: residuals against space-time test functions,
   ``weak_cells`` per space axis and ``weak_time_cells`` in time, ``weak_gauss`` Gauss points per
@@ -147,6 +148,7 @@ class TrainingResult:
     device: str = "cpu"
     dtype: str = "float32"
     steps: int = 0
+    cuda_graph: bool = False   # the Adam steps replayed a captured CUDA graph
 
 
 class Trainer:
@@ -183,7 +185,8 @@ class Trainer:
         self.points = self._sample(config.collocation_points)
         names = list(problem.loss_terms(self.points.clone()).keys())
         self.weights = {name: torch.ones((), dtype=self.dtype, device=self.device) for name in names}
-        self._graph, self._eager_steps = None, 0
+        self._graph, self._stream, self._eager_steps = None, None, 0
+        self.use_graph = self.device.type == "cuda" and config.cuda_graph   # False once a capture has failed
 
     # -- pieces ---------------------------------------------------------------------------------
     def _sample(self, n: int) -> torch.Tensor:
@@ -220,11 +223,13 @@ class Trainer:
             self.weights[name].copy_(m * self.weights[name] + (1.0 - m) * target.detach())
 
     def _adam_step(self) -> dict[str, torch.Tensor]:
+        """One Adam step; the loss terms come back detached, so that no autograd graph of this step
+        (and none of the streams it ran on) outlives it."""
         self.adam.zero_grad(set_to_none=False)
         terms = self.problem.loss_terms(self.points.clone())
         self._weighted(terms).backward()
         self.adam.step()
-        return terms
+        return {name: value.detach() for name, value in terms.items()}
 
     def _advance_causal(self) -> None:
         """The next eps of the schedule once every causal weight exceeds ``_CAUSAL_ADVANCE``."""
@@ -248,17 +253,26 @@ class Trainer:
         stream (as graph capture requires; they are real steps), the next one captures the step
         and every step replays it."""
         if self._graph is None and self._eager_steps < _GRAPH_WARMUP:
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
+            self._stream = self._stream or torch.cuda.Stream()
+            self._stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self._stream):
                 terms = self._adam_step()
-            torch.cuda.current_stream().wait_stream(stream)
+            torch.cuda.current_stream().wait_stream(self._stream)
             self._eager_steps += 1
             return terms
-        if self._graph is None:   # capture records the kernels without running them
-            self._graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self._graph):
-                self._static_terms = self._adam_step()
+        if self._graph is None:   # capture (on the warm-up stream) records the kernels without running them
+            torch.cuda.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph, stream=self._stream):
+                    self._static_terms = self._adam_step()
+            except RuntimeError as error:   # nothing ran during the capture: take the step eagerly
+                self.use_graph = False
+                if self.progress is not None:
+                    self.progress(f"CUDA graph capture failed ({str(error).splitlines()[0]}); "
+                                  "continuing with eager steps (slower)")
+                return self._adam_step()
+            self._graph = graph
         self._graph.replay()
         return self._static_terms
 
@@ -270,7 +284,6 @@ class Trainer:
     def run(self) -> TrainingResult:
         """Train until ``adam_steps + lbfgs_steps`` (continuing from ``self.step`` after a resume)."""
         c = self.config
-        use_graph = self.device.type == "cuda" and c.cuda_graph
         start = time.perf_counter()
         while self.step < c.adam_steps:
             if c.resample_every and self.step and self.step % c.resample_every == 0 and self.problem.uses_collocation:
@@ -281,8 +294,8 @@ class Trainer:
                 if self.step == c.unknowns_from_step:
                     _restart_moments(self.adam, self.adam.param_groups[1])
                 rate = c.unknown_learning_rate if self.step >= c.unknowns_from_step else 0.0
-                _set_learning_rate(self.adam.param_groups[1], rate, use_graph)
-            terms = self._captured_adam_step() if use_graph else self._adam_step()
+                _set_learning_rate(self.adam.param_groups[1], rate, self.use_graph)
+            terms = self._captured_adam_step() if self.use_graph else self._adam_step()
             self.step += 1
             self._after_step(terms, "adam", start)
             if c.causal_slices:
@@ -305,7 +318,7 @@ class Trainer:
         if c.checkpoint:
             self.save(c.checkpoint)
         return TrainingResult(self.problem.estimates(), self.history, self.seconds, str(self.device), c.dtype,
-                              self.step)
+                              self.step, self.use_graph and self._graph is not None)
 
     def _after_step(self, terms: dict[str, torch.Tensor] | None, phase: str, start: float) -> None:
         """Record, report and checkpoint; ``terms`` None: evaluate them at the current parameters."""

@@ -33,3 +33,24 @@ def test_ph_map_drives_the_release_rate_through_the_shared_rate_law():
     rate.sum().backward()
     assert problem.unknowns["ph_50"].raw.grad > 0
     assert problem.estimates()["ph_50"] == (problem.unknowns["ph_50"]().item(), "1")
+
+
+def test_the_torch_lookup_is_the_imaging_interpolation_inside_and_outside_the_image():
+    """KnownMap looks maps up in torch (capturable on CUDA); it must give what the FEM's numpy lookup
+    gives: trilinear or nearest, edge values beyond the image, a 2-D slice or 3-D, an oblique affine."""
+    rng = np.random.default_rng(0)
+    volume = rng.normal(7.0, 0.3, (6, 5, 4))
+    affine = np.array([[0.20, 0.03, 0.00, -0.6], [-0.02, 0.25, 0.01, -0.5], [0.00, 0.02, 0.30, -0.4], [0, 0, 0, 1]])
+    grid = VoxelGrid(affine, volume.shape)
+    for dim, slice_index in ((3, None), (2, 2)):
+        x = torch.as_tensor(rng.uniform(-1.4, 1.4, (400, dim)))   # x~, length 1 mm: partly outside the image
+        xyz = np.concatenate([x.numpy() * HALF, np.zeros((400, 3 - dim))], axis=1)
+        ijk = world_m_to_voxel(affine, xyz, slice_index)
+        for method in ("linear", "nearest"):
+            expected, inside = interpolate(volume, ijk, method=method, outside="nearest")
+            assert 0 < inside.sum() < len(inside)
+            looked_up = KnownMap(volume, grid, HALF, slice_index=slice_index or 0, method=method)(x)
+            assert looked_up.dtype == torch.float64 and looked_up.shape == (400,)
+            np.testing.assert_allclose(looked_up.numpy(), expected, rtol=0, atol=1e-12)
+            single = KnownMap(volume, grid, HALF, slice_index=slice_index or 0, method=method)(x.float())
+            assert single.dtype == torch.float32

@@ -1,5 +1,6 @@
 """Problem plumbing: field unknowns, bounds, configuration errors, and the CUDA path (where a GPU is)."""
 
+import contextlib
 import math
 
 import pytest
@@ -50,31 +51,86 @@ def test_config_errors_are_actionable():
             TrainingConfig(device="cuda")
 
 
+def _assert_the_captured_step_is_the_eager_step(make_problem, **settings):
+    """An eager run and a CUDA-graph run of the same seeded problem, six Adam steps (three eager,
+    the capture, two replays) with balancing and resampling at step 3: the graph was captured and
+    replayed, and the estimates agree to 1e-5 relative.
+
+    Why 1e-5: the graph run's steps run on another stream than the eager run's, and Adam's first
+    steps (about lr * sign(g)) turn rounding differences in near-zero gradient components into
+    parameter differences; measured on an H200 (torch 2.11, float64): 7.8e-7 to 8.3e-7 relative
+    after 5-6 steps, 6.5e-8 to 2e-6 after 30, while two eager runs agreed to the bit. A graph that
+    missed an update between replays differs far more: on the CPU, skipping the resampling or
+    the balancing at step 3, or one step fewer, moves the estimates by 2.3e-4 to 4.3e-2."""
+    eager = Trainer(make_problem(), TrainingConfig(cuda_graph=False, **settings)).run()
+    graph = Trainer(make_problem(), TrainingConfig(cuda_graph=True, **settings)).run()
+    assert graph.device.startswith("cuda") and graph.cuda_graph
+    for name, (value, _) in eager.estimates.items():
+        assert graph.estimates[name][0] == pytest.approx(value, rel=1e-5), name
+
+
+_STRONG_FORM_CAPTURE = pytest.mark.xfail(
+    strict=True, reason="measured on an H200 (torch 2.11): capturing the strong-form step of these 1-D twins "
+                        "fails inside torch.autograd.grad(create_graph=True) (cudaErrorStreamCaptureUnsupported); "
+                        "the 2-D step of benchmarks/pinn_steps.py captures; training falls back to eager steps")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@_STRONG_FORM_CAPTURE
 def test_cuda_graph_step_matches_the_eager_step():
     observations = twins.ifp_observations(voxels=16)
-    common = dict(adam_steps=30, collocation_points=64, dtype="float64", device="cuda", progress_every=0,
-                  resample_every=10, balance_every=10)
-    eager = Trainer(twins.ifp_problem(observations), TrainingConfig(cuda_graph=False, **common)).run()
-    graph = Trainer(twins.ifp_problem(observations), TrainingConfig(cuda_graph=True, **common)).run()
-    for name, (value, _) in eager.estimates.items():
-        assert graph.estimates[name][0] == pytest.approx(value, rel=1e-9), name
+    _assert_the_captured_step_is_the_eager_step(
+        lambda: twins.ifp_problem(observations), adam_steps=6, collocation_points=64, dtype="float64",
+        device="cuda", progress_every=0, resample_every=3, balance_every=3)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("residual_form", ["strong", "weak"])
+@pytest.mark.parametrize("residual_form", [pytest.param("strong", marks=_STRONG_FORM_CAPTURE), "weak"])
 def test_cuda_graph_step_matches_the_eager_step_for_the_release_problem(residual_form):
     """The drug-transport problem (two networks, data terms through the observation operator) in
-    both residual forms: the captured step is the eager step."""
+    both residual forms."""
     observations = twins.release_observations(voxels=8)
-    common = dict(adam_steps=30, collocation_points=64, dtype="float64", device="cuda", progress_every=0,
-                  resample_every=10, balance_every=10, residual_form=residual_form, weak_cells=4,
-                  weak_time_cells=5)
-    eager = Trainer(twins.release_problem(observations), TrainingConfig(cuda_graph=False, **common)).run()
-    graph = Trainer(twins.release_problem(observations), TrainingConfig(cuda_graph=True, **common)).run()
-    assert graph.device.startswith("cuda")
-    for name, (value, _) in eager.estimates.items():
-        assert graph.estimates[name][0] == pytest.approx(value, rel=1e-9), name
+    _assert_the_captured_step_is_the_eager_step(
+        lambda: twins.release_problem(observations), adam_steps=6, collocation_points=64, dtype="float64",
+        device="cuda", progress_every=0, resample_every=3, balance_every=3, residual_form=residual_form,
+        weak_cells=4, weak_time_cells=5)
+
+
+def test_a_failed_graph_capture_is_reported_and_training_goes_on_eagerly(monkeypatch):
+    """Where an operation cannot be captured, the trainer says so once and takes the step eagerly.
+    Runs without a GPU: the capture is replaced by one that fails as CUDA's does."""
+    class FailingCapture:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore")
+
+        def __exit__(self, *exc):
+            return False
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    monkeypatch.setattr(torch.cuda, "graph", FailingCapture)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: None)
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: Stream())
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    observations = twins.release_observations(voxels=8)
+    settings = dict(adam_steps=6, collocation_points=64, dtype="float64", device="cpu", progress_every=0)
+    lines = []
+    trainer = Trainer(twins.release_problem(observations), TrainingConfig(**settings), progress=lines.append)
+    trainer.use_graph = True   # as on CUDA
+    fallback = trainer.run()
+    eager = Trainer(twins.release_problem(observations), TrainingConfig(**settings)).run()
+    assert not fallback.cuda_graph and not trainer.use_graph
+    assert [line for line in lines if "capture" in line] == [
+        "CUDA graph capture failed (CUDA error: operation not permitted when stream is capturing); "
+        "continuing with eager steps (slower)"]
+    assert fallback.estimates == eager.estimates   # on the CPU the same steps exactly
 
 
 def test_transport_with_a_flow_problem_couples_pressure_and_drug():
