@@ -10,6 +10,7 @@ as tests/inverse/test_twin_2d.py's Python-API run with the same seed and setting
 
 import json
 import math
+import re
 import subprocess
 import sys
 import tomllib
@@ -461,6 +462,22 @@ def test_network_learning_rate_key(still_release_twin):
     assert load_invert_config(path).training.learning_rate == 1e-4
     path.write_text(path.read_text().replace("learning_rate = 1e-4", "learning_rate = 0"))
     with pytest.raises(ValueError, match="learning_rate"):
+        load_invert_config(path)
+
+
+def test_residual_weight_key(still_release_twin):
+    """``[training] residual_weight`` (fixed weight of the residual terms, balance "none") reaches the
+    training settings; with a balancing mode, or zero, it is refused."""
+    path = still_release_twin / "residual_weight.toml"
+    text = invert_config(still_release_twin).read_text()
+    path.write_text(re.sub(r'balance = "\w+"\n', "", text).replace(
+        "[training]\n", '[training]\nbalance = "none"\nresidual_weight = 10.0\n'))
+    assert load_invert_config(path).training.residual_weight == 10.0
+    path.write_text(path.read_text().replace('balance = "none"', 'balance = "residuals"'))
+    with pytest.raises(ValueError, match='residual_weight applies to balance = "none"'):
+        load_invert_config(path)
+    path.write_text(path.read_text().replace('balance = "residuals"', 'balance = "none"').replace("10.0", "0"))
+    with pytest.raises(ValueError, match="residual_weight must be > 0"):
         load_invert_config(path)
 
 

@@ -31,6 +31,7 @@ Kind "ifp" (steady Darcy-Starling IFP on a disc, from an IFP map)::
     device = "cpu"                        # or "cuda"
     seed = 0
     balance = "residuals"                 # gradient-norm balancing of the PDE terms ("all": data too; "none")
+    residual_weight = 1.0                 # optional, balance "none" only: fixed weight of every residual term
     ensemble = 1                          # members (seeds seed, seed + 1, ...); >= 2 gives a spread
     checkpoint = "checkpoints/invert_disc.pt"   # optional; `hybrid invert --resume` continues from it
     threads = 1                           # optional: torch CPU threads (default: torch's, all cores); on a
@@ -296,6 +297,7 @@ class TrainingSection:
     device: str = "cpu"
     seed: int = 0
     balance: str = "residuals"                 # loss balancing: "residuals" (PDE terms), "all", "none"
+    residual_weight: float = 1.0               # balance "none": fixed weight of every residual term (data: 1)
     ensemble: int = 1
     checkpoint: Path | None = None
     threads: int | None = None                 # torch CPU threads; None: torch's default (all cores)
@@ -363,8 +365,13 @@ def _training(table, base: Path) -> TrainingSection:
     if counts["unknowns_from_step"] > counts["adam_steps"]:
         raise ConfigError(f"[training] unknowns_from_step ({counts['unknowns_from_step']}) must not exceed "
                           f"adam_steps ({counts['adam_steps']})")
+    residual_weight = number("training", "residual_weight", values["residual_weight"], positive=True)
+    if residual_weight != 1.0 and values["balance"] != "none":
+        raise ConfigError(f"[training] residual_weight applies to balance = \"none\" (balancing sets the weights), "
+                          f"got balance = \"{values['balance']}\"")
     checkpoint, threads = values["checkpoint"], values["threads"]
     return TrainingSection(**counts, dtype=values["dtype"], device=values["device"], balance=values["balance"],
+                           residual_weight=residual_weight,
                            residual_form=values["residual_form"], warm_start=values["warm_start"],
                            learning_rate=number("training", "learning_rate", values["learning_rate"], positive=True),
                            unknown_learning_rate=number("training", "unknown_learning_rate",

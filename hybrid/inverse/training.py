@@ -95,6 +95,7 @@ class TrainingConfig:
     rad_c: float = 1.0
     rad_candidates: int = 4
     balance: str = "residuals"             # grad-norm balancing of: "residuals" (PDE terms), "all", "none"
+    residual_weight: float = 1.0           # balance "none": fixed weight of every residual (non-data) term
     balance_every: int = 100
     balance_momentum: float = 0.9
     dtype: str = "float32"
@@ -116,6 +117,11 @@ class TrainingConfig:
         object.__setattr__(self, "causal_epsilon", tuple(float(v) for v in self.causal_epsilon))
         if self.balance not in ("residuals", "all", "none"):
             raise ValueError(f"balance must be 'residuals', 'all' or 'none', got {self.balance!r}")
+        if not (math.isfinite(self.residual_weight) and self.residual_weight > 0):
+            raise ValueError(f"residual_weight must be a finite number > 0, got {self.residual_weight!r}")
+        if self.residual_weight != 1.0 and self.balance != "none":
+            raise ValueError(f"residual_weight applies to balance='none' (balancing sets the weights), "
+                             f"got balance={self.balance!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         if self.adam_steps < 0 or self.lbfgs_steps < 0 or self.collocation_points < 1:
@@ -184,7 +190,8 @@ class Trainer:
         self.seconds = 0.0
         self.points = self._sample(config.collocation_points)
         names = list(problem.loss_terms(self.points.clone()).keys())
-        self.weights = {name: torch.ones((), dtype=self.dtype, device=self.device) for name in names}
+        self.weights = {name: torch.full((), 1.0 if name.startswith("data") else config.residual_weight,
+                                         dtype=self.dtype, device=self.device) for name in names}
         self._graph, self._stream, self._eager_steps = None, None, 0
         self.use_graph = self.device.type == "cuda" and config.cuda_graph   # False once a capture has failed
 

@@ -51,6 +51,23 @@ def test_config_errors_are_actionable():
             TrainingConfig(device="cuda")
 
 
+def test_residual_weight_weights_every_residual_term_and_not_the_data():
+    """balance "none" with residual_weight w: every non-data term has weight w for the whole run,
+    the data terms 1; with balancing the weight is refused (the balancing would overwrite it)."""
+    observations = twins.release_observations(voxels=8)
+    trainer = Trainer(twins.release_problem(observations),
+                      TrainingConfig(adam_steps=3, collocation_points=32, balance="none", residual_weight=10.0,
+                                     progress_every=0))
+    trainer.run()
+    weights = {name: float(value) for name, value in trainer.weights.items()}
+    assert {name for name in weights if name.startswith("data")} and {name for name in weights if name.startswith("pde")}
+    assert all(value == (1.0 if name.startswith("data") else 10.0) for name, value in weights.items()), weights
+    with pytest.raises(ValueError, match="residual_weight applies to balance='none'"):
+        TrainingConfig(residual_weight=10.0)
+    with pytest.raises(ValueError, match="residual_weight must be"):
+        TrainingConfig(balance="none", residual_weight=-1.0)
+
+
 def _assert_the_captured_step_is_the_eager_step(make_problem, **settings):
     """An eager run and a CUDA-graph run of the same seeded problem, six Adam steps (three eager,
     the capture, two replays) with balancing and resampling at step 3: the graph was captured and
