@@ -61,6 +61,7 @@ residual-adaptive collocation, checkpoints and resume, a progress line, seeds an
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -271,7 +272,7 @@ class Trainer:
             torch.cuda.synchronize()
             graph = torch.cuda.CUDAGraph()
             try:
-                with torch.cuda.graph(graph, stream=self._stream):
+                with _stale_streams_follow_the_capture(), torch.cuda.graph(graph, stream=self._stream):
                     self._static_terms = self._adam_step()
             except RuntimeError as error:   # nothing ran during the capture: take the step eagerly
                 self.use_graph = False
@@ -411,6 +412,26 @@ def _set_causal(problem: InverseProblem, config: TrainingConfig) -> None:
         problem.use_causal_weights(config.causal_slices)
     elif config.causal_slices:
         raise ValueError(f"{type(problem).__name__} has no causal residual weights: use causal_slices=0")
+
+
+@contextlib.contextmanager
+def _stale_streams_follow_the_capture():
+    """During a CUDA graph capture, let autograd nodes that kept the stream of an earlier eager step
+    (a parameter's gradient accumulator, say) follow the capturing stream instead of breaking the
+    capture: ``torch.autograd.graph.set_override_stale_capture_stream``, where this torch has it
+    (2.14 does; the 2.11 of the H200 test machine did not, and there the strong-form step of the 1-D
+    test twins failed to capture with such a stream), restored afterwards. Elsewhere: nothing."""
+    setter = getattr(torch.autograd.graph, "set_override_stale_capture_stream", None)
+    getter = getattr(torch._C, "_override_stale_capture_stream", None)
+    if setter is None or getter is None:
+        yield
+        return
+    before = getter()
+    setter(True)
+    try:
+        yield
+    finally:
+        setter(before)
 
 
 def _restart_moments(adam: torch.optim.Adam, group: dict) -> None:
