@@ -17,8 +17,9 @@ Points, in this order so that the most important come first when time runs short
 (``[output] velocity = false``) unless ``--velocity``. ``--smoke`` shrinks every size
 about 40 times (a local 2-core check). ``--points study:ranks,...`` runs just those points, in
 that order (e.g. the ones a shorter earlier session could not reach); ``--append`` keeps the
-points already in the output JSON (a point run again replaces its row) and stamps every new row
-with this run's machine and time. Each point is one ``mpirun -n R`` of this script in
+points already in the output JSON (refused if its problem settings differ: partitioner, outputs),
+a point measured again replaces its row (a failed or skipped one never replaces a measured row),
+and stamps every new row with this run's machine and time. Each point is one ``mpirun -n R`` of this script in
 ``--worker`` mode; the driver writes the JSON (and, with matplotlib, a PNG) after every point.
 
     python benchmarks/cluster_scaling.py --ranks 1,2,4,8,16 --budget-s 540
@@ -258,10 +259,10 @@ def main(argv=None):
             [p for p in plan(ranks, args.smoke) if p["study"] in studies])
     if args.append and args.output.exists():
         earlier = json.loads(args.output.read_text())
-        if earlier["smoke"] != args.smoke:
-            raise SystemExit(f"--append: {args.output} has smoke = {earlier['smoke']}, this run {args.smoke}")
-        new = {(p["study"], p["ranks"]) for p in todo}
-        report = {**earlier, "points": [p for p in earlier["points"] if (p["study"], p["ranks"]) not in new]}
+        for what in ("smoke", "problem"):
+            if earlier[what] != report[what]:
+                raise SystemExit(f"--append: {args.output} has {what} {earlier[what]}, this run {report[what]}")
+        report = earlier
         stamp = {"timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                  "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                              "python": platform.python_version(), "load_average_before": list(os.getloadavg())}}
@@ -271,7 +272,7 @@ def main(argv=None):
     for point in todo:
         left = args.budget_s - (time.perf_counter() - start)
         if left < 5:
-            report["points"].append({**point, "skipped": "time budget spent"})
+            _add_row(report, {**point, "skipped": "time budget spent", **stamp})
             continue
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "row.json"
@@ -291,16 +292,27 @@ def main(argv=None):
         row.update(stamp)
         if "failed" in row:
             print(f"[{point['study']} {point['ranks']} rank(s)] FAILED\n{row['failed']}", flush=True)
-        report["points"].append(row)
         if stamp:
             row["load_average_after"] = list(os.getloadavg())
-        else:
+        _add_row(report, row)
+        if not stamp:
             report["wall_s"] = time.perf_counter() - start
             report["machine"]["load_average_after"] = list(os.getloadavg())
         args.output.write_text(json.dumps(report, indent=2) + "\n")
         figure(report, args.output.with_suffix(".png"))
     print_table(report)
     return report
+
+
+def _add_row(report: dict, row: dict) -> None:
+    """Append ``row``; a measured row replaces every earlier row of its study and ranks, a failed or
+    skipped one is added only where no measured row of them exists (an --append run never loses one)."""
+    key = (row["study"], row["ranks"])
+    same = [p for p in report["points"] if (p["study"], p["ranks"]) == key]
+    if "hybrid" in row:
+        report["points"] = [p for p in report["points"] if p not in same] + [row]
+    elif not any("hybrid" in p for p in same):
+        report["points"] = [p for p in report["points"] if p not in same] + [row]
 
 
 def print_table(report: dict) -> None:

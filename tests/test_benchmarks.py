@@ -102,20 +102,39 @@ def test_transport_performance_smoke(tmp_path):
     assert report["slope_log_time_per_step_vs_log_nodes"] is not None
 
 
+def test_cluster_scaling_never_replaces_a_measured_row_with_a_failed_one():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("cluster_scaling", BENCHMARKS / "cluster_scaling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = {"points": [{"study": "strong_8M", "ranks": 8, "hybrid": {}}, {"study": "strong_8M", "ranks": 4,
+                                                                          "skipped": "budget"}]}
+    module._add_row(report, {"study": "strong_8M", "ranks": 8, "skipped": "budget"})
+    module._add_row(report, {"study": "strong_8M", "ranks": 4, "failed": "exit 1"})
+    assert report["points"] == [{"study": "strong_8M", "ranks": 8, "hybrid": {}},
+                                {"study": "strong_8M", "ranks": 4, "failed": "exit 1"}]
+    module._add_row(report, {"study": "strong_8M", "ranks": 8, "hybrid": {"dofs": 1}})
+    assert report["points"][-1] == {"study": "strong_8M", "ranks": 8, "hybrid": {"dofs": 1}} and len(report["points"]) == 2
+
+
 def test_cluster_scaling_smoke(tmp_path):
     """One- and two-rank points of the cluster study: both solvers on the same mesh, the strong
     series on one mesh, the weak series growing with the ranks, JSON and figure written; a second
-    run with ``--points --append`` adds its point to the first run's rows, stamped with its machine."""
+    run with ``--points --append`` adds its points to the first run's rows in its order, stamped with
+    its machine, a re-measured point replacing its row; appending with other settings is refused."""
     out = tmp_path / "cluster.json"
     _run("cluster_scaling.py", "--smoke", "--ranks", "1,2", "--studies", "strong_1M", "--output", out,
          "--scratch", tmp_path, timeout=600)
-    _run("cluster_scaling.py", "--smoke", "--points", "weak_250k:2,weak_250k:1", "--append", "--output", out,
-         "--scratch", tmp_path, timeout=600)
+    _run("cluster_scaling.py", "--smoke", "--points", "weak_250k:2,strong_1M:1,weak_250k:1", "--append",
+         "--output", out, "--scratch", tmp_path, timeout=600)
     report = json.loads(out.read_text())
-    points = {(p["study"], p["ranks"]): p for p in report["points"]}
-    assert set(points) == {("strong_1M", 1), ("strong_1M", 2), ("weak_250k", 1), ("weak_250k", 2)}
-    assert [key for key in points][2:] == [("weak_250k", 2), ("weak_250k", 1)]   # --points' order
-    assert "machine" in points[("weak_250k", 2)] and "machine" not in points[("strong_1M", 1)]
+    keys = [(p["study"], p["ranks"]) for p in report["points"]]
+    assert keys == [("strong_1M", 2), ("weak_250k", 2), ("strong_1M", 1), ("weak_250k", 1)]   # re-run replaced
+    points = dict(zip(keys, report["points"]))
+    assert "machine" in points[("strong_1M", 1)] and "machine" not in points[("strong_1M", 2)]
+    refused = subprocess.run([sys.executable, str(BENCHMARKS / "cluster_scaling.py"), "--points", "weak_250k:1",
+                              "--append", "--output", str(out)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "has smoke" in refused.stderr
     for (study, ranks), p in points.items():
         hybrid, bare = p["hybrid"], p["bare"]
         assert hybrid["dofs"] == bare["dofs"] and bare["converged_reason"] > 0
