@@ -330,14 +330,14 @@ after a 0.2-0.4 s FEM and a 91-93 s fit): W = 10 "success, not settled": (6.827,
          n    0.671  0.638  0.657  0.753  0.909  1.091  1.264  1.514
 
 Heavier residual weights slow everything: n first falls (to 0.77 and 0.64; with W = 1 it rose from
-the start) and then climbs back, about 1.5x slower with W = 10 than with W = 1, much slower with
-W = 100. With W = 10, n entered [1.9, 2.1] only in L-BFGS (step 6050) and was still rising at the end
+the start) and then climbs back, about 2x slower with W = 10 than with W = 1 (n passed 1.9 at
+Adam step 2900 with W = 1, at L-BFGS step 6050 with W = 10), much slower with W = 100. With W = 10, n entered [1.9, 2.1] only in L-BFGS (step 6050) and was still rising at the end
 (+0.15 over the 900 L-BFGS iterations, +0.0015 over the last 25), while the total-drug misfit fell
 from 9.2e-4 to 5.0e-4, below the FEM truth's own 1.47e-3: the networks still fit the noise, only
 more slowly, and the law follows. So fixed residual weights do not settle the law either; W = 10
 ends within the targets the way the discrepancy run did, by timing, not by convergence (one seed
 per setting). The residual sums at the end: 1.2e-5 (W = 10) and 2.7e-6 (W = 100) unweighted,
-against 5.7e-5 with W = 1; data sums 5.6e-4 and 1.5e-3 against 1.2e-4.
+against 5.7e-5 in the W = 1 benchmark run; data sums 5.6e-4 and 1.5e-3 against 1.24e-4.
 
 Run from the repository root (after pinn_release_diagnosis ``fem``; the FEM start and the fit are
 written to $WARMSTART_DIR, default /tmp/pinn_release_warmstart; merges into
