@@ -262,10 +262,8 @@ def main(argv=None):
         for what in ("smoke", "problem"):
             if earlier[what] != report[what]:
                 raise SystemExit(f"--append: {args.output} has {what} {earlier[what]}, this run {report[what]}")
+        stamp = {"timestamp": report["timestamp"], "machine": report["machine"]}   # this run's, on each new row
         report = earlier
-        stamp = {"timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                 "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                             "python": platform.python_version(), "load_average_before": list(os.getloadavg())}}
     else:
         stamp = {}
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -309,9 +307,7 @@ def _add_row(report: dict, row: dict) -> None:
     skipped one is added only where no measured row of them exists (an --append run never loses one)."""
     key = (row["study"], row["ranks"])
     same = [p for p in report["points"] if (p["study"], p["ranks"]) == key]
-    if "hybrid" in row:
-        report["points"] = [p for p in report["points"] if p not in same] + [row]
-    elif not any("hybrid" in p for p in same):
+    if "hybrid" in row or not any("hybrid" in p for p in same):
         report["points"] = [p for p in report["points"] if p not in same] + [row]
 
 

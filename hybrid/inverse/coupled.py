@@ -211,7 +211,7 @@ class CoupledProblem(TransportProblem):
         """``exchange`` with P S/V per point: tumour value, times host_surface_ratio in the host."""
         if exchange is None:
             return None
-        factor = torch.where(self.geometry.in_tumour(x), tensor_like(1.0, x), tensor_like(self.host_surface_ratio, x))
+        factor = RegionCoefficient(self.geometry, 1.0, self.host_surface_ratio)(x, {})
         return DrugExchange(exchange.plasma, exchange.permeability_surface * factor, exchange.reflection)
 
     def _residuals(self, points: torch.Tensor) -> tuple[torch.Tensor, ...]:
