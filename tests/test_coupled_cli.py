@@ -136,6 +136,21 @@ def test_invert_writes_estimates_units_truth_errors_pressure_and_drug_maps(twin)
     assert (twin / "inverted" / "networks" / "seed0.pt").is_file()
 
 
+def test_weak_form_trains_the_coupled_kind_with_a_strong_pressure_pre_training(twin, tmp_path):
+    """residual_form = "weak" on kind "coupled": the pressure pre-training stays pointwise (the
+    pressure equation has no weak form here) and the joint training takes the drug's weak terms."""
+    text = INVERT.replace("[training]\n", '[training]\nresidual_form = "weak"\nweak_cells = 6\nweak_time_cells = 3\n')
+    config = _invert_config(twin, "weak.toml", text=text)
+    out = tmp_path / "weak"
+    result = run_hybrid("invert", config, "--output", out, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "pressure pre-training step 4/4" in result.stdout and "step 4/4" in result.stdout
+    training = json.loads((out / "inversion.json").read_text())["training"]
+    assert training["settings"]["residual_form"] == "weak"
+    assert {"pde_lipo", "pde_free", "pde_cell", "pde_ifp", "interface_ifp"} <= \
+        set(training["members"][0]["history"][-1]["terms"])
+
+
 def test_validate_reports_pressure_drug_held_out_and_identifiability(twin):
     report = validate_with_estimates(twin, None, "trained")
     assert report["problem"] == "coupled"

@@ -350,9 +350,7 @@ def test_release_weak_form_through_the_cli(still_release_twin):
     (("weak_cells = 8", "weak_cells = 1"), "[training] weak_cells must be an integer >= 2"),
     (("weak_gauss = 2", "weak_gauss = 0"), "[training] weak_gauss must be an integer >= 1"),
     (('residual_form = "weak"', 'residual_form = "strong"'), 'weak_cells, weak_time_cells, weak_gauss apply to '
-                                                             'residual_form = "weak" only'),
-    (('kind = "release"', 'kind = "coupled"'), 'residual_form = "weak" applies to kind "release" only, not '
-                                               '"coupled"')])
+                                                             'residual_form = "weak" only')])
 def test_weak_form_bad_keys_give_one_error_line(still_release_twin, change, message):
     assert_config_change_refused(_weak_config(still_release_twin), change, message)
 
@@ -367,15 +365,26 @@ def assert_config_change_refused(config: Path, change: tuple[str, str], message:
     assert not out.exists()
 
 
-def test_weak_form_refused_with_flow_and_for_the_ifp_kind(release_twin, twin):
-    """The fast twin has Darcy flow (advection, which the weak form does not model); kind "ifp" is
-    the steady pressure equation."""
-    assert_one_error(run_hybrid("invert", _weak_config(release_twin)),
-                     "residual_form = \"weak\" does not model advection: [problem] transport")
+def test_weak_form_with_darcy_flow_and_refused_for_the_ifp_kind(release_twin, twin):
+    """The fast twin has Darcy flow: the weak form takes its advection by parts and keeps the
+    pressure's pointwise terms, so the collocation points matter again (they carry the pressure);
+    kind "ifp" has no drug equations to weaken."""
+    estimates = []
+    for points in (16, 64):
+        out = release_twin / f"weak_flow_{points}"
+        result = run_hybrid("invert", _weak_config(release_twin, f"weak_flow_{points}.toml", points), "--output", out,
+                            timeout=300)
+        assert result.returncode == 0, result.stderr
+        summary = json.loads((out / "inversion.json").read_text())
+        assert summary["training"]["settings"]["residual_form"] == "weak"
+        terms = summary["training"]["members"][0]["history"][-1]["terms"]
+        assert {"pde_lipo", "pde_free", "pde_ifp"} <= set(terms)
+        estimates.append(summary["estimates"]["release_rate"]["estimate"])
+    assert estimates[0] != estimates[1]
     directory, _ = twin
     path = _config(directory, "weak_ifp.toml")
     path.write_text(path.read_text().replace("[training]\n", '[training]\nresidual_form = "weak"\n'))
-    assert_one_error(run_hybrid("invert", path), 'applies to kind "release" only, not "ifp"')
+    assert_one_error(run_hybrid("invert", path), 'not to kind "ifp"')
 
 
 WARM = """[training]

@@ -15,8 +15,9 @@ unknowns among the release ones and the tumour's ``conductivity`` and ``effectiv
 first the pressure network alone (``[training] pretrain_adam_steps`` / ``pretrain_lbfgs_steps``,
 :func:`hybrid.inverse.coupled.pretrain_pressure`). All -> :class:`hybrid.inverse.Trainer` (one per
 ensemble member, seeds seed, seed + 1, ...) with the ``[training]`` keys as
-:class:`hybrid.inverse.TrainingConfig` fields, among them ``residual_form`` ("weak": kind "release"
-without flow, the test functions of ``weak_cells``, ``weak_time_cells`` and ``weak_gauss``).
+:class:`hybrid.inverse.TrainingConfig` fields, among them ``residual_form`` ("weak": the drug
+equations against the test functions of ``weak_cells``, ``weak_time_cells`` and ``weak_gauss``,
+kinds "release" and "coupled"; the pressure equation stays pointwise).
 ``[training] warm_start = "fem"`` (kind "release"): before training, the FEM forward solve of
 ``[problem] transport`` at the unknowns' start values (:func:`_fem_at_start`; the only path that
 imports DOLFINx, lazily) and each member's state networks regressed onto its nodal fields
@@ -314,7 +315,8 @@ def _train(config: InvertConfig, problems: list, log, resume: bool) -> tuple[lis
                       "lbfgs_steps": settings.pop("pretrain_lbfgs_steps")}
     pretraining = TrainingConfig(**settings | pressure_steps | {
         "collocation_points": config.problem.flow_points or config.training.collocation_points,
-        "unknowns_from_step": 0})   # the unknowns are held during the pressure pre-training anyway
+        "unknowns_from_step": 0,    # the unknowns are held during the pressure pre-training anyway
+        "residual_form": "strong"})  # the pressure equation is pointwise in either form
     results, pretrained, warm_starts, fem = [], [], [], None
     for seed, problem in zip(_seeds(config), problems):
         path = None if checkpoint is None else str(checkpoint) if config.training.ensemble == 1 \

@@ -29,10 +29,8 @@ from hybrid.inverse.geometry import Ball
 from hybrid.inverse.images import release_rate_coefficient, release_state_scales
 from hybrid.inverse.networks import STATE_NETWORK, FourierFeatureMLP
 from hybrid.inverse.problems import IFPProblem, TransportProblem
-from hybrid.inverse.residuals import DrugExchange, ElKarehSecombUptake, cell_drug_residual, gradient, \
-    transport_residuals
+from hybrid.inverse.residuals import DrugExchange, ElKarehSecombUptake, gradient
 from hybrid.inverse.unknowns import BoundedScalar
-from hybrid.problems.uptake import linear_uptake
 
 __all__ = ["TumourInHost", "RegionCoefficient", "HostIFPProblem", "CoupledProblem", "TUMOUR_FLOW_UNKNOWNS",
            "tumour_host_problem", "pretrain_pressure"]
@@ -207,35 +205,16 @@ class CoupledProblem(TransportProblem):
         """The flow's own points (``flow_points`` > 0), else those of the drug's collocation ``points``."""
         return self.flow_x.clone() if self.flow_points else super()._flow_points(points)
 
-    def _regional(self, exchange: DrugExchange | None, x: torch.Tensor) -> DrugExchange | None:
-        """``exchange`` with P S/V per point: tumour value, times host_surface_ratio in the host."""
-        if exchange is None:
-            return None
-        factor = RegionCoefficient(self.geometry, 1.0, self.host_surface_ratio)(x, {})
-        return DrugExchange(exchange.plasma, exchange.permeability_surface * factor, exchange.reflection)
+    def _uptake_law(self, x: torch.Tensor):
+        """U(C_F, C_I) [mol/(m^3 s)]: linear (``uptake_rate``) or the given ``uptake`` law."""
+        return super()._uptake_law(x) if self.uptake is None else self.uptake
 
-    def _residuals(self, points: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Nondimensional residuals (r_L, r_F, r_I), each (n,)."""
-        xt = points.requires_grad_(True) if not points.requires_grad else points
-        c_lipo, c_free, c_cell = self.states(xt)
-        x = xt[:, :-1]
-        if self.uptake is None:
-            rate = self.coefficient("uptake_rate", x)
-            uptake = lambda free, cell: linear_uptake(free, rate)
-        else:
-            uptake = self.uptake
-        r_lipo, r_free = transport_residuals(
-            c_lipo, c_free, xt, self.scales.length, self.scales.time,
-            diffusivity_lipo=self.coefficient("diffusivity_lipo", x),
-            diffusivity_free=self.coefficient("diffusivity_free", x),
-            release_rate=self.coefficient("release_rate", x),
-            uptake=lambda free: uptake(free, c_cell.reshape(-1)), clearance=self.coefficient("clearance", x),
-            interstitial_fraction=self.interstitial_fraction, exchange_lipo=self._regional(self.exchange[0], x),
-            exchange_free=self._regional(self.exchange[1], x), hindrance=self.hindrance,
-            free_binding_ratio=self.free_binding_ratio, **self._flow_terms(xt))
-        r_cell = cell_drug_residual(c_cell, c_free, xt, self.scales.time, uptake)
-        scale = self.scales.concentration / self.scales.time
-        return tuple(r / scale for r in (r_lipo, r_free, r_cell))
+    def _exchanges(self, x: torch.Tensor) -> tuple[DrugExchange | None, DrugExchange | None]:
+        """Each carrier's exchange with P S/V per point: tumour value, times host_surface_ratio in the host."""
+        factor = RegionCoefficient(self.geometry, 1.0, self.host_surface_ratio)(x, {})
+        return tuple(None if exchange is None else
+                     DrugExchange(exchange.plasma, exchange.permeability_surface * factor, exchange.reflection)
+                     for exchange in self.exchange)
 
 
 TUMOUR_FLOW_UNKNOWNS = {"conductivity": "tumour_conductivity", "effective_pressure": "tumour_effective_pressure"}

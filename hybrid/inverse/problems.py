@@ -186,9 +186,9 @@ class TransportProblem(InverseProblem):
     inform the pressure and its unknowns.
 
     Residual form: strong (pointwise at the collocation points, by autograd) unless
-    :meth:`use_weak_form` gave test functions: then the PDE terms are the mean squares of the weak
-    residuals (:mod:`hybrid.inverse.weak`, network values only, fixed quadrature points; not with
-    a ``flow``), nondimensionalised the same way. Either form's PDE terms can be weighted causally
+    :meth:`use_weak_form` gave test functions: then the drug's PDE terms are the mean squares of
+    the weak residuals (:mod:`hybrid.inverse.weak`, network values and the Darcy flux only, fixed
+    quadrature points), nondimensionalised the same way; a flow's pressure terms stay pointwise. Either form's PDE terms can be weighted causally
     in time (:meth:`use_causal_weights`).
 
     ``cell_drug``: a third state C_I [mol/m^3 of tissue], the drug taken up by cells,
@@ -288,9 +288,8 @@ class TransportProblem(InverseProblem):
         return torch.cat([x, t], dim=1)
 
     def use_weak_form(self, test_functions: SpaceTimeTestFunctions | None) -> None:
-        """PDE terms from weak residuals against ``test_functions`` (None: the strong form)."""
-        if test_functions is not None and self.flow is not None:
-            raise ValueError("the weak residual form does not model advection yet: use the strong form with a flow")
+        """PDE terms of the drug from weak residuals against ``test_functions`` (None: the strong
+        form); a flow's pressure terms stay pointwise on collocation points."""
         if test_functions is not None and test_functions.dim != self.geometry.dim:
             raise ValueError(f"test functions in {test_functions.dim}-D for a {self.geometry.dim}-D problem")
         self.test_functions = test_functions
@@ -315,55 +314,69 @@ class TransportProblem(InverseProblem):
 
     @property
     def uses_collocation(self) -> bool:
-        return self.test_functions is None   # use_weak_form refuses a flow
+        """Strong form, or a flow (its pressure terms are pointwise in either form)."""
+        return self.test_functions is None or self.flow is not None
 
-    def _equation_coefficients(self, x: torch.Tensor) -> dict:
-        """Keywords of the drug equations at the nondimensional space points ``x`` (no flow terms)."""
-        uptake = self.coefficient("uptake_rate", x)
+    def _uptake_law(self, x: torch.Tensor) -> Callable:
+        """U(C_F, C_I) [mol/(m^3 s)] at the nondimensional space points ``x``: linear in C_F with
+        the coefficient ``uptake_rate``."""
+        rate = self.coefficient("uptake_rate", x)
+        return lambda free, cell: linear_uptake(free, rate)
+
+    def _exchanges(self, x: torch.Tensor) -> tuple[DrugExchange | None, DrugExchange | None]:
+        """The vascular exchange of the liposomes and of the free drug at the points ``x``."""
+        return self.exchange
+
+    def _equation_coefficients(self, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[dict, Callable]:
+        """(keywords of the drug equations, uptake law U(C_F, C_I)) at the nondimensional space
+        points ``x`` with the ``states`` there (no flow terms)."""
+        uptake = self._uptake_law(x)
+        cell = states[2].reshape(-1) if self.cell_drug else None
+        exchange_lipo, exchange_free = self._exchanges(x)
         return dict(diffusivity_lipo=self.coefficient("diffusivity_lipo", x),
                     diffusivity_free=self.coefficient("diffusivity_free", x),
-                    release_rate=self.coefficient("release_rate", x), uptake=lambda c: linear_uptake(c, uptake),
+                    release_rate=self.coefficient("release_rate", x), uptake=lambda free: uptake(free, cell),
                     clearance=self.coefficient("clearance", x), interstitial_fraction=self.interstitial_fraction,
-                    exchange_lipo=self.exchange[0], exchange_free=self.exchange[1],
-                    free_binding_ratio=self.free_binding_ratio)
+                    exchange_lipo=exchange_lipo, exchange_free=exchange_free,
+                    free_binding_ratio=self.free_binding_ratio, hindrance=self.hindrance), uptake
 
     def _residuals(self, points: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Nondimensional strong residuals (r_L, r_F) (and r_I with ``cell_drug``), each (n,)."""
         xt = points.requires_grad_(True) if not points.requires_grad else points
         states = self.states(xt)
         c_lipo, c_free = states[:2]
-        coefficients = self._equation_coefficients(xt[:, :-1])
-        flow = self._flow_terms(xt) if self.flow is not None else {}
-        r_lipo, r_free = transport_residuals(c_lipo, c_free, xt, self.scales.length, self.scales.time,
-                                             hindrance=self.hindrance, **coefficients, **flow)
-        residuals = [r_lipo, r_free]
-        if self.cell_drug:   # dC_I/dt = U(C_F)
-            uptake = coefficients["uptake"]
-            residuals.append(cell_drug_residual(states[2], c_free, xt, self.scales.time, lambda c, _: uptake(c)))
+        coefficients, uptake = self._equation_coefficients(xt[:, :-1], states)
+        flow = self._flow_terms(xt[:, :-1]) if self.flow is not None else {}
+        residuals = list(transport_residuals(c_lipo, c_free, xt, self.scales.length, self.scales.time,
+                                             **coefficients, **flow))
+        if self.cell_drug:   # dC_I/dt = U(C_F, C_I)
+            residuals.append(cell_drug_residual(states[2], c_free, xt, self.scales.time, uptake))
         scale = self.scales.concentration / self.scales.time
         return tuple(r / scale for r in residuals)
 
     def _weak_residuals(self) -> tuple[torch.Tensor, ...]:
         """Nondimensional weak residuals per test function, each (n_test,): the networks evaluated
-        once at the test functions' quadrature points."""
+        once at the test functions' quadrature points (the steady flow once per place)."""
         test = self.test_functions
         states = self.states(test.points)
-        coefficients = self._equation_coefficients(test.points[:, :-1])
+        coefficients, uptake = self._equation_coefficients(test.points[:, :-1], states)
+        flow = {}
+        if self.flow is not None:   # by parts: u only, not div u
+            terms = self._flow_terms(test.space_points.clone().requires_grad_(True))
+            flow = {name: terms[name][test.space_index] for name in ("darcy_flux", "fluid_source", "lymphatic_sink")}
         residuals = list(weak_transport_residuals(test, states[0], states[1], self.scales.length, self.scales.time,
-                                                  **coefficients))
+                                                  **coefficients, **flow))
         if self.cell_drug:
-            uptake = coefficients["uptake"]
-            residuals.append(weak_cell_drug_residual(test, states[2], states[1], self.scales.time,
-                                                     lambda c, _: uptake(c)))
+            residuals.append(weak_cell_drug_residual(test, states[2], states[1], self.scales.time, uptake))
         scale = self.scales.concentration / self.scales.time
         return tuple(r / scale for r in residuals)
 
-    def _flow_terms(self, xt: torch.Tensor) -> dict:
-        """Darcy flux u = -K grad p [m/s], div u, phi_V and phi_L [1/s] of the flow's pressure at x."""
-        flow, dims = self.flow, self.geometry.dim
-        x = xt[:, :-1]
+    def _flow_terms(self, x: torch.Tensor) -> dict:
+        """Darcy flux u = -K grad p [m/s], div u, phi_V and phi_L [1/s] of the flow's pressure at the
+        nondimensional space points ``x`` (n, dim), which must be in the autograd graph."""
+        flow = self.flow
         p = flow.pressure(x).reshape(-1)
-        grad_p = gradient(p, xt)[:, :dims] / self.scales.length
+        grad_p = gradient(p, x) / self.scales.length
         conductivity = flow.coefficient("conductivity", x)
         conductivity = conductivity.reshape(-1, 1) if isinstance(conductivity, torch.Tensor) and conductivity.dim() \
             else conductivity
@@ -380,8 +393,10 @@ class TransportProblem(InverseProblem):
         return points[:, :-1].detach().clone()
 
     def pointwise_residual(self, points: torch.Tensor) -> torch.Tensor:
-        """Strong residual norm per point (n,) (residual-adaptive collocation, in either form)."""
-        squares = sum(r**2 for r in self._residuals(points))
+        """Strong residual norm per point (n,) (residual-adaptive collocation): the drug's and the
+        flow's; in the weak form the flow's only (the points then serve only the pressure)."""
+        weak_with_flow = self.test_functions is not None and self.flow is not None
+        squares = 0.0 if weak_with_flow else sum(r**2 for r in self._residuals(points))
         if self.flow is not None:
             squares = squares + self.flow.pointwise_residual(points[:, :-1].detach().clone()) ** 2
         return torch.sqrt(squares)

@@ -7,9 +7,11 @@ that vanishes, with its gradient, on the boundary of its support inside the doma
 integrating by parts moves every derivative onto psi (hp-VPINN, Kharazmi, Zhang & Karniadakis
 2021; weak-form parameter estimation, Messenger & Bortz 2021)::
 
-    r_j = int [ -a C dpsi_j/dt - D C lap psi_j + s(C) psi_j ] dx dt / int psi_j dx dt     [mol/(m^3 s)]
+    r_j = int [ -a C dpsi_j/dt - D C lap psi_j - f C u . grad psi_j / phi + s(C) psi_j ] dx dt
+          / int psi_j dx dt                                                                  [mol/(m^3 s)]
 
-with a the capacity (1, or 1 + B for the free drug), D the diffusivity and s the terms without a
+with a the capacity (1, or 1 + B for the free drug), D the diffusivity, u the Darcy flux (f the
+liposomes' hindrance, 1 for the free drug; phi the interstitial fraction) and s the terms without a
 derivative (:func:`hybrid.inverse.residuals.transport_sources`, the FEM's rate laws); the cell
 drug: r_j = int [ -C_I dpsi_j/dt - U psi_j ] / int psi_j. Each r_j is a weighted mean of the strong
 residual, so it has the same units and size; it is 0 for every exact solution whatever its
@@ -84,8 +86,10 @@ class SpaceTimeTestFunctions(nn.Module):
 
     Buffers (not saved in state dicts): ``points`` (n_q, dim + 1) nondimensional (x~, t~);
     ``index`` (n_test, k) the points of each test function's box; ``value``, ``time_derivative``
-    (d/dt~), ``laplacian`` (lap~) (n_test, k): psi and its derivatives times the quadrature weight;
-    ``volume`` (n_test,) = int psi dx~ dt~.
+    (d/dt~), ``laplacian`` (lap~) (n_test, k) and ``gradient`` (grad~, (n_test, k, dim)): psi and
+    its derivatives times the quadrature weight; ``volume`` (n_test,) = int psi dx~ dt~;
+    ``space_points`` (n_s, dim) the distinct x~ of ``points`` and ``space_index`` (n_q,) each
+    point's row there (a steady field, e.g. the pressure, is evaluated once per place).
     """
 
     def __init__(self, geometry, *, cells: int = 12, time_cells: int = 12, gauss: int = 3, subdivisions: int = 1,
@@ -127,15 +131,19 @@ class SpaceTimeTestFunctions(nn.Module):
         factors = [_bump((y[..., a] - centre[..., a]) / widths[a], power, widths[a]) for a in range(dim + 1)]
         values = [f[0] for f in factors]
         value = np.prod(values, axis=0)
-        time_derivative = factors[-1][1] * np.prod(values[:-1], axis=0)
-        laplacian = sum(factors[a][2] * np.prod([v for b, v in enumerate(values) if b != a], axis=0)
-                        for a in range(dim))
+        others = [np.prod([v for b, v in enumerate(values) if b != a], axis=0) for a in range(dim + 1)]
+        time_derivative = factors[-1][1] * others[-1]
+        gradient = np.stack([factors[a][1] * others[a] for a in range(dim)], axis=-1)
+        laplacian = sum(factors[a][2] * others[a] for a in range(dim))
         weight = local_weight[index % n_local]
+        space_points, space_index = np.unique(points[:, :dim], axis=0, return_inverse=True)
         self.dim = dim
         for name, array in (("points", points), ("value", value * weight),
-                            ("time_derivative", time_derivative * weight), ("laplacian", laplacian * weight)):
+                            ("time_derivative", time_derivative * weight), ("laplacian", laplacian * weight),
+                            ("gradient", gradient * weight[..., None]), ("space_points", space_points)):
             self.register_buffer(name, torch.as_tensor(array, dtype=torch.float64), persistent=False)
         self.register_buffer("index", torch.as_tensor(index), persistent=False)
+        self.register_buffer("space_index", torch.as_tensor(space_index.reshape(-1)), persistent=False)
         self.register_buffer("volume", self.value.sum(dim=1), persistent=False)
 
     def __len__(self) -> int:
@@ -156,21 +164,28 @@ def _scalar(value, name: str):
 
 def weak_transport_residuals(test: SpaceTimeTestFunctions, c_lipo: torch.Tensor, c_free: torch.Tensor,
                              length: float, time: float, *, diffusivity_lipo, diffusivity_free,
-                             free_binding_ratio: float = 0.0, **sources) -> tuple[torch.Tensor, torch.Tensor]:
+                             free_binding_ratio: float = 0.0, darcy_flux: torch.Tensor | None = None,
+                             hindrance: float = 1.0, **sources) -> tuple[torch.Tensor, torch.Tensor]:
     """Weak residuals (r_L, r_F) [mol/(m^3 s)] per test function (n_test,) of the two drug
-    equations (module doc), without advection: ``c_lipo``, ``c_free`` [mol/m^3] at ``test.points``
-    (scaled by ``length`` [m] and ``time`` [s]); uniform diffusivities [m^2/s]; ``sources``: the
-    keywords of :func:`~hybrid.inverse.residuals.transport_sources` (per-point tensors at the
-    points)."""
+    equations (module doc): ``c_lipo``, ``c_free`` [mol/m^3] at ``test.points`` (scaled by
+    ``length`` [m] and ``time`` [s]); uniform diffusivities [m^2/s]; ``darcy_flux`` u [m/s]
+    (n_q, dim) at the points (None: no advection), the liposomes' with ``hindrance`` f_L [1]:
+    the advection div(f u C / phi) enters by parts as -int f C u . grad psi / phi, so no
+    derivative of u or C is taken; ``sources``: the keywords of
+    :func:`~hybrid.inverse.residuals.transport_sources` (per-point tensors at the points)."""
     s_lipo, s_free = transport_sources(c_lipo, c_free, test.points[:, -1] * time, **sources)
+    phi = sources.get("interstitial_fraction", 1.0)
     residuals = []
-    for c, diffusivity, capacity, source, name in (
-            (c_lipo, diffusivity_lipo, 1.0, s_lipo, "diffusivity_lipo"),
-            (c_free, diffusivity_free, 1.0 + free_binding_ratio, s_free, "diffusivity_free")):
+    for c, diffusivity, capacity, hinder, source, name in (
+            (c_lipo, diffusivity_lipo, 1.0, hindrance, s_lipo, "diffusivity_lipo"),
+            (c_free, diffusivity_free, 1.0 + free_binding_ratio, 1.0, s_free, "diffusivity_free")):
         c = c.reshape(-1)
         integral = (test.integrate(test.time_derivative, -capacity * c / time)
                     + test.integrate(test.laplacian, -_scalar(diffusivity, name) * c / length**2)
                     + test.integrate(test.value, source))
+        if darcy_flux is not None:
+            integral = integral - sum(test.integrate(test.gradient[..., a], c * darcy_flux[:, a])
+                                      for a in range(test.dim)) * hinder / (phi * length)
         residuals.append(integral / test.volume)
     return residuals[0], residuals[1]
 

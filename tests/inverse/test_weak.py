@@ -91,6 +91,52 @@ def test_weak_residual_is_the_test_function_average_of_the_strong_residual():
         np.testing.assert_allclose(r_weak.numpy(), average.numpy(), rtol=0, atol=1e-6 * r_weak.abs().max().item())
 
 
+PHI, HINDRANCE = 0.4, 0.7
+U0 = K_REL * L    # m/s: advection u C / L as large as the release term
+
+
+def _flux(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A smooth, non-uniform Darcy flux u [m/s] (n, 2) at nondimensional x and its divergence [1/s] (n,)."""
+    u = U0 * torch.stack([1 + 0.5 * torch.sin(x[:, 0] + 2 * x[:, 1]), 0.3 * torch.cos(x[:, 0]) - x[:, 1]], dim=1)
+    return u, U0 * (0.5 * torch.cos(x[:, 0] + 2 * x[:, 1]) - 1.0) / L
+
+
+def test_weak_advection_is_the_test_function_average_of_the_strong_advection():
+    """By parts, -int f C u . grad psi / phi equals int f div(u C) / phi psi: the weak residuals with a
+    non-uniform flux are the test-function averages of the strong ones (which take u . grad C and
+    C div u), and the flux changes them by more than a tenth of the release term."""
+    test = SpaceTimeTestFunctions(Ball(2, L), cells=6, time_cells=4, subdivisions=4)
+    c_lipo, c_free = _smooth_non_solution(test.points)
+    u, divergence = _flux(test.points[:, :2])
+    flow = dict(release_rate=K_REL, hindrance=HINDRANCE, interstitial_fraction=PHI, **KEYWORDS)
+    weak = weak_transport_residuals(test, c_lipo, c_free, L, T, darcy_flux=u, **flow)
+    still = weak_transport_residuals(test, c_lipo, c_free, L, T, **flow)
+    xt = test.points.clone().requires_grad_(True)
+    strong = transport_residuals(*_smooth_non_solution(xt), xt, L, T, darcy_flux=u, flux_divergence=divergence,
+                                 **flow)
+    for r_weak, r_still, r_strong in zip(weak, still, strong):
+        assert (r_weak - r_still).abs().max().item() > 0.1 * SCALE
+        average = test.integrate(test.value, r_strong.detach()) / test.volume
+        np.testing.assert_allclose(r_weak.numpy(), average.numpy(), rtol=0, atol=1e-6 * r_weak.abs().max().item())
+
+
+def test_weak_residual_vanishes_for_a_drifting_spreading_pulse_and_not_with_a_wrong_hindrance():
+    """C_L = C0 w^2 / (w^2 + 4 D t) exp(-|x - v t|^2 / (w^2 + 4 D t) - k_rel t), v = f u / phi for a
+    uniform flux u, solves the liposomal equation; with f = 1 instead of 0.7 it does not."""
+    test = SpaceTimeTestFunctions(Ball(2, L), cells=8, time_cells=8)
+    u = torch.tensor([[U0, 0.5 * U0]], dtype=torch.float64).expand(test.points.shape[0], 2)
+    v, width2 = HINDRANCE * u[0] / PHI, (0.5 * L) ** 2
+    t = test.points[:, 2] * T
+    spread = width2 + 4 * D_L * t
+    distance2 = ((test.points[:, :2] * L - v * t[:, None] + torch.tensor([0.2 * L, 0.0])) ** 2).sum(dim=1)
+    c_lipo = C0 * width2 / spread * torch.exp(-distance2 / spread - K_REL * t)
+    def r_lipo(hindrance):
+        return weak_transport_residuals(test, c_lipo, 0.0 * c_lipo, L, T, release_rate=K_REL, darcy_flux=u,
+                                        hindrance=hindrance, interstitial_fraction=PHI, **KEYWORDS)[0]
+    assert r_lipo(HINDRANCE).abs().max().item() < 1e-3 * SCALE
+    assert r_lipo(1.0).abs().max().item() > 0.05 * SCALE
+
+
 @pytest.mark.parametrize("gauss", [1, 2])
 def test_quadrature_converges_at_order_two_gauss(gauss):
     """Same test functions, each cell split into 1, 2, 4 pieces: the error of the weak residual of a
@@ -142,10 +188,8 @@ def test_trainer_weak_form_trains_without_resampling_and_refuses_what_it_cannot(
     ifp = IFPProblem(Ball(2, L), {"conductivity": 1e-13, "vascular_exchange": 1e-6, "effective_pressure": 1e3})
     with pytest.raises(ValueError, match="no weak residual form"):
         Trainer(ifp, config)
-    flowing = TransportProblem(Ball(2, L), {"diffusivity_lipo": D_L, "diffusivity_free": D_F, "release_rate": K_REL},
-                               end_time=T, concentration_scale=C0, flow=ifp)
-    with pytest.raises(ValueError, match="advection"):
-        flowing.use_weak_form(SpaceTimeTestFunctions(flowing.geometry, cells=4, time_cells=4))
+    with pytest.raises(ValueError, match="3-D"):
+        problem.use_weak_form(SpaceTimeTestFunctions(Ball(3, L), cells=4, time_cells=4))
     with pytest.raises(ValueError, match="fits inside"):
         SpaceTimeTestFunctions(Ball(2, L), cells=2, time_cells=4)
 
