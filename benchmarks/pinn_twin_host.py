@@ -193,6 +193,10 @@ def main() -> None:
     parser.add_argument("--unknown-lr", type=float, default=1e-2, help="Adam learning rate of the unknowns")
     parser.add_argument("--unknowns-from-step", type=int, default=500,
                         help="joint Adam steps with the unknowns held at their start values first")
+    parser.add_argument("--residual-form", default="strong", choices=("strong", "weak"),
+                        help="drug PDE residuals: pointwise, or against space-time test functions (weak.py)")
+    parser.add_argument("--weak-cells", type=int, default=12, help="weak form: cells per space axis")
+    parser.add_argument("--weak-time-cells", type=int, default=12, help="weak form: cells in time")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="float32")
@@ -231,10 +235,12 @@ def main() -> None:
     training = TrainingConfig(adam_steps=args.adam, lbfgs_steps=args.lbfgs, collocation_points=args.points,
                               dtype=args.dtype, seed=args.seed, progress_every=100, lbfgs_resample=args.lbfgs_resample,
                               unknowns_from_step=args.unknowns_from_step, balance=args.balance,
-                              unknown_learning_rate=args.unknown_lr)
+                              unknown_learning_rate=args.unknown_lr, residual_form=args.residual_form,
+                              weak_cells=args.weak_cells, weak_time_cells=args.weak_time_cells)
     pretraining = replace(training, adam_steps=args.pretrain_adam, lbfgs_steps=args.pretrain_lbfgs,
                           collocation_points=args.flow_points or args.points, lbfgs_resample=False,
-                          unknowns_from_step=0)   # the unknowns are held during pressure pre-training anyway
+                          unknowns_from_step=0,   # the unknowns are held during pressure pre-training anyway
+                          residual_form="strong")   # the pressure equation is pointwise
     cpu0, wall0 = time.process_time(), time.perf_counter()
     pretrained = None
     if args.pretrain_adam + args.pretrain_lbfgs:
@@ -280,7 +286,8 @@ def main() -> None:
                         "width": args.width, "sigma": args.sigma, "interface_width": args.interface_width,
                         "flow_points": args.flow_points, "lbfgs_resample": args.lbfgs_resample,
                         "unknowns_from_step": args.unknowns_from_step, "balance": args.balance,
-                        "unknown_learning_rate": args.unknown_lr,
+                        "unknown_learning_rate": args.unknown_lr, "residual_form": args.residual_form,
+                        "weak_cells": args.weak_cells, "weak_time_cells": args.weak_time_cells,
                         "pressure_pretraining": {"adam_steps": args.pretrain_adam, "lbfgs_steps": args.pretrain_lbfgs,
                                                  "last": pretrained},
                         "dtype": args.dtype, "threads": args.threads, "seconds": train_s,
