@@ -51,6 +51,12 @@ Measured on the shared 2-core box (load 4-8, 2 torch threads, float32), issue 9 
   (``pinn_twin_host_staged_start_at_truth.json``, 1500 steps, 251 s, load 2.6-4.2) the estimates
   leave it once released: p_e -38 %, k_rel -55 %, K_T +2.5 %; pressure 37 %, total drug 32-46 %.
 
+- the same staged run with ``--residual-form weak`` (advection by parts;
+  ``pinn_twin_host_staged_weak.json``, one thread, load 1-1.3, 519 s): still every target missed
+  (k_rel -90 %, K_T -64 %, p_e -33 %; pressure 32 %, total drug 36-47 %), although released from
+  networks fitted to the truth the weak form holds it far better than the strong one
+  (pinn_twin_host_minimum.py: k_rel -1.0 %, p_e -9.9 % against -16.6 %, -23.2 %).
+
 Why (``pinn_twin_host_diagnosis.py``, at the truth): the liposome source is the solvent drag
 (1 - sigma) Lp S/V (p_e - p) C_p, and p_e - p is ~35 Pa of ~1500 Pa at the tumour centre, so 1 Pa
 of pressure error is ~3 % of the central source; the drug network does not represent the FEM

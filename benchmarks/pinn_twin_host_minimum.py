@@ -180,6 +180,20 @@ Fourth post hoc (written after reading the third, committed before its runs):
   instead of 3 (E's weak pde_lipo moved from 0.0103 to 0.0028 with a finer rule: is the p_e drift
   the quadrature's?); compared with ``truth_start_weak`` by the same comparison.
 
+Fourth post-hoc outcome (one torch thread each, both at once, load 1.3-2.3): ``warm_weak`` (754 s:
+FEM + fits 265 s, training 488 s; 12.6 minutes in all): **"drifts"** — k_rel -5.6 %, K_T -66 %,
+p_e +9.5 %; pressure 9.7 %, drug 19 / 20 / 20 % from the FEM truth. The warm start (pressure 0.55 %
+from its FEM, drug 3.2 / 2.8 / 3.6 %) takes k_rel from 1e-5 to within 6 % in 400 steps and p_e
+down from 2500 Pa (1731 Pa after Adam, 1680 after L-BFGS, still falling); K_T does not move
+(1.00e-14 -> 1.05e-14 against 3.1e-14): with the networks free the loss is nearly flat along K_T
+(the pressure network re-solves for any K_T; the Cramer-Rao bound of 2.8 % is for exact FEM
+fields). From untrained networks at the same start (pinn_twin_host_staged_weak.json) it was
+k_rel -90 %, K_T -64 %, p_e -33 %. ``truth_start_weak_gauss4`` (582 s, 2.3x the 3-point run):
+"mixed", "no clear change" by the comparison — k_rel -1.8 %, K_T -0.6 %, p_e -5.6 % (3 points:
+-1.0 %, +0.6 %, -9.9 %); pressure 5.5 %, drug 9.3 / 9.9 / 13.0 %: the finer rule halves the p_e
+drift, so part of it is quadrature error. (Its JSON entry is taken from its log: warm_weak, run
+beside it, rewrote the file it had read before this stage ended.)
+
 Run from the repository root (merges into benchmarks/results/pinn_twin_host_minimum.json; the
 states go to $HOST_MINIMUM_DIR):
     .venv/bin/python benchmarks/pinn_twin_host_minimum.py all        # fit, truth_start, drift, compare
