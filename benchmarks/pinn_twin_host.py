@@ -245,8 +245,7 @@ def main() -> None:
                               weak_cells=args.weak_cells, weak_time_cells=args.weak_time_cells)
     pretraining = replace(training, adam_steps=args.pretrain_adam, lbfgs_steps=args.pretrain_lbfgs,
                           collocation_points=args.flow_points or args.points, lbfgs_resample=False,
-                          unknowns_from_step=0,   # the unknowns are held during pressure pre-training anyway
-                          residual_form="strong")   # the pressure equation is pointwise
+                          unknowns_from_step=0)   # the unknowns are held during pressure pre-training anyway
     cpu0, wall0 = time.process_time(), time.perf_counter()
     pretrained = None
     if args.pretrain_adam + args.pretrain_lbfgs:

@@ -309,7 +309,7 @@ def _weak_config(directory, name="weak.toml", points=64):
 
 @pytest.fixture(scope="module")
 def still_release_twin(tmp_path_factory):
-    """The fast release twin without flow (the weak form models no advection)."""
+    """The fast release twin without flow (its weak loss then has no pointwise term at all)."""
     directory = tmp_path_factory.mktemp("still_release")
     write_release_twin(directory, FAST | {"flow": "none"})
     return directory

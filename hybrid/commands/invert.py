@@ -315,8 +315,7 @@ def _train(config: InvertConfig, problems: list, log, resume: bool) -> tuple[lis
                       "lbfgs_steps": settings.pop("pretrain_lbfgs_steps")}
     pretraining = TrainingConfig(**settings | pressure_steps | {
         "collocation_points": config.problem.flow_points or config.training.collocation_points,
-        "unknowns_from_step": 0,    # the unknowns are held during the pressure pre-training anyway
-        "residual_form": "strong"})  # the pressure equation is pointwise in either form
+        "unknowns_from_step": 0})   # the unknowns are held during the pressure pre-training anyway
     results, pretrained, warm_starts, fem = [], [], [], None
     for seed, problem in zip(_seeds(config), problems):
         path = None if checkpoint is None else str(checkpoint) if config.training.ensemble == 1 \

@@ -96,8 +96,8 @@ from, so loading stops with a ConfigError naming the key rather than guessing th
 Weak residual form (kinds "release" and "coupled"; :mod:`hybrid.inverse.weak`): the drug
 equations are checked against space-time test functions, so only the networks' values and the
 Darcy flux enter (advection by parts; no autograd derivatives of the drug), on fixed quadrature
-points (no drug collocation points, no resampling; with Darcy flow the pressure equation stays
-pointwise on its collocation points)::
+points (no drug collocation points; with Darcy flow the pressure equation stays pointwise on its
+collocation points, resampled as usual)::
 
     [training]
     residual_form = "weak"                # default "strong" (pointwise residuals at collocation points)

@@ -21,7 +21,8 @@ u L / D_L ~ 1e2 per 0.25 mm near the rim), so the drug networks see (x~, t~, |ph
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 
@@ -205,7 +206,7 @@ class CoupledProblem(TransportProblem):
         """The flow's own points (``flow_points`` > 0), else those of the drug's collocation ``points``."""
         return self.flow_x.clone() if self.flow_points else super()._flow_points(points)
 
-    def _uptake_law(self, x: torch.Tensor):
+    def _uptake_law(self, x: torch.Tensor) -> Callable:
         """U(C_F, C_I) [mol/(m^3 s)]: linear (``uptake_rate``) or the given ``uptake`` law."""
         return super()._uptake_law(x) if self.uptake is None else self.uptake
 
@@ -269,14 +270,17 @@ def pretrain_pressure(problem: CoupledProblem, config, progress=None):
     ``config``) on its Darcy-Starling residual and interface condition, no data, the scalar
     unknowns held at their current values, before the joint training: the drug's vascular source
     depends on p_e - p, only ~35 Pa of ~1500 Pa at the tumour centre of the benchmark twin
-    (benchmarks/pinn_twin_host.py). Returns the :class:`~hybrid.inverse.training.TrainingResult`."""
+    (benchmarks/pinn_twin_host.py). The pressure equation is taken pointwise and unweighted in time
+    whatever ``config``'s residual form and causal slices (those are the drug's). Returns the
+    :class:`~hybrid.inverse.training.TrainingResult`."""
     from hybrid.inverse.training import Trainer
 
     scalars = [u.raw for u in problem.flow.scalar_unknowns()]
     for raw in scalars:
         raw.requires_grad_(False)
     try:
-        return Trainer(problem.flow, config, progress=progress).run()
+        return Trainer(problem.flow, replace(config, residual_form="strong", causal_slices=0),
+                       progress=progress).run()
     finally:
         for raw in scalars:
             raw.requires_grad_(True)

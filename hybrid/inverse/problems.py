@@ -188,7 +188,9 @@ class TransportProblem(InverseProblem):
     Residual form: strong (pointwise at the collocation points, by autograd) unless
     :meth:`use_weak_form` gave test functions: then the drug's PDE terms are the mean squares of
     the weak residuals (:mod:`hybrid.inverse.weak`, network values and the Darcy flux only, fixed
-    quadrature points), nondimensionalised the same way; a flow's pressure terms stay pointwise. Either form's PDE terms can be weighted causally
+    quadrature points), nondimensionalised the same way; a flow's pressure terms stay pointwise. The
+    strong form takes div u as the Starling source phi_V - phi_L, the weak one (by parts) the
+    pressure network's own flux: they differ by f C r_p / phi where the pressure residual r_p is not 0. Either form's PDE terms can be weighted causally
     in time (:meth:`use_causal_weights`).
 
     ``cell_drug``: a third state C_I [mol/m^3 of tissue], the drug taken up by cells,
@@ -329,7 +331,9 @@ class TransportProblem(InverseProblem):
 
     def _equation_coefficients(self, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[dict, Callable]:
         """(keywords of the drug equations, uptake law U(C_F, C_I)) at the nondimensional space
-        points ``x`` with the ``states`` there (no flow terms)."""
+        points ``x`` with the ``states`` there (no flow terms); the keywords' ``uptake`` is that law
+        at the states' C_I, a function of C_F alone (the free-drug equation), the law itself serves
+        the cell-drug equation."""
         uptake = self._uptake_law(x)
         cell = states[2].reshape(-1) if self.cell_drug else None
         exchange_lipo, exchange_free = self._exchanges(x)
@@ -394,7 +398,7 @@ class TransportProblem(InverseProblem):
 
     def pointwise_residual(self, points: torch.Tensor) -> torch.Tensor:
         """Strong residual norm per point (n,) (residual-adaptive collocation): the drug's and the
-        flow's; in the weak form the flow's only (the points then serve only the pressure)."""
+        flow's; in the weak form with a flow the flow's only (the points then serve only the pressure)."""
         weak_with_flow = self.test_functions is not None and self.flow is not None
         squares = 0.0 if weak_with_flow else sum(r**2 for r in self._residuals(points))
         if self.flow is not None:

@@ -30,9 +30,10 @@ residual-adaptive collocation, checkpoints and resume, a progress line, seeds an
 - **Residual form**: ``residual_form="strong"`` (pointwise, autograd derivatives of the
   networks) or ``"weak"`` (:mod:`hybrid.inverse.weak`: residuals against space-time test functions,
   ``weak_cells`` per space axis and ``weak_time_cells`` in time, ``weak_gauss`` Gauss points per
-  cell axis; network values only, on fixed quadrature points, so no resampling); the weak form
-  is for problems with a ``use_weak_form`` method (:class:`~hybrid.inverse.problems.TransportProblem`
-  without flow). The config decides: the Trainer gives the problem test functions built from the
+  cell axis; network values only, on fixed quadrature points; with a flow its pressure terms stay
+  pointwise on collocation points, which are then resampled as usual); the weak form is for
+  problems with a ``use_weak_form`` method (:class:`~hybrid.inverse.problems.TransportProblem`
+  and :class:`~hybrid.inverse.coupled.CoupledProblem`). The config decides: the Trainer gives the problem test functions built from the
   ``weak_*`` fields (replacing any it had), and refuses ``"strong"`` for a problem that already
   carries test functions (call ``problem.use_weak_form(None)`` first) rather than silently drop
   them. On the pH-release twin, started at the truth, 300 steps leave n closer to the truth than the

@@ -163,9 +163,11 @@ class SpaceTimeTestFunctions(nn.Module):
 
 
 def _scalar(value, name: str):
+    """``value`` if it is uniform (a number or 0-d tensor): the by-parts terms take D, phi and f_L
+    outside the derivative; a field would need their gradients."""
     if isinstance(value, torch.Tensor) and value.dim() > 0:
         raise ValueError(f"the weak form takes a uniform {name} (number or 0-d tensor); a field needs "
-                         "div(D grad C), use the strong residual form")
+                         "its gradient in the by-parts terms, use the strong residual form")
     return value
 
 
@@ -181,10 +183,10 @@ def weak_transport_residuals(test: SpaceTimeTestFunctions, c_lipo: torch.Tensor,
     derivative of u or C is taken; ``sources``: the keywords of
     :func:`~hybrid.inverse.residuals.transport_sources` (per-point tensors at the points)."""
     s_lipo, s_free = transport_sources(c_lipo, c_free, test.points[:, -1] * time, **sources)
-    phi = sources.get("interstitial_fraction", 1.0)
+    phi = _scalar(sources.get("interstitial_fraction", 1.0), "interstitial_fraction")
     residuals = []
-    for c, diffusivity, capacity, hinder, source, name in (
-            (c_lipo, diffusivity_lipo, 1.0, hindrance, s_lipo, "diffusivity_lipo"),
+    for c, diffusivity, capacity, carried, source, name in (
+            (c_lipo, diffusivity_lipo, 1.0, _scalar(hindrance, "hindrance"), s_lipo, "diffusivity_lipo"),
             (c_free, diffusivity_free, 1.0 + free_binding_ratio, 1.0, s_free, "diffusivity_free")):
         c = c.reshape(-1)
         integral = (test.integrate(test.time_derivative, -capacity * c / time)
@@ -192,7 +194,7 @@ def weak_transport_residuals(test: SpaceTimeTestFunctions, c_lipo: torch.Tensor,
                     + test.integrate(test.value, source))
         if darcy_flux is not None:
             integral = integral - sum(test.integrate(test.gradient[..., a], c * darcy_flux[:, a])
-                                      for a in range(test.dim)) * hinder / (phi * length)
+                                      for a in range(test.dim)) * carried / (phi * length)
         residuals.append(integral / test.volume)
     return residuals[0], residuals[1]
 

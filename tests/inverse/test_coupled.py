@@ -263,8 +263,24 @@ def test_coupled_weak_residuals_are_the_test_function_averages_of_the_strong_one
         assert r_weak.abs().max().item() > 1e-2   # the fields solve nothing
         np.testing.assert_allclose(r_weak.detach().numpy(), average.numpy(), rtol=0,
                                    atol=1e-6 * r_weak.abs().max().item())
-    problem.flow.pressure = lambda x: 0.0 * x[:, :1] + 1000.0   # no flux: the advection term is gone
+    problem.flow.pressure = lambda x: 0.0 * x[:, :1] + 1000.0   # another pressure (no flux): the flow terms count
     assert (problem.pde_residuals(None)[0] - weak[0]).abs().max().item() > 1e-3
+
+
+def test_pressure_pre_training_is_pointwise_whatever_the_drug_residual_form():
+    """pretrain_pressure with a weak, causally weighted configuration (the drug's settings) trains the
+    pressure network on its pointwise equation (IFPProblem has neither form: it used to refuse)."""
+    from hybrid.inverse.coupled import pretrain_pressure
+    from hybrid.inverse.training import TrainingConfig
+
+    geometry = TumourInHost(2, R_O, tumour_radius=R_T)
+    flow = HostIFPProblem(geometry, _host_coefficients(geometry), generator=torch.Generator().manual_seed(0))
+    problem = CoupledProblem(geometry, {"diffusivity_lipo": D_L, "diffusivity_free": D_F, "release_rate": K_REL},
+                             flow=flow, end_time=T, concentration_scale=C0, width=8, depth=1, features=4)
+    config = TrainingConfig(adam_steps=2, collocation_points=32, progress_every=0, residual_form="weak",
+                            weak_cells=6, weak_time_cells=3, causal_slices=2)
+    result = pretrain_pressure(problem, config)
+    assert result.steps == 2 and "pde" in result.history[-1]["terms"]
 
 
 def test_region_coefficient_and_geometry_refuse_bad_input():
