@@ -209,6 +209,15 @@ unknowns can fit the images.
   Rule as before (holds / drifts / mixed); "K_T moves" if its final error is below 50 % in size
   (warm_weak: -66 %, i.e. unmoved from 1e-14).
 
+Fifth post-hoc outcome (both at once beside a CI run, load 1.3-2.9, 820-830 s each): the
+hypothesis is **refuted**. K_T does not move with either weight (W = 10: -65.6 %, W = 100: -65.9 %;
+"drifts"): the networks do stay near the PDE's solutions (weak liposomal term 1.5e-4 / 1.3e-4
+against warm_weak's 6.6e-3), but the unknowns then hardly move at all: p_e ends at +45 % / +52 %
+(2227 / 2332 Pa from 2500; warm_weak +9.5 %), k_rel at +7.8 % / -20 %, and the images stay
+unfitted (total-drug data 6.2e-3 / 2.1e-2, 2.5x / 8.4x the floor); pressure 44 % / 49 %, drug
+26-40 % / 33-49 %. Keeping the networks on the PDE slows the unknowns as it did on the pH-release
+twin (pinn_release_warmstart.py); it does not let the images move K_T within this budget.
+
 Run from the repository root (merges into benchmarks/results/pinn_twin_host_minimum.json; the
 states go to $HOST_MINIMUM_DIR):
     .venv/bin/python benchmarks/pinn_twin_host_minimum.py all        # fit, truth_start, drift, compare
