@@ -218,6 +218,17 @@ unfitted (total-drug data 6.2e-3 / 2.1e-2, 2.5x / 8.4x the floor); pressure 44 %
 26-40 % / 33-49 %. Keeping the networks on the PDE slows the unknowns as it did on the pH-release
 twin (pinn_release_warmstart.py); it does not let the images move K_T within this budget.
 
+Sixth post hoc (written after reading the fifth, committed before its runs): is the PINN's loss
+itself flat along K_T, or only the joint descent stuck? A profile: K_T held at 1.0e-14, 1.8e-14,
+3.1e-14 (the truth) and 5.4e-14 m^2/(Pa s), k_rel and p_e held at the truth, networks started
+from the warm state (fitted to the FEM at the staged start values, so biased towards 1e-14),
+then 1000 Adam + 50 L-BFGS on the networks alone (weak form, 3 points, balance "none": one fixed
+objective for every point), two points per process (stages ``profile_a``: 1.0e-14 and 3.1e-14,
+``profile_b``: 1.8e-14 and 5.4e-14), both at once. Reported per point: the unweighted terms on
+the evaluation points. Decision on the summed unweighted terms: "identified by the loss" if the
+lowest is at 3.1e-14 and the one at 1.0e-14 is more than 10 % above it (then the failure is the
+joint descent); "flat" if all four lie within 10 % of each other; else "mixed".
+
 Run from the repository root (merges into benchmarks/results/pinn_twin_host_minimum.json; the
 states go to $HOST_MINIMUM_DIR):
     .venv/bin/python benchmarks/pinn_twin_host_minimum.py all        # fit, truth_start, drift, compare
@@ -232,6 +243,8 @@ states go to $HOST_MINIMUM_DIR):
     .venv/bin/python benchmarks/pinn_twin_host_minimum.py warm_weak                    # fourth post hoc
     .venv/bin/python benchmarks/pinn_twin_host_minimum.py truth_start_weak_gauss4
     .venv/bin/python benchmarks/pinn_twin_host_minimum.py warm_weak_w10                # fifth post hoc
+    .venv/bin/python benchmarks/pinn_twin_host_minimum.py profile_a                    # sixth post hoc
+    .venv/bin/python benchmarks/pinn_twin_host_minimum.py profile_b                    # (beside profile_a)
     .venv/bin/python benchmarks/pinn_twin_host_minimum.py warm_weak_w100               # (beside w10: each
                                                                                        # stage re-reads the JSON)
 """
@@ -274,10 +287,10 @@ QUADRATURE_CHECKS = {"default": {}, "split_2": {"subdivisions": 2}, "cells_16": 
 SIZES = {   # pre-registered (module doc); smoke: tiny, for a check that the stages run
     "full": {"pressure_fit": (4096, 300, 300), "supervised_steps": 9000, "adam": 1500, "lbfgs": 100,
              "drift_pretrain": (200, 100), "drift_hold": 400, "evaluation_points": 4096, "frozen_iterations": 40,
-             "warm_adam": 3000},
+             "warm_adam": 3000, "profile_adam": 1000, "profile_lbfgs": 50},
     "smoke": {"pressure_fit": (512, 20, 5), "supervised_steps": 30, "adam": 20, "lbfgs": 5,
               "drift_pretrain": (10, 5), "drift_hold": 10, "evaluation_points": 256, "frozen_iterations": 3,
-              "warm_adam": 20},
+              "warm_adam": 20, "profile_adam": 10, "profile_lbfgs": 2},
 }
 EVALUATION_SEED = 2026
 HOLDS, DRIFTS = 0.05, 0.20   # relative error of every / any unknown
@@ -488,6 +501,29 @@ def warm_weighted_stage(twin_data: Twin, sizes: dict, directory: Path, weight: f
     return entry | {"conductivity_moves": abs(entry["relative_errors"]["conductivity"]) < 0.5}
 
 
+def profile_stage(twin_data: Twin, sizes: dict, directory: Path, conductivities: tuple[float, ...]) -> dict:
+    """Sixth post hoc (module doc): the networks of warm.pt trained with K_T held at each of
+    ``conductivities`` [m^2/(Pa s)], k_rel and p_e at the truth; unweighted terms per point."""
+    saved = torch.load(directory / "warm.pt", weights_only=False)["problem"]
+    networks = {key: value for key, value in saved.items() if not key.endswith(".raw")}
+    out = {}
+    for conductivity in conductivities:
+        problem = twin_data.problem(twin_data.truth | {"conductivity": conductivity}).double()
+        problem.load_state_dict(networks, strict=False)
+        for unknown in problem.scalar_unknowns():
+            unknown.raw.requires_grad_(False)
+        config = TrainingConfig(adam_steps=sizes["profile_adam"], lbfgs_steps=sizes["profile_lbfgs"],
+                                **TRAINING | {"balance": "none", "residual_form": "weak"} | WEAK)
+        label = f"profile K_T {conductivity:.2g}"
+        result = Trainer(problem, config, progress=lambda line: print(label, line, flush=True)).run()
+        out[f"{conductivity:.2g}"] = {"conductivity": conductivity, "seconds": result.seconds,
+                                      "estimates": final_values(problem),
+                                      "unweighted": unweighted_terms(use_weak(copy.deepcopy(problem)),
+                                                                     sizes["evaluation_points"])}
+        print(label, json.dumps(out[f"{conductivity:.2g}"]["unweighted"], default=float), flush=True)
+    return out
+
+
 def frozen_stage(twin_data: Twin, sizes: dict, directory: Path, problems: dict | None = None) -> dict:
     """Post hoc (module doc): the unknowns alone minimising the non-data terms, networks frozen
     (``problems`` name -> problem; default E's and A's)."""
@@ -570,6 +606,8 @@ POST_HOC = {"frozen": frozen_stage, "residuals": residuals_stage, "weak_terms": 
             "truth_start_weak_residuals": lambda *arguments: truth_start_weak_stage(
                 *arguments, "residuals", "truth_start_weak_residuals", "truth_start_weak"),
             "warm_weak": warm_weak_stage,
+            "profile_a": lambda *arguments: profile_stage(*arguments, (1.0e-14, 3.1e-14)),
+            "profile_b": lambda *arguments: profile_stage(*arguments, (1.8e-14, 5.4e-14)),
             "warm_weak_w10": lambda *arguments: warm_weighted_stage(*arguments, 10.0),
             "warm_weak_w100": lambda *arguments: warm_weighted_stage(*arguments, 100.0),
             "truth_start_weak_gauss4": lambda *arguments: truth_start_weak_stage(
