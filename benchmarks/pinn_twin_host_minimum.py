@@ -385,7 +385,7 @@ def fit_stage(twin_data: Twin, sizes: dict, directory: Path, values: dict | None
     for unknown in problem.scalar_unknowns():
         unknown.raw.requires_grad_(True)
     seconds = time.perf_counter() - start
-    if values is not twin_data.truth:   # the fields to judge against stay the truth's
+    if values != twin_data.truth:   # the fields to judge against stay the truth's
         setup = setup_transport(twin_data.config, MPI.COMM_SELF, twin.quiet, {}, domain=domain)
         setup.solver.close()
         xt, target = diagnosis.fem_node_fields(problem, twin_data.config, domain, twin_data.truth)

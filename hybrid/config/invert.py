@@ -106,10 +106,10 @@ collocation points, resampled as usual)::
     weak_gauss = 3                        # Gauss-Legendre points per cell and axis; >= 1 (3: see weak.py)
 
 The ``weak_*`` keys apply to ``residual_form = "weak"`` only. Kind "ifp" is refused (the weak
-form is that of the drug equations). Test functions live on boxes of 2 x 2 cells inside the disc: with 12 cells they cover
-78 % of it, every direction only out to r = 0.83 R (weak.py), so the outer rim is not checked. On
-the pH-release twin the weak form alone does not recover the pH law from a distant start
-(benchmarks/pinn_release_weak.py).
+form is that of the drug equations). Test functions live on boxes of 2 x 2 cells inside the disc:
+with 12 cells they cover 78 % of it, every direction only out to r = 0.83 R (weak.py), so the
+outer rim is not checked. On the pH-release twin the weak form alone does not recover the pH law
+from a distant start (benchmarks/pinn_release_weak.py).
 
 Warm start (kind "release" only; refused for "ifp" and "coupled", not built there)::
 

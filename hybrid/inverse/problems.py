@@ -190,8 +190,8 @@ class TransportProblem(InverseProblem):
     the weak residuals (:mod:`hybrid.inverse.weak`, network values and the Darcy flux only, fixed
     quadrature points), nondimensionalised the same way; a flow's pressure terms stay pointwise. The
     strong form takes div u as the Starling source phi_V - phi_L, the weak one (by parts) the
-    pressure network's own flux: they differ by f C r_p / phi where the pressure residual r_p is not 0. Either form's PDE terms can be weighted causally
-    in time (:meth:`use_causal_weights`).
+    pressure network's own flux: they differ by f C r_p / phi where the pressure residual r_p is
+    not 0. Either form's PDE terms can be weighted causally in time (:meth:`use_causal_weights`).
 
     ``cell_drug``: a third state C_I [mol/m^3 of tissue], the drug taken up by cells,
     dC_I/dt = U(C_F) (loss term ``pde_cell``; C_I = 0 at t = 0 exactly), as in the FEM; "total_drug"

@@ -33,10 +33,10 @@ residual-adaptive collocation, checkpoints and resume, a progress line, seeds an
   cell axis; network values only, on fixed quadrature points; with a flow its pressure terms stay
   pointwise on collocation points, which are then resampled as usual); the weak form is for
   problems with a ``use_weak_form`` method (:class:`~hybrid.inverse.problems.TransportProblem`
-  and :class:`~hybrid.inverse.coupled.CoupledProblem`). The config decides: the Trainer gives the problem test functions built from the
-  ``weak_*`` fields (replacing any it had), and refuses ``"strong"`` for a problem that already
-  carries test functions (call ``problem.use_weak_form(None)`` first) rather than silently drop
-  them. On the pH-release twin, started at the truth, 300 steps leave n closer to the truth than the
+  and :class:`~hybrid.inverse.coupled.CoupledProblem`). The config decides: the Trainer gives the
+  problem test functions built from the ``weak_*`` fields (replacing any it had), and refuses
+  ``"strong"`` for a problem that already carries test functions (call
+  ``problem.use_weak_form(None)`` first) rather than silently drop them. On the pH-release twin, started at the truth, 300 steps leave n closer to the truth than the
   strong form does (2.05-2.08 against 1.54-1.73) but not pH_50: the pre-registered criterion (a)
   is missed with balance "all" (pH_50 moves 0.0225 weak against 0.0197 strong) and met with
   balance "residuals"; nor does the weak form by itself recover the law from a distant start

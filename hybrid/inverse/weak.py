@@ -48,9 +48,10 @@ cost (0.26 s).
 On the tumour-in-host twin (advection by parts; ``benchmarks/pinn_twin_host_minimum.py``): networks
 fitted to the FEM truth leave a weak liposomal term of 0.0103 against the strong 1.21 (no
 derivative of the networks is taken, and the flux jump of the kink that their |phi| input puts on
-the interface is integrated, where pointwise residuals miss it), the weak terms alone hold the three unknowns within 2 % of the truth
-(strong: k_rel -14.5 %), and released there the inversion ends at k_rel -1.0 %, p_e -9.9 % (strong
--16.6 %, -23.2 %; 4 Gauss points: p_e -5.6 %). From a distant start it still misses them.
+the interface is integrated, where pointwise residuals miss it), the weak terms alone hold the
+three unknowns within 2 % of the truth (strong: k_rel -14.5 %), and released there the inversion
+ends at k_rel -1.0 %, p_e -9.9 % (strong -16.6 %, -23.2 %; 4 Gauss points: p_e -5.6 %). From a
+distant start it still misses them.
 """
 
 from __future__ import annotations
@@ -174,16 +175,19 @@ def _scalar(value, name: str):
 def weak_transport_residuals(test: SpaceTimeTestFunctions, c_lipo: torch.Tensor, c_free: torch.Tensor,
                              length: float, time: float, *, diffusivity_lipo, diffusivity_free,
                              free_binding_ratio: float = 0.0, darcy_flux: torch.Tensor | None = None,
-                             hindrance: float = 1.0, **sources) -> tuple[torch.Tensor, torch.Tensor]:
+                             hindrance: float = 1.0, interstitial_fraction: float = 1.0,
+                             **sources) -> tuple[torch.Tensor, torch.Tensor]:
     """Weak residuals (r_L, r_F) [mol/(m^3 s)] per test function (n_test,) of the two drug
     equations (module doc): ``c_lipo``, ``c_free`` [mol/m^3] at ``test.points`` (scaled by
     ``length`` [m] and ``time`` [s]); uniform diffusivities [m^2/s]; ``darcy_flux`` u [m/s]
     (n_q, dim) at the points (None: no advection), the liposomes' with ``hindrance`` f_L [1]:
     the advection div(f u C / phi) enters by parts as -int f C u . grad psi / phi, so no
-    derivative of u or C is taken; ``sources``: the keywords of
-    :func:`~hybrid.inverse.residuals.transport_sources` (per-point tensors at the points)."""
-    s_lipo, s_free = transport_sources(c_lipo, c_free, test.points[:, -1] * time, **sources)
-    phi = _scalar(sources.get("interstitial_fraction", 1.0), "interstitial_fraction")
+    derivative of u or C is taken (uniform ``interstitial_fraction`` phi [1]); ``sources``: the
+    other keywords of :func:`~hybrid.inverse.residuals.transport_sources` (per-point tensors at
+    the points)."""
+    phi = _scalar(interstitial_fraction, "interstitial_fraction")
+    s_lipo, s_free = transport_sources(c_lipo, c_free, test.points[:, -1] * time, interstitial_fraction=phi,
+                                       **sources)
     residuals = []
     for c, diffusivity, capacity, carried, source, name in (
             (c_lipo, diffusivity_lipo, 1.0, _scalar(hindrance, "hindrance"), s_lipo, "diffusivity_lipo"),
