@@ -69,9 +69,10 @@ SLOW = {"flow": "none", "end": 14400.0, "step": 300.0, "times": "-60.0, 3600.0, 
         "noise": 0.05, "seed": 1}
 
 
-def write_release_twin(directory: Path, twin: dict = FAST) -> None:
-    """Run the ``twin``'s ``hybrid synthesize`` into ``directory / "synth"``."""
-    (directory / "synthesize.toml").write_text(SYNTHESIZE.format(**twin))
+def write_release_twin(directory: Path, twin: dict = FAST, extra: str = "") -> None:
+    """Run the ``twin``'s ``hybrid synthesize`` (with the TOML text ``extra`` appended) into
+    ``directory / "synth"``."""
+    (directory / "synthesize.toml").write_text(SYNTHESIZE.format(**twin) + extra)
     result = run_hybrid("synthesize", directory / "synthesize.toml", timeout=300)
     assert result.returncode == 0, result.stderr
 

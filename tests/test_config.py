@@ -199,7 +199,6 @@ tr_s = 5e-3
 flip_angle_deg = 20.0
 aif = "measured"
 hematocrit = 0.45
-aif_delay_s = 10.0
 aif_mask = "rois/aif.nii.gz"
 blood_t10_s = 1.9
 blood_r1_per_mM_s = 3.5

@@ -111,6 +111,9 @@ def test_invert_writes_estimates_units_truth_errors_pressure_and_drug_maps(twin)
     summary = json.loads((twin / "inverted" / "inversion.json").read_text())
     assert summary["problem"] == "coupled" and set(summary["estimates"]) == set(UNITS)
     truth = json.loads((twin / "synth" / "truth.json").read_text())["parameters"]
+    assert truth["host"]["lymphatic_filtration"] == {"value": pytest.approx(7.5e-8, rel=0.01), "unit": "1/(Pa s)"}
+    assert truth["host_derived"]["effective_pressure"]["unit"] == "Pa"   # the host's own coefficients too
+    assert truth["geometry"]["host_thickness"]["unit"] == "m" and truth["geometry"]["host_thickness"]["value"] > 0
     true_values = {"release_rate": truth["release_rate"]["value"],
                    "conductivity": truth["tumour"]["hydraulic_conductivity"]["value"],
                    "effective_pressure": truth["tumour_derived"]["effective_pressure"]["value"]}

@@ -115,6 +115,87 @@ def test_files_keys_and_ensemble_spread(twin):
     assert data.shape == grid.shape and np.allclose(image.affine, grid.affine_mm)
     observed = np.asarray(nib.load(str(directory / "ifp.nii.gz")).get_fdata())
     assert np.array_equal(np.isnan(data), np.isnan(observed))   # same voxels see tissue
+    spread = np.asarray(nib.load(str(out / "ifp_spread.nii.gz")).get_fdata())   # two members differ somewhere
+    assert np.array_equal(np.isnan(spread), np.isnan(observed)) and np.nanmax(spread) > 0 and np.nanmin(spread) >= 0
+
+
+def test_a_field_unknown_is_written_as_a_map_with_its_spread(twin):
+    """[unknowns.conductivity] field = true: K(x) is a bounded network; conductivity.nii.gz (ensemble
+    mean, voxel means like the data) and its spread on the observation grid, inversion.json's
+    ``fields`` entry against the uniform truth; no scalar K and no rim thickness among the estimates."""
+    directory, grid = twin
+    config = _config(directory, "field.toml", ensemble=2)
+    config.write_text(config.read_text().replace("upper = 1e-11\n", "upper = 1e-11\nfield = true\n", 1))
+    out = directory / "field"
+    result = run_hybrid("invert", config, "--output", out)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "inversion.json").read_text())
+    assert set(summary["estimates"]) == {"effective_pressure"}
+    entry = summary["fields"]["conductivity"]
+    observed = np.isnan(np.asarray(nib.load(str(directory / "ifp.nii.gz")).get_fdata()))
+    field = np.asarray(nib.load(str(out / "conductivity.nii.gz")).get_fdata())
+    spread = np.asarray(nib.load(str(out / "conductivity_spread.nii.gz")).get_fdata())
+    assert field.shape == grid.shape and np.array_equal(np.isnan(field), observed)
+    assert np.nanmin(field) >= 1e-14 and np.nanmax(field) <= 1e-11 and np.nanmax(spread) > 0
+    assert entry["unit"] == "m^2/(Pa s)" and entry["truth"] == K
+    assert entry["mean"] == pytest.approx(float(np.nanmean(field)), rel=1e-5)   # float32 map
+    values = field[np.isfinite(field)]
+    assert entry["relative_l2"] == pytest.approx(np.linalg.norm(values - K) / (K * np.sqrt(values.size)), rel=1e-4)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda text: text.replace("upper = 1e-11\n", "upper = 1e-11\nfield = true\ninitial = 1e-12\n", 1),
+     "[unknowns.conductivity] initial applies to a scalar unknown"),
+    (lambda text: text.replace("log = false\n", "log = false\nfield = yes\n", 1), "field"),
+    (lambda text: text.replace("[unknowns.effective_pressure]", "[unknowns.lymphatic_pressure]\nlower = -1e3\n"
+                               "upper = 1e3\nlog = false\nfield = true\n[unknowns.effective_pressure]")
+     .replace("[problem]\n", "[problem]\nlymphatic_filtration = 1e-7\n"), "field = true is for conductivity")],
+    ids=["initial", "not a boolean", "lymphatic pressure"])
+def test_bad_field_keys_give_one_error_line(twin, edit, message):
+    directory, _ = twin
+    config = _config(directory, "bad_field.toml")
+    config.write_text(edit(config.read_text()))
+    assert_one_error(run_hybrid("invert", config, "--output", directory / "bad_field"), message)
+
+
+def test_an_unknown_whose_truth_is_zero_gets_an_absolute_error(twin):
+    """The tumour's lymphatic pressure is 0 in truth.json: no relative error, an absolute one
+    (p_e known, lymphatics given so that p_L acts; a reporting check, 5 steps)."""
+    directory, _ = twin
+    config = _config(directory, "zero.toml", adam=5)
+    text = config.read_text().replace("[unknowns.effective_pressure]\nlower = 0.0\nupper = 5000.0\nlog = false\n",
+                                      "[unknowns.lymphatic_pressure]\nlower = -1000.0\nupper = 1000.0\nlog = false\n")
+    config.write_text(text.replace("[problem]\n", f"[problem]\neffective_pressure = {PE}\nlymphatic_filtration = {LPSV}\n"))
+    out = directory / "zero"
+    result = run_hybrid("invert", config, "--output", out)
+    assert result.returncode == 0, result.stderr
+    entry = json.loads((out / "inversion.json").read_text())["estimates"]["lymphatic_pressure"]
+    assert entry["truth"] == 0.0 and entry["relative_error"] is None
+    assert entry["absolute_error"] == pytest.approx(abs(entry["estimate"]))
+    assert not (out / "ifp_spread.nii.gz").exists()   # one member: no spread
+
+
+_PL_UNKNOWN = "[unknowns.lymphatic_pressure]\nlower = -1e3\nupper = 1e3\nlog = false\n"
+_UNSEPARABLE = {   # case -> (edit of the twin's config, the error)
+    "K and Lp S/V": (lambda text: text.replace(f"vascular_exchange = {LPSV}\n", "").replace(
+        "[training]", "[unknowns.vascular_exchange]\nlower = 1e-8\nupper = 1e-5\n[training]"),
+        "determines only the rim thickness sqrt(K / (Lp S/V + LpL SL/V)), not conductivity and vascular_exchange"),
+    "p_e and p_L": (lambda text: text.replace("[problem]\n", "[problem]\nlymphatic_filtration = 1e-7\n").replace(
+        "[training]", _PL_UNKNOWN + "[training]"), "determines only the plateau"),
+    "p_L without lymphatics": (lambda text: text.replace(
+        "[unknowns.effective_pressure]\nlower = 0.0\nupper = 5000.0\nlog = false\n", _PL_UNKNOWN).replace(
+        "[problem]\n", f"[problem]\neffective_pressure = {PE}\n"), "has no effect without lymphatics")}
+
+
+@pytest.mark.parametrize("case", list(_UNSEPARABLE))
+def test_unknowns_a_steady_map_cannot_separate_are_refused(twin, case):
+    directory, _ = twin
+    edit, message = _UNSEPARABLE[case]
+    config = _config(directory, "unseen.toml")
+    config.write_text(edit(config.read_text()))
+    result = run_hybrid("invert", config, "--output", directory / "unseen")
+    assert_one_error(result, message)
+    assert not (directory / "unseen").exists()
 
 
 def test_bad_bound_gives_one_error_line(twin):
@@ -209,6 +290,13 @@ def test_release_bad_held_out_times_give_one_error_line(release_twin, held_out, 
     assert not out.exists()
 
 
+def test_release_refuses_field_unknowns(release_twin):
+    path = release_twin / "field_keys.toml"
+    path.write_text(invert_config(release_twin).read_text().replace("upper = 1.0e-3\n", "upper = 1.0e-3\nfield = true\n"))
+    assert_one_error(run_hybrid("invert", path), 'field = true is for conductivity, vascular_exchange, '
+                                                 'effective_pressure of kind "ifp", not release_rate of kind "release"')
+
+
 def test_release_refuses_ifp_keys_and_unknowns(release_twin):
     path = release_twin / "ifp_keys.toml"
     path.write_text(invert_config(release_twin).read_text().replace('kind = "release"',
@@ -262,6 +350,51 @@ def test_release_on_a_synthesized_ph_map_requires_the_map(release_twin):
     path.write_text(text.replace("[data]", '[data]\nph_map = "synth/truth/ph.nii.gz"'))
     assert load_invert_config(path).data.ph_map == release_twin / "synth" / "truth" / "ph.nii.gz"
     assert load_invert_config(invert_config(release_twin)).data.ph_map is None   # no map synthesized: uniform pH
+
+
+def test_a_ktrans_map_scales_the_pinns_exchange_as_the_fems(tmp_path):
+    """A twin whose transport has a [tissue] ktrans_map (rim 3x core, NaN beyond 0.9 mm): the release
+    kind takes it in (no longer refused) and scales P S/V and the flow's Lp S/V by Ktrans over the
+    region mean; inversion.json says so with the mean, which matches the region mean over the map's
+    voxels inside the disc (the FEM's is over its cells: tests/inverse/test_maps.py)."""
+    from hybrid.records import VoxelGrid
+
+    grid = VoxelGrid.regular([-0.95e-3, -0.95e-3, 0.0], [0.1e-3, 0.1e-3, 1e-3], (20, 20, 1))
+    centres = grid.centres_m()
+    r = np.hypot(centres[..., 0], centres[..., 1])
+    ktrans = np.where(r > 0.6e-3, 0.3, 0.1)
+    ktrans[r > 0.9e-3] = np.nan
+    write_volume(tmp_path / "ktrans.nii.gz", ktrans, grid.affine_mm)
+    write_release_twin(tmp_path, FAST, extra='[tissue]\nktrans_map = "ktrans.nii.gz"\n')
+    out = tmp_path / "inverted"
+    result = run_hybrid("invert", invert_config(tmp_path), "--output", out, timeout=300)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((out / "inversion.json").read_text())["ktrans_map"]
+    assert record["map"].endswith("ktrans.nii.gz") and set(record["region_mean_per_min"]) == {"tumour"}
+    voxels = ktrans[(r <= 1e-3) & np.isfinite(ktrans)]
+    mean = record["region_mean_per_min"]["tumour"]
+    assert mean == pytest.approx(voxels.mean(), rel=0.05)
+    # the problem's equations: P S/V of both carriers and the flow's Lp S/V times Ktrans / mean, 1 without a value
+    import torch
+    from hybrid.commands.invert import build_problems, load_transport, observation_records, release_physics
+
+    config = load_invert_config(invert_config(tmp_path))
+    [problem] = build_problems(config, observation_records(config)[1])
+    physics = release_physics(load_transport(config.problem.transport), 1e-3)
+    x = torch.tensor([[0.0, 0.0], [0.75, 0.0], [0.0, 0.97]], dtype=torch.float64)   # core, rim, beyond the map
+    expected = np.array([float(np.float32(0.1)) / mean, float(np.float32(0.3)) / mean, 1.0])   # a float32 NIfTI
+    for exchange, name in zip(problem._exchanges(x), ("exchange_lipo", "exchange_free")):
+        np.testing.assert_allclose(exchange.permeability_surface.numpy(),
+                                   physics[name]["permeability_surface"] * expected, rtol=1e-12)
+    np.testing.assert_allclose(problem.flow.coefficient("vascular_exchange", x).numpy(),
+                               physics["flow"]["vascular_exchange"] * expected, rtol=1e-12)
+    plain = invert_config(tmp_path, "plain.toml")
+    (tmp_path / "plain_synthesize.toml").write_text((tmp_path / "synthesize.toml").read_text().replace(
+        '[tissue]\nktrans_map = "ktrans.nii.gz"\n', ""))
+    plain.write_text(plain.read_text().replace('transport = "synthesize.toml"', 'transport = "plain_synthesize.toml"'))
+    result = run_hybrid("invert", plain, "--output", tmp_path / "plain", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "plain" / "inversion.json").read_text())["ktrans_map"] is None
 
 
 def test_release_truth_values_need_the_unknowns(release_twin):

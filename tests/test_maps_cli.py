@@ -69,6 +69,8 @@ def test_output_override(phantom_dir, tmp_path):
     (lambda t: t.replace('aif = "preclinical"', 'aif = "human"'), '[dce] aif must be one of "parker", "preclinical", '
                                                                           '"measured", got \'human\''),
     (lambda t: t.replace("[dce]", "[dce]\nblood_t10_s = 2.0"), 'apply only to aif = "measured"'),
+    (lambda t: t.replace('aif = "preclinical"', 'aif = "measured"\naif_mask = "mask.nii.gz"\nblood_t10_s = 2.0'),
+     '[dce] aif_delay_s applies only to aif = "parker" or "preclinical"'),
 ])
 def test_bad_config_exits_2_with_one_error_line(phantom_dir, tmp_path, edit, message):
     shifted = nib.load(str(phantom_dir / "mask.nii.gz"))
@@ -86,18 +88,20 @@ def test_bad_config_exits_2_with_one_error_line(phantom_dir, tmp_path, edit, mes
 
 # ---------------------------------------------------------------- DCE: AIF choice, uncertainty
 
-def _dce_run(phantom_dir, tmp_path, name, series=None, **dce):
-    """``hybrid maps`` on the phantom's DCE (+ VFA) only, with ``dce`` keys changed; returns
-    (output directory, summary)."""
+def _dce_run(phantom_dir, tmp_path, name, series=None, vfa_series=None, **dce):
+    """``hybrid maps`` on the phantom's DCE (+ VFA) only, with ``dce`` keys changed (a key
+    given as None is removed); returns (output directory, summary)."""
     import tomllib
 
     from hybrid.io.toml import write_toml
 
     doc = tomllib.loads((phantom_dir / "maps.toml").read_text())
     doc.pop("cest")
-    doc["dce"].update(dce)
+    doc["dce"] = {key: value for key, value in {**doc["dce"], **dce}.items() if value is not None}
     if series is not None:
         doc["dce"]["series"] = series
+    if vfa_series is not None:
+        doc["vfa"]["series"] = vfa_series
     write_toml(phantom_dir / f"{name}.toml", doc)
     out = tmp_path / name
     run = _hybrid("maps", str(phantom_dir / f"{name}.toml"), "--output", str(out), cwd=tmp_path)
@@ -128,23 +132,35 @@ def test_maps_writes_standard_errors_and_reasons(phantom_dir, tmp_path):
     assert reason.get_data_dtype() == np.uint8
     assert np.all(_volume(out / "dce_reason.nii.gz")[~tissue] == 1)
     assert np.mean(_volume(out / "dce_reason.nii.gz")[tissue] == 0) > 0.9
-    assert summary["dce"]["aif"] == "preclinical" and summary["dce"]["unconvertible_voxels"] == 0
+    assert summary["dce"]["aif"] == "preclinical" and summary["dce"]["no_physical_inverse_voxels"] == 0
     assert set(summary["dce"]["reason_codes"]) == {"1", "2", "4", "8"}
 
 
-def test_maps_counts_signals_without_concentration(phantom_dir, tmp_path):
-    # zero signal in 3 tissue voxels at one frame: E1 >= 1 there, so no concentration (NaN),
-    # no fit (reason 1), and the summary counts them
-    img = nib.load(str(phantom_dir / "dce.nii.gz"))
+def _series_with_nan_or_zero(phantom_dir, name, frame, zero=(), nan=()):
+    """The phantom's ``name`` series (NIfTI and sidecar) with ``frame`` set to 0 in the voxels
+    ``zero`` and to NaN in ``nan`` ((k, 3) indices), as ``<name>_edited``; returns its file name."""
+    img = nib.load(str(phantom_dir / f"{name}.nii.gz"))
     data = np.asarray(img.dataobj, dtype=np.float32)
-    tissue = np.argwhere(_volume(phantom_dir / "mask.nii.gz") > 0)[:3]
-    data[tissue[:, 0], tissue[:, 1], tissue[:, 2], 60] = 0.0
-    nib.save(nib.Nifti1Image(data, img.affine, img.header), str(phantom_dir / "dce_zero.nii.gz"))
-    (phantom_dir / "dce_zero.json").write_text((phantom_dir / "dce.json").read_text())
-    out, summary = _dce_run(phantom_dir, tmp_path, "zero", series="dce_zero.nii.gz")
-    assert summary["dce"]["unconvertible_voxels"] == 3 == summary["dce"]["unconvertible_samples"]
+    for voxels, value in ((zero, 0.0), (nan, np.nan)):
+        for i, j, k in voxels:
+            data[i, j, k, frame] = value
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), str(phantom_dir / f"{name}_edited.nii.gz"))
+    (phantom_dir / f"{name}_edited.json").write_text((phantom_dir / f"{name}.json").read_text())
+    return f"{name}_edited.nii.gz"
+
+
+def test_maps_counts_signals_without_concentration(phantom_dir, tmp_path):
+    """Zero DCE signal at one frame in 3 tissue voxels (E1 >= 1: no physical inverse), a NaN
+    DCE sample in 2 others and a NaN VFA sample (no T10) in 1 more: all 6 have no concentration
+    and no fit (reason 1); the summary counts the 3 apart from the 3 without finite input."""
+    tissue = np.argwhere(_volume(phantom_dir / "mask.nii.gz") > 0)
+    dce_series = _series_with_nan_or_zero(phantom_dir, "dce", 60, zero=tissue[:3], nan=tissue[3:5])
+    vfa_series = _series_with_nan_or_zero(phantom_dir, "vfa", 0, nan=tissue[5:6])
+    out, summary = _dce_run(phantom_dir, tmp_path, "zero", series=dce_series, vfa_series=vfa_series)
+    assert summary["dce"]["no_physical_inverse_voxels"] == 3 == summary["dce"]["no_physical_inverse_samples"]
+    assert summary["dce"]["nonfinite_input_voxels"] == 3
     ktrans, reason = _volume(out / "Ktrans.nii.gz"), _volume(out / "dce_reason.nii.gz")
-    for i, j, k in tissue:
+    for i, j, k in tissue[:6]:
         assert np.isnan(ktrans[i, j, k]) and reason[i, j, k] == 1
 
 
@@ -177,7 +193,7 @@ def test_maps_aif_choices(phantom_dir, tmp_path):
     (phantom_dir / "dce_artery.json").write_text((phantom_dir / "dce.json").read_text())
     nib.save(nib.Nifti1Image(artery, img.affine), str(phantom_dir / "artery.nii.gz"))
     out, summary = _dce_run(phantom_dir, tmp_path, "measured", series="dce_artery.nii.gz",
-                            aif="measured", aif_mask="artery.nii.gz", blood_t10_s=2.2)
+                            aif="measured", aif_mask="artery.nii.gz", blood_t10_s=2.2, aif_delay_s=None)
     assert summary["dce"]["aif"] == "measured"
     assert summary["dce"]["plasma_aif_peak_mM"] == pytest.approx(blood.max() / (1 - S["hematocrit"]),
                                                                  rel=1e-6)

@@ -74,6 +74,9 @@ def test_files_shapes_affine_and_sidecar(serial):
     truth = json.loads((out / "truth.json").read_text())
     assert truth["parameters"]["tumour"]["hydraulic_conductivity"]["unit"] == "m^2/(Pa s)"
     assert truth["parameters"]["release_rate"]["value"] > 0
+    assert "host" not in truth["parameters"] and truth["parameters"]["geometry"]["tumour_radius"]["unit"] == "m"
+    assert truth["parameters"]["plasma"]["liposome_half_life"]["unit"] == "s"   # every number with its unit
+    assert truth["parameters"]["time"]["step"]["unit"] == "s"
     assert truth["grid"]["shape"] == [4, 4, 1]
     fraction, _ = _load(out / "released_fraction.nii.gz")
     assert fraction.shape == data.shape

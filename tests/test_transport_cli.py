@@ -286,8 +286,9 @@ def _image_run(tmp_path, name: str, formulation: str, extra: str = "", ranks: in
     return points, fields, json.loads((out / "summary.json").read_text())
 
 
-def _write_map(path, left: float, right: float, nan_corner: bool = False):
-    """2-D NIfTI map on 0.1 mm voxels over [-1.5, 1.5] mm: ``left`` for x < 0, ``right`` for x > 0."""
+def _write_map(path, left: float, right: float, nan_corner: bool = False, shift_mm: float = 0.0):
+    """2-D NIfTI map on 0.1 mm voxels over [-1.5, 1.5] mm (moved by ``shift_mm`` in x): ``left`` for
+    x < 0, ``right`` for x > 0."""
     import nibabel
 
     n = 30
@@ -297,6 +298,7 @@ def _write_map(path, left: float, right: float, nan_corner: bool = False):
         data[0, 0, 0] = np.nan   # outside the disc: an invalid CEST voxel
     affine = np.diag([0.1, 0.1, 1.0, 1.0])
     affine[:2, 3] = -1.5 + 0.05
+    affine[0, 3] += shift_mm
     nibabel.save(nibabel.Nifti1Image(data, affine), str(path))
 
 
@@ -328,6 +330,52 @@ def test_ktrans_map_scales_surface_to_volume(tmp_path):
     left, right = points[:, 0] < -2e-4, points[:, 0] > 2e-4
     ratio = halves["liposomal_drug"][left].mean() / halves["liposomal_drug"][right].mean()
     assert ratio == pytest.approx(2.0, rel=0.05)
+
+
+def test_ktrans_map_that_misses_the_tumour_is_one_error(tmp_path):
+    """A Ktrans map [1/min] whose affine lies 20 mm off the disc: one error line naming the map and
+    the slice instead of a run with the unscaled table S/V and Lp S/V."""
+    _write_map(tmp_path / "shifted.nii.gz", 0.2, 0.2, shift_mm=20.0)
+    config = tmp_path / "shifted.toml"
+    config.write_text(IMAGE_CASE.format(formulation="liposomal", extra='[tissue]\nktrans_map = "shifted.nii.gz"'))
+    result = run_hybrid("transport", config, "--output", tmp_path / "out", timeout=300)
+    line = assert_one_error(result, "has no finite value at any tumour cell (slice_index 0)")
+    assert "shifted.nii.gz" in line
+
+
+def test_ktrans_map_keeps_surface_to_volume_finite_where_lp_is_zero(tmp_path):
+    """[host] filtration_coefficient = 0 (host Lp S/V 0) with a Ktrans map: the drug S/V [1/m] is the
+    table S/V times Ktrans / region mean in every cell, finite (no 0/0 from a ratio of Lp S/V)."""
+    import tomllib
+
+    from mpi4py import MPI
+
+    import hybrid._fem_stack  # noqa: F401  (before dolfinx)
+    import dolfinx.fem
+    from hybrid.commands.transport import _images, _model, build_domain
+    from hybrid.forward.image_sampling import sample_image
+    from hybrid.io.nifti import read_volume
+    from hybrid.mesh import tags
+
+    _write_map(tmp_path / "halves.nii.gz", 0.4, 0.2)
+    data = tomllib.loads(IMAGE_CASE.format(formulation="liposomal", extra='[tissue]\nktrans_map = "halves.nii.gz"\n'
+                                                                          '[host]\nfiltration_coefficient = 0.0'))
+    data["geometry"] |= {"host_thickness": 4.0e-4, "mesh_size": 2.0e-4}
+    config = transport_config_from_dict(data, base=tmp_path)
+    domain = build_domain(config, MPI.COMM_SELF, lambda message: None, {})
+    images = _images(config, domain, lambda message: None)
+    model = _model(config, domain, False, images=images)
+    space = images["vascular_exchange"].function_space   # DG0
+    surface = dolfinx.fem.Function(space)
+    surface.interpolate(dolfinx.fem.Expression(model.surface_to_volume, space.element.interpolation_points))
+    ktrans = sample_image(domain, *read_volume(tmp_path / "halves.nii.gz"), space="DG0", method="nearest").x.array
+    stats = images["stats"]
+    for tag, name, table in ((tags.TUMOUR, "tumour", config.tissue.surface_to_volume),
+                             (tags.HOST, "host", config.host.vessel_surface_density)):
+        cells = space.dofmap.list[domain.cell_tags.find(tag)].ravel()
+        assert cells.size and np.isfinite(surface.x.array[cells]).all()
+        np.testing.assert_allclose(surface.x.array[cells],
+                                   table * ktrans[cells] / stats[f"mean_{name}_ktrans_per_min"], rtol=1e-12)
 
 
 EVERY_SECTION = """

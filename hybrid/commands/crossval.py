@@ -5,8 +5,9 @@
 Kind "ifp":
 
 1. Re-solve the steady IFP (:func:`hybrid.forward.ifp.solve_ifp`, P1) on the ``[geometry]`` disc
-   with the recovered coefficients of ``inversion.json`` (estimates and known values), p =
-   ``far_pressure`` on the edge.
+   with the recovered coefficients of ``inversion.json`` (estimates and known values; a field
+   unknown as its recovered NIfTI map interpolated onto P1, NaN voxels from the nearest finite
+   one), p = ``far_pressure`` on the edge.
 2. PINN vs FEM, relative L2 over the mesh from assembled integrals (not the training loss),
    ``||p_PINN - p_FEM|| / ||p_FEM||``, two ways: ``network_at_nodes``, the trained networks
    (``networks/``, ensemble mean) evaluated at the P1 nodes, and ``relative_l2``, the recovered
@@ -24,8 +25,8 @@ Kind "release":
 1. Re-solve the transport of the invert run's ``[problem] transport`` configuration
    (:func:`hybrid.commands.transport.setup_transport`: its mesh, IFP, plasma curves) with the
    recovered release rate, or for pH-sensitive liposomes the pH law k(pH_e) with the recovered
-   ``ph_50`` / ``steepness`` on the invert run's ``[data] ph_map`` (else the transport's pH),
-   stepping to every frame time after injection (:func:`hybrid.commands.synthesize.frame_stops`,
+   ``ph_50`` / ``steepness`` on the invert run's ``[data] ph_map`` (else the transport's pH), and a
+   recovered liposomal ``vessel_permeability`` (:func:`hybrid.commands.invert.with_tumour_flow`), stepping to every frame time after injection (:func:`hybrid.commands.synthesize.frame_stops`,
    steps of at most ``[time] step``).
 2. PINN vs FEM at every such frame: the networks (ensemble mean) at the P1 nodes against the FEM
    fields, relative L2 over the mesh (assembled) for liposomal, free, cell and total drug.
@@ -34,7 +35,8 @@ Kind "release":
    noise-free ``truth/total_drug.nii.gz``), relative l2 over the voxels finite in both; the same
    for the released fraction when it was observed.
 4. Identifiability of every unknown from the trained frames: the FEM's Fisher information at the
-   recovered values with the data's noise sd (:func:`hybrid.validation.classical.release_identifiability`);
+   recovered values with the data's noise sd (:func:`hybrid.validation.classical.release_identifiability`;
+   with a ``vessel_permeability`` unknown by FEM runs at each perturbed value, as for "coupled");
    ``recovered.NAME.identifiable`` is false where the Cramer-Rao sd exceeds 5 % of the value or the
    unknown loads on an unseen direction: such an estimate is not a measurement.
 
@@ -68,7 +70,7 @@ import dolfinx.fem
 import ufl
 
 from hybrid.config.crossval import CrossvalConfig
-from hybrid.config.invert import COUPLED_UNKNOWNS, IFP_COEFFICIENTS, RELEASE_UNKNOWNS
+from hybrid.config.invert import COUPLED_UNKNOWNS, DRUG_UNKNOWNS, IFP_COEFFICIENTS, RELEASE_UNKNOWNS
 from hybrid.forward.image_sampling import observe_on_grid, sample_image
 from hybrid.forward.ifp import solve_ifp
 from hybrid.io.nifti import read_dce_series, read_volume
@@ -83,9 +85,11 @@ HELD_OUT_NOTE = ("the IFP kind is steady (no time axis): the prediction reported
 
 
 def recovered_coefficients(inversion: dict) -> dict[str, float]:
-    """The five IFP coefficients [SI] of an inversion.json: estimates of the unknowns, the rest known."""
+    """The five IFP coefficients [SI] of an inversion.json: estimates of the unknowns, the rest known;
+    a field unknown by its voxel mean (the field itself: its NIfTI, ``inversion["fields"]``)."""
     values = {name: entry["value"] for name, entry in inversion["known"].items()}
     values |= {name: entry["estimate"] for name, entry in inversion["estimates"].items() if name in IFP_COEFFICIENTS}
+    values |= {name: entry["mean"] for name, entry in inversion.get("fields", {}).items()}
     missing = sorted(set(IFP_COEFFICIENTS) - set(values))
     if missing:
         raise ValueError(f"inversion.json lacks the coefficient(s) {', '.join(missing)}; is it a `hybrid invert` "
@@ -104,20 +108,22 @@ def relative_l2(value, reference) -> float:
     return float(np.sqrt(integral(ufl.inner(difference, difference)) / integral(ufl.inner(reference, reference))))
 
 
-def fill_nan_nearest(volume: np.ndarray) -> np.ndarray:
-    """``volume`` with every NaN voxel set to the value of the nearest finite voxel (ValueError if none)."""
+def fill_nan_nearest(volume: np.ndarray, name: str = "the recovered IFP map ifp.nii.gz") -> np.ndarray:
+    """``volume`` (``name`` in the error) with every NaN voxel set to the value of the nearest finite
+    voxel (ValueError if none)."""
     missing = np.isnan(volume)
     if missing.all():
-        raise ValueError("the recovered IFP map ifp.nii.gz has no finite voxel")
+        raise ValueError(f"{name} has no finite voxel")
     index = ndimage.distance_transform_edt(missing, return_distances=False, return_indices=True)
     return volume[tuple(index)]
 
 
-def _solve(domain, boundary: OuterBoundary, coefficients: dict[str, float]):
-    """P1 IFP [Pa] with the five coefficients as constants over the tumour."""
+def _solve(domain, boundary: OuterBoundary, coefficients: dict):
+    """P1 IFP [Pa] with the five coefficients over the tumour: numbers (constants) or fields."""
     mesh = domain.mesh
     fields = {("hydraulic_conductivity" if name == "conductivity" else name):
-              dolfinx.fem.Constant(mesh, value) for name, value in coefficients.items()}
+              value if isinstance(value, dolfinx.fem.Function) else dolfinx.fem.Constant(mesh, value)
+              for name, value in coefficients.items()}
     return solve_ifp(domain, TissueProperties.defaults("tumour"), boundary, fields=fields).pressure
 
 
@@ -180,7 +186,12 @@ def _ifp(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
     start = time.perf_counter()
     domain = build_mesh(config.geometry.resolved(rim), comm)
     boundary = OuterBoundary("dirichlet", invert.problem.far_pressure)
-    fem = _solve(domain, boundary, recovered)
+    field_entries = inversion.get("fields", {})
+    field_maps = {name: everywhere(comm, lambda entry=entry: read_volume(source / entry["file"]))
+                  for name, entry in field_entries.items()}
+    fields = {name: sample_image(domain, fill_nan_nearest(volume, f"the recovered {name} map"), affine_field, name=name)
+              for name, (volume, affine_field) in field_maps.items()}
+    fem = _solve(domain, boundary, recovered | fields)
     nodes = fem.function_space.dofmap.index_map.size_global
     pinn = sample_image(domain, pinn_map, affine, name="pinn_pressure")
     pinn_error = relative_l2(pinn, fem)
@@ -191,6 +202,8 @@ def _ifp(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
     at_nodes = everywhere(comm, lambda: _network_nodes_ifp(config, fem, log))
     result = {"command": "validate", "problem": "ifp", "inversion": str(source),
               "recovered_coefficients": {name: {"value": value, "unit": IFP_COEFFICIENTS[name]}
+                                         | ({"field": field_entries[name]["file"], "value_is": "voxel mean"}
+                                            if name in field_entries else {})
                                          for name, value in recovered.items()},
               "fem": {"nodes": nodes, "degree": 1, "geometry": {"shape": "disc",
                                                                  "tumour_radius_m": config.geometry.tumour_radius,
@@ -245,7 +258,7 @@ def _drug(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
     from hybrid.problems.release import release_law
 
     invert, source, kind = config.invert, config.inversion.directory, config.invert.problem.kind
-    units = COUPLED_UNKNOWNS if kind == "coupled" else RELEASE_UNKNOWNS
+    units = COUPLED_UNKNOWNS if kind == "coupled" else DRUG_UNKNOWNS
     inversion = everywhere(comm, lambda: json.loads((source / "inversion.json").read_text()))
     recovered = everywhere(comm, lambda: {name: float(entry["estimate"]) for name, entry in
                                           inversion["estimates"].items() if name in units})
@@ -283,7 +296,7 @@ def _drug(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
             if held[index]:
                 predictions.append(_held_out(series, species, index, stop, observed, grid, operator, log))
         nodes_global = species[0].function_space.dofmap.index_map.size_global
-        if kind == "release":
+        if set(recovered) <= set(RELEASE_UNKNOWNS):   # the release law alone: constants changed in place
             analyse_images = lambda *data: _release_analysis(setup, constants, *data)
         else:
             analyse_images = lambda *data: _coupled_analysis(setup, constants, recovered, law, comm, *data)
@@ -379,10 +392,11 @@ def _release_analysis(setup, constants: dict, times, images: dict, noise: dict, 
 
 def _coupled_analysis(setup, constants: dict, recovered: dict, law, comm, times, images: dict, noise: dict,
                       logs: dict, affine_mm, points_per_axis: int):
-    """Identifiability (:func:`hybrid.validation.classical.identifiability`) of the coupled unknowns
-    at ``recovered``: the release-law ``constants`` and the tumour's conductivity / effective
-    pressure, every perturbed value a FEM run of ``setup.config`` with the IFP re-solved
-    (:func:`hybrid.validation.classical.release_images`); the constants are restored."""
+    """Identifiability (:func:`hybrid.validation.classical.identifiability`) of the unknowns at
+    ``recovered`` beyond the release law alone: the release-law ``constants`` and the tumour's
+    conductivity / effective pressure or the liposomes' vessel permeability, every perturbed value a
+    FEM run of ``setup.config`` (:func:`hybrid.commands.invert.with_tumour_flow`; with Darcy flow
+    the IFP re-solved, :func:`hybrid.validation.classical.release_images`); the constants are restored."""
     from hybrid.commands.invert import with_tumour_flow
     from hybrid.commands.transport import setup_transport
     from hybrid.validation.classical import identifiability, release_images

@@ -92,8 +92,9 @@ def run_forward(config: ForwardConfig, comm: MPI.Comm = MPI.COMM_WORLD, log=None
 
         ktrans, affine_mm = ktrans_image
         slice_index = geometry.slice_index if mesh.dim == 2 and ktrans.shape[2] > 1 else None
-        exchange, stats = vascular_exchange_from_ktrans(mesh, ktrans, affine_mm, config.tumour, config.host,
-                                                        slice_index=slice_index)
+        exchange, _, stats = vascular_exchange_from_ktrans(mesh, ktrans, affine_mm, config.tumour, config.host,
+                                                           slice_index=slice_index,
+                                                           label=f"Ktrans map {config.images.ktrans}")
         return {"vascular_exchange": exchange}, stats
 
     if geometry.adaptive_dofs:

@@ -52,8 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid.config.invert import (COUPLED_UNKNOWNS, IFP_COEFFICIENTS, PH_LAW_UNKNOWNS, RELEASE_UNKNOWNS, InvertConfig,
-                                  load_transport)
+from hybrid.config.invert import (COUPLED_UNKNOWNS, DRUG_UNKNOWNS, IFP_COEFFICIENTS, PH_LAW_UNKNOWNS, RELEASE_UNKNOWNS,
+                                  InvertConfig, load_transport)
 from hybrid.io.nifti import read_volume, write_series, write_volume
 from hybrid.io.observations import read_drug_series, read_truth
 from hybrid.records import ObservationOperator, Observations, VoxelGrid
@@ -67,7 +67,8 @@ _TRUTH_KEYS = {"conductivity": "tumour.hydraulic_conductivity",
                "effective_pressure": "tumour_derived.effective_pressure",
                "lymphatic_filtration": "tumour.lymphatic_filtration",
                "lymphatic_pressure": "tumour.lymphatic_pressure",
-               "release_rate": "release_rate", "ph_50": "release.ph_50", "steepness": "release.steepness"}
+               "release_rate": "release_rate", "ph_50": "release.ph_50", "steepness": "release.steepness",
+               "vessel_permeability": "carriers.liposome.vessel_permeability"}
 """Where each coefficient lives in ``hybrid synthesize``'s truth.json ``parameters``."""
 WARM_START_INTERVAL_S = 60.0
 """Time between the FEM snapshots of the warm start [s] (every step where ``[time] step`` is coarser)."""
@@ -173,7 +174,9 @@ def release_physics(transport, radius: float, ph_map: Path | None = None) -> dic
     ``ph_law`` holds the pH law's table constants and the pH_e map (``ph_map``, else the
     transport's ``[release] ph_map``; non-finite voxels take its uniform ``[release] ph``, as in
     the FEM) as ``ph_volume`` on ``ph_grid``, or None for a uniform pH; ``release_rate`` is the
-    rate at the uniform pH (None with a map)."""
+    rate at the uniform pH (None with a map). ``ktrans_map``: the transport's ``[tissue]
+    ktrans_map`` (``volume`` [1/min], ``grid``, ``slice_index``, ``label``, ``path``) or None; the
+    PINN scales the vascular exchange with it as the FEM does (:func:`hybrid.inverse.images.ktrans_scale`)."""
     from hybrid.problems import release
     from hybrid.problems.parameters import default
     from hybrid.commands.plasma import plasma_curves
@@ -188,7 +191,6 @@ def release_physics(transport, radius: float, ph_map: Path | None = None) -> dic
                                                                                                "ph_sensitive")),
         (f"uptake {transport.free_drug.uptake!r} (needs linear)", transport.free_drug.uptake != "linear"),
         (f"albumin binding {transport.free_drug.albumin_binding!r}", transport.free_drug.albumin_binding != "none"),
-        ("a [tissue] ktrans_map", transport.tissue.ktrans_map is not None),
         ("[heating]", transport.heating is not None), ("[radiation]", transport.radiation is not None))
         if bad]
     if refuse:
@@ -212,11 +214,17 @@ def release_physics(transport, radius: float, ph_map: Path | None = None) -> dic
             volume, affine = read_volume(ph_map)
             ph_law |= {"ph_volume": np.where(np.isfinite(volume), volume, transport.release.ph),
                        "ph_grid": VoxelGrid(affine, volume.shape)}
+    ktrans_map = None
+    if transport.tissue.ktrans_map is not None:
+        volume, affine = read_volume(transport.tissue.ktrans_map)
+        ktrans_map = {"volume": volume, "grid": VoxelGrid(affine, volume.shape), "slice_index": geometry.slice_index,
+                      "label": f"Ktrans map {transport.tissue.ktrans_map}", "path": str(transport.tissue.ktrans_map)}
     rate = default("k_rel_L") if formulation == "liposomal" else \
         None if ph_law["ph_volume"] is not None else float(release.ph_release_rate(transport.release.ph))
     return {"diffusivity_lipo": lipo.diffusivity, "diffusivity_free": free.diffusivity, "ph_law": ph_law,
             "uptake_rate": free.uptake_rate, "clearance": lipo.clearance, "release_rate": rate,
             "interstitial_fraction": transport.tissue.interstitial_fraction, "hindrance": lipo.hindrance,
+            "surface_to_volume": surface, "ktrans_map": ktrans_map,
             "free_binding_ratio": 0.0, "end_time": transport.time.end, "flow": flow,
             "exchange_lipo": {"plasma": liposomal, "permeability_surface": lipo.vessel_permeability * surface,
                               "reflection": lipo.reflection},
@@ -247,14 +255,20 @@ def coupled_physics(transport, radius: float, ph_map: Path | None = None) -> dic
 def with_tumour_flow(transport, values: dict):
     """``transport`` (a TransportConfig) with the tumour's ``conductivity`` K [m^2/(Pa s)] and
     ``effective_pressure`` p_e [Pa] of ``values`` where present (p_e through the vascular pressure
-    p_v = p_e + sigma (pi_v - pi_i), the FEM's parameters); other names are ignored."""
+    p_v = p_e + sigma (pi_v - pi_i), the FEM's parameters) and the liposomes'
+    ``vessel_permeability`` P_L [m/s]; other names (the release law's) are ignored."""
     tumour, changes = transport.tumour, {}
     if "conductivity" in values:
         changes["hydraulic_conductivity"] = values["conductivity"]
     if "effective_pressure" in values:
         # p_v - p_e = sigma (pi_v - pi_i) is unchanged (hybrid.problems.exchange.effective_pressure)
         changes["vascular_pressure"] = tumour.vascular_pressure + values["effective_pressure"] - tumour.effective_pressure
-    return replace(transport, tumour=replace(tumour, **changes)) if changes else transport
+    if changes:
+        transport = replace(transport, tumour=replace(tumour, **changes))
+    if "vessel_permeability" in values:
+        transport = replace(transport, liposome=replace(transport.liposome,
+                                                        vessel_permeability=values["vessel_permeability"]))
+    return transport
 
 
 def estimate_names(kind: str) -> dict[str, str]:
@@ -274,6 +288,8 @@ def build_problems(config: InvertConfig, observations: tuple[Observations, ...])
 
     unknowns = {name: asdict(unknown) for name, unknown in config.unknowns.items()}
     problem = config.problem
+    if problem.kind != "ifp":   # scalar unknowns only (the config refuses fields there)
+        unknowns = {name: {k: v for k, v in spec.items() if k != "field"} for name, spec in unknowns.items()}
     if problem.kind == "ifp":
         return [disc_ifp_problem(problem.radius, config.known(), unknowns, IFP_COEFFICIENTS, observations[0],
                                  far_pressure=problem.far_pressure, pressure_scale=problem.pressure_scale, seed=seed)
@@ -296,7 +312,7 @@ def build_problems(config: InvertConfig, observations: tuple[Observations, ...])
                                     interface_points=problem.interface_points, flow_points=problem.flow_points,
                                     interface_width=problem.interface_width)
                 for seed in _seeds(config)]
-    return [disc_release_problem(problem.radius, physics, unknowns, RELEASE_UNKNOWNS, observations,
+    return [disc_release_problem(problem.radius, physics, unknowns, DRUG_UNKNOWNS, observations,
                                  concentration_scale=scale, pressure_scale=problem.pressure_scale, seed=seed)
             for seed in _seeds(config)]
 
@@ -340,6 +356,28 @@ def _train(config: InvertConfig, problems: list, log, resume: bool) -> tuple[lis
     return results, pretrained, warm_starts if warm_start else None
 
 
+def _write_field(directory: Path, name: str, problems: list, grid, operator, truth: float | None) -> dict:
+    """The field unknown ``name`` of every member voxel-averaged like the data: ``<name>.nii.gz``
+    (ensemble mean) and with an ensemble ``<name>_spread.nii.gz`` (sample sd) on the observation
+    grid; returns its inversion.json entry (file, unit, range; against a uniform ``truth`` [SI] the
+    relative l2 over the voxels)."""
+    from hybrid.inverse.images import voxel_average
+
+    unit = IFP_COEFFICIENTS[name]
+    members = [voxel_average(p, grid, operator, name) for p in problems]
+    mean = np.mean(members, axis=0)
+    write_volume(directory / f"{name}.nii.gz", mean, grid.affine_mm, description=f"recovered {name} [{unit}]"[:79])
+    if len(members) > 1:
+        write_volume(directory / f"{name}_spread.nii.gz", np.std(members, axis=0, ddof=1), grid.affine_mm,
+                     description=f"{name} spread [{unit}]: sample sd over the ensemble"[:79])
+    values = mean[np.isfinite(mean)]
+    entry = {"file": f"{name}.nii.gz", "unit": unit, "voxels": int(values.size), "mean": float(values.mean()),
+             "min": float(values.min()), "max": float(values.max())}
+    if truth is not None:
+        entry |= {"truth": truth, "relative_l2": float(np.linalg.norm(values - truth) / (abs(truth) * np.sqrt(values.size)))}
+    return entry
+
+
 def _fem_at_start(config: InvertConfig, problem, log) -> tuple:
     """``[training] warm_start = "fem"``: the FEM forward solve of ``[problem] transport`` (serial,
     COMM_SELF; DOLFINx imported here only) with the release law at ``problem``'s unknowns' start
@@ -355,8 +393,8 @@ def _fem_at_start(config: InvertConfig, problem, log) -> tuple:
     from hybrid.records import FemSnapshots
 
     start = time.perf_counter()
-    values = {u.name: float(u().detach()) for u in problem.scalar_unknowns() if u.name in RELEASE_UNKNOWNS}
-    transport = with_ph_map(load_transport(config.problem.transport), config.data.ph_map)
+    values = {u.name: float(u().detach()) for u in problem.scalar_unknowns() if u.name in DRUG_UNKNOWNS}
+    transport = with_tumour_flow(with_ph_map(load_transport(config.problem.transport), config.data.ph_map), values)
     end = problem.scales.time   # the PINN's time domain [0, end_time] s
     steps = max(1, math.ceil(end / transport.time.step - 1e-9))
     dt = end / steps
@@ -445,18 +483,31 @@ def run_invert(config: InvertConfig, directory: Path, log, resume: bool = False)
         entry = {"estimate": float(values.mean()), "unit": unit,
                  "spread": float(values.std(ddof=1)) if values.size > 1 else None, "members": values.tolist()}
         if truth is not None and name in truth:
-            entry |= {"truth": truth[name], "relative_error": abs(entry["estimate"] - truth[name]) / abs(truth[name])}
+            error = abs(entry["estimate"] - truth[name])
+            entry |= {"truth": truth[name], "absolute_error": error,
+                      "relative_error": error / abs(truth[name]) if truth[name] != 0 else None}
         estimates[name] = entry
     summary = {"command": "invert", "problem": kind, "observations": str(config.data.observations),
                "estimates": estimates}
+    scale = getattr(problems[0], "exchange_scale", None)
+    if kind != "ifp":
+        summary["ktrans_map"] = None if scale is None else {
+            "map": scale.label, "region_mean_per_min": scale.means_per_min,
+            "use": "P S/V and Lp S/V times Ktrans / its region mean (1 where the map has no value), as the FEM"}
     grid, operator = records[0].grid, records[0].operator
     if kind == "ifp":
         summary["known"] = {name: {"value": value, "unit": IFP_COEFFICIENTS[name]}
                             for name, value in config.known().items()}
+    for name in [name for name, unknown in config.unknowns.items() if unknown.field]:   # kind "ifp"
+        summary.setdefault("fields", {})[name] = _write_field(directory, name, problems, grid, operator,
+                                                               truth.get(name) if truth is not None else None)
     if kind != "release":
-        pressure = np.mean([voxel_average(p if kind == "ifp" else p.flow, grid, operator) for p in problems], axis=0)
-        write_volume(directory / "ifp.nii.gz", pressure, grid.affine_mm,
+        pressures = [voxel_average(p if kind == "ifp" else p.flow, grid, operator) for p in problems]
+        write_volume(directory / "ifp.nii.gz", np.mean(pressures, axis=0), grid.affine_mm,
                      description="recovered IFP [Pa] (inverse PINN)", intent_name="IFP [Pa]")
+        if len(problems) > 1:
+            write_volume(directory / "ifp_spread.nii.gz", np.std(pressures, axis=0, ddof=1), grid.affine_mm,
+                         description="IFP spread [Pa]: sample sd over the ensemble", intent_name="IFP sd [Pa]")
     if kind != "ifp":
         times = records[0].frame_times_s
         after = times > 0
@@ -468,6 +519,11 @@ def run_invert(config: InvertConfig, directory: Path, log, resume: bool = False)
                          {"FrameTimes_s": times[after].tolist(), "Quantity": name, "Unit": unit,
                           "Source": "inverse PINN (ensemble mean), voxel means like the data"},
                          description=f"recovered {name} [{unit}] (inverse PINN)")
+            if len(problems) > 1:
+                write_series(directory / f"{name}_spread.nii.gz", np.std([m[name] for m in members], axis=0, ddof=1),
+                             grid.affine_mm, {"FrameTimes_s": times[after].tolist(), "Quantity": f"{name} spread",
+                                              "Unit": unit, "Source": "inverse PINN, sample sd over the ensemble"},
+                             description=f"{name} spread [{unit}]: sample sd over the ensemble")
         held_out = []
         for index in np.flatnonzero(held):
             frame = int(np.flatnonzero(np.flatnonzero(after) == index)[0])
@@ -497,6 +553,7 @@ def run_invert(config: InvertConfig, directory: Path, log, resume: bool = False)
                                         for k, v in asdict(config.training).items()}}
     (directory / "inversion.json").write_text(json.dumps(summary, indent=2) + "\n")
     for name, entry in estimates.items():
-        error = f", error {100 * entry['relative_error']:.1f} %" if "relative_error" in entry else ""
+        error = (f", error {100 * entry['relative_error']:.1f} %" if entry.get("relative_error") is not None else
+                 f", error {entry['absolute_error']:.3g} {entry['unit']}" if "absolute_error" in entry else "")
         log(f"{name} = {entry['estimate']:.4g} {entry['unit']}{error}")
     return summary

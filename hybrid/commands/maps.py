@@ -292,9 +292,11 @@ def run_maps(config, log=None) -> dict:
         tr = _setting(settings.tr_s, dce_series.metadata, "RepetitionTimeExcitation", "DCE TR [s]", settings.series)
         fa = _setting(settings.flip_angle_deg, dce_series.metadata, "FlipAngle", "DCE flip angle [deg]",
                       settings.series, 180.0)
-        conc = dce.signal_to_concentration(dce_series.data[mask], t10_s=settings.t10_s if t10 is None else t10,
-                                           r1_per_mM_s=settings.r1_per_mM_s, tr_s=tr, flip_angle_deg=fa,
-                                           n_baseline=settings.n_baseline)
+        signal, t10_s = dce_series.data[mask], settings.t10_s if t10 is None else t10
+        conc = dce.signal_to_concentration(signal, t10_s=t10_s, r1_per_mM_s=settings.r1_per_mM_s, tr_s=tr,
+                                           flip_angle_deg=fa, n_baseline=settings.n_baseline)
+        finite_input = np.isfinite(signal).all(axis=1) & np.isfinite(t10_s)   # else NaN concentration
+        no_inverse = ~np.isfinite(conc) & finite_input[:, None]   # E1 outside (0, 1), or a zero baseline
         times = dce_series.axis
         if settings.aif == "measured":
             aif_mask, aif_affine = nifti.read_volume(settings.aif_mask)
@@ -315,8 +317,9 @@ def run_maps(config, log=None) -> dict:
         maps["dce_reason"] = np.full(shape, 1, dtype=np.uint8)   # 1: not fitted (outside the mask)
         maps["dce_reason"][mask] = reason
         dce_report = {"aif": settings.aif, "plasma_aif_peak_mM": float(cp.max()),
-                      "unconvertible_voxels": int((~np.isfinite(conc)).any(axis=1).sum()),
-                      "unconvertible_samples": int((~np.isfinite(conc)).sum()),
+                      "no_physical_inverse_voxels": int(no_inverse.any(axis=1).sum()),
+                      "no_physical_inverse_samples": int(no_inverse.sum()),
+                      "nonfinite_input_voxels": int((~finite_input).sum()),
                       "reason_counts": {str(bit): int(((reason & bit) > 0).sum()) for bit in dce.REASONS},
                       "reason_codes": {str(bit): text for bit, text in dce.REASONS.items()}}
         stages["dce_s"] = time.perf_counter() - t0

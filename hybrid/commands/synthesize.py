@@ -40,6 +40,10 @@ _TUMOUR_UNITS = {"hydraulic_conductivity": "m^2/(Pa s)", "filtration_coefficient
                  "vessel_surface_density": "1/m", "vascular_pressure": "Pa", "plasma_oncotic_pressure": "Pa",
                  "interstitial_oncotic_pressure": "Pa", "reflection_coefficient": "1",
                  "lymphatic_filtration": "1/(Pa s)", "lymphatic_pressure": "Pa"}
+_PLASMA_UNITS = {"free_concentration": "mol/m^3", "liposomal_concentration": "mol/m^3", "infusion_duration": "s",
+                 "liposome_half_life": "s", "albumin_bound_fraction": "1"}   # dose: in its own dose_unit
+_TIME_UNITS = {"end": "s", "step": "s", "output_interval": "s", "tolerance": "1"}
+_GEOMETRY_UNITS = {"tumour_radius": "m", "host_thickness": "m", "mesh_size": "m"}
 _CARRIER_UNITS = {"diffusivity": "m^2/s", "vessel_permeability": "m/s", "reflection": "1", "hindrance": "1",
                   "clearance": "1/s"}
 
@@ -121,11 +125,19 @@ def _parameters(config: TransportConfig, solver) -> dict:
     model = solver.model
     carriers = {"free_drug": model.free} | ({"liposome": model.liposomal} if model.liposomal is not None else {})
     value = lambda v: float(v) if isinstance(v, (int, float, np.floating)) else "spatial field (see config)"
-    return _release_parameters(config) | {
-        "tumour": {name: {"value": float(getattr(config.tumour, name)), "unit": unit}
-                   for name, unit in _TUMOUR_UNITS.items()},
-        "tumour_derived": {"vascular_exchange_LpSV": {"value": config.tumour.vascular_exchange, "unit": "1/(Pa s)"},
-                           "effective_pressure": {"value": config.tumour.effective_pressure, "unit": "Pa"}},
+    with_units = lambda section, units: {name: {"value": getattr(section, name), "unit": units[name]}
+                                         if name in units else getattr(section, name) for name in asdict(section)}
+    tissue = lambda properties: {name: {"value": float(getattr(properties, name)), "unit": unit}
+                                 for name, unit in _TUMOUR_UNITS.items()}
+    derived = lambda properties: {
+        "vascular_exchange_LpSV": {"value": properties.vascular_exchange, "unit": "1/(Pa s)"},
+        "effective_pressure": {"value": properties.effective_pressure, "unit": "Pa"}}
+    host = {} if config.host is None else {"host": tissue(config.host), "host_derived": derived(config.host)}
+    geometry = config.geometry
+    return _release_parameters(config) | host | {
+        "tumour": tissue(config.tumour), "tumour_derived": derived(config.tumour),
+        "geometry": {"shape": geometry.shape} | {name: {"value": float(getattr(geometry, name)), "unit": unit}
+                                                 for name, unit in _GEOMETRY_UNITS.items()},
         "carriers": {name: {key: {"value": float(getattr(carrier, key)), "unit": unit}
                             for key, unit in _CARRIER_UNITS.items()} for name, carrier in carriers.items()},
         "release_rate": {"value": value(model.release_rate), "unit": "1/s"},
@@ -135,9 +147,9 @@ def _parameters(config: TransportConfig, solver) -> dict:
         "free_uptake": {"model": config.free_drug.uptake,
                         "uptake_rate": {"value": float(config.free_drug.uptake_rate), "unit": "1/s"}},
         "cell_density": {"value": float(config.tissue.cell_density), "unit": "1/m^3"},
-        "plasma": asdict(config.plasma),
-        "flow": asdict(config.flow), "formulation": config.drug.formulation,
-        "time": asdict(config.time),
+        "plasma": with_units(config.plasma, _PLASMA_UNITS),
+        "flow": with_units(config.flow, {"far_field_pressure": "Pa"}), "formulation": config.drug.formulation,
+        "time": with_units(config.time, _TIME_UNITS),
     }
 
 

@@ -71,16 +71,16 @@ def _release_rate(config: TransportConfig, temperature=None, ph=None, law=None):
 
 
 def _images(config: TransportConfig, domain, log) -> dict:
-    """Image-derived fields (collective): ``ph`` (P1 pH_e from ``[release] ph_map``) and
-    ``vascular_exchange`` (DG0 Lp S/V [1/(Pa s)] scaled by ``[tissue] ktrans_map`` / its region mean), each None
-    without its map, and ``stats`` of the Ktrans scaling."""
+    """Image-derived fields (collective): ``ph`` (P1 pH_e from ``[release] ph_map``),
+    ``vascular_exchange`` (DG0 Lp S/V [1/(Pa s)] scaled by ``[tissue] ktrans_map`` / its region mean) and
+    ``ktrans_scale`` (that DG0 scale [1]), each None without its map, and ``stats`` of the Ktrans scaling."""
     from hybrid.collective import everywhere
     from hybrid.forward.image_sampling import ph_field, vascular_exchange_from_ktrans
     from hybrid.io.nifti import read_volume
 
     comm = domain.mesh.comm
     slice_of = lambda volume: config.geometry.slice_index if domain.dim == 2 and volume.shape[2] > 1 else None
-    images = {"ph": None, "vascular_exchange": None, "stats": None}
+    images = {"ph": None, "vascular_exchange": None, "ktrans_scale": None, "stats": None}
     if config.release.ph_map is not None:
         ph_map, affine = everywhere(comm, lambda: read_volume(config.release.ph_map))
         filled = np.where(np.isfinite(ph_map), ph_map, config.release.ph)   # invalid CEST voxels
@@ -88,23 +88,22 @@ def _images(config: TransportConfig, domain, log) -> dict:
         log(f"pH_e sampled from {config.release.ph_map} (non-finite voxels: pH {config.release.ph:g})")
     if config.tissue.ktrans_map is not None:
         ktrans, affine = everywhere(comm, lambda: read_volume(config.tissue.ktrans_map))
-        images["vascular_exchange"], images["stats"] = vascular_exchange_from_ktrans(
-            domain, ktrans, affine, config.tumour, config.host, slice_index=slice_of(ktrans))
+        images["vascular_exchange"], images["ktrans_scale"], images["stats"] = vascular_exchange_from_ktrans(
+            domain, ktrans, affine, config.tumour, config.host, slice_index=slice_of(ktrans),
+            label=f"Ktrans map {config.tissue.ktrans_map}")
         log(f"S/V and Lp S/V scaled by Ktrans / region mean from {config.tissue.ktrans_map}")
     return images
 
 
-def _surface_to_volume(config: TransportConfig, domain, vascular_exchange=None):
+def _surface_to_volume(config: TransportConfig, domain, ktrans_scale=None):
     """S/V [1/m] of the volume exchange on tumour-scale meshes: ``[tissue] surface_to_volume`` in
-    the tumour and ``[host] vessel_surface_density`` in the host (then a DG0 field), scaled like
-    Lp S/V where ``vascular_exchange`` (the Ktrans-scaled Lp S/V field [1/(Pa s)]) is given."""
-    surface, exchange = config.tissue.surface_to_volume, config.tumour.vascular_exchange
+    the tumour and ``[host] vessel_surface_density`` in the host (then a DG0 field), times
+    ``ktrans_scale`` (the DG0 Ktrans / region mean [1] that also scales Lp S/V) where given."""
+    surface = config.tissue.surface_to_volume
     if config.host is not None:
         surface = region_coefficient(domain, {tags.TUMOUR: surface, tags.HOST: config.host.vessel_surface_density},
                                      "surface_to_volume")
-        exchange = region_coefficient(domain, {tags.TUMOUR: exchange, tags.HOST: config.host.vascular_exchange},
-                                      "vascular_exchange")
-    return surface if vascular_exchange is None else surface * vascular_exchange / exchange
+    return surface if ktrans_scale is None else surface * ktrans_scale
 
 
 def _model(config: TransportConfig, domain, perivascular: bool, temperature=None,
@@ -120,7 +119,7 @@ def _model(config: TransportConfig, domain, perivascular: bool, temperature=None
     plasma_free, plasma_liposomal = plasma_curves(config)
     lipo = config.liposome
     rate_of_release = _release_rate(config, temperature, images.get("ph"), release_law)
-    surface = None if perivascular else _surface_to_volume(config, domain, images.get("vascular_exchange"))
+    surface = None if perivascular else _surface_to_volume(config, domain, images.get("ktrans_scale"))
     intravascular = None   # thermosensitive liposomes also release in the blood passing the heated tissue
     if config.drug.formulation == "thermosensitive":
         intravascular = release.intravascular_released_fraction(rate_of_release, config.release.transit_time)

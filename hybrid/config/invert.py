@@ -21,6 +21,8 @@ Kind "ifp" (steady Darcy-Starling IFP on a disc, from an IFP map)::
     upper = 1e-11
     initial = 1e-12                       # optional: geometric (log) / arithmetic mean of the bounds
     log = true                            # positive unknown learned in log space
+    field = false                         # optional: true makes it a field K(x) (conductivity,
+                                          # vascular_exchange or effective_pressure; no initial)
 
     [training]
     adam_steps = 600
@@ -43,7 +45,8 @@ Kind "ifp" (steady Darcy-Starling IFP on a disc, from an IFP map)::
 Coefficients of kind "ifp" (hybrid.inverse.IFPProblem): ``conductivity``, ``vascular_exchange``,
 ``effective_pressure`` (each known or unknown, required), ``lymphatic_filtration`` and
 ``lymphatic_pressure`` (default 0). A steady IFP map fixes only K / (Lp S/V) (the rim thickness)
-and the plateau: leave one of K and Lp S/V known.
+and the plateau: at most one of K, Lp S/V and LpL SL/V, and one of p_e and p_L, may be unknown
+(more are refused).
 
 Kind "release" (liposomal and free drug in space-time on the disc, unknown release rate k_rel),
 from a `hybrid synthesize` run::
@@ -66,7 +69,9 @@ from a `hybrid synthesize` run::
 
 The release kind takes every coefficient but the unknowns from ``[problem] transport`` (flow
 "none" or "darcy" on a "disc", formulation "liposomal" or "ph_sensitive", linear uptake); frames
-at t <= 0 (pre-injection) and ``held_out_times`` are not trained on.
+at t <= 0 (pre-injection) and ``held_out_times`` are not trained on. ``[unknowns.vessel_permeability]``
+(kinds "release" and "coupled") makes the liposomes' vessel wall permeability P_L [m/s] unknown
+beside the release law: their transvascular exchange is then P_L S/V with the transport's S/V.
 
 pH-triggered release (formulation "ph_sensitive"): instead of ``release_rate`` declare ``ph_50``
 and/or ``steepness`` (pH_50 and Hill exponent n of k(pH_e) = k_b + (k_max - k_b) / (1 + 10^{n (pH_e -
@@ -188,7 +193,8 @@ from hybrid.config.validate import (ConfigError, OutputConfig, choice, integer, 
                                     optional_number, output_from_table, read_toml, relative_path, spec_of, take_keys)
 
 __all__ = ["UnknownConfig", "Unknowns", "DataConfig", "ProblemConfig", "TrainingSection", "InvertConfig",
-           "IFP_COEFFICIENTS", "RELEASE_UNKNOWNS", "PH_LAW_UNKNOWNS", "COUPLED_UNKNOWNS", "WARM_STARTS",
+           "IFP_COEFFICIENTS", "FIELD_UNKNOWNS", "RELEASE_UNKNOWNS", "PH_LAW_UNKNOWNS", "DRUG_UNKNOWNS",
+           "COUPLED_UNKNOWNS", "WARM_STARTS",
            "invert_config_from_dict",
            "load_invert_config", "load_transport"]
 
@@ -196,13 +202,18 @@ IFP_COEFFICIENTS = {"conductivity": "m^2/(Pa s)", "vascular_exchange": "1/(Pa s)
                     "lymphatic_filtration": "1/(Pa s)", "lymphatic_pressure": "Pa"}
 """Coefficients of the "ifp" problem and their SI units."""
 _IFP_DEFAULTS = {"lymphatic_filtration": 0.0, "lymphatic_pressure": 0.0}
+FIELD_UNKNOWNS = ("conductivity", "vascular_exchange", "effective_pressure")
+"""IFP coefficients that may be field unknowns (``[unknowns.NAME] field = true``, kind "ifp")."""
 RELEASE_UNKNOWNS = {"release_rate": "1/s", "ph_50": "1", "steepness": "1"}
 """Unknowns of the "release" problem and their SI units: a uniform release rate k_rel, or the
 midpoint pH_50 and Hill steepness n of the pH law k(pH_e) of pH-sensitive liposomes
 (:func:`hybrid.problems.release.ph_release_rate`) given a pH_e map."""
 PH_LAW_UNKNOWNS = ("ph_50", "steepness")
-COUPLED_UNKNOWNS = RELEASE_UNKNOWNS | {name: IFP_COEFFICIENTS[name] for name in ("conductivity", "effective_pressure")}
-"""Unknowns of the "coupled" problem and their SI units: the release unknowns and the tumour's
+DRUG_UNKNOWNS = RELEASE_UNKNOWNS | {"vessel_permeability": "m/s"}
+"""Unknowns of the "release" problem: the release unknowns and the liposomes' vessel wall
+permeability P_L [m/s] (their transvascular exchange P_L S/V with the known S/V)."""
+COUPLED_UNKNOWNS = DRUG_UNKNOWNS | {name: IFP_COEFFICIENTS[name] for name in ("conductivity", "effective_pressure")}
+"""Unknowns of the "coupled" problem and their SI units: those of "release" and the tumour's
 hydraulic conductivity K and effective pressure p_e (the host's coefficients are known)."""
 KINDS = ("ifp", "release", "coupled")
 _COUPLED_PROBLEM_KEYS = ("flow_points", "interface_width", "interface_points")
@@ -219,12 +230,15 @@ WARM_STARTS = {"none": "untrained networks", "fem": "networks fitted to a FEM so
 
 @dataclass(frozen=True)
 class UnknownConfig:
-    """One scalar unknown: bounds and initial value in SI units; ``log``: learned in log space."""
+    """One unknown: bounds and initial value in SI units; ``log``: learned in log space; ``field``:
+    a field of x (kind "ifp": a small network bounded pointwise, starting at the middle of the
+    bounds) instead of one number."""
 
     lower: float
     upper: float
     initial: float | None = None
     log: bool = True
+    field: bool = False
 
 
 class Unknowns:
@@ -342,7 +356,11 @@ def _unknown(name: str, table) -> UnknownConfig:
     initial = optional_number(section, "initial", values["initial"])
     if initial is not None and not lower < initial < upper:
         raise ConfigError(f"[{section}] initial {initial:g} must lie strictly between lower and upper")
-    return UnknownConfig(lower, upper, initial, log)
+    field = choice(section, "field", values["field"], (True, False))
+    if field and initial is not None:
+        raise ConfigError(f"[{section}] initial applies to a scalar unknown; a field starts at the middle of its "
+                          "bounds")
+    return UnknownConfig(lower, upper, initial, log, field)
 
 
 def _training(table, base: Path) -> TrainingSection:
@@ -396,14 +414,25 @@ def _data(table, base: Path, kind: str) -> DataConfig:
                       ph_map=path("ph_map"))
 
 
+_IFP_SEEN = {("conductivity", "vascular_exchange", "lymphatic_filtration"):
+             "the rim thickness sqrt(K / (Lp S/V + LpL SL/V))",
+             ("effective_pressure", "lymphatic_pressure"): "the plateau (Lp S/V p_e + LpL SL/V p_L) / (Lp S/V + LpL SL/V)"}
+"""Kind "ifp": groups of coefficients of which the map determines one combination (README, Identifiability)."""
+
+
 def _problem(table, base: Path, unknowns: dict) -> ProblemConfig:
     table = table if isinstance(table, dict) else {}
     values = take_keys(table, "problem", spec_of(ProblemConfig))
     kind = choice("problem", "kind", values["kind"], KINDS)
-    allowed = {"ifp": IFP_COEFFICIENTS, "release": RELEASE_UNKNOWNS, "coupled": COUPLED_UNKNOWNS}[kind]
+    allowed = {"ifp": IFP_COEFFICIENTS, "release": DRUG_UNKNOWNS, "coupled": COUPLED_UNKNOWNS}[kind]
     misplaced = [key for key in _COUPLED_PROBLEM_KEYS if key in table and kind != "coupled"]
     if misplaced:
         raise ConfigError(f"[problem] {', '.join(misplaced)} belong(s) to kind \"coupled\"")
+    fields = sorted(name for name, unknown in unknowns.items() if unknown.field)
+    allowed_fields = FIELD_UNKNOWNS if kind == "ifp" else ()
+    if any(name not in allowed_fields for name in fields):
+        raise ConfigError(f"[unknowns] field = true is for {', '.join(FIELD_UNKNOWNS)} of kind \"ifp\", not "
+                          f"{', '.join(name for name in fields if name not in allowed_fields)} of kind \"{kind}\"")
     extra = sorted(set(unknowns) - set(allowed))
     if extra:
         raise ConfigError(f"unknown(s) {', '.join(extra)} are not unknowns of the {kind} problem; "
@@ -416,6 +445,14 @@ def _problem(table, base: Path, unknowns: dict) -> ProblemConfig:
             if name not in unknowns and name not in given and name not in _IFP_DEFAULTS:
                 raise ConfigError(f"[problem] {name} [{IFP_COEFFICIENTS[name]}] is required (a number) unless "
                                   f"declared as [unknowns.{name}]")
+        for group, determined in _IFP_SEEN.items():
+            unseen = [name for name in group if name in unknowns]
+            if len(unseen) > 1:
+                raise ConfigError(f"a steady IFP map determines only {determined}, not {' and '.join(unseen)} "
+                                  "apart: leave all but one of them known")
+        if "lymphatic_pressure" in unknowns and not (values["lymphatic_filtration"] or "lymphatic_filtration" in unknowns):
+            raise ConfigError("[unknowns.lymphatic_pressure] has no effect without lymphatics: give [problem] "
+                              "lymphatic_filtration > 0")
         if values["transport"] is not None or values["concentration_scale"] is not None:
             raise ConfigError("[problem] transport and concentration_scale belong to kind \"release\"")
     else:

@@ -159,6 +159,9 @@ def _dce_maps(table: dict, base: Path) -> DceMapsConfig:
         if missing:
             raise ConfigError(f"[dce] aif = \"measured\" needs {' and '.join(missing)} (the arterial "
                               "ROI mask and the pre-contrast T1 of blood [s])")
+        if "aif_delay_s" in table:
+            raise ConfigError('[dce] aif_delay_s applies only to aif = "parker" or "preclinical" (aif is '
+                              "'measured', whose arrival is in its samples)")
     else:
         given = [key for key in measured if v[key] is not None]
         if given:

@@ -197,8 +197,9 @@ def observe_on_grid(function: dolfinx.fem.Function, shape, affine_mm, *, points_
 
 
 def vascular_exchange_from_ktrans(domain, ktrans_per_min, affine_mm, tumour, host=None, *,
-                                  slice_index: int | None = None) -> tuple[dolfinx.fem.Function, dict]:
-    """Lp S/V [1/(Pa s)] per cell, scaled by a Ktrans map, and statistics of the scaling.
+                                  slice_index: int | None = None, label: str = "Ktrans map"
+                                  ) -> tuple[dolfinx.fem.Function, dolfinx.fem.Function, dict]:
+    """Lp S/V [1/(Pa s)] per cell scaled by a Ktrans map [1/min], the scale [1] and its statistics.
 
     Assumption (documented, not measured): within a region the vessel surface density is
     proportional to Ktrans, i.e. a uniform wall permeability, so
@@ -207,7 +208,13 @@ def vascular_exchange_from_ktrans(domain, ktrans_per_min, affine_mm, tumour, hos
     each region's average keeps its table value, and the tumour/host contrast stays the table's.
     Ktrans is taken at cell midpoints (nearest voxel); negative Ktrans counts as 0. Cells without
     a value (NaN voxel: outside the fitted mask or a failed fit; or outside the image) keep their
-    region's table value (scale 1). A region with no value anywhere keeps its table value.
+    region's table value (scale 1); so does a host with no value anywhere.
+
+    Returns ``(exchange, scale, stats)``: DG0 ``exchange = (Lp S/V)_region * scale`` and the DG0
+    ``scale = Ktrans / mean_region`` (1 without a value), by which any other vessel surface density
+    (e.g. the drug's S/V [1/m]) scales alike. ``label`` names the map in errors (e.g. its file).
+    Raises ValueError where the map has no finite value, none at any tumour cell (an affine or
+    ``slice_index`` that misplaces the map), or is zero over the cells of a region it covers.
     """
     import ufl
 
@@ -216,7 +223,7 @@ def vascular_exchange_from_ktrans(domain, ktrans_per_min, affine_mm, tumour, hos
 
     volume = np.asarray(ktrans_per_min, dtype=float)
     if not np.isfinite(volume).any():
-        raise ValueError("the Ktrans map has no finite value")
+        raise ValueError(f"the {label} has no finite value")
     sampled = sample_image(domain, np.maximum(volume, 0.0), affine_mm, space="DG0", method="nearest",
                            outside="fill", fill_value=np.nan, slice_index=slice_index, name="Ktrans")
     known = np.isfinite(sampled.x.array)
@@ -228,16 +235,21 @@ def vascular_exchange_from_ktrans(domain, ktrans_per_min, affine_mm, tumour, hos
     dx = ufl.Measure("dx", domain=domain.mesh, subdomain_data=domain.cell_tags)
     integral = lambda f, tag: comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(f * dx(tag))), op=MPI.SUM)
     regions = {tags.TUMOUR: ("tumour", tumour)}
-    if host is not None and tags.HOST in domain.cell_tags.values:
-        regions[tags.HOST] = ("host", host)
+    if host is not None and comm.allreduce(bool(np.any(domain.cell_tags.values == tags.HOST)), op=MPI.LOR):
+        regions[tags.HOST] = ("host", host)   # decided on every rank alike: the sums below are collective
     scale = region_coefficient(domain, {tag: 1.0 for tag in regions}, "ktrans_scale")
     stats = {}
     for tag, (name, _) in regions.items():
         covered = integral(weight, tag)
         region_volume = integral(dolfinx.fem.Constant(domain.mesh, 1.0), tag)
         mean = integral(values, tag) / covered if covered > 0 else None
+        if mean is None and tag == tags.TUMOUR:
+            k = _slice(domain.mesh, volume.shape, slice_index)
+            where = "3-D mesh" if k is None else f"slice_index {k}"
+            raise ValueError(f"the {label} has no finite value at any tumour cell ({where}): its affine or "
+                             "slice_index likely does not place the fitted voxels over the tumour")
         if mean is not None and not mean > 0:
-            raise ValueError(f"the Ktrans map is zero over the {name} cells it covers; "
+            raise ValueError(f"the {label} is zero over the {name} cells it covers; "
                              "check the map, its affine and slice_index")
         if mean is not None:
             cells = _region_dofs(domain, sampled.function_space, tag)
@@ -252,7 +264,7 @@ def vascular_exchange_from_ktrans(domain, ktrans_per_min, affine_mm, tumour, hos
     stats["assumption"] = ("vessel surface density proportional to Ktrans within each region (uniform wall "
                            "permeability); each region's mean Ktrans keeps its table Lp S/V; cells without a "
                            "Ktrans value keep the table Lp S/V")
-    return exchange, stats
+    return exchange, scale, stats
 
 
 def _region_dofs(domain, dg0_space, tag: int) -> np.ndarray:

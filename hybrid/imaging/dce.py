@@ -272,10 +272,12 @@ def two_cum(t_s, cp_mM, Fp, PS, vp, delay_s=0.0):
 #: bit flags of the reason map returned by ``fit`` (0 = every parameter estimated)
 REASONS = {
     1: "not fitted: outside the mask or a non-finite concentration sample",
-    2: "not identifiable: a parameter's standard error exceeds half its allowed range, or "
-       "ve where the exchange (Ktrans; PS in the 2CXM) is below 2 standard errors; it is NaN",
+    2: "not identifiable: a parameter's standard error exceeds half its allowed range (the "
+       "fitted delay: half its search range), or ve where the exchange (Ktrans; PS in the "
+       "2CXM) is below 2 standard errors; it is NaN",
     4: "at a bound: a parameter sits on an artificial limit (Ktrans or PS 5 /min, Fp 200 "
-       "mL/100 mL/min, ve or vp 1, or the ve/vp floor 1e-4); it is NaN",
+       "mL/100 mL/min, ve or vp 1, or the ve/vp floor 1e-4); it is NaN. A fitted delay on "
+       "an end of its search range leaves every parameter NaN (the AIF is misplaced)",
     8: "on the volume limit: ve + vp = 1 (values kept)",
 }
 _NOT_FITTED, _UNIDENTIFIABLE, _AT_BOUND, _VOLUME_LIMIT = 1, 2, 4, 8
@@ -839,8 +841,21 @@ def _at_limit(name, p):
             | ((lo > 0) & np.isclose(q, lo, rtol=1e-6, atol=0.0)))
 
 
-def _judge(name, p, se, reason):
-    """NaN and reason bits for parameters that are not estimates (internal units, in place)."""
+def _judge(name, p, se, reason, delays=None):
+    """NaN and reason bits for parameters that are not estimates (internal units, in place).
+
+    ``delays`` is the delay grid [s] where the delay was fitted (last in p and se). A delay
+    within its convergence step ``_VARPRO_XTOL[2]`` [s] of an end of the grid sits on a
+    bound, and the model parameters fitted with it are biased by the misplaced AIF: the
+    whole row is NaN. A delay whose standard error exceeds half the grid's range is NaN."""
+    if delays is not None and delays[-1] > delays[0]:
+        ends_s = np.abs(p[:, -1:] - delays[[0, -1]])
+        at_end = np.any(ends_s <= _VARPRO_XTOL[2], axis=1)
+        vague = ~(se[:, -1] <= 0.5 * (delays[-1] - delays[0]))
+        reason[at_end] |= _AT_BOUND
+        reason[vague] |= _UNIDENTIFIABLE
+        p[at_end] = np.nan
+        p[vague, -1] = np.nan
     names = _PARAMS[name]
     at_limit = _at_limit(name, p)
     for i, key in enumerate(names):
@@ -901,7 +916,8 @@ def fit(t_s, ct_mM, cp_mM, model, fit_delay=False, *, mask=None,
     standard errors "<name>_se" (same unit); "delay_s" [s] (0 unless fitted, then with
     "delay_s_se"); "rss" [mM^2], the residual sum of squares; "reason" (uint8 bit flags,
     ``REASONS``). Parameters that are not estimates (not identifiable, at an artificial
-    bound) are NaN; ve + vp <= 1 always holds.
+    bound) are NaN, every parameter where a fitted delay is on an end of its search range
+    (unless that range is one value); ve + vp <= 1 always holds.
     """
     t, ct, cp, mask = _check_inputs(t_s, ct_mM, cp_mM, model, mask)
     spatial = ct.shape[:-1]
@@ -931,7 +947,7 @@ def fit(t_s, ct_mM, cp_mM, model, fit_delay=False, *, mask=None,
         failed = ~np.isfinite(rss)
         code[failed] |= _NOT_FITTED
         p[failed] = np.nan
-        _judge(model, p, se, code)
+        _judge(model, p, se, code, delays)
         se[np.isnan(p)] = np.nan
         p_all[sel], se_all[sel], rss_all[sel], reason[sel] = p, se, rss, code
     out = {}

@@ -27,7 +27,8 @@ from typing import Callable
 import torch
 
 from hybrid.inverse.geometry import Ball
-from hybrid.inverse.images import release_rate_coefficient, release_state_scales
+from hybrid.inverse.images import (ktrans_scale, liposomal_exchange, release_rate_coefficient,
+                                   release_state_scales, scaled)
 from hybrid.inverse.networks import STATE_NETWORK, FourierFeatureMLP
 from hybrid.inverse.problems import IFPProblem, TransportProblem
 from hybrid.inverse.residuals import DrugExchange, ElKarehSecombUptake, gradient
@@ -154,8 +155,7 @@ class HostIFPProblem(IFPProblem):
         """K [m^2/(Pa s)] of the tumour or the host side (one value, or the scalar unknown)."""
         rule = self._known.get("conductivity")
         if isinstance(rule, RegionCoefficient):
-            unknowns = {name: u() for name, u in self.unknowns.items() if isinstance(u, BoundedScalar)}
-            return tensor_like(rule.value(rule.tumour if tumour_side else rule.host, unknowns), x)
+            return tensor_like(rule.value(rule.tumour if tumour_side else rule.host, self.scalar_values()), x)
         return self.coefficient("conductivity", x)
 
     def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -215,7 +215,7 @@ class CoupledProblem(TransportProblem):
         factor = RegionCoefficient(self.geometry, 1.0, self.host_surface_ratio)(x, {})
         return tuple(None if exchange is None else
                      DrugExchange(exchange.plasma, exchange.permeability_surface * factor, exchange.reflection)
-                     for exchange in self.exchange)
+                     for exchange in super()._exchanges(x))
 
 
 TUMOUR_FLOW_UNKNOWNS = {"conductivity": "tumour_conductivity", "effective_pressure": "tumour_effective_pressure"}
@@ -237,8 +237,8 @@ def tumour_host_problem(physics: dict, unknowns: dict[str, dict], units: dict[st
     ``far_pressure``), and ``tumour_radius`` [m], ``outer_radius`` [m] (tumour + host),
     ``host_flow`` (the host's IFP coefficients) and ``host_surface_ratio`` S/V_host / S/V_tumour [1].
     ``unknowns`` name -> BoundedScalar keywords with ``units[name]``: ``release_rate`` (or
-    ``ph_50`` / ``steepness`` of the pH law) and the tumour's ``conductivity`` and
-    ``effective_pressure`` (:data:`TUMOUR_FLOW_UNKNOWNS`). ``network``: keywords of
+    ``ph_50`` / ``steepness`` of the pH law), the liposomes' ``vessel_permeability`` and the
+    tumour's ``conductivity`` and ``effective_pressure`` (:data:`TUMOUR_FLOW_UNKNOWNS`). ``network``: keywords of
     :class:`CoupledProblem` (width, sigma, interface_width, flow_points, ...) over STATE_NETWORK."""
     region = TumourInHost(2, physics["outer_radius"], tumour_radius=physics["tumour_radius"])
     generator = torch.Generator().manual_seed(seed)
@@ -247,6 +247,10 @@ def tumour_host_problem(physics: dict, unknowns: dict[str, dict], units: dict[st
     flow_coefficients = {name: RegionCoefficient(region, TUMOUR_FLOW_UNKNOWNS[name] if name in unknowns
                                                  else tumour_flow[name], host_flow[name])
                          for name in _FLOW_COEFFICIENTS}
+    scale = ktrans_scale(physics, region, {"tumour": region.in_tumour,
+                                           "host": lambda x: region.contains(x) & ~region.in_tumour(x)})
+    if scale is not None:   # each region's Lp S/V and P S/V by Ktrans over that region's mean, as the FEM
+        flow_coefficients["vascular_exchange"] = scaled(flow_coefficients["vascular_exchange"], scale)
     flow_coefficients |= {TUMOUR_FLOW_UNKNOWNS[name]: scalars[name] for name in TUMOUR_FLOW_UNKNOWNS
                           if name in unknowns}
     flow = HostIFPProblem(region, flow_coefficients, far_pressure=tumour_flow["far_pressure"],
@@ -256,12 +260,13 @@ def tumour_host_problem(physics: dict, unknowns: dict[str, dict], units: dict[st
         release["release_rate"] = release_rate_coefficient(physics, region.radius, unknowns)
     return CoupledProblem(
         region, {name: physics[name] for name in ("diffusivity_lipo", "diffusivity_free", "uptake_rate", "clearance")}
-        | release, flow=flow, end_time=physics["end_time"], concentration_scale=concentration_scale,
-        observations=observations, boundary="no_flux", exchange_lipo=DrugExchange(**physics["exchange_lipo"]),
+        | release | {name: scalars[name] for name in ("vessel_permeability",) if name in unknowns}, flow=flow,
+        end_time=physics["end_time"], concentration_scale=concentration_scale,
+        observations=observations, boundary="no_flux", exchange_lipo=liposomal_exchange(physics, unknowns),
         exchange_free=DrugExchange(**physics["exchange_free"]), host_surface_ratio=physics["host_surface_ratio"],
         hindrance=physics["hindrance"], interstitial_fraction=physics["interstitial_fraction"],
         free_binding_ratio=physics["free_binding_ratio"],
-        state_scales=release_state_scales(physics, unknowns),
+        state_scales=release_state_scales(physics, unknowns), exchange_scale=scale,
         generator=generator, **(STATE_NETWORK | network))
 
 

@@ -13,12 +13,12 @@ import torch
 from hybrid.inverse.geometry import Ball
 from hybrid.inverse.problems import IFPProblem, TransportProblem
 from hybrid.inverse.residuals import DrugExchange
-from hybrid.inverse.maps import KnownMap
-from hybrid.inverse.unknowns import BoundedScalar
+from hybrid.inverse.maps import KnownMap, KtransScale
+from hybrid.inverse.unknowns import BoundedField, BoundedScalar
 from hybrid.problems.release import ph_release_rate, released_fraction
 from hybrid.records import ObservationOperator, Observations, VoxelGrid
 
-__all__ = ["disc_ifp_problem", "disc_release_problem", "starting_value", "release_rate_coefficient",
+__all__ = ["disc_ifp_problem", "disc_release_problem", "liposomal_exchange", "ktrans_scale", "scaled", "starting_value", "release_rate_coefficient",
            "release_state_scales", "voxel_average", "voxel_series", "pressure_at",
            "drug_at", "save_state", "load_state"]
 
@@ -31,10 +31,19 @@ def disc_ifp_problem(radius: float, known: dict[str, float], unknowns: dict[str,
                      seed: int) -> IFPProblem:
     """An :class:`IFPProblem` on the disc |x| <= ``radius`` [m] centred at the world origin:
     ``known`` coefficients [SI], ``unknowns`` name -> BoundedScalar keywords (lower, upper,
-    initial, log) with ``units[name]``; networks initialised from ``seed``."""
-    coefficients = dict(known) | {name: BoundedScalar(name, units[name], **spec) for name, spec in unknowns.items()}
+    initial, log) with ``units[name]``, or with ``field`` true a :class:`BoundedField` (lower,
+    upper, log); networks initialised from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    coefficients = dict(known)
+    for name, spec in unknowns.items():
+        spec = dict(spec)
+        if spec.pop("field", False):
+            coefficients[name] = BoundedField(name, units[name], spec["lower"], spec["upper"], 2, log=spec["log"],
+                                              generator=generator)
+        else:
+            coefficients[name] = BoundedScalar(name, units[name], **spec)
     return IFPProblem(Ball(2, radius), coefficients, observations=observations, far_pressure=far_pressure,
-                      pressure_scale=pressure_scale, generator=torch.Generator().manual_seed(seed))
+                      pressure_scale=pressure_scale, generator=generator)
 
 
 def disc_release_problem(radius: float, physics: dict, unknowns: dict[str, dict], units: dict[str, str],
@@ -46,13 +55,14 @@ def disc_release_problem(radius: float, physics: dict, unknowns: dict[str, dict]
     ``physics`` (SI): ``diffusivity_lipo``, ``diffusivity_free``, ``uptake_rate``, ``clearance``,
     ``interstitial_fraction``, ``hindrance``, ``free_binding_ratio``, ``end_time``, ``exchange_lipo`` /
     ``exchange_free`` (dicts of :class:`DrugExchange` keywords: plasma curve, P S/V [1/s],
-    reflection), ``release_rate`` (known k_rel [1/s] unless it is an unknown, or None with a pH
+    reflection), ``surface_to_volume`` S/V [1/m] (for an unknown ``vessel_permeability``), ``release_rate`` (known k_rel [1/s] unless it is an unknown, or None with a pH
     map), ``ph_law`` (None, or for pH-sensitive liposomes ``ph_50``, ``steepness``, ``base_rate``,
     ``max_rate`` of :func:`hybrid.problems.release.ph_release_rate` and the pH_e: ``ph_volume`` on
     ``ph_grid`` (:class:`~hybrid.inverse.maps.KnownMap`, 2-D on ``slice_index``) or the uniform ``ph``;
     the release rate is then k(pH_e(x)) with the unknowns among ``ph_50`` and ``steepness``) and
     ``flow`` (None, or the IFP coefficients of :class:`IFPProblem` with ``far_pressure`` [Pa]: the
-    Darcy flow, trained jointly). ``unknowns`` name -> BoundedScalar keywords with ``units[name]``."""
+    Darcy flow, trained jointly) and ``ktrans_map`` (None, or a Ktrans map by which, as in the FEM,
+    every P S/V and the flow's Lp S/V are scaled: :func:`ktrans_scale`). ``unknowns`` name -> BoundedScalar keywords with ``units[name]``."""
     generator = torch.Generator().manual_seed(seed)
     coefficients = {name: physics[name] for name in ("diffusivity_lipo", "diffusivity_free", "uptake_rate",
                                                      "clearance") if name not in unknowns}
@@ -60,18 +70,55 @@ def disc_release_problem(radius: float, physics: dict, unknowns: dict[str, dict]
         coefficients["release_rate"] = release_rate_coefficient(physics, radius, unknowns)
     coefficients |= {name: BoundedScalar(name, units[name], **spec) for name, spec in unknowns.items()}
     geometry = Ball(2, radius)
+    scale = ktrans_scale(physics, geometry, {"tumour": geometry.contains})
     flow = None
     if physics["flow"] is not None:
         flow_coefficients = dict(physics["flow"])
         far = flow_coefficients.pop("far_pressure")
+        if scale is not None:
+            flow_coefficients["vascular_exchange"] = scaled(flow_coefficients["vascular_exchange"], scale)
         flow = IFPProblem(geometry, flow_coefficients, far_pressure=far, pressure_scale=pressure_scale,
                           generator=generator)
     return TransportProblem(
         geometry, coefficients, end_time=physics["end_time"], concentration_scale=concentration_scale,
-        observations=observations, boundary="no_flux", exchange_lipo=DrugExchange(**physics["exchange_lipo"]),
+        observations=observations, boundary="no_flux", exchange_lipo=liposomal_exchange(physics, unknowns),
         exchange_free=DrugExchange(**physics["exchange_free"]), flow=flow, hindrance=physics["hindrance"],
         free_binding_ratio=physics["free_binding_ratio"], interstitial_fraction=physics["interstitial_fraction"],
-        generator=generator, cell_drug=True, state_scales=release_state_scales(physics, unknowns))
+        generator=generator, cell_drug=True, state_scales=release_state_scales(physics, unknowns),
+        exchange_scale=scale)
+
+
+def ktrans_scale(physics: dict, geometry, regions: dict, per_axis: int = 800) -> KtransScale | None:
+    """The :class:`~hybrid.inverse.maps.KtransScale` of ``physics["ktrans_map"]`` (None without a
+    map: ``volume`` [1/min], ``grid``, ``slice_index``, ``label``) on ``geometry``'s ``regions``
+    (name -> mask of x~, the tumour first), region means over a ``per_axis``^dim grid of points
+    inside the domain."""
+    known = physics.get("ktrans_map")
+    if known is None:
+        return None
+    axis = torch.linspace(-1.0, 1.0, per_axis, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(*[axis] * geometry.dim, indexing="ij"), dim=-1).reshape(-1, geometry.dim)
+    points = grid[geometry.contains(grid)]
+    slice_index = known["slice_index"] if known["volume"].shape[2] > 1 else 0
+    return KtransScale(known["volume"], known["grid"], geometry.length, regions, points, slice_index=slice_index,
+                       label=known["label"])
+
+
+def scaled(coefficient, scale: Callable):
+    """``coefficient`` (a number or a coefficient ``f(x~, unknown values)``) times the known factor
+    ``scale(x~)``, as a coefficient."""
+    return lambda x, values: (coefficient(x, values) if callable(coefficient) else coefficient) * scale(x)
+
+
+def liposomal_exchange(physics: dict, unknowns) -> DrugExchange:
+    """The liposomes' vascular exchange of ``physics`` (see :func:`disc_release_problem`); with
+    ``vessel_permeability`` among ``unknowns`` its P S/V is that unknown P_L [m/s] times the known
+    ``physics["surface_to_volume"]`` S/V [1/m]."""
+    exchange = dict(physics["exchange_lipo"])
+    if "vessel_permeability" in unknowns:
+        surface = physics["surface_to_volume"]
+        exchange["permeability_surface"] = lambda x, values: values["vessel_permeability"] * surface
+    return DrugExchange(**exchange)
 
 
 def starting_value(spec: dict) -> float:
@@ -141,12 +188,14 @@ def _voxel_mean(field: Callable, length: float, contains: Callable, grid: VoxelG
     return mean.reshape(grid.shape)
 
 
-def voxel_average(problem: IFPProblem, grid: VoxelGrid, operator: ObservationOperator) -> np.ndarray:
-    """The problem's pressure [Pa] averaged like the data, over each voxel's sub-voxel points inside
-    the domain; (nx, ny, nz), NaN where a voxel has no point inside."""
+def voxel_average(problem: IFPProblem, grid: VoxelGrid, operator: ObservationOperator,
+                  unknown: str | None = None) -> np.ndarray:
+    """The problem's pressure [Pa] (or its field unknown ``unknown``, in that unit) averaged like the
+    data, over each voxel's sub-voxel points inside the domain; (nx, ny, nz), NaN where a voxel has
+    no point inside."""
     geometry = problem.geometry
-    return _voxel_mean(problem.pressure, geometry.length, geometry.contains, grid, operator,
-                       next(problem.parameters()))
+    field = problem.pressure if unknown is None else problem.unknowns[unknown]
+    return _voxel_mean(field, geometry.length, geometry.contains, grid, operator, next(problem.parameters()))
 
 
 def voxel_series(problem: TransportProblem, grid: VoxelGrid, operator: ObservationOperator,

@@ -18,7 +18,7 @@ import torch
 from hybrid.imaging.grid import world_m_to_voxel
 from hybrid.records import KnownMaps, VoxelGrid
 
-__all__ = ["KnownMap"]
+__all__ = ["KnownMap", "KtransScale"]
 
 
 class KnownMap:
@@ -78,3 +78,60 @@ class KnownMap:
                 index.append(high[:, axis] if upper else low[:, axis])
             value = value + weight * volume[index[0], index[1], index[2]]
         return value.to(x.dtype)
+
+
+class KtransScale:
+    """Ktrans / its region mean [1] at nondimensional points, the factor by which the FEM scales
+    S/V and Lp S/V with a ``[tissue] ktrans_map``
+    (:func:`hybrid.forward.image_sampling.vascular_exchange_from_ktrans`): the nearest voxel's
+    Ktrans [1/min] (negative counts as 0) over the mean of its region, 1 where there is no value
+    (a NaN voxel, outside the image) and in a region without any value.
+
+    ``volume`` (nx, ny, nz) on ``grid``; points x~ = x / ``length``; ``regions``: name -> a function
+    of x~ (n, dim) giving a bool mask (n,), disjoint, the first the tumour; ``points`` (m, dim):
+    x~ inside the domain spread evenly (e.g. a fine grid), over which each region's mean is taken
+    (the FEM's is over its cells' midpoints: they agree to the quadrature's resolution). The
+    means are ``means_per_min`` (None for a region without values); a tumour without any value is
+    refused (a misplaced map), as in the FEM."""
+
+    def __init__(self, volume, grid: VoxelGrid, length: float, regions: dict, points: torch.Tensor, *,
+                 slice_index: int = 0, label: str = "Ktrans map"):
+        volume = np.asarray(volume, dtype=float)
+        known = np.isfinite(volume)
+        if not known.any():
+            raise ValueError(f"the {label} has no finite value")
+        self.values = KnownMap(np.where(known, np.maximum(volume, 0.0), 0.0), grid, length,
+                               slice_index=slice_index, method="nearest")
+        self.covered = KnownMap(known.astype(float), grid, length, slice_index=slice_index, method="nearest")
+        self.regions, self.label = dict(regions), label
+        points = points.detach().to(torch.float64)
+        value, covered = self.values(points), self._covered(points)
+        self.means_per_min = {}
+        for name, region in self.regions.items():
+            inside = region(points) & covered
+            self.means_per_min[name] = float(value[inside].mean()) if inside.any() else None
+        first = next(iter(self.regions))
+        if self.means_per_min[first] is None:
+            raise ValueError(f"the {label} has no finite value in the {first}: its affine or slice_index likely does "
+                             "not place the fitted voxels over it")
+        zero = [name for name, mean in self.means_per_min.items() if mean is not None and not mean > 0]
+        if zero:
+            raise ValueError(f"the {label} is zero over the {', '.join(zero)} it covers; check the map, its affine "
+                             "and slice_index")
+
+    def _covered(self, x: torch.Tensor) -> torch.Tensor:
+        """Whether the points ``x`` (n, dim) fall in a voxel of the image with a finite value."""
+        volume, matrix, offset, last = self.covered._on(x.device, x.shape[1])
+        q = (x.detach().double() * self.covered.length) @ matrix + offset
+        inside = ((q >= -0.5) & (q <= last + 0.5)).all(dim=1)
+        return inside & (self.covered(x) > 0.5)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The scale (n,) [1] at nondimensional points ``x`` (n, dim), in ``x``'s dtype and device."""
+        value, covered = self.values(x), self._covered(x)
+        scale = torch.ones_like(value)
+        for name, region in self.regions.items():
+            mean = self.means_per_min[name]
+            if mean is not None:
+                scale = torch.where(region(x) & covered, value / mean, scale)
+        return scale

@@ -70,9 +70,11 @@ class InverseProblem(nn.Module):
             unknown = self.unknowns[name]
             return unknown(x).reshape(-1) if isinstance(unknown, BoundedField) else unknown()
         value = self._known[name]
-        if callable(value):
-            return value(x, {n: u() for n, u in self.unknowns.items() if isinstance(u, BoundedScalar)})
-        return value
+        return value(x, self.scalar_values()) if callable(value) else value
+
+    def scalar_values(self) -> dict[str, torch.Tensor]:
+        """Name -> current value (0-d tensor) of this problem's own scalar unknowns."""
+        return {n: u() for n, u in self.unknowns.items() if isinstance(u, BoundedScalar)}
 
     def estimates(self) -> dict[str, tuple[float, str]]:
         """Current value and unit of every scalar unknown (plus derived quantities of subclasses)."""
@@ -201,7 +203,8 @@ class TransportProblem(InverseProblem):
     :func:`~hybrid.problems.release.released_fraction_misfit` / C, so it stays bounded where the
     predicted total is near zero). ``state_scales``: a factor per state on
     ``concentration_scale`` for its network output (e.g. ~1e-3 for a free drug kept small by fast
-    uptake), so every output is O(1).
+    uptake), so every output is O(1). ``exchange_scale``: a known factor f(x~) [1] of every P S/V
+    (e.g. :class:`~hybrid.inverse.maps.KtransScale`, the vessel surface density of a Ktrans map).
     """
 
     QUANTITIES = ("liposomal_drug", "free_drug", "total_drug", "cell_drug", "released_fraction")
@@ -216,7 +219,8 @@ class TransportProblem(InverseProblem):
                  width: int = STATE_NETWORK["width"], depth: int = STATE_NETWORK["depth"],
                  features: int = STATE_NETWORK["features"], sigma: float = STATE_NETWORK["sigma"],
                  generator: torch.Generator | None = None,
-                 cell_drug: bool = False, state_scales: tuple[float, ...] | None = None):
+                 cell_drug: bool = False, state_scales: tuple[float, ...] | None = None,
+                 exchange_scale: Callable | None = None):
         if boundary not in ("dirichlet", "free", "no_flux"):
             raise ValueError(f"boundary must be 'dirichlet', 'free' or 'no_flux', got {boundary!r}")
         super().__init__(coefficients, defaults={"clearance": 0.0, "uptake_rate": 0.0},
@@ -224,7 +228,7 @@ class TransportProblem(InverseProblem):
         self.geometry, self.boundary = geometry, boundary
         self.scales = Scales(length=geometry.length, time=end_time, concentration=concentration_scale)
         self.initial = (initial_lipo, initial_free)
-        self.exchange = (exchange_lipo, exchange_free)
+        self.exchange, self.exchange_scale = (exchange_lipo, exchange_free), exchange_scale
         self.interstitial_fraction, self.hindrance = interstitial_fraction, hindrance
         self.free_binding_ratio = free_binding_ratio
         if flow is not None and (flow.geometry != geometry):
@@ -326,8 +330,19 @@ class TransportProblem(InverseProblem):
         return lambda free, cell: linear_uptake(free, rate)
 
     def _exchanges(self, x: torch.Tensor) -> tuple[DrugExchange | None, DrugExchange | None]:
-        """The vascular exchange of the liposomes and of the free drug at the points ``x``."""
-        return self.exchange
+        """The vascular exchange of the liposomes and of the free drug at the points ``x``: a P S/V
+        given as a callable ``f(x~, unknown values)`` (e.g. of an unknown vessel permeability) is
+        evaluated there, and every P S/V is multiplied by ``exchange_scale(x~)`` where given."""
+        scale = None if self.exchange_scale is None else self.exchange_scale(x)
+        out = []
+        for exchange in self.exchange:
+            if exchange is not None:
+                product = exchange.permeability_surface
+                product = product(x, self.scalar_values()) if callable(product) else product
+                exchange = DrugExchange(exchange.plasma, product if scale is None else product * scale,
+                                        exchange.reflection)
+            out.append(exchange)
+        return tuple(out)
 
     def _equation_coefficients(self, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[dict, Callable]:
         """(keywords of the drug equations, uptake law U(C_F, C_I)) at the nondimensional space

@@ -84,8 +84,9 @@ def darcy_starling_residual(pressure: torch.Tensor, x: torch.Tensor, length: flo
 class DrugExchange:
     """Transvascular exchange of one carrier: plasma concentration ``plasma(t)`` [mol/m^3 of
     plasma] (e.g. a :class:`~hybrid.problems.pharmacokinetics.PlasmaCurve`), permeability-surface
-    product ``permeability_surface`` P S/V [1/s] (number or per-point tensor) and solute reflection
-    ``reflection`` sigma_s [1]."""
+    product ``permeability_surface`` P S/V [1/s] (number or per-point tensor; in a problem's
+    ``exchange_*`` also a coefficient ``f(x~, unknown values)``) and solute reflection ``reflection``
+    sigma_s [1]."""
 
     plasma: Callable
     permeability_surface: object

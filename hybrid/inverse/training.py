@@ -73,6 +73,7 @@ import numpy as np
 import torch
 
 from hybrid.inverse.problems import InverseProblem
+from hybrid.inverse.unknowns import BoundedField, BoundedScalar
 from hybrid.inverse.weak import SpaceTimeTestFunctions
 
 __all__ = ["TrainingConfig", "TrainingResult", "Trainer", "ensemble"]
@@ -357,11 +358,12 @@ class Trainer:
     def save(self, path) -> None:
         """Write the full training state to ``path`` (torch.save; written atomically)."""
         state = {"config": asdict(self.config), "step": self.step, "seconds": self.seconds,
-                 "problem": self.problem.state_dict(), "adam": self.adam.state_dict(),
+                 "unknowns": _unknown_bounds(self.problem), "problem": self.problem.state_dict(), "adam": self.adam.state_dict(),
                  "lbfgs": self.lbfgs.state_dict() if self.lbfgs is not None else None,
                  "weights": {k: v.cpu() for k, v in self.weights.items()}, "points": self.points.cpu(),
                  "generator": self.generator.get_state(), "history": self.history, "causal_stage": self.causal_stage}
         path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
         torch.save(state, partial)
         partial.replace(path)
@@ -376,6 +378,12 @@ class Trainer:
             changed = sorted(k for k in saved if saved[k] != now[k])
             raise ValueError(f"checkpoint {path} was written with a different training config ({changed}); "
                              "resume with the same settings or start afresh")
+        saved_unknowns, unknowns = state.get("unknowns"), _unknown_bounds(self.problem)
+        if saved_unknowns is not None and saved_unknowns != unknowns:
+            changed = sorted(set(saved_unknowns) ^ set(unknowns)
+                             | {n for n in set(saved_unknowns) & set(unknowns) if saved_unknowns[n] != unknowns[n]})
+            raise ValueError(f"checkpoint {path} was written with different unknowns or bounds ({changed}); "
+                             "resume with the same [unknowns] or start afresh")
         self.problem.load_state_dict(state["problem"])
         self.adam.load_state_dict(state["adam"])
         if state["lbfgs"] is not None:
@@ -388,6 +396,14 @@ class Trainer:
         self.step, self.seconds, self.history = state["step"], state["seconds"], state["history"]
         self.causal_stage = state.get("causal_stage", 0)   # (absent before causal weights); eps is a problem buffer
         return self
+
+
+def _unknown_bounds(problem: InverseProblem) -> dict[str, list]:
+    """Unknown name -> [lower, upper, log] of every bounded unknown (scalar or field) of ``problem``,
+    keyed by where it sits in the problem: a checkpoint's raw parameters mean the same values only
+    under the same bounds."""
+    return {f"{module.name} ({place})": [module.lower, module.upper, module.log]
+            for place, module in problem.named_modules() if isinstance(module, (BoundedScalar, BoundedField))}
 
 
 def _set_residual_form(problem: InverseProblem, config: TrainingConfig) -> None:

@@ -57,12 +57,16 @@ def ph_release_rate(ph, *, base_rate=None, max_rate=None, ph_50=None, steepness=
 
 
 def release_law(values: dict):
-    """The release rate of an inversion's release unknowns ``values``: a uniform ``"release_rate"``
-    [1/s] as given, else k(pH) [1/s], :func:`ph_release_rate` with the given ``"ph_50"`` and
-    ``"steepness"`` (floats, or DOLFINx Constants to change later) and the table's other constants."""
-    if "release_rate" in values:
-        return values["release_rate"]
-    return lambda ph: ph_release_rate(ph, **values)
+    """The release rate of an inversion's unknowns ``values`` (names other than the release law's
+    are ignored): a uniform ``"release_rate"`` [1/s] as given, else k(pH) [1/s], :func:`ph_release_rate`
+    with the given ``"ph_50"`` and ``"steepness"`` (floats, or DOLFINx Constants to change later) and
+    the table's other constants; None without any of the three (the formulation's own law)."""
+    law = {name: value for name, value in values.items() if name in ("release_rate", "ph_50", "steepness")}
+    if not law:
+        return None
+    if "release_rate" in law:
+        return law["release_rate"]
+    return lambda ph: ph_release_rate(ph, **law)
 
 
 def thermal_release_rate(temperature, *, base_rate=None, max_rate=None, transition=None, width=None,

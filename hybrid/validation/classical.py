@@ -41,7 +41,8 @@ from hybrid.identifiability import analyse, central_jacobian
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 from hybrid.problems.release import released_fraction
 
-__all__ = ["RANK_TOLERANCE", "IDENTIFIABILITY_STEP", "Fit", "fit", "fit_ifp", "fit_release_rate", "fit_release_law",
+__all__ = ["RANK_TOLERANCE", "IDENTIFIABILITY_STEP", "Fit", "fit", "fit_images", "fit_ifp", "fit_release_rate",
+           "fit_release_law",
            "IFP_UNKNOWNS", "ifp_tissue", "release_images", "identifiability", "release_identifiability",
            "scaled_residual"]
 
@@ -275,6 +276,18 @@ def _fit_law(law: _ReleaseLaw, images: dict, noise_sd: dict, bounds, options: di
     result = fit(scaled_residual(images, noise_sd, law.images), law.names, law.current(), bounds, **options)
     law.set(result.estimate)
     return result
+
+
+def fit_images(predict_images: Callable[[dict], dict], start: dict, logs: dict, images: dict, noise_sd: dict, *,
+               bounds: dict, **options) -> Fit:
+    """Least squares of the scalar unknowns named in ``logs`` (in its order; fitted as ln(value)
+    where ``logs[name]``, else as the value) from ``start`` (name -> value [SI]) within ``bounds``
+    (name -> (lower, upper) [SI]): ``predict_images(values)`` returns predicted images (quantity ->
+    array) for the finite voxels of ``images`` with Gaussian noise ``noise_sd[quantity]``; each
+    prediction a forward run (e.g. a FEM of every unknown, as :func:`identifiability`'s)."""
+    lower, upper = (_to_fitted({name: bounds[name][side] for name in logs}, logs) for side in (0, 1))
+    residual = scaled_residual(images, noise_sd, lambda theta: predict_images(_from_fitted(theta, logs)))
+    return fit(residual, _fitted_names(logs), _to_fitted(start, logs), (lower, upper), **options)
 
 
 def identifiability(predict_images: Callable[[dict], dict], values: dict, logs: dict, images: dict, noise_sd: dict, *,

@@ -38,7 +38,7 @@ def region_values(domain, function, tag) -> np.ndarray:
 def test_ktrans_scaling_keeps_the_tumour_mean_and_the_rim_core_contrast(disc_images):
     mask, ktrans, affine = disc_images()
     domain = mask_mesh(COMM, mask, affine, 4e-4, host=False)
-    exchange, stats = vascular_exchange_from_ktrans(domain, ktrans, affine, TUMOUR)
+    exchange, _, stats = vascular_exchange_from_ktrans(domain, ktrans, affine, TUMOUR)
     assert region_mean(exchange, domain, tags.TUMOUR) == pytest.approx(TUMOUR.vascular_exchange, rel=1e-10)
     # the traced outline is smoothed: a few edge cells have midpoints in voxels outside the mask
     assert 0.98 < stats["tumour_volume_fraction_with_ktrans"] < 1.0
@@ -52,7 +52,7 @@ def test_uniform_ktrans_reproduces_the_region_solve(disc_images):
     mask, ktrans, affine = disc_images()
     ktrans[np.isfinite(ktrans)] = 0.35
     domain = mask_mesh(COMM, mask, affine, 4e-4, host=False)
-    exchange, _ = vascular_exchange_from_ktrans(domain, ktrans, affine, TUMOUR)
+    exchange, _, _ = vascular_exchange_from_ktrans(domain, ktrans, affine, TUMOUR)
     with_map = solve_ifp(domain, TUMOUR, OuterBoundary(), fields={"vascular_exchange": exchange})
     plain = solve_ifp(domain, TUMOUR, OuterBoundary())
     np.testing.assert_allclose(with_map.pressure.x.array, plain.pressure.x.array, rtol=1e-8, atol=1e-6)
@@ -67,6 +67,18 @@ def test_map_without_tumour_values_is_rejected(disc_images):
         vascular_exchange_from_ktrans(domain, np.zeros_like(ktrans), affine, TUMOUR)
 
 
+def test_map_that_misses_the_tumour_is_rejected_naming_the_slice(disc_images):
+    """Finite Ktrans [1/min] on an affine 20 mm off the mesh: no tumour cell has a value, so one
+    ValueError names the map and the slice (no None tumour mean, no unscaled table Lp S/V)."""
+    mask, ktrans, affine = disc_images()
+    domain = mask_mesh(COMM, mask, affine, 4e-4, host=False)
+    shifted = affine.copy()
+    shifted[0, 3] += 20.0   # [mm]
+    with pytest.raises(ValueError, match=r"the Ktrans map K\.nii\.gz has no finite value at any tumour cell "
+                                         r"\(slice_index 0\): its affine or slice_index"):
+        vascular_exchange_from_ktrans(domain, ktrans, shifted, TUMOUR, label="Ktrans map K.nii.gz")
+
+
 HOST = TissueProperties.defaults("host")
 
 
@@ -76,7 +88,7 @@ def test_each_region_is_normalised_by_its_own_mean_ktrans(disc_images):
     mask, ktrans, affine = disc_images()
     ktrans[~mask] = 0.1
     domain = mask_mesh(COMM, mask, affine, 4e-4, host=True)
-    exchange, stats = vascular_exchange_from_ktrans(domain, ktrans, affine, TUMOUR, HOST)
+    exchange, _, stats = vascular_exchange_from_ktrans(domain, ktrans, affine, TUMOUR, HOST)
     assert region_mean(exchange, domain, tags.TUMOUR) == pytest.approx(TUMOUR.vascular_exchange, rel=1e-10)
     assert region_mean(exchange, domain, tags.HOST) == pytest.approx(HOST.vascular_exchange, rel=1e-10)
     assert stats["mean_host_ktrans_per_min"] == pytest.approx(0.1, rel=0.05)
@@ -87,7 +99,7 @@ def test_cells_without_ktrans_keep_the_region_table_value(disc_images):
     exactly instead of inheriting the tumour-edge Ktrans by nearest-neighbour fill."""
     mask, ktrans, affine = disc_images()
     domain = mask_mesh(COMM, mask, affine, 4e-4, host=True)
-    exchange, stats = vascular_exchange_from_ktrans(domain, ktrans, affine, TUMOUR, HOST)
+    exchange, _, stats = vascular_exchange_from_ktrans(domain, ktrans, affine, TUMOUR, HOST)
     np.testing.assert_allclose(region_values(domain, exchange, tags.HOST), HOST.vascular_exchange, rtol=1e-14)
     assert stats["host_volume_fraction_with_ktrans"] < 0.05   # host cells on the tumour's edge voxels
     assert region_mean(exchange, domain, tags.TUMOUR) == pytest.approx(TUMOUR.vascular_exchange, rel=1e-10)

@@ -53,3 +53,20 @@ def test_run_forward_mask_geometry_with_ktrans_map(tmp_path, centred_grid):
     assert summary["images"]["mean_tumour_ktrans_per_min"] > 0.2
     assert run.domain.geometry["host"] is True
     assert 0 < summary["p_mean_tumour_Pa"] < summary["tumour_effective_pressure_Pa"]
+
+
+def test_run_forward_rejects_a_ktrans_map_that_misses_the_tumour(tmp_path, centred_grid):
+    """`[images] ktrans` whose affine lies 20 mm off the disc: one ValueError naming the map and the
+    slice, not a TypeError from logging a None tumour mean [1/min]."""
+    import numpy as np
+
+    from hybrid.io.nifti import write_volume
+
+    affine, _, _ = centred_grid(16, 0.25)
+    affine[0, 3] += 20.0   # [mm]
+    write_volume(tmp_path / "ktrans.nii.gz", np.full((16, 16, 1), 0.3), affine)
+    document = {"geometry": {"shape": "disc", "tumour_radius": 2e-3, "mesh_size": 5e-4},
+                "images": {"ktrans": str(tmp_path / "ktrans.nii.gz")}, "output": {"directory": str(tmp_path / "out")}}
+    with pytest.raises(ValueError, match=r"Ktrans map .*ktrans\.nii\.gz has no finite value at any tumour cell "
+                                         r"\(slice_index 0\)"):
+        run_forward(forward_config_from_dict(document))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from hybrid.inverse.coupled import CoupledProblem, HostIFPProblem, LevelSetInput, RegionCoefficient, TumourInHost
+from hybrid.inverse.unknowns import BoundedScalar
 from hybrid.inverse.residuals import ElKarehSecombUptake, cell_drug_residual
 from hybrid.problems.ifp import OuterBoundary, TissueProperties, closed_form_pressure
 from hybrid.problems.parameters import default
@@ -281,6 +282,34 @@ def test_pressure_pre_training_is_pointwise_whatever_the_drug_residual_form():
                             weak_cells=6, weak_time_cells=3, causal_slices=2)
     result = pretrain_pressure(problem, config)
     assert result.steps == 2 and "pde" in result.history[-1]["terms"]
+
+
+def test_an_unknown_vessel_permeability_sets_the_liposomal_exchange_in_each_region():
+    """P S/V of the liposomes from an unknown P_L [m/s] (a coefficient of the unknown values) times
+    the tumour's S/V, times the host's S/V ratio in the host; its gradient reaches the unknown."""
+    from hybrid.inverse.images import liposomal_exchange
+    from hybrid.problems.pharmacokinetics import PlasmaCurve
+
+    geometry = TumourInHost(2, R_O, tumour_radius=R_T)
+    flow = HostIFPProblem(geometry, _host_coefficients(geometry), generator=torch.Generator().manual_seed(0))
+    plasma, surface = PlasmaCurve.constant(0.01), 2.0e4
+    physics = {"exchange_lipo": {"plasma": plasma, "permeability_surface": 4e-6, "reflection": 0.2},
+               "surface_to_volume": surface}
+    permeability = BoundedScalar("vessel_permeability", "m/s", 1e-11, 1e-8, initial=3e-10)
+    problem = CoupledProblem(geometry, {"diffusivity_lipo": D_L, "diffusivity_free": D_F, "release_rate": K_REL,
+                                        "vessel_permeability": permeability},
+                             flow=flow, end_time=T, concentration_scale=C0, host_surface_ratio=0.3,
+                             exchange_lipo=liposomal_exchange(physics, {"vessel_permeability": {}}),
+                             width=8, depth=1, features=4).double()
+    x = torch.tensor([[0.0, 0.1], [0.0, 0.95]], dtype=torch.float64)   # tumour, host
+    lipo, free = problem._exchanges(x)
+    assert free is None
+    np.testing.assert_allclose(lipo.permeability_surface.detach().numpy(), [3e-10 * surface, 0.3 * 3e-10 * surface],
+                               rtol=1e-12)
+    lipo.permeability_surface.sum().backward()
+    assert permeability.raw.grad is not None and permeability.raw.grad != 0
+    known = liposomal_exchange(physics, {})   # P_L known: the transport's P S/V
+    assert known.permeability_surface == 4e-6
 
 
 def test_region_coefficient_and_geometry_refuse_bad_input():

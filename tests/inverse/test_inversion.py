@@ -94,6 +94,23 @@ def test_checkpoint_and_resume_reproduce_the_uninterrupted_run(tmp_path, lbfgs_r
                 ).resume(path)
 
 
+def test_resume_refuses_changed_unknowns_and_checkpoints_make_their_folder(tmp_path):
+    """A checkpoint's raw parameters mean other values under other bounds: resuming with another
+    unknown or other bounds stops in one line; the checkpoint's folder is made when missing."""
+    observations = twins.ifp_observations(noise=0.02, voxels=16)
+    path = tmp_path / "new" / "folder" / "state.pt"
+    config = TrainingConfig(adam_steps=5, lbfgs_steps=0, collocation_points=64, progress_every=0, checkpoint=str(path))
+    Trainer(twins.ifp_problem(observations), config).run()
+    assert path.exists()
+    with pytest.raises(ValueError, match=r"different unknowns or bounds \(\['vascular_exchange"):
+        Trainer(twins.ifp_problem(observations, unknown_exchange=True), config).resume(path)
+    other_bounds = twins.ifp_problem(observations)
+    other_bounds.unknowns["conductivity"].upper = 1e-10
+    with pytest.raises(ValueError, match=r"different unknowns or bounds \(\['conductivity"):
+        Trainer(other_bounds, config).resume(path)
+    Trainer(twins.ifp_problem(observations), config).resume(path)   # the same problem resumes
+
+
 def test_ensemble_gives_a_spread_for_every_estimate():
     observations = twins.ifp_observations(noise=0.02, voxels=16)
     config = TrainingConfig(adam_steps=150, lbfgs_steps=0, collocation_points=64, progress_every=0)

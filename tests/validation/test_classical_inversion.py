@@ -197,3 +197,24 @@ def test_identifiability_of_a_closed_form_model_matches_its_fisher_information()
     with pytest.raises(RuntimeError, match="solver diverged"):
         identifiability(failing, truth, logs, images, noise_sd, restore=lambda: restored.append(True))
     assert restored == [True, True]
+
+
+def test_fit_images_recovers_a_closed_form_model_from_noisy_images():
+    """fit_images() on images offset + scale x with noise (offset fitted as itself, scale as ln, from
+    a distant start, within bounds given in SI): the estimates are the linear least-squares solution
+    of the same data (the best any method can do), the standard errors its Fisher ones."""
+    from hybrid.validation.classical import fit_images
+
+    x = np.linspace(0.0, 1.0, 40)
+    rng = np.random.default_rng(3)
+    images = {"a": 0.3 + 2.0 * x + rng.normal(0.0, 0.05, x.size)}
+    predict = lambda values: {"a": values["offset"] + values["scale"] * x}
+    result = fit_images(predict, {"offset": 1.0, "scale": 0.2}, {"offset": False, "scale": True}, images,
+                        {"a": 0.05}, bounds={"offset": (-5.0, 5.0), "scale": (1e-3, 1e3)})
+    design = np.column_stack([np.ones_like(x), x])
+    best = np.linalg.lstsq(design, images["a"], rcond=None)[0]
+    assert result.names == ("offset", "ln_scale")
+    np.testing.assert_allclose([result.estimate[0], np.exp(result.estimate[1])], best, rtol=1e-6)
+    covariance = np.linalg.inv(design.T @ design) * 0.05**2
+    np.testing.assert_allclose(result.standard_error, [np.sqrt(covariance[0, 0]), np.sqrt(covariance[1, 1]) / best[1]],
+                               rtol=1e-3)
