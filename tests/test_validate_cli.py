@@ -349,6 +349,31 @@ def test_vessel_permeability_unknown_reaches_the_fem(permeability_twin):
     assert right["identifiability"]["unknowns"]["release_rate"]["identifiable"] is True
 
 
+def test_classical_fit_beside_the_pinn(release_twin):
+    """[classical] fit = true: the FEM least squares of k_rel from the invert run's start (the
+    geometric mean of the bounds, 1e-5 1/s) on the trained frames lands on the truth within its
+    Cramer-Rao sd (2 % noise: measured 0.5 %), beside the (3-step) PINN's estimate and time."""
+    config = release_twin / "classical.toml"
+    config.write_text(RELEASE_VALIDATE.format(inversion="inverted") + "[classical]\nfit = true\nmax_fem_runs = 30\n")
+    out = release_twin / "classical_out"
+    result = run_hybrid("validate", config, "--output", out, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = _report(out)["classical"]
+    assert report["start"] == {"release_rate": pytest.approx(1e-5, rel=1e-12)} and 4 <= report["fem_runs"] <= 34
+    sd = report["cramer_rao_sd"]["release_rate"]
+    assert sd["of"] == "ln release_rate" and 0 < sd["value"] < 0.02
+    error = report["relative_errors"]["classical"]["release_rate"]
+    assert abs(error) < 3 * sd["value"], (error, sd)
+    assert report["pinn"]["training_seconds"] > 0 and "release_rate" in report["relative_errors"]["pinn"]
+    assert "classical: release_rate = " in result.stdout
+
+
+def test_classical_fit_refused_for_the_ifp_kind(twin):
+    config = twin / "classical_ifp.toml"
+    config.write_text(VALIDATE.format(inversion="unused", radius=R) + "[classical]\nfit = true\n")
+    assert_one_error(run_hybrid("validate", config), '[classical] fit is for kinds "release" and "coupled"')
+
+
 def test_held_out_series_are_read_once_and_each_frame_from_its_own_time(release_twin, tmp_path, monkeypatch):
     """Two held-out frames (20 and 40 min): each PINN map series and truth series is read once per
     validate run, not once per frame, and each frame's PINN-against-truth error is that of its own

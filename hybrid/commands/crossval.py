@@ -52,6 +52,12 @@ and
 - identifiability of every unknown (release law, K and p_e) as in step 4, the Jacobian by central
   differences of FEM runs that re-solve the IFP and the transport at each perturbed value.
 
+With ``[classical] fit = true`` (kinds "release" and "coupled"), ``classical``: the same inverse
+problem solved by FEM least squares (:func:`hybrid.validation.classical.fit_images`): the invert
+run's unknowns from their start values within their bounds, on the trained frames with the data's
+noise sd, every residual a FEM run as in the identifiability; estimates, Cramer-Rao sd, FEM runs
+and seconds beside the PINN's estimates and training time, and with a truth both relative errors.
+
 Writes ``validation.json`` (every number with its unit) into the output directory.
 """
 
@@ -59,6 +65,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -301,6 +308,8 @@ def _drug(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
         else:
             analyse_images = lambda *data: _coupled_analysis(setup, constants, recovered, law, comm, *data)
         identifiability = _identifiability(invert, recovered, trained_on, trained, analyse_images, log)
+        classical = _classical(config, setup, constants, recovered, law, comm, trained_on, trained, inversion, log) \
+            if config.classical.fit else None
     finally:
         solver.close()
     flags = identifiability["unknowns"] if identifiability["available"] else {}
@@ -319,7 +328,7 @@ def _drug(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
                                     "mean) against the FEM at the recovered values"},
             "held_out": {"available": bool(predictions), "frames": predictions,
                          "note": None if predictions else "no [data] held_out_times in the invert configuration"},
-            "seconds": time.perf_counter() - start, "stages_s": stages}
+            "classical": classical, "seconds": time.perf_counter() - start, "stages_s": stages}
 
 
 IDENTIFIABLE_RELATIVE_SD = 0.05
@@ -390,6 +399,72 @@ def _release_analysis(setup, constants: dict, times, images: dict, noise: dict, 
                                    images, noise, affine_mm, points_per_axis)
 
 
+def _fem_predictor(setup, constants: dict, law, comm, times, shape, affine_mm, points_per_axis: int):
+    """values (name -> [SI]) -> the FEM's total drug and released fraction images at ``times`` [s]:
+    the release-law ``constants`` set to the values, ``setup.config`` with the others
+    (:func:`hybrid.commands.invert.with_tumour_flow`; with Darcy flow the IFP re-solved)."""
+    from hybrid.commands.invert import with_tumour_flow
+    from hybrid.commands.transport import setup_transport
+    from hybrid.validation.classical import release_images
+
+    def predict(values: dict) -> dict:
+        for name, constant in constants.items():
+            constant.value = values[name]
+        run = setup_transport(with_tumour_flow(setup.config, values), comm, _quiet, {}, setup.domain,
+                              release_rate=law)
+        run.solver.close()
+        return release_images(run, run.solver.model, times, shape, affine_mm, points_per_axis)
+    return predict
+
+
+def _classical(config: CrossvalConfig, setup, constants: dict, recovered: dict, law, comm, trained_on,
+               trained: np.ndarray, inversion: dict, log) -> dict:
+    """``[classical] fit``: FEM least squares (:func:`hybrid.validation.classical.fit_images`) of the
+    invert run's unknowns from their start values within their bounds (each as ln(value) where
+    ``log``) on the trained frames with the data's noise sd, beside the PINN's estimates and
+    training time; the release-law constants are restored to the recovered values. Collective."""
+    from hybrid.commands.invert import truth_values
+    from hybrid.config.invert import starting_value
+    from hybrid.validation.classical import fit_images
+
+    invert = config.invert
+    specs = {name: asdict(getattr(invert.unknowns, name)) for name in recovered}
+    start = {name: starting_value(spec) for name, spec in specs.items()}
+    images = {record.quantity: record.values[..., trained] for record in trained_on}
+    noise = {record.quantity: record.noise_sd if record.noise_sd > 0 else
+             1e-3 * float(np.nanmax(np.abs(record.values))) for record in trained_on}
+    grid, operator = trained_on[0].grid, trained_on[0].operator
+    predict = _fem_predictor(setup, constants, law, comm, trained_on[0].frame_times_s[trained], grid.shape,
+                             grid.affine_mm, operator.points_per_axis)
+    log(f"classical FEM least squares from {', '.join(f'{n} = {v:.4g}' for n, v in start.items())} "
+        f"(at most {config.classical.max_fem_runs} FEM runs in the fit)")
+    try:
+        result = fit_images(predict, start, {name: spec["log"] for name, spec in specs.items()}, images, noise,
+                            bounds={name: (spec["lower"], spec["upper"]) for name, spec in specs.items()},
+                            max_nfev=config.classical.max_fem_runs)
+    finally:
+        for name, constant in constants.items():
+            constant.value = recovered[name]
+    estimates = {name: float(np.exp(v)) if specs[name]["log"] else float(v)
+                 for name, v in zip(recovered, result.estimate)}
+    truth = truth_values(invert.data.truth, invert.problem.kind, list(recovered)) if invert.data.truth else None
+    out = {"start": start, "estimates": estimates,
+           "cramer_rao_sd": {name: {"value": float(sd), "of": f"ln {name}" if specs[name]["log"] else name}
+                             for name, sd in zip(recovered, result.standard_error)},
+           "chi2_per_datum": result.chi2_per_datum, "fem_runs": result.fem_solves, "seconds": result.wall_s,
+           "status": result.status,
+           "pinn": {"estimates": recovered, "training_seconds": inversion["training"]["seconds"]},
+           "noise_sd": noise, "method": "scipy least_squares (trust region, 2-point Jacobian of FEM runs) of the "
+                                         "noise-scaled residual on the trained frames; Cramer-Rao sd from the "
+                                         "central Jacobian at the estimate"}
+    if truth is not None:
+        out["relative_errors"] = {"classical": {n: (estimates[n] - truth[n]) / truth[n] for n in truth if truth[n]},
+                                  "pinn": {n: (recovered[n] - truth[n]) / truth[n] for n in truth if truth[n]}}
+    log("classical: " + ", ".join(f"{n} = {v:.4g}" for n, v in estimates.items())
+        + f" ({result.fem_solves} FEM runs, {result.wall_s:.1f} s; PINN training {inversion['training']['seconds']:.1f} s)")
+    return out
+
+
 def _coupled_analysis(setup, constants: dict, recovered: dict, law, comm, times, images: dict, noise: dict,
                       logs: dict, affine_mm, points_per_axis: int):
     """Identifiability (:func:`hybrid.validation.classical.identifiability`) of the unknowns at
@@ -397,24 +472,15 @@ def _coupled_analysis(setup, constants: dict, recovered: dict, law, comm, times,
     conductivity / effective pressure or the liposomes' vessel permeability, every perturbed value a
     FEM run of ``setup.config`` (:func:`hybrid.commands.invert.with_tumour_flow`; with Darcy flow
     the IFP re-solved, :func:`hybrid.validation.classical.release_images`); the constants are restored."""
-    from hybrid.commands.invert import with_tumour_flow
-    from hybrid.commands.transport import setup_transport
-    from hybrid.validation.classical import identifiability, release_images
+    from hybrid.validation.classical import identifiability
 
-    shape = next(iter(images.values())).shape[:3]
+    predict = _fem_predictor(setup, constants, law, comm, times, next(iter(images.values())).shape[:3], affine_mm,
+                             points_per_axis)
 
-    def set_constants(values: dict) -> None:
+    def restore() -> None:
         for name, constant in constants.items():
-            constant.value = values[name]
-
-    def predict(values: dict) -> dict:
-        set_constants(values)
-        run = setup_transport(with_tumour_flow(setup.config, values), comm, _quiet, {}, setup.domain,
-                              release_rate=law)
-        run.solver.close()
-        return release_images(run, run.solver.model, times, shape, affine_mm, points_per_axis)
-
-    return identifiability(predict, recovered, logs, images, noise, restore=lambda: set_constants(recovered))
+            constant.value = recovered[name]
+    return identifiability(predict, recovered, logs, images, noise, restore=restore)
 
 
 def _pressure(invert, source: Path, fem, problems: list, record, comm, log) -> dict:

@@ -14,6 +14,10 @@ point 4) against the FEM. TOML ``[section] key`` = field ``config.section.key``:
     [output]
     directory = "../results/validate_disc"
 
+    [classical]                           # optional, kinds "release" and "coupled": the classical
+    fit = true                            # FEM least squares of the same unknowns from the same
+    max_fem_runs = 60                     # start and bounds on the trained frames, beside the PINN
+
 Kinds "release" and "coupled" have no ``[geometry]``: they re-solve the invert run's ``[problem]
 transport`` configuration (its mesh and time steps) with the recovered release rate (coupled: and
 the recovered tumour conductivity and effective pressure).
@@ -30,10 +34,10 @@ from pathlib import Path
 
 from hybrid.config.geometry import GeometryConfig, geometry_from_table
 from hybrid.config.invert import InvertConfig, load_invert_config
-from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, output_from_table, read_toml, relative_path,
-                                    take_keys)
+from hybrid.config.validate import (REQUIRED, ConfigError, OutputConfig, choice, integer, output_from_table, read_toml,
+                                    relative_path, take_keys)
 
-__all__ = ["CrossvalConfig", "InversionSection", "crossval_config_from_dict", "load_crossval_config"]
+__all__ = ["CrossvalConfig", "InversionSection", "ClassicalSection", "crossval_config_from_dict", "load_crossval_config"]
 
 
 @dataclass(frozen=True)
@@ -45,19 +49,30 @@ class InversionSection:
 
 
 @dataclass(frozen=True)
+class ClassicalSection:
+    """``[classical]``: run the classical FEM least squares (``fit``) with at most ``max_fem_runs``
+    forward runs in the fit."""
+
+    fit: bool = False
+    max_fem_runs: int = 60
+
+
+@dataclass(frozen=True)
 class CrossvalConfig:
     inversion: InversionSection
     geometry: GeometryConfig | None   # kind "ifp": the FEM mesh; "release", "coupled": None (the transport's)
     output: OutputConfig
     invert: InvertConfig              # [inversion] config, loaded and validated
+    classical: ClassicalSection = ClassicalSection()
 
 
 def crossval_config_from_dict(data: dict, origin: str = "<config>", base: Path = Path(".")) -> CrossvalConfig:
     """Validate a parsed ``hybrid validate`` TOML (module docstring)."""
     try:
-        extra = sorted(set(data) - {"inversion", "geometry", "output"})
+        extra = sorted(set(data) - {"inversion", "geometry", "output", "classical"})
         if extra:
-            raise ConfigError(f"unknown section(s) {', '.join(extra)}; allowed: inversion, geometry, output")
+            raise ConfigError(f"unknown section(s) {', '.join(extra)}; allowed: inversion, geometry, output, "
+                              "classical")
         inversion = take_keys(data.get("inversion", {}), "inversion", {"config": REQUIRED, "directory": None})
         invert_path = relative_path(base, "inversion", "config", inversion["config"])
         invert = load_invert_config(invert_path)
@@ -77,8 +92,14 @@ def crossval_config_from_dict(data: dict, origin: str = "<config>", base: Path =
             if not math.isclose(geometry.tumour_radius, invert.problem.radius, rel_tol=1e-9):
                 raise ConfigError(f"[geometry] tumour_radius {geometry.tumour_radius:g} m must equal the invert "
                                   f"[problem] radius {invert.problem.radius:g} m")
+        table = take_keys(data.get("classical", {}), "classical", {"fit": False, "max_fem_runs": 60})
+        classical = ClassicalSection(choice("classical", "fit", table["fit"], (True, False)),
+                                     integer("classical", "max_fem_runs", table["max_fem_runs"], 4))
+        if classical.fit and invert.problem.kind == "ifp":
+            raise ConfigError("[classical] fit is for kinds \"release\" and \"coupled\" (the IFP kind's classical fit: "
+                              "hybrid.validation.classical.fit_ifp, benchmarks/classical_inversion.py)")
         return CrossvalConfig(InversionSection(invert_path, directory), geometry,
-                              output_from_table(data.get("output"), base), invert)
+                              output_from_table(data.get("output"), base), invert, classical)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
 

@@ -194,7 +194,7 @@ from hybrid.config.validate import (ConfigError, OutputConfig, choice, integer, 
 
 __all__ = ["UnknownConfig", "Unknowns", "DataConfig", "ProblemConfig", "TrainingSection", "InvertConfig",
            "IFP_COEFFICIENTS", "FIELD_UNKNOWNS", "RELEASE_UNKNOWNS", "PH_LAW_UNKNOWNS", "DRUG_UNKNOWNS",
-           "COUPLED_UNKNOWNS", "WARM_STARTS",
+           "COUPLED_UNKNOWNS", "starting_value", "WARM_STARTS",
            "invert_config_from_dict",
            "load_invert_config", "load_transport"]
 
@@ -239,6 +239,15 @@ class UnknownConfig:
     initial: float | None = None
     log: bool = True
     field: bool = False
+
+
+def starting_value(spec: dict) -> float:
+    """Starting value of an unknown from its keywords ``spec`` (``initial``, ``lower``, ``upper``,
+    ``log``, as :class:`UnknownConfig`; in the unknown's SI unit): ``initial``, else the geometric
+    (log) or arithmetic mean of the bounds."""
+    if spec["initial"] is not None:
+        return spec["initial"]
+    return math.sqrt(spec["lower"] * spec["upper"]) if spec["log"] else 0.5 * (spec["lower"] + spec["upper"])
 
 
 class Unknowns:

@@ -917,7 +917,8 @@ def fit(t_s, ct_mM, cp_mM, model, fit_delay=False, *, mask=None,
     "delay_s_se"); "rss" [mM^2], the residual sum of squares; "reason" (uint8 bit flags,
     ``REASONS``). Parameters that are not estimates (not identifiable, at an artificial
     bound) are NaN, every parameter where a fitted delay is on an end of its search range
-    (unless that range is one value); ve + vp <= 1 always holds.
+    (unless that range is one value: then the delay is given, its "delay_s_se" 0 and the other
+    standard errors those of the model at that delay); ve + vp <= 1 always holds.
     """
     t, ct, cp, mask = _check_inputs(t_s, ct_mM, cp_mM, model, mask)
     spatial = ct.shape[:-1]
@@ -942,7 +943,10 @@ def fit(t_s, ct_mM, cp_mM, model, fit_delay=False, *, mask=None,
     for s in range(0, idx.size, chunk):
         sel = idx[s:s + chunk]
         p, rss, jtj = _fit_block(model, t, cp, flat[sel], delays, max_iter)
-        se = standard_errors(jtj, rss, t.size)
+        if delays is not None and delays.size == 1:   # a range of one value: the delay is given, not fitted
+            se = np.concatenate([standard_errors(jtj[:, :-1, :-1], rss, t.size), np.zeros((sel.size, 1))], axis=1)
+        else:
+            se = standard_errors(jtj, rss, t.size)
         code = np.zeros(sel.size, dtype=np.uint8)
         failed = ~np.isfinite(rss)
         code[failed] |= _NOT_FITTED

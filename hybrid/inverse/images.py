@@ -4,12 +4,12 @@ numpy arrays in SI units: points [m], times [s])."""
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np
 import torch
 
+from hybrid.config.invert import starting_value
 from hybrid.inverse.geometry import Ball
 from hybrid.inverse.problems import IFPProblem, TransportProblem
 from hybrid.inverse.residuals import DrugExchange
@@ -18,7 +18,7 @@ from hybrid.inverse.unknowns import BoundedField, BoundedScalar
 from hybrid.problems.release import ph_release_rate, released_fraction
 from hybrid.records import ObservationOperator, Observations, VoxelGrid
 
-__all__ = ["disc_ifp_problem", "disc_release_problem", "liposomal_exchange", "ktrans_scale", "scaled", "starting_value", "release_rate_coefficient",
+__all__ = ["disc_ifp_problem", "disc_release_problem", "liposomal_exchange", "ktrans_scale", "scaled", "release_rate_coefficient",
            "release_state_scales", "voxel_average", "voxel_series", "pressure_at",
            "drug_at", "save_state", "load_state"]
 
@@ -119,15 +119,6 @@ def liposomal_exchange(physics: dict, unknowns) -> DrugExchange:
         surface = physics["surface_to_volume"]
         exchange["permeability_surface"] = lambda x, values: values["vessel_permeability"] * surface
     return DrugExchange(**exchange)
-
-
-def starting_value(spec: dict) -> float:
-    """Starting value of an unknown from its BoundedScalar keywords ``spec`` (``initial``, ``lower``,
-    ``upper``, ``log``; in the unknown's SI unit): ``initial``, else the geometric (log) or
-    arithmetic mean of the bounds."""
-    if spec["initial"] is not None:
-        return spec["initial"]
-    return math.sqrt(spec["lower"] * spec["upper"]) if spec["log"] else 0.5 * (spec["lower"] + spec["upper"])
 
 
 def release_rate_coefficient(physics: dict, radius: float, unknowns) -> float | Callable:

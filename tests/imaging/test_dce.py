@@ -279,6 +279,21 @@ def test_delay_grid_of_one_value_fits_that_delay():
     np.testing.assert_allclose(got["Ktrans"], [0.2, 0.1], rtol=1e-4)
 
 
+def test_a_given_delay_leaves_the_standard_errors_of_the_fit_at_that_delay():
+    """A delay range of one value gives the delay: its standard error is 0 and the others are those
+    of the undelayed fit with the AIF shifted by it (4 s, two samples: the shift is exact); before,
+    the delay's column stayed in J^T J and widened them."""
+    rng = np.random.default_rng(5)
+    ct = dce.extended_tofts(T_SYN, CP_SYN, [0.2, 0.1], [0.3, 0.4], [0.05, 0.02], delay_s=4.0)
+    ct = ct + rng.normal(0.0, 0.005, ct.shape)
+    given = dce.fit(T_SYN, ct, CP_SYN, "extended_tofts", fit_delay=True, delay_range_s=(4.0, 4.0))
+    shifted = dce.fit(T_SYN, ct, np.concatenate([np.zeros(2), CP_SYN[:-2]]), "extended_tofts")
+    np.testing.assert_array_equal(given["delay_s_se"], 0.0)
+    for name in ("Ktrans", "ve", "vp"):
+        np.testing.assert_allclose(given[name], shifted[name], rtol=1e-6)
+        np.testing.assert_allclose(given[f"{name}_se"], shifted[f"{name}_se"], rtol=1e-3)
+
+
 @pytest.mark.parametrize("model", ["tofts", "extended_tofts"])
 def test_delay_beyond_its_search_range_is_no_estimate(model):
     """True delays of 14 and -14 s end the fit on the ends of the default -10..10 s range
