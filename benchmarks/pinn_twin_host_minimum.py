@@ -263,6 +263,20 @@ each other; else "mixed"; the same rule on the image terms alone, reported besid
 and not at 12 would support finer test functions near the rim; "flat" at both would leave K_T
 unseen by this PINN's loss at this budget.
 
+Seventh post-hoc outcome (both at once beside other work, 1-min load 2-4; each point: FEM warm start
+1-3 min, 12 cells 2.7 min, 24 cells about 16 min): **"identified by the loss"** at both cell counts.
+Summed unweighted terms after training (12 cells / 24 cells, x 1e-3): K_T 1.0e-14: 4.34 / 4.69,
+1.8e-14: 3.65 / 3.94, 3.1e-14 (truth): 3.25 / 3.68, 5.4e-14: 3.44 / 4.03, lowest at the truth with
+1.0e-14 33 % / 28 % above. The image terms alone are "flat" by the rule (spread 9.4 % / 8.1 %): at 12
+cells lowest at the truth and 5.4e-14 alike (1.951 / 1.952e-3), at 24 cells lowest at the truth and
+rising on both sides (+2.3 % at 1.8e-14, +4.2 % at 5.4e-14, +8.1 % at 1.0e-14). Most of the summed
+difference is the pressure residual (pde_ifp 1.55e-3 at 1.0e-14 against 0.84e-3 at the truth, 12
+cells) and the liposomal residual (5.6e-4 against 3.9e-4). So the sixth stage's flat profile came
+from its start fitted at 1e-14: networks fitted at each K_T leave the PINN's loss lowest at the true
+K_T, and warm_weak's K_T, stuck at the start, is the joint descent's failure (a path problem), as
+for k_rel and p_e from untrained networks. Finer test functions sharpen the image terms' minimum
+but do not change the verdict.
+
 Run from the repository root (merges into benchmarks/results/pinn_twin_host_minimum.json; the
 states go to $HOST_MINIMUM_DIR):
     .venv/bin/python benchmarks/pinn_twin_host_minimum.py all        # fit, truth_start, drift, compare
