@@ -149,8 +149,10 @@ def test_a_field_unknown_is_written_as_a_map_with_its_spread(twin):
     (lambda text: text.replace("log = false\n", "log = false\nfield = yes\n", 1), "field"),
     (lambda text: text.replace("[unknowns.effective_pressure]", "[unknowns.lymphatic_pressure]\nlower = -1e3\n"
                                "upper = 1e3\nlog = false\nfield = true\n[unknowns.effective_pressure]")
-     .replace("[problem]\n", "[problem]\nlymphatic_filtration = 1e-7\n"), "field = true is for conductivity")],
-    ids=["initial", "not a boolean", "lymphatic pressure"])
+     .replace("[problem]\n", "[problem]\nlymphatic_filtration = 1e-7\n"), "field = true is for conductivity"),
+    (lambda text: text.replace("upper = 1e-11\n", "upper = 1e-11\nlog = false\n", 1),
+     "[unknowns.conductivity] is a positive coefficient: it is learned in log space")],
+    ids=["initial", "not a boolean", "lymphatic pressure", "linear conductivity"])
 def test_bad_field_keys_give_one_error_line(twin, edit, message):
     directory, _ = twin
     config = _config(directory, "bad_field.toml")

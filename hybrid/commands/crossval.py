@@ -421,8 +421,11 @@ def _classical(config: CrossvalConfig, setup, constants: dict, recovered: dict, 
                trained: np.ndarray, inversion: dict, log) -> dict:
     """``[classical] fit``: FEM least squares (:func:`hybrid.validation.classical.fit_images`) of the
     invert run's unknowns from their start values within their bounds (each as ln(value) where
-    ``log``) on the trained frames with the data's noise sd, beside the PINN's estimates and
-    training time; the release-law constants are restored to the recovered values. Collective."""
+    ``log``) on the trained frames with the data's noise sd (noise-free data: 1e-3 x the largest
+    value as the residual's scale, ``noise_assumed``, no Cramer-Rao sd), at most
+    ``max_fem_runs`` FEM runs in the fit (least-squares steps of 1 + one run per unknown) and 2 per
+    unknown for the standard errors, beside the PINN's estimates and training time; the
+    release-law constants are restored to the recovered values. Collective."""
     from hybrid.commands.invert import truth_values
     from hybrid.config.invert import starting_value
     from hybrid.validation.classical import fit_images
@@ -431,17 +434,23 @@ def _classical(config: CrossvalConfig, setup, constants: dict, recovered: dict, 
     specs = {name: asdict(getattr(invert.unknowns, name)) for name in recovered}
     start = {name: starting_value(spec) for name, spec in specs.items()}
     images = {record.quantity: record.values[..., trained] for record in trained_on}
+    assumed = any(not record.noise_sd > 0 for record in trained_on)   # noise-free data: a scale, not a noise
     noise = {record.quantity: record.noise_sd if record.noise_sd > 0 else
-             1e-3 * float(np.nanmax(np.abs(record.values))) for record in trained_on}
+             1e-3 * float(np.nanmax(np.abs(record.values), initial=0.0)) for record in trained_on}
+    bad = [quantity for quantity, sd in noise.items() if not (np.isfinite(sd) and sd > 0)]
+    if bad:
+        raise ValueError(f"[classical] fit: the {', '.join(bad)} data have no finite nonzero value to scale the "
+                         "residual by")
     grid, operator = trained_on[0].grid, trained_on[0].operator
     predict = _fem_predictor(setup, constants, law, comm, trained_on[0].frame_times_s[trained], grid.shape,
                              grid.affine_mm, operator.points_per_axis)
+    steps = max(1, config.classical.max_fem_runs // (len(specs) + 1))   # each step: 1 + one run per unknown
     log(f"classical FEM least squares from {', '.join(f'{n} = {v:.4g}' for n, v in start.items())} "
-        f"(at most {config.classical.max_fem_runs} FEM runs in the fit)")
+        f"(at most {steps * (len(specs) + 1)} FEM runs in the fit, {2 * len(specs)} for the standard errors)")
     try:
         result = fit_images(predict, start, {name: spec["log"] for name, spec in specs.items()}, images, noise,
                             bounds={name: (spec["lower"], spec["upper"]) for name, spec in specs.items()},
-                            max_nfev=config.classical.max_fem_runs)
+                            max_nfev=steps)
     finally:
         for name, constant in constants.items():
             constant.value = recovered[name]
@@ -454,9 +463,11 @@ def _classical(config: CrossvalConfig, setup, constants: dict, recovered: dict, 
            "chi2_per_datum": result.chi2_per_datum, "fem_runs": result.fem_solves, "seconds": result.wall_s,
            "status": result.status,
            "pinn": {"estimates": recovered, "training_seconds": inversion["training"]["seconds"]},
-           "noise_sd": noise, "method": "scipy least_squares (trust region, 2-point Jacobian of FEM runs) of the "
+           "noise_sd": noise, "noise_assumed": assumed, "method": "scipy least_squares (trust region, 2-point Jacobian of FEM runs) of the "
                                          "noise-scaled residual on the trained frames; Cramer-Rao sd from the "
                                          "central Jacobian at the estimate"}
+    if assumed:   # the residual's scale is not a noise: no uncertainty to report
+        out["cramer_rao_sd"] = {name: None for name in recovered}
     if truth is not None:
         out["relative_errors"] = {"classical": {n: (estimates[n] - truth[n]) / truth[n] for n in truth if truth[n]},
                                   "pinn": {n: (recovered[n] - truth[n]) / truth[n] for n in truth if truth[n]}}

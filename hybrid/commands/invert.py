@@ -360,7 +360,7 @@ def _write_field(directory: Path, name: str, problems: list, grid, operator, tru
     """The field unknown ``name`` of every member voxel-averaged like the data: ``<name>.nii.gz``
     (ensemble mean) and with an ensemble ``<name>_spread.nii.gz`` (sample sd) on the observation
     grid; returns its inversion.json entry (file, unit, range; against a uniform ``truth`` [SI] the
-    relative l2 over the voxels)."""
+    RMS error over the voxels and, unless the truth is 0, that relative to it)."""
     from hybrid.inverse.images import voxel_average
 
     unit = IFP_COEFFICIENTS[name]
@@ -374,7 +374,8 @@ def _write_field(directory: Path, name: str, problems: list, grid, operator, tru
     entry = {"file": f"{name}.nii.gz", "unit": unit, "voxels": int(values.size), "mean": float(values.mean()),
              "min": float(values.min()), "max": float(values.max())}
     if truth is not None:
-        entry |= {"truth": truth, "relative_l2": float(np.linalg.norm(values - truth) / (abs(truth) * np.sqrt(values.size)))}
+        rms = float(np.linalg.norm(values - truth) / np.sqrt(values.size))
+        entry |= {"truth": truth, "rms_error": rms, "relative_l2": rms / abs(truth) if truth != 0 else None}
     return entry
 
 

@@ -51,7 +51,8 @@ class InversionSection:
 @dataclass(frozen=True)
 class ClassicalSection:
     """``[classical]``: run the classical FEM least squares (``fit``) with at most ``max_fem_runs``
-    forward runs in the fit."""
+    forward runs in the fit (whole least-squares steps of 1 + one run per unknown; 2 per unknown more
+    for the standard errors)."""
 
     fit: bool = False
     max_fem_runs: int = 60

@@ -202,6 +202,8 @@ IFP_COEFFICIENTS = {"conductivity": "m^2/(Pa s)", "vascular_exchange": "1/(Pa s)
                     "lymphatic_filtration": "1/(Pa s)", "lymphatic_pressure": "Pa"}
 """Coefficients of the "ifp" problem and their SI units."""
 _IFP_DEFAULTS = {"lymphatic_filtration": 0.0, "lymphatic_pressure": 0.0}
+LINEAR_UNKNOWNS = ("ph_50", "effective_pressure", "lymphatic_pressure")
+"""Unknowns that may be learned linearly (``log = false``): a pH and pressures (signed, near 0)."""
 FIELD_UNKNOWNS = ("conductivity", "vascular_exchange", "effective_pressure")
 """IFP coefficients that may be field unknowns (``[unknowns.NAME] field = true``, kind "ifp")."""
 RELEASE_UNKNOWNS = {"release_rate": "1/s", "ph_50": "1", "steepness": "1"}
@@ -358,6 +360,10 @@ def _unknown(name: str, table) -> UnknownConfig:
     values = take_keys(table, section, spec_of(UnknownConfig))
     lower, upper = number(section, "lower", values["lower"]), number(section, "upper", values["upper"])
     log = choice(section, "log", values["log"], (True, False))
+    if not log and name not in LINEAR_UNKNOWNS:
+        raise ConfigError(f"[{section}] is a positive coefficient: it is learned in log space (log = true; only "
+                          f"{', '.join(LINEAR_UNKNOWNS)} may be linear), so that steps are relative changes for the "
+                          "PINN and for the FEM's finite differences")
     if not lower < upper:
         raise ConfigError(f"[{section}] needs lower < upper, got lower = {lower:g}, upper = {upper:g}")
     if log and lower <= 0:

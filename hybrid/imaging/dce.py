@@ -918,7 +918,8 @@ def fit(t_s, ct_mM, cp_mM, model, fit_delay=False, *, mask=None,
     ``REASONS``). Parameters that are not estimates (not identifiable, at an artificial
     bound) are NaN, every parameter where a fitted delay is on an end of its search range
     (unless that range is one value: then the delay is given, its "delay_s_se" 0 and the other
-    standard errors those of the model at that delay); ve + vp <= 1 always holds.
+    standard errors those of the model at that delay), so let the range extend beyond the delays
+    expected (a range starting at 0 s makes voxels with no delay NaN); ve + vp <= 1 always holds.
     """
     t, ct, cp, mask = _check_inputs(t_s, ct_mM, cp_mM, model, mask)
     spatial = ct.shape[:-1]
