@@ -52,11 +52,12 @@ and
 - identifiability of every unknown (release law, K and p_e) as in step 4, the Jacobian by central
   differences of FEM runs that re-solve the IFP and the transport at each perturbed value.
 
-With ``[classical] fit = true`` (kinds "release" and "coupled"), ``classical``: the same inverse
-problem solved by FEM least squares (:func:`hybrid.validation.classical.fit_images`): the invert
-run's unknowns from their start values within their bounds, on the trained frames with the data's
-noise sd, every residual a FEM run as in the identifiability; estimates, Cramer-Rao sd, FEM runs
-and seconds beside the PINN's estimates and training time, and with a truth both relative errors.
+With ``[classical] fit = true`` (scalar unknowns), ``classical``: the same inverse problem solved
+by FEM least squares (:func:`hybrid.validation.classical.fit_images`): the invert run's unknowns
+from their start values within their bounds, on the same data (the trained frames) with their
+noise sd, every residual a FEM run (kind "ifp": an IFP solve on the ``[geometry]`` mesh; the drug
+kinds: a transport run as in the identifiability); estimates, Cramer-Rao sd, FEM runs and seconds
+beside the PINN's estimates and training time, and with a truth both relative errors.
 
 Writes ``validation.json`` (every number with its unit) into the output directory.
 """
@@ -238,6 +239,19 @@ def _ifp(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
             "operator": f"voxel mean, midpoint rule, {points_per_axis} points per axis"}
         log(f"FEM(recovered) vs FEM(truth) relative L2 error {100 * fem_error:.2f} %; prediction of the truth "
             f"image: relative l2 error {100 * image_error:.2f} % over {voxels} voxels")
+    if config.classical.fit:
+        observed, observed_affine = everywhere(comm, lambda: read_volume(invert.data.observations))
+        unknowns = {name: recovered[name] for name in invert.unknowns}
+        predict = lambda values: {"ifp": observe_on_grid(_solve(domain, boundary, recovered | values), observed.shape,
+                                                         observed_affine, points_per_axis=points_per_axis)}
+        truth = None
+        if invert.data.truth is not None:
+            tissue = everywhere(comm, lambda: _truth_tissue(invert.data.truth))
+            truth = {"conductivity": tissue.hydraulic_conductivity, "vascular_exchange": tissue.vascular_exchange,
+                     "effective_pressure": tissue.effective_pressure,
+                     "lymphatic_filtration": tissue.lymphatic_filtration, "lymphatic_pressure": tissue.lymphatic_pressure}
+        result["classical"] = _fit_beside_pinn(config, predict, {"ifp": observed}, {"ifp": invert.data.noise_sd},
+                                               unknowns, inversion, truth, log)
     result["seconds"] = time.perf_counter() - start
     return result
 
@@ -419,60 +433,69 @@ def _fem_predictor(setup, constants: dict, law, comm, times, shape, affine_mm, p
 
 def _classical(config: CrossvalConfig, setup, constants: dict, recovered: dict, law, comm, trained_on,
                trained: np.ndarray, inversion: dict, log) -> dict:
-    """``[classical] fit``: FEM least squares (:func:`hybrid.validation.classical.fit_images`) of the
-    invert run's unknowns from their start values within their bounds (each as ln(value) where
-    ``log``) on the trained frames with the data's noise sd (noise-free data: 1e-3 x the largest
-    value as the residual's scale, ``noise_assumed``, no Cramer-Rao sd), at most
-    ``max_fem_runs`` FEM runs in the fit (least-squares steps of 1 + one run per unknown) and 2 per
-    unknown for the standard errors, beside the PINN's estimates and training time; the
+    """``[classical] fit`` of kinds "release" and "coupled": :func:`_fit_beside_pinn` on the trained
+    frames with the data's noise sd, every prediction a transport run (:func:`_fem_predictor`); the
     release-law constants are restored to the recovered values. Collective."""
     from hybrid.commands.invert import truth_values
+
+    invert = config.invert
+    truth = truth_values(invert.data.truth, invert.problem.kind, list(recovered)) if invert.data.truth else None
+    grid, operator = trained_on[0].grid, trained_on[0].operator
+    predict = _fem_predictor(setup, constants, law, comm, trained_on[0].frame_times_s[trained], grid.shape,
+                             grid.affine_mm, operator.points_per_axis)
+    try:
+        return _fit_beside_pinn(config, predict, {r.quantity: r.values[..., trained] for r in trained_on},
+                                {r.quantity: r.noise_sd for r in trained_on}, recovered, inversion, truth, log)
+    finally:
+        for name, constant in constants.items():
+            constant.value = recovered[name]
+
+
+def _fit_beside_pinn(config: CrossvalConfig, predict, images: dict, noise_sd: dict, recovered: dict,
+                     inversion: dict, truth: dict | None, log) -> dict:
+    """FEM least squares (:func:`hybrid.validation.classical.fit_images`) of the invert run's
+    scalar unknowns (``recovered``: the PINN's estimates) from their start values within their
+    bounds (each as ln(value) where ``log``) on ``images`` with ``noise_sd`` (quantity -> sd in
+    the image unit; 0 for noise-free data: 1e-3 x the largest value as the residual's scale,
+    ``noise_assumed``, no Cramer-Rao sd), at most ``max_fem_runs`` predictions in the fit
+    (least-squares steps of 1 + one per unknown) and 2 per unknown for the standard errors; the
+    record of ``validation.json`` beside the PINN's estimates and training time (with ``truth``, name
+    -> true value [SI], both relative errors). Collective."""
     from hybrid.config.invert import starting_value
     from hybrid.validation.classical import fit_images
 
     invert = config.invert
     specs = {name: asdict(getattr(invert.unknowns, name)) for name in recovered}
     start = {name: starting_value(spec) for name, spec in specs.items()}
-    images = {record.quantity: record.values[..., trained] for record in trained_on}
-    assumed = any(not record.noise_sd > 0 for record in trained_on)   # noise-free data: a scale, not a noise
-    noise = {record.quantity: record.noise_sd if record.noise_sd > 0 else
-             1e-3 * float(np.nanmax(np.abs(record.values), initial=0.0)) for record in trained_on}
+    assumed = any(not sd > 0 for sd in noise_sd.values())   # noise-free data: a scale, not a noise
+    noise = {quantity: sd if sd > 0 else 1e-3 * float(np.nanmax(np.abs(images[quantity]), initial=0.0))
+             for quantity, sd in noise_sd.items()}
     bad = [quantity for quantity, sd in noise.items() if not (np.isfinite(sd) and sd > 0)]
     if bad:
         raise ValueError(f"[classical] fit: the {', '.join(bad)} data have no finite nonzero value to scale the "
                          "residual by")
-    grid, operator = trained_on[0].grid, trained_on[0].operator
-    predict = _fem_predictor(setup, constants, law, comm, trained_on[0].frame_times_s[trained], grid.shape,
-                             grid.affine_mm, operator.points_per_axis)
     steps = max(1, config.classical.max_fem_runs // (len(specs) + 1))   # each step: 1 + one run per unknown
     log(f"classical FEM least squares from {', '.join(f'{n} = {v:.4g}' for n, v in start.items())} "
         f"(at most {steps * (len(specs) + 1)} FEM runs in the fit, {2 * len(specs)} for the standard errors)")
-    try:
-        result = fit_images(predict, start, {name: spec["log"] for name, spec in specs.items()}, images, noise,
-                            bounds={name: (spec["lower"], spec["upper"]) for name, spec in specs.items()},
-                            max_nfev=steps)
-    finally:
-        for name, constant in constants.items():
-            constant.value = recovered[name]
+    result = fit_images(predict, start, {name: spec["log"] for name, spec in specs.items()}, images, noise,
+                        bounds={name: (spec["lower"], spec["upper"]) for name, spec in specs.items()}, max_nfev=steps)
     estimates = {name: float(np.exp(v)) if specs[name]["log"] else float(v)
                  for name, v in zip(recovered, result.estimate)}
-    truth = truth_values(invert.data.truth, invert.problem.kind, list(recovered)) if invert.data.truth else None
     out = {"start": start, "estimates": estimates,
-           "cramer_rao_sd": {name: {"value": float(sd), "of": f"ln {name}" if specs[name]["log"] else name}
+           "cramer_rao_sd": {name: None if assumed else {"value": float(sd), "of": f"ln {name}" if specs[name]["log"]
+                                                          else name}
                              for name, sd in zip(recovered, result.standard_error)},
            "chi2_per_datum": result.chi2_per_datum, "fem_runs": result.fem_solves, "seconds": result.wall_s,
            "status": result.status,
-           "pinn": {"estimates": recovered, "training_seconds": inversion["training"]["seconds"]},
-           "noise_sd": noise, "noise_assumed": assumed, "method": "scipy least_squares (trust region, 2-point Jacobian of FEM runs) of the "
-                                         "noise-scaled residual on the trained frames; Cramer-Rao sd from the "
-                                         "central Jacobian at the estimate"}
-    if assumed:   # the residual's scale is not a noise: no uncertainty to report
-        out["cramer_rao_sd"] = {name: None for name in recovered}
+           "pinn": {"estimates": recovered, "training_seconds": inversion.get("training", {}).get("seconds")},
+           "noise_sd": noise, "noise_assumed": assumed,
+           "method": "scipy least_squares (trust region, 2-point Jacobian of FEM runs) of the noise-scaled residual; "
+                     "Cramer-Rao sd from the central Jacobian at the estimate"}
     if truth is not None:
-        out["relative_errors"] = {"classical": {n: (estimates[n] - truth[n]) / truth[n] for n in truth if truth[n]},
-                                  "pinn": {n: (recovered[n] - truth[n]) / truth[n] for n in truth if truth[n]}}
+        out["relative_errors"] = {"classical": {n: (estimates[n] - truth[n]) / truth[n] for n in recovered if truth[n]},
+                                  "pinn": {n: (recovered[n] - truth[n]) / truth[n] for n in recovered if truth[n]}}
     log("classical: " + ", ".join(f"{n} = {v:.4g}" for n, v in estimates.items())
-        + f" ({result.fem_solves} FEM runs, {result.wall_s:.1f} s; PINN training {inversion['training']['seconds']:.1f} s)")
+        + f" ({result.fem_solves} FEM runs, {result.wall_s:.1f} s)")
     return out
 
 

@@ -14,9 +14,9 @@ point 4) against the FEM. TOML ``[section] key`` = field ``config.section.key``:
     [output]
     directory = "../results/validate_disc"
 
-    [classical]                           # optional, kinds "release" and "coupled": the classical
-    fit = true                            # FEM least squares of the same unknowns from the same
-    max_fem_runs = 60                     # start and bounds on the trained frames, beside the PINN
+    [classical]                           # optional (scalar unknowns): the classical FEM least
+    fit = true                            # squares of the same unknowns from the same start and
+    max_fem_runs = 60                     # bounds on the same data (trained frames), beside the PINN
 
 Kinds "release" and "coupled" have no ``[geometry]``: they re-solve the invert run's ``[problem]
 transport`` configuration (its mesh and time steps) with the recovered release rate (coupled: and
@@ -96,9 +96,9 @@ def crossval_config_from_dict(data: dict, origin: str = "<config>", base: Path =
         table = take_keys(data.get("classical", {}), "classical", {"fit": False, "max_fem_runs": 60})
         classical = ClassicalSection(choice("classical", "fit", table["fit"], (True, False)),
                                      integer("classical", "max_fem_runs", table["max_fem_runs"], 4))
-        if classical.fit and invert.problem.kind == "ifp":
-            raise ConfigError("[classical] fit is for kinds \"release\" and \"coupled\" (the IFP kind's classical fit: "
-                              "hybrid.validation.classical.fit_ifp, benchmarks/classical_inversion.py)")
+        fields = [name for name in invert.unknowns if getattr(invert.unknowns, name).field]
+        if classical.fit and fields:
+            raise ConfigError(f"[classical] fit fits scalar unknowns; {', '.join(fields)} is a field unknown")
         return CrossvalConfig(InversionSection(invert_path, directory), geometry,
                               output_from_table(data.get("output"), base), invert, classical)
     except ConfigError as exc:
