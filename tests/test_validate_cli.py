@@ -349,15 +349,20 @@ def test_vessel_permeability_unknown_reaches_the_fem(permeability_twin):
     assert right["identifiability"]["unknowns"]["release_rate"]["identifiable"] is True
 
 
-def test_classical_fit_beside_the_pinn(release_twin):
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_classical_fit_beside_the_pinn(release_twin, ranks):
     """[classical] fit = true: the FEM least squares of k_rel from the invert run's start (the
     geometric mean of the bounds, 1e-5 1/s) on the trained frames lands on the truth within its
-    Cramer-Rao sd (2 % noise: measured 0.5 %), beside the (3-step) PINN's estimate and time."""
+    Cramer-Rao sd (2 % noise: measured 0.5 %), beside the (3-step) PINN's estimate and time; on two
+    ranks every rank takes the same steps (the serial estimate to 1e-6)."""
     config = release_twin / "classical.toml"
     config.write_text(RELEASE_VALIDATE.format(inversion="inverted") + "[classical]\nfit = true\nmax_fem_runs = 30\n")
-    out = release_twin / "classical_out"
-    result = run_hybrid("validate", config, "--output", out, timeout=600)
+    out = release_twin / f"classical_{ranks}_out"
+    result = run_hybrid("validate", config, "--output", out, ranks=ranks, timeout=600)
     assert result.returncode == 0, result.stderr
+    if ranks == 2:
+        serial = _report(release_twin / "classical_1_out")["classical"]["estimates"]["release_rate"]
+        assert _report(out)["classical"]["estimates"]["release_rate"] == pytest.approx(serial, rel=1e-6)
     report = _report(out)["classical"]
     assert report["start"] == {"release_rate": pytest.approx(1e-5, rel=1e-12)} and 4 <= report["fem_runs"] <= 30 + 2
     assert report["noise_assumed"] is False
