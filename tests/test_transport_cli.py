@@ -332,13 +332,15 @@ def test_ktrans_map_scales_surface_to_volume(tmp_path):
     assert ratio == pytest.approx(2.0, rel=0.05)
 
 
-def test_ktrans_map_that_misses_the_tumour_is_one_error(tmp_path):
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_ktrans_map_that_misses_the_tumour_is_one_error(tmp_path, ranks):
     """A Ktrans map [1/min] whose affine lies 20 mm off the disc: one error line naming the map and
-    the slice instead of a run with the unscaled table S/V and Lp S/V."""
+    the slice instead of a run with the unscaled table S/V and Lp S/V (on 2 ranks too: every rank
+    raises, one line is printed, none hangs)."""
     _write_map(tmp_path / "shifted.nii.gz", 0.2, 0.2, shift_mm=20.0)
     config = tmp_path / "shifted.toml"
     config.write_text(IMAGE_CASE.format(formulation="liposomal", extra='[tissue]\nktrans_map = "shifted.nii.gz"'))
-    result = run_hybrid("transport", config, "--output", tmp_path / "out", timeout=300)
+    result = run_hybrid("transport", config, "--output", tmp_path / "out", ranks=ranks, timeout=300)
     line = assert_one_error(result, "has no finite value at any tumour cell (slice_index 0)")
     assert "shifted.nii.gz" in line
 
