@@ -126,11 +126,15 @@ def fill_nan_nearest(volume: np.ndarray, name: str = "the recovered IFP map ifp.
     return volume[tuple(index)]
 
 
+def _tissue_name(name: str) -> str:
+    """The TissueProperties field of the IFP coefficient ``name`` (IFP_COEFFICIENTS)."""
+    return "hydraulic_conductivity" if name == "conductivity" else name
+
+
 def _solve(domain, boundary: OuterBoundary, coefficients: dict):
     """P1 IFP [Pa] with the five coefficients over the tumour: numbers (constants) or fields."""
     mesh = domain.mesh
-    fields = {("hydraulic_conductivity" if name == "conductivity" else name):
-              value if isinstance(value, dolfinx.fem.Function) else dolfinx.fem.Constant(mesh, value)
+    fields = {_tissue_name(name): value if isinstance(value, dolfinx.fem.Function) else dolfinx.fem.Constant(mesh, value)
               for name, value in coefficients.items()}
     return solve_ifp(domain, TissueProperties.defaults("tumour"), boundary, fields=fields).pressure
 
@@ -222,8 +226,8 @@ def _ifp(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
                                       "onto P1 (NaN voxels filled from the nearest finite voxel)",
                               "voxel_map_floor": floor},
               "truth": None, "held_out": {"available": False, "note": HELD_OUT_NOTE}}
-    if invert.data.truth is not None:
-        truth_tissue = everywhere(comm, lambda: _truth_tissue(invert.data.truth))
+    truth_tissue = None if invert.data.truth is None else everywhere(comm, lambda: _truth_tissue(invert.data.truth))
+    if truth_tissue is not None:
         truth_image_path = Path(invert.data.truth).parent / "truth" / "ifp.nii.gz"
         truth_image, truth_affine = everywhere(comm, lambda: read_volume(truth_image_path))
         truth_fem = solve_ifp(domain, truth_tissue, boundary).pressure
@@ -244,12 +248,8 @@ def _ifp(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
         unknowns = {name: recovered[name] for name in invert.unknowns}
         predict = lambda values: {"ifp": observe_on_grid(_solve(domain, boundary, recovered | values), observed.shape,
                                                          observed_affine, points_per_axis=points_per_axis)}
-        truth = None
-        if invert.data.truth is not None:
-            tissue = everywhere(comm, lambda: _truth_tissue(invert.data.truth))
-            truth = {"conductivity": tissue.hydraulic_conductivity, "vascular_exchange": tissue.vascular_exchange,
-                     "effective_pressure": tissue.effective_pressure,
-                     "lymphatic_filtration": tissue.lymphatic_filtration, "lymphatic_pressure": tissue.lymphatic_pressure}
+        truth = None if truth_tissue is None else {name: getattr(truth_tissue, _tissue_name(name))
+                                                   for name in IFP_COEFFICIENTS}
         result["classical"] = _fit_beside_pinn(config, predict, {"ifp": observed}, {"ifp": invert.data.noise_sd},
                                                unknowns, inversion, truth, log)
     result["seconds"] = time.perf_counter() - start
@@ -373,8 +373,7 @@ def _identifiability(invert, recovered: dict, trained_on, trained: np.ndarray, a
         return {"available": False, "note": "noise-free data (NoiseRelativeSD 0): no noise scale for the Fisher "
                                             "information"}
     times = trained_on[0].frame_times_s[trained]
-    images = {record.quantity: record.values[..., trained] for record in trained_on}
-    noise = {record.quantity: record.noise_sd for record in trained_on}
+    images, noise = _trained_data(trained_on, trained)
     logs = {name: getattr(invert.unknowns, name).log for name in recovered}
     analysis = analyse_images(times, images, noise, logs, trained_on[0].grid.affine_mm,
                               trained_on[0].operator.points_per_axis)
@@ -413,6 +412,12 @@ def _release_analysis(setup, constants: dict, times, images: dict, noise: dict, 
                                    images, noise, affine_mm, points_per_axis)
 
 
+def _trained_data(trained_on, trained: np.ndarray) -> tuple[dict, dict]:
+    """(quantity -> the trained frames (nx, ny, nz, frames), quantity -> noise sd) of the records."""
+    return ({record.quantity: record.values[..., trained] for record in trained_on},
+            {record.quantity: record.noise_sd for record in trained_on})
+
+
 def _fem_predictor(setup, constants: dict, law, comm, times, shape, affine_mm, points_per_axis: int):
     """values (name -> [SI]) -> the FEM's total drug and released fraction images at ``times`` [s]:
     the release-law ``constants`` set to the values, ``setup.config`` with the others
@@ -422,8 +427,7 @@ def _fem_predictor(setup, constants: dict, law, comm, times, shape, affine_mm, p
     from hybrid.validation.classical import release_images
 
     def predict(values: dict) -> dict:
-        for name, constant in constants.items():
-            constant.value = values[name]
+        _set_constants(constants, values)
         run = setup_transport(with_tumour_flow(setup.config, values), comm, _quiet, {}, setup.domain,
                               release_rate=law)
         run.solver.close()
@@ -444,11 +448,15 @@ def _classical(config: CrossvalConfig, setup, constants: dict, recovered: dict, 
     predict = _fem_predictor(setup, constants, law, comm, trained_on[0].frame_times_s[trained], grid.shape,
                              grid.affine_mm, operator.points_per_axis)
     try:
-        return _fit_beside_pinn(config, predict, {r.quantity: r.values[..., trained] for r in trained_on},
-                                {r.quantity: r.noise_sd for r in trained_on}, recovered, inversion, truth, log)
+        return _fit_beside_pinn(config, predict, *_trained_data(trained_on, trained), recovered, inversion, truth, log)
     finally:
-        for name, constant in constants.items():
-            constant.value = recovered[name]
+        _set_constants(constants, recovered)
+
+
+def _set_constants(constants: dict, values: dict) -> None:
+    """Set the release-law ``dolfinx.fem.Constant`` s ``constants`` to ``values`` (name -> [SI])."""
+    for name, constant in constants.items():
+        constant.value = values[name]
 
 
 def _fit_beside_pinn(config: CrossvalConfig, predict, images: dict, noise_sd: dict, recovered: dict,
@@ -511,10 +519,7 @@ def _coupled_analysis(setup, constants: dict, recovered: dict, law, comm, times,
     predict = _fem_predictor(setup, constants, law, comm, times, next(iter(images.values())).shape[:3], affine_mm,
                              points_per_axis)
 
-    def restore() -> None:
-        for name, constant in constants.items():
-            constant.value = recovered[name]
-    return identifiability(predict, recovered, logs, images, noise, restore=restore)
+    return identifiability(predict, recovered, logs, images, noise, restore=lambda: _set_constants(constants, recovered))
 
 
 def _pressure(invert, source: Path, fem, problems: list, record, comm, log) -> dict:

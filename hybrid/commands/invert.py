@@ -356,6 +356,21 @@ def _train(config: InvertConfig, problems: list, log, resume: bool) -> tuple[lis
     return results, pretrained, warm_starts if warm_start else None
 
 
+def _write_ensemble_volume(directory: Path, stem: str, members: list, grid, what: str, unit: str) -> np.ndarray:
+    """The members' maps ``what`` [``unit``] (each (nx, ny, nz) on ``grid``): their mean as
+    ``<stem>.nii.gz`` and, with more than one member, their sample sd as ``<stem>_spread.nii.gz``;
+    returns the mean."""
+    short = lambda text: text if len(text) <= 15 else ""   # the NIfTI intent name holds 15 characters
+    mean = np.mean(members, axis=0)
+    write_volume(directory / f"{stem}.nii.gz", mean, grid.affine_mm,
+                 description=f"recovered {what} [{unit}] (inverse PINN)"[:79], intent_name=short(f"{what} [{unit}]"))
+    if len(members) > 1:
+        write_volume(directory / f"{stem}_spread.nii.gz", np.std(members, axis=0, ddof=1), grid.affine_mm,
+                     description=f"{what} spread [{unit}]: sample sd over the ensemble"[:79],
+                     intent_name=short(f"{what} sd [{unit}]"))
+    return mean
+
+
 def _write_field(directory: Path, name: str, problems: list, grid, operator, truth: float | None) -> dict:
     """The field unknown ``name`` of every member voxel-averaged like the data: ``<name>.nii.gz``
     (ensemble mean) and with an ensemble ``<name>_spread.nii.gz`` (sample sd) on the observation
@@ -364,12 +379,8 @@ def _write_field(directory: Path, name: str, problems: list, grid, operator, tru
     from hybrid.inverse.images import voxel_average
 
     unit = IFP_COEFFICIENTS[name]
-    members = [voxel_average(p, grid, operator, name) for p in problems]
-    mean = np.mean(members, axis=0)
-    write_volume(directory / f"{name}.nii.gz", mean, grid.affine_mm, description=f"recovered {name} [{unit}]"[:79])
-    if len(members) > 1:
-        write_volume(directory / f"{name}_spread.nii.gz", np.std(members, axis=0, ddof=1), grid.affine_mm,
-                     description=f"{name} spread [{unit}]: sample sd over the ensemble"[:79])
+    mean = _write_ensemble_volume(directory, name, [voxel_average(p, grid, operator, name) for p in problems], grid,
+                                  name, unit)
     values = mean[np.isfinite(mean)]
     entry = {"file": f"{name}.nii.gz", "unit": unit, "voxels": int(values.size), "mean": float(values.mean()),
              "min": float(values.min()), "max": float(values.max())}
@@ -503,12 +514,8 @@ def run_invert(config: InvertConfig, directory: Path, log, resume: bool = False)
         summary.setdefault("fields", {})[name] = _write_field(directory, name, problems, grid, operator,
                                                                truth.get(name) if truth is not None else None)
     if kind != "release":
-        pressures = [voxel_average(p if kind == "ifp" else p.flow, grid, operator) for p in problems]
-        write_volume(directory / "ifp.nii.gz", np.mean(pressures, axis=0), grid.affine_mm,
-                     description="recovered IFP [Pa] (inverse PINN)", intent_name="IFP [Pa]")
-        if len(problems) > 1:
-            write_volume(directory / "ifp_spread.nii.gz", np.std(pressures, axis=0, ddof=1), grid.affine_mm,
-                         description="IFP spread [Pa]: sample sd over the ensemble", intent_name="IFP sd [Pa]")
+        _write_ensemble_volume(directory, "ifp", [voxel_average(p if kind == "ifp" else p.flow, grid, operator)
+                                                  for p in problems], grid, "IFP", "Pa")
     if kind != "ifp":
         times = records[0].frame_times_s
         after = times > 0

@@ -2,7 +2,8 @@
 
 A map is looked up as the imaging module's interpolation does (:func:`hybrid.imaging.grid.interpolate`
 with ``outside="nearest"``: trilinear between voxel centres or the voxel containing the point,
-continuous voxel indices clamped to the image, so the edge voxel's value beyond it), the lookup
+continuous voxel indices clamped to the image, so the edge voxel's value beyond it; or, with
+``outside="nan"``, as ``outside="fill"`` with NaN: NaN beyond the image's voxels), the lookup
 the FEM uses to sample images onto meshes, so both sides see the same coefficient
 (tests/inverse/test_maps.py checks the two agree). It runs in torch on the points' device (no host
 round trip, so a CUDA graph can capture it). Maps are fixed inputs: no gradient in x.
@@ -23,18 +24,24 @@ __all__ = ["KnownMap", "KtransScale"]
 
 class KnownMap:
     """``volume`` (nx, ny, nz) on ``grid`` as a function of nondimensional points x~ (n, dim),
-    ``x = x~ length`` [m]; 2-D problems lie on slice ``slice_index`` (as the FEM's 2-D meshes)."""
+    ``x = x~ length`` [m]; 2-D problems lie on slice ``slice_index`` (as the FEM's 2-D meshes).
+    ``outside``: "nearest" (the edge voxel's value beyond the image) or "nan"; with ``method``
+    "nearest" a NaN voxel gives NaN at its points (linear lookup needs a finite map)."""
 
-    def __init__(self, volume, grid: VoxelGrid, length: float, *, slice_index: int = 0, method: str = "linear"):
+    def __init__(self, volume, grid: VoxelGrid, length: float, *, slice_index: int = 0, method: str = "linear",
+                 outside: str = "nearest"):
         volume = np.asarray(volume, dtype=float)
         if volume.shape != grid.shape:
             raise ValueError(f"map shape {volume.shape} does not match grid {grid.shape}")
-        if not np.isfinite(volume).all():
-            raise ValueError("the map has NaN/inf voxels: fill them first (e.g. np.nan_to_num or a median)")
         if method not in ("linear", "nearest"):
             raise ValueError(f"method must be 'linear' or 'nearest', got {method!r}")
+        if outside not in ("nearest", "nan"):
+            raise ValueError(f"outside must be 'nearest' or 'nan', got {outside!r}")
+        if method == "linear" and not np.isfinite(volume).all():
+            raise ValueError("the map has NaN/inf voxels: fill them first (e.g. np.nan_to_num or a median), or look "
+                             "it up with method='nearest'")
         self.volume, self.grid, self.length = volume, grid, float(length)
-        self.slice_index, self.method = slice_index, method
+        self.slice_index, self.method, self.outside = slice_index, method, outside
         self._tensors: dict = {}   # (device, dim) -> (volume, index matrix, index offset, last index)
 
     @classmethod
@@ -61,10 +68,16 @@ class KnownMap:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Map values (n,) at nondimensional points ``x`` (n, dim), in ``x``'s dtype and device."""
         volume, matrix, offset, last = self._on(x.device, x.shape[1])
-        q = torch.minimum(torch.clamp((x.detach().double() * self.length) @ matrix + offset, min=0.0), last)
+        raw = (x.detach().double() * self.length) @ matrix + offset
+        q = torch.minimum(torch.clamp(raw, min=0.0), last)
         if self.method == "nearest":
             i, j, k = torch.floor(q + 0.5).long().unbind(dim=1)
-            return volume[i, j, k].to(x.dtype)
+            value = volume[i, j, k]
+            if self.outside == "nan":   # beyond the outer voxels' faces
+                value = torch.where(((raw >= -0.5) & (raw <= last + 0.5)).all(dim=1), value, torch.nan)
+            return value.to(x.dtype)
+        if self.outside == "nan":
+            raise NotImplementedError("outside='nan' is for method='nearest'")
         low = torch.floor(q)
         fraction = q - low
         low = low.long()
@@ -97,15 +110,13 @@ class KtransScale:
     def __init__(self, volume, grid: VoxelGrid, length: float, regions: dict, points: torch.Tensor, *,
                  slice_index: int = 0, label: str = "Ktrans map"):
         volume = np.asarray(volume, dtype=float)
-        known = np.isfinite(volume)
-        if not known.any():
+        if not np.isfinite(volume).any():
             raise ValueError(f"the {label} has no finite value")
-        self.values = KnownMap(np.where(known, np.maximum(volume, 0.0), 0.0), grid, length,
-                               slice_index=slice_index, method="nearest")
-        self.covered = KnownMap(known.astype(float), grid, length, slice_index=slice_index, method="nearest")
+        self.ktrans = KnownMap(np.maximum(volume, 0.0), grid, length, slice_index=slice_index, method="nearest",
+                               outside="nan")   # NaN where there is no value
         self.regions, self.label = dict(regions), label
-        points = points.detach().to(torch.float64)
-        value, covered = self.values(points), self._covered(points)
+        value = self.ktrans(points.detach().to(torch.float64))
+        covered = torch.isfinite(value)
         self.means_per_min = {}
         for name, region in self.regions.items():
             inside = region(points) & covered
@@ -119,16 +130,10 @@ class KtransScale:
             raise ValueError(f"the {label} is zero over the {', '.join(zero)} it covers; check the map, its affine "
                              "and slice_index")
 
-    def _covered(self, x: torch.Tensor) -> torch.Tensor:
-        """Whether the points ``x`` (n, dim) fall in a voxel of the image with a finite value."""
-        volume, matrix, offset, last = self.covered._on(x.device, x.shape[1])
-        q = (x.detach().double() * self.covered.length) @ matrix + offset
-        inside = ((q >= -0.5) & (q <= last + 0.5)).all(dim=1)
-        return inside & (self.covered(x) > 0.5)
-
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The scale (n,) [1] at nondimensional points ``x`` (n, dim), in ``x``'s dtype and device."""
-        value, covered = self.values(x), self._covered(x)
+        value = self.ktrans(x)
+        covered = torch.isfinite(value)
         scale = torch.ones_like(value)
         for name, region in self.regions.items():
             mean = self.means_per_min[name]

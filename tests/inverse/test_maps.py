@@ -38,7 +38,8 @@ def test_ph_map_drives_the_release_rate_through_the_shared_rate_law():
 
 def test_the_torch_lookup_is_the_imaging_interpolation_inside_and_outside_the_image():
     """KnownMap looks maps up in torch (capturable on CUDA); it must give what the FEM's numpy lookup
-    gives: trilinear or nearest, edge values beyond the image, a 2-D slice or 3-D, an oblique affine."""
+    gives: trilinear or nearest, edge values beyond the image, a 2-D slice or 3-D, an oblique affine;
+    nearest with NaN voxels and NaN beyond the image (outside="nan", the imaging lookup's "fill")."""
     rng = np.random.default_rng(0)
     volume = rng.normal(7.0, 0.3, (6, 5, 4))
     affine = np.array([[0.20, 0.03, 0.00, -0.6], [-0.02, 0.25, 0.01, -0.5], [0.00, 0.02, 0.30, -0.4], [0, 0, 0, 1]])
@@ -55,6 +56,11 @@ def test_the_torch_lookup_is_the_imaging_interpolation_inside_and_outside_the_im
             np.testing.assert_allclose(looked_up.numpy(), expected, rtol=0, atol=1e-12)
             single = KnownMap(volume, grid, HALF, slice_index=slice_index or 0, method=method)(x.float())
             assert single.dtype == torch.float32
+        holes = np.where(rng.random(volume.shape) < 0.2, np.nan, volume)   # nearest: NaN voxels, NaN outside
+        expected, _ = interpolate(holes, ijk, method="nearest", outside="fill", fill_value=np.nan)
+        looked_up = KnownMap(holes, grid, HALF, slice_index=slice_index or 0, method="nearest", outside="nan")(x)
+        assert np.isnan(expected).any() and np.isfinite(expected).any()
+        np.testing.assert_array_equal(looked_up.numpy(), expected)
 
 
 def test_ktrans_scale_is_the_fems_at_its_cells():
