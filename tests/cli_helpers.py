@@ -76,3 +76,26 @@ def small_phantom(directory: Path) -> Path:
     text = toml.read_text()
     toml.write_text(text[:text.index("[cest]")] + text[text.index("[mask]"):])
     return toml
+
+
+RANK0_FAILURE = """\
+import importlib, sys
+module, function = sys.argv[1].rsplit(".", 1)
+def failing(*args, **kwargs):
+    raise OSError(f"injected failure on rank 0 in {function}")
+setattr(importlib.import_module(module), function, failing)
+from hybrid.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+"""Rank 0's program of :func:`run_hybrid_failing_on_rank0`: ``module.function`` raises, then the CLI."""
+
+
+def run_hybrid_failing_on_rank0(target: str, *args, directory: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``hybrid *args`` on 2 ranks where ``target`` ("module.function", looked up where it is called)
+    fails on rank 0 only (an MPMD launch); a hang fails the test through ``timeout`` [s]."""
+    script = directory / "rank0_failure.py"
+    script.write_text(RANK0_FAILURE)
+    command = [MPIRUN, "-n", "1", sys.executable, str(script), target, *map(str, args),
+               ":", "-n", "1", sys.executable, "-m", "hybrid", *map(str, args)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)

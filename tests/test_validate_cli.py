@@ -16,7 +16,7 @@ import pytest
 
 import tomllib
 
-from cli_helpers import assert_one_error, run_hybrid
+from cli_helpers import assert_one_error, run_hybrid, run_hybrid_failing_on_rank0
 from config_keys import assert_keys_are_fields
 from hybrid.config.crossval import load_crossval_config
 from hybrid.io.nifti import write_volume
@@ -372,6 +372,20 @@ def test_classical_fit_beside_the_pinn(release_twin, ranks):
     assert abs(error) < 3 * sd["value"], (error, sd)
     assert report["pinn"]["training_seconds"] > 0 and "release_rate" in report["relative_errors"]["pinn"]
     assert "classical: release_rate = " in result.stdout
+
+
+@pytest.mark.parametrize("target", ["hybrid.validation.classical.release_images",
+                                    "hybrid.validation.classical.fit_images"])
+def test_a_failure_on_one_rank_in_the_fem_analyses_ends_every_rank(release_twin, target):
+    """A failure on rank 0 alone inside the identifiability's or the classical fit's FEM runs: exit 2,
+    one error line, no output left. Before, rank 0 waited in the transport solver's collective close
+    (a finally block) while rank 1 went on with FEM runs: the job hung."""
+    config = release_twin / "classical_fail.toml"
+    config.write_text(RELEASE_VALIDATE.format(inversion="inverted") + "[classical]\nfit = true\nmax_fem_runs = 8\n")
+    out = release_twin / "rank0_failure_out"
+    result = run_hybrid_failing_on_rank0(target, "validate", config, "--output", out, directory=release_twin)
+    assert_one_error(result, "injected failure on rank 0")
+    assert not out.exists()
 
 
 def test_classical_fit_of_the_ifp_kind(twin):

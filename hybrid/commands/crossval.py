@@ -298,34 +298,34 @@ def _drug(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
     grid, operator = observed[0].grid, observed[0].operator
     times = observed[0].frame_times_s
     frames, predictions = [], []
-    try:
-        for stop, is_frame in frame_stops(transport.time.step, times):
-            solver.step(stop - solver.time)
-            if not is_frame:
-                continue
-            species = solver.species()
-            fem = dict(zip(DRUG_FIELDS, species[:3]))
-            fem["total_drug"] = _nodal(species[0], sum(f.x.array for f in species), "total_drug")
-            nodes = species[0].function_space.tabulate_dof_coordinates()
-            network = [drug_at(p, nodes, stop) for p in problems]
-            errors = {name: relative_l2(_nodal(fem[name], np.mean([n[name] for n in network], axis=0), name),
-                                        fem[name]) for name in DRUG_FIELDS}
-            frames.append({"time_s": stop, "relative_l2": errors})
-            log(f"t = {stop:g} s: PINN vs FEM (networks at the nodes) relative L2: "
-                + ", ".join(f"{name} {100 * e:.2f} %" for name, e in errors.items()))
-            index = int(np.flatnonzero(np.isclose(times, stop))[0])
-            if held[index]:
-                predictions.append(_held_out(series, species, index, stop, observed, grid, operator, log))
-        nodes_global = species[0].function_space.dofmap.index_map.size_global
-        if set(recovered) <= set(RELEASE_UNKNOWNS):   # the release law alone: constants changed in place
-            analyse_images = lambda *data: _release_analysis(setup, constants, *data)
-        else:
-            analyse_images = lambda *data: _coupled_analysis(setup, constants, recovered, law, comm, *data)
-        identifiability = _identifiability(invert, recovered, trained_on, trained, analyse_images, log)
-        classical = _classical(config, setup, constants, recovered, law, comm, trained_on, trained, inversion, log) \
-            if config.classical.fit else None
-    finally:
-        solver.close()
+    for stop, is_frame in frame_stops(transport.time.step, times):
+        solver.step(stop - solver.time)
+        if not is_frame:
+            continue
+        species = solver.species()
+        fem = dict(zip(DRUG_FIELDS, species[:3]))
+        fem["total_drug"] = _nodal(species[0], sum(f.x.array for f in species), "total_drug")
+        nodes = species[0].function_space.tabulate_dof_coordinates()
+        network = [drug_at(p, nodes, stop) for p in problems]
+        errors = {name: relative_l2(_nodal(fem[name], np.mean([n[name] for n in network], axis=0), name),
+                                    fem[name]) for name in DRUG_FIELDS}
+        frames.append({"time_s": stop, "relative_l2": errors})
+        log(f"t = {stop:g} s: PINN vs FEM (networks at the nodes) relative L2: "
+            + ", ".join(f"{name} {100 * e:.2f} %" for name, e in errors.items()))
+        index = int(np.flatnonzero(np.isclose(times, stop))[0])
+        if held[index]:
+            predictions.append(_held_out(series, species, index, stop, observed, grid, operator, log))
+    nodes_global = species[0].function_space.dofmap.index_map.size_global
+    if set(recovered) <= set(RELEASE_UNKNOWNS):   # the release law alone: constants changed in place
+        analyse_images = lambda *data: _release_analysis(setup, constants, *data)
+    else:
+        analyse_images = lambda *data: _coupled_analysis(setup, constants, recovered, law, comm, *data)
+    identifiability = _identifiability(invert, recovered, trained_on, trained, analyse_images, log)
+    # closed on success only: after a failure on one rank the CLI ends every rank, where a
+    # collective close would wait for the ranks still in the FEM runs of the analyses
+    solver.close()
+    classical = _classical(config, setup, constants, recovered, law, comm, trained_on, trained, inversion, log) \
+        if config.classical.fit else None
     flags = identifiability["unknowns"] if identifiability["available"] else {}
     pressure = {"pressure": _pressure(invert, source, setup.pressure, problems, observed[0], comm, log)
                 } if kind == "coupled" else {}
