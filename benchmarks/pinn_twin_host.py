@@ -81,7 +81,7 @@ import torch
 from mpi4py import MPI
 
 from hybrid.commands.crossval import relative_l2
-from hybrid.commands.invert import coupled_physics, with_tumour_flow
+from hybrid.commands.invert import coupled_physics, with_unknown_values
 from hybrid.commands.synthesize import frame_stops, observation_grid, run_synthesize
 from hybrid.commands.transport import build_domain, setup_transport
 from hybrid.config.synthesize import load_synthesize_config
@@ -112,7 +112,7 @@ def quiet(_line: str) -> None:
 def fem_frames(config, domain, values: dict, times, on_frame) -> None:
     """FEM transport of ``config`` with ``values`` (the three unknowns [SI]); ``on_frame(t, species)``
     at every frame time of ``times`` [s]."""
-    config = with_tumour_flow(config, values)
+    config = with_unknown_values(config, values)
     setup = setup_transport(config, MPI.COMM_SELF, quiet, {}, domain=domain)
     setup.solver.close()
     solver = TransportSolver(setup.domain, replace(setup.solver.model, release_rate=values["release_rate"]),

@@ -316,7 +316,7 @@ from mpi4py import MPI
 
 import pinn_twin_host as twin
 import pinn_twin_host_diagnosis as diagnosis
-from hybrid.commands.invert import with_tumour_flow
+from hybrid.commands.invert import with_unknown_values
 from hybrid.commands.synthesize import run_synthesize
 from hybrid.commands.transport import build_domain, setup_transport
 from hybrid.config.synthesize import load_synthesize_config
@@ -423,7 +423,7 @@ def fit_stage(twin_data: Twin, sizes: dict, directory: Path, values: dict | None
         unknown.raw.requires_grad_(False)
     domain = build_domain(twin_data.config, MPI.COMM_SELF, twin.quiet, {})
     start = time.perf_counter()
-    setup = setup_transport(with_tumour_flow(twin_data.config, values), MPI.COMM_SELF, twin.quiet, {}, domain=domain)
+    setup = setup_transport(with_unknown_values(twin_data.config, values), MPI.COMM_SELF, twin.quiet, {}, domain=domain)
     setup.solver.close()
     initial = {k: v.clone() for k, v in problem.flow.state_dict().items()}
     pressure = diagnosis.pressure_check(problem, setup.pressure, initial, *sizes["pressure_fit"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_helpers import assert_one_error, run_hybrid
+from cli_helpers import assert_one_error, run_hybrid, run_hybrid_failing_on_rank0
 from hybrid.config.transport import transport_config_from_dict
 from hybrid.problems.krogh import half_distance, krogh_concentration
 from hybrid.problems.parameters import default
@@ -222,6 +222,21 @@ step = 60.0
 [output]
 directory = "out"
 """
+
+
+@pytest.mark.parametrize("target", ["hybrid.commands.transport._krogh_error",
+                                    "hybrid.commands.transport._exposure_summary"])
+def test_a_failure_on_one_rank_after_the_stepping_ends_every_rank(tmp_path, target):
+    """A failure on rank 0 alone after the time stepping: exit 2, one error line, no output left.
+    Before, rank 0 waited in the collective close of the XDMF file (a with block) and of the solver
+    (a finally block) while rank 1 went on: the job hung."""
+    config = tmp_path / "rank0_failure.toml"
+    config.write_text(RADIATION_CASE)
+    out = tmp_path / "rank0_failure_out"
+    result = run_hybrid_failing_on_rank0(target, "transport", config, "--output", out, directory=tmp_path,
+                                         timeout=120)
+    assert_one_error(result, "injected failure on rank 0")
+    assert not out.exists()
 
 
 def _ifp_after(tmp_path, dose, ranks=1) -> dict:

@@ -26,7 +26,7 @@ Kind "release":
    (:func:`hybrid.commands.transport.setup_transport`: its mesh, IFP, plasma curves) with the
    recovered release rate, or for pH-sensitive liposomes the pH law k(pH_e) with the recovered
    ``ph_50`` / ``steepness`` on the invert run's ``[data] ph_map`` (else the transport's pH), and a
-   recovered liposomal ``vessel_permeability`` (:func:`hybrid.commands.invert.with_tumour_flow`), stepping to every frame time after injection (:func:`hybrid.commands.synthesize.frame_stops`,
+   recovered liposomal ``vessel_permeability`` (:func:`hybrid.commands.invert.with_unknown_values`), stepping to every frame time after injection (:func:`hybrid.commands.synthesize.frame_stops`,
    steps of at most ``[time] step``).
 2. PINN vs FEM at every such frame: the networks (ensemble mean) at the P1 nodes against the FEM
    fields, relative L2 over the mesh (assembled) for liposomal, free, cell and total drug.
@@ -42,7 +42,7 @@ Kind "release":
 
 Kind "coupled" (tumour disc in host, pressure and drug recovered together): as "release", with
 the FEM re-solved at the recovered tumour ``conductivity`` and ``effective_pressure`` too (the
-steady IFP of the transport configuration with those, :func:`hybrid.commands.invert.with_tumour_flow`),
+steady IFP of the transport configuration with those, :func:`hybrid.commands.invert.with_unknown_values`),
 and
 
 - ``pressure``: the pressure network (ensemble mean) at the P1 nodes against the FEM IFP at the
@@ -272,7 +272,7 @@ def _drug(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
     """Kinds "release" and "coupled" (module docstring)."""
     from hybrid.collective import everywhere
     from hybrid.commands.invert import (load_transport, observation_records, trained_problems, with_ph_map,
-                                        with_tumour_flow)
+                                        with_unknown_values)
     from hybrid.commands.synthesize import frame_stops
     from hybrid.commands.transport import build_domain, setup_transport
     from hybrid.inverse.images import DRUG_FIELDS, drug_at
@@ -283,7 +283,7 @@ def _drug(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
     inversion = everywhere(comm, lambda: json.loads((source / "inversion.json").read_text()))
     recovered = everywhere(comm, lambda: {name: float(entry["estimate"]) for name, entry in
                                           inversion["estimates"].items() if name in units})
-    transport = everywhere(comm, lambda: with_ph_map(with_tumour_flow(load_transport(invert.problem.transport),
+    transport = everywhere(comm, lambda: with_ph_map(with_unknown_values(load_transport(invert.problem.transport),
                                                                        recovered), invert.data.ph_map))
     observed, trained_on, trained, held = everywhere(comm, lambda: observation_records(invert))
     problems = everywhere(comm, lambda: trained_problems(invert, source))
@@ -421,14 +421,14 @@ def _trained_data(trained_on, trained: np.ndarray) -> tuple[dict, dict]:
 def _fem_predictor(setup, constants: dict, law, comm, times, shape, affine_mm, points_per_axis: int):
     """values (name -> [SI]) -> the FEM's total drug and released fraction images at ``times`` [s]:
     the release-law ``constants`` set to the values, ``setup.config`` with the others
-    (:func:`hybrid.commands.invert.with_tumour_flow`; with Darcy flow the IFP re-solved)."""
-    from hybrid.commands.invert import with_tumour_flow
+    (:func:`hybrid.commands.invert.with_unknown_values`; with Darcy flow the IFP re-solved)."""
+    from hybrid.commands.invert import with_unknown_values
     from hybrid.commands.transport import setup_transport
     from hybrid.validation.classical import release_images
 
     def predict(values: dict) -> dict:
         _set_constants(constants, values)
-        run = setup_transport(with_tumour_flow(setup.config, values), comm, _quiet, {}, setup.domain,
+        run = setup_transport(with_unknown_values(setup.config, values), comm, _quiet, {}, setup.domain,
                               release_rate=law)
         run.solver.close()
         return release_images(run, run.solver.model, times, shape, affine_mm, points_per_axis)
@@ -512,7 +512,7 @@ def _coupled_analysis(setup, constants: dict, recovered: dict, law, comm, times,
     """Identifiability (:func:`hybrid.validation.classical.identifiability`) of the unknowns at
     ``recovered`` beyond the release law alone: the release-law ``constants`` and the tumour's
     conductivity / effective pressure or the liposomes' vessel permeability, every perturbed value a
-    FEM run of ``setup.config`` (:func:`hybrid.commands.invert.with_tumour_flow`; with Darcy flow
+    FEM run of ``setup.config`` (:func:`hybrid.commands.invert.with_unknown_values`; with Darcy flow
     the IFP re-solved, :func:`hybrid.validation.classical.release_images`); the constants are restored."""
     from hybrid.validation.classical import identifiability
 

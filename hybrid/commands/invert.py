@@ -60,7 +60,7 @@ from hybrid.records import ObservationOperator, Observations, VoxelGrid
 
 __all__ = ["run_invert", "read_ifp_observations", "read_release_observations", "truth_values", "release_physics",
            "load_transport", "build_problems", "training_frames", "observation_records", "trained_problems",
-           "coupled_physics", "with_tumour_flow", "estimate_names"]
+           "coupled_physics", "with_unknown_values", "estimate_names"]
 
 _TRUTH_KEYS = {"conductivity": "tumour.hydraulic_conductivity",
                "vascular_exchange": "tumour_derived.vascular_exchange_LpSV",
@@ -252,7 +252,7 @@ def coupled_physics(transport, radius: float, ph_map: Path | None = None) -> dic
         "host_surface_ratio": host.vessel_surface_density / transport.tissue.surface_to_volume}
 
 
-def with_tumour_flow(transport, values: dict):
+def with_unknown_values(transport, values: dict):
     """``transport`` (a TransportConfig) with the tumour's ``conductivity`` K [m^2/(Pa s)] and
     ``effective_pressure`` p_e [Pa] of ``values`` where present (p_e through the vascular pressure
     p_v = p_e + sigma (pi_v - pi_i), the FEM's parameters) and the liposomes'
@@ -406,7 +406,7 @@ def _fem_at_start(config: InvertConfig, problem, log) -> tuple:
 
     start = time.perf_counter()
     values = {u.name: float(u().detach()) for u in problem.scalar_unknowns() if u.name in DRUG_UNKNOWNS}
-    transport = with_tumour_flow(with_ph_map(load_transport(config.problem.transport), config.data.ph_map), values)
+    transport = with_unknown_values(with_ph_map(load_transport(config.problem.transport), config.data.ph_map), values)
     end = problem.scales.time   # the PINN's time domain [0, end_time] s
     steps = max(1, math.ceil(end / transport.time.step - 1e-9))
     dt = end / steps

@@ -361,34 +361,35 @@ def run_transport(config: TransportConfig, comm: MPI.Comm, log, domain=None, flo
         out.mkdir(parents=True, exist_ok=True)
     comm.barrier()
     stepping = time.perf_counter()
-    try:
-        with dolfinx.io.XDMFFile(comm, str(out / "transport.xdmf"), "w") as xdmf:
-            xdmf.write_mesh(domain.mesh)
-            for index, stop in enumerate(stops, start=1):
-                if adaptive:
-                    accepted, dt = solver.advance_to(stop, dt, config.time.tolerance, interval, accumulate)
-                    records.extend(accepted)
-                else:
-                    if heat is not None:
-                        heat_records.append(heat.step(dt))
-                    records.append(solver.step(dt, coefficients_changed=heat is not None))
-                    accumulate(dt)
-                if index % every == 0 or index == len(stops):
-                    write = time.perf_counter()
-                    extra = [heat.temperature, heat.thermal_dose] if heat is not None else []
-                    for function in solver.species() + list(exposure.fields.values()) + extra:
-                        xdmf.write_function(function, records[-1].time)
-                    output_s += time.perf_counter() - write
-        stages["time_stepping_s"] = time.perf_counter() - stepping - output_s
-        stages["output_s"] = output_s
-        closed_form = _krogh_error(config, solver, comm)
-        exposure_numbers = _exposure_summary(config, domain, exposure, perivascular)
-        heating = _heating_summary(heat, heat_records, comm) if heat is not None else None
-    finally:
-        timings = solver.solver.timings
-        solver.close()
-        if heat is not None:
-            heat.close()
+    # the file and the solvers are closed on success only: after a failure on one rank the CLI ends
+    # every rank, where a collective close would wait for the ranks still stepping
+    xdmf = dolfinx.io.XDMFFile(comm, str(out / "transport.xdmf"), "w")
+    xdmf.write_mesh(domain.mesh)
+    for index, stop in enumerate(stops, start=1):
+        if adaptive:
+            accepted, dt = solver.advance_to(stop, dt, config.time.tolerance, interval, accumulate)
+            records.extend(accepted)
+        else:
+            if heat is not None:
+                heat_records.append(heat.step(dt))
+            records.append(solver.step(dt, coefficients_changed=heat is not None))
+            accumulate(dt)
+        if index % every == 0 or index == len(stops):
+            write = time.perf_counter()
+            extra = [heat.temperature, heat.thermal_dose] if heat is not None else []
+            for function in solver.species() + list(exposure.fields.values()) + extra:
+                xdmf.write_function(function, records[-1].time)
+            output_s += time.perf_counter() - write
+    xdmf.close()
+    stages["time_stepping_s"] = time.perf_counter() - stepping - output_s
+    stages["output_s"] = output_s
+    closed_form = _krogh_error(config, solver, comm)
+    exposure_numbers = _exposure_summary(config, domain, exposure, perivascular)
+    heating = _heating_summary(heat, heat_records, comm) if heat is not None else None
+    timings = solver.solver.timings
+    solver.close()
+    if heat is not None:
+        heat.close()
     last = records[-1]
     entered = max(abs(last.entered_through_vessels), 1e-300)
     balance = {
