@@ -21,6 +21,7 @@ u L / D_L ~ 1e2 per 0.25 mm near the rim), so the drug networks see (x~, t~, |ph
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -119,28 +120,126 @@ class RegionCoefficient:
 class HostIFPProblem(IFPProblem):
     """:class:`IFPProblem` on a :class:`TumourInHost` with a pressure that may kink at the
     interface (module doc) and the flux condition on ``interface_points`` fixed points.
-    ``conductivity`` should be a :class:`RegionCoefficient` (piecewise constant)."""
+    ``conductivity`` should be a :class:`RegionCoefficient` (piecewise constant).
+
+    ``parametric``: one network is the pressure over the whole box of this problem's scalar
+    unknowns (a parametric PINN): it also takes their positions in their bounds
+    (:meth:`BoundedScalar.position`, -1 to 1) and the tumour's rim profile exp(-|phi~| / lambda~),
+    lambda = sqrt(K / (Lp S/V + LpL SL/V)) of the tumour's values, whose width the unknowns move
+    tenfold across the box. The equation is linear in the tumour's effective pressure p_e: when it
+    is an unknown the network gives two fields, p = p_far + P b (N_0 + (p_e / p_e,max) N_1) with
+    p_e,max its upper bound, and p_e is not an input (exact). Its collocation points are (x~, positions), drawn uniformly, and the
+    interface condition is taken at positions redrawn with them. Outside training (:meth:`pressure`
+    of space points) it is evaluated at the unknowns' current values and the gradient reaches them
+    through the network's inputs: the pressure follows the unknowns without a retraining. It is
+    trained alone, before the drug (:func:`pretrain_pressure`), and :class:`CoupledProblem` keeps it
+    fixed."""
 
     def __init__(self, geometry: TumourInHost, coefficients: dict, *, interface_points: int = 256,
                  width: int = 32, depth: int = 3, features: int = 16, sigma: float = 1.0,
-                 generator: torch.Generator | None = None, **keywords):
+                 generator: torch.Generator | None = None, parametric: bool = False, **keywords):
         if not isinstance(geometry, TumourInHost):
             raise TypeError(f"HostIFPProblem needs a TumourInHost geometry, got {type(geometry).__name__}")
         super().__init__(geometry, coefficients, width=width, depth=depth, features=features, sigma=sigma,
                          generator=generator, **keywords)
-        self.network = FourierFeatureMLP(geometry.dim + 1, 1, width=width, depth=depth, features=features,
-                                         sigma=sigma, generator=generator)
+        self.parametric = bool(parametric)
+        self.parameter_names = [name for name, unknown in self.unknowns.items()
+                                if isinstance(unknown, BoundedScalar)] if self.parametric else []
+        if self.parametric and (not self.parameter_names or len(self.parameter_names) < len(self.unknowns)
+                                or self.data is not None):
+            raise ValueError("a parametric pressure needs scalar unknowns of the flow, no field unknowns "
+                             "and no pressure observations")
+        effective = self._known.get("effective_pressure")
+        self.linear_name = effective.tumour if self.parametric and isinstance(effective, RegionCoefficient) \
+            and effective.tumour in self.parameter_names else None
+        self.input_names = [name for name in self.parameter_names if name != self.linear_name]
+        inputs = geometry.dim + 1 + (len(self.input_names) + 1 if self.parametric else 0)
+        self.network = FourierFeatureMLP(inputs, 2 if self.linear_name else 1, width=width, depth=depth,
+                                         features=features, sigma=sigma, generator=generator)
+        with torch.no_grad():   # Fourier features of (x~, |phi|) only: the others enter as they are
+            self.network.frequencies[geometry.dim + 1:].zero_()
         x, normals = geometry.sample_interface(interface_points, generator or torch.Generator().manual_seed(0))
         self.register_buffer("interface_x", x)
         self.register_buffer("interface_normals", normals)
+        self.register_buffer("interface_positions", torch.zeros(interface_points, len(self.parameter_names),
+                                                                dtype=x.dtype))
+        self._positions = None   # per-point positions of the unknowns while a parametric residual is taken
+
+    @contextmanager
+    def _at_positions(self, positions: torch.Tensor):
+        """Within: the unknowns take the per-point ``positions`` (n, number of unknowns)."""
+        self._positions = positions
+        try:
+            yield
+        finally:
+            self._positions = None
+
+    def _positions_of(self, names: list[str], n: int, like: torch.Tensor) -> torch.Tensor:
+        """Positions (n, len(names)) of the unknowns ``names``: per point within :meth:`_at_positions`,
+        else their current ones."""
+        if self._positions is not None:
+            return self._positions[:, [self.parameter_names.index(name) for name in names]]
+        current = torch.stack([self.unknowns[name].position() for name in names])
+        return current.to(dtype=like.dtype).expand(n, -1)
+
+    def _tumour_value(self, name: str, x: torch.Tensor):
+        """Coefficient ``name`` on the tumour side (one value, per-point values, or the unknown's)."""
+        rule = self._known.get(name)
+        if isinstance(rule, RegionCoefficient):
+            return tensor_like(rule.value(rule.tumour, self.scalar_values()), x)
+        return self.coefficient(name, x)
+
+    def _rim_width(self, x: torch.Tensor) -> torch.Tensor:
+        """The tumour's rim width sqrt(K / (Lp S/V + LpL SL/V)) / L [1] (n, 1) or 0-d."""
+        width = torch.sqrt(self._tumour_value("conductivity", x) / (
+            self._tumour_value("vascular_exchange", x) + self._tumour_value("lymphatic_filtration", x)))
+        width = width / self.scales.length
+        return width.reshape(-1, 1) if width.dim() else width
+
+    def scalar_values(self) -> dict[str, torch.Tensor]:
+        if self._positions is None:
+            return super().scalar_values()
+        return {name: self.unknowns[name].value_at(self._positions[:, i]) for i, name in enumerate(self.parameter_names)}
+
+    def coefficient(self, name: str, x: torch.Tensor):
+        if self._positions is not None and name in self.parameter_names:
+            return self.scalar_values()[name]
+        return super().coefficient(name, x)
+
+    def sample_collocation(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` points x~ (n, dim); parametric: (x~, positions) (n, dim + unknowns), and the
+        interface points' positions redrawn."""
+        x = super().sample_collocation(n, generator)
+        if not self.parametric:
+            return x
+        self.interface_positions.copy_(2.0 * torch.rand(self.interface_positions.shape, generator=generator,
+                                                        dtype=torch.float64) - 1.0)
+        return torch.cat([x, 2.0 * torch.rand(n, len(self.parameter_names), generator=generator, dtype=x.dtype) - 1.0],
+                         dim=1)
 
     def _pressure(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         boundary = self.geometry.boundary_factor(x)
-        return self.far_pressure + self.scales.pressure * boundary * self.network(torch.cat([x, level], dim=1))
+        if not self.parametric:
+            return self.far_pressure + self.scales.pressure * boundary * self.network(torch.cat([x, level], dim=1))
+        n = x.shape[0]
+        rim = torch.exp(-level / self._rim_width(x)).expand(n, 1)
+        out = self.network(torch.cat([x, level, self._positions_of(self.input_names, n, x), rim], dim=1))
+        if self.linear_name is not None:
+            p_e = self.scalar_values()[self.linear_name] / self.unknowns[self.linear_name].upper   # <= 1
+            out = out[:, :1] + (p_e.reshape(-1, 1) if p_e.dim() else p_e) * out[:, 1:]
+        return self.far_pressure + self.scales.pressure * boundary * out
 
     def pressure(self, x: torch.Tensor) -> torch.Tensor:
         """Pressure [Pa] (n, 1) at nondimensional points ``x`` (n, dim)."""
         return self._pressure(x, self.geometry.level_set(x).abs())
+
+    def pointwise_residual(self, points: torch.Tensor) -> torch.Tensor:
+        """The fluid balance (:class:`IFPProblem`) at points x~ or, parametric, (x~, positions)."""
+        dim = self.geometry.dim
+        if points.shape[1] == dim:
+            return super().pointwise_residual(points)
+        with self._at_positions(points[:, dim:].detach()):
+            return super().pointwise_residual(points[:, :dim].detach().clone())
 
     def interface_flux_jump(self) -> torch.Tensor:
         """(K_host dp/dn|host - K_tumour dp/dn|tumour) / (K_tumour P / L) at the interface points (n,)."""
@@ -154,12 +253,16 @@ class HostIFPProblem(IFPProblem):
     def _side_conductivity(self, x: torch.Tensor, tumour_side: bool):
         """K [m^2/(Pa s)] of the tumour or the host side (one value, or the scalar unknown)."""
         rule = self._known.get("conductivity")
-        if isinstance(rule, RegionCoefficient):
-            return tensor_like(rule.value(rule.tumour if tumour_side else rule.host, self.scalar_values()), x)
-        return self.coefficient("conductivity", x)
+        if isinstance(rule, RegionCoefficient) and not tumour_side:
+            return tensor_like(rule.value(rule.host, self.scalar_values()), x)
+        return self._tumour_value("conductivity", x)
 
     def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
-        return super().loss_terms(points) | {"interface": (self.interface_flux_jump() ** 2).mean()}
+        if not self.parametric:
+            return super().loss_terms(points) | {"interface": (self.interface_flux_jump() ** 2).mean()}
+        with self._at_positions(self.interface_positions):
+            interface = (self.interface_flux_jump() ** 2).mean()
+        return {"pde": (self.pointwise_residual(points) ** 2).mean(), "interface": interface}
 
 
 class CoupledProblem(TransportProblem):
@@ -192,6 +295,8 @@ class CoupledProblem(TransportProblem):
         self.host_surface_ratio = float(host_surface_ratio)
         self.uptake = uptake
         self.flow_points = int(flow_points)
+        if flow.parametric:   # trained alone before (pretrain_pressure); the drug does not move it
+            flow.network.requires_grad_(False)
         self.register_buffer("flow_x", geometry.sample(self.flow_points, torch.Generator().manual_seed(0)),
                              persistent=self.flow_points > 0)
 
@@ -227,7 +332,7 @@ _FLOW_COEFFICIENTS = ("conductivity", "vascular_exchange", "effective_pressure",
 
 def tumour_host_problem(physics: dict, unknowns: dict[str, dict], units: dict[str, str], observations, *,
                         concentration_scale: float, pressure_scale: float, seed: int, interface_points: int = 256,
-                        **network) -> CoupledProblem:
+                        parametric_pressure: bool = False, **network) -> CoupledProblem:
     """The coupled PINN of a 2-D tumour disc in host tissue (:class:`CoupledProblem` with a
     :class:`HostIFPProblem`), zero drug at t = 0, no diffusive flux through the outer edge, over
     [0, ``physics["end_time"]``] s.
@@ -238,7 +343,9 @@ def tumour_host_problem(physics: dict, unknowns: dict[str, dict], units: dict[st
     ``host_flow`` (the host's IFP coefficients) and ``host_surface_ratio`` S/V_host / S/V_tumour [1].
     ``unknowns`` name -> BoundedScalar keywords with ``units[name]``: ``release_rate`` (or
     ``ph_50`` / ``steepness`` of the pH law), the liposomes' ``vessel_permeability`` and the
-    tumour's ``conductivity`` and ``effective_pressure`` (:data:`TUMOUR_FLOW_UNKNOWNS`). ``network``: keywords of
+    tumour's ``conductivity`` and ``effective_pressure`` (:data:`TUMOUR_FLOW_UNKNOWNS`).
+    ``parametric_pressure``: the pressure network is parametric in the tumour's flow unknowns
+    (:class:`HostIFPProblem`; needs one of them). ``network``: keywords of
     :class:`CoupledProblem` (width, sigma, interface_width, flow_points, ...) over STATE_NETWORK."""
     region = TumourInHost(2, physics["outer_radius"], tumour_radius=physics["tumour_radius"])
     generator = torch.Generator().manual_seed(seed)
@@ -254,7 +361,8 @@ def tumour_host_problem(physics: dict, unknowns: dict[str, dict], units: dict[st
     flow_coefficients |= {TUMOUR_FLOW_UNKNOWNS[name]: scalars[name] for name in TUMOUR_FLOW_UNKNOWNS
                           if name in unknowns}
     flow = HostIFPProblem(region, flow_coefficients, far_pressure=tumour_flow["far_pressure"],
-                          pressure_scale=pressure_scale, interface_points=interface_points, generator=generator)
+                          pressure_scale=pressure_scale, interface_points=interface_points, generator=generator,
+                          parametric=parametric_pressure)
     release = {name: scalars[name] for name in ("release_rate", "ph_50", "steepness") if name in unknowns}
     if "release_rate" not in unknowns:
         release["release_rate"] = release_rate_coefficient(physics, region.radius, unknowns)
@@ -276,16 +384,19 @@ def pretrain_pressure(problem: CoupledProblem, config, progress=None):
     unknowns held at their current values, before the joint training: the drug's vascular source
     depends on p_e - p, only ~35 Pa of ~1500 Pa at the tumour centre of the benchmark twin
     (benchmarks/pinn_twin_host.py). The pressure equation is taken pointwise and unweighted in time
-    whatever ``config``'s residual form and causal slices (those are the drug's). Returns the
-    :class:`~hybrid.inverse.training.TrainingResult`."""
+    whatever ``config``'s residual form and causal slices (those are the drug's). A parametric
+    pressure (:class:`HostIFPProblem`) is trained over the whole box of its unknowns and stays
+    fixed afterwards. Returns the :class:`~hybrid.inverse.training.TrainingResult`."""
     from hybrid.inverse.training import Trainer
 
     scalars = [u.raw for u in problem.flow.scalar_unknowns()]
     for raw in scalars:
         raw.requires_grad_(False)
+    problem.flow.network.requires_grad_(True)
     try:
         return Trainer(problem.flow, replace(config, residual_form="strong", causal_slices=0),
                        progress=progress).run()
     finally:
         for raw in scalars:
             raw.requires_grad_(True)
+        problem.flow.network.requires_grad_(not problem.flow.parametric)

@@ -109,6 +109,8 @@ class IFPProblem(InverseProblem):
     ``lymphatic_filtration`` (default 0), ``lymphatic_pressure`` (default 0).
     """
 
+    parametric = False   # True: a pressure over the unknowns' box, trained before the drug, not with it
+
     def __init__(self, geometry, coefficients: dict, *, observations: Observations | None = None,
                  far_pressure: float = 0.0, pressure_scale: float = 1000.0, width: int = 32, depth: int = 3,
                  features: int = 16, sigma: float = 1.0, generator: torch.Generator | None = None):
@@ -320,8 +322,8 @@ class TransportProblem(InverseProblem):
 
     @property
     def uses_collocation(self) -> bool:
-        """Strong form, or a flow (its pressure terms are pointwise in either form)."""
-        return self.test_functions is None or self.flow is not None
+        """Strong form, or a flow trained with the drug (its pressure terms are pointwise in either form)."""
+        return self.test_functions is None or self._trains_flow
 
     def _uptake_law(self, x: torch.Tensor) -> Callable:
         """U(C_F, C_I) [mol/(m^3 s)] at the nondimensional space points ``x``: linear in C_F with
@@ -406,6 +408,11 @@ class TransportProblem(InverseProblem):
         return {"darcy_flux": -conductivity * grad_p, "flux_divergence": vascular - lymphatic,
                 "fluid_source": vascular, "lymphatic_sink": lymphatic}
 
+    @property
+    def _trains_flow(self) -> bool:
+        """Whether the flow's terms are part of this problem's loss (not for a parametric pressure)."""
+        return self.flow is not None and not self.flow.parametric
+
     def _flow_points(self, points: torch.Tensor) -> torch.Tensor:
         """The nondimensional space points (n, dim) on which the flow's loss terms are taken: those
         of the collocation ``points`` (x~, t~)."""
@@ -413,10 +420,11 @@ class TransportProblem(InverseProblem):
 
     def pointwise_residual(self, points: torch.Tensor) -> torch.Tensor:
         """Strong residual norm per point (n,) (residual-adaptive collocation): the drug's and the
-        flow's; in the weak form with a flow the flow's only (the points then serve only the pressure)."""
-        weak_with_flow = self.test_functions is not None and self.flow is not None
+        flow's (one trained with the drug); in the weak form with such a flow the flow's only (the
+        points then serve only the pressure)."""
+        weak_with_flow = self.test_functions is not None and self._trains_flow
         squares = 0.0 if weak_with_flow else sum(r**2 for r in self._residuals(points))
-        if self.flow is not None:
+        if self._trains_flow:
             squares = squares + self.flow.pointwise_residual(points[:, :-1].detach().clone()) ** 2
         return torch.sqrt(squares)
 
@@ -447,7 +455,7 @@ class TransportProblem(InverseProblem):
             terms = self._causal_pde_terms(residuals, times)
         else:
             terms = {f"pde_{name}": (r**2).mean() for name, r in zip(("lipo", "free", "cell"), residuals)}
-        if self.flow is not None:
+        if self._trains_flow:
             for name, value in self.flow.loss_terms(self._flow_points(points)).items():
                 terms[f"{name}_ifp"] = value
         if self.boundary == "no_flux":

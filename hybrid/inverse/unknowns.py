@@ -43,7 +43,11 @@ class _BoundedMap(nn.Module):
         return math.log(s / (1.0 - s))
 
     def _from_raw(self, raw: torch.Tensor) -> torch.Tensor:
-        inner = self._lo + (self._hi - self._lo) * torch.sigmoid(raw)
+        return self._from_fraction(torch.sigmoid(raw))
+
+    def _from_fraction(self, fraction: torch.Tensor) -> torch.Tensor:
+        """The value at ``fraction`` in [0, 1] of the (log) range between the bounds."""
+        inner = self._lo + (self._hi - self._lo) * fraction
         return torch.exp(inner) if self.log else inner
 
 
@@ -60,6 +64,14 @@ class BoundedScalar(_BoundedMap):
 
     def forward(self) -> torch.Tensor:
         return self._from_raw(self.raw)
+
+    def position(self) -> torch.Tensor:
+        """Where the value lies in its (log) range, from -1 (lower bound) to 1 (upper bound), 0-d."""
+        return 2.0 * torch.sigmoid(self.raw) - 1.0
+
+    def value_at(self, position: torch.Tensor) -> torch.Tensor:
+        """The values [unit] at ``position`` (a tensor of positions in [-1, 1], as :meth:`position`)."""
+        return self._from_fraction(0.5 * (position + 1.0))
 
 
 class BoundedField(_BoundedMap):

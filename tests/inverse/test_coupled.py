@@ -312,6 +312,86 @@ def test_an_unknown_vessel_permeability_sets_the_liposomal_exchange_in_each_regi
     assert known.permeability_surface == 4e-6
 
 
+def _unknown_flow_coefficients(geometry):
+    """The table coefficients with the tumour's K and p_e as scalar unknowns (not at the table values)."""
+    return _host_coefficients(geometry) | {
+        "conductivity": RegionCoefficient(geometry, "tumour_conductivity", HOST.hydraulic_conductivity),
+        "effective_pressure": RegionCoefficient(geometry, "tumour_effective_pressure", HOST.effective_pressure),
+        "tumour_conductivity": BoundedScalar("tumour_conductivity", "m^2/(Pa s)", 3e-15, 3e-13, initial=1e-14),
+        "tumour_effective_pressure": BoundedScalar("tumour_effective_pressure", "Pa", 100.0, 4000.0, initial=2500.0)}
+
+
+def test_a_parametric_pressure_takes_the_unknowns_per_collocation_point_and_their_values_elsewhere():
+    """Collocation points (x~, positions): the residual there is the one of the pressure with the
+    unknowns at those positions, so points at the current positions give the ordinary residual and
+    other positions another one; the interface condition uses positions redrawn with the points."""
+    geometry = TumourInHost(2, R_O, tumour_radius=R_T)
+    flow = HostIFPProblem(geometry, _unknown_flow_coefficients(geometry), parametric=True, width=16, depth=2,
+                          features=4, interface_points=32, generator=torch.Generator().manual_seed(0)).double()
+    assert flow.parameter_names == ["tumour_conductivity", "tumour_effective_pressure"]
+    points = flow.sample_collocation(64, torch.Generator().manual_seed(1))
+    assert points.shape == (64, 4) and float(points[:, 2:].abs().max()) <= 1.0
+    assert flow.interface_positions.abs().max() > 0   # redrawn with the points
+    x = points[:, :2].clone()
+    current = torch.stack([flow.unknowns[n].position() for n in flow.parameter_names]).detach()
+    at_current = torch.cat([x, current.expand(64, -1)], dim=1)
+    np.testing.assert_allclose(flow.pointwise_residual(at_current.clone()).detach().numpy(),
+                               flow.pointwise_residual(x.clone()).detach().numpy(), rtol=1e-12, atol=1e-12)
+    moved = flow.pointwise_residual(points.clone()).detach()
+    assert (moved - flow.pointwise_residual(x.clone()).detach()).abs().max() > 1e-3
+    values = flow.unknowns["tumour_conductivity"].value_at(torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64))
+    np.testing.assert_allclose(values.numpy(), [3e-15, 3e-14, 3e-13], rtol=1e-12)
+    assert set(flow.loss_terms(points.clone())) == {"pde", "interface"}
+    # the equation is linear in the tumour's p_e: two output fields, and p_e is not an input
+    assert flow.linear_name == "tumour_effective_pressure" and flow.input_names == ["tumour_conductivity"]
+    assert flow.network.layers[-1].out_features == 2
+    p_e = flow.unknowns["tumour_effective_pressure"]
+    pressures = []
+    for value in (300.0, 1000.0, 3000.0):
+        with torch.no_grad():
+            p_e.raw.fill_(p_e._to_raw(value))
+        pressures.append(flow.pressure(x.clone()).detach())
+    np.testing.assert_allclose((pressures[1] - pressures[0]).numpy(), (700.0 / 2700.0) * (pressures[2] - pressures[0]).numpy(),
+                               rtol=1e-9, atol=1e-9)
+
+
+def test_a_coupled_problem_keeps_a_parametric_pressure_fixed_and_its_drug_terms_reach_the_flow_unknowns():
+    """With a parametric pressure the joint loss has no pressure terms, the pressure network is not
+    trained (pretrain_pressure trains it, and leaves it fixed), and the drug residual's gradient
+    reaches the tumour's K and p_e through the pressure."""
+    from hybrid.inverse.coupled import pretrain_pressure
+    from hybrid.inverse.training import TrainingConfig
+
+    geometry = TumourInHost(2, R_O, tumour_radius=R_T)
+    flow = HostIFPProblem(geometry, _unknown_flow_coefficients(geometry), parametric=True, width=8, depth=1,
+                          features=4, generator=torch.Generator().manual_seed(0))
+    problem = CoupledProblem(geometry, {"diffusivity_lipo": D_L, "diffusivity_free": D_F, "release_rate": K_REL},
+                             flow=flow, end_time=T, concentration_scale=C0, width=8, depth=1, features=4,
+                             flow_points=100).double()
+    assert not any(p.requires_grad for p in flow.network.parameters())
+    before = [p.detach().clone() for p in flow.network.parameters()]
+    result = pretrain_pressure(problem, TrainingConfig(adam_steps=3, collocation_points=32, progress_every=0,
+                                                                dtype="float64"))
+    assert set(result.history[-1]["terms"]) == {"pde", "interface"}
+    assert any(not torch.equal(a, b) for a, b in zip(before, flow.network.parameters()))
+    assert not any(p.requires_grad for p in flow.network.parameters())
+    assert all(u.raw.requires_grad for u in flow.scalar_unknowns())
+    points = problem.sample_collocation(40, torch.Generator().manual_seed(1))
+    terms = problem.loss_terms(points.clone())
+    assert not any(name.endswith("_ifp") for name in terms)
+    problem.zero_grad(set_to_none=True)
+    terms["pde_lipo"].backward()
+    for unknown in flow.scalar_unknowns():
+        assert unknown.raw.grad is not None and unknown.raw.grad != 0
+    assert all(p.grad is None for p in flow.network.parameters())
+
+
+def test_a_parametric_pressure_refuses_what_it_cannot_parametrise():
+    geometry = TumourInHost(2, R_O, tumour_radius=R_T)
+    with pytest.raises(ValueError, match="parametric pressure needs scalar unknowns"):
+        HostIFPProblem(geometry, _host_coefficients(geometry), parametric=True)
+
+
 def test_region_coefficient_and_geometry_refuse_bad_input():
     with pytest.raises(ValueError, match="tumour_radius"):
         TumourInHost(2, R_O, tumour_radius=R_O)
