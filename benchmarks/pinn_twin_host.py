@@ -71,6 +71,17 @@ Measured on the shared 2-core box (load 4-8, 2 torch threads, float32), issue 9 
   rate 3e-3, unknowns from step 400, one thread) with the parametric pressure. Prediction: K_T
   leaves 1e-14 and ends nearer the truth than the staged weak run's -64 %; the surrogate's error
   (+69 % in the central Starling source) biases p_e, so the 5 % targets stay missed.
+  Outcome (one thread, load 1.0-1.8, 462 s with the 74 s pre-training, float32): as predicted.
+  K_T left 1e-14 at once and rose steadily through the truth to +18 % (staged weak run: stuck at
+  -64 %); p_e -30 %, k_rel -91 % (it fell from its start 1e-5 as soon as it was released, away from
+  the truth 5.1e-5, as in every run from this start); pressure 29 %, total drug 20-26 % relative
+  L2; the total-drug misfit 4.2e-3, 6.6x that of the truth-start weak run (6.4e-4): the drug
+  networks are far from converged. Two follow-ups (pre-registered before they ran, one thread
+  each, run side by side): the same with 5500 Adam steps (``pinn_twin_host_parametric_long.json``),
+  and with 5500 Adam steps and the unknowns held for the first 1500
+  (``pinn_twin_host_parametric_held.json``), so that the drug networks fit the data at the start
+  values first. Prediction: K_T stays within 20 % in both; k_rel and p_e improve only in the
+  second, if the fall of k_rel comes from unfitted networks.
 
 Why (``pinn_twin_host_diagnosis.py``, at the truth): the liposome source is the solvent drag
 (1 - sigma) Lp S/V (p_e - p) C_p, and p_e - p is ~35 Pa of ~1500 Pa at the tumour centre, so 1 Pa
