@@ -157,6 +157,39 @@ def test_weak_form_trains_the_coupled_kind_with_a_strong_pressure_pre_training(t
         set(training["members"][0]["history"][-1]["terms"])
 
 
+def test_a_parametric_pressure_is_pre_trained_over_the_box_and_then_fixed(twin, tmp_path):
+    """[problem] parametric_pressure = true: the pre-training takes the pressure terms, the joint
+    training none, and the saved pressure network has the parametric inputs and two outputs."""
+    import torch
+
+    config = _invert_config(twin, "parametric.toml", text=INVERT.replace(
+        "interface_points = 16\n", "interface_points = 16\nparametric_pressure = true\n"))
+    out = tmp_path / "parametric"
+    result = run_hybrid("invert", config, "--output", out, timeout=600)
+    assert result.returncode == 0, result.stderr
+    training = json.loads((out / "inversion.json").read_text())["training"]
+    assert training["parametric_pressure"] is True
+    assert set(training["pressure_pretraining"][0]["terms"]) == {"pde", "interface"}
+    assert not any(name.endswith("_ifp") for name in training["members"][0]["history"][-1]["terms"])
+    state = torch.load(out / "networks" / "seed0.pt", weights_only=True)
+    # inputs (x, y, |phi|, position of K, rim profile) and their 16 Fourier features; outputs N_0, N_1
+    assert state["flow.network.layers.0.weight"].shape[1] == 5 + 2 * 16
+    assert state["flow.network.layers.6.weight"].shape[0] == 2
+
+
+@pytest.mark.parametrize("change, message", [
+    ("parametric_pressure = 1", "[problem] parametric_pressure must be true or false, got 1"),
+    ("parametric_pressure = true\n[unknowns.x]", "parametric_pressure = true needs [unknowns.conductivity] or"),
+])
+def test_parametric_pressure_refusals(tmp_path, change, message):
+    (tmp_path / "synthesize.toml").write_text(_synthesize(5.0e-4, "darcy"))
+    text = INVERT.replace("interface_points = 16\n", f"interface_points = 16\n{change.split(chr(10))[0]}\n")
+    if "[unknowns.x]" in change:
+        text = (text.replace("[unknowns.conductivity]\nlower = 3.0e-15\nupper = 3.0e-13\ninitial = 1.0e-14\n", "")
+                .replace("[unknowns.effective_pressure]\nlower = 100.0\nupper = 4000.0\ninitial = 2500.0\n", ""))
+    assert_one_error(run_hybrid("invert", _invert_config(tmp_path, text=text), "--output", tmp_path / "out"), message)
+
+
 def test_validate_reports_pressure_drug_held_out_and_identifiability(twin):
     report = validate_with_estimates(twin, None, "trained")
     assert report["problem"] == "coupled"

@@ -310,7 +310,8 @@ def build_problems(config: InvertConfig, observations: tuple[Observations, ...])
         return [tumour_host_problem(physics, unknowns, COUPLED_UNKNOWNS, observations, concentration_scale=scale,
                                     pressure_scale=problem.pressure_scale, seed=seed,
                                     interface_points=problem.interface_points, flow_points=problem.flow_points,
-                                    interface_width=problem.interface_width)
+                                    interface_width=problem.interface_width,
+                                    parametric_pressure=problem.parametric_pressure)
                 for seed in _seeds(config)]
     return [disc_release_problem(problem.radius, physics, unknowns, DRUG_UNKNOWNS, observations,
                                  concentration_scale=scale, pressure_scale=problem.pressure_scale, seed=seed)
@@ -555,6 +556,7 @@ def run_invert(config: InvertConfig, directory: Path, log, resume: bool = False)
                            "seconds": sum(r.seconds for r in results), "device": results[0].device,
                            "cuda_graph": all(r.cuda_graph for r in results),
                            "pressure_pretraining": pretrained if kind == "coupled" else None,
+                           "parametric_pressure": config.problem.parametric_pressure if kind == "coupled" else None,
                            "warm_start": warm_starts,
                            "dtype": results[0].dtype,
                            "settings": {k: str(v) if isinstance(v, Path) else v

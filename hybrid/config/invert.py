@@ -149,6 +149,7 @@ outer edge): every coefficient but the unknowns comes from it (tumour and host):
     flow_points = 4096                    # the pressure's own collocation points, redrawn with the drug's
     interface_width = 0.05                # [1] width w of the drug networks' tanh(phi / w) input (0: none)
     interface_points = 256                # fixed points of the interface flux condition [K dp/dn] = 0
+    parametric_pressure = false           # true: one pressure network over the unknowns' box of K and p_e
 
     [unknowns.release_rate]               # k_rel [1/s] (or ph_50 / steepness with a pH map, as "release")
     lower = 1.0e-7
@@ -181,6 +182,12 @@ every kind, 0, 1e-2 and "residuals": set them as above). It still missed every t
 ``interface_width``, ``interface_points`` and the pre-training keys belong to kind "coupled" only.
 The pre-training is skipped on ``--resume`` from an existing checkpoint (the checkpoint holds the
 pressure network).
+
+``parametric_pressure = true`` (:class:`hybrid.inverse.coupled.HostIFPProblem` ``parametric``): the
+pressure network takes the unknown K and p_e as inputs and is pre-trained over their whole box, with
+no data, and then kept fixed, so that the pressure follows the unknowns during the joint training
+instead of holding them at the values it was pre-trained at. Give it more pre-training
+(benchmarks/pinn_twin_host.py used ``pretrain_adam_steps = 2000``, ``pretrain_lbfgs_steps = 500``).
 """
 
 from __future__ import annotations
@@ -218,7 +225,7 @@ COUPLED_UNKNOWNS = DRUG_UNKNOWNS | {name: IFP_COEFFICIENTS[name] for name in ("c
 """Unknowns of the "coupled" problem and their SI units: those of "release" and the tumour's
 hydraulic conductivity K and effective pressure p_e (the host's coefficients are known)."""
 KINDS = ("ifp", "release", "coupled")
-_COUPLED_PROBLEM_KEYS = ("flow_points", "interface_width", "interface_points")
+_COUPLED_PROBLEM_KEYS = ("flow_points", "interface_width", "interface_points", "parametric_pressure")
 _COUPLED_TRAINING_KEYS = ("pretrain_adam_steps", "pretrain_lbfgs_steps")
 _WEAK_TRAINING_KEYS = ("weak_cells", "weak_time_cells", "weak_gauss")
 _WARM_START_KEYS = ("warm_start_adam_steps", "warm_start_lbfgs_steps", "warm_start_points")
@@ -309,6 +316,7 @@ class ProblemConfig:
     flow_points: int = 4096                    # coupled: the pressure's own collocation points
     interface_width: float = 0.05              # coupled: [1] tanh(phi / w) input of the drug networks (0: none)
     interface_points: int = 256                # coupled: points of the interface flux condition
+    parametric_pressure: bool = False          # coupled: pressure network over the box of K and p_e, fixed after pre-training
 
 
 @dataclass(frozen=True)
@@ -491,7 +499,17 @@ def _problem(table, base: Path, unknowns: dict) -> ProblemConfig:
                                             positive=True),
         flow_points=integer("problem", "flow_points", values["flow_points"], 0),
         interface_width=number("problem", "interface_width", values["interface_width"], non_negative=True),
-        interface_points=integer("problem", "interface_points", values["interface_points"], 1))
+        interface_points=integer("problem", "interface_points", values["interface_points"], 1),
+        parametric_pressure=_parametric_pressure(values["parametric_pressure"], unknowns))
+
+
+def _parametric_pressure(value, unknowns) -> bool:
+    """``[problem] parametric_pressure``: a boolean, true only with an unknown tumour K or p_e."""
+    parametric = choice("problem", "parametric_pressure", value, (True, False))
+    if parametric and not any(name in unknowns for name in ("conductivity", "effective_pressure")):
+        raise ConfigError("[problem] parametric_pressure = true needs [unknowns.conductivity] or "
+                          "[unknowns.effective_pressure]: the pressure is parametric in those")
+    return parametric
 
 
 def load_transport(path: Path):
