@@ -180,10 +180,14 @@ def test_a_parametric_pressure_is_pre_trained_over_the_box_and_then_fixed(twin, 
 @pytest.mark.parametrize("change, message", [
     ("parametric_pressure = 1", "[problem] parametric_pressure must be true or false, got 1"),
     ("parametric_pressure = true\n[unknowns.x]", "parametric_pressure = true needs [unknowns.conductivity] or"),
+    ("parametric_pressure = true\n[no pre-training]", "parametric_pressure = true needs the pressure pre-training"),
 ])
 def test_parametric_pressure_refusals(tmp_path, change, message):
     (tmp_path / "synthesize.toml").write_text(_synthesize(5.0e-4, "darcy"))
     text = INVERT.replace("interface_points = 16\n", f"interface_points = 16\n{change.split(chr(10))[0]}\n")
+    if "[no pre-training]" in change:
+        text = text.replace("pretrain_adam_steps = 3", "pretrain_adam_steps = 0").replace(
+            "pretrain_lbfgs_steps = 1", "pretrain_lbfgs_steps = 0")
     if "[unknowns.x]" in change:
         text = (text.replace("[unknowns.conductivity]\nlower = 3.0e-15\nupper = 3.0e-13\ninitial = 1.0e-14\n", "")
                 .replace("[unknowns.effective_pressure]\nlower = 100.0\nupper = 4000.0\ninitial = 2500.0\n", ""))

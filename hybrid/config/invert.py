@@ -538,6 +538,9 @@ def _check_coupled_transport(problem: ProblemConfig) -> None:
     if not math.isclose(geometry.tumour_radius, problem.radius, rel_tol=1e-9):
         raise ConfigError(f"[problem] radius {problem.radius:g} m must equal the tumour_radius "
                           f"{geometry.tumour_radius:g} m of [problem] transport {problem.transport}")
+    if problem.parametric_pressure and transport.tissue.ktrans_map is not None:
+        raise ConfigError("[problem] parametric_pressure = true does not take a [tissue] ktrans_map (its rim "
+                          f"input uses the tumour's uniform Lp S/V): [problem] transport {problem.transport} has one")
 
 
 def _check_weak_form(problem: ProblemConfig) -> None:
@@ -583,8 +586,12 @@ def invert_config_from_dict(data: dict, origin: str = "<config>", base: Path = P
         if problem.kind != "ifp" and data_config.ph_map is None and _synthesizes_ph_map(problem.transport):
             raise ConfigError(f"[data] ph_map is required: [problem] transport {problem.transport} synthesized its "
                               "data on a pH_e map ([observation.ph_map]); set it to that run's truth/ph.nii.gz")
+        training_section = _training(training, base)
+        if problem.parametric_pressure and not training_section.pretrain_adam_steps + training_section.pretrain_lbfgs_steps:
+            raise ConfigError("[problem] parametric_pressure = true needs the pressure pre-training ([training] "
+                              "pretrain_adam_steps or pretrain_lbfgs_steps > 0): the network is fixed after it")
         return InvertConfig(data=data_config, problem=problem,
-                            unknowns=Unknowns(unknowns), training=_training(training, base),
+                            unknowns=Unknowns(unknowns), training=training_section,
                             output=output_from_table(data.get("output"), base))
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None

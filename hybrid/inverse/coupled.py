@@ -128,7 +128,7 @@ class HostIFPProblem(IFPProblem):
     lambda = sqrt(K / (Lp S/V + LpL SL/V)) of the tumour's values, whose width the unknowns move
     tenfold across the box. The equation is linear in the tumour's effective pressure p_e: when it
     is an unknown the network gives two fields, p = p_far + P b (N_0 + (p_e / p_e,max) N_1) with
-    p_e,max its upper bound, and p_e is not an input (exact). Its collocation points are (x~, positions), drawn uniformly, and the
+    p_e,max its largest bound in magnitude, and p_e is not an input (exact). Its collocation points are (x~, positions), drawn uniformly, and the
     interface condition is taken at positions redrawn with them. Outside training (:meth:`pressure`
     of space points) it is evaluated at the unknowns' current values and the gradient reaches them
     through the network's inputs: the pressure follows the unknowns without a retraining. It is
@@ -162,7 +162,10 @@ class HostIFPProblem(IFPProblem):
         self.register_buffer("interface_x", x)
         self.register_buffer("interface_normals", normals)
         self.register_buffer("interface_positions", torch.zeros(interface_points, len(self.parameter_names),
-                                                                dtype=x.dtype))
+                                                                dtype=x.dtype), persistent=self.parametric)
+        self.register_buffer("_input_columns", torch.tensor([self.parameter_names.index(name)
+                                                             for name in self.input_names], dtype=torch.long),
+                             persistent=False)   # an index on the device: a CUDA graph can capture it
         self._positions = None   # per-point positions of the unknowns while a parametric residual is taken
 
     @contextmanager
@@ -174,12 +177,14 @@ class HostIFPProblem(IFPProblem):
         finally:
             self._positions = None
 
-    def _positions_of(self, names: list[str], n: int, like: torch.Tensor) -> torch.Tensor:
-        """Positions (n, len(names)) of the unknowns ``names``: per point within :meth:`_at_positions`,
-        else their current ones."""
+    def _input_positions(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        """Positions (n, len(input_names)) of the unknowns that are network inputs: per point within
+        :meth:`_at_positions`, else their current ones."""
         if self._positions is not None:
-            return self._positions[:, [self.parameter_names.index(name) for name in names]]
-        current = torch.stack([self.unknowns[name].position() for name in names])
+            return self._positions.index_select(1, self._input_columns)
+        if not self.input_names:
+            return like.new_zeros(n, 0)
+        current = torch.stack([self.unknowns[name].position() for name in self.input_names])
         return current.to(dtype=like.dtype).expand(n, -1)
 
     def _tumour_value(self, name: str, x: torch.Tensor):
@@ -222,10 +227,11 @@ class HostIFPProblem(IFPProblem):
         if not self.parametric:
             return self.far_pressure + self.scales.pressure * boundary * self.network(torch.cat([x, level], dim=1))
         n = x.shape[0]
-        rim = torch.exp(-level / self._rim_width(x)).expand(n, 1)
-        out = self.network(torch.cat([x, level, self._positions_of(self.input_names, n, x), rim], dim=1))
+        rim = torch.exp(-level / self._rim_width(x))
+        out = self.network(torch.cat([x, level, self._input_positions(n, x), rim], dim=1))
         if self.linear_name is not None:
-            p_e = self.scalar_values()[self.linear_name] / self.unknowns[self.linear_name].upper   # <= 1
+            bound = self.unknowns[self.linear_name]
+            p_e = self.scalar_values()[self.linear_name] / max(abs(bound.lower), abs(bound.upper))   # |.| <= 1
             out = out[:, :1] + (p_e.reshape(-1, 1) if p_e.dim() else p_e) * out[:, 1:]
         return self.far_pressure + self.scales.pressure * boundary * out
 
@@ -302,7 +308,7 @@ class CoupledProblem(TransportProblem):
 
     def sample_collocation(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` (x~, t~) points; also redraws the flow's own points (``flow_points``) from ``generator``."""
-        if self.flow_points:
+        if self.flow_points and self._trains_flow:
             self.flow_x.copy_(self.geometry.sample(self.flow_points, generator, dtype=self.flow_x.dtype,
                                                    device=self.flow_x.device))
         return super().sample_collocation(n, generator)
@@ -356,6 +362,9 @@ def tumour_host_problem(physics: dict, unknowns: dict[str, dict], units: dict[st
                          for name in _FLOW_COEFFICIENTS}
     scale = ktrans_scale(physics, region, {"tumour": region.in_tumour,
                                            "host": lambda x: region.contains(x) & ~region.in_tumour(x)})
+    if scale is not None and parametric_pressure:
+        raise ValueError("a parametric pressure does not take a Ktrans map: its rim input uses the tumour's "
+                         "uniform Lp S/V")
     if scale is not None:   # each region's Lp S/V and P S/V by Ktrans over that region's mean, as the FEM
         flow_coefficients["vascular_exchange"] = scaled(flow_coefficients["vascular_exchange"], scale)
     flow_coefficients |= {TUMOUR_FLOW_UNKNOWNS[name]: scalars[name] for name in TUMOUR_FLOW_UNKNOWNS

@@ -184,7 +184,8 @@ class TransportProblem(InverseProblem):
     bound free drug per unbound, (1 + B) dC_F/dt (C_F is the unbound drug, as in the FEM).
 
     ``flow``: an :class:`IFPProblem` on the same geometry, trained jointly (its terms are added as
-    ``pde_ifp`` / ``data_ifp``, its unknowns reported too). Its pressure gives the Darcy flux
+    ``pde_ifp`` / ``data_ifp``, its unknowns reported too) unless it is parametric (trained before,
+    then fixed: no terms of its own). Its pressure gives the Darcy flux
     u = -K grad p (liposomes advected with ``hindrance`` f_L), div u = phi_V - phi_L, the solvent
     drag of the vascular exchange (phi_V) and the lymphatic clearance (phi_L), so drug images also
     inform the pressure and its unknowns.

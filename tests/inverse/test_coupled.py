@@ -339,6 +339,18 @@ def test_a_parametric_pressure_takes_the_unknowns_per_collocation_point_and_thei
                                flow.pointwise_residual(x.clone()).detach().numpy(), rtol=1e-12, atol=1e-12)
     moved = flow.pointwise_residual(points.clone()).detach()
     assert (moved - flow.pointwise_residual(x.clone()).detach()).abs().max() > 1e-3
+    # per-point positions all equal to p: the residual and the interface jump of the unknowns set to p
+    p = torch.tensor([0.6, -0.3], dtype=torch.float64)
+    with flow._at_positions(p.expand(64, -1)):
+        residual = flow.pointwise_residual(x.clone()).detach()
+    with flow._at_positions(p.expand(32, -1)):
+        jump = flow.interface_flux_jump().detach()
+    with torch.no_grad():
+        for name, position in zip(flow.parameter_names, p):
+            flow.unknowns[name].raw.fill_(torch.logit((position + 1) / 2))
+    np.testing.assert_allclose(residual.numpy(), flow.pointwise_residual(x.clone()).detach().numpy(), rtol=1e-10,
+                               atol=1e-12)
+    np.testing.assert_allclose(jump.numpy(), flow.interface_flux_jump().detach().numpy(), rtol=1e-10, atol=1e-12)
     values = flow.unknowns["tumour_conductivity"].value_at(torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64))
     np.testing.assert_allclose(values.numpy(), [3e-15, 3e-14, 3e-13], rtol=1e-12)
     assert set(flow.loss_terms(points.clone())) == {"pde", "interface"}
@@ -390,6 +402,28 @@ def test_a_parametric_pressure_refuses_what_it_cannot_parametrise():
     geometry = TumourInHost(2, R_O, tumour_radius=R_T)
     with pytest.raises(ValueError, match="parametric pressure needs scalar unknowns"):
         HostIFPProblem(geometry, _host_coefficients(geometry), parametric=True)
+
+
+def test_a_parametric_pressure_in_the_effective_pressure_alone_has_no_position_input():
+    """p_e alone: the network is linear in it and takes no position (the rim profile only)."""
+    geometry = TumourInHost(2, R_O, tumour_radius=R_T)
+    coefficients = _unknown_flow_coefficients(geometry)
+    coefficients["conductivity"] = RegionCoefficient(geometry, TUMOUR.hydraulic_conductivity, HOST.hydraulic_conductivity)
+    del coefficients["tumour_conductivity"]
+    flow = HostIFPProblem(geometry, coefficients, parametric=True, width=8, depth=1, features=4).double()
+    assert flow.input_names == [] and flow.network.layers[0].in_features == 2 + 1 + 1 + 2 * 4
+    x = torch.tensor([[0.1, 0.2], [0.7, 0.0]], dtype=torch.float64)
+    assert flow.pressure(x).shape == (2, 1)
+    assert flow.pointwise_residual(flow.sample_collocation(16, torch.Generator().manual_seed(0))).shape == (16,)
+
+
+def test_an_ordinary_pressure_saves_the_state_it_saved_before():
+    """No parametric buffer in the state of an ordinary pressure network: networks saved before the
+    parametric option load as they did."""
+    geometry = TumourInHost(2, R_O, tumour_radius=R_T)
+    flow = HostIFPProblem(geometry, _host_coefficients(geometry), width=8, depth=1, features=4)
+    assert set(flow.state_dict()) == {"interface_x", "interface_normals", "network.frequencies"} | {
+        f"network.layers.{i}.{kind}" for i in (0, 2) for kind in ("weight", "bias")}
 
 
 def test_region_coefficient_and_geometry_refuse_bad_input():
