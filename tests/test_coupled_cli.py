@@ -181,9 +181,14 @@ def test_a_parametric_pressure_is_pre_trained_over_the_box_and_then_fixed(twin, 
     ("parametric_pressure = 1", "[problem] parametric_pressure must be true or false, got 1"),
     ("parametric_pressure = true\n[unknowns.x]", "parametric_pressure = true needs [unknowns.conductivity] or"),
     ("parametric_pressure = true\n[no pre-training]", "parametric_pressure = true needs the pressure pre-training"),
+    ("parametric_pressure = true\n[ktrans]", "parametric_pressure = true does not take a [tissue] ktrans_map"),
 ])
 def test_parametric_pressure_refusals(tmp_path, change, message):
-    (tmp_path / "synthesize.toml").write_text(_synthesize(5.0e-4, "darcy"))
+    synthesize = _synthesize(5.0e-4, "darcy")
+    if "[ktrans]" in change:   # the path only: the refusal comes before the map is read
+        synthesize = synthesize.replace("[flow]", '[tissue]\nktrans_map = "ktrans.nii.gz"\n[flow]')
+        (tmp_path / "ktrans.nii.gz").write_bytes(b"")
+    (tmp_path / "synthesize.toml").write_text(synthesize)
     text = INVERT.replace("interface_points = 16\n", f"interface_points = 16\n{change.split(chr(10))[0]}\n")
     if "[no pre-training]" in change:
         text = text.replace("pretrain_adam_steps = 3", "pretrain_adam_steps = 0").replace(
