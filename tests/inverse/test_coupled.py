@@ -516,3 +516,20 @@ def test_a_parametric_pressure_follows_the_closed_form_across_the_box_of_its_unk
     print({f"{k:.2e}, {p:.0f}": f"{e:.2%}" for (k, p), e in errors.items()})
     table = [e for (k, p), e in errors.items() if k == 3.1e-14]
     assert max(table) < 0.05 and max(errors.values()) < 0.15
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_parametric_pressure_pre_training_step_is_captured_in_a_cuda_graph():
+    """The per-point positions select their columns with a device index (a Python list index
+    copies from the host inside the capture, which fails): the pre-training runs from a CUDA graph."""
+    from hybrid.inverse.coupled import pretrain_pressure
+    from hybrid.inverse.training import TrainingConfig
+
+    geometry = TumourInHost(2, R_O, tumour_radius=R_T)
+    flow = HostIFPProblem(geometry, _unknown_flow_coefficients(geometry), parametric=True, width=16, depth=2,
+                          features=4, generator=torch.Generator().manual_seed(0))
+    problem = CoupledProblem(geometry, {"diffusivity_lipo": D_L, "diffusivity_free": D_F, "release_rate": K_REL},
+                             flow=flow, end_time=T, concentration_scale=C0, width=8, depth=1, features=4)
+    result = pretrain_pressure(problem, TrainingConfig(adam_steps=12, collocation_points=64, dtype="float32",
+                                                       device="cuda", cuda_graph=True, progress_every=0))
+    assert result.cuda_graph and result.steps == 12
