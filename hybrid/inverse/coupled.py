@@ -187,17 +187,18 @@ class HostIFPProblem(IFPProblem):
         current = torch.stack([self.unknowns[name].position() for name in self.input_names])
         return current.to(dtype=like.dtype).expand(n, -1)
 
-    def _tumour_value(self, name: str, x: torch.Tensor):
-        """Coefficient ``name`` on the tumour side (one value, per-point values, or the unknown's)."""
+    def _side_value(self, name: str, x: torch.Tensor, tumour_side: bool = True):
+        """Coefficient ``name`` on the tumour or the host side (one value, per-point values, or the
+        unknown's); a coefficient that is not a :class:`RegionCoefficient` is taken at ``x``."""
         rule = self._known.get(name)
         if isinstance(rule, RegionCoefficient):
-            return tensor_like(rule.value(rule.tumour, self.scalar_values()), x)
+            return tensor_like(rule.value(rule.tumour if tumour_side else rule.host, self.scalar_values()), x)
         return self.coefficient(name, x)
 
     def _rim_width(self, x: torch.Tensor) -> torch.Tensor:
         """The tumour's rim width sqrt(K / (Lp S/V + LpL SL/V)) / L [1] (n, 1) or 0-d."""
-        width = torch.sqrt(self._tumour_value("conductivity", x) / (
-            self._tumour_value("vascular_exchange", x) + self._tumour_value("lymphatic_filtration", x)))
+        width = torch.sqrt(self._side_value("conductivity", x) / (
+            self._side_value("vascular_exchange", x) + self._side_value("lymphatic_filtration", x)))
         width = width / self.scales.length
         return width.reshape(-1, 1) if width.dim() else width
 
@@ -253,15 +254,8 @@ class HostIFPProblem(IFPProblem):
         level = self.geometry.level_set(x)
         host, tumour = ((gradient(self._pressure(x, side * level), x) * self.interface_normals).sum(dim=1)
                         for side in (1.0, -1.0))
-        K_tumour, K_host = self._side_conductivity(x, True), self._side_conductivity(x, False)
+        K_tumour, K_host = (self._side_value("conductivity", x, side) for side in (True, False))
         return (K_host * host - K_tumour * tumour) / (K_tumour * self.scales.pressure)
-
-    def _side_conductivity(self, x: torch.Tensor, tumour_side: bool):
-        """K [m^2/(Pa s)] of the tumour or the host side (one value, or the scalar unknown)."""
-        rule = self._known.get("conductivity")
-        if isinstance(rule, RegionCoefficient) and not tumour_side:
-            return tensor_like(rule.value(rule.host, self.scalar_values()), x)
-        return self._tumour_value("conductivity", x)
 
     def loss_terms(self, points: torch.Tensor) -> dict[str, torch.Tensor]:
         if not self.parametric:
