@@ -19,6 +19,16 @@ Kind "ifp":
    the prediction of the truth image (FEM at the recovered coefficients voxel-averaged like the
    data, :func:`hybrid.forward.image_sampling.observe_on_grid`), relative l2 over the voxels finite
    in both. The IFP kind has no time axis, hence no held-out time point.
+4. Identifiability from the invert run's IFP map and ``[data] noise_sd`` (> 0; else not available):
+   the FEM's Fisher information at the recovered values, the Jacobian by central differences of
+   FEM solves, with every scalar unknown and every finite voxel of a field unknown's recovered map
+   as a variable of its own (ln of the value where the unknown is positive; the map between voxels
+   interpolated as in step 1, so the voxels' sum is the uniform field). ``identifiability.unknowns``
+   marks each scalar as for the drug kinds; ``identifiability.fields.NAME`` counts the identifiable
+   voxels, and ``<NAME>_cramer_rao_sd.nii.gz`` (sd of ln NAME, or in its unit; inf where the voxel
+   loads on a direction the data do not see, NaN off the map) and ``<NAME>_identified.nii.gz`` (the
+   recovered map where the voxel is identifiable, NaN elsewhere) are written beside
+   validation.json. Each voxel costs two FEM solves (at most ``MAX_FIELD_VOXELS`` voxels).
 
 Kind "release":
 
@@ -81,7 +91,7 @@ from hybrid.config.crossval import CrossvalConfig
 from hybrid.config.invert import COUPLED_UNKNOWNS, DRUG_UNKNOWNS, IFP_COEFFICIENTS, RELEASE_UNKNOWNS
 from hybrid.forward.image_sampling import observe_on_grid, sample_image
 from hybrid.forward.ifp import solve_ifp
-from hybrid.io.nifti import read_dce_series, read_volume
+from hybrid.io.nifti import read_dce_series, read_volume, write_volume
 from hybrid.problems.ifp import OuterBoundary, TissueProperties
 from hybrid.problems.release import released_fraction
 
@@ -173,17 +183,20 @@ def _network_nodes_ifp(config: CrossvalConfig, fem, log) -> dict:
 
 
 def run_crossval(config: CrossvalConfig, directory: Path, comm: MPI.Comm, log) -> dict:
-    """Re-solve, compare and write ``validation.json`` into ``directory`` (collective). Returns its content."""
+    """Re-solve, compare and write ``validation.json`` (and, kind "ifp" with a field unknown, its
+    identifiability maps) into ``directory`` (collective). Returns its content."""
     from hybrid.collective import on_rank0
 
-    run = _ifp if config.invert.problem.kind == "ifp" else _drug
-    result = run(config, comm, log)
+    if config.invert.problem.kind == "ifp":
+        result = _ifp(config, Path(directory), comm, log)
+    else:
+        result = _drug(config, comm, log)
     on_rank0(comm, lambda: (Path(directory) / "validation.json").write_text(json.dumps(result, indent=2) + "\n"))
     return result
 
 
-def _ifp(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
-    """Kind "ifp" (module docstring)."""
+def _ifp(config: CrossvalConfig, directory: Path, comm: MPI.Comm, log) -> dict:
+    """Kind "ifp" (module docstring); the identifiability maps go into ``directory``."""
     from hybrid.collective import everywhere
     from hybrid.mesh.geometry import build_mesh
 
@@ -243,13 +256,15 @@ def _ifp(config: CrossvalConfig, comm: MPI.Comm, log) -> dict:
             "operator": f"voxel mean, midpoint rule, {points_per_axis} points per axis"}
         log(f"FEM(recovered) vs FEM(truth) relative L2 error {100 * fem_error:.2f} %; prediction of the truth "
             f"image: relative l2 error {100 * image_error:.2f} % over {voxels} voxels")
+    observed, observed_affine = everywhere(comm, lambda: read_volume(invert.data.observations))
+    truth = None if truth_tissue is None else {name: getattr(truth_tissue, _tissue_name(name))
+                                               for name in IFP_COEFFICIENTS}
+    result["identifiability"] = _ifp_identifiability(invert, domain, boundary, recovered, field_maps, observed,
+                                                     observed_affine, truth, directory, comm, log)
     if config.classical.fit:
-        observed, observed_affine = everywhere(comm, lambda: read_volume(invert.data.observations))
         unknowns = {name: recovered[name] for name in invert.unknowns}
         predict = lambda values: {"ifp": observe_on_grid(_solve(domain, boundary, recovered | values), observed.shape,
                                                          observed_affine, points_per_axis=points_per_axis)}
-        truth = None if truth_tissue is None else {name: getattr(truth_tissue, _tissue_name(name))
-                                                   for name in IFP_COEFFICIENTS}
         result["classical"] = _fit_beside_pinn(config, predict, {"ifp": observed}, {"ifp": invert.data.noise_sd},
                                                unknowns, inversion, truth, log)
     result["seconds"] = time.perf_counter() - start
@@ -362,6 +377,131 @@ def identifiability_spread(name: str, value: float, sd: float, log: bool) -> tup
     return (sd if log else sd / abs(value)), IDENTIFIABLE_RELATIVE_SD
 
 
+MAX_FIELD_VOXELS = 2000
+"""Kind "ifp": field unknowns with more finite voxels than this (all fields together) get no
+per-voxel identifiability (two FEM solves per voxel); coarser maps do."""
+
+
+def _unknown_identifiability(name: str, value: float, sd: float, log: bool) -> dict:
+    """validation.json's entry of one variable with Cramer-Rao ``sd`` (of ln ``value`` where ``log``)."""
+    relative = float(sd) if log else float(sd) / abs(value)
+    spread, limit = identifiability_spread(name, value, float(sd), log)
+    return {"variable": f"ln {name}" if log else name, "cramer_rao_sd": float(sd), "cramer_rao_relative_sd": relative,
+            "spread": spread, "limit": limit, "identifiable": bool(np.isfinite(spread) and spread <= limit)}
+
+
+def ifp_identifiability(domain, boundary: OuterBoundary, coefficients: dict, logs: dict, field_maps: dict,
+                        observed: np.ndarray, observed_affine, noise_sd: float, points_per_axis: int = 3,
+                        log=_quiet) -> tuple[dict, dict, object]:
+    """Fisher information (:func:`hybrid.validation.classical.identifiability`) of the IFP map
+    ``observed`` [Pa] (noise sd ``noise_sd`` [Pa]) at ``coefficients`` (the five IFP coefficients
+    [SI]) for the unknowns ``logs`` (name -> varied as ln where true): a scalar unknown is one
+    variable; a field unknown (``field_maps``: name -> (volume, affine_mm) of its map, which
+    replaces its coefficient) has one variable per finite voxel, named ``NAME[i,j,k]``, the map
+    between voxels interpolated trilinearly after filling NaN voxels from the nearest finite one
+    (as the re-solve), so varying every voxel alike varies the field uniformly. Two FEM solves per
+    variable. Returns (variable -> value, field -> its variables' names in voxel order,
+    :class:`hybrid.identifiability.Identifiability` over the variables in that order). Collective."""
+    from hybrid.validation.classical import identifiability
+
+    finite = {name: np.isfinite(volume) for name, (volume, _) in field_maps.items()}
+    scalars = [name for name in logs if name not in field_maps]
+    voxel_names = {name: [f"{name}[{i},{j},{k}]" for i, j, k in np.argwhere(mask)] for name, mask in finite.items()}
+    values = {name: coefficients[name] for name in scalars}
+    variable_logs = {name: logs[name] for name in scalars}
+    for name, (volume, _) in field_maps.items():
+        values |= dict(zip(voxel_names[name], volume[finite[name]].tolist()))
+        variable_logs |= dict.fromkeys(voxel_names[name], logs[name])
+    solves = 2 * len(values)
+    log(f"identifiability: {solves} FEM solves ({len(scalars)} scalar unknowns, "
+        f"{sum(map(len, voxel_names.values()))} field voxels)")
+    done = [0]
+
+    def predict(trial: dict) -> dict:
+        fields = {}
+        for name, (volume, affine) in field_maps.items():
+            varied = volume.copy()
+            varied[finite[name]] = [trial[voxel] for voxel in voxel_names[name]]
+            fields[name] = sample_image(domain, fill_nan_nearest(varied, f"the recovered {name} map"), affine,
+                                        name=name)
+        pressure = _solve(domain, boundary, coefficients | {name: trial[name] for name in scalars} | fields)
+        done[0] += 1
+        if done[0] % max(1, solves // 10) == 0:
+            log(f"identifiability: {done[0]}/{solves} FEM solves")
+        return {"ifp": observe_on_grid(pressure, observed.shape, observed_affine, points_per_axis=points_per_axis)}
+
+    analysis = identifiability(predict, values, variable_logs, {"ifp": observed}, {"ifp": noise_sd},
+                               restore=lambda: None)
+    return values, voxel_names, analysis
+
+
+def _ifp_identifiability(invert, domain, boundary: OuterBoundary, recovered: dict, field_maps: dict,
+                         observed: np.ndarray, observed_affine, truth: dict | None, directory: Path, comm: MPI.Comm,
+                         log) -> dict:
+    """Kind "ifp" step 4 (module docstring, :func:`ifp_identifiability`) as validation.json's
+    ``identifiability``; with the uniform ``truth`` (name -> SI), each field's median relative
+    error over its identifiable and its other voxels; writes each field's maps into ``directory``
+    (rank 0). Collective."""
+    from hybrid.collective import on_rank0
+    from hybrid.validation.classical import IDENTIFIABILITY_STEP, RANK_TOLERANCE
+
+    noise_sd = invert.data.noise_sd
+    if noise_sd <= 0:
+        return {"available": False, "note": "[data] noise_sd is 0: no noise scale for the Fisher information"}
+    voxels = int(sum(np.isfinite(volume).sum() for volume, _ in field_maps.values()))
+    if voxels > MAX_FIELD_VOXELS:
+        return {"available": False, "note": f"the field maps have {voxels} voxels, more than MAX_FIELD_VOXELS = "
+                                            f"{MAX_FIELD_VOXELS} (two FEM solves each)"}
+    logs = {name: getattr(invert.unknowns, name).log for name in invert.unknowns}
+    values, voxel_names, analysis = ifp_identifiability(domain, boundary, recovered, logs, field_maps, observed,
+                                                        observed_affine, noise_sd, invert.data.points_per_axis, log)
+    scalars = [name for name in logs if name not in field_maps]
+    errors = dict(zip(values, analysis.standard_errors))
+    unknowns = {name: _unknown_identifiability(name, values[name], errors[name], logs[name]) for name in scalars}
+    for name, entry in unknowns.items():
+        log(f"{name}: Cramer-Rao relative sd {100 * entry['cramer_rao_relative_sd']:.3g} % from the IFP map: "
+            + ("identifiable" if entry["identifiable"] else "NOT identifiable (do not trust its estimate)"))
+    fields = {}
+    for name, (volume, affine) in field_maps.items():
+        entries = [_unknown_identifiability(name, values[voxel], errors[voxel], logs[name])
+                   for voxel in voxel_names[name]]
+        on_map = np.isfinite(volume)
+        sd, identified = np.full(volume.shape, np.nan), np.full(volume.shape, np.nan)
+        sd[on_map] = [entry["cramer_rao_sd"] for entry in entries]
+        ok = np.zeros(volume.shape, dtype=bool)
+        ok[on_map] = [entry["identifiable"] for entry in entries]
+        identified[ok] = volume[ok]
+        variable, unit = (f"ln {name}", "1") if logs[name] else (name, IFP_COEFFICIENTS[name])
+        on_rank0(comm, lambda name=name, sd=sd, identified=identified, affine=affine, variable=variable, unit=unit: (
+            write_volume(directory / f"{name}_cramer_rao_sd.nii.gz", sd, affine,
+                         description=f"Cramer-Rao sd of {variable} [{unit}] per voxel; inf: not seen"[:79],
+                         intent_name=f"sd [{unit}]"[:15]),
+            write_volume(directory / f"{name}_identified.nii.gz", identified, affine,
+                         description=f"recovered {name} [{IFP_COEFFICIENTS[name]}] where identifiable"[:79],
+                         intent_name=name[:15])))
+        relative = np.array([entry["spread"] for entry in entries if entry["identifiable"]])
+        fields[name] = {"variable": variable, "voxels": len(entries), "identifiable_voxels": int(ok.sum()),
+                        "limit": entries[0]["limit"],
+                        "median_identifiable_spread": float(np.median(relative)) if relative.size else None,
+                        "cramer_rao_sd_map": f"{name}_cramer_rao_sd.nii.gz", "identified_map": f"{name}_identified.nii.gz"}
+        if truth is not None and truth[name] != 0:
+            error = volume / truth[name] - 1.0
+            fields[name]["against_truth"] = {
+                f"median_relative_error_{part}": float(np.median(error[mask])) if mask.any() else None
+                for part, mask in (("identifiable", ok), ("not_identifiable", on_map & ~ok))} | {"truth": truth[name]}
+        log(f"{name}: {int(ok.sum())} of {len(entries)} voxels identifiable (Cramer-Rao sd <= {entries[0]['limit']:g}"
+            f"{' of the value' if logs[name] else ''}); the others are not measured by the IFP map")
+    return {"available": True, "unknowns": unknowns, "fields": fields, "fem_solves": 2 * len(values),
+            "singular_values": analysis.singular_values.tolist(),
+            "data_points": int(np.isfinite(observed).sum()), "noise_sd": {"value": noise_sd, "unit": "Pa"},
+            "method": "Fisher information J^T J of the noise-scaled FEM IFP map at the recovered values, J by central "
+                      f"differences (step {IDENTIFIABILITY_STEP:g} in ln of positive unknowns, else in their unit), "
+                      "every finite voxel of a field's map a variable of its own; Cramer-Rao bound "
+                      "(hybrid.identifiability)",
+            "rule": f"identifiable: Cramer-Rao sd <= {IDENTIFIABLE_RELATIVE_SD:g} x the value, and no weight on a "
+                    f"direction with singular value <= {RANK_TOLERANCE:g} x the largest"}
+
+
 def _identifiability(invert, recovered: dict, trained_on, trained: np.ndarray, analyse_images, log) -> dict:
     """Fisher information of the unknowns at the ``recovered`` values [SI] for the trained frames:
     ``analyse_images(times, images, noise, logs, affine_mm, points_per_axis)`` returns the
@@ -379,14 +519,9 @@ def _identifiability(invert, recovered: dict, trained_on, trained: np.ndarray, a
                               trained_on[0].operator.points_per_axis)
     unknowns = {}
     for name, sd in zip(recovered, analysis.standard_errors):
-        value = recovered[name]
-        relative = float(sd) if logs[name] else float(sd) / abs(value)
-        spread, limit = identifiability_spread(name, value, float(sd), logs[name])
-        unknowns[name] = {"variable": f"ln {name}" if logs[name] else name, "cramer_rao_sd": float(sd),
-                          "cramer_rao_relative_sd": relative, "spread": spread, "limit": limit,
-                          "identifiable": bool(np.isfinite(spread) and spread <= limit)}
-        log(f"{name}: Cramer-Rao relative sd {100 * relative:.3g} % (spread {spread:.3g}, limit {limit:g}) from the "
-            "trained frames: "
+        unknowns[name] = entry = _unknown_identifiability(name, recovered[name], sd, logs[name])
+        log(f"{name}: Cramer-Rao relative sd {100 * entry['cramer_rao_relative_sd']:.3g} % (spread "
+            f"{entry['spread']:.3g}, limit {entry['limit']:g}) from the trained frames: "
             + ("identifiable" if unknowns[name]["identifiable"] else "NOT identifiable (do not trust its estimate)"))
     return {"available": True, "unknowns": unknowns, "singular_values": analysis.singular_values.tolist(),
             "summary": analysis.summary().splitlines(), "data_points": int(sum(np.isfinite(v).sum()

@@ -5,7 +5,7 @@ Kind "ifp" (steady Darcy-Starling IFP on a disc, from an IFP map)::
 
     [data]
     observations = "../results/synthesize_disc/truth/ifp.nii.gz"   # IFP map [Pa] (3-D NIfTI, one slice)
-    noise_sd = 0.0                        # noise sd of the data, in their unit (reported only)
+    noise_sd = 0.0                        # noise sd of the data, in their unit (hybrid validate: the Fisher information's noise scale; 0: none)
     points_per_axis = 3                   # voxel averaging: sub-voxel midpoints per axis (as synthesize)
     truth = "../results/synthesize_disc/truth.json"   # optional: a `hybrid synthesize` truth.json
 
