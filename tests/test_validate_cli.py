@@ -269,6 +269,29 @@ def test_a_conductivity_field_is_identified_voxel_by_voxel_only_near_the_edge(tw
     np.testing.assert_allclose(two[inside], sd[inside], rtol=1e-4)
 
 
+def test_scalar_unknowns_of_an_ifp_map_get_their_cramer_rao_sd(twin):
+    """Kind "ifp" with ``[data] noise_sd`` 15 Pa (1 % of p_e): K and p_e of the 2 mm disc are both
+    identified (measured: Cramer-Rao sd of ln K 1.2 %, of p_e 4.8 Pa), no field maps written."""
+    _write_inversion(twin, "scalar_ident")
+    (twin / "invert_noise.toml").write_text(INVERT.format(radius=R, lpsv=LPSV).replace(
+        'truth = "truth.json"\n', 'truth = "truth.json"\nnoise_sd = 15.0\n'))
+    config = twin / "scalar_ident.toml"
+    config.write_text(VALIDATE.format(inversion="scalar_ident", radius=R).replace('config = "invert.toml"',
+                                                                                 'config = "invert_noise.toml"'))
+    out = twin / "scalar_ident_out"
+    result = run_hybrid("validate", config, "--output", out, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = _report(out)["identifiability"]
+    print(report["unknowns"])
+    assert report["fields"] == {} and report["fem_solves"] == 4
+    assert set(report["unknowns"]) == {"conductivity", "effective_pressure"}
+    assert all(entry["identifiable"] for entry in report["unknowns"].values())
+    assert report["unknowns"]["conductivity"]["variable"] == "ln conductivity"
+    assert 0.005 < report["unknowns"]["conductivity"]["cramer_rao_sd"] < 0.03
+    assert 2.0 < report["unknowns"]["effective_pressure"]["cramer_rao_sd"] < 10.0   # Pa
+    assert sorted(path.name for path in out.iterdir()) == ["validation.json"]
+
+
 def test_the_voxels_of_a_field_add_up_to_the_uniform_unknown_and_hide_the_plateau():
     """The per-voxel variables of a field unknown (:func:`hybrid.commands.crossval.ifp_identifiability`)
     against the same unknown as one scalar, at 1 % noise (15 Pa): varying every voxel alike is the
