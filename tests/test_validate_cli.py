@@ -220,8 +220,9 @@ def _field_identifiability_twin(twin, noise_sd):
     truth), p_e known, and an invert configuration that declares ``noise_sd`` [Pa]."""
     shape, affine = _grid(2.5e-4)
     x, y = _centres(shape, affine)
-    out = _with_conductivity_field(twin, "field_ident", np.where(np.hypot(x, y) <= R, K, np.nan)[..., None],
-                                   voxel=2.5e-4)
+    out = twin / "field_ident"
+    if not out.exists():
+        _with_conductivity_field(twin, "field_ident", np.where(np.hypot(x, y) <= R, K, np.nan)[..., None], voxel=2.5e-4)
     text = INVERT.format(radius=R, lpsv=LPSV).replace('truth = "truth.json"\n', f'truth = "truth.json"\nnoise_sd = {noise_sd}\n')
     text = text.replace("[unknowns.effective_pressure]\nlower = 0.0\nupper = 5000.0\nlog = false\n", "")
     (twin / "invert_field_ident.toml").write_text(text.replace("[problem]\n", f"[problem]\neffective_pressure = {PE}\n")
@@ -507,6 +508,21 @@ def test_a_failure_on_one_rank_in_the_fem_analyses_ends_every_rank(release_twin,
     config.write_text(RELEASE_VALIDATE.format(inversion="inverted") + "[classical]\nfit = true\nmax_fem_runs = 8\n")
     out = release_twin / "rank0_failure_out"
     result = run_hybrid_failing_on_rank0(target, "validate", config, "--output", out, directory=release_twin)
+    assert_one_error(result, "injected failure on rank 0")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("target", ["hybrid.validation.classical.central_jacobian",
+                                    "hybrid.commands.crossval.write_volume"])
+def test_a_failure_on_one_rank_in_the_field_identifiability_ends_every_rank(twin, target):
+    """Kind "ifp" with a field unknown: a failure on rank 0 alone as the per-voxel FEM solves start,
+    or in writing the identifiability maps, ends both ranks with one error line and no output."""
+    _field_identifiability_twin(twin, 0.15)
+    config = twin / "field_fail.toml"
+    config.write_text(VALIDATE.format(inversion="field_ident", radius=R).replace(
+        'config = "invert.toml"', 'config = "invert_field_ident.toml"'))
+    out = twin / "field_fail_out"
+    result = run_hybrid_failing_on_rank0(target, "validate", config, "--output", out, directory=twin)
     assert_one_error(result, "injected failure on rank 0")
     assert not out.exists()
 
