@@ -17,8 +17,13 @@ residual-adaptive collocation, checkpoints and resume, a progress line, seeds an
   fit the data and residuals: from untrained networks the residuals' gradients drive the unknowns
   far off, e.g. k_rel to -95 % on the 2-D tumour-in-host twin as the free-drug residual,
   -k_rel C_L while C_F ~ 0, is balanced to a large weight; at the release their Adam moments
-  restart from zero, so the hold's gradients do not steer them), then
-  L-BFGS with strong-Wolfe line search (``lbfgs_steps`` iterations) on the last points and weights;
+  restart from zero, so the hold's gradients do not steer them; with ``unknown_weights="unit"``
+  the unknowns follow the unweighted sum of the loss terms while the networks follow the balanced
+  one: balancing weights a term by the inverse of its gradient norm, so a residual the networks
+  already satisfy, e.g. the free-drug residual after a FEM warm start, gets a weight of hundreds
+  and then holds the unknowns in it at their start), then
+  L-BFGS with strong-Wolfe line search (``lbfgs_steps`` iterations) on the last points and weights
+  (one objective, the weighted loss, for every parameter);
   with ``lbfgs_resample`` the points are RAD-redrawn between L-BFGS chunks (of ``_LBFGS_CHUNK``
   iterations; the curvature history is kept): on fixed points L-BFGS can fit a field whose residual
   is small there only (2-D tumour-in-host twin at the truth, 1024 points: liposomal residual 5e-3 on
@@ -101,6 +106,7 @@ class TrainingConfig:
     residual_weight: float = 1.0           # balance "none": fixed weight of every residual (non-data) term
     balance_every: int = 100
     balance_momentum: float = 0.9
+    unknown_weights: str = "balanced"      # the scalar unknowns' Adam gradient: "balanced" loss or "unit" weights
     dtype: str = "float32"
     device: str = "cpu"
     cuda_graph: bool = True                # CUDA only
@@ -120,6 +126,8 @@ class TrainingConfig:
         object.__setattr__(self, "causal_epsilon", tuple(float(v) for v in self.causal_epsilon))
         if self.balance not in ("residuals", "all", "none"):
             raise ValueError(f"balance must be 'residuals', 'all' or 'none', got {self.balance!r}")
+        if self.unknown_weights not in ("balanced", "unit"):
+            raise ValueError(f"unknown_weights must be 'balanced' or 'unit', got {self.unknown_weights!r}")
         if not (math.isfinite(self.residual_weight) and self.residual_weight > 0):
             raise ValueError(f"residual_weight must be a finite number > 0, got {self.residual_weight!r}")
         if self.residual_weight != 1.0 and self.balance != "none":
@@ -234,10 +242,22 @@ class Trainer:
 
     def _adam_step(self) -> dict[str, torch.Tensor]:
         """One Adam step; the loss terms come back detached, so that no autograd graph of this step
-        (and none of the streams it ran on) outlives it."""
+        (and none of the streams it ran on) outlives it. With ``unknown_weights="unit"`` the scalar
+        unknowns take the gradient of the unweighted sum of the terms, the networks that of the
+        weighted loss (two backward passes)."""
         self.adam.zero_grad(set_to_none=False)
         terms = self.problem.loss_terms(self.points.clone())
-        self._weighted(terms).backward()
+        groups = [[p for p in group["params"] if p.requires_grad] for group in self.adam.param_groups]
+        if self.config.unknown_weights == "unit" and len(groups) == 2 and all(groups):
+            networks, unknowns = groups
+            gradients = torch.autograd.grad(self._weighted(terms), networks, retain_graph=True, allow_unused=True)
+            gradients += torch.autograd.grad(sum(terms.values()), unknowns, allow_unused=True)
+            for parameter, gradient in zip(networks + unknowns, gradients):
+                if parameter.grad is None:
+                    parameter.grad = torch.zeros_like(parameter)
+                parameter.grad.copy_(torch.zeros_like(parameter) if gradient is None else gradient)
+        else:
+            self._weighted(terms).backward()
         self.adam.step()
         return {name: value.detach() for name, value in terms.items()}
 

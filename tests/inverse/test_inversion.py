@@ -163,3 +163,31 @@ def test_released_unknowns_start_adam_afresh():
     start = raw().clone()
     trainer.run()
     np.testing.assert_allclose((raw() - start).abs().numpy(), 1e-2, rtol=1e-5)
+
+
+@pytest.mark.parametrize("unknown_weights", ["balanced", "unit"])
+def test_unit_unknown_weights_give_the_unknowns_the_unweighted_gradient(unknown_weights):
+    """``unknown_weights="unit"``: an Adam step's gradient of the scalar unknowns is that of the
+    unweighted sum of the loss terms, the networks' that of the weighted loss; "balanced" (default)
+    gives every parameter the weighted loss's. The weights are set far from 1, as balancing sets
+    them, so the two gradients differ."""
+    config = TrainingConfig(adam_steps=1, collocation_points=64, progress_every=0, dtype="float64",
+                            unknown_weights=unknown_weights)
+    trainer = Trainer(twins.release_problem(twins.release_observations(voxels=8)), config)
+    for index, name in enumerate(trainer.weights):
+        trainer.weights[name].fill_(0.5 + 3.0 * index)
+    networks, unknowns = (group["params"] for group in trainer.adam.param_groups)
+    terms = trainer.problem.loss_terms(trainer.points.clone())
+    weighted = torch.autograd.grad(trainer._weighted(terms), networks + unknowns, retain_graph=True, allow_unused=True)
+    unit = torch.autograd.grad(sum(terms.values()), unknowns, allow_unused=True)
+    trainer._adam_step()
+    expected = list(weighted[:len(networks)]) + list(unit if unknown_weights == "unit" else weighted[len(networks):])
+    for parameter, gradient in zip(networks + unknowns, expected):
+        torch.testing.assert_close(parameter.grad, torch.zeros_like(parameter) if gradient is None else gradient)
+    differ = [not torch.allclose(w, u, rtol=1e-3) for w, u in zip(weighted[len(networks):], unit)]
+    assert unknowns and all(differ)
+
+
+def test_unknown_weights_are_checked():
+    with pytest.raises(ValueError, match="unknown_weights"):
+        TrainingConfig(unknown_weights="equal")
