@@ -111,6 +111,14 @@ Measured on the shared 2-core box (load 4-8, 2 torch threads, float32), issue 9 
   L-BFGS, unknowns from step 400; ``pinn_twin_host_parametric_unit.json``). Prediction: k_rel no
   longer falls from its start but rises towards the truth (ends within 30 %), K_T within 20 %; p_e
   not predicted; the 5 % targets stay missed with these unfitted drug networks.
+  Outcome (one thread, beside warm_parametric_unit, load 0.6-2.0, 442 s with the 68 s
+  pre-training): the prediction is half met. k_rel rose from 1e-5 to 5.3e-5 by step 800 (the truth
+  is 5.06e-5; balanced: it fell at once), then slid back with p_e to -51 %; K_T +4.1 % (balanced:
+  +18 %), p_e -21 % (-30 %); pressure 20 % (29 %), total drug 19-25 % relative L2. Next
+  (pre-registered before it ran, beside pinn_release_unit.py): the held run's settings (5500 Adam,
+  unknowns from step 1500: balanced k_rel -84 %, K_T +12 %, p_e -29 %) with unit weights
+  (``pinn_twin_host_parametric_held_unit.json``). Prediction: every estimate closer to the truth
+  than the balanced held run's; k_rel within 30 %.
 
 Why (``pinn_twin_host_diagnosis.py``, at the truth): the liposome source is the solvent drag
 (1 - sigma) Lp S/V (p_e - p) C_p, and p_e - p is ~35 Pa of ~1500 Pa at the tumour centre, so 1 Pa

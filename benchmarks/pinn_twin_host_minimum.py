@@ -312,6 +312,12 @@ unweighted sum of the loss terms, the networks the balanced one; L-BFGS keeps th
 Prediction: k_rel leaves its start upwards as in ``warm_weak`` and ends within 10 % of the truth,
 while K_T stays within 10 %; p_e not predicted. Success (issue 9's rule): all three within 5 %.
 
+Ninth post-hoc outcome (one thread, beside pinn_twin_host.py ``--unknown-weights unit``, load
+0.6-2.0; 545 s in all: pre-training 72 s, FEM + fit 162 s, training 310 s): **"drifts"**, the
+prediction half met: k_rel -9.9 % (warm_parametric: -72 %), p_e -2.0 % (-26 %), but K_T -26 %
+(+2.2 %); the pressure 2.1 % from the FEM truth (25 %), drug 12 / 17 / 17 % (23 / 76 / 75 %).
+k_rel reached 4.4e-5 by step 500 and stayed near it; K_T rose to 2.45e-14 by step 2000 and stalled.
+
 Run from the repository root (merges into benchmarks/results/pinn_twin_host_minimum.json; the
 states go to $HOST_MINIMUM_DIR):
     .venv/bin/python benchmarks/pinn_twin_host_minimum.py all        # fit, truth_start, drift, compare
