@@ -20,9 +20,25 @@ weighted loss for every parameter. Prediction: n no longer collapses to 0.5-0.6 
 the success rule of pinn_release_causal.py (pH_50 within 0.05 of 6.8 and n within 5 % of 2) is
 probably still missed.
 
+Outcome of ``unit`` (one thread, beside a host-twin run, 68 s): (6.744, 1.576): the prediction met
+(n above 1.2; baseline (6.258, 0.527)), success missed (pH_50 off 0.056, n -21 %). Over Adam the law
+rose to (6.79 +- 0.04, 1.8 +- 0.15) from step 1300 on ((6.797, 1.926) at step 1900, (6.754, 1.707)
+at 2000), and the 300 L-BFGS iterations, on the weighted loss for every parameter, pulled n back
+to 1.58.
+
+Next (pre-registered before they ran): L-BFGS on the networks only, the unknowns keeping their
+Adam values (now what ``unknown_weights = "unit"`` does). ``unit_networks_lbfgs``: as ``unit``;
+prediction: the law ends at its value after Adam, about (6.75, 1.7): missed. The same from the
+second start (6.4, 3.0) of pinn_release_causal.py's pre-registration (``unit_networks_lbfgs 6.4
+3.0``): prediction: also within 0.1 pH and 20 % in n of the truth, i.e. the start does not decide
+it. ``unit_networks_lbfgs_6000``: 6000 Adam steps; prediction: n within 10 %.
+
 Twin: ``hybrid synthesize examples/synthesize_ph_release.toml`` first. Run from the repository
 root (merges into benchmarks/results/pinn_release_unit.json):
-    .venv/bin/python benchmarks/pinn_release_unit.py unit
+    .venv/bin/python benchmarks/pinn_release_unit.py unit     # (before L-BFGS left the unknowns fixed)
+    .venv/bin/python benchmarks/pinn_release_unit.py unit_networks_lbfgs
+    .venv/bin/python benchmarks/pinn_release_unit.py unit_networks_lbfgs 6.4 3.0
+    .venv/bin/python benchmarks/pinn_release_unit.py unit_networks_lbfgs_6000
 """
 
 from __future__ import annotations
@@ -33,7 +49,8 @@ import pinn_release_causal
 from pinn_release_diagnosis import ROOT
 
 RESULTS = ROOT / "benchmarks" / "results" / "pinn_release_unit.json"
-RUNS = {"unit": {"unknown_weights": "unit"}}
+RUNS = {"unit": {"unknown_weights": "unit"}, "unit_networks_lbfgs": {"unknown_weights": "unit"},
+        "unit_networks_lbfgs_6000": {"unknown_weights": "unit", "adam_steps": 6000}}
 
 if __name__ == "__main__":
     pinn_release_causal.RUNS.update(RUNS)

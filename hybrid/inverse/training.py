@@ -23,7 +23,8 @@ residual-adaptive collocation, checkpoints and resume, a progress line, seeds an
   already satisfy, e.g. the free-drug residual after a FEM warm start, gets a weight of hundreds
   and then holds the unknowns in it at their start), then
   L-BFGS with strong-Wolfe line search (``lbfgs_steps`` iterations) on the last points and weights
-  (one objective, the weighted loss, for every parameter);
+  (one objective, the weighted loss; with ``unknown_weights="unit"`` over the networks only, the
+  unknowns keeping their Adam values);
   with ``lbfgs_resample`` the points are RAD-redrawn between L-BFGS chunks (of ``_LBFGS_CHUNK``
   iterations; the curvature history is kept): on fixed points L-BFGS can fit a field whose residual
   is small there only (2-D tumour-in-host twin at the truth, 1024 points: liposomal residual 5e-3 on
@@ -336,7 +337,7 @@ class Trainer:
             chunk = min(_LBFGS_CHUNK, self.total_steps - self.step)
             if self.lbfgs is not None and c.lbfgs_resample and self.problem.uses_collocation:
                 self._resample()
-            self.lbfgs = self.lbfgs or _lbfgs(self.problem)
+            self.lbfgs = self.lbfgs or _lbfgs(self.problem, self.config)
             before = self._lbfgs_iterations()
             for group in self.lbfgs.param_groups:
                 group["max_iter"], group["max_eval"] = chunk, 2 * chunk + 25
@@ -407,7 +408,7 @@ class Trainer:
         self.problem.load_state_dict(state["problem"])
         self.adam.load_state_dict(state["adam"])
         if state["lbfgs"] is not None:
-            self.lbfgs = _lbfgs(self.problem)
+            self.lbfgs = _lbfgs(self.problem, self.config)
             self.lbfgs.load_state_dict(state["lbfgs"])
         for name, value in state["weights"].items():
             self.weights[name].copy_(value)
@@ -491,8 +492,14 @@ def _set_learning_rate(group: dict, rate: float, captured: bool) -> None:
         group["lr"] = rate
 
 
-def _lbfgs(problem) -> torch.optim.LBFGS:
-    return torch.optim.LBFGS(problem.parameters(), lr=1.0, history_size=50, line_search_fn="strong_wolfe",
+def _lbfgs(problem, config: TrainingConfig) -> torch.optim.LBFGS:
+    """L-BFGS on the weighted loss: over every parameter, or with ``unknown_weights="unit"`` over
+    the networks only (the scalar unknowns keep their Adam values: one objective cannot give them
+    the unweighted gradient)."""
+    fixed = {id(p) for u in problem.scalar_unknowns() for p in u.parameters()} \
+        if config.unknown_weights == "unit" else set()
+    parameters = [p for p in problem.parameters() if id(p) not in fixed]
+    return torch.optim.LBFGS(parameters, lr=1.0, history_size=50, line_search_fn="strong_wolfe",
                              tolerance_grad=0.0, tolerance_change=0.0)
 
 

@@ -191,3 +191,16 @@ def test_unit_unknown_weights_give_the_unknowns_the_unweighted_gradient(unknown_
 def test_unknown_weights_are_checked():
     with pytest.raises(ValueError, match="unknown_weights"):
         TrainingConfig(unknown_weights="equal")
+
+
+@pytest.mark.parametrize("unknown_weights", ["balanced", "unit"])
+def test_with_unit_unknown_weights_lbfgs_trains_the_networks_only(unknown_weights):
+    """L-BFGS has one objective, the weighted loss: with ``unknown_weights="unit"`` it leaves the
+    scalar unknowns at their Adam values and trains the networks; balanced, it moves both."""
+    config = TrainingConfig(adam_steps=3, lbfgs_steps=25, collocation_points=64, progress_every=1, dtype="float64",
+                            unknown_weights=unknown_weights)
+    history = Trainer(twins.release_problem(twins.release_observations(voxels=8)), config).run().history
+    after_adam = next(h for h in history if h["step"] == 3)
+    last = history[-1]
+    assert last["phase"] == "lbfgs" and last["terms"] != after_adam["terms"]
+    assert (last["estimates"] == after_adam["estimates"]) == (unknown_weights == "unit")
