@@ -33,6 +33,15 @@ second start (6.4, 3.0) of pinn_release_causal.py's pre-registration (``unit_net
 3.0``): prediction: also within 0.1 pH and 20 % in n of the truth, i.e. the start does not decide
 it. ``unit_networks_lbfgs_6000``: 6000 Adam steps; prediction: n within 10 %.
 
+Outcomes (one thread each, one after the other beside a host-twin run, load 1-2): as predicted,
+``unit_networks_lbfgs`` ends at its Adam value (6.754, 1.707) in 71 s, and from (6.4, 3.0) at
+(6.762, 1.837) in 67 s: both starts land within 0.05 pH and 15 % in n (balanced, from (7.2, 1.0):
+(6.258, 0.527)). ``unit_networks_lbfgs_6000``: (6.799, 2.201) in 190 s: pH_50 within 0.001, n +10.05
+%: the prediction (n within 10 %) missed by 0.001, the success rule too. Over Adam steps 3000-6000
+the law oscillates about (6.788, 2.125), sd (0.030, 0.23), and the total-drug misfit ends at
+4.2e-4, below the FEM truth's own 1.47e-3: the networks fit the noise, and n rises with it, as in
+pinn_release_warmstart.py's fixed-weight runs.
+
 Twin: ``hybrid synthesize examples/synthesize_ph_release.toml`` first. Run from the repository
 root (merges into benchmarks/results/pinn_release_unit.json):
     .venv/bin/python benchmarks/pinn_release_unit.py unit     # (before L-BFGS left the unknowns fixed)

@@ -119,6 +119,12 @@ Measured on the shared 2-core box (load 4-8, 2 torch threads, float32), issue 9 
   unknowns from step 1500: balanced k_rel -84 %, K_T +12 %, p_e -29 %) with unit weights
   (``pinn_twin_host_parametric_held_unit.json``). Prediction: every estimate closer to the truth
   than the balanced held run's; k_rel within 30 %.
+  Outcome (one thread, beside pinn_release_unit.py's runs, load 0.1-1.3, 743 s): **diverged**,
+  the prediction missed: released at step 1500, k_rel climbed to 8.1e-4 (+1505 %), K_T to 2.4e-13
+  (+677 %) and p_e fell to 277 Pa (-82 %); pressure 78 %, drug 93-99 % from the FEM at those
+  values. So unit weights are not a safe default: after a hold in which the networks fitted the
+  data at the start values, the unknowns ran away; without the hold (above) and after a FEM warm
+  start (pinn_twin_host_minimum.py ``warm_parametric_unit``) they improved every estimate but K_T's.
 
 Why (``pinn_twin_host_diagnosis.py``, at the truth): the liposome source is the solvent drag
 (1 - sigma) Lp S/V (p_e - p) C_p, and p_e - p is ~35 Pa of ~1500 Pa at the tumour centre, so 1 Pa

@@ -625,6 +625,18 @@ def test_residual_weight_key(still_release_twin):
         load_invert_config(path)
 
 
+def test_unknown_weights_key(still_release_twin):
+    """``[training] unknown_weights = "unit"`` (the unknowns follow the unweighted loss terms,
+    benchmarks/pinn_release_unit.py) reaches the training settings; other values are refused."""
+    path = still_release_twin / "unknown_weights.toml"
+    path.write_text(invert_config(still_release_twin).read_text().replace(
+        "[training]\n", '[training]\nunknown_weights = "unit"\n'))
+    assert load_invert_config(path).training.unknown_weights == "unit"
+    path.write_text(path.read_text().replace('"unit"', '"equal"'))
+    with pytest.raises(ValueError, match="unknown_weights"):
+        load_invert_config(path)
+
+
 def test_warm_start_under_mpirun(still_release_twin):
     """``hybrid invert`` trains on rank 0 only; the warm start's FEM stack must still be imported on
     every rank (PETSc initialises collectively): before the fix rank 0 waited for ever there."""

@@ -34,6 +34,9 @@ Kind "ifp" (steady Darcy-Starling IFP on a disc, from an IFP map)::
     seed = 0
     balance = "residuals"                 # gradient-norm balancing of the PDE terms ("all": data too; "none")
     residual_weight = 1.0                 # optional, balance "none" only: fixed weight of every residual term
+    unknown_weights = "balanced"          # optional: the unknowns' gradient from the balanced loss, or "unit":
+                                          # from the unweighted sum of its terms (the networks keep the
+                                          # balanced one; L-BFGS then trains the networks only)
     ensemble = 1                          # members (seeds seed, seed + 1, ...); >= 2 gives a spread
     checkpoint = "checkpoints/invert_disc.pt"   # optional; `hybrid invert --resume` continues from it
     threads = 1                           # optional: torch CPU threads (default: torch's, all cores); on a
@@ -331,6 +334,7 @@ class TrainingSection:
     seed: int = 0
     balance: str = "residuals"                 # loss balancing: "residuals" (PDE terms), "all", "none"
     residual_weight: float = 1.0               # balance "none": fixed weight of every residual term (data: 1)
+    unknown_weights: str = "balanced"          # the scalar unknowns' gradient: "balanced" loss or "unit" weights
     ensemble: int = 1
     checkpoint: Path | None = None
     threads: int | None = None                 # torch CPU threads; None: torch's default (all cores)
@@ -390,6 +394,7 @@ def _training(table, base: Path) -> TrainingSection:
     values = take_keys(table, "training", spec_of(TrainingSection))
     for name, allowed in {"dtype": ("float32", "float64"), "device": ("cpu", "cuda"),
                           "balance": ("residuals", "all", "none"), "residual_form": ("strong", "weak"),
+                          "unknown_weights": ("balanced", "unit"),
                           "warm_start": WARM_STARTS}.items():
         choice("training", name, values[name], allowed)
     misplaced = [key for key in _WEAK_TRAINING_KEYS if key in table and values["residual_form"] != "weak"]
@@ -412,7 +417,7 @@ def _training(table, base: Path) -> TrainingSection:
                           f"got balance = \"{values['balance']}\"")
     checkpoint, threads = values["checkpoint"], values["threads"]
     return TrainingSection(**counts, dtype=values["dtype"], device=values["device"], balance=values["balance"],
-                           residual_weight=residual_weight,
+                           residual_weight=residual_weight, unknown_weights=values["unknown_weights"],
                            residual_form=values["residual_form"], warm_start=values["warm_start"],
                            learning_rate=number("training", "learning_rate", values["learning_rate"], positive=True),
                            unknown_learning_rate=number("training", "unknown_learning_rate",
