@@ -42,12 +42,19 @@ the law oscillates about (6.788, 2.125), sd (0.030, 0.23), and the total-drug mi
 4.2e-4, below the FEM truth's own 1.47e-3: the networks fit the noise, and n rises with it, as in
 pinn_release_warmstart.py's fixed-weight runs.
 
+Next (pre-registered before it ran): ``unit_6000_rate_3e-3``: ``unit_networks_lbfgs_6000`` with the
+unknowns' Adam rate 3e-3 instead of the example's 1e-2 (Adam moves a raw unknown by about its rate
+per step whatever the gradient, so near the truth the law random-walks with the networks'
+changes). Prediction: the oscillation over Adam steps 3000-6000 shrinks (sd of n below 0.1) and n
+ends within 10 %; the upward drift from the noise fitting stays (mean n above 2).
+
 Twin: ``hybrid synthesize examples/synthesize_ph_release.toml`` first. Run from the repository
 root (merges into benchmarks/results/pinn_release_unit.json):
     .venv/bin/python benchmarks/pinn_release_unit.py unit     # (before L-BFGS left the unknowns fixed)
     .venv/bin/python benchmarks/pinn_release_unit.py unit_networks_lbfgs
     .venv/bin/python benchmarks/pinn_release_unit.py unit_networks_lbfgs 6.4 3.0
     .venv/bin/python benchmarks/pinn_release_unit.py unit_networks_lbfgs_6000
+    .venv/bin/python benchmarks/pinn_release_unit.py unit_6000_rate_3e-3
 """
 
 from __future__ import annotations
@@ -59,7 +66,8 @@ from pinn_release_diagnosis import ROOT
 
 RESULTS = ROOT / "benchmarks" / "results" / "pinn_release_unit.json"
 RUNS = {"unit": {"unknown_weights": "unit"}, "unit_networks_lbfgs": {"unknown_weights": "unit"},
-        "unit_networks_lbfgs_6000": {"unknown_weights": "unit", "adam_steps": 6000}}
+        "unit_networks_lbfgs_6000": {"unknown_weights": "unit", "adam_steps": 6000},
+        "unit_6000_rate_3e-3": {"unknown_weights": "unit", "adam_steps": 6000, "unknown_learning_rate": 3e-3}}
 
 if __name__ == "__main__":
     pinn_release_causal.RUNS.update(RUNS)
