@@ -48,6 +48,15 @@ per step whatever the gradient, so near the truth the law random-walks with the 
 changes). Prediction: the oscillation over Adam steps 3000-6000 shrinks (sd of n below 0.1) and n
 ends within 10 %; the upward drift from the noise fitting stays (mean n above 2).
 
+Outcome (one thread, beside a CI run, 191 s): (6.785, 2.136): n +6.8 % (within 10 %: met), pH_50
+-0.015; the oscillation did not shrink as predicted (sd of n 0.178 over steps 3000-6000, mean
+2.074; at rate 1e-2: 0.23, 2.125): success missed. So the unknowns' rate is not what moves them.
+
+Next (pre-registered before it ran): ``unit_6000_2048_points``: ``unit_networks_lbfgs_6000`` on
+2048 collocation points instead of 256 (the strong residuals on 256 points, redrawn every 100
+steps, give the unknowns a noisy gradient). Prediction: sd of n over Adam steps 3000-6000 below
+0.1; n ends within 10 %; about 4x the time.
+
 Twin: ``hybrid synthesize examples/synthesize_ph_release.toml`` first. Run from the repository
 root (merges into benchmarks/results/pinn_release_unit.json):
     .venv/bin/python benchmarks/pinn_release_unit.py unit     # (before L-BFGS left the unknowns fixed)
@@ -55,6 +64,7 @@ root (merges into benchmarks/results/pinn_release_unit.json):
     .venv/bin/python benchmarks/pinn_release_unit.py unit_networks_lbfgs 6.4 3.0
     .venv/bin/python benchmarks/pinn_release_unit.py unit_networks_lbfgs_6000
     .venv/bin/python benchmarks/pinn_release_unit.py unit_6000_rate_3e-3
+    .venv/bin/python benchmarks/pinn_release_unit.py unit_6000_2048_points
 """
 
 from __future__ import annotations
@@ -67,7 +77,8 @@ from pinn_release_diagnosis import ROOT
 RESULTS = ROOT / "benchmarks" / "results" / "pinn_release_unit.json"
 RUNS = {"unit": {"unknown_weights": "unit"}, "unit_networks_lbfgs": {"unknown_weights": "unit"},
         "unit_networks_lbfgs_6000": {"unknown_weights": "unit", "adam_steps": 6000},
-        "unit_6000_rate_3e-3": {"unknown_weights": "unit", "adam_steps": 6000, "unknown_learning_rate": 3e-3}}
+        "unit_6000_rate_3e-3": {"unknown_weights": "unit", "adam_steps": 6000, "unknown_learning_rate": 3e-3},
+        "unit_6000_2048_points": {"unknown_weights": "unit", "adam_steps": 6000, "collocation_points": 2048}}
 
 if __name__ == "__main__":
     pinn_release_causal.RUNS.update(RUNS)
