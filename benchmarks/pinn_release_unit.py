@@ -99,11 +99,13 @@ RUNS = {"unit": {"unknown_weights": "unit"}, "unit_networks_lbfgs": {"unknown_we
 def setup_with_network_seed(seed: int):
     """pinn_release_weak.setup with the networks initialised from ``seed`` (the invert
     configuration's ``[training] seed``, which the run's TrainingConfig seed does not reach)."""
+    original = pinn_release_causal.setup
+
     def setup():
         from dataclasses import replace
 
         from hybrid.commands.invert import build_problems, observation_records
-        config, truth, _ = pinn_release_causal.setup()
+        config, truth, _ = original()
         config = replace(config, training=replace(config.training, seed=seed))
         records = observation_records(config)[1]
         return config, truth, lambda: build_problems(config, records)[0].double()
