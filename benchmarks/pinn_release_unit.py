@@ -66,6 +66,12 @@ the 256-point run's. Over the issue's 15 minutes on this loaded box.
 Next (pre-registered before they ran, as pinn_release_causal.py's rule asks after a success: not
 luck?): the same from the second start (6.4, 3.0) (``unit_6000_2048_points 6.4 3.0``) and with
 seed 1 (networks and collocation draws) from the example's start (``unit_6000_2048_points_seed_1``). Prediction: both succeed.
+Outcome (both at once, one thread each, load 1.3-2.3): **both missed**, the prediction too: from
+(6.4, 3.0) (6.704, 1.764) in 954 s; seed 1 (6.742, 1.831) in 937 s. Over Adam steps 3000-6000 the
+law wanders about (6.760, 1.928) and (6.723, 1.823) with sd of n 0.19 and 0.18, twice the first
+run's 0.087. So the first run's success was partly where its oscillation stopped: with unit
+weights every start and seed ends within 0.1 pH and 18 % in n (balanced: (6.26, 0.53)), none
+reliably within the 5 % rule.
 
 Twin: ``hybrid synthesize examples/synthesize_ph_release.toml`` first. Run from the repository
 root (merges into benchmarks/results/pinn_release_unit.json):
