@@ -627,11 +627,20 @@ def test_residual_weight_key(still_release_twin):
 
 def test_unknown_weights_key(still_release_twin):
     """``[training] unknown_weights = "unit"`` (the unknowns follow the unweighted loss terms,
-    benchmarks/pinn_release_unit.py) reaches the training settings; other values are refused."""
+    benchmarks/pinn_release_unit.py) reaches the training: inversion.json records it, and with no
+    Adam steps the L-BFGS iterations leave the release rate at its start (the geometric mean of
+    its bounds); other values are refused."""
     path = still_release_twin / "unknown_weights.toml"
-    path.write_text(invert_config(still_release_twin).read_text().replace(
+    path.write_text(invert_config(still_release_twin, adam=0, lbfgs=4).read_text().replace(
         "[training]\n", '[training]\nunknown_weights = "unit"\n'))
     assert load_invert_config(path).training.unknown_weights == "unit"
+    out = still_release_twin / "unit_weights"
+    result = run_hybrid("invert", path, "--output", out, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "inversion.json").read_text())
+    assert summary["training"]["settings"]["unknown_weights"] == "unit"
+    assert summary["training"]["members"][0]["history"][-1]["phase"] == "lbfgs"
+    assert summary["estimates"]["release_rate"]["estimate"] == pytest.approx(math.sqrt(1e-7 * 1e-3), rel=1e-12)
     path.write_text(path.read_text().replace('"unit"', '"equal"'))
     with pytest.raises(ValueError, match="unknown_weights"):
         load_invert_config(path)
