@@ -326,6 +326,13 @@ where K_T acts (advection outward across it); without that input the supervised 
 Stage ``warm_parametric_unit_no_tanh``: ``warm_parametric_unit`` with ``interface_width = 0`` (no
 tanh input). Prediction: K_T ends closer to the truth than -26 %; k_rel and p_e within 10 %.
 
+Tenth post-hoc outcome (one thread, beside a CI run; 580 s in all, fit 3.7 / 3.5 / 3.8 %):
+**diverged**, the prediction missed: k_rel +1312 %, K_T +481 %, p_e -78 %; pressure 74 %, drug
+93 / 46 / 52 %. Already by step 500 k_rel was 2.5e-4 and p_e 786 Pa, the same runaway (k_rel and
+K_T up, p_e down) as pinn_twin_host.py's held run with unit weights. With unit weights the
+unknowns see no data term (the data reach them only through the networks), and the networks,
+balanced towards the residuals, follow the unknowns away from the images.
+
 Run from the repository root (merges into benchmarks/results/pinn_twin_host_minimum.json; the
 states go to $HOST_MINIMUM_DIR):
     .venv/bin/python benchmarks/pinn_twin_host_minimum.py all        # fit, truth_start, drift, compare
