@@ -411,7 +411,8 @@ def _validate(args, comm, log) -> None:
     from hybrid.config.crossval import load_crossval_config
 
     config = _with_output(everywhere(comm, lambda: load_crossval_config(args.config)), args)
-    inputs = (args.config, config.inversion.directory, config.invert.data.truth, config.invert.data.ph_map)
+    inputs = (args.config, config.inversion.directory, config.invert.data.observations, config.invert.data.truth,
+              config.invert.data.ph_map)
     with _outputs(comm, config.output.directory, args.overwrite, inputs) as staging:
         run_crossval(config, staging, comm, log)
     log(f"done: outputs in {config.output.directory}")

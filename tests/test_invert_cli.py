@@ -641,7 +641,12 @@ def test_unknown_weights_key(still_release_twin):
     assert summary["training"]["settings"]["unknown_weights"] == "unit"
     assert summary["training"]["members"][0]["history"][-1]["phase"] == "lbfgs"
     assert summary["estimates"]["release_rate"]["estimate"] == pytest.approx(math.sqrt(1e-7 * 1e-3), rel=1e-12)
-    path.write_text(path.read_text().replace('"unit"', '"equal"'))
+    path.write_text(path.read_text().replace('"unit"', '"balanced"'))   # the same L-BFGS moves it (measured 7e-4)
+    result = run_hybrid("invert", path, "--output", still_release_twin / "balanced_weights", timeout=300)
+    assert result.returncode == 0, result.stderr
+    moved = json.loads((still_release_twin / "balanced_weights" / "inversion.json").read_text())
+    assert moved["estimates"]["release_rate"]["estimate"] != pytest.approx(math.sqrt(1e-7 * 1e-3), rel=1e-6)
+    path.write_text(path.read_text().replace('"balanced"', '"equal"'))
     with pytest.raises(ValueError, match="unknown_weights"):
         load_invert_config(path)
 

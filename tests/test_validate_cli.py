@@ -336,6 +336,62 @@ def test_the_voxels_of_a_field_add_up_to_the_uniform_unknown_and_hide_the_platea
     assert not per_voxel.standard_errors[0] < 0.05 * PE
 
 
+def test_a_zero_valued_linear_unknown_is_not_identifiable_rather_than_a_crash():
+    """A linear unknown (p_e, p_L [Pa]) or field voxel at exactly 0: no relative precision to claim,
+    so "not identifiable" (relative sd inf), not a ZeroDivisionError after all the FEM solves."""
+    from hybrid.commands.crossval import _unknown_identifiability, identifiability_spread
+    entry = _unknown_identifiability("effective_pressure", 0.0, 3.0, False)
+    assert entry["cramer_rao_relative_sd"] == math.inf and entry["identifiable"] is False
+    assert identifiability_spread("lymphatic_pressure", 0.0, 1.0, False)[0] == math.inf
+
+
+def test_each_voxel_variable_is_its_own_voxel():
+    """The variable named NAME[i,j,k] varies voxel (i, j, k) of the map: on a map that is not
+    symmetric (K doubled for x > R/3), the Fisher information of two mirror voxels, (i, j) and
+    (j, i), matches |J|^2 of that very voxel varied by hand (the same central difference), and the
+    two differ, so a transposed or shuffled order would fail."""
+    from mpi4py import MPI
+
+    from hybrid.commands.crossval import _solve, fill_nan_nearest, ifp_identifiability
+    from hybrid.config.geometry import GeometryConfig
+    from hybrid.forward.image_sampling import observe_on_grid, sample_image
+    from hybrid.mesh.geometry import build_mesh
+    from hybrid.problems.ifp import OuterBoundary
+    from hybrid.validation.classical import IDENTIFIABILITY_STEP
+
+    domain = build_mesh(GeometryConfig(shape="disc", mesh_size=2e-4, tumour_radius=R).resolved(math.sqrt(K / LPSV)),
+                        MPI.COMM_SELF)
+    boundary = OuterBoundary("dirichlet", 0.0)
+    coefficients = {"conductivity": K, "vascular_exchange": LPSV, "effective_pressure": PE,
+                    "lymphatic_filtration": 0.0, "lymphatic_pressure": 0.0}
+    shape, affine = _grid(5e-4)
+    x, y = _centres(shape, affine)
+    volume = np.where(np.hypot(x, y) <= R, np.where(x > R / 3, 2 * K, K), np.nan)[..., None]
+    image = observe_on_grid(_solve(domain, boundary, coefficients), shape, affine)
+    values, _, analysis = ifp_identifiability(domain, boundary, coefficients, {"conductivity": True},
+                                              {"conductivity": (volume, affine)}, image, affine, 15.0)
+    fisher = analysis.directions @ np.diag(analysis.singular_values ** 2) @ analysis.directions.T
+    names = list(values)
+
+    def by_hand(i, j):
+        columns = []
+        for sign in (1, -1):
+            varied = volume.copy()
+            varied[i, j, 0] *= math.exp(sign * IDENTIFIABILITY_STEP)
+            field = sample_image(domain, fill_nan_nearest(varied), affine)   # as the re-solve reads the map
+            columns.append(observe_on_grid(_solve(domain, boundary, coefficients | {"conductivity": field}), shape,
+                                           affine))
+        column = (columns[0] - columns[1])[np.isfinite(image)] / (2 * IDENTIFIABILITY_STEP) / 15.0
+        return float(column @ column)
+
+    i, j = 6, 1   # an edge voxel in the doubled half (x > R/3); its mirror (1, 6) is not
+    assert np.isfinite(volume[i, j, 0]) and np.isfinite(volume[j, i, 0]) and volume[i, j, 0] != volume[j, i, 0]
+    first, mirror = (fisher[names.index(f"conductivity[{a},{b},0]"), names.index(f"conductivity[{a},{b},0]")]
+                     for a, b in ((i, j), (j, i)))
+    assert first == pytest.approx(by_hand(i, j), rel=1e-6) and mirror == pytest.approx(by_hand(j, i), rel=1e-6)
+    assert abs(first / mirror - 1) > 0.05
+
+
 def test_two_ranks_give_the_serial_numbers(twin):
     serial = twin / "exact_out"
     if not serial.exists():

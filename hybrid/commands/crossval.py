@@ -256,7 +256,9 @@ def _ifp(config: CrossvalConfig, directory: Path, comm: MPI.Comm, log) -> dict:
             "operator": f"voxel mean, midpoint rule, {points_per_axis} points per axis"}
         log(f"FEM(recovered) vs FEM(truth) relative L2 error {100 * fem_error:.2f} %; prediction of the truth "
             f"image: relative l2 error {100 * image_error:.2f} % over {voxels} voxels")
-    observed, observed_affine = everywhere(comm, lambda: read_volume(invert.data.observations))
+    needs_map = invert.data.noise_sd > 0 or config.classical.fit
+    observed, observed_affine = everywhere(comm, lambda: read_volume(invert.data.observations)) if needs_map \
+        else (None, None)
     truth = None if truth_tissue is None else {name: getattr(truth_tissue, _tissue_name(name))
                                                for name in IFP_COEFFICIENTS}
     result["identifiability"] = _ifp_identifiability(invert, domain, boundary, recovered, field_maps, observed,
@@ -374,7 +376,12 @@ def identifiability_spread(name: str, value: float, sd: float, log: bool) -> tup
     relative sd against ``IDENTIFIABLE_RELATIVE_SD``; identifiable when spread <= limit."""
     if name == "ph_50":
         return (sd * abs(value) if log else sd), IDENTIFIABLE_PH_SD
-    return (sd if log else sd / abs(value)), IDENTIFIABLE_RELATIVE_SD
+    return (sd if log else _relative(sd, value)), IDENTIFIABLE_RELATIVE_SD
+
+
+def _relative(sd: float, value: float) -> float:
+    """sd / |value|; inf at a value of 0 (no relative precision to claim there)."""
+    return sd / abs(value) if value != 0 else float("inf")
 
 
 MAX_FIELD_VOXELS = 2000
@@ -384,7 +391,7 @@ per-voxel identifiability (two FEM solves per voxel); coarser maps do."""
 
 def _unknown_identifiability(name: str, value: float, sd: float, log: bool) -> dict:
     """validation.json's entry of one variable with Cramer-Rao ``sd`` (of ln ``value`` where ``log``)."""
-    relative = float(sd) if log else float(sd) / abs(value)
+    relative = float(sd) if log else _relative(float(sd), value)
     spread, limit = identifiability_spread(name, value, float(sd), log)
     return {"variable": f"ln {name}" if log else name, "cramer_rao_sd": float(sd), "cramer_rao_relative_sd": relative,
             "spread": spread, "limit": limit, "identifiable": bool(np.isfinite(spread) and spread <= limit)}
@@ -439,9 +446,9 @@ def _ifp_identifiability(invert, domain, boundary: OuterBoundary, recovered: dic
                          observed: np.ndarray, observed_affine, truth: dict | None, directory: Path, comm: MPI.Comm,
                          log) -> dict:
     """Kind "ifp" step 4 (module docstring, :func:`ifp_identifiability`) as validation.json's
-    ``identifiability``; with the uniform ``truth`` (name -> SI), each field's median relative
-    error over its identifiable and its other voxels; writes each field's maps into ``directory``
-    (rank 0). Collective."""
+    ``identifiability`` (``observed`` None when ``[data] noise_sd`` is 0: not available); with the
+    uniform ``truth`` (name -> SI), each field's median relative error over its identifiable and
+    its other voxels; writes each field's maps into ``directory`` (rank 0). Collective."""
     from hybrid.collective import on_rank0
     from hybrid.validation.classical import IDENTIFIABILITY_STEP, RANK_TOLERANCE
 

@@ -34,9 +34,9 @@ Kind "ifp" (steady Darcy-Starling IFP on a disc, from an IFP map)::
     seed = 0
     balance = "residuals"                 # gradient-norm balancing of the PDE terms ("all": data too; "none")
     residual_weight = 1.0                 # optional, balance "none" only: fixed weight of every residual term
-    unknown_weights = "balanced"          # optional: the unknowns' gradient from the balanced loss, or "unit":
-                                          # from the unweighted sum of its terms (the networks keep the
-                                          # balanced one; L-BFGS then trains the networks only)
+    unknown_weights = "balanced"          # optional: the scalar unknowns' gradient from the balanced loss, or
+                                          # "unit": from the unweighted sum of its terms (the networks and
+                                          # field unknowns keep the balanced one; L-BFGS then trains those only)
     ensemble = 1                          # members (seeds seed, seed + 1, ...); >= 2 gives a spread
     checkpoint = "checkpoints/invert_disc.pt"   # optional; `hybrid invert --resume` continues from it
     threads = 1                           # optional: torch CPU threads (default: torch's, all cores); on a

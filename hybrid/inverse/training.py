@@ -189,6 +189,9 @@ class Trainer:
         self.progress = progress
         self.generator = torch.Generator().manual_seed(config.seed)
         scalars = [p for u in problem.scalar_unknowns() for p in u.parameters()]
+        if config.unknown_weights == "unit" and not scalars:
+            raise ValueError("unknown_weights='unit' applies to scalar unknowns and this problem has none (field "
+                             "unknowns train with the networks' balanced loss)")
         scalar_ids = {id(p) for p in scalars}
         others = [p for p in problem.parameters() if id(p) not in scalar_ids]
         groups = [{"params": others, "lr": config.learning_rate}]
@@ -392,8 +395,9 @@ class Trainer:
     def resume(self, path) -> "Trainer":
         """Load a checkpoint written by :meth:`save` for the same problem and config; returns self."""
         state = torch.load(Path(path), map_location=self.device, weights_only=False)
-        saved = {k: v for k, v in state["config"].items() if k not in ("adam_steps", "lbfgs_steps", "checkpoint",
-                                                                        "checkpoint_every", "progress_every")}
+        written = asdict(TrainingConfig()) | state["config"]   # keys added since the checkpoint: their defaults
+        saved = {k: v for k, v in written.items() if k not in ("adam_steps", "lbfgs_steps", "checkpoint",
+                                                                "checkpoint_every", "progress_every")}
         now = {k: v for k, v in asdict(self.config).items() if k in saved}
         if saved != now:
             changed = sorted(k for k in saved if saved[k] != now[k])

@@ -204,3 +204,32 @@ def test_with_unit_unknown_weights_lbfgs_trains_the_networks_only(unknown_weight
     last = history[-1]
     assert last["phase"] == "lbfgs" and last["terms"] != after_adam["terms"]
     assert (last["estimates"] == after_adam["estimates"]) == (unknown_weights == "unit")
+
+
+def test_unit_unknown_weights_need_scalar_unknowns():
+    """Field unknowns train with the networks' balanced loss: "unit" on a problem without scalar
+    unknowns would change nothing, so it is refused in one line."""
+    from hybrid.inverse import BoundedField, IFPProblem
+    from hybrid.inverse.geometry import Box
+    field = BoundedField("conductivity", "m^2/(Pa s)", 1e-14, 1e-11, dim=1, generator=torch.Generator().manual_seed(0))
+    problem = IFPProblem(Box(1, twins.R), {"conductivity": field, "vascular_exchange": twins.LPSV,
+                                           "effective_pressure": twins.PE},
+                         observations=twins.ifp_observations(voxels=16), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="scalar unknowns"):
+        Trainer(problem, TrainingConfig(adam_steps=1, unknown_weights="unit"))
+
+
+def test_a_checkpoint_without_newer_settings_resumes_under_their_defaults(tmp_path):
+    """A checkpoint written before a training setting existed was trained with its default: it
+    resumes under the default and is refused under another value."""
+    observations = twins.ifp_observations(noise=0.02, voxels=16)
+    path = tmp_path / "old.pt"
+    common = dict(collocation_points=64, progress_every=0, dtype="float64", checkpoint=str(path))
+    Trainer(twins.ifp_problem(observations), TrainingConfig(adam_steps=2, **common)).run()
+    state = torch.load(path, weights_only=False)
+    del state["config"]["unknown_weights"]
+    torch.save(state, path)
+    Trainer(twins.ifp_problem(observations), TrainingConfig(adam_steps=4, **common)).resume(path)
+    with pytest.raises(ValueError, match="unknown_weights"):
+        Trainer(twins.ifp_problem(observations), TrainingConfig(adam_steps=4, unknown_weights="unit",
+                                                                **common)).resume(path)
