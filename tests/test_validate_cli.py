@@ -293,6 +293,21 @@ def test_scalar_unknowns_of_an_ifp_map_get_their_cramer_rao_sd(twin):
     assert sorted(path.name for path in out.iterdir()) == ["validation.json"]
 
 
+def _fem_disc():
+    """The twin's disc meshed for the FEM (serial), its Dirichlet edge p = 0 and its five IFP
+    coefficients [SI]."""
+    from mpi4py import MPI
+
+    from hybrid.config.geometry import GeometryConfig
+    from hybrid.mesh.geometry import build_mesh
+    from hybrid.problems.ifp import OuterBoundary
+    domain = build_mesh(GeometryConfig(shape="disc", mesh_size=2e-4, tumour_radius=R).resolved(math.sqrt(K / LPSV)),
+                        MPI.COMM_SELF)
+    coefficients = {"conductivity": K, "vascular_exchange": LPSV, "effective_pressure": PE,
+                    "lymphatic_filtration": 0.0, "lymphatic_pressure": 0.0}
+    return domain, OuterBoundary("dirichlet", 0.0), coefficients
+
+
 def test_the_voxels_of_a_field_add_up_to_the_uniform_unknown_and_hide_the_plateau():
     """The per-voxel variables of a field unknown (:func:`hybrid.commands.crossval.ifp_identifiability`)
     against the same unknown as one scalar, at 1 % noise (15 Pa): varying every voxel alike is the
@@ -300,19 +315,10 @@ def test_the_voxels_of_a_field_add_up_to_the_uniform_unknown_and_hide_the_platea
     cross terms with p_e agree (to the central differences' error). With K free voxel by voxel, the
     plateau p_e is no longer identified (on this 2 mm disc of 4.4 rim widths lower K anywhere raises
     the pressure towards p_e), while with K uniform it is (Cramer-Rao sd 4.8 Pa, 0.3 %)."""
-    from mpi4py import MPI
-
     from hybrid.commands.crossval import _solve, ifp_identifiability
-    from hybrid.config.geometry import GeometryConfig
     from hybrid.forward.image_sampling import observe_on_grid
-    from hybrid.mesh.geometry import build_mesh
-    from hybrid.problems.ifp import OuterBoundary
 
-    domain = build_mesh(GeometryConfig(shape="disc", mesh_size=2e-4, tumour_radius=R).resolved(math.sqrt(K / LPSV)),
-                        MPI.COMM_SELF)
-    boundary = OuterBoundary("dirichlet", 0.0)
-    coefficients = {"conductivity": K, "vascular_exchange": LPSV, "effective_pressure": PE,
-                    "lymphatic_filtration": 0.0, "lymphatic_pressure": 0.0}
+    domain, boundary, coefficients = _fem_disc()
     shape, affine = _grid(2.5e-4)
     image = observe_on_grid(_solve(domain, boundary, coefficients), shape, affine)
     x, y = _centres(shape, affine)
@@ -350,20 +356,11 @@ def test_each_voxel_variable_is_its_own_voxel():
     symmetric (K doubled for x > R/3), the Fisher information of two mirror voxels, (i, j) and
     (j, i), matches |J|^2 of that very voxel varied by hand (the same central difference), and the
     two differ, so a transposed or shuffled order would fail."""
-    from mpi4py import MPI
-
     from hybrid.commands.crossval import _solve, fill_nan_nearest, ifp_identifiability
-    from hybrid.config.geometry import GeometryConfig
     from hybrid.forward.image_sampling import observe_on_grid, sample_image
-    from hybrid.mesh.geometry import build_mesh
-    from hybrid.problems.ifp import OuterBoundary
     from hybrid.validation.classical import IDENTIFIABILITY_STEP
 
-    domain = build_mesh(GeometryConfig(shape="disc", mesh_size=2e-4, tumour_radius=R).resolved(math.sqrt(K / LPSV)),
-                        MPI.COMM_SELF)
-    boundary = OuterBoundary("dirichlet", 0.0)
-    coefficients = {"conductivity": K, "vascular_exchange": LPSV, "effective_pressure": PE,
-                    "lymphatic_filtration": 0.0, "lymphatic_pressure": 0.0}
+    domain, boundary, coefficients = _fem_disc()
     shape, affine = _grid(5e-4)
     x, y = _centres(shape, affine)
     volume = np.where(np.hypot(x, y) <= R, np.where(x > R / 3, 2 * K, K), np.nan)[..., None]
