@@ -251,8 +251,9 @@ class Trainer:
         weighted loss (two backward passes)."""
         self.adam.zero_grad(set_to_none=False)
         terms = self.problem.loss_terms(self.points.clone())
-        groups = [[p for p in group["params"] if p.requires_grad] for group in self.adam.param_groups]
-        if self.config.unknown_weights == "unit" and len(groups) == 2 and all(groups):
+        groups = [[p for p in group["params"] if p.requires_grad] for group in self.adam.param_groups] \
+            if self.config.unknown_weights == "unit" else []
+        if len(groups) == 2 and all(groups):
             networks, unknowns = groups
             gradients = torch.autograd.grad(self._weighted(terms), networks, retain_graph=True, allow_unused=True)
             gradients += torch.autograd.grad(sum(terms.values()), unknowns, allow_unused=True)
@@ -271,6 +272,14 @@ class Trainer:
                 float(self.problem.causal_weights.min()) > _CAUSAL_ADVANCE:
             self.causal_stage += 1
             self.problem.causal_epsilon.fill_(self.config.causal_epsilon[self.causal_stage])
+
+    def _lbfgs_parameters(self) -> list:
+        """What L-BFGS trains on the weighted loss: every parameter, or with ``unknown_weights="unit"``
+        the networks' Adam group only (the scalar unknowns keep their Adam values: one objective
+        cannot give them the unweighted gradient)."""
+        if self.config.unknown_weights == "unit":
+            return self.adam.param_groups[0]["params"]
+        return list(self.problem.parameters())
 
     def _lbfgs_iterations(self) -> int:
         state = self.lbfgs.state[self.lbfgs.param_groups[0]["params"][0]]
@@ -340,7 +349,7 @@ class Trainer:
             chunk = min(_LBFGS_CHUNK, self.total_steps - self.step)
             if self.lbfgs is not None and c.lbfgs_resample and self.problem.uses_collocation:
                 self._resample()
-            self.lbfgs = self.lbfgs or _lbfgs(self.problem, self.config)
+            self.lbfgs = self.lbfgs or _lbfgs(self._lbfgs_parameters())
             before = self._lbfgs_iterations()
             for group in self.lbfgs.param_groups:
                 group["max_iter"], group["max_eval"] = chunk, 2 * chunk + 25
@@ -412,7 +421,7 @@ class Trainer:
         self.problem.load_state_dict(state["problem"])
         self.adam.load_state_dict(state["adam"])
         if state["lbfgs"] is not None:
-            self.lbfgs = _lbfgs(self.problem, self.config)
+            self.lbfgs = _lbfgs(self._lbfgs_parameters())
             self.lbfgs.load_state_dict(state["lbfgs"])
         for name, value in state["weights"].items():
             self.weights[name].copy_(value)
@@ -496,13 +505,7 @@ def _set_learning_rate(group: dict, rate: float, captured: bool) -> None:
         group["lr"] = rate
 
 
-def _lbfgs(problem, config: TrainingConfig) -> torch.optim.LBFGS:
-    """L-BFGS on the weighted loss: over every parameter, or with ``unknown_weights="unit"`` over
-    the networks only (the scalar unknowns keep their Adam values: one objective cannot give them
-    the unweighted gradient)."""
-    fixed = {id(p) for u in problem.scalar_unknowns() for p in u.parameters()} \
-        if config.unknown_weights == "unit" else set()
-    parameters = [p for p in problem.parameters() if id(p) not in fixed]
+def _lbfgs(parameters: list) -> torch.optim.LBFGS:
     return torch.optim.LBFGS(parameters, lr=1.0, history_size=50, line_search_fn="strong_wolfe",
                              tolerance_grad=0.0, tolerance_change=0.0)
 
