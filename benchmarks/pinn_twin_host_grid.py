@@ -1,0 +1,183 @@
+"""Can a multiresolution grid encoding fit the tumour-in-host drug fields faster than the MLP? (issue 9)
+
+Why (pre-registration, written and committed before the first run): on the tumour-in-host twin the
+drug networks, not the unknowns, have set the accuracy of every inversion. Fitted directly to the
+FEM fields (pinn_twin_host_split.py, one thread) the Fourier-feature MLP (STATE_NETWORK, inputs
+x~, t~, |phi|, tanh(phi / 0.05)) reaches 11.6 / 10.8 / 12.1 % relative L2 (liposomal / free / cell)
+after 3000 Adam steps (97 s) and 3.1 / 2.9 / 3.5 % after 9000 (283 s), while issue 9 asks 2 % of the
+PINN's drug fields, in an inversion that must also move the unknowns, in 15 minutes. Trainable
+feature grids at several resolutions, interpolated (multilinear) and fed to a small MLP
+(Instant-NGP, Mueller et al. 2022; physics-informed cell representations, PIXEL, Kang et al. 2023),
+fit sharp fields in far fewer steps. Their second derivatives are useless (piecewise multilinear),
+but the weak residual form (:mod:`hybrid.inverse.weak`) takes only the networks' values.
+
+Stage ``supervised`` (pinn_twin_host_split.py's check: 4096 random FEM nodes x frames a step, every
+node every 600 s, unknowns at the truth, float64, one thread): :class:`GridEncodedMLP` in place of
+the MLP inside the same LevelSetInput (same inputs, hard initial condition and scales); levels of
+8, 16, 32 and 64 cells per axis over (x~, t~) (the box [-1, 1]^2 x [0, 1]), 4 features per level,
+then 2 tanh layers of 64; Adam, grids at rate 1e-2 and the MLP at 1e-3, both / 5 after 2/3 of the
+steps (the MLP check's schedule). Prediction: within 3000 steps all three fields within 2 %
+relative L2 of the FEM, at no more than twice the MLP's time per step.
+
+Run from the repository root (needs pinn_twin_host.py's synthesized twin; merges into
+benchmarks/results/pinn_twin_host_grid.json):
+    .venv/bin/python benchmarks/pinn_twin_host_grid.py supervised [--steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from mpi4py import MPI
+from torch import nn
+from torch.nn import functional
+
+import pinn_twin_host as twin
+import pinn_twin_host_diagnosis as diagnosis
+from hybrid.commands.transport import build_domain, setup_transport
+from hybrid.config.synthesize import load_synthesize_config
+from hybrid.io.observations import read_drug_series, read_truth
+from hybrid.records import ObservationOperator
+
+OUTPUT = twin.HERE / "results" / "pinn_twin_host_grid.json"
+LEVELS = (8, 16, 32, 64)
+
+
+class GridEncodedMLP(nn.Module):
+    """``in_dim`` -> ``out_dim``: a tanh MLP (``depth`` layers of ``width``) on the inputs and on
+    ``features`` trainable features per level, interpolated multilinearly from a grid of
+    ``cells`` cells per axis over the first ``grid_dim`` inputs (x~ in [-1, 1]^dim, then t~ in
+    [0, 1]), for each ``cells`` in ``levels``."""
+
+    def __init__(self, in_dim: int, out_dim: int, *, grid_dim: int, levels=LEVELS, features: int = 4,
+                 width: int = 64, depth: int = 2, generator: torch.Generator | None = None):
+        super().__init__()
+        if grid_dim not in (2, 3):
+            raise ValueError(f"grid_dim must be 2 or 3 (space-time in 1-D or 2-D), got {grid_dim}")
+        self.grid_dim = grid_dim
+        self.grids = nn.ParameterList(
+            nn.Parameter((torch.rand((1, features) + (cells + 1,) * grid_dim, generator=generator) * 2 - 1) * 1e-4)
+            for cells in levels)
+        layers, size = [], in_dim + features * len(levels)
+        for _ in range(depth):
+            layers += [nn.Linear(size, width), nn.Tanh()]
+            size = width
+        layers.append(nn.Linear(size, out_dim))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        coordinates = x[:, :self.grid_dim].clone()
+        coordinates[:, -1] = 2.0 * coordinates[:, -1] - 1.0          # t~ in [0, 1] -> [-1, 1]
+        # grid_sample's last axis lists (W, H[, D]) = (x, y, t): the grids are stored (t, y, x)
+        where = coordinates.reshape((1, -1) + (1,) * (self.grid_dim - 1) + (self.grid_dim,))
+        encoded = [functional.grid_sample(grid.expand(1, *grid.shape[1:]).to(x.dtype), where, mode="bilinear",
+                                          align_corners=True).reshape(grid.shape[1], -1).T
+                   for grid in self.grids]
+        return self.layers(torch.cat([x] + encoded, dim=1))
+
+
+def grid_parameters(network: nn.Module) -> tuple[list, list]:
+    """(grid parameters, the others) of a network holding GridEncodedMLP modules."""
+    grids = [p for m in network.modules() if isinstance(m, GridEncodedMLP) for p in m.grids]
+    ids = {id(p) for p in grids}
+    return grids, [p for p in network.parameters() if id(p) not in ids]
+
+
+def supervised(problem, xt: torch.Tensor, target: torch.Tensor, steps: int) -> dict:
+    """Fit problem.network (its inner network a GridEncodedMLP) to the FEM fields, as
+    pinn_twin_host_diagnosis.supervised_fit does for the MLP, with the grids at their own rate."""
+    grids, others = grid_parameters(problem.network)
+    optimiser = torch.optim.Adam([{"params": grids, "lr": 1e-2}, {"params": others, "lr": 1e-3}])
+    norm = target.abs().amax(dim=0)
+    generator = torch.Generator().manual_seed(0)
+    start, trace = time.perf_counter(), []
+    for step in range(steps):
+        if step == 2 * steps // 3:
+            for group in optimiser.param_groups:
+                group["lr"] /= 5.0
+        batch = torch.randint(len(xt), (4096,), generator=generator)
+        optimiser.zero_grad()
+        loss = (((torch.cat(problem.states(xt[batch]), dim=1) - target[batch]) / norm) ** 2).mean()
+        loss.backward()
+        optimiser.step()
+        if (step + 1) % 500 == 0:
+            with torch.no_grad():
+                fit = torch.cat(problem.states(xt), dim=1)
+            errors = ((fit - target).norm(dim=0) / target.norm(dim=0)).tolist()
+            trace.append({"step": step + 1, "seconds": time.perf_counter() - start, "relative_l2": errors})
+            print(trace[-1], flush=True)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        fit = torch.cat(problem.states(xt), dim=1)
+    node_masks = diagnosis.regions(xt[:, :2].norm(dim=1).numpy() * problem.scales.length * 1e3)
+    return {"adam_steps": steps, "seconds": seconds, "seconds_per_step": seconds / steps,
+            "parameters": sum(p.numel() for p in problem.network.parameters()),
+            "fit_relative_l2": dict(zip(("liposomal", "free", "cell"),
+                                        ((fit - target).norm(dim=0) / target.norm(dim=0)).tolist())),
+            "fit_relative_l2_liposomal_by_region": {
+                region: float((fit - target)[mask, 0].norm() / target[mask, 0].norm())
+                for region, mask in node_masks.items()},
+            "trace": trace}
+
+
+def twin_problem(work: Path):
+    """The host twin's problem at the truth (float64, unknowns fixed), the FEM fields at every node
+    every 600 s and the pressure check, as pinn_twin_host_split.py builds them (same cache)."""
+    config, observation = load_synthesize_config(twin.TOML)
+    folder = work / "synthesize"
+    config = replace(config, output=replace(config.output, directory=folder))
+    if not (folder / "truth.json").exists():
+        from hybrid.commands.synthesize import run_synthesize
+        run_synthesize(config, observation, MPI.COMM_SELF, twin.quiet)
+    parameters = read_truth(folder / "truth.json").parameters
+    truth = {name: parameters[key][0] for name, (*_, key) in twin.UNKNOWNS.items()}
+    operator = ObservationOperator(points_per_axis=observation.points_per_axis, dim=2)
+    records = (read_drug_series(folder / "observations.nii.gz", "total_drug", operator),
+               read_drug_series(folder / "released_fraction.nii.gz", "released_fraction", operator))
+    problem = twin.build_problem(config, records, 0, 256, truth, interface_width=0.05).double()
+    for unknown in problem.scalar_unknowns():
+        unknown.raw.requires_grad_(False)
+    cache = work / "split_cache.pt"
+    if cache.exists():
+        saved = torch.load(cache)
+        problem.flow.load_state_dict(saved["flow"])
+        return problem, saved["xt"], saved["target"], truth
+    domain = build_domain(config, MPI.COMM_SELF, twin.quiet, {})
+    setup = setup_transport(config, MPI.COMM_SELF, twin.quiet, {}, domain=domain)
+    setup.solver.close()
+    start = {k: v.clone() for k, v in problem.flow.state_dict().items()}
+    pressure = diagnosis.pressure_check(problem, setup.pressure, start, 4096, 300, 300)
+    xt, target = diagnosis.fem_node_fields(problem, config, domain, truth)
+    torch.save({"flow": problem.flow.state_dict(), "xt": xt, "target": target, "pressure": pressure}, cache)
+    return problem, xt, target, truth
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=("supervised",))
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--work", type=Path, default=twin.HERE.parent / "results" / "pinn_twin_host")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    problem, xt, target, truth = twin_problem(args.work)
+    inner = problem.network.network
+    problem.network.network = GridEncodedMLP(inner.layers[0].in_features - 2 * inner.frequencies.shape[1], 3,
+                                             grid_dim=3, generator=torch.Generator().manual_seed(0)).double()
+    load = os.getloadavg()
+    result = supervised(problem, xt, target, args.steps)
+    out = json.loads(OUTPUT.read_text()) if OUTPUT.exists() else {"benchmark": "pinn_twin_host_grid"}
+    out[f"supervised_{args.steps}"] = result | {"levels": list(LEVELS), "load_average": {
+        "before": load, "after": os.getloadavg()}}
+    OUTPUT.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "trace"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
