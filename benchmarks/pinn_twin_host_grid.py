@@ -36,10 +36,31 @@ quadrature (12 cells x 3 Gauss points per axis: 56 um apart, 36 points over the 
 so that every grid cell holds quadrature points; with --hold-out too. Prediction: all fields
 within 2 % on the held-out nodes and frames too, about the same time.
 
+Outcomes (one thread each, both at once, load 1-2): **both predictions missed.** The 8-64 grid
+memorises: 0.21 / 0.18 / 0.12 % on the fitted points, but 8.1 / 6.3 / 6.0 % on the held-out nodes
+and 26 / 27 / 25 % on the held-out frames (its 64 time cells, 9 fitted frames). The 4-32 grid with
+16 time cells: 2.5 / 2.6 / 1.7 % fitted, 4.8 / 4.5 / 3.5 % held-out nodes, 4.0 / 3.9 / 2.9 %
+held-out frames (36 s, 12 ms a step, 103k parameters). So between the points it is fitted on, the
+grid network is good to 4-5 %, not 2 %: better than the MLP's 11-12 % at 3000 steps (all nodes
+fitted), not yet the issue's drug target.
+
+Next (pre-registered before they ran): the inversion with the 4-32 grid (16 time cells) as the
+drug network, whose cells each hold points of the weak form's default quadrature. Stage ``invert``:
+as pinn_twin_host_minimum.py's ``warm_parametric_unit`` (distant start k_rel 1e-5, K_T 1e-14, p_e
+2500 Pa; parametric pressure pre-trained 2000 Adam + 500 L-BFGS; weak form, 12 cells; unit weights
+for the unknowns; balance "all"; float32; 512 points) but the drug network untrained and the
+grid network in place of the MLP (grids at 10x the networks' rate, through a parameter scale), 4000
+Adam + 100 L-BFGS. Prediction: closer than the MLP's untrained parametric unit run (-51 / +4.1 /
+-21 %): k_rel and p_e within 20 %, K_T within 30 %; drug 3-6 % against the FEM truth; the 5 %
+targets still missed. ``invert --warm``: the same after fitting the grid network to the FEM at the
+start values (3000 steps, as the supervised check). Prediction: every unknown within 10 %, drug at
+most 5 %, under 15 minutes in all.
+
 Run from the repository root (needs pinn_twin_host.py's synthesized twin; merges into
 benchmarks/results/pinn_twin_host_grid.json):
     .venv/bin/python benchmarks/pinn_twin_host_grid.py supervised [--steps N] [--hold-out]
         [--levels 8 16 32 64] [--time-cells N]
+    .venv/bin/python benchmarks/pinn_twin_host_grid.py invert [--warm] [--adam N] [--lbfgs N]
 """
 
 from __future__ import annotations
