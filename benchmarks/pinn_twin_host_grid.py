@@ -66,6 +66,7 @@ benchmarks/results/pinn_twin_host_grid.json):
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import time
@@ -96,15 +97,17 @@ class GridEncodedMLP(nn.Module):
     [0, 1]), for each ``cells`` in ``levels``."""
 
     def __init__(self, in_dim: int, out_dim: int, *, grid_dim: int, levels=LEVELS, time_cells: int | None = None,
-                 features: int = 4, width: int = 64, depth: int = 2, generator: torch.Generator | None = None):
+                 features: int = 4, width: int = 64, depth: int = 2, scale: float = 1.0,
+                 generator: torch.Generator | None = None):
         super().__init__()
         if grid_dim not in (2, 3):
             raise ValueError(f"grid_dim must be 2 or 3 (space-time in 1-D or 2-D), got {grid_dim}")
-        self.grid_dim = grid_dim
-        # stored (1, features, t, [y,] x): at most ``time_cells`` cells along t~
+        self.grid_dim, self.scale = grid_dim, float(scale)
+        # stored (1, features, t, [y,] x): at most ``time_cells`` cells along t~; the features are
+        # ``scale`` x the parameters (an optimiser's rate on the grids is ``scale`` x its rate)
         self.grids = nn.ParameterList(
             nn.Parameter((torch.rand((1, features, min(cells, time_cells or cells) + 1) + (cells + 1,) * (grid_dim - 1),
-                                     generator=generator) * 2 - 1) * 1e-4)
+                                     generator=generator) * 2 - 1) * 1e-4 / self.scale)
             for cells in levels)
         layers, size = [], in_dim + features * len(levels)
         for _ in range(depth):
@@ -118,7 +121,7 @@ class GridEncodedMLP(nn.Module):
         coordinates[:, -1] = 2.0 * coordinates[:, -1] - 1.0          # t~ in [0, 1] -> [-1, 1]
         # grid_sample's last axis lists (W, H[, D]) = (x, y, t): the grids are stored (t, y, x)
         where = coordinates.reshape((1, -1) + (1,) * (self.grid_dim - 1) + (self.grid_dim,))
-        encoded = [functional.grid_sample(grid.expand(1, *grid.shape[1:]).to(x.dtype), where, mode="bilinear",
+        encoded = [functional.grid_sample(self.scale * grid.to(x.dtype), where, mode="bilinear",
                                           align_corners=True).reshape(grid.shape[1], -1).T
                    for grid in self.grids]
         return self.layers(torch.cat([x] + encoded, dim=1))
@@ -157,7 +160,8 @@ def supervised(problem, xt: torch.Tensor, target: torch.Tensor, steps: int, hold
     all_xt, all_target = xt, target
     xt, target = xt[masks["fitted"]], target[masks["fitted"]]
     grids, others = grid_parameters(problem.network)
-    optimiser = torch.optim.Adam([{"params": grids, "lr": 1e-2}, {"params": others, "lr": 1e-3}])
+    scale = problem.network.network.scale
+    optimiser = torch.optim.Adam([{"params": grids, "lr": 1e-2 / scale}, {"params": others, "lr": 1e-3}])
     norm = target.abs().amax(dim=0)
     generator = torch.Generator().manual_seed(0)
     start, trace = time.perf_counter(), []
@@ -223,9 +227,71 @@ def twin_problem(work: Path):
     return problem, xt, target, truth
 
 
+INVERSION_GRID = {"levels": (4, 8, 16, 32), "time_cells": 16, "scale": 10.0}
+
+
+def grid_network(inner: nn.Module, **grid) -> GridEncodedMLP:
+    """A GridEncodedMLP with the inputs and outputs of the FourierFeatureMLP ``inner`` (seed 0)."""
+    return GridEncodedMLP(inner.layers[0].in_features - 2 * inner.frequencies.shape[1], inner.layers[-1].out_features,
+                          grid_dim=3, generator=torch.Generator().manual_seed(0), **grid)
+
+
+def invert_stage(work: Path, adam: int, lbfgs: int, warm: bool) -> dict:
+    """The inversion of the module doc (``warm``: after a fit to the FEM at the start values)."""
+    import pinn_twin_host_minimum as minimum
+    from hybrid.inverse import Trainer, TrainingConfig
+    from hybrid.inverse.coupled import pretrain_pressure
+
+    name = "invert_warm" if warm else "invert"
+    data = minimum.Twin(work)
+    start = {key: spec[3] for key, spec in twin.UNKNOWNS.items()}
+    problem = twin.build_problem(data.config, data.records, 0, 256, start, parametric_pressure=True,
+                                 **minimum.NETWORK).double()
+    began = time.perf_counter()
+    pretraining = TrainingConfig(adam_steps=2000, lbfgs_steps=500, unknowns_from_step=0,
+                                 **minimum.TRAINING | {"collocation_points": minimum.NETWORK["flow_points"]})
+    pretrain_pressure(problem, pretraining, lambda line: print(name, "pressure", line, flush=True))
+    problem = problem.double()
+    problem.network.network = grid_network(problem.network.network, **INVERSION_GRID).double()
+    pretrain_s = time.perf_counter() - began
+    domain = build_domain(data.config, MPI.COMM_SELF, twin.quiet, {})
+    warm_fit = None
+    if warm:
+        for unknown in problem.scalar_unknowns():
+            unknown.raw.requires_grad_(False)
+        warm_fit = supervised(problem, *diagnosis.fem_node_fields(problem, data.config, domain, start), 3000)
+        for unknown in problem.scalar_unknowns():
+            unknown.raw.requires_grad_(True)
+    warm_s = time.perf_counter() - began
+    config = TrainingConfig(adam_steps=adam, lbfgs_steps=lbfgs, unknowns_from_step=0, unknown_weights="unit",
+                            **minimum.TRAINING | {"residual_form": "weak"} | minimum.WEAK)
+    result = Trainer(problem, config, progress=lambda line: print(name, line, flush=True)).run()
+    total_s = time.perf_counter() - began
+    setup = setup_transport(data.config, MPI.COMM_SELF, twin.quiet, {}, domain=domain)
+    setup.solver.close()
+    xt, target = diagnosis.fem_node_fields(problem, data.config, domain, data.truth)
+    fem = {"pressure_nodes": setup.pressure.function_space.tabulate_dof_coordinates(),
+           "pressure": setup.pressure.x.array.copy(), "xt": xt, "target": target}
+    values = minimum.final_values(problem)
+    evaluated = copy.deepcopy(problem).cpu().double().eval()
+    recovered_xt, recovered_target = diagnosis.fem_node_fields(evaluated, data.config, domain, values)
+    return {"estimates": values, "relative_errors": minimum.relative_errors(values, data.truth),
+            "fields": minimum.field_errors(problem, fem),
+            "drug_against_fem_at_estimates": dict(zip(("liposomal", "free", "cell"),
+                                                      relative_l2(evaluated, recovered_xt, recovered_target))),
+            "grid": {k: list(v) if isinstance(v, tuple) else v for k, v in INVERSION_GRID.items()},
+            "warm_fit": warm_fit, "adam_steps": adam, "lbfgs_steps": lbfgs,
+            "seconds": {"pressure_pretraining": pretrain_s, "fem_and_fit": warm_s - pretrain_s,
+                        "training": result.seconds, "total": total_s},
+            "under_15_minutes": total_s <= 900.0, "history": result.history}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("supervised",))
+    parser.add_argument("stage", choices=("supervised", "invert"))
+    parser.add_argument("--warm", action="store_true", help="invert: fit the grid network to the FEM at the start first")
+    parser.add_argument("--adam", type=int, default=4000)
+    parser.add_argument("--lbfgs", type=int, default=100)
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--hold-out", action="store_true", help="fit on part of the nodes and frames (module doc)")
     parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS), help="cells per axis of each grid")
@@ -233,12 +299,18 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=twin.HERE.parent / "results" / "pinn_twin_host")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    problem, xt, target, truth = twin_problem(args.work)
-    inner = problem.network.network
-    problem.network.network = GridEncodedMLP(inner.layers[0].in_features - 2 * inner.frequencies.shape[1], 3,
-                                             grid_dim=3, levels=args.levels, time_cells=args.time_cells,
-                                             generator=torch.Generator().manual_seed(0)).double()
     load = os.getloadavg()
+    if args.stage == "invert":
+        result = invert_stage(args.work, args.adam, args.lbfgs, args.warm)
+        out = json.loads(OUTPUT.read_text()) if OUTPUT.exists() else {"benchmark": "pinn_twin_host_grid"}
+        out["invert_warm" if args.warm else "invert"] = result | {"load_average": {"before": load,
+                                                                                   "after": os.getloadavg()}}
+        OUTPUT.write_text(json.dumps(out, indent=1, default=float) + "\n")
+        print(json.dumps({k: v for k, v in result.items() if k not in ("history", "warm_fit")}, indent=1, default=float))
+        return
+    problem, xt, target, truth = twin_problem(args.work)
+    problem.network.network = grid_network(problem.network.network, levels=args.levels,
+                                           time_cells=args.time_cells).double()
     result = supervised(problem, xt, target, args.steps, args.hold_out)
     out = json.loads(OUTPUT.read_text()) if OUTPUT.exists() else {"benchmark": "pinn_twin_host_grid"}
     key = f"supervised_{args.steps}" + ("_hold_out" if args.hold_out else "") + \
