@@ -56,6 +56,24 @@ targets still missed. ``invert --warm``: the same after fitting the grid network
 start values (3000 steps, as the supervised check). Prediction: every unknown within 10 %, drug at
 most 5 %, under 15 minutes in all.
 
+Outcomes (one thread each, both at once, load 1.5-2.5): **both predictions missed.**
+
+| run | k_rel | K_T | p_e | pressure | drug L / F / I (FEM truth; FEM at the estimates) | total time |
+|---|---|---|---|---|---|---|
+| ``invert`` (untrained) | -28 % | -5.8 % | -19 % | 18 % | 29 / 51 / 50 %; 29 / 65 / 67 % | 461 s |
+| ``invert --warm`` | -38 % | -34 % | +7.5 % | 7.8 % | 19 / 39 / 32 %; 21 / 22 / 42 % | 444 s |
+| MLP, warm (pinn_twin_host_minimum.py ``warm_parametric_unit``) | -9.9 % | -26 % | -2.0 % | 2.1 % | 12 / 17 / 17 % | 545 s |
+
+Why: the grid network has 103k parameters against about 4k constraints (the weak form's test
+functions of the three equations and the 1536 voxel values), and the weak form tests the
+equations only on its 2 x 2 (x 2) cell boxes, so fields that meet every test and every noisy voxel
+exactly exist. The warm run found one: from Adam step ~2500 every term was below 1e-9 (total-drug
+misfit 1.6e-11, where the FEM truth's own is ~6e-4), so nothing moved the unknowns any more; the
+untrained run went through such states between spikes (total loss 1.8e-4 to 0.3). The MLP's
+smoothness is what the weak form relies on; a grid needs a test space as rich as itself (a weak
+form with as many test functions as grid cells, i.e. a Petrov-Galerkin discretisation) or a
+smoothness penalty, neither tried here. The grid stays in this benchmark, not in the library.
+
 Run from the repository root (needs pinn_twin_host.py's synthesized twin; merges into
 benchmarks/results/pinn_twin_host_grid.json):
     .venv/bin/python benchmarks/pinn_twin_host_grid.py supervised [--steps N] [--hold-out]
