@@ -101,6 +101,23 @@ Outcome (one thread, 24 s, 8 ms a step, 12.0k parameters in all): **prediction m
 / 3.6 / 2.9 %, held-out nodes 4.2 / 4.1 / 3.3 %, held-out frames 3.8 / 3.8 / 3.1 %: better than the
 4-32 grid off its points and about 3x better than the MLP, so both inversions run.
 
+Outcomes (one thread each, both at once, load 2-2.5):
+
+| run | k_rel | K_T | p_e | pressure | drug L / F / I (FEM truth; FEM at the estimates) | total-drug misfit | total time |
+|---|---|---|---|---|---|---|---|
+| ``invert --small-grid`` | +1606 % | +129 % | -79 % | 75 % | 96 / 49 / 96 %; 68 / 76 / 97 % | 0.11 | 677 s |
+| ``invert --small-grid --warm`` | -5.3 % | -17 % | -5.1 % | **4.8 %** | 14 / 16 / 16 %; 15 / 15 / 16 % | 2.3e-3 | 700 s |
+
+The misfit prediction is met (neither run fits the noise any more); the warm run meets "every
+unknown within 20 %" and the issue's pressure target (4.8 %, under 15 minutes), the untrained one
+diverged as the held and no-tanh unit runs of pinn_twin_host_minimum.py did (k_rel up, p_e down
+from step ~300, while its total-drug misfit rose to 0.1: under unit weights the unknowns see no
+data term). Drug within 10 %: missed (14-16 %, also against the FEM at its own estimates, so the
+networks do not solve the equations at their estimates to better than the weak form's 16-cell
+tests). Against the MLP's warm run (-9.9 / -26 / -2.0 %, pressure 2.1 %, drug 12-17 %, 545 s) k_rel
+and K_T are closer, p_e and the pressure less so: still no run meets the 5 % targets on every
+identifiable scalar (K_T: Cramer-Rao sd 2.8 %) or the 2 % drug target.
+
 Run from the repository root (needs pinn_twin_host.py's synthesized twin; merges into
 benchmarks/results/pinn_twin_host_grid.json):
     .venv/bin/python benchmarks/pinn_twin_host_grid.py supervised [--steps N] [--hold-out]
