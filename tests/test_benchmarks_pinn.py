@@ -132,3 +132,42 @@ def _affine(a, b):
         def forward(self, inputs):
             return a + b * inputs[:, -1:]
     return Affine()
+
+
+def test_grid_encoded_network_interpolates_its_grids_and_the_hold_out_split_partitions_the_points():
+    """benchmarks/pinn_twin_host_grid.py's GridEncodedMLP (its only user): a grid's features are
+    ``scale`` x its parameters, read exactly at its nodes (x~ in [-1, 1], t~ in [0, 1], grids stored
+    (t, y, x)) and linearly between them, time cells capped; hold_out_split's three masks partition
+    the points, every second frame fitted."""
+    import torch
+
+    import pinn_twin_host_grid as grid_benchmark
+
+    network = grid_benchmark.GridEncodedMLP(4, 1, grid_dim=3, levels=(4, 8), time_cells=2, features=1, scale=10.0,
+                                            generator=torch.Generator().manual_seed(0)).double()
+    assert [tuple(g.shape) for g in network.grids] == [(1, 1, 3, 5, 5), (1, 1, 3, 9, 9)]
+    with torch.no_grad():
+        for g in network.grids:
+            g.zero_()
+        network.grids[0][0, 0, 1, 3, 2] = 0.1            # node t~ = 0.5, y~ = 0.5, x~ = 0
+    captured = {}
+    network.layers[0].register_forward_hook(lambda _m, inputs, _o: captured.update(inputs=inputs[0]))
+    xt = torch.tensor([[0.0, 0.5, 0.5, 0.0], [0.25, 0.5, 0.5, 0.0], [0.0, 0.5, 0.75, 0.0]], dtype=torch.float64)
+    network(xt)
+    encoded = captured["inputs"][:, 4:]                   # after the 4 raw inputs: one feature per level
+    assert torch.allclose(encoded[:, 0], torch.tensor([1.0, 0.5, 0.5], dtype=torch.float64))   # 10 x 0.1, halfway
+    assert torch.allclose(encoded[:, 1], torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="grid_dim"):
+        grid_benchmark.GridEncodedMLP(4, 1, grid_dim=4)
+
+    frames = torch.tensor([600.0, 1200.0, 1800.0, 2400.0], dtype=torch.float64)
+    nodes = 50
+    xt = torch.stack([torch.rand(4 * nodes, dtype=torch.float64), torch.rand(4 * nodes, dtype=torch.float64),
+                      frames.repeat_interleave(nodes)], dim=1)
+    masks = grid_benchmark.hold_out_split(xt)
+    total = sum(m.int() for m in masks.values())
+    assert bool((total == 1).all())
+    assert set(xt[masks["fitted"], -1].tolist()) == {1200.0, 2400.0}
+    assert set(xt[masks["held_out_frames"], -1].tolist()) == {600.0, 1800.0}
+    held = masks["held_out_nodes"].reshape(4, nodes)
+    assert bool((held[1] == held[3]).all()) and 0 < int(held[1].sum()) < nodes      # the same nodes each frame
