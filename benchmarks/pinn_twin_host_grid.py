@@ -132,10 +132,8 @@ import copy
 import json
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from mpi4py import MPI
 from torch import nn
@@ -143,11 +141,11 @@ from torch.nn import functional
 
 import pinn_twin_host as twin
 import pinn_twin_host_diagnosis as diagnosis
+import pinn_twin_host_minimum as minimum
 from hybrid.commands.transport import build_domain, setup_transport
-from hybrid.config.synthesize import load_synthesize_config
+from hybrid.inverse import Trainer, TrainingConfig
+from hybrid.inverse.coupled import pretrain_pressure
 from hybrid.inverse.networks import STATE_NETWORK, FourierFeatureMLP
-from hybrid.io.observations import read_drug_series, read_truth
-from hybrid.records import ObservationOperator
 
 OUTPUT = twin.HERE / "results" / "pinn_twin_host_grid.json"
 LEVELS = (8, 16, 32, 64)
@@ -242,15 +240,12 @@ def supervised(problem, xt: torch.Tensor, target: torch.Tensor, steps: int, hold
                           "relative_l2": relative_l2(problem, xt, target)})
             print(trace[-1], flush=True)
     seconds = time.perf_counter() - start
-    with torch.no_grad():
-        fit = torch.cat(problem.states(xt), dim=1)
     node_masks = diagnosis.regions(xt[:, :2].norm(dim=1).numpy() * problem.scales.length * 1e3)
     return {"adam_steps": steps, "seconds": seconds, "seconds_per_step": seconds / steps,
             "parameters": sum(p.numel() for p in problem.network.parameters()),
-            "fit_relative_l2": dict(zip(("liposomal", "free", "cell"),
-                                        ((fit - target).norm(dim=0) / target.norm(dim=0)).tolist())),
+            "fit_relative_l2": dict(zip(("liposomal", "free", "cell"), relative_l2(problem, xt, target))),
             "fit_relative_l2_liposomal_by_region": {
-                region: float((fit - target)[mask, 0].norm() / target[mask, 0].norm())
+                region: relative_l2(problem, xt[torch.as_tensor(mask)], target[torch.as_tensor(mask)])[0]
                 for region, mask in node_masks.items()},
             "held_out_relative_l2": {name: dict(zip(("liposomal", "free", "cell"),
                                                     relative_l2(problem, all_xt[mask], all_target[mask])))
@@ -261,18 +256,9 @@ def supervised(problem, xt: torch.Tensor, target: torch.Tensor, steps: int, hold
 def twin_problem(work: Path):
     """The host twin's problem at the truth (float64, unknowns fixed), the FEM fields at every node
     every 600 s and the pressure check, as pinn_twin_host_split.py builds them (same cache)."""
-    config, observation = load_synthesize_config(twin.TOML)
-    folder = work / "synthesize"
-    config = replace(config, output=replace(config.output, directory=folder))
-    if not (folder / "truth.json").exists():
-        from hybrid.commands.synthesize import run_synthesize
-        run_synthesize(config, observation, MPI.COMM_SELF, twin.quiet)
-    parameters = read_truth(folder / "truth.json").parameters
-    truth = {name: parameters[key][0] for name, (*_, key) in twin.UNKNOWNS.items()}
-    operator = ObservationOperator(points_per_axis=observation.points_per_axis, dim=2)
-    records = (read_drug_series(folder / "observations.nii.gz", "total_drug", operator),
-               read_drug_series(folder / "released_fraction.nii.gz", "released_fraction", operator))
-    problem = twin.build_problem(config, records, 0, 256, truth, interface_width=0.05).double()
+    data = minimum.Twin(work)
+    config, truth = data.config, data.truth
+    problem = twin.build_problem(config, data.records, 0, 256, truth, interface_width=0.05).double()
     for unknown in problem.scalar_unknowns():
         unknown.raw.requires_grad_(False)
     cache = work / "split_cache.pt"
@@ -303,9 +289,6 @@ def grid_network(inner: nn.Module, **grid) -> GridEncodedMLP:
 def invert_stage(work: Path, adam: int, lbfgs: int, warm: bool, small: bool = False) -> dict:
     """The inversion of the module doc (``warm``: after a fit to the FEM at the start values;
     ``small``: SMALL_GRID and 16 weak cells per space axis)."""
-    import pinn_twin_host_minimum as minimum
-    from hybrid.inverse import Trainer, TrainingConfig
-    from hybrid.inverse.coupled import pretrain_pressure
 
     name = "invert" + ("_small_grid" if small else "") + ("_warm" if warm else "")
     grid, weak = (SMALL_GRID, minimum.WEAK | {"weak_cells": 16}) if small else (INVERSION_GRID, minimum.WEAK)
@@ -333,11 +316,7 @@ def invert_stage(work: Path, adam: int, lbfgs: int, warm: bool, small: bool = Fa
                             **minimum.TRAINING | {"residual_form": "weak"} | weak)
     result = Trainer(problem, config, progress=lambda line: print(name, line, flush=True)).run()
     total_s = time.perf_counter() - began
-    setup = setup_transport(data.config, MPI.COMM_SELF, twin.quiet, {}, domain=domain)
-    setup.solver.close()
-    xt, target = diagnosis.fem_node_fields(problem, data.config, domain, data.truth)
-    fem = {"pressure_nodes": setup.pressure.function_space.tabulate_dof_coordinates(),
-           "pressure": setup.pressure.x.array.copy(), "xt": xt, "target": target}
+    fem = minimum.truth_fields(data, problem, domain)
     values = minimum.final_values(problem)
     evaluated = copy.deepcopy(problem).cpu().double().eval()
     recovered_xt, recovered_target = diagnosis.fem_node_fields(evaluated, data.config, domain, values)

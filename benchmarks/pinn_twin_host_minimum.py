@@ -503,6 +503,16 @@ def fit_stage(twin_data: Twin, sizes: dict, directory: Path, values: dict | None
     return {"values": values, "pressure": pressure, "supervised": supervised, "seconds": seconds}
 
 
+def truth_fields(twin_data: Twin, problem, domain) -> dict:
+    """The FEM truth's IFP at its nodes and drug fields at every node every 600 s (field_errors'
+    reference), on ``domain`` (``problem`` gives the nondimensional scales)."""
+    setup = setup_transport(twin_data.config, MPI.COMM_SELF, twin.quiet, {}, domain=domain)
+    setup.solver.close()
+    xt, target = diagnosis.fem_node_fields(problem, twin_data.config, domain, twin_data.truth)
+    return {"pressure_nodes": setup.pressure.function_space.tabulate_dof_coordinates(),
+            "pressure": setup.pressure.x.array.copy(), "xt": xt, "target": target}
+
+
 def load_fit(twin_data: Twin, directory: Path, name: str = "fit"):
     """The fitted problem of ``name``.pt (its unknowns) and the FEM truth's fields saved with it."""
     saved = torch.load(directory / f"{name}.pt", weights_only=False)
@@ -631,11 +641,7 @@ def warm_parametric_stage(twin_data: Twin, sizes: dict, directory: Path, name: s
                             unknown_weights=unknown_weights, **TRAINING | {"residual_form": "weak"} | WEAK)
     result = Trainer(problem, config, progress=lambda line: print(name, line, flush=True)).run()
     total_s = time.perf_counter() - began
-    setup = setup_transport(twin_data.config, MPI.COMM_SELF, twin.quiet, {}, domain=domain)
-    setup.solver.close()
-    xt, target = diagnosis.fem_node_fields(problem, twin_data.config, domain, twin_data.truth)
-    fem = {"pressure_nodes": setup.pressure.function_space.tabulate_dof_coordinates(),
-           "pressure": setup.pressure.x.array.copy(), "xt": xt, "target": target}
+    fem = truth_fields(twin_data, problem, domain)
     values = final_values(problem)
     return {"estimates": values, "relative_errors": relative_errors(values, twin_data.truth),
             "label": outcome_label(values, twin_data.truth), "fields": field_errors(problem, fem),
