@@ -124,6 +124,10 @@ the unknowns (``--unknown-weights balanced``; with the MLP the untrained balance
 diverges but k_rel collapses (below -50 %), as with the MLP; the warm run ends farther from the
 truth than with unit weights (k_rel below -20 %).
 
+Outcomes of the balanced runs (one thread each, both at once): both predictions met. Untrained:
+k_rel -60 %, K_T +118 %, p_e -48 %, pressure 46 %, drug 37-71 % (620 s); warm: -27 / -14 / -9.8 %,
+pressure 9.2 %, drug 15-33 % (603 s). Unit weights stay the better choice after the warm start.
+
 Next (pre-registered before they ran, while the balanced runs ran): the warm small-grid run's drug
 fields are 15 % off the FEM even at its own estimates, where the same grid fits the FEM to 3-4 %:
 the 16-cell weak form (boxes of 250 um; the margin's liposome layer is about 60 um) does not enforce
