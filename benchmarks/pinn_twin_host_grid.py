@@ -330,11 +330,14 @@ def grid_network(inner: nn.Module, seed: int = 0, **grid) -> GridEncodedMLP:
                           grid_dim=3, generator=torch.Generator().manual_seed(seed), **grid)
 
 
-def invert_name(grid: str, warm: bool, unknown_weights: str, weak_cells: int | None = None, seed: int = 0) -> str:
-    """The JSON key (and progress label) of an inversion."""
+def invert_name(grid: str, warm: bool, unknown_weights: str, weak_cells: int | None = None, seed: int = 0,
+                adam: int = 4000) -> str:
+    """The JSON key (and progress label) of an inversion (the names of the first runs, whose Adam
+    steps were 4000 or, with 24 weak cells, 2500)."""
     return "invert" + ("" if grid == "first" else f"_{grid}_grid") + \
         ("" if weak_cells is None else f"_weak_{weak_cells}") + ("_warm" if warm else "") + \
-        ("" if unknown_weights == "unit" else f"_{unknown_weights}") + (f"_seed_{seed}" if seed else "")
+        ("" if unknown_weights == "unit" else f"_{unknown_weights}") + (f"_seed_{seed}" if seed else "") + \
+        ("" if adam in (4000, 2500) else f"_adam_{adam}")
 
 
 def invert_stage(work: Path, adam: int, lbfgs: int, warm: bool, grid_name: str = "first",
@@ -343,7 +346,7 @@ def invert_stage(work: Path, adam: int, lbfgs: int, warm: bool, grid_name: str =
     ``grid_name``: a GRIDS entry, the network and its weak form, or ``weak_cells`` per space axis;
     ``unknown_weights``: TrainingConfig's; ``seed``: networks, pre-training and collocation draws)."""
 
-    name = invert_name(grid_name, warm, unknown_weights, weak_cells, seed)
+    name = invert_name(grid_name, warm, unknown_weights, weak_cells, seed, adam)
     training = minimum.TRAINING | {"seed": seed}
     grid, cells = GRIDS[grid_name]
     weak = minimum.WEAK | {"weak_cells": weak_cells or cells}
@@ -412,7 +415,7 @@ def main() -> None:
         result = invert_stage(args.work, args.adam, args.lbfgs, args.warm, args.grid, args.unknown_weights,
                               args.weak_cells, args.seed)
         out = json.loads(OUTPUT.read_text()) if OUTPUT.exists() else {"benchmark": "pinn_twin_host_grid"}
-        out[invert_name(args.grid, args.warm, args.unknown_weights, args.weak_cells, args.seed)] = result | {"load_average": {"before": load, "after": os.getloadavg()}}
+        out[invert_name(args.grid, args.warm, args.unknown_weights, args.weak_cells, args.seed, args.adam)] = result | {"load_average": {"before": load, "after": os.getloadavg()}}
         OUTPUT.write_text(json.dumps(out, indent=1, default=float) + "\n")
         print(json.dumps({k: v for k, v in result.items() if k not in ("history", "warm_fit")}, indent=1, default=float))
         return
