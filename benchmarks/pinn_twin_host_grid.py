@@ -158,6 +158,11 @@ prediction: every unknown within 20 % again, K_T not within 5 %. ``invert --grid
 --adam 8000`` (over the 15 minutes; how far the creep goes): prediction: K_T ends between -15 %
 and -5 %, k_rel and p_e stay within 10 %.
 
+Outcome of the seed repeat (one thread, beside the long run, 711 s): prediction met: k_rel
+-10.5 %, K_T -19.5 %, p_e +4.5 %, pressure 5.2 %, drug 12 / 17 / 15 % (13 / 15 / 14 % against the
+FEM at its estimates). So the warm small grid lands within 20 % on every unknown for both seeds,
+K_T at -17 to -20 % both times.
+
 Run from the repository root (needs pinn_twin_host.py's synthesized twin; merges into
 benchmarks/results/pinn_twin_host_grid.json):
     .venv/bin/python benchmarks/pinn_twin_host_grid.py supervised [--steps N] [--hold-out]
