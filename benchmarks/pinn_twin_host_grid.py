@@ -163,6 +163,13 @@ Outcome of the seed repeat (one thread, beside the long run, 711 s): prediction 
 FEM at its estimates). So the warm small grid lands within 20 % on every unknown for both seeds,
 K_T at -17 to -20 % both times.
 
+Outcome of the long run (8000 Adam + 100 L-BFGS, one thread, 1126 s): prediction missed. Near
+step 3300 it was at (4.25e-5, 2.53e-14, 1479 Pa), then k_rel fell (2.3e-5 by step 6000, 1.3e-5 at the
+end) while the released-fraction misfit grew from 4e-4 to 1.4e-2: k_rel -74 %, K_T -23 %, p_e -12 %,
+pressure 11 %, drug 25 / 73 / 70 %. Under unit weights the unknowns see no data term, and given
+time they leave the images (the runaway of the held and no-tanh unit runs, here downwards); the
+4000-step runs stop before that.
+
 Run from the repository root (needs pinn_twin_host.py's synthesized twin; merges into
 benchmarks/results/pinn_twin_host_grid.json):
     .venv/bin/python benchmarks/pinn_twin_host_grid.py supervised [--steps N] [--hold-out]
