@@ -179,6 +179,18 @@ K_T sets that drive (through the rim width), so a biased drive may be what holds
 -20 %. ``invert --grid small --warm --pretrain 8000 2000 --adam 3500`` (3500 Adam steps to stay
 near the 15 minutes with the 4x pre-training): prediction: k_rel, K_T and p_e all within 10 %.
 
+Outcome (one thread, beside a CI run, 927 s in all: 281 s pre-training, 29 s warm fit, 617 s
+training; 27 s over the 15 minutes): prediction missed by K_T: k_rel +7.8 %, K_T +12.4 %, p_e -6.4
+%, pressure 6.2 %, drug 11 / 13 / 12 % (13 / 13 / 13 % against the FEM at its estimates). K_T now
+ends above the truth instead of 17-20 % below it, and the largest error of the three (12.4 %) and
+the drug errors are the smallest of any run on this twin: the pressure's centre drive was part of
+the bias.
+
+Next (pre-registered before they ran): ``invert --grid small --warm --pretrain 8000 2000 --adam
+3500 --seed 1``: prediction: every unknown within 15 % again. ``invert --grid small --pretrain
+8000 2000 --adam 3500`` (untrained drug network): does the accurate drive also stop the untrained
+runs' divergence? Prediction: no, k_rel ends above +100 %.
+
 Run from the repository root (needs pinn_twin_host.py's synthesized twin; merges into
 benchmarks/results/pinn_twin_host_grid.json):
     .venv/bin/python benchmarks/pinn_twin_host_grid.py supervised [--steps N] [--hold-out]
