@@ -194,7 +194,7 @@ runs' divergence? Prediction: no, k_rel ends above +100 %.
 Outcomes (one thread each, both at once, the pre-training of both at once too: 420-424 s of
 it): both predictions met. Seed 1: k_rel +4.0 %, K_T -3.6 %, p_e -7.1 %, pressure 7.0 %, drug 10 /
 15 / 14 % (12 / 16 / 14 % against the FEM at its estimates), 1025 s in all: k_rel and K_T within 5 %
-for the first time in a PINN run on this twin, p_e not, and over the 15 minutes on this box. The
+for the first time in a PINN run on this twin from the distant start, p_e not, and over the 15 minutes on this box. The
 untrained run diverged: k_rel +1128 %, K_T +178 %, p_e -62 %, 1029 s.
 
 Run from the repository root (needs pinn_twin_host.py's synthesized twin; merges into
