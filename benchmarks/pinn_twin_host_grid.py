@@ -222,7 +222,8 @@ from torch.nn import functional
 import pinn_twin_host as twin
 import pinn_twin_host_diagnosis as diagnosis
 import pinn_twin_host_minimum as minimum
-from hybrid.commands.transport import build_domain, setup_transport
+import pinn_twin_host_split as split
+from hybrid.commands.transport import build_domain
 from hybrid.inverse import Trainer, TrainingConfig
 from hybrid.inverse.coupled import pretrain_pressure
 from hybrid.inverse.networks import STATE_NETWORK, FourierFeatureMLP
@@ -333,29 +334,6 @@ def supervised(problem, xt: torch.Tensor, target: torch.Tensor, steps: int, hold
             "trace": trace}
 
 
-def twin_problem(work: Path):
-    """The host twin's problem at the truth (float64, unknowns fixed), the FEM fields at every node
-    every 600 s and the pressure check, as pinn_twin_host_split.py builds them (same cache)."""
-    data = minimum.Twin(work)
-    config, truth = data.config, data.truth
-    problem = twin.build_problem(config, data.records, 0, 256, truth, interface_width=0.05).double()
-    for unknown in problem.scalar_unknowns():
-        unknown.raw.requires_grad_(False)
-    cache = work / "split_cache.pt"
-    if cache.exists():
-        saved = torch.load(cache)
-        problem.flow.load_state_dict(saved["flow"])
-        return problem, saved["xt"], saved["target"], truth
-    domain = build_domain(config, MPI.COMM_SELF, twin.quiet, {})
-    setup = setup_transport(config, MPI.COMM_SELF, twin.quiet, {}, domain=domain)
-    setup.solver.close()
-    start = {k: v.clone() for k, v in problem.flow.state_dict().items()}
-    pressure = diagnosis.pressure_check(problem, setup.pressure, start, 4096, 300, 300)
-    xt, target = diagnosis.fem_node_fields(problem, config, domain, truth)
-    torch.save({"flow": problem.flow.state_dict(), "xt": xt, "target": target, "pressure": pressure}, cache)
-    return problem, xt, target, truth
-
-
 GRIDS = {   # name: (GridEncodedMLP keywords, weak-form cells per space axis)
     "first": ({"levels": (4, 8, 16, 32), "time_cells": 16, "scale": 10.0}, 12),
     "small": ({"levels": (4, 8, 16), "time_cells": 8, "features": 2, "scale": 10.0}, 16),
@@ -387,7 +365,6 @@ def invert_stage(work: Path, adam: int, lbfgs: int, warm: bool, grid_name: str =
     ``grid_name``: a GRIDS entry, the network and its weak form, or ``weak_cells`` per space axis;
     ``unknown_weights``: TrainingConfig's; ``seed``: networks, pre-training and collocation draws;
     ``pretrain``: Adam and L-BFGS steps of the parametric pressure's pre-training)."""
-
     name = invert_name(grid_name, warm, unknown_weights, weak_cells, seed, adam, pretrain)
     training = minimum.TRAINING | {"seed": seed}
     grid, cells = GRIDS[grid_name]
@@ -464,7 +441,7 @@ def main() -> None:
         OUTPUT.write_text(json.dumps(out, indent=1, default=float) + "\n")
         print(json.dumps({k: v for k, v in result.items() if k not in ("history", "warm_fit")}, indent=1, default=float))
         return
-    problem, xt, target, truth = twin_problem(args.work)
+    problem, xt, target, _, _ = split.truth_problem(args.work)
     inner = problem.network.network
     if args.network == "mlp":
         problem.network.network = FourierFeatureMLP(

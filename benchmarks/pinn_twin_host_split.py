@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -33,12 +32,10 @@ from mpi4py import MPI
 
 import pinn_twin_host as twin
 import pinn_twin_host_diagnosis as diagnosis
+import pinn_twin_host_minimum as minimum
 from hybrid.commands.transport import build_domain, setup_transport
-from hybrid.config.synthesize import load_synthesize_config
 from hybrid.inverse.coupled import TumourInHost
 from hybrid.inverse.networks import STATE_NETWORK, FourierFeatureMLP
-from hybrid.io.observations import read_drug_series, read_truth
-from hybrid.records import ObservationOperator
 
 NETWORKS = ("tanh", "signed", "split", "continuous")
 
@@ -83,6 +80,30 @@ def drug_network(kind: str, geometry, seed: int) -> torch.nn.Module:
     return RegionSplitNetwork(tumour, host, geometry, continuous=kind == "continuous").double()
 
 
+def truth_problem(work: Path):
+    """The host twin's problem at the truth (float64, unknowns fixed, tanh(phi / 0.05) drug input),
+    its pressure network trained alone (300 Adam + 300 L-BFGS on 4096 own points), the FEM drug
+    fields at every node every 600 s (fem_node_fields) and that pressure check; cached in
+    ``work``/split_cache.pt. Returns (problem, xt, target, truth, pressure check)."""
+    data = minimum.Twin(work)
+    problem = twin.build_problem(data.config, data.records, 0, 256, data.truth, interface_width=0.05).double()
+    for unknown in problem.scalar_unknowns():
+        unknown.raw.requires_grad_(False)
+    cache = work / "split_cache.pt"
+    if cache.exists():
+        saved = torch.load(cache)
+        problem.flow.load_state_dict(saved["flow"])
+        return problem, saved["xt"], saved["target"], data.truth, saved["pressure"]
+    domain = build_domain(data.config, MPI.COMM_SELF, twin.quiet, {})
+    setup = setup_transport(data.config, MPI.COMM_SELF, twin.quiet, {}, domain=domain)
+    setup.solver.close()
+    start = {k: v.clone() for k, v in problem.flow.state_dict().items()}
+    pressure = diagnosis.pressure_check(problem, setup.pressure, start, 4096, 300, 300)
+    xt, target = diagnosis.fem_node_fields(problem, data.config, domain, data.truth)
+    torch.save({"flow": problem.flow.state_dict(), "xt": xt, "target": target, "pressure": pressure}, cache)
+    return problem, xt, target, data.truth, pressure
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS))
@@ -92,36 +113,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=twin.HERE.parent / "results" / "pinn_twin_host")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config, observation = load_synthesize_config(twin.TOML)
-    config = replace(config, output=replace(config.output, directory=args.work / "synthesize"))
-    folder = args.work / "synthesize"
-    if not (folder / "truth.json").exists():
-        from hybrid.commands.synthesize import run_synthesize
-        run_synthesize(config, observation, MPI.COMM_SELF, twin.quiet)
-    parameters = read_truth(folder / "truth.json").parameters
-    truth = {name: parameters[key][0] for name, (*_, key) in twin.UNKNOWNS.items()}
-    operator = ObservationOperator(points_per_axis=observation.points_per_axis, dim=2)
-    records = (read_drug_series(folder / "observations.nii.gz", "total_drug", operator),
-               read_drug_series(folder / "released_fraction.nii.gz", "released_fraction", operator))
-    problem = twin.build_problem(config, records, 0, 256, truth, interface_width=0.05).double()
-    for unknown in problem.scalar_unknowns():
-        unknown.raw.requires_grad_(False)
-    domain = build_domain(config, MPI.COMM_SELF, twin.quiet, {})
-    cache = args.work / "split_cache.pt"
+    problem, xt, target, truth, pressure = truth_problem(args.work)
     out = json.loads(args.output.read_text()) if args.output.exists() else {}
-    out |= {"benchmark": "pinn_twin_host_split", "unknowns_at_truth": truth}
-    if cache.exists():
-        saved = torch.load(cache)
-        problem.flow.load_state_dict(saved["flow"])
-        xt, target, out["pressure"] = saved["xt"], saved["target"], saved["pressure"]
-    else:
-        setup = setup_transport(config, MPI.COMM_SELF, twin.quiet, {}, domain=domain)
-        setup.solver.close()
-        start = {k: v.clone() for k, v in problem.flow.state_dict().items()}
-        out["pressure"] = diagnosis.pressure_check(problem, setup.pressure, start, 4096, 300, 300)
-        xt, target = diagnosis.fem_node_fields(problem, config, domain, truth)
-        torch.save({"flow": problem.flow.state_dict(), "xt": xt, "target": target, "pressure": out["pressure"]},
-                   cache)
+    out |= {"benchmark": "pinn_twin_host_split", "unknowns_at_truth": truth, "pressure": pressure}
     tanh_network = problem.network
     for kind in args.networks:
         problem.network = tanh_network if kind == "tanh" else drug_network(kind, problem.geometry, 0)
