@@ -347,6 +347,28 @@ def grid_network(inner: nn.Module, seed: int = 0, **grid) -> GridEncodedMLP:
                           grid_dim=3, generator=torch.Generator().manual_seed(seed), **grid)
 
 
+START = {key: spec[3] for key, spec in twin.UNKNOWNS.items()}   # the distant start [SI]
+
+
+def pretrained_problem(data: minimum.Twin, seed: int, pretrain: tuple[int, int], label: str,
+                       cache: Path | None = None):
+    """The twin's problem (float64, unknowns at START, parametric pressure, the library's drug MLP)
+    with its pressure pre-trained alone (``pretrain``: Adam and L-BFGS steps, seed ``seed``); with
+    ``cache``, the pre-trained pressure is loaded from that file when it exists and saved to it when not."""
+    problem = twin.build_problem(data.config, data.records, seed, 256, START, parametric_pressure=True,
+                                 **minimum.NETWORK).double()
+    if cache is not None and cache.exists():
+        problem.flow.load_state_dict(torch.load(cache))
+        return problem
+    pretraining = TrainingConfig(adam_steps=pretrain[0], lbfgs_steps=pretrain[1], unknowns_from_step=0,
+                                 **minimum.TRAINING | {"seed": seed, "collocation_points": minimum.NETWORK["flow_points"]})
+    pretrain_pressure(problem, pretraining, lambda line: print(label, "pressure", line, flush=True))
+    problem = problem.double()
+    if cache is not None:
+        torch.save(problem.flow.state_dict(), cache)
+    return problem
+
+
 def invert_name(grid: str, warm: bool, unknown_weights: str, weak_cells: int | None = None, seed: int = 0,
                 adam: int = 4000, pretrain: tuple[int, int] = (2000, 500)) -> str:
     """The JSON key (and progress label) of an inversion (the names of the first runs, whose Adam
@@ -370,14 +392,8 @@ def invert_stage(work: Path, adam: int, lbfgs: int, warm: bool, grid_name: str =
     grid, cells = GRIDS[grid_name]
     weak = minimum.WEAK | {"weak_cells": weak_cells or cells}
     data = minimum.Twin(work)
-    start = {key: spec[3] for key, spec in twin.UNKNOWNS.items()}
-    problem = twin.build_problem(data.config, data.records, seed, 256, start, parametric_pressure=True,
-                                 **minimum.NETWORK).double()
     began = time.perf_counter()
-    pretraining = TrainingConfig(adam_steps=pretrain[0], lbfgs_steps=pretrain[1], unknowns_from_step=0,
-                                 **training | {"collocation_points": minimum.NETWORK["flow_points"]})
-    pretrain_pressure(problem, pretraining, lambda line: print(name, "pressure", line, flush=True))
-    problem = problem.double()
+    problem = pretrained_problem(data, seed, pretrain, name)
     problem.network.network = grid_network(problem.network.network, seed, **grid).double()
     pretrain_s = time.perf_counter() - began
     domain = build_domain(data.config, MPI.COMM_SELF, twin.quiet, {})
@@ -385,7 +401,7 @@ def invert_stage(work: Path, adam: int, lbfgs: int, warm: bool, grid_name: str =
     if warm:
         for unknown in problem.scalar_unknowns():
             unknown.raw.requires_grad_(False)
-        warm_fit = supervised(problem, *diagnosis.fem_node_fields(problem, data.config, domain, start), 3000)
+        warm_fit = supervised(problem, *diagnosis.fem_node_fields(problem, data.config, domain, START), 3000)
         for unknown in problem.scalar_unknowns():
             unknown.raw.requires_grad_(True)
     warm_s = time.perf_counter() - began
