@@ -432,6 +432,7 @@ residual_form = "weak"
 weak_cells = 8
 weak_time_cells = 4
 weak_gauss = 2
+weak_subdivisions = 2
 """
 
 
@@ -458,7 +459,8 @@ def test_release_weak_form_through_the_cli(still_release_twin):
     loaded = load_invert_config(config)
     assert_keys_are_fields(loaded, tomllib.loads(config.read_text()), config)
     assert (loaded.training.residual_form, loaded.training.weak_cells, loaded.training.weak_time_cells,
-            loaded.training.weak_gauss) == ("weak", 8, 4, 2)
+            loaded.training.weak_gauss, loaded.training.weak_subdivisions,
+            loaded.training.weak_time_subdivisions) == ("weak", 8, 4, 2, 2, 1)
     estimates = []
     for points in (16, 64):
         out = still_release_twin / f"weak_{points}"
@@ -467,8 +469,8 @@ def test_release_weak_form_through_the_cli(still_release_twin):
         assert result.returncode == 0, result.stderr
         summary = json.loads((out / "inversion.json").read_text())
         settings = summary["training"]["settings"]
-        assert (settings["residual_form"], settings["weak_cells"], settings["collocation_points"]) == ("weak", 8,
-                                                                                                        points)
+        assert (settings["residual_form"], settings["weak_cells"], settings["weak_subdivisions"],
+                settings["collocation_points"]) == ("weak", 8, 2, points)
         assert summary["training"]["members"][0]["history"][-1]["step"] == 3
         estimates.append(summary["estimates"]["release_rate"]["estimate"])
     assert estimates[0] == estimates[1]
@@ -484,8 +486,9 @@ def test_release_weak_form_through_the_cli(still_release_twin):
     (('residual_form = "weak"', 'residual_form = "mixed"'), 'residual_form must be "strong" or "weak"'),
     (("weak_cells = 8", "weak_cells = 1"), "[training] weak_cells must be an integer >= 2"),
     (("weak_gauss = 2", "weak_gauss = 0"), "[training] weak_gauss must be an integer >= 1"),
-    (('residual_form = "weak"', 'residual_form = "strong"'), 'weak_cells, weak_time_cells, weak_gauss apply to '
-                                                             'residual_form = "weak" only')])
+    (("weak_subdivisions = 2", "weak_subdivisions = 0"), "[training] weak_subdivisions must be an integer >= 1"),
+    (('residual_form = "weak"', 'residual_form = "strong"'), 'weak_cells, weak_time_cells, weak_gauss, '
+                                                             'weak_subdivisions apply to residual_form = "weak" only')])
 def test_weak_form_bad_keys_give_one_error_line(still_release_twin, change, message):
     assert_config_change_refused(_weak_config(still_release_twin), change, message)
 

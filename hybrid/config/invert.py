@@ -112,6 +112,8 @@ collocation points, resampled as usual)::
     weak_cells = 12                       # cells per space axis over [-1, 1] (x / radius); >= 2
     weak_time_cells = 12                  # cells over [0, end_time]; >= 2
     weak_gauss = 3                        # Gauss-Legendre points per cell and axis; >= 1 (3: see weak.py)
+    weak_subdivisions = 1                 # that rule on this many parts of each cell per space axis; >= 1
+    weak_time_subdivisions = 1            # ... and in time; >= 1
 
 The ``weak_*`` keys apply to ``residual_form = "weak"`` only. Kind "ifp" is refused (the weak
 form is that of the drug equations). Test functions live on boxes of 2 x 2 cells inside the disc:
@@ -230,7 +232,8 @@ hydraulic conductivity K and effective pressure p_e (the host's coefficients are
 KINDS = ("ifp", "release", "coupled")
 _COUPLED_PROBLEM_KEYS = ("flow_points", "interface_width", "interface_points", "parametric_pressure")
 _COUPLED_TRAINING_KEYS = ("pretrain_adam_steps", "pretrain_lbfgs_steps")
-_WEAK_TRAINING_KEYS = ("weak_cells", "weak_time_cells", "weak_gauss")
+_WEAK_TRAINING_KEYS = ("weak_cells", "weak_time_cells", "weak_gauss", "weak_subdivisions",
+                       "weak_time_subdivisions")
 _WARM_START_KEYS = ("warm_start_adam_steps", "warm_start_lbfgs_steps", "warm_start_points")
 FIT_ADAM_STEPS, FIT_LBFGS_STEPS, FIT_POINTS = 4000, 1000, 2048
 """Defaults of the warm start's fit (:func:`hybrid.inverse.warm_start.fit_states`): Adam steps,
@@ -347,6 +350,8 @@ class TrainingSection:
     weak_cells: int = 12                       # weak form: cells per space axis over [-1, 1] (x / radius)
     weak_time_cells: int = 12                  # weak form: cells over [0, end_time]
     weak_gauss: int = 3                        # weak form: Gauss-Legendre points per cell and axis
+    weak_subdivisions: int = 1                 # weak form: the rule on this many parts per cell and space axis
+    weak_time_subdivisions: int = 1            # weak form: ... and in time
     warm_start: str = "none"                   # "fem": networks fitted to a FEM solve at the start values first
     warm_start_adam_steps: int = FIT_ADAM_STEPS     # warm start: Adam steps of the fit
     warm_start_lbfgs_steps: int = FIT_LBFGS_STEPS   # warm start: L-BFGS iterations after them
@@ -405,7 +410,8 @@ def _training(table, base: Path) -> TrainingSection:
         raise ConfigError(f"[training] {', '.join(misplaced)} apply to warm_start = \"fem\" only")
     minimum = {"adam_steps": 0, "lbfgs_steps": 0, "collocation_points": 1, "seed": 0, "ensemble": 1,
                "unknowns_from_step": 0, "pretrain_adam_steps": 0, "pretrain_lbfgs_steps": 0,
-               "weak_cells": 2, "weak_time_cells": 2, "weak_gauss": 1,
+               "weak_cells": 2, "weak_time_cells": 2, "weak_gauss": 1, "weak_subdivisions": 1,
+               "weak_time_subdivisions": 1,
                "warm_start_adam_steps": 0, "warm_start_lbfgs_steps": 0, "warm_start_points": 1}
     counts = {name: integer("training", name, values[name], low) for name, low in minimum.items()}
     if counts["unknowns_from_step"] > counts["adam_steps"]:

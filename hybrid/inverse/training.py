@@ -36,7 +36,8 @@ residual-adaptive collocation, checkpoints and resume, a progress line, seeds an
 - **Residual form**: ``residual_form="strong"`` (pointwise, autograd derivatives of the
   networks) or ``"weak"`` (:mod:`hybrid.inverse.weak`: residuals against space-time test functions,
   ``weak_cells`` per space axis and ``weak_time_cells`` in time, ``weak_gauss`` Gauss points per
-  cell axis; network values only, on fixed quadrature points; with a flow its pressure terms stay
+  cell axis, repeated on ``weak_subdivisions`` parts of each cell per space axis and
+  ``weak_time_subdivisions`` in time; network values only, on fixed quadrature points; with a flow its pressure terms stay
   pointwise on collocation points, which are then resampled as usual); the weak form is for
   problems with a ``use_weak_form`` method (:class:`~hybrid.inverse.problems.TransportProblem`
   and :class:`~hybrid.inverse.coupled.CoupledProblem`). The config decides: the Trainer gives the
@@ -120,6 +121,8 @@ class TrainingConfig:
     weak_cells: int = 12                   # weak form: cells per space axis over [-1, 1] (x / length scale)
     weak_time_cells: int = 12              # weak form: cells over [0, end_time]
     weak_gauss: int = 3                    # weak form: Gauss-Legendre points per cell and axis
+    weak_subdivisions: int = 1             # weak form: each cell's rule repeated on this many parts per space axis
+    weak_time_subdivisions: int = 1        # weak form: ... and in time
     causal_slices: int = 0                 # causal weights: time slices of the PDE residuals (0: off)
     causal_epsilon: tuple[float, ...] = (1e-2, 1e-1, 1.0, 10.0, 100.0)   # eps schedule [1] (the paper's)
 
@@ -454,7 +457,9 @@ def _set_residual_form(problem: InverseProblem, config: TrainingConfig) -> None:
                              "'strong': set residual_form='weak' or call problem.use_weak_form(None) first")
         return
     problem.use_weak_form(SpaceTimeTestFunctions(problem.geometry, cells=config.weak_cells,
-                                                 time_cells=config.weak_time_cells, gauss=config.weak_gauss))
+                                                 time_cells=config.weak_time_cells, gauss=config.weak_gauss,
+                                                 subdivisions=config.weak_subdivisions,
+                                                 time_subdivisions=config.weak_time_subdivisions))
 
 
 def _set_causal(problem: InverseProblem, config: TrainingConfig) -> None:

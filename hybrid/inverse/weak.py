@@ -87,7 +87,8 @@ class SpaceTimeTestFunctions(nn.Module):
     domain (a convex domain then holds the box); ``power`` q >= 2 of the bump (psi and grad psi
     vanish on the box's faces, as moving the Laplacian needs). Each cell is integrated by a tensor
     Gauss-Legendre rule of ``gauss`` points per axis on each of ``subdivisions`` equal pieces per
-    axis (error O((cell / subdivisions)^(2 gauss)) for smooth fields). The terms of r_j are far
+    space axis and ``time_subdivisions`` (default: ``subdivisions``) in time (error O((cell /
+    subdivisions)^(2 gauss)) for smooth fields). The terms of r_j are far
     larger than r_j (dpsi/dt ~ psi / cell, lap psi ~ psi / cell^2), so the rule must be accurate:
     on a manufactured solution (2-D disc, 8-16 cells) q = 2 with 3 points leaves 2e-6-2e-4 of
     the release term k_rel C_L, 2 points 2-5e-2 and q = 3 with 3 points 5e-3.
@@ -101,21 +102,21 @@ class SpaceTimeTestFunctions(nn.Module):
     """
 
     def __init__(self, geometry, *, cells: int = 12, time_cells: int = 12, gauss: int = 3, subdivisions: int = 1,
-                 power: int = 2):
+                 time_subdivisions: int | None = None, power: int = 2):
         super().__init__()
-        if cells < 2 or time_cells < 2 or gauss < 1 or subdivisions < 1 or power < 2:
-            raise ValueError(f"need cells >= 2, time_cells >= 2, gauss >= 1, subdivisions >= 1 and power >= 2, got "
-                             f"{cells}, {time_cells}, {gauss}, {subdivisions}, {power}")
+        time_subdivisions = subdivisions if time_subdivisions is None else time_subdivisions
+        if cells < 2 or time_cells < 2 or gauss < 1 or subdivisions < 1 or time_subdivisions < 1 or power < 2:
+            raise ValueError(f"need cells >= 2, time_cells >= 2, gauss >= 1, subdivisions >= 1, time_subdivisions >= 1 "
+                             f"and power >= 2, got {cells}, {time_cells}, {gauss}, {subdivisions}, {time_subdivisions}, "
+                             f"{power}")
         dim = geometry.dim
         counts = (cells,) * dim + (time_cells,)
         widths = np.array([2.0 / cells] * dim + [1.0 / time_cells])
         lows = np.array([-1.0] * dim + [0.0])
-        # 1-D rule on a cell of unit width: nodes in [0, 1], weights summing to 1
-        nodes, weights = np.polynomial.legendre.leggauss(gauss)
-        nodes = ((np.arange(subdivisions)[:, None] + 0.5 * (nodes + 1.0)) / subdivisions).ravel()
-        weights = np.tile(0.5 * weights / subdivisions, subdivisions)
-        local = np.stack(np.meshgrid(*[nodes] * (dim + 1), indexing="ij"), axis=-1).reshape(-1, dim + 1)
-        local_weight = np.prod(np.stack(np.meshgrid(*[weights] * (dim + 1), indexing="ij"), axis=-1)
+        # 1-D rules on a cell of unit width (space, time): nodes in [0, 1], weights summing to 1
+        rules = [_split_gauss(gauss, subdivisions)] * dim + [_split_gauss(gauss, time_subdivisions)]
+        local = np.stack(np.meshgrid(*[nodes for nodes, _ in rules], indexing="ij"), axis=-1).reshape(-1, dim + 1)
+        local_weight = np.prod(np.stack(np.meshgrid(*[weights for _, weights in rules], indexing="ij"), axis=-1)
                                .reshape(-1, dim + 1), axis=1) * np.prod(widths)
         # test functions: lower cell corner p of each box [p, p + 2) per axis inside the domain
         corners = np.array(list(itertools.product((0, 2), repeat=dim)))
@@ -161,6 +162,14 @@ class SpaceTimeTestFunctions(nn.Module):
         """int kernel * values dx~ dt~ per test function (n_test,): ``kernel`` one of the weighted
         buffers (n_test, k), ``values`` (n_q,) at :attr:`points`."""
         return (kernel * values.reshape(-1)[self.index]).sum(dim=1)
+
+
+def _split_gauss(points: int, parts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre rule of ``points`` points on each of ``parts`` equal parts of [0, 1]:
+    (nodes, weights), the weights summing to 1."""
+    nodes, weights = np.polynomial.legendre.leggauss(points)
+    return (((np.arange(parts)[:, None] + 0.5 * (nodes + 1.0)) / parts).ravel(),
+            np.tile(0.5 * weights / parts, parts))
 
 
 def _scalar(value, name: str):

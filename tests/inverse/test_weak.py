@@ -151,6 +151,27 @@ def test_quadrature_converges_at_order_two_gauss(gauss):
     assert all(abs(order - 2 * gauss) < 0.3 for order in orders), orders
 
 
+def test_space_and_time_subdivisions_split_their_own_axes():
+    """A field linear in time and Gaussian in space: 3 Gauss points integrate its time factor
+    exactly, so splitting only the time rule changes no residual (to rounding), while splitting only
+    the space rule changes them as much as splitting both does, and to the same values."""
+    def residual(space, in_time):
+        test = SpaceTimeTestFunctions(Ball(2, L), cells=6, time_cells=4, gauss=3, subdivisions=space,
+                                      time_subdivisions=in_time)
+        bump = torch.exp(-(test.points[:, :2] ** 2).sum(dim=1) / 0.05) * (1.0 + 0.5 * test.points[:, 2])
+        return torch.cat(weak_transport_residuals(test, C0 * bump, 0.3 * C0 * bump, L, T, release_rate=K_REL,
+                                                  **KEYWORDS))
+    plain = residual(1, 1)
+    scale = plain.abs().max().item()
+    assert (residual(1, 3) - plain).abs().max().item() < 1e-10 * scale
+    assert (residual(3, 1) - plain).abs().max().item() > 1e-4 * scale
+    assert (residual(3, 1) - residual(3, 3)).abs().max().item() < 1e-10 * scale
+    assert torch.equal(residual(2, None), residual(2, 2))
+    points = {split: len(SpaceTimeTestFunctions(Ball(2, L), cells=6, time_cells=4, subdivisions=split[0],
+                                                time_subdivisions=split[1]).points) for split in ((1, 1), (1, 3), (3, 1))}
+    assert (points[(1, 3)], points[(3, 1)]) == (3 * points[(1, 1)], 9 * points[(1, 1)])
+
+
 def test_transport_problem_weak_terms_vanish_on_the_exact_solution():
     """The problem's own weak PDE terms (its coefficient plumbing: a callable release rate, cell
     drug) with the networks replaced by the exact fields: ~0, and O(1) with a wrong rate."""
