@@ -115,6 +115,18 @@ truth, exact pressure, residuals only, errors against the twin's FEM and the fin
 1000 --lbfgs 0`` (about 4x and 9x the points a step). Predictions: with 2 parts the drug ends within
 5 % of the fine FEM (the unsplit run: 9-10 % of the twin's), with 3 parts within 3 %.
 
+Outcomes so far (one thread each, two or three processes at once): split 2: 1.9 / 2.7 / 2.0 % after
+the fit (2.8 / 3.1 / 2.4 % from the fine FEM), 5.7 / 3.9 / 5.1 % at step 500 (5.0 / 3.4 / 4.3 % from the
+fine FEM), 5.7 / 3.9 / 5.3 % at step 1000 (5.0 / 3.5 / 4.7 %): the gap about halves (unsplit: 8.4 / 8.1
+/ 6.3 % at step 500). Split 3 at step 500: 5.4 / 5.0 / 5.1 % (5.1 / 5.0 / 4.4 % from the fine FEM), no
+better than split 2; it was stopped there (1.5 s a step) to free the core for the split inversion
+(pinn_twin_host_grid.py). So a finer rule is not all: about 5 % remains.
+
+Next (pre-registered before it ran): is the remaining 5 % the test space? ``forward --warm truth
+--pressure exact --weak-cells 32 --adam 1000 --lbfgs 0`` (3 Gauss points on 125 um cells, the
+split-2 run's point spacing, 4x the test functions). Prediction: within 4 % of the fine FEM at the
+end.
+
 Run from the repository root (needs pinn_twin_host.py's synthesized twin; merges into
 benchmarks/results/pinn_twin_host_forward.json):
     .venv/bin/python benchmarks/pinn_twin_host_forward.py forward --warm none|start|truth [--data]
