@@ -371,7 +371,8 @@ def pretrained_problem(data: minimum.Twin, seed: int, pretrain: tuple[int, int],
         problem.flow.load_state_dict(torch.load(cache))
         return problem
     pretraining = TrainingConfig(adam_steps=pretrain[0], lbfgs_steps=pretrain[1], unknowns_from_step=0,
-                                 **minimum.TRAINING | {"seed": seed, "collocation_points": minimum.NETWORK["flow_points"]})
+                                 **minimum.TRAINING | {"seed": seed,
+                                                       "collocation_points": minimum.NETWORK["flow_points"]})
     pretrain_pressure(problem, pretraining, lambda line: print(label, "pressure", line, flush=True))
     problem = problem.double()
     if cache is not None:

@@ -171,3 +171,39 @@ def test_grid_encoded_network_interpolates_its_grids_and_the_hold_out_split_part
     assert set(xt[masks["held_out_frames"], -1].tolist()) == {600.0, 1800.0}
     held = masks["held_out_nodes"].reshape(4, nodes)
     assert bool((held[1] == held[3]).all()) and 0 < int(held[1].sum()) < nodes      # the same nodes each frame
+
+
+def test_closed_form_table_pressure_of_the_forward_benchmark():
+    """benchmarks/pinn_twin_host_forward.RadialTablePressure takes each side's coefficients from a
+    real HostIFPProblem (table tumour / host values) and gives the disc-in-host closed form: p = 0 at
+    the outer edge, and the Darcy flux -K dp/dr from autograd through the table [m/s] equal to the
+    closed form's on both sides of the interface."""
+    import torch
+    import pinn_twin_host_forward as forward
+    from hybrid.inverse.coupled import HostIFPProblem, RegionCoefficient, TumourInHost
+    from hybrid.problems.exact import RadialRegion, radial_pressure, screening
+    from hybrid.problems.ifp import TissueProperties
+
+    tumour, host = TissueProperties.defaults("tumour"), TissueProperties.defaults("host")
+    r_t, r_o = 1.0e-3, 2.0e-3
+    geometry = TumourInHost(2, r_o, tumour_radius=r_t)
+    names = ("hydraulic_conductivity", "vascular_exchange", "effective_pressure", "lymphatic_filtration")
+    keys = ("conductivity", "vascular_exchange", "effective_pressure", "lymphatic_filtration")
+    flow = HostIFPProblem(geometry, {key: RegionCoefficient(geometry, getattr(tumour, name), getattr(host, name))
+                                     for key, name in zip(keys, names)},
+                          generator=torch.Generator().manual_seed(0)).double()
+    table = forward.RadialTablePressure(flow, r_t, r_o)
+    regions = [RadialRegion(radius, t.hydraulic_conductivity, *screening(
+        t.hydraulic_conductivity, t.vascular_exchange, t.effective_pressure, t.lymphatic_filtration))
+        for radius, t in ((r_t, tumour), (r_o, host))]
+    exact = radial_pressure(2, regions, 0.0)
+    radii = np.array([0.3e-3, 0.95e-3, 1.05e-3, 1.7e-3])
+    x = torch.tensor(np.stack([radii, radii], axis=1) / np.sqrt(2.0) / flow.scales.length, requires_grad=True)
+    p = table(x).reshape(-1)
+    grad = torch.autograd.grad(p.sum(), x)[0] / flow.scales.length
+    radial_gradient = (grad * x.detach() / x.detach().norm(dim=1, keepdim=True)).sum(dim=1).numpy()
+    conductivity = np.where(radii < r_t, tumour.hydraulic_conductivity, host.hydraulic_conductivity)
+    np.testing.assert_allclose(p.detach().numpy(), exact.pressure(radii), rtol=1e-6)
+    np.testing.assert_allclose(-conductivity * radial_gradient, exact.velocity(radii), rtol=1e-3)
+    edge = torch.tensor([[r_o / flow.scales.length, 0.0]], dtype=torch.float64)
+    assert abs(float(table(edge))) < 1e-6 * float(exact.pressure(np.array([0.0]))[0])
