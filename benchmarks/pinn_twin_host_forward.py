@@ -130,6 +130,14 @@ Next (pre-registered before it ran): is the remaining 5 % the test space? ``forw
 split-2 run's point spacing, 4x the test functions). Prediction: within 4 % of the fine FEM at the
 end.
 
+Outcome (635 s, beside the split inversion): **prediction missed** by the free and cell drug: 3.0 /
+3.4 / 2.7 % from the fine FEM after the fit, 3.7 / 4.3 / 4.3 % at step 500, 4.0 / 4.8 / 4.8 % at the end
+(4.3 / 5.1 / 5.7 % from the twin's FEM); by region tumour 2.9 / 3.0 / 5.1 %, margin 4.3 / 3.8 / 3.8 %,
+host 5.8 / 7.1 / 5.9 %. The finer test space, which reaches out to 0.89 R, takes the host's liposomal
+error from 13 % (16 cells, split 2) to 5.8 %, but no setting has brought the fields below about 4 %
+of the fine FEM: the cell drug stays near 5 % even in the tumour in every run (the fit leaves it at
+2-3 %), so part of the floor is the network's (8 time cells over 3 h, 2 features per level).
+
 Run from the repository root (needs pinn_twin_host.py's synthesized twin; merges into
 benchmarks/results/pinn_twin_host_forward.json):
     .venv/bin/python benchmarks/pinn_twin_host_forward.py forward --warm none|start|truth [--data]
