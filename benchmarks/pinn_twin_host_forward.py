@@ -138,6 +138,11 @@ error from 13 % (16 cells, split 2) to 5.8 %, but no setting has brought the fie
 of the fine FEM: the cell drug stays near 5 % even in the tumour in every run (the fit leaves it at
 2-3 %), so part of the floor is the network's (8 time cells over 3 h, 2 features per level).
 
+Next (pre-registered before it ran): ``forward --warm truth --pressure exact --weak-cells 32 --grid
+small_t16 --adam 1000 --lbfgs 0``: the same with 16 time cells on the finest level (7.5k more grid
+parameters). Prediction: the cell drug within 4 % of the fine FEM in the tumour, and every field
+within 4 % overall.
+
 Run from the repository root (needs pinn_twin_host.py's synthesized twin; merges into
 benchmarks/results/pinn_twin_host_forward.json):
     .venv/bin/python benchmarks/pinn_twin_host_forward.py forward --warm none|start|truth [--data]
@@ -217,24 +222,25 @@ def use_exact_pressure(problem, config) -> None:
 
 
 def forward_name(warm: str, data: bool, weak_cells: int, seed: int, pressure: str = "parametric",
-                 weak_gauss: int = minimum.WEAK["weak_gauss"], split: int = 1) -> str:
+                 weak_gauss: int = minimum.WEAK["weak_gauss"], split: int = 1, grid_name: str = "small") -> str:
     """The JSON key (and progress label) of a forward run."""
     return f"forward_warm_{warm}" + ("_data" if data else "") + \
         ("" if weak_cells == grid.GRIDS["small"][1] else f"_weak_{weak_cells}") + (f"_seed_{seed}" if seed else "") + \
         ("" if pressure == "parametric" else f"_{pressure}_pressure") + \
         ("" if weak_gauss == minimum.WEAK["weak_gauss"] else f"_gauss_{weak_gauss}") + \
-        ("" if split == 1 else f"_split_{split}")
+        ("" if split == 1 else f"_split_{split}") + ("" if grid_name == "small" else f"_{grid_name}")
 
 
 def forward_stage(work: Path, warm: str, data: bool, weak_cells: int, adam: int, lbfgs: int, seed: int,
                   pretrain: tuple[int, int] = PRETRAIN, pressure: str = "parametric",
-                  weak_gauss: int = minimum.WEAK["weak_gauss"], split: int = 1) -> dict:
-    """The run of the module doc: unknowns held at the truth; ``warm``: the grid network first
+                  weak_gauss: int = minimum.WEAK["weak_gauss"], split: int = 1, grid_name: str = "small") -> dict:
+    """The run of the module doc (``grid_name``: the drug network, a pinn_twin_host_grid.GRIDS entry):
+    unknowns held at the truth; ``warm``: the grid network first
     fitted to the FEM at "truth" or at the distant "start", or "none" (untrained); ``data``: the
     twin's images in the loss; ``weak_cells`` per space axis and ``weak_gauss`` Gauss points per
     cell axis, on ``split`` parts of each cell per space axis; ``pressure``: the pre-trained
     "parametric" network or the "exact" closed form (use_exact_pressure)."""
-    name = forward_name(warm, data, weak_cells, seed, pressure, weak_gauss, split)
+    name = forward_name(warm, data, weak_cells, seed, pressure, weak_gauss, split, grid_name)
     twin_data = minimum.Twin(work)
     cache = grid.pressure_cache_path(work, pretrain, seed)
     began = time.perf_counter()
@@ -247,7 +253,7 @@ def forward_stage(work: Path, warm: str, data: bool, weak_cells: int, adam: int,
         raise RuntimeError(f"the unknowns are not at the truth: {held} against {twin_data.truth}")
     if pressure == "exact":
         use_exact_pressure(problem, twin_data.config)
-    problem.network.network = grid.grid_network(problem.network.network, seed, **grid.GRIDS["small"][0]).double()
+    problem.network.network = grid.grid_network(problem.network.network, seed, **grid.GRIDS[grid_name][0]).double()
     domain = build_domain(twin_data.config, MPI.COMM_SELF, twin.quiet, {})
     fem = minimum.truth_fields(twin_data, problem, domain)
     warm_fit = None
@@ -288,7 +294,7 @@ def forward_stage(work: Path, warm: str, data: bool, weak_cells: int, adam: int,
              "drug": errors_by_region(fields, fem["target"], fem["xt"], problem.scales.length),
              "drug_against_reference": errors_by_region(fields, reference, fem["xt"], problem.scales.length)}
     return {"unknowns_held_at": held, "warm": warm, "data": data, "weak_cells": weak_cells, "weak_gauss": weak_gauss,
-            "split": split, "adam_steps": adam,
+            "split": split, "grid": grid_name, "adam_steps": adam,
             "lbfgs_steps": lbfgs, "seed": seed, "pressure": pressure, "pressure_pretraining": list(pretrain),
             "warm_fit": None if warm_fit is None else {k: v for k, v in warm_fit.items() if k != "trace"},
             "drug_trace": trace, "initial_terms": initial_terms, "final": final, "training_seconds": result.seconds,
@@ -469,6 +475,7 @@ def main() -> None:
     parser.add_argument("--weak-gauss", type=int, default=minimum.WEAK["weak_gauss"])
     parser.add_argument("--split", type=int, default=1, help="forward: each cell's Gauss rule on this many parts "
                         "per space axis (weak_subdivisions)")
+    parser.add_argument("--grid", choices=tuple(grid.GRIDS), default="small", help="forward: the drug network")
     parser.add_argument("--adam", type=int, default=4000)
     parser.add_argument("--lbfgs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
@@ -489,9 +496,10 @@ def main() -> None:
         result = fem_residual_stage(args.work, args.adam, args.seed, args.pressure, args.weak_cells, args.weak_gauss,
                                     tuple(args.pretrain))
     else:
-        key = forward_name(args.warm, args.data, args.weak_cells, args.seed, args.pressure, args.weak_gauss, args.split)
+        key = forward_name(args.warm, args.data, args.weak_cells, args.seed, args.pressure, args.weak_gauss, args.split,
+                           args.grid)
         result = forward_stage(args.work, args.warm, args.data, args.weak_cells, args.adam, args.lbfgs, args.seed,
-                               tuple(args.pretrain), args.pressure, args.weak_gauss, args.split)
+                               tuple(args.pretrain), args.pressure, args.weak_gauss, args.split, args.grid)
     out = json.loads(args.output.read_text()) if args.output.exists() else {"benchmark": "pinn_twin_host_forward"}
     out[key] = result | {"load_average": {"before": load, "after": os.getloadavg()}}
     args.output.write_text(json.dumps(out, indent=1, default=float) + "\n")

@@ -348,6 +348,7 @@ GRIDS = {   # name: (GridEncodedMLP keywords, weak-form cells per space axis)
     "first": ({"levels": (4, 8, 16, 32), "time_cells": 16, "scale": 10.0}, 12),
     "small": ({"levels": (4, 8, 16), "time_cells": 8, "features": 2, "scale": 10.0}, 16),
     "matched": ({"levels": (4, 8, 16, 32), "time_cells": 8, "features": 1, "scale": 10.0}, 24),
+    "small_t16": ({"levels": (4, 8, 16), "time_cells": 16, "features": 2, "scale": 10.0}, 16),
 }
 
 
