@@ -118,7 +118,7 @@ truth, exact pressure, residuals only, errors against the twin's FEM and the fin
 Outcomes so far (one thread each, two or three processes at once): split 2: 1.9 / 2.7 / 2.0 % after
 the fit (2.8 / 3.1 / 2.4 % from the fine FEM), 5.7 / 3.9 / 5.1 % at step 500 (5.0 / 3.4 / 4.3 % from the
 fine FEM), 5.7 / 3.9 / 5.3 % at step 1000 (5.0 / 3.5 / 4.7 %): the gap about halves (unsplit: 8.4 / 8.1
-/ 6.3 % at step 500), and ends after 2000 steps (1124 s) at 5.6 / 4.0 / 5.4 % (5.1 / 3.6 / 4.9 % from the
+/ 6.3 % at step 500), and ends after 2000 steps (1124 s) at 5.6 / 4.0 / 5.4 % (5.0 / 3.6 / 4.9 % from the
 fine FEM; by region tumour 1.8 / 1.8 / 5.2 %, margin 3.6 / 3.6 / 4.5 %, host 13.3 / 4.5 / 5.2 %: the
 host's liposomes, in the outer rim that no test function reaches, carry most of what is left).
 Split 3 at step 500: 5.4 / 5.0 / 5.1 % (5.1 / 5.0 / 4.4 % from the fine FEM), no
