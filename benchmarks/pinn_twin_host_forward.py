@@ -95,7 +95,9 @@ the fine FEM (liposomal by region: tumour 1.6, margin 2.8, host 1.3 %): the FEM 
 about 2 %. (b) The fine FEM's liposomal weak residual is as large as the twin FEM's (5.4e-3 against
 5.9e-3; margin 2.3e-2 against 2.4e-2). (c) Splitting every cell's rule in two per axis lowers them
 9x and 29x (6.4e-4 and 1.9e-4; margin 2.2e-3 and 7.8e-4). **The weak form's quadrature is the
-cause**: 3 Gauss points per 125 um cell and axis do not integrate the margin's liposome layer, so
+cause**: 3 Gauss points per 250 um cell and axis (not 125 um as written above: the length scale is
+the 2 mm outer radius, so 16 cells over [-1, 1] are 250 um wide) do not integrate the margin's
+liposome layer, so
 the converged solution scores a residual 1000x above fields the networks can find 9 % away from it.
 
 Next (a measurement): which axis needs the finer rule? ``reference`` again with each cell's rule
