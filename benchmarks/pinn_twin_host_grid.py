@@ -207,6 +207,16 @@ minutes are not counted; 2500 Adam steps as a step costs about 4x). Prediction: 
 10 % and the drug within 7 % of the FEM at the estimates (the best unsplit run: 10-16 %); over the
 15 minutes.
 
+Outcome (one thread, beside forward runs and a CI run, load 2-4; 1838 s of training, 0.7 s a step):
+**prediction missed**: k_rel -67 %, K_T +5.7 %, p_e -17 %, pressure 16 %, drug 16 / 69 / 68 % (17 / 20 /
+31 % against the FEM at its estimates). The unknowns swung from the first steps: k_rel up to 2.7e-4
+(5.4x the truth) by step 600 with p_e down to 709 Pa, then k_rel down to 1.2e-5 by step 1200 (near
+its 1e-5 start), ending at 1.7e-5 with the released-fraction misfit at 0.012.
+With the split rule the warm networks' liposomal residual is honest and large (2.2e-2 at step
+600, against 1.2e-3 unsplit), and under unit weights the unknowns follow the unweighted sum, which
+that residual dominates: the quadrature that holds the forward fields near the FEM makes this
+inversion's path worse.
+
 Run from the repository root (needs pinn_twin_host.py's synthesized twin; merges into
 benchmarks/results/pinn_twin_host_grid.json):
     .venv/bin/python benchmarks/pinn_twin_host_grid.py supervised [--steps N] [--hold-out]
