@@ -148,8 +148,8 @@ within 4 % overall.
 Outcome (869 s, beside the split inversion and a CI run): **prediction missed**: 3.7 / 5.0 / 6.5 % from
 the fine FEM (tumour 2.0 / 2.2 / 7.1 %, host 7.0 / 7.6 / 8.2 %): the finer time grid makes the cell
 drug worse, not better, so its 5-7 % floor is not the network's time resolution. Unexplained: the
-trained networks' cell-drug residual (3e-10 to 7e-9) is below the fine FEM's own (2.6e-8, which the
-time split lowers to 1.7e-8 and the space split does not change).
+trained networks' cell-drug residual (3e-10 to 3e-8 across these runs) is at or below the fine FEM's
+own (2.6e-8, which the time split lowers to 1.7e-8 and the space split does not change).
 
 Run from the repository root (needs pinn_twin_host.py's synthesized twin; merges into
 benchmarks/results/pinn_twin_host_forward.json):
