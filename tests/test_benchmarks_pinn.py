@@ -159,6 +159,13 @@ def test_grid_encoded_network_interpolates_its_grids_and_the_hold_out_split_part
     assert torch.allclose(encoded[:, 1], torch.zeros(3, dtype=torch.float64))
     with pytest.raises(ValueError, match="grid_dim"):
         grid_benchmark.GridEncodedMLP(4, 1, grid_dim=4)
+    # the seed alone fixes every initial weight, whatever torch's global random state
+    seeded = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        seeded.append(grid_benchmark.GridEncodedMLP(4, 1, grid_dim=3, levels=(4,), generator=torch.Generator()
+                                                    .manual_seed(3)).state_dict())
+    assert all(torch.equal(seeded[0][key], seeded[1][key]) for key in seeded[0])
 
     frames = torch.tensor([600.0, 1200.0, 1800.0, 2400.0], dtype=torch.float64)
     nodes = 50

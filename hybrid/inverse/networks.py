@@ -13,11 +13,22 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["FourierFeatureMLP", "STATE_NETWORK"]
+__all__ = ["FourierFeatureMLP", "STATE_NETWORK", "glorot_init"]
 
 # default shape of the drug state networks (space-time fields): hidden width and depth, number of
 # Fourier features and their scale sigma (nondimensional inputs)
 STATE_NETWORK = {"width": 64, "depth": 4, "features": 32, "sigma": 1.0}
+
+
+def glorot_init(module: nn.Module, generator: torch.Generator | None = None) -> None:
+    """Glorot-uniform weights drawn from ``generator`` and zero biases for every nn.Linear in
+    ``module`` (torch's default initialisation draws from the global random state instead)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            bound = math.sqrt(6.0 / (layer.in_features + layer.out_features))
+            with torch.no_grad():
+                layer.weight.copy_(torch.rand(layer.weight.shape, generator=generator) * 2 * bound - bound)
+                layer.bias.zero_()
 
 
 class FourierFeatureMLP(nn.Module):
@@ -39,12 +50,7 @@ class FourierFeatureMLP(nn.Module):
             size = width
         layers.append(nn.Linear(size, out_dim))
         self.layers = nn.Sequential(*layers)
-        for layer in self.layers:
-            if isinstance(layer, nn.Linear):   # Glorot init drawn from ``generator``
-                bound = math.sqrt(6.0 / (layer.in_features + layer.out_features))
-                with torch.no_grad():
-                    layer.weight.copy_(torch.rand(layer.weight.shape, generator=generator) * 2 * bound - bound)
-                    layer.bias.zero_()
+        glorot_init(self.layers, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.frequencies.shape[1]:
