@@ -229,8 +229,7 @@ before (the same seed; the cache only saves the pre-training's time on a rerun) 
 Outcome (one thread, beside forward runs and a CI run): **both predictions missed.** The rerun did
 not reproduce seed 1's estimates: k_rel +10.5 %, K_T +1.9 %, p_e -12.3 %, pressure 12.1 %, drug 13.1 /
 15.5 / 13.0 % against the FEM at its estimates, 892 s in all (pre-training 321 s, warm fit 36 s,
-training 535 s; the first run within the 15 minutes with the 4x pre-training, because it ran beside
-lighter loads). Its warm fit already differed (3.3 / 3.6 / 3.4 % against 4.9 / 4.8 / 3.6 %): the grid
+training 535 s: the first run with the 4x pre-training within the 15 minutes, by 8 s). Its warm fit already differed (3.3 / 3.6 / 3.4 % against 4.9 / 4.8 / 3.6 %): the grid
 network's linear layers took torch's default initialisation from the global random state, so the
 seed did not fix them, and what ran earlier in the process changed them. From this commit on they
 are drawn from the seeded generator (hybrid.inverse.networks.glorot_init, as the library's MLP), so
