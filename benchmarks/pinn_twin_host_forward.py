@@ -36,7 +36,7 @@ cell against the FEM truth, every node every 600 s:
 | run | Adam 0 | 500 | 1000 | 2000 | 3000 | 4000 | end (L-BFGS) |
 |---|---|---|---|---|---|---|---|
 | ``--warm truth`` | 2.0 / 2.7 / 1.7 % | 8.8 / 8.5 / 7.1 | 9.2 / 8.7 / 9.6 | 9.9 / 9.2 / 12.5 | 10.5 / 9.5 / 14.7 | 10.9 / 9.8 / 14.7 | **10.6 / 9.7 / 14.5 %** |
-| ``--warm start`` | 53 / 71 / 71 % | 11.0 / 19.2 / 21.0 | 12.1 / 16.1 / 17.1 | 10.6 / 15.3 / 16.5 | 11.4 / 15.1 / 15.9 | 11.3 / 15.9 / 17.0 | **10.8 / 15.2 / 15.4 %** |
+| ``--warm start`` | 53 / 71 / 71 % | 11.0 / 19.2 / 21.0 | 12.1 / 16.1 / 17.1 | 10.6 / 15.3 / 16.4 | 11.4 / 15.1 / 15.9 | 11.3 / 15.9 / 17.0 | **10.8 / 15.2 / 15.4 %** |
 
 The first prediction holds for the liposomal and free drug and is missed by the cell drug (14.5 %,
 above 12 %); the second is missed by the free drug (5.5 points apart). With the unknowns at the
@@ -90,7 +90,7 @@ cause). If (a) and (b) hold, the 2 % drug target is being measured against a FEM
 several % off in the margin, and the PINN is then to be judged against the fine FEM (the
 ``forward`` stage reports both from now on: ``drug_against_reference``).
 
-Outcome (the fine FEM: 13 s; every prediction missed): (a) the twin's FEM is 2.2 / 1.9 / 1.6 % off
+Outcome (the fine FEM: 13 s in the first run, cached for the later one; every prediction missed): (a) the twin's FEM is 2.2 / 1.9 / 1.6 % off
 the fine FEM (liposomal by region: tumour 1.6, margin 2.8, host 1.3 %): the FEM truth is good to
 about 2 %. (b) The fine FEM's liposomal weak residual is as large as the twin FEM's (5.4e-3 against
 5.9e-3; margin 2.3e-2 against 2.4e-2). (c) Splitting every cell's rule in two per axis lowers them
@@ -124,7 +124,7 @@ fine FEM), 5.7 / 3.9 / 5.3 % at step 1000 (5.0 / 3.5 / 4.7 %): the gap about hal
 fine FEM; by region tumour 1.8 / 1.8 / 5.2 %, margin 3.6 / 3.6 / 4.5 %, host 13.3 / 4.5 / 5.2 %: the
 host's liposomes, in the outer rim that no test function reaches, carry most of what is left).
 Split 3 at step 500: 5.4 / 5.0 / 5.1 % (5.1 / 5.0 / 4.4 % from the fine FEM), no
-better than split 2; it was stopped there (1.5 s a step) to free the core for the split inversion
+better than split 2; it was stopped there (1.2 s a step) to free the core for the split inversion
 (pinn_twin_host_grid.py). So a finer rule is not all: about 5 % remains.
 
 Next (pre-registered before it ran): is the remaining 5 % the test space? ``forward --warm truth
@@ -135,7 +135,7 @@ end.
 Outcome (635 s, beside the split inversion): **prediction missed** by the free and cell drug: 3.0 /
 3.4 / 2.7 % from the fine FEM after the fit, 3.7 / 4.3 / 4.3 % at step 500, 4.0 / 4.8 / 4.8 % at the end
 (4.3 / 5.1 / 5.7 % from the twin's FEM); by region tumour 2.9 / 3.0 / 5.1 %, margin 4.3 / 3.8 / 3.8 %,
-host 5.8 / 7.1 / 5.9 %. The finer test space, which reaches out to 0.89 R, takes the host's liposomal
+host 5.8 / 7.0 / 5.9 %. The finer test space, which reaches out to 0.89 R, takes the host's liposomal
 error from 13 % (16 cells, split 2) to 5.8 %, but no setting has brought the fields below about 4 %
 of the fine FEM: the cell drug stays near 5 % even in the tumour in every run (the fit leaves it at
 2-3 %), so part of the floor is the network's (8 time cells over 3 h, 2 features per level).
@@ -148,8 +148,9 @@ within 4 % overall.
 Outcome (869 s, beside the split inversion and a CI run): **prediction missed**: 3.7 / 5.0 / 6.5 % from
 the fine FEM (tumour 2.0 / 2.2 / 7.1 %, host 7.0 / 7.6 / 8.2 %): the finer time grid makes the cell
 drug worse, not better, so its 5-7 % floor is not the network's time resolution. Unexplained: the
-trained networks' cell-drug residual (3e-10 to 3e-8 across these runs) is at or below the fine FEM's
-own (2.6e-8, which the time split lowers to 1.7e-8 and the space split does not change).
+16-cell runs' cell-drug residual at the end (2.9e-10 to 2.2e-8) is at or below the fine FEM's own in
+the same weak form (2.6e-8, which the time split lowers to 1.7e-8 and the space split does not
+change); the 32-cell runs end at 8.3e-8 and 2.1e-7, on a different test space.
 
 Run from the repository root (needs pinn_twin_host.py's synthesized twin; merges into
 benchmarks/results/pinn_twin_host_forward.json):

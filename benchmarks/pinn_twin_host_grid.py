@@ -192,7 +192,7 @@ Next (pre-registered before they ran): ``invert --grid small --warm --pretrain 8
 runs' divergence? Prediction: no, k_rel ends above +100 %.
 
 Outcomes (one thread each, both at once, the pre-training of both at once too: 420-424 s of
-it): both predictions met. Seed 1: k_rel +4.0 %, K_T -3.6 %, p_e -7.1 %, pressure 7.0 %, drug 10 /
+it): both predictions met. Seed 1: k_rel +4.0 %, K_T -3.5 %, p_e -7.1 %, pressure 7.0 %, drug 10 /
 15 / 14 % (12 / 16 / 14 % against the FEM at its estimates), 1025 s in all: k_rel and K_T within 5 %
 for the first time in a PINN run on this twin from the distant start, p_e not, and over the 15 minutes on this box. The
 untrained run diverged: k_rel +1128 %, K_T +178 %, p_e -62 %, 1029 s.
@@ -235,7 +235,7 @@ seed did not fix them, and what ran earlier in the process changed them. From th
 are drawn from the seeded generator (hybrid.inverse.networks.glorot_init, as the library's MLP), so
 the earlier runs of this benchmark are single draws of an initialisation that a rerun will not
 repeat; the spread between seed 0, seed 1 and this rerun (k_rel +7.8 / +4.0 / +10.5 %, K_T +12.4 /
--3.6 / +1.9 %, p_e -6.4 / -7.1 / -12.3 %) is the honest measure of this configuration. The polish
+-3.5 / +1.9 %, p_e -6.4 / -7.1 / -12.3 %) is the honest measure of this configuration. The polish
 (500 Adam steps on 32 cells, 360 s) took the drug from 13.1 / 15.5 / 13.0 % to 10.6 / 11.0 / 11.3 % of
 the FEM at the estimates: it moves the right way, far slower than the forward runs' 2000 steps.
 
