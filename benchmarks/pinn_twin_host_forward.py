@@ -44,6 +44,14 @@ truth and a pressure 0.27 % off the FEM's, the residuals pull FEM-fitted fields 
 500-3000 steps, while their terms end small (liposomal 2.9e-5, free 6.8e-7, cell 2.9e-10, no-flux
 1.2e-9): the inversions' 10-16 % drug errors are this forward gap, not (only) the unknowns.
 
+The third pre-registered run (``--warm truth --data``) ran last, after the quadrature study below
+(one thread, beside a CI run, 571 s of training, 16 cells, parametric pressure): **prediction
+missed**: with the images in the loss the fields end farther from the FEM, not within 2 points of
+the residuals-only run: 2.4 / 3.4 / 2.5 % after the fit, 10.9 / 15.1 / 12.0 % at step 500, 13.0 / 16.8 /
+15.0 % at the end (12.7 / 16.4 / 15.0 % from the fine FEM; tumour 6.3 / 7.4 / 7.2 %, margin 11.0 / 8.7 /
+9.1 %, host 30.5 / 28.5 / 24.9 %): the noisy voxel means pull the fields the coarse quadrature leaves
+free, most in the host, whose values are small.
+
 Next (pre-registered while the first two ran, after the truth-warm run's error had grown from
 2.0 / 2.7 / 1.7 % to 9.2 / 8.7 / 9.6 % by step 1000): two candidate causes of that gap, one run
 each, both warm at the truth on the residuals only:
