@@ -248,6 +248,27 @@ def forward_name(warm: str, data: bool, weak_cells: int, seed: int, pressure: st
         ("" if split == 1 else f"_split_{split}") + ("" if grid_name == "small" else f"_{grid_name}")
 
 
+def problem_at_truth(twin_data: minimum.Twin, work: Path, seed: int, pretrain: tuple[int, int], label: str,
+                     pressure: str, grid_name: str | None = None):
+    """The inversion's problem (pinn_twin_host_grid.pretrained_problem, its pressure cached in
+    ``work``) with every scalar unknown at the truth and frozen; ``pressure`` "exact": the closed
+    form in place of the network (use_exact_pressure); ``grid_name``: that GRIDS drug network."""
+    problem = minimum.with_unknowns(grid.pretrained_problem(twin_data, seed, pretrain, label,
+                                                            grid.pressure_cache_path(work, pretrain, seed)),
+                                    twin_data.problem())
+    for unknown in problem.scalar_unknowns():
+        unknown.raw.requires_grad_(False)
+    held = minimum.final_values(problem)
+    if any(abs(error) > 1e-9 for error in minimum.relative_errors(held, twin_data.truth).values()):
+        raise RuntimeError(f"the unknowns are not at the truth: {held} against {twin_data.truth}")
+    if pressure == "exact":
+        use_exact_pressure(problem, twin_data.config)
+    if grid_name is not None:
+        problem.network.network = grid.grid_network(problem.network.network, seed,
+                                                    **grid.GRIDS[grid_name][0]).double()
+    return problem
+
+
 def forward_stage(work: Path, warm: str, data: bool, weak_cells: int, adam: int, lbfgs: int, seed: int,
                   pretrain: tuple[int, int] = PRETRAIN, pressure: str = "parametric",
                   weak_gauss: int = minimum.WEAK["weak_gauss"], split: int = 1, grid_name: str = "small") -> dict:
@@ -259,18 +280,9 @@ def forward_stage(work: Path, warm: str, data: bool, weak_cells: int, adam: int,
     "parametric" network or the "exact" closed form (use_exact_pressure)."""
     name = forward_name(warm, data, weak_cells, seed, pressure, weak_gauss, split, grid_name)
     twin_data = minimum.Twin(work)
-    cache = grid.pressure_cache_path(work, pretrain, seed)
     began = time.perf_counter()
-    problem = minimum.with_unknowns(grid.pretrained_problem(twin_data, seed, pretrain, name, cache),
-                                    twin_data.problem())
-    for unknown in problem.scalar_unknowns():
-        unknown.raw.requires_grad_(False)
+    problem = problem_at_truth(twin_data, work, seed, pretrain, name, pressure, grid_name)
     held = minimum.final_values(problem)
-    if any(abs(error) > 1e-9 for error in minimum.relative_errors(held, twin_data.truth).values()):
-        raise RuntimeError(f"the unknowns are not at the truth: {held} against {twin_data.truth}")
-    if pressure == "exact":
-        use_exact_pressure(problem, twin_data.config)
-    problem.network.network = grid.grid_network(problem.network.network, seed, **grid.GRIDS[grid_name][0]).double()
     domain = build_domain(twin_data.config, MPI.COMM_SELF, twin.quiet, {})
     fem = minimum.truth_fields(twin_data, problem, domain)
     warm_fit = None
@@ -399,10 +411,7 @@ def reference_stage(work: Path, seed: int, weak_cells: int, weak_gauss: int,
     600 s, by region, and both FEMs' weak residuals in the PINN's weak form (exact pressure), with
     each cell's Gauss rule split as QUADRATURE_SPLITS say."""
     twin_data = minimum.Twin(work)
-    cache = grid.pressure_cache_path(work, pretrain, seed)
-    problem = minimum.with_unknowns(grid.pretrained_problem(twin_data, seed, pretrain, "reference", cache),
-                                    twin_data.problem())
-    use_exact_pressure(problem, twin_data.config)
+    problem = problem_at_truth(twin_data, work, seed, pretrain, "reference", "exact")
     fem = minimum.truth_fields(twin_data, problem, build_domain(twin_data.config, MPI.COMM_SELF, twin.quiet, {}))
     started = time.perf_counter()
     reference = fine_reference(twin_data, problem, fem["xt"], work)
@@ -449,14 +458,7 @@ def fem_residual_stage(work: Path, adam: int, seed: int, pressure: str, weak_cel
     them and of that network after ``adam`` Adam steps on the residuals only (unknowns at the truth)."""
     name = "fem_residual" + ("" if pressure == "parametric" else f"_{pressure}_pressure")
     twin_data = minimum.Twin(work)
-    cache = grid.pressure_cache_path(work, pretrain, seed)
-    problem = minimum.with_unknowns(grid.pretrained_problem(twin_data, seed, pretrain, name, cache),
-                                    twin_data.problem())
-    for unknown in problem.scalar_unknowns():
-        unknown.raw.requires_grad_(False)
-    if pressure == "exact":
-        use_exact_pressure(problem, twin_data.config)
-    problem.network.network = grid.grid_network(problem.network.network, seed, **grid.GRIDS["small"][0]).double()
+    problem = problem_at_truth(twin_data, work, seed, pretrain, name, pressure, "small")
     problem.data, problem._shared_data = torch.nn.ModuleList(), []
     problem.use_weak_form(SpaceTimeTestFunctions(problem.geometry, cells=weak_cells,
                                                  time_cells=minimum.WEAK["weak_time_cells"], gauss=weak_gauss))
